@@ -1,0 +1,33 @@
+//! AWS SDK configuration shared by every function.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+
+/// Attempts per call, the first included. ECS throttles per account and region
+/// (token buckets of 100, refilled at 20–40/s): backing off up to 8 times spreads
+/// a burst over several seconds, well inside a Lambda invocation.
+pub const MAX_ATTEMPTS: u32 = 8;
+
+/// Loads region, credentials and endpoint (`AWS_ENDPOINT_URL*` included) from the
+/// environment, with the retry and timeout policy of this system.
+pub async fn load_config() -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(MAX_ATTEMPTS)
+                .with_initial_backoff(Duration::from_millis(100))
+                .with_max_backoff(Duration::from_secs(5)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .operation_timeout(Duration::from_secs(40))
+                .build(),
+        )
+        .load()
+        .await
+}

@@ -1,0 +1,233 @@
+//! The ECS vocabulary shared by events, the `Ecs` trait and the planner.
+//! Status strings AWS may extend are kept as `Other(..)` rather than refused.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+macro_rules! open_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(from = "String", into = "String")]
+        pub enum $name {
+            $($variant,)+
+            /// A value this version does not know; kept verbatim.
+            Other(String),
+        }
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$variant => $text,)+
+                    Self::Other(text) => text,
+                }
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(text: String) -> Self {
+                Self::from(text.as_str())
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(text: &str) -> Self {
+                match text {
+                    $($text => Self::$variant,)+
+                    other => Self::Other(other.to_string()),
+                }
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> Self {
+                value.as_str().to_string()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+open_enum!(
+    /// Container instance status (`ListContainerInstances` / `DescribeContainerInstances`).
+    InstanceStatus {
+        Registering => "REGISTERING",
+        RegistrationFailed => "REGISTRATION_FAILED",
+        Active => "ACTIVE",
+        Draining => "DRAINING",
+        Deregistering => "DEREGISTERING",
+        Inactive => "INACTIVE",
+    }
+);
+
+open_enum!(
+    /// Task last/desired status.
+    TaskStatus {
+        Provisioning => "PROVISIONING",
+        Pending => "PENDING",
+        Activating => "ACTIVATING",
+        Running => "RUNNING",
+        Deactivating => "DEACTIVATING",
+        Stopping => "STOPPING",
+        Deprovisioning => "DEPROVISIONING",
+        Stopped => "STOPPED",
+        Deleted => "DELETED",
+    }
+);
+
+open_enum!(
+    /// Task or container health.
+    HealthStatus {
+        Healthy => "HEALTHY",
+        Unhealthy => "UNHEALTHY",
+        Unknown => "UNKNOWN",
+    }
+);
+
+impl TaskStatus {
+    /// Stopped for good: nothing will run again under this task.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Self::Stopped | Self::Deleted)
+    }
+}
+
+/// CPU units and MiB of memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpu: i64,
+    pub memory_mib: i64,
+}
+
+/// One container instance as `DescribeContainerInstances` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerInstance {
+    pub arn: String,
+    pub ec2_instance_id: Option<String>,
+    pub status: InstanceStatus,
+    pub status_reason: Option<String>,
+    pub agent_connected: bool,
+    pub capacity_provider: Option<String>,
+    pub registered: Resources,
+    pub remaining: Resources,
+    pub running_tasks: i32,
+    pub pending_tasks: i32,
+    /// Attribute name → value (`None` for value-less attributes such as capabilities).
+    pub attributes: BTreeMap<String, Option<String>>,
+    /// Grows with every change of the instance; events carry the same counter.
+    pub version: i64,
+    pub registered_at: Option<DateTime<Utc>>,
+}
+
+impl ContainerInstance {
+    pub fn id(&self) -> &str {
+        crate::arn::resource_id(&self.arn)
+    }
+}
+
+/// One task as `DescribeTasks` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Task {
+    pub arn: String,
+    pub task_definition_arn: String,
+    pub container_instance_arn: Option<String>,
+    pub last_status: TaskStatus,
+    pub desired_status: TaskStatus,
+    pub health: HealthStatus,
+    pub group: Option<String>,
+    pub started_by: Option<String>,
+    pub stop_code: Option<String>,
+    pub stopped_reason: Option<String>,
+    pub version: i64,
+    pub created_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub stopped_at: Option<DateTime<Utc>>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Task {
+    pub fn id(&self) -> &str {
+        crate::arn::resource_id(&self.arn)
+    }
+}
+
+/// What the controller needs to know of a task definition revision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskDefinition {
+    pub arn: String,
+    pub family: String,
+    pub revision: i32,
+    pub status: String,
+    pub execution_role_arn: Option<String>,
+    /// Task-level CPU and memory when set, else the containers' sums (reservation when no hard limit).
+    pub cpu: Option<i64>,
+    pub memory_mib: Option<i64>,
+    pub containers: Vec<ContainerDefinition>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerDefinition {
+    pub name: String,
+    pub essential: bool,
+    pub has_health_check: bool,
+}
+
+impl TaskDefinition {
+    /// `family:revision`, the pinned form deploys use.
+    pub fn family_revision(&self) -> String {
+        format!("{}:{}", self.family, self.revision)
+    }
+
+    pub fn has_health_check(&self) -> bool {
+        self.containers.iter().any(|c| c.has_health_check)
+    }
+}
+
+/// One failure item of `StartTask` / `Describe*` (ECS's own reason, e.g. `RESOURCE:MEMORY`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub arn: Option<String>,
+    pub reason: String,
+    pub detail: Option<String>,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.reason)?;
+        if let Some(arn) = &self.arn {
+            write!(f, " on {arn}")?;
+        }
+        if let Some(detail) = &self.detail {
+            write!(f, " ({detail})")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_status_is_kept_verbatim() {
+        assert_eq!(InstanceStatus::from("ACTIVE"), InstanceStatus::Active);
+        let other = InstanceStatus::from("HIBERNATING");
+        assert_eq!(other, InstanceStatus::Other("HIBERNATING".into()));
+        assert_eq!(other.to_string(), "HIBERNATING");
+        let json = serde_json::to_string(&TaskStatus::Running).unwrap();
+        assert_eq!(json, "\"RUNNING\"");
+        let back: TaskStatus = serde_json::from_str("\"STOPPED\"").unwrap();
+        assert!(back.is_terminal());
+    }
+}

@@ -1,0 +1,393 @@
+//! Durable state in one DynamoDB table (layout in DESIGN.md): daemon specs,
+//! rollouts, per-(daemon, instance) slots and event-dedupe markers.
+//!
+//! Every write is conditional on the version the writer read (or on absence),
+//! so a lost race is a [`StoreError::Conflict`], never an overwrite.
+
+use std::fmt;
+use std::future::Future;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+#[cfg(any(test, feature = "test-support"))]
+pub mod contract;
+mod dynamodb;
+mod memory;
+pub use dynamodb::{create_table, DynamoStore, SPECS_BY_CLUSTER_INDEX};
+pub use memory::MemoryStore;
+
+/// The primary key of one item.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ItemKey {
+    pub pk: String,
+    pub sk: String,
+}
+
+impl ItemKey {
+    pub fn daemon_partition(cluster: &str, daemon: &str) -> String {
+        format!("DAEMON#{cluster}#{daemon}")
+    }
+
+    pub fn spec(cluster: &str, daemon: &str) -> Self {
+        Self {
+            pk: Self::daemon_partition(cluster, daemon),
+            sk: "SPEC".into(),
+        }
+    }
+
+    pub fn rollout(cluster: &str, daemon: &str, rollout_id: &str) -> Self {
+        Self {
+            pk: Self::daemon_partition(cluster, daemon),
+            sk: format!("{}{rollout_id}", RecordKind::Rollout.prefix()),
+        }
+    }
+
+    pub fn slot(cluster: &str, daemon: &str, instance_id: &str) -> Self {
+        Self {
+            pk: Self::daemon_partition(cluster, daemon),
+            sk: format!("{}{instance_id}", RecordKind::Slot.prefix()),
+        }
+    }
+
+    pub fn event(event_id: &str) -> Self {
+        Self {
+            pk: format!("EVENT#{event_id}"),
+            sk: "EVENT".into(),
+        }
+    }
+}
+
+impl fmt::Display for ItemKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.pk, self.sk)
+    }
+}
+
+/// The kinds of versioned records under a daemon's partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    Spec,
+    Rollout,
+    Slot,
+}
+
+impl RecordKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Spec => "SPEC",
+            Self::Rollout => "ROLLOUT",
+            Self::Slot => "SLOT",
+        }
+    }
+
+    /// Sort-key prefix shared by every record of this kind.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::Spec => "SPEC",
+            Self::Rollout => "ROLLOUT#",
+            Self::Slot => "SLOT#",
+        }
+    }
+}
+
+/// A record kept in the table.
+pub trait Record: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    const KIND: RecordKind;
+    fn key(&self) -> ItemKey;
+    /// The cluster, for records listed per cluster (specs).
+    fn cluster_index(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// What a conditional write expects to find.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expected {
+    /// The item must not exist yet.
+    Absent,
+    /// The item must be at exactly this version.
+    Version(u64),
+}
+
+impl Expected {
+    /// The version the item has after a successful write.
+    pub fn next_version(self) -> u64 {
+        match self {
+            Self::Absent => 1,
+            Self::Version(version) => version + 1,
+        }
+    }
+}
+
+impl fmt::Display for Expected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Absent => f.write_str("no item"),
+            Self::Version(version) => write!(f, "version {version}"),
+        }
+    }
+}
+
+/// A record with the version it was read at; pass the version back to write it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned<R> {
+    pub record: R,
+    pub version: u64,
+}
+
+impl<R> Versioned<R> {
+    pub fn expected(&self) -> Expected {
+        Expected::Version(self.version)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("conflict on {key}: expected {expected}, found {}", found.map_or("no item".to_string(), |v| format!("version {v}")))]
+    Conflict {
+        key: ItemKey,
+        expected: Expected,
+        found: Option<u64>,
+    },
+    #[error("DynamoDB {operation} on {target} failed ({code}): {message}")]
+    Call {
+        operation: &'static str,
+        target: String,
+        code: String,
+        message: String,
+        retryable: bool,
+    },
+    #[error("stored item {key} cannot be read as {kind}: {message}")]
+    Corrupt {
+        key: String,
+        kind: &'static str,
+        message: String,
+    },
+}
+
+impl StoreError {
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Conflict { .. })
+    }
+}
+
+/// Whether an event id was seen before (EventBridge delivers at least once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventSeen {
+    FirstTime,
+    Duplicate,
+}
+
+/// The table behind ecs-daemons.
+pub trait Store: Send + Sync {
+    /// Reads one record (strongly consistent).
+    fn get<R: Record>(
+        &self,
+        key: &ItemKey,
+    ) -> impl Future<Output = Result<Option<Versioned<R>>, StoreError>> + Send;
+
+    /// Writes a record if the stored one is as expected; returns the new version.
+    fn put<R: Record>(
+        &self,
+        record: &R,
+        expected: Expected,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Deletes a record if it is at the expected version.
+    fn delete(
+        &self,
+        key: &ItemKey,
+        expected_version: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every record of kind `R` in one daemon's partition, in sort-key order (strongly consistent).
+    fn query<R: Record>(
+        &self,
+        cluster: &str,
+        daemon: &str,
+    ) -> impl Future<Output = Result<Vec<Versioned<R>>, StoreError>> + Send;
+
+    /// Every daemon spec of a cluster (through the sparse by-cluster index).
+    fn list_specs(
+        &self,
+        cluster: &str,
+    ) -> impl Future<Output = Result<Vec<Versioned<DaemonSpec>>, StoreError>> + Send;
+
+    /// Records an event id for `ttl`; answers whether it was already recorded and not expired.
+    fn remember_event(
+        &self,
+        event_id: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<EventSeen, StoreError>> + Send;
+}
+
+/// A declared daemon: what runs, where, in which order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonSpec {
+    pub cluster: String,
+    pub daemon: String,
+    /// Pinned `family:revision`.
+    pub task_definition: String,
+    pub capacity_providers: Vec<String>,
+    /// Lower starts first and stops last.
+    #[serde(default)]
+    pub start_order: i32,
+    /// The last revision whose rollout succeeded (rollback target).
+    #[serde(default)]
+    pub last_good_task_definition: Option<String>,
+    /// The rollout in flight, if any.
+    #[serde(default)]
+    pub active_rollout: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Record for DaemonSpec {
+    const KIND: RecordKind = RecordKind::Spec;
+    fn key(&self) -> ItemKey {
+        ItemKey::spec(&self.cluster, &self.daemon)
+    }
+    fn cluster_index(&self) -> Option<&str> {
+        Some(&self.cluster)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RolloutState {
+    InProgress,
+    Succeeded,
+    Failed,
+    Superseded,
+}
+
+/// One instance that failed during a rollout, with ECS's own reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutFailure {
+    pub instance_id: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// One rollout of a daemon from one revision to another, and its progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    pub cluster: String,
+    pub daemon: String,
+    /// Sorts by start time, so a query lists history in order.
+    pub id: String,
+    pub from_task_definition: Option<String>,
+    pub to_task_definition: String,
+    pub state: RolloutState,
+    #[serde(default)]
+    pub instances_done: u32,
+    #[serde(default)]
+    pub instances_total: u32,
+    #[serde(default)]
+    pub failures: Vec<RolloutFailure>,
+    pub started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Record for Rollout {
+    const KIND: RecordKind = RecordKind::Rollout;
+    fn key(&self) -> ItemKey {
+        ItemKey::rollout(&self.cluster, &self.daemon, &self.id)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SlotState {
+    /// Won by an invocation that is about to call StartTask.
+    Claimed,
+    /// StartTask answered with a task that is not RUNNING yet.
+    Starting,
+    Running,
+    /// Asked to stop (drain-last, untargeted instance, replaced copy).
+    Stopping,
+    /// Stopped too often in a row: left alone and reported.
+    CrashLooping,
+}
+
+/// The state of one daemon on one container instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Slot {
+    pub cluster: String,
+    pub daemon: String,
+    pub instance_id: String,
+    pub state: SlotState,
+    #[serde(default)]
+    pub task_arn: Option<String>,
+    #[serde(default)]
+    pub task_definition: Option<String>,
+    /// Who claimed the slot (invocation / request id), for finding half-done starts.
+    #[serde(default)]
+    pub claimed_by: Option<String>,
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    #[serde(default)]
+    pub last_stop_reason: Option<String>,
+    /// No restart before this time (exponential backoff).
+    #[serde(default)]
+    pub retry_after: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Record for Slot {
+    const KIND: RecordKind = RecordKind::Slot;
+    fn key(&self) -> ItemKey {
+        ItemKey::slot(&self.cluster, &self.daemon, &self.instance_id)
+    }
+}
+
+/// Serialized form of a record, shared by both stores so they agree on what is storable.
+fn encode<R: Record>(record: &R) -> Result<String, StoreError> {
+    serde_json::to_string(record).map_err(|error| StoreError::Corrupt {
+        key: record.key().to_string(),
+        kind: R::KIND.as_str(),
+        message: error.to_string(),
+    })
+}
+
+fn decode<R: Record>(key: &str, data: &str) -> Result<R, StoreError> {
+    serde_json::from_str(data).map_err(|error| StoreError::Corrupt {
+        key: key.to_string(),
+        kind: R::KIND.as_str(),
+        message: error.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_store_keeps_the_contract() {
+        contract::check_store_contract(&MemoryStore::new(), "prod", 250).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn memory_store_claim_race_has_one_winner() {
+        contract::check_claim_race(Arc::new(MemoryStore::new()), "prod", 16).await;
+    }
+
+    #[test]
+    fn keys_follow_the_table_layout() {
+        assert_eq!(
+            ItemKey::spec("prod", "agent").to_string(),
+            "DAEMON#prod#agent/SPEC"
+        );
+        assert_eq!(ItemKey::slot("prod", "agent", "ci-1").sk, "SLOT#ci-1");
+        assert_eq!(ItemKey::rollout("prod", "agent", "r1").sk, "ROLLOUT#r1");
+        assert_eq!(ItemKey::event("e1").pk, "EVENT#e1");
+    }
+}

@@ -1,0 +1,248 @@
+//! The `Store` contract, run against the in-memory store (unit tests) and the
+//! DynamoDB adapter over HTTP (integration tests), so both keep one semantics.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+
+use super::{
+    DaemonSpec, EventSeen, Expected, ItemKey, Record, Rollout, RolloutState, Slot, SlotState,
+    Store, StoreError, Versioned,
+};
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_790_000_000 + seconds, 0)
+        .single()
+        .expect("valid test timestamp")
+}
+
+pub fn spec(cluster: &str, daemon: &str, task_definition: &str) -> DaemonSpec {
+    DaemonSpec {
+        cluster: cluster.into(),
+        daemon: daemon.into(),
+        task_definition: task_definition.into(),
+        capacity_providers: vec!["asg-general".into()],
+        start_order: 0,
+        last_good_task_definition: None,
+        active_rollout: None,
+        updated_at: at(0),
+    }
+}
+
+pub fn slot(cluster: &str, daemon: &str, instance: &str, claimed_by: &str) -> Slot {
+    Slot {
+        cluster: cluster.into(),
+        daemon: daemon.into(),
+        instance_id: instance.into(),
+        state: SlotState::Claimed,
+        task_arn: None,
+        task_definition: Some(format!("{daemon}:1")),
+        claimed_by: Some(claimed_by.into()),
+        consecutive_failures: 0,
+        last_stop_reason: None,
+        retry_after: None,
+        updated_at: at(1),
+    }
+}
+
+fn rollout(cluster: &str, daemon: &str, id: &str) -> Rollout {
+    Rollout {
+        cluster: cluster.into(),
+        daemon: daemon.into(),
+        id: id.into(),
+        from_task_definition: Some(format!("{daemon}:1")),
+        to_task_definition: format!("{daemon}:2"),
+        state: RolloutState::InProgress,
+        instances_done: 0,
+        instances_total: 10,
+        failures: vec![],
+        started_at: at(2),
+        updated_at: at(2),
+    }
+}
+
+/// Versioned writes, conflicts, deletes, queries per kind, listing by cluster, event markers.
+/// `slots` slot records are written to cross the adapter's page boundaries.
+pub async fn check_store_contract<S: Store>(store: &S, cluster: &str, slots: usize) {
+    let agent = spec(cluster, "agent", "agent:1");
+    assert_eq!(store.put(&agent, Expected::Absent).await, Ok(1));
+    let read: Versioned<DaemonSpec> = store
+        .get(&agent.key())
+        .await
+        .unwrap()
+        .expect("spec written");
+    assert_eq!(
+        read,
+        Versioned {
+            record: agent.clone(),
+            version: 1
+        }
+    );
+
+    match store.put(&agent, Expected::Absent).await {
+        Err(StoreError::Conflict {
+            expected: Expected::Absent,
+            found: Some(1),
+            ..
+        }) => {}
+        other => panic!("second create must conflict with version 1, got {other:?}"),
+    }
+    let updated = DaemonSpec {
+        task_definition: "agent:2".into(),
+        ..agent.clone()
+    };
+    assert_eq!(store.put(&updated, read.expected()).await, Ok(2));
+    let stale = DaemonSpec {
+        task_definition: "agent:3".into(),
+        ..agent.clone()
+    };
+    match store.put(&stale, Expected::Version(1)).await {
+        Err(StoreError::Conflict { found: Some(2), .. }) => {}
+        other => panic!("a stale write must conflict with version 2, got {other:?}"),
+    }
+    let kept: Versioned<DaemonSpec> = store.get(&agent.key()).await.unwrap().unwrap();
+    assert_eq!(
+        kept.record.task_definition, "agent:2",
+        "a lost race never overwrites"
+    );
+    assert_eq!(kept.version, 2);
+
+    let ghost = spec(cluster, "ghost", "ghost:1");
+    match store.put(&ghost, Expected::Version(5)).await {
+        Err(StoreError::Conflict { found: None, .. }) => {}
+        other => panic!("updating a missing item must conflict, got {other:?}"),
+    }
+    assert_eq!(store.get::<DaemonSpec>(&ghost.key()).await, Ok(None));
+
+    let logs = spec(cluster, "log-router", "fluent-bit:7");
+    store.put(&logs, Expected::Absent).await.unwrap();
+    store
+        .put(
+            &spec("some-other-cluster", "agent", "agent:1"),
+            Expected::Absent,
+        )
+        .await
+        .unwrap();
+    let mut listed: Vec<String> = store
+        .list_specs(cluster)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.record.daemon)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, vec!["agent", "log-router"]);
+
+    for index in 0..slots {
+        store
+            .put(
+                &slot(cluster, "agent", &format!("ci-{index:05}"), "test"),
+                Expected::Absent,
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .put(
+            &rollout(cluster, "agent", "20261124T100000-a"),
+            Expected::Absent,
+        )
+        .await
+        .unwrap();
+    store
+        .put(
+            &rollout(cluster, "agent", "20261124T110000-b"),
+            Expected::Absent,
+        )
+        .await
+        .unwrap();
+    let found_slots: Vec<Versioned<Slot>> = store.query(cluster, "agent").await.unwrap();
+    assert_eq!(found_slots.len(), slots, "every slot, across pages");
+    assert!(found_slots
+        .windows(2)
+        .all(|pair| pair[0].record.instance_id < pair[1].record.instance_id));
+    let rollouts: Vec<Versioned<Rollout>> = store.query(cluster, "agent").await.unwrap();
+    assert_eq!(
+        rollouts
+            .iter()
+            .map(|r| r.record.id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["20261124T100000-a", "20261124T110000-b"]
+    );
+    assert!(store
+        .query::<Slot>(cluster, "log-router")
+        .await
+        .unwrap()
+        .is_empty());
+
+    let first_slot = ItemKey::slot(cluster, "agent", "ci-00000");
+    match store.get::<DaemonSpec>(&first_slot).await {
+        Err(StoreError::Corrupt { .. }) => {}
+        other => panic!("reading a slot as a spec must be refused, got {other:?}"),
+    }
+    match store.delete(&first_slot, 7).await {
+        Err(StoreError::Conflict { found: Some(1), .. }) => {}
+        other => panic!("delete at a wrong version must conflict, got {other:?}"),
+    }
+    store.delete(&first_slot, 1).await.unwrap();
+    assert_eq!(store.get::<Slot>(&first_slot).await, Ok(None));
+
+    let ttl = Duration::hours(1);
+    assert_eq!(
+        store.remember_event("evt-1", at(0), ttl).await,
+        Ok(EventSeen::FirstTime)
+    );
+    assert_eq!(
+        store.remember_event("evt-1", at(60), ttl).await,
+        Ok(EventSeen::Duplicate)
+    );
+    assert_eq!(
+        store.remember_event("evt-2", at(60), ttl).await,
+        Ok(EventSeen::FirstTime)
+    );
+    assert_eq!(
+        store.remember_event("evt-1", at(7200), ttl).await,
+        Ok(EventSeen::FirstTime),
+        "an expired marker no longer counts, even before TTL removes it"
+    );
+}
+
+/// `contenders` tasks race to claim one slot: exactly one wins, the rest get `Conflict`,
+/// and the stored record is the winner's.
+pub async fn check_claim_race<S: Store + 'static>(store: Arc<S>, cluster: &str, contenders: usize) {
+    let mut handles = Vec::new();
+    for contender in 0..contenders {
+        let store = Arc::clone(&store);
+        let claim = slot(
+            cluster,
+            "agent",
+            "ci-contested",
+            &format!("invocation-{contender}"),
+        );
+        handles.push(tokio::spawn(async move {
+            (contender, store.put(&claim, Expected::Absent).await)
+        }));
+    }
+    let mut winners = Vec::new();
+    let mut conflicts = 0;
+    for handle in handles {
+        let (contender, outcome) = handle.await.expect("claim task finished");
+        match outcome {
+            Ok(1) => winners.push(contender),
+            Err(StoreError::Conflict { .. }) => conflicts += 1,
+            other => panic!("unexpected claim outcome {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one claim wins: {winners:?}");
+    assert_eq!(conflicts, contenders - 1);
+    let stored: Versioned<Slot> = store
+        .get(&ItemKey::slot(cluster, "agent", "ci-contested"))
+        .await
+        .unwrap()
+        .expect("claimed");
+    assert_eq!(
+        stored.record.claimed_by,
+        Some(format!("invocation-{}", winners[0]))
+    );
+    assert_eq!(stored.version, 1);
+}

@@ -1,0 +1,223 @@
+//! What moto cannot show: ECS list pagination (moto answers every list in one
+//! page), exact batch sizes, and throttling retried by the SDK's retry policy.
+//! The SDK's own replay client serves documented ECS JSON answers.
+
+use std::time::Duration;
+
+use aws_sdk_ecs::config::retry::RetryConfig;
+use aws_sdk_ecs::config::{BehaviorVersion, Credentials, Region};
+use aws_smithy_http_client::test_util::{ReplayEvent, StaticReplayClient};
+use aws_smithy_types::body::SdkBody;
+use ecs_daemons::ecs::{Ecs, EcsErrorKind, InstanceAttribute, SdkEcs, TaskFilter};
+
+fn answer(status: u16, body: &str) -> ReplayEvent {
+    let mut response = http::Response::builder().status(status);
+    if status != 200 {
+        let kind = serde_json::from_str::<serde_json::Value>(body).unwrap()["__type"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        response = response.header("x-amzn-errortype", kind);
+    }
+    ReplayEvent::new(
+        http::Request::builder()
+            .uri("https://ecs.us-east-1.amazonaws.com/")
+            .body(SdkBody::empty())
+            .unwrap(),
+        response.body(SdkBody::from(body.to_string())).unwrap(),
+    )
+}
+
+fn replay(events: Vec<ReplayEvent>) -> (SdkEcs, StaticReplayClient) {
+    let http_client = StaticReplayClient::new(events);
+    let config = aws_sdk_ecs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "replay"))
+        .http_client(http_client.clone())
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(1)),
+        )
+        .build();
+    (
+        SdkEcs::new(aws_sdk_ecs::Client::from_conf(config)),
+        http_client,
+    )
+}
+
+fn bodies(client: &StaticReplayClient) -> Vec<serde_json::Value> {
+    client
+        .actual_requests()
+        .map(|request| {
+            serde_json::from_slice(request.body().bytes().expect("in-memory body")).unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn list_tasks_follows_next_token_through_every_page() {
+    let (ecs, client) = replay(vec![
+        answer(
+            200,
+            r#"{"taskArns":["arn:t/1","arn:t/2"],"nextToken":"page-2"}"#,
+        ),
+        answer(200, r#"{"taskArns":["arn:t/3"],"nextToken":"page-3"}"#),
+        answer(200, r#"{"taskArns":[]}"#),
+    ]);
+    let tasks = ecs
+        .list_tasks("prod", &TaskFilter::StartedBy("ecs-daemons".into()))
+        .await
+        .unwrap();
+    assert_eq!(tasks, vec!["arn:t/1", "arn:t/2", "arn:t/3"]);
+    let sent = bodies(&client);
+    assert_eq!(sent.len(), 3);
+    assert_eq!(sent[0]["startedBy"], "ecs-daemons");
+    assert_eq!(sent[0]["maxResults"], 100);
+    assert!(sent[0].get("nextToken").is_none());
+    assert_eq!(sent[1]["nextToken"], "page-2");
+    assert_eq!(sent[2]["nextToken"], "page-3");
+}
+
+#[tokio::test]
+async fn list_container_instances_pages_and_passes_status() {
+    let (ecs, client) = replay(vec![
+        answer(
+            200,
+            r#"{"containerInstanceArns":["arn:ci/1"],"nextToken":"n"}"#,
+        ),
+        answer(200, r#"{"containerInstanceArns":["arn:ci/2"]}"#),
+    ]);
+    let listed = ecs
+        .list_container_instances("prod", Some(ecs_daemons::model::InstanceStatus::Draining))
+        .await
+        .unwrap();
+    assert_eq!(listed, vec!["arn:ci/1", "arn:ci/2"]);
+    let sent = bodies(&client);
+    assert_eq!(sent[0]["status"], "DRAINING");
+    assert_eq!(sent[1]["nextToken"], "n");
+}
+
+#[tokio::test]
+async fn describes_are_cut_into_batches_of_100() {
+    let empty = r#"{"containerInstances":[],"failures":[]}"#;
+    let (ecs, client) = replay(vec![
+        answer(200, empty),
+        answer(200, empty),
+        answer(200, empty),
+    ]);
+    let ids: Vec<String> = (0..250).map(|i| format!("ci-{i}")).collect();
+    ecs.describe_container_instances("prod", &ids)
+        .await
+        .unwrap();
+    let sizes: Vec<usize> = bodies(&client)
+        .iter()
+        .map(|b| b["containerInstances"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(sizes, vec![100, 100, 50]);
+}
+
+#[tokio::test]
+async fn attributes_are_put_ten_per_call() {
+    let (ecs, client) = replay(vec![
+        answer(200, r#"{"attributes":[]}"#),
+        answer(200, r#"{"attributes":[]}"#),
+        answer(200, r#"{"attributes":[]}"#),
+    ]);
+    let attributes: Vec<InstanceAttribute> = (0..25)
+        .map(|i| InstanceAttribute {
+            container_instance: format!("arn:aws:ecs:us-east-1:1:container-instance/prod/{i}"),
+            name: "ecs-daemons.ready".into(),
+            value: Some("true".into()),
+        })
+        .collect();
+    ecs.put_attributes("prod", &attributes).await.unwrap();
+    let sent = bodies(&client);
+    let sizes: Vec<usize> = sent
+        .iter()
+        .map(|b| b["attributes"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(sizes, vec![10, 10, 5]);
+    assert!(
+        sent[0]["attributes"][0].get("targetType").is_none(),
+        "a full ARN goes without targetType"
+    );
+}
+
+#[tokio::test]
+async fn throttling_is_retried_by_the_sdk_then_reported() {
+    let throttled = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+    let (ecs, client) = replay(vec![
+        answer(400, throttled),
+        answer(200, r#"{"taskArns":["arn:t/1"]}"#),
+    ]);
+    let tasks = ecs
+        .list_tasks("prod", &TaskFilter::ContainerInstance("ci-1".into()))
+        .await
+        .unwrap();
+    assert_eq!(tasks, vec!["arn:t/1"]);
+    assert_eq!(
+        client.actual_requests().count(),
+        2,
+        "one throttled attempt, one retry"
+    );
+
+    let (ecs, client) = replay(vec![
+        answer(400, throttled),
+        answer(400, throttled),
+        answer(400, throttled),
+    ]);
+    let error = ecs.stop_task("prod", "arn:t/9", "test").await.unwrap_err();
+    assert_eq!(
+        client.actual_requests().count(),
+        3,
+        "every attempt the retry policy allows"
+    );
+    assert_eq!(error.kind, EcsErrorKind::Throttled);
+    assert!(error.is_retryable());
+    assert_eq!(
+        error.to_string(),
+        "ECS StopTask on task arn:t/9 in cluster prod failed (ThrottlingException): Rate exceeded"
+    );
+}
+
+#[tokio::test]
+async fn client_errors_are_not_retried_and_keep_ecs_words() {
+    let (ecs, client) = replay(vec![answer(
+        400,
+        r#"{"__type":"ClientException","message":"Unable to describe task definition."}"#,
+    )]);
+    let error = ecs.describe_task_definition("agent:99").await.unwrap_err();
+    assert_eq!(client.actual_requests().count(), 1);
+    assert_eq!(error.kind, EcsErrorKind::NotFound);
+    assert_eq!(error.target, "agent:99");
+
+    let (ecs, _) = replay(vec![answer(
+        400,
+        r#"{"__type":"AccessDeniedException","message":"User is not authorized to perform: ecs:StartTask"}"#,
+    )]);
+    let request = ecs_daemons::ecs::StartTaskRequest {
+        task_definition: "agent:1".into(),
+        container_instances: vec!["ci-1".into()],
+        started_by: "ecs-daemons".into(),
+        group: "daemon:agent".into(),
+        tags: vec![],
+    };
+    let error = ecs.start_task("prod", &request).await.unwrap_err();
+    assert_eq!(error.kind, EcsErrorKind::AccessDenied);
+    assert!(error.to_string().contains("ecs:StartTask"), "{error}");
+}
+
+#[tokio::test]
+async fn production_config_retries_throttling_with_backoff() {
+    // No endpoint is contacted: this only reads the assembled retry policy.
+    let config = ecs_daemons::aws::load_config().await;
+    let retry = config.retry_config().expect("retry policy set");
+    assert_eq!(retry.max_attempts(), ecs_daemons::aws::MAX_ATTEMPTS);
+    assert!(retry.max_attempts() >= 5);
+    assert_eq!(
+        retry.mode(),
+        aws_sdk_ecs::config::retry::RetryMode::Standard
+    );
+}
