@@ -5,5 +5,6 @@ pub mod aws;
 pub mod ecs;
 pub mod events;
 pub mod model;
+pub mod plan;
 pub mod store;
 pub mod telemetry;

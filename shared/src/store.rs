@@ -103,7 +103,7 @@ pub trait Record: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
 }
 
 /// What a conditional write expects to find.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Expected {
     /// The item must not exist yet.
     Absent,
@@ -242,7 +242,45 @@ pub struct DaemonSpec {
     /// The rollout in flight, if any.
     #[serde(default)]
     pub active_rollout: Option<String>,
+    #[serde(default)]
+    pub restart: RestartPolicy,
     pub updated_at: DateTime<Utc>,
+}
+
+/// How a daemon that stops unexpectedly is restarted on its instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RestartPolicy {
+    /// After this many failures in a row the slot is crash-looping: reported, not restarted.
+    pub max_consecutive_failures: u32,
+    /// The second restart waits this long, every further one twice as long as the one before.
+    pub base_backoff_seconds: u32,
+    pub max_backoff_seconds: u32,
+    /// A copy that ran (healthy) this long clears the failure count.
+    pub stable_after_seconds: u32,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            max_consecutive_failures: 5,
+            base_backoff_seconds: 10,
+            max_backoff_seconds: 300,
+            stable_after_seconds: 60,
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// Wait before restart number `failures` (1-based): the first restart is immediate.
+    pub fn backoff(&self, failures: u32) -> Duration {
+        if failures <= 1 {
+            return Duration::zero();
+        }
+        let doubled =
+            u64::from(self.base_backoff_seconds).saturating_mul(1u64 << (failures - 2).min(20));
+        Duration::seconds(doubled.min(u64::from(self.max_backoff_seconds)) as i64)
+    }
 }
 
 impl Record for DaemonSpec {
@@ -309,6 +347,8 @@ pub enum SlotState {
     /// StartTask answered with a task that is not RUNNING yet.
     Starting,
     Running,
+    /// The copy stopped unexpectedly; restarted after `retry_after`.
+    Stopped,
     /// Asked to stop (drain-last, untargeted instance, replaced copy).
     Stopping,
     /// Stopped too often in a row: left alone and reported.
@@ -330,6 +370,9 @@ pub struct Slot {
     /// Who claimed the slot (invocation / request id), for finding half-done starts.
     #[serde(default)]
     pub claimed_by: Option<String>,
+    /// `version` of the task as ECS last reported it here; older events are ignored.
+    #[serde(default)]
+    pub task_version: i64,
     #[serde(default)]
     pub consecutive_failures: u32,
     #[serde(default)]
@@ -338,6 +381,12 @@ pub struct Slot {
     #[serde(default)]
     pub retry_after: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Slot {
+    pub fn key_of(&self) -> ItemKey {
+        ItemKey::slot(&self.cluster, &self.daemon, &self.instance_id)
+    }
 }
 
 impl Record for Slot {

@@ -25,6 +25,7 @@ pub fn spec(cluster: &str, daemon: &str, task_definition: &str) -> DaemonSpec {
         start_order: 0,
         last_good_task_definition: None,
         active_rollout: None,
+        restart: Default::default(),
         updated_at: at(0),
     }
 }
@@ -38,6 +39,7 @@ pub fn slot(cluster: &str, daemon: &str, instance: &str, claimed_by: &str) -> Sl
         task_arn: None,
         task_definition: Some(format!("{daemon}:1")),
         claimed_by: Some(claimed_by.into()),
+        task_version: 0,
         consecutive_failures: 0,
         last_stop_reason: None,
         retry_after: None,

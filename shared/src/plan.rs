@@ -1,0 +1,1262 @@
+//! The pure planner: observed instances, daemon tasks, specs and slots in; the
+//! actions that bring the cluster to "exactly one running copy of every daemon
+//! on every targeted instance, started first, drained last" out. No I/O: the
+//! same inputs always give the same actions.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use crate::arn::resource_id;
+use crate::model::{ContainerInstance, HealthStatus, InstanceStatus, Task, TaskStatus};
+use crate::store::{Expected, ItemKey, RestartPolicy, Slot, SlotState, Versioned};
+
+/// The custom attribute application services place on.
+pub const READY_ATTRIBUTE: &str = "ecs-daemons.ready";
+/// A claim whose StartTask never showed a task is taken over after this long.
+pub const CLAIM_GRACE_SECONDS: i64 = 60;
+const GROUP_PREFIX: &str = "daemon:";
+
+/// The task `group` of a daemon's copies.
+pub fn daemon_group(daemon: &str) -> String {
+    format!("{GROUP_PREFIX}{daemon}")
+}
+
+/// A deployed daemon as the planner needs it: the spec plus facts of its task definition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonView {
+    pub name: String,
+    /// Pinned `family:revision`.
+    pub task_definition: String,
+    pub capacity_providers: Vec<String>,
+    pub start_order: i32,
+    pub has_health_check: bool,
+    pub restart: RestartPolicy,
+}
+
+/// Whether the observation covers the whole cluster or only some instances
+/// (an event). Clean-ups that need the whole picture run only on `Full`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Full,
+    Instances,
+}
+
+/// Everything the planner looks at.
+#[derive(Clone, Debug)]
+pub struct Observation {
+    pub cluster: String,
+    pub now: DateTime<Utc>,
+    pub scope: Scope,
+    pub daemons: Vec<DaemonView>,
+    pub instances: Vec<ContainerInstance>,
+    /// Tasks started with the system's marker, recently stopped ones included.
+    pub tasks: Vec<Task>,
+    pub slots: Vec<Versioned<Slot>>,
+}
+
+/// One step the engine carries out, in the order given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum Action {
+    /// Remove the readiness attribute (first, so no application lands meanwhile).
+    ClearReady {
+        instance_arn: String,
+        reason: String,
+    },
+    /// Write a slot (bookkeeping: adopted copy, failure, stopping).
+    RecordSlot { slot: Slot, expected: Expected },
+    /// Forget a slot whose instance is gone or no longer targeted.
+    DeleteSlot { key: ItemKey, version: u64 },
+    /// Stop one task the system owns.
+    Stop {
+        task_arn: String,
+        instance_id: String,
+        daemon: String,
+        reason: String,
+    },
+    /// Claim the slot with a conditional write, then StartTask on the instance.
+    Start {
+        instance_arn: String,
+        task_definition: String,
+        claim: Slot,
+        expected: Expected,
+    },
+    /// Put the readiness attribute (last: every daemon of the instance runs).
+    SetReady { instance_arn: String },
+}
+
+impl Action {
+    fn rank(&self) -> u8 {
+        match self {
+            Self::ClearReady { .. } => 0,
+            Self::RecordSlot { .. } => 1,
+            Self::DeleteSlot { .. } => 2,
+            Self::Stop { .. } => 3,
+            Self::Start { .. } => 4,
+            Self::SetReady { .. } => 5,
+        }
+    }
+}
+
+/// A slot that needs a person: the reason is ECS's own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Trouble {
+    pub instance_id: String,
+    pub state: String,
+    pub reason: String,
+}
+
+/// Per-daemon coverage as observed before the plan's actions.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonCoverage {
+    /// ACTIVE, agent-connected instances of the daemon's capacity providers.
+    pub targeted: usize,
+    /// Of those, with a RUNNING (and HEALTHY where checked) copy.
+    pub covered: usize,
+    /// A copy is on its way (pending, claimed, or waiting for an earlier daemon).
+    pub starting: usize,
+    /// No copy and none on its way (backing off, or about to be started by this plan).
+    pub missing: usize,
+    /// Extra copies found (and stopped by this plan).
+    pub duplicates: usize,
+    pub crash_looping: usize,
+    /// Instances in trouble, with reasons.
+    pub trouble: Vec<Trouble>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub coverage: BTreeMap<String, DaemonCoverage>,
+}
+
+fn is_live(task: &Task) -> bool {
+    !task.last_status.is_terminal() && task.desired_status != TaskStatus::Stopped
+}
+
+/// Still on the instance (ECS counts it) even if asked to stop.
+fn occupies(task: &Task) -> bool {
+    !task.last_status.is_terminal()
+}
+
+fn is_up(task: &Task, daemon: &DaemonView) -> bool {
+    task.last_status == TaskStatus::Running
+        && (!daemon.has_health_check || task.health == HealthStatus::Healthy)
+}
+
+/// Higher is better: running, healthy, the declared revision, newest.
+fn keeper_rank(task: &Task, daemon: &DaemonView) -> (u8, u8, bool, Option<DateTime<Utc>>, String) {
+    let status = match task.last_status {
+        TaskStatus::Running => 2,
+        TaskStatus::Deactivating | TaskStatus::Stopping => 0,
+        _ => 1,
+    };
+    let health = match task.health {
+        HealthStatus::Healthy => 2,
+        HealthStatus::Unknown | HealthStatus::Other(_) => 1,
+        HealthStatus::Unhealthy => 0,
+    };
+    let declared = task
+        .task_definition_arn
+        .ends_with(&format!("/{}", daemon.task_definition));
+    (
+        status,
+        health,
+        declared,
+        task.started_at.or(task.created_at),
+        task.arn.clone(),
+    )
+}
+
+fn stop_reason(task: &Task) -> String {
+    match (&task.stop_code, &task.stopped_reason) {
+        (Some(code), Some(reason)) => format!("{code}: {reason}"),
+        (None, Some(reason)) => reason.clone(),
+        (Some(code), None) => code.clone(),
+        (None, None) => "stopped without a reason from ECS".into(),
+    }
+}
+
+fn is_ready(instance: &ContainerInstance) -> bool {
+    instance
+        .attributes
+        .get(READY_ATTRIBUTE)
+        .is_some_and(|value| value.as_deref() == Some("true"))
+}
+
+struct Planner<'a> {
+    observation: &'a Observation,
+    daemons: Vec<&'a DaemonView>,
+    /// (daemon, instance id) → tasks of that daemon on that instance.
+    tasks: BTreeMap<(&'a str, &'a str), Vec<&'a Task>>,
+    slots: BTreeMap<(&'a str, &'a str), &'a Versioned<Slot>>,
+    plan: Plan,
+}
+
+impl<'a> Planner<'a> {
+    fn new(observation: &'a Observation) -> Self {
+        let mut daemons: Vec<&DaemonView> = observation.daemons.iter().collect();
+        daemons.sort_by(|a, b| (a.start_order, &a.name).cmp(&(b.start_order, &b.name)));
+        let mut tasks: BTreeMap<(&str, &str), Vec<&Task>> = BTreeMap::new();
+        for task in &observation.tasks {
+            let (Some(group), Some(instance)) = (
+                task.group.as_deref(),
+                task.container_instance_arn.as_deref(),
+            ) else {
+                continue;
+            };
+            if let Some(daemon) = group.strip_prefix(GROUP_PREFIX) {
+                tasks
+                    .entry((daemon, resource_id(instance)))
+                    .or_default()
+                    .push(task);
+            }
+        }
+        let slots = observation
+            .slots
+            .iter()
+            .map(|slot| {
+                (
+                    (
+                        slot.record.daemon.as_str(),
+                        slot.record.instance_id.as_str(),
+                    ),
+                    slot,
+                )
+            })
+            .collect();
+        let coverage = daemons
+            .iter()
+            .map(|d| (d.name.clone(), DaemonCoverage::default()))
+            .collect();
+        Self {
+            observation,
+            daemons,
+            tasks,
+            slots,
+            plan: Plan {
+                actions: Vec::new(),
+                coverage,
+            },
+        }
+    }
+
+    fn coverage(&mut self, daemon: &str) -> &mut DaemonCoverage {
+        self.plan.coverage.entry(daemon.to_string()).or_default()
+    }
+
+    fn trouble(&mut self, daemon: &str, instance_id: &str, state: &str, reason: String) {
+        self.coverage(daemon).trouble.push(Trouble {
+            instance_id: instance_id.into(),
+            state: state.into(),
+            reason,
+        });
+    }
+
+    fn push(&mut self, action: Action) {
+        self.plan.actions.push(action);
+    }
+
+    fn new_slot(
+        &self,
+        daemon: &DaemonView,
+        instance_id: &str,
+        previous: Option<&Versioned<Slot>>,
+    ) -> Slot {
+        let mut slot = previous.map(|p| p.record.clone()).unwrap_or_else(|| Slot {
+            cluster: self.observation.cluster.clone(),
+            daemon: daemon.name.clone(),
+            instance_id: instance_id.into(),
+            state: SlotState::Claimed,
+            task_arn: None,
+            task_definition: None,
+            claimed_by: None,
+            task_version: 0,
+            consecutive_failures: 0,
+            last_stop_reason: None,
+            retry_after: None,
+            updated_at: self.observation.now,
+        });
+        slot.updated_at = self.observation.now;
+        slot
+    }
+
+    fn record(&mut self, slot: Slot, previous: Option<&Versioned<Slot>>) {
+        let expected = previous.map_or(Expected::Absent, Versioned::expected);
+        self.push(Action::RecordSlot { slot, expected });
+    }
+
+    fn live_tasks(&self, daemon: &str, instance_id: &str) -> Vec<&'a Task> {
+        self.tasks
+            .get(&(daemon, instance_id))
+            .map_or_else(Vec::new, |tasks| {
+                tasks.iter().copied().filter(|t| is_live(t)).collect()
+            })
+    }
+
+    fn task_by_arn(&self, arn: &str) -> Option<&'a Task> {
+        self.observation.tasks.iter().find(|t| t.arn == arn)
+    }
+
+    /// The keeper among a daemon's live copies on an instance; the others are stopped.
+    fn keep_one(
+        &mut self,
+        daemon: &DaemonView,
+        instance_id: &str,
+        live: Vec<&'a Task>,
+    ) -> Option<&'a Task> {
+        let mut live = live;
+        live.sort_by_key(|task| std::cmp::Reverse(keeper_rank(task, daemon)));
+        let mut copies = live.into_iter();
+        let keeper = copies.next()?;
+        for extra in copies {
+            self.coverage(&daemon.name).duplicates += 1;
+            self.push(Action::Stop {
+                task_arn: extra.arn.clone(),
+                instance_id: instance_id.into(),
+                daemon: daemon.name.clone(),
+                reason: format!(
+                    "ecs-daemons: duplicate copy of {} (kept {})",
+                    daemon.name,
+                    keeper.id()
+                ),
+            });
+        }
+        Some(keeper)
+    }
+
+    /// An eligible instance: make sure the daemon runs exactly once. Returns whether it is up.
+    fn cover(
+        &mut self,
+        daemon: &DaemonView,
+        instance: &ContainerInstance,
+        earlier_settled: bool,
+    ) -> Coverage {
+        let instance_id = instance.id();
+        let previous = self
+            .slots
+            .get(&(daemon.name.as_str(), instance_id))
+            .copied();
+        let now = self.observation.now;
+        self.coverage(&daemon.name).targeted += 1;
+
+        let live = self.live_tasks(&daemon.name, instance_id);
+        if let Some(keeper) = self.keep_one(daemon, instance_id, live) {
+            let up = is_up(keeper, daemon);
+            let mut slot = self.new_slot(daemon, instance_id, previous);
+            let state = if keeper.last_status == TaskStatus::Running {
+                SlotState::Running
+            } else {
+                SlotState::Starting
+            };
+            let stable = up
+                && keeper.started_at.is_some_and(|at| {
+                    at + Duration::seconds(i64::from(daemon.restart.stable_after_seconds)) <= now
+                });
+            let failures = if stable { 0 } else { slot.consecutive_failures };
+            let changed = previous.is_none_or(|p| {
+                p.record.task_arn.as_deref() != Some(keeper.arn.as_str())
+                    || p.record.state != state
+                    || p.record.consecutive_failures != failures
+                    || p.record.task_version < keeper.version
+            });
+            if changed {
+                slot.state = state;
+                slot.task_arn = Some(keeper.arn.clone());
+                slot.task_definition = Some(daemon.task_definition.clone());
+                slot.task_version = keeper.version;
+                slot.consecutive_failures = failures;
+                slot.retry_after = None;
+                self.record(slot, previous);
+            }
+            if up {
+                self.coverage(&daemon.name).covered += 1;
+                return Coverage::Up;
+            }
+            self.coverage(&daemon.name).starting += 1;
+            return Coverage::OnItsWay;
+        }
+
+        // No live copy. Did the one we knew of stop (a failure), or is a start in flight?
+        let mut slot = self.new_slot(daemon, instance_id, previous);
+        let mut failed_now = false;
+        if let Some(p) = previous {
+            let known_task = p.record.task_arn.as_deref();
+            let task_gone = known_task.is_some_and(|arn| match self.task_by_arn(arn) {
+                Some(task) => !is_live(task),
+                // Not even a stopped task: ECS forgot it, or it never started.
+                None => self.observation.scope == Scope::Full,
+            });
+            let in_flight = matches!(p.record.state, SlotState::Claimed | SlotState::Starting)
+                && p.record.updated_at + Duration::seconds(CLAIM_GRACE_SECONDS) > now;
+            if matches!(p.record.state, SlotState::Starting | SlotState::Running) && task_gone {
+                let reason = known_task
+                    .and_then(|arn| self.task_by_arn(arn))
+                    .map_or_else(
+                        || "the task is no longer known to ECS".to_string(),
+                        stop_reason,
+                    );
+                slot.consecutive_failures += 1;
+                slot.last_stop_reason = Some(reason);
+                slot.retry_after = Some(now + daemon.restart.backoff(slot.consecutive_failures));
+                slot.state = if slot.consecutive_failures >= daemon.restart.max_consecutive_failures
+                {
+                    SlotState::CrashLooping
+                } else {
+                    SlotState::Stopped
+                };
+                failed_now = true;
+            } else if in_flight && !task_gone {
+                self.coverage(&daemon.name).starting += 1;
+                return Coverage::OnItsWay;
+            }
+        }
+
+        if slot.state == SlotState::CrashLooping
+            && slot.task_definition.as_deref() == Some(daemon.task_definition.as_str())
+        {
+            let reason = slot.last_stop_reason.clone().unwrap_or_default();
+            self.trouble(
+                &daemon.name,
+                instance_id,
+                "CRASH_LOOPING",
+                format!(
+                    "stopped {} times in a row; last: {reason}",
+                    slot.consecutive_failures
+                ),
+            );
+            self.coverage(&daemon.name).crash_looping += 1;
+            if failed_now {
+                self.record(slot, previous);
+            }
+            return Coverage::CrashLooping;
+        }
+        if slot.state == SlotState::CrashLooping {
+            // A new revision was declared: give it a fresh start.
+            slot.consecutive_failures = 0;
+            slot.retry_after = None;
+        }
+        if !earlier_settled {
+            if failed_now {
+                self.record(slot, previous);
+            }
+            self.coverage(&daemon.name).starting += 1;
+            return Coverage::OnItsWay;
+        }
+        if let Some(wait_until) = slot.retry_after.filter(|at| *at > now) {
+            let reason = slot.last_stop_reason.clone().unwrap_or_default();
+            self.trouble(
+                &daemon.name,
+                instance_id,
+                "BACKING_OFF",
+                format!(
+                    "restart {} at {wait_until}; last stop: {reason}",
+                    slot.consecutive_failures + 1
+                ),
+            );
+            self.coverage(&daemon.name).missing += 1;
+            if failed_now {
+                self.record(slot, previous);
+            }
+            return Coverage::Missing;
+        }
+        slot.state = SlotState::Claimed;
+        slot.task_arn = None;
+        slot.task_definition = Some(daemon.task_definition.clone());
+        slot.task_version = 0;
+        self.coverage(&daemon.name).missing += 1;
+        self.push(Action::Start {
+            instance_arn: instance.arn.clone(),
+            task_definition: daemon.task_definition.clone(),
+            claim: slot,
+            expected: previous.map_or(Expected::Absent, Versioned::expected),
+        });
+        Coverage::Missing
+    }
+
+    /// Stops every live copy of a daemon on an instance and marks the slot stopping.
+    fn stop_all(&mut self, daemon: &DaemonView, instance_id: &str, reason: &str) {
+        let previous = self
+            .slots
+            .get(&(daemon.name.as_str(), instance_id))
+            .copied();
+        let live = self.live_tasks(&daemon.name, instance_id);
+        for task in &live {
+            self.push(Action::Stop {
+                task_arn: task.arn.clone(),
+                instance_id: instance_id.into(),
+                daemon: daemon.name.clone(),
+                reason: reason.into(),
+            });
+        }
+        if let Some(p) = previous {
+            if live.is_empty() {
+                // Nothing left to stop: the slot has done its job.
+                self.push(Action::DeleteSlot {
+                    key: p.record.key_of(),
+                    version: p.version,
+                });
+            } else if p.record.state != SlotState::Stopping {
+                let mut slot = self.new_slot(daemon, instance_id, previous);
+                slot.state = SlotState::Stopping;
+                self.record(slot, previous);
+            }
+        }
+    }
+
+    fn draining(&mut self, instance: &ContainerInstance) {
+        let instance_id = instance.id();
+        if is_ready(instance) {
+            self.push(Action::ClearReady {
+                instance_arn: instance.arn.clone(),
+                reason: "instance is DRAINING".into(),
+            });
+        }
+        let daemon_tasks_here = self
+            .observation
+            .tasks
+            .iter()
+            .filter(|t| {
+                occupies(t)
+                    && t.container_instance_arn.as_deref().map(resource_id) == Some(instance_id)
+            })
+            .count() as i64;
+        let others = i64::from(instance.running_tasks) + i64::from(instance.pending_tasks)
+            - daemon_tasks_here;
+        let (with_copies, without): (Vec<&DaemonView>, Vec<&DaemonView>) =
+            self.daemons.iter().copied().partition(|d| {
+                self.tasks
+                    .get(&(d.name.as_str(), instance_id))
+                    .is_some_and(|ts| ts.iter().any(|t| occupies(t)))
+            });
+        for daemon in without {
+            if let Some(slot) = self
+                .slots
+                .get(&(daemon.name.as_str(), instance_id))
+                .copied()
+            {
+                self.push(Action::DeleteSlot {
+                    key: slot.record.key_of(),
+                    version: slot.version,
+                });
+            }
+        }
+        if others > 0 {
+            for daemon in with_copies {
+                self.trouble(
+                    &daemon.name,
+                    instance_id,
+                    "DRAINING",
+                    format!("kept running until {others} other task(s) leave the instance"),
+                );
+            }
+            return;
+        }
+        // Reverse start order: only the latest-starting daemons still present stop now.
+        let last_order = with_copies.iter().map(|d| d.start_order).max();
+        for daemon in with_copies
+            .into_iter()
+            .filter(|d| Some(d.start_order) == last_order)
+        {
+            self.stop_all(
+                daemon,
+                instance_id,
+                "ecs-daemons: drain-last, no other task left on the DRAINING instance",
+            );
+        }
+    }
+
+    fn active(&mut self, instance: &ContainerInstance) {
+        let instance_id = instance.id();
+        let provider = instance.capacity_provider.as_deref();
+        let mut all_up = true;
+        let mut settled_below = true;
+        let mut order_settled: Option<(i32, bool)> = None;
+        for daemon in self.daemons.clone() {
+            let targeted =
+                provider.is_some_and(|p| daemon.capacity_providers.iter().any(|c| c == p));
+            if !targeted {
+                let reason = format!(
+                    "ecs-daemons: capacity provider {} is not targeted by daemon {}",
+                    provider.unwrap_or("(none)"),
+                    daemon.name
+                );
+                self.stop_all(daemon, instance_id, &reason);
+                continue;
+            }
+            // Daemons of one start order start together; the next order waits for them.
+            if let Some((order, settled)) = order_settled {
+                if order != daemon.start_order {
+                    settled_below = settled_below && settled;
+                    order_settled = None;
+                }
+            }
+            let outcome = self.cover(daemon, instance, settled_below);
+            let settled = matches!(outcome, Coverage::Up | Coverage::CrashLooping);
+            all_up &= outcome == Coverage::Up;
+            order_settled = Some(match order_settled {
+                Some((order, so_far)) => (order, so_far && settled),
+                None => (daemon.start_order, settled),
+            });
+        }
+        match (all_up, is_ready(instance)) {
+            (true, false) => self.push(Action::SetReady {
+                instance_arn: instance.arn.clone(),
+            }),
+            (false, true) => self.push(Action::ClearReady {
+                instance_arn: instance.arn.clone(),
+                reason: "a daemon of the instance is not running".into(),
+            }),
+            _ => {}
+        }
+    }
+
+    fn clean_up(&mut self) {
+        let present: BTreeSet<&str> = self.observation.instances.iter().map(|i| i.id()).collect();
+        let declared: BTreeSet<&str> = self.daemons.iter().map(|d| d.name.as_str()).collect();
+        for slot in &self.observation.slots {
+            let gone = !present.contains(slot.record.instance_id.as_str());
+            let undeclared = !declared.contains(slot.record.daemon.as_str());
+            if gone || undeclared {
+                self.push(Action::DeleteSlot {
+                    key: slot.record.key_of(),
+                    version: slot.version,
+                });
+            }
+        }
+        for task in &self.observation.tasks {
+            let Some(daemon) = task
+                .group
+                .as_deref()
+                .and_then(|g| g.strip_prefix(GROUP_PREFIX))
+            else {
+                continue;
+            };
+            if is_live(task) && !declared.contains(daemon) {
+                self.push(Action::Stop {
+                    task_arn: task.arn.clone(),
+                    instance_id: task
+                        .container_instance_arn
+                        .as_deref()
+                        .map(resource_id)
+                        .unwrap_or_default()
+                        .into(),
+                    daemon: daemon.into(),
+                    reason: format!("ecs-daemons: daemon {daemon} is no longer declared"),
+                });
+            }
+        }
+    }
+
+    fn run(mut self) -> Plan {
+        if self.daemons.is_empty() {
+            return self.plan;
+        }
+        for instance in &self.observation.instances {
+            match (&instance.status, instance.agent_connected) {
+                (InstanceStatus::Active, true) => self.active(instance),
+                (InstanceStatus::Draining, _) => self.draining(instance),
+                // Disconnected agents and instances on their way in or out: nothing can be placed.
+                _ => {}
+            }
+        }
+        if self.observation.scope == Scope::Full {
+            self.clean_up();
+        }
+        self.plan.actions.sort_by_key(Action::rank);
+        self.plan
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Coverage {
+    Up,
+    OnItsWay,
+    Missing,
+    CrashLooping,
+}
+
+/// Plans one cluster (or some of its instances).
+pub fn plan(observation: &Observation) -> Plan {
+    Planner::new(observation).run()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    const CLUSTER: &str = "prod";
+
+    fn now() -> DateTime<Utc> {
+        Utc.timestamp_opt(1_790_000_000, 0).single().unwrap()
+    }
+
+    fn instance(id: &str, provider: &str) -> ContainerInstance {
+        ContainerInstance {
+            arn: format!("arn:aws:ecs:us-east-1:1:container-instance/{CLUSTER}/{id}"),
+            ec2_instance_id: None,
+            status: InstanceStatus::Active,
+            status_reason: None,
+            agent_connected: true,
+            capacity_provider: Some(provider.into()),
+            registered: Default::default(),
+            remaining: Default::default(),
+            running_tasks: 0,
+            pending_tasks: 0,
+            attributes: Default::default(),
+            version: 1,
+            registered_at: None,
+        }
+    }
+
+    fn ready(mut instance: ContainerInstance) -> ContainerInstance {
+        instance
+            .attributes
+            .insert(READY_ATTRIBUTE.into(), Some("true".into()));
+        instance
+    }
+
+    fn daemon(name: &str, order: i32) -> DaemonView {
+        DaemonView {
+            name: name.into(),
+            task_definition: format!("{name}:1"),
+            capacity_providers: vec!["general".into()],
+            start_order: order,
+            has_health_check: false,
+            restart: RestartPolicy::default(),
+        }
+    }
+
+    fn task(id: &str, daemon: &str, instance: &str, status: TaskStatus) -> Task {
+        Task {
+            arn: format!("arn:aws:ecs:us-east-1:1:task/{CLUSTER}/{id}"),
+            task_definition_arn: format!("arn:aws:ecs:us-east-1:1:task-definition/{daemon}:1"),
+            container_instance_arn: Some(format!(
+                "arn:aws:ecs:us-east-1:1:container-instance/{CLUSTER}/{instance}"
+            )),
+            desired_status: if status.is_terminal() {
+                TaskStatus::Stopped
+            } else {
+                TaskStatus::Running
+            },
+            last_status: status,
+            health: HealthStatus::Unknown,
+            group: Some(daemon_group(daemon)),
+            started_by: Some("ecs-daemons".into()),
+            stop_code: None,
+            stopped_reason: None,
+            version: 2,
+            created_at: Some(now() - Duration::seconds(600)),
+            started_at: Some(now() - Duration::seconds(590)),
+            stopped_at: None,
+            tags: Default::default(),
+        }
+    }
+
+    fn slot(
+        daemon: &str,
+        instance: &str,
+        state: SlotState,
+        task: Option<&Task>,
+        version: u64,
+    ) -> Versioned<Slot> {
+        Versioned {
+            record: Slot {
+                cluster: CLUSTER.into(),
+                daemon: daemon.into(),
+                instance_id: instance.into(),
+                state,
+                task_arn: task.map(|t| t.arn.clone()),
+                task_definition: Some(format!("{daemon}:1")),
+                claimed_by: None,
+                task_version: task.map_or(0, |t| t.version),
+                consecutive_failures: 0,
+                last_stop_reason: None,
+                retry_after: None,
+                updated_at: now() - Duration::seconds(300),
+            },
+            version,
+        }
+    }
+
+    fn observe(
+        daemons: Vec<DaemonView>,
+        instances: Vec<ContainerInstance>,
+        tasks: Vec<Task>,
+    ) -> Observation {
+        Observation {
+            cluster: CLUSTER.into(),
+            now: now(),
+            scope: Scope::Full,
+            daemons,
+            instances,
+            tasks,
+            slots: vec![],
+        }
+    }
+
+    fn starts(plan: &Plan) -> Vec<(String, String)> {
+        plan.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Start {
+                    instance_arn,
+                    task_definition,
+                    ..
+                } => Some((
+                    resource_id(instance_arn).to_string(),
+                    task_definition.clone(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn stops(plan: &Plan) -> Vec<String> {
+        plan.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Stop { task_arn, .. } => Some(resource_id(task_arn).to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn has(plan: &Plan, wanted: fn(&Action) -> bool) -> bool {
+        plan.actions.iter().any(wanted)
+    }
+
+    #[test]
+    fn a_new_instance_gets_its_daemon_claimed_and_started() {
+        let plan = plan(&observe(
+            vec![daemon("agent", 0)],
+            vec![instance("i1", "general")],
+            vec![],
+        ));
+        assert_eq!(
+            starts(&plan),
+            vec![("i1".to_string(), "agent:1".to_string())]
+        );
+        match &plan.actions[0] {
+            Action::Start {
+                expected, claim, ..
+            } => {
+                assert_eq!(*expected, Expected::Absent);
+                assert_eq!(claim.state, SlotState::Claimed);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            !has(&plan, |a| matches!(a, Action::SetReady { .. })),
+            "not ready before the daemon runs"
+        );
+        assert_eq!(plan.coverage["agent"].missing, 1);
+    }
+
+    #[test]
+    fn a_running_copy_is_adopted_and_the_instance_marked_ready() {
+        let running = task("t1", "agent", "i1", TaskStatus::Running);
+        let plan = plan(&observe(
+            vec![daemon("agent", 0)],
+            vec![instance("i1", "general")],
+            vec![running],
+        ));
+        assert!(starts(&plan).is_empty());
+        match &plan.actions[..] {
+            [Action::RecordSlot {
+                slot,
+                expected: Expected::Absent,
+            }, Action::SetReady { .. }] => {
+                assert_eq!(slot.state, SlotState::Running);
+                assert!(slot.task_arn.as_deref().unwrap().ends_with("/t1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(plan.coverage["agent"].covered, 1);
+    }
+
+    #[test]
+    fn nothing_to_do_at_rest() {
+        let running = task("t1", "agent", "i1", TaskStatus::Running);
+        let mut observation = observe(
+            vec![daemon("agent", 0)],
+            vec![ready(instance("i1", "general"))],
+            vec![running.clone()],
+        );
+        observation.slots = vec![slot("agent", "i1", SlotState::Running, Some(&running), 3)];
+        assert_eq!(plan(&observation).actions, vec![]);
+    }
+
+    #[test]
+    fn daemons_start_in_start_order_and_readiness_waits_for_all() {
+        let daemons = vec![daemon("agent", 0), daemon("logs", 10)];
+        let first = plan(&observe(
+            daemons.clone(),
+            vec![instance("i1", "general")],
+            vec![],
+        ));
+        assert_eq!(
+            starts(&first),
+            vec![("i1".to_string(), "agent:1".to_string())]
+        );
+
+        let pending = task("t1", "agent", "i1", TaskStatus::Pending);
+        let waiting = plan(&observe(
+            daemons.clone(),
+            vec![instance("i1", "general")],
+            vec![pending],
+        ));
+        assert!(starts(&waiting).is_empty(), "logs waits for agent to run");
+
+        let agent = task("t1", "agent", "i1", TaskStatus::Running);
+        let second = plan(&observe(
+            daemons.clone(),
+            vec![instance("i1", "general")],
+            vec![agent.clone()],
+        ));
+        assert_eq!(
+            starts(&second),
+            vec![("i1".to_string(), "logs:1".to_string())]
+        );
+        assert!(!has(&second, |a| matches!(a, Action::SetReady { .. })));
+
+        let logs = task("t2", "logs", "i1", TaskStatus::Running);
+        let done = plan(&observe(
+            daemons,
+            vec![instance("i1", "general")],
+            vec![agent, logs],
+        ));
+        assert!(has(&done, |a| matches!(a, Action::SetReady { .. })));
+    }
+
+    #[test]
+    fn a_health_checked_daemon_must_be_healthy_for_readiness() {
+        let checked = DaemonView {
+            has_health_check: true,
+            ..daemon("agent", 0)
+        };
+        let mut running = task("t1", "agent", "i1", TaskStatus::Running);
+        let unknown = plan(&observe(
+            vec![checked.clone()],
+            vec![instance("i1", "general")],
+            vec![running.clone()],
+        ));
+        assert!(!has(&unknown, |a| matches!(a, Action::SetReady { .. })));
+        assert_eq!(unknown.coverage["agent"].starting, 1);
+        running.health = HealthStatus::Healthy;
+        let healthy = plan(&observe(
+            vec![checked],
+            vec![instance("i1", "general")],
+            vec![running],
+        ));
+        assert!(has(&healthy, |a| matches!(a, Action::SetReady { .. })));
+    }
+
+    #[test]
+    fn extra_copies_are_stopped_keeping_the_healthiest_then_newest() {
+        let mut old_healthy = task("old", "agent", "i1", TaskStatus::Running);
+        old_healthy.health = HealthStatus::Healthy;
+        let mut newer = task("new", "agent", "i1", TaskStatus::Running);
+        newer.started_at = Some(now());
+        let pending = task("pending", "agent", "i1", TaskStatus::Pending);
+        let plan = plan(&observe(
+            vec![daemon("agent", 0)],
+            vec![instance("i1", "general")],
+            vec![newer.clone(), pending, old_healthy],
+        ));
+        let mut stopped = stops(&plan);
+        stopped.sort();
+        assert_eq!(stopped, vec!["new", "pending"]);
+        assert_eq!(plan.coverage["agent"].duplicates, 2);
+
+        let mut other = task("other", "agent", "i1", TaskStatus::Running);
+        other.started_at = Some(now() - Duration::seconds(1000));
+        let newest_wins = super::plan(&observe(
+            vec![daemon("agent", 0)],
+            vec![instance("i1", "general")],
+            vec![other, newer],
+        ));
+        assert_eq!(stops(&newest_wins), vec!["other"]);
+    }
+
+    #[test]
+    fn copies_on_instances_no_longer_targeted_are_stopped() {
+        let running = task("t1", "agent", "i1", TaskStatus::Running);
+        let mut observation = observe(
+            vec![daemon("agent", 0)],
+            vec![instance("i1", "gpu")],
+            vec![running.clone()],
+        );
+        observation.slots = vec![slot("agent", "i1", SlotState::Running, Some(&running), 2)];
+        let plan = plan(&observation);
+        assert_eq!(stops(&plan), vec!["t1"]);
+        assert!(starts(&plan).is_empty());
+        assert!(has(
+            &plan,
+            |a| matches!(a, Action::RecordSlot { slot, .. } if slot.state == SlotState::Stopping)
+        ));
+        match plan
+            .actions
+            .iter()
+            .find(|a| matches!(a, Action::Stop { .. }))
+        {
+            Some(Action::Stop { reason, .. }) => {
+                assert!(reason.contains("gpu is not targeted"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn draining_keeps_daemons_while_apps_run_then_stops_them_in_reverse_order() {
+        let daemons = vec![daemon("agent", 0), daemon("logs", 10)];
+        let agent = task("t1", "agent", "i1", TaskStatus::Running);
+        let logs = task("t2", "logs", "i1", TaskStatus::Running);
+        let mut draining = ready(instance("i1", "general"));
+        draining.status = InstanceStatus::Draining;
+        draining.running_tasks = 3; // two daemons + one application task
+
+        let with_app = plan(&observe(
+            daemons.clone(),
+            vec![draining.clone()],
+            vec![agent.clone(), logs.clone()],
+        ));
+        assert!(
+            matches!(with_app.actions[..], [Action::ClearReady { .. }]),
+            "{:?}",
+            with_app.actions
+        );
+        assert!(with_app.coverage["agent"].trouble[0]
+            .reason
+            .contains("1 other task"));
+
+        draining.running_tasks = 2;
+        draining.attributes.clear();
+        let apps_gone = plan(&observe(
+            daemons.clone(),
+            vec![draining.clone()],
+            vec![agent.clone(), logs.clone()],
+        ));
+        assert_eq!(
+            stops(&apps_gone),
+            vec!["t2"],
+            "the later-starting daemon stops first"
+        );
+
+        let mut logs_stopping = logs;
+        logs_stopping.desired_status = TaskStatus::Stopped;
+        let still_stopping = plan(&observe(
+            daemons.clone(),
+            vec![draining.clone()],
+            vec![agent.clone(), logs_stopping.clone()],
+        ));
+        assert!(
+            stops(&still_stopping).is_empty(),
+            "agent waits until logs has really stopped"
+        );
+
+        logs_stopping.last_status = TaskStatus::Stopped;
+        draining.running_tasks = 1;
+        let last = plan(&observe(
+            daemons,
+            vec![draining],
+            vec![agent, logs_stopping],
+        ));
+        assert_eq!(stops(&last), vec!["t1"]);
+        assert!(
+            starts(&last).is_empty(),
+            "nothing starts on a draining instance"
+        );
+    }
+
+    #[test]
+    fn an_unexpected_stop_restarts_with_backoff_then_crash_loops() {
+        let policy = RestartPolicy {
+            max_consecutive_failures: 3,
+            ..RestartPolicy::default()
+        };
+        let agent = DaemonView {
+            restart: policy,
+            ..daemon("agent", 0)
+        };
+        let mut dead = task("t1", "agent", "i1", TaskStatus::Stopped);
+        dead.stop_code = Some("TaskFailedToStart".into());
+        dead.stopped_reason = Some("ResourceInitializationError: AccessDeniedException".into());
+        let mut observation = observe(
+            vec![agent.clone()],
+            vec![ready(instance("i1", "general"))],
+            vec![dead.clone()],
+        );
+        observation.slots = vec![slot("agent", "i1", SlotState::Running, Some(&dead), 4)];
+
+        // First failure: immediate restart, readiness removed meanwhile.
+        let first = plan(&observation);
+        assert!(matches!(first.actions[0], Action::ClearReady { .. }));
+        match &first.actions[1] {
+            Action::Start {
+                claim, expected, ..
+            } => {
+                assert_eq!(*expected, Expected::Version(4));
+                assert_eq!(claim.consecutive_failures, 1);
+                assert_eq!(
+                    claim.last_stop_reason.as_deref(),
+                    Some("TaskFailedToStart: ResourceInitializationError: AccessDeniedException")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // Second failure: wait 10 s.
+        observation.slots[0].record.consecutive_failures = 1;
+        let second = plan(&observation);
+        assert!(starts(&second).is_empty());
+        match second
+            .actions
+            .iter()
+            .find(|a| matches!(a, Action::RecordSlot { .. }))
+        {
+            Some(Action::RecordSlot { slot, .. }) => {
+                assert_eq!(slot.state, SlotState::Stopped);
+                assert_eq!(slot.retry_after, Some(now() + Duration::seconds(10)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(second.coverage["agent"].trouble[0].state, "BACKING_OFF");
+
+        // The backoff passed: restart.
+        observation.slots[0].record.state = SlotState::Stopped;
+        observation.slots[0].record.consecutive_failures = 2;
+        observation.slots[0].record.retry_after = Some(now() - Duration::seconds(1));
+        assert_eq!(starts(&plan(&observation)).len(), 1);
+
+        // Third failure in a row: crash-looping, reported, not restarted.
+        observation.slots[0].record.state = SlotState::Running;
+        let third = plan(&observation);
+        assert!(starts(&third).is_empty());
+        assert!(has(
+            &third,
+            |a| matches!(a, Action::RecordSlot { slot, .. } if slot.state == SlotState::CrashLooping)
+        ));
+        assert_eq!(third.coverage["agent"].crash_looping, 1);
+        assert!(third.coverage["agent"].trouble[0]
+            .reason
+            .contains("AccessDeniedException"));
+
+        observation.slots[0].record.state = SlotState::CrashLooping;
+        observation.slots[0].record.consecutive_failures = 3;
+        assert!(starts(&plan(&observation)).is_empty(), "still not hammered");
+
+        // A new revision gets a fresh start.
+        observation.daemons[0].task_definition = "agent:2".into();
+        let fixed = plan(&observation);
+        assert_eq!(
+            starts(&fixed),
+            vec![("i1".to_string(), "agent:2".to_string())]
+        );
+    }
+
+    #[test]
+    fn a_claim_in_flight_is_left_alone_until_its_grace_runs_out() {
+        let mut observation = observe(
+            vec![daemon("agent", 0)],
+            vec![instance("i1", "general")],
+            vec![],
+        );
+        let mut claimed = slot("agent", "i1", SlotState::Claimed, None, 1);
+        claimed.record.updated_at = now() - Duration::seconds(5);
+        observation.slots = vec![claimed];
+        let fresh = plan(&observation);
+        assert!(fresh.actions.is_empty(), "{:?}", fresh.actions);
+        assert_eq!(fresh.coverage["agent"].starting, 1);
+
+        observation.slots[0].record.updated_at = now() - Duration::seconds(CLAIM_GRACE_SECONDS + 1);
+        let stale = plan(&observation);
+        assert!(matches!(
+            &stale.actions[..],
+            [Action::Start {
+                expected: Expected::Version(1),
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn a_full_reconcile_cleans_up_gone_instances_and_undeclared_daemons() {
+        let orphan = task("t9", "retired", "i1", TaskStatus::Running);
+        let mut observation = observe(
+            vec![daemon("agent", 0)],
+            vec![instance("i1", "general")],
+            vec![orphan],
+        );
+        observation.slots = vec![slot("agent", "i-gone", SlotState::Running, None, 7)];
+        let full = plan(&observation);
+        assert_eq!(stops(&full), vec!["t9"]);
+        assert!(has(&full, |a| matches!(
+            a,
+            Action::DeleteSlot { version: 7, .. }
+        )));
+
+        observation.scope = Scope::Instances;
+        let partial = plan(&observation);
+        assert!(
+            stops(&partial).is_empty(),
+            "an event's partial view never stops what it cannot see"
+        );
+        assert!(!has(&partial, |a| matches!(a, Action::DeleteSlot { .. })));
+    }
+
+    #[test]
+    fn disconnected_agents_and_foreign_tasks_are_left_alone() {
+        let mut offline = instance("i1", "general");
+        offline.agent_connected = false;
+        let mut foreign = task("app", "agent", "i2", TaskStatus::Running);
+        foreign.group = Some("service:checkout".into());
+        let plan = plan(&observe(
+            vec![daemon("agent", 0)],
+            vec![offline],
+            vec![foreign],
+        ));
+        assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+    }
+
+    #[test]
+    fn actions_are_ordered_and_planning_is_deterministic() {
+        let mut draining = ready(instance("i2", "general"));
+        draining.status = InstanceStatus::Draining;
+        let observation = observe(
+            vec![daemon("agent", 0)],
+            vec![
+                instance("i1", "general"),
+                draining,
+                instance("i3", "general"),
+            ],
+            vec![task("t3", "agent", "i3", TaskStatus::Running)],
+        );
+        let first = plan(&observation);
+        assert_eq!(first, plan(&observation));
+        let ranks: Vec<u8> = first.actions.iter().map(Action::rank).collect();
+        assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{ranks:?}");
+        assert!(matches!(
+            first.actions.first(),
+            Some(Action::ClearReady { .. })
+        ));
+        assert!(matches!(
+            first.actions.last(),
+            Some(Action::SetReady { .. })
+        ));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let policy = RestartPolicy::default();
+        let waits: Vec<i64> = (1..=8).map(|n| policy.backoff(n).num_seconds()).collect();
+        assert_eq!(waits, vec![0, 10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(policy.backoff(200).num_seconds(), 300);
+    }
+}
