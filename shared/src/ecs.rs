@@ -259,6 +259,63 @@ pub fn clip_reason(reason: &str) -> &str {
     &reason[..end]
 }
 
+/// Shared handles (the model is shared between the engine and the test that drives it).
+impl<T: Ecs> Ecs for std::sync::Arc<T> {
+    fn list_container_instances(
+        &self,
+        cluster: &str,
+        status: Option<InstanceStatus>,
+    ) -> impl Future<Output = Result<Vec<String>, EcsError>> + Send {
+        (**self).list_container_instances(cluster, status)
+    }
+    fn describe_container_instances(
+        &self,
+        cluster: &str,
+        instances: &[String],
+    ) -> impl Future<Output = Result<Vec<ContainerInstance>, EcsError>> + Send {
+        (**self).describe_container_instances(cluster, instances)
+    }
+    fn list_tasks(&self, cluster: &str, filter: &TaskFilter) -> impl Future<Output = Result<Vec<String>, EcsError>> + Send {
+        (**self).list_tasks(cluster, filter)
+    }
+    fn describe_tasks(&self, cluster: &str, tasks: &[String]) -> impl Future<Output = Result<Vec<Task>, EcsError>> + Send {
+        (**self).describe_tasks(cluster, tasks)
+    }
+    fn start_task(
+        &self,
+        cluster: &str,
+        request: &StartTaskRequest,
+    ) -> impl Future<Output = Result<StartTaskOutcome, EcsError>> + Send {
+        (**self).start_task(cluster, request)
+    }
+    fn stop_task(&self, cluster: &str, task: &str, reason: &str) -> impl Future<Output = Result<Task, EcsError>> + Send {
+        (**self).stop_task(cluster, task, reason)
+    }
+    fn put_attributes(
+        &self,
+        cluster: &str,
+        attributes: &[InstanceAttribute],
+    ) -> impl Future<Output = Result<(), EcsError>> + Send {
+        (**self).put_attributes(cluster, attributes)
+    }
+    fn delete_attributes(
+        &self,
+        cluster: &str,
+        attributes: &[InstanceAttribute],
+    ) -> impl Future<Output = Result<(), EcsError>> + Send {
+        (**self).delete_attributes(cluster, attributes)
+    }
+    fn describe_task_definition(
+        &self,
+        task_definition: &str,
+    ) -> impl Future<Output = Result<TaskDefinition, EcsError>> + Send {
+        (**self).describe_task_definition(task_definition)
+    }
+    fn cluster_capacity_providers(&self, cluster: &str) -> impl Future<Output = Result<Vec<String>, EcsError>> + Send {
+        (**self).cluster_capacity_providers(cluster)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

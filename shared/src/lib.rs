@@ -1,10 +1,14 @@
 //! ecs-daemons: everything that is not a Lambda entry point.
 
 pub mod arn;
+pub mod cluster_model;
+pub mod deploy;
 pub mod aws;
 pub mod ecs;
+pub mod engine;
 pub mod events;
 pub mod model;
 pub mod plan;
+pub mod simulation;
 pub mod store;
 pub mod telemetry;

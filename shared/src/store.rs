@@ -222,6 +222,9 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> impl Future<Output = Result<EventSeen, StoreError>> + Send;
+
+    /// Removes an event marker, so a delivery that failed half-way is processed again on retry.
+    fn forget_event(&self, event_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// A declared daemon: what runs, where, in which order.
@@ -236,6 +239,14 @@ pub struct DaemonSpec {
     /// Lower starts first and stops last.
     #[serde(default)]
     pub start_order: i32,
+    /// Facts of the pinned task definition (revisions are immutable, so they are kept
+    /// here instead of being described on every event).
+    #[serde(default)]
+    pub has_health_check: bool,
+    #[serde(default)]
+    pub cpu: Option<i64>,
+    #[serde(default)]
+    pub memory_mib: Option<i64>,
     /// The last revision whose rollout succeeded (rollback target).
     #[serde(default)]
     pub last_good_task_definition: Option<String>,
@@ -411,6 +422,40 @@ fn decode<R: Record>(key: &str, data: &str) -> Result<R, StoreError> {
         kind: R::KIND.as_str(),
         message: error.to_string(),
     })
+}
+
+/// Shared handles (tests keep one to inspect what the engine wrote).
+impl<T: Store> Store for std::sync::Arc<T> {
+    fn get<R: Record>(&self, key: &ItemKey) -> impl Future<Output = Result<Option<Versioned<R>>, StoreError>> + Send {
+        (**self).get(key)
+    }
+    fn put<R: Record>(&self, record: &R, expected: Expected) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        (**self).put(record, expected)
+    }
+    fn delete(&self, key: &ItemKey, expected_version: u64) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).delete(key, expected_version)
+    }
+    fn query<R: Record>(
+        &self,
+        cluster: &str,
+        daemon: &str,
+    ) -> impl Future<Output = Result<Vec<Versioned<R>>, StoreError>> + Send {
+        (**self).query(cluster, daemon)
+    }
+    fn list_specs(&self, cluster: &str) -> impl Future<Output = Result<Vec<Versioned<DaemonSpec>>, StoreError>> + Send {
+        (**self).list_specs(cluster)
+    }
+    fn remember_event(
+        &self,
+        event_id: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<EventSeen, StoreError>> + Send {
+        (**self).remember_event(event_id, now, ttl)
+    }
+    fn forget_event(&self, event_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).forget_event(event_id)
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,9 @@ pub fn spec(cluster: &str, daemon: &str, task_definition: &str) -> DaemonSpec {
         task_definition: task_definition.into(),
         capacity_providers: vec!["asg-general".into()],
         start_order: 0,
+        has_health_check: false,
+        cpu: Some(1024),
+        memory_mib: Some(512),
         last_good_task_definition: None,
         active_rollout: None,
         restart: Default::default(),
@@ -206,6 +209,12 @@ pub async fn check_store_contract<S: Store>(store: &S, cluster: &str, slots: usi
         store.remember_event("evt-1", at(7200), ttl).await,
         Ok(EventSeen::FirstTime),
         "an expired marker no longer counts, even before TTL removes it"
+    );
+    store.forget_event("evt-2").await.unwrap();
+    assert_eq!(
+        store.remember_event("evt-2", at(61), ttl).await,
+        Ok(EventSeen::FirstTime),
+        "a forgotten event counts again"
     );
 }
 

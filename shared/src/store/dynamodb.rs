@@ -329,6 +329,18 @@ impl Store for DynamoStore {
             Err(error) => Err(call_error("PutItem", key.to_string(), error)),
         }
     }
+
+    async fn forget_event(&self, event_id: &str) -> Result<(), StoreError> {
+        let key = ItemKey::event(event_id);
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key_item(&key)))
+            .send()
+            .await
+            .map_err(|e| call_error("DeleteItem", key.to_string(), e))?;
+        Ok(())
+    }
 }
 
 fn build_error(what: &str, error: impl std::fmt::Display) -> StoreError {

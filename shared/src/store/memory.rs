@@ -165,4 +165,9 @@ impl Store for MemoryStore {
         items.insert(key, item);
         Ok(EventSeen::FirstTime)
     }
+
+    async fn forget_event(&self, event_id: &str) -> Result<(), StoreError> {
+        self.items().remove(&ItemKey::event(event_id));
+        Ok(())
+    }
 }

@@ -1,0 +1,1095 @@
+//! An in-process model of an ECS cluster that behaves the way AWS does where
+//! the controller depends on it: registered/remaining resources, capacity
+//! providers, StartTask placement failures with ECS's reasons, PENDING →
+//! RUNNING with latency, container health, task definitions that fail to start
+//! (missing execution role), draining that stops service tasks but never
+//! standalone ones, and the EventBridge events each change produces. Fault knobs
+//! drop, duplicate and delay events and throttle calls. Seeded and deterministic:
+//! time only moves when `advance` is called.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde_json::{json, Value};
+
+use crate::arn::resource_id;
+use crate::ecs::{
+    clip_reason, Ecs, EcsError, EcsErrorKind, InstanceAttribute, StartTaskOutcome, StartTaskRequest, TaskFilter,
+    ATTRIBUTE_BATCH, DESCRIBE_BATCH,
+};
+use crate::events::{INSTANCE_STATE_CHANGE, TASK_STATE_CHANGE};
+use crate::model::{
+    ContainerDefinition, ContainerInstance, Failure, HealthStatus, InstanceStatus, Resources, Task, TaskDefinition,
+    TaskStatus,
+};
+
+const ACCOUNT: &str = "111122223333";
+const REGION: &str = "us-east-1";
+
+/// Small, fast, seedable generator (SplitMix64): the model must not depend on a crate's RNG stream.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    pub fn chance(&mut self, probability: f64) -> bool {
+        probability > 0.0 && self.unit() < probability
+    }
+
+    /// Uniform in [0, bound).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        if bound == 0 {
+            0
+        } else {
+            self.next_u64() % bound
+        }
+    }
+}
+
+/// What can go wrong with event delivery and calls.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Faults {
+    pub drop_events: f64,
+    pub duplicate_events: f64,
+    /// Each event is delivered after a random delay up to this (reordering them).
+    pub max_event_delay: Duration,
+    /// Chance that any call answers `ThrottlingException` on top of the rate limits.
+    pub throttle_calls: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ModelConfig {
+    pub seed: u64,
+    /// PENDING → RUNNING.
+    pub start_latency: Duration,
+    /// RUNNING → HEALTHY for task definitions with a health check.
+    pub health_grace: Duration,
+    /// Desired STOPPED → STOPPED.
+    pub stop_latency: Duration,
+    /// Enforce ECS's documented token buckets (modify 100 burst, 40/s; read 100 burst, 20/s).
+    pub rate_limits: bool,
+    pub faults: Faults,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            start_latency: Duration::seconds(5),
+            health_grace: Duration::seconds(10),
+            stop_latency: Duration::seconds(3),
+            rate_limits: true,
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// A task definition revision of the model.
+#[derive(Clone, Debug)]
+pub struct TaskDefinitionModel {
+    pub family: String,
+    pub cpu: i64,
+    pub memory_mib: i64,
+    pub execution_role_arn: Option<String>,
+    pub health_check: bool,
+    /// Pulls from a private registry or reads secrets: fails to start without an execution role.
+    pub needs_execution_role: bool,
+    /// The essential container exits this long after RUNNING (a crashing agent).
+    pub crashes_after: Option<Duration>,
+}
+
+impl TaskDefinitionModel {
+    pub fn new(family: &str, cpu: i64, memory_mib: i64) -> Self {
+        Self {
+            family: family.into(),
+            cpu,
+            memory_mib,
+            execution_role_arn: Some(format!("arn:aws:iam::{ACCOUNT}:role/ecsTaskExecutionRole")),
+            health_check: false,
+            needs_execution_role: true,
+            crashes_after: None,
+        }
+    }
+}
+
+/// One ECS API call the model served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallRecord {
+    pub operation: &'static str,
+    pub modify: bool,
+    pub at: DateTime<Utc>,
+    pub throttled: bool,
+}
+
+#[derive(Clone, Debug)]
+struct InstanceModel {
+    id: String,
+    ec2_instance_id: String,
+    provider: String,
+    status: InstanceStatus,
+    agent_connected: bool,
+    registered: Resources,
+    attributes: BTreeMap<String, Option<String>>,
+    version: i64,
+    registered_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug)]
+struct TaskModel {
+    id: String,
+    instance_id: String,
+    definition: String,
+    group: String,
+    started_by: Option<String>,
+    tags: BTreeMap<String, String>,
+    last_status: TaskStatus,
+    desired_status: TaskStatus,
+    health: HealthStatus,
+    stop_code: Option<String>,
+    stopped_reason: Option<String>,
+    version: i64,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    stopped_at: Option<DateTime<Utc>>,
+    /// Next scheduled change and what it is.
+    due: Option<(DateTime<Utc>, Due)>,
+    cpu: i64,
+    memory_mib: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Due {
+    Run,
+    FailToStart(String),
+    Healthy,
+    Crash,
+    Stop,
+}
+
+#[derive(Clone, Debug)]
+struct ClusterState {
+    providers: Vec<String>,
+    instances: BTreeMap<String, InstanceModel>,
+    tasks: BTreeMap<String, TaskModel>,
+}
+
+#[derive(Clone, Debug)]
+struct PendingEvent {
+    deliver_at: DateTime<Utc>,
+    sequence: u64,
+    body: Value,
+}
+
+/// Counts of what the event faults did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventStats {
+    pub emitted: u64,
+    pub dropped: u64,
+    pub duplicated: u64,
+    pub delivered: u64,
+}
+
+struct Bucket {
+    tokens: f64,
+    capacity: f64,
+    per_second: f64,
+    at: DateTime<Utc>,
+}
+
+impl Bucket {
+    fn new(capacity: f64, per_second: f64, at: DateTime<Utc>) -> Self {
+        Self { tokens: capacity, capacity, per_second, at }
+    }
+
+    fn take(&mut self, now: DateTime<Utc>) -> bool {
+        let elapsed = (now - self.at).num_milliseconds().max(0) as f64 / 1000.0;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+struct World {
+    config: ModelConfig,
+    now: DateTime<Utc>,
+    rng: Rng,
+    next_id: u64,
+    clusters: BTreeMap<String, ClusterState>,
+    definitions: BTreeMap<String, (i32, TaskDefinitionModel)>,
+    revisions: BTreeMap<String, i32>,
+    events: Vec<PendingEvent>,
+    stats: EventStats,
+    calls: Vec<CallRecord>,
+    modify_bucket: Bucket,
+    read_bucket: Bucket,
+    /// Daemon stops the controller asked for while another task still ran on a DRAINING instance.
+    early_drain_stops: Vec<String>,
+}
+
+/// The cluster model. Share it behind an `Arc` between the engine and the test.
+pub struct ClusterModel {
+    world: Mutex<World>,
+}
+
+fn epoch() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).single().expect("valid model epoch")
+}
+
+fn iso(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn cluster_arn(cluster: &str) -> String {
+    format!("arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{cluster}")
+}
+
+fn instance_arn(cluster: &str, id: &str) -> String {
+    format!("arn:aws:ecs:{REGION}:{ACCOUNT}:container-instance/{cluster}/{id}")
+}
+
+fn task_arn(cluster: &str, id: &str) -> String {
+    format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task/{cluster}/{id}")
+}
+
+fn definition_arn(definition: &str) -> String {
+    format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{definition}")
+}
+
+/// `family:rev` out of a bare pin or a task definition ARN.
+fn definition_key(reference: &str) -> &str {
+    reference.rsplit('/').next().unwrap_or(reference)
+}
+
+impl World {
+    fn id(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}{:012x}{:08x}", self.rng.next_u64() >> 16, self.next_id)
+    }
+
+    fn cluster(&mut self, cluster: &str, operation: &'static str) -> Result<&mut ClusterState, EcsError> {
+        self.clusters.get_mut(cluster).ok_or_else(|| {
+            EcsError::new(operation, format!("cluster {cluster}"), EcsErrorKind::NotFound, "ClusterNotFoundException", "Cluster not found.")
+        })
+    }
+
+    fn call(&mut self, operation: &'static str, modify: bool, target: &str) -> Result<(), EcsError> {
+        let now = self.now;
+        let limited = self.config.rate_limits
+            && !(if modify { self.modify_bucket.take(now) } else { self.read_bucket.take(now) });
+        let throttled = limited || self.rng.chance(self.config.faults.throttle_calls);
+        self.calls.push(CallRecord { operation, modify, at: now, throttled });
+        if throttled {
+            return Err(EcsError::new(operation, target, EcsErrorKind::Throttled, "ThrottlingException", "Rate exceeded"));
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, body: Value) {
+        self.stats.emitted += 1;
+        let faults = self.config.faults.clone();
+        if self.rng.chance(faults.drop_events) {
+            self.stats.dropped += 1;
+            return;
+        }
+        let copies = if self.rng.chance(faults.duplicate_events) {
+            self.stats.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = Duration::milliseconds(self.rng.below(faults.max_event_delay.num_milliseconds().max(0) as u64 + 1) as i64);
+            self.next_id += 1;
+            self.events.push(PendingEvent { deliver_at: self.now + delay, sequence: self.next_id, body: body.clone() });
+        }
+    }
+
+    fn envelope(&mut self, detail_type: &str, resource: &str, detail: Value) -> Value {
+        let id = self.id("");
+        json!({
+            "version": "0",
+            "id": format!("{}-{}-{}-{}-{}", &id[0..8], &id[8..12], &id[12..16], &id[16..20], &id[4..16]),
+            "detail-type": detail_type,
+            "source": "aws.ecs",
+            "account": ACCOUNT,
+            "time": iso(self.now),
+            "region": REGION,
+            "resources": [resource],
+            "detail": detail,
+        })
+    }
+
+    fn used(cluster: &ClusterState, instance_id: &str) -> (Resources, i32, i32) {
+        let mut used = Resources::default();
+        let (mut running, mut pending) = (0, 0);
+        for task in cluster.tasks.values().filter(|t| t.instance_id == instance_id && !t.last_status.is_terminal()) {
+            used.cpu += task.cpu;
+            used.memory_mib += task.memory_mib;
+            if task.last_status == TaskStatus::Pending {
+                pending += 1;
+            } else {
+                running += 1;
+            }
+        }
+        (used, running, pending)
+    }
+
+    fn describe_instance(cluster_name: &str, cluster: &ClusterState, instance: &InstanceModel) -> ContainerInstance {
+        let (used, running, pending) = Self::used(cluster, &instance.id);
+        ContainerInstance {
+            arn: instance_arn(cluster_name, &instance.id),
+            ec2_instance_id: Some(instance.ec2_instance_id.clone()),
+            status: instance.status.clone(),
+            status_reason: None,
+            agent_connected: instance.agent_connected,
+            capacity_provider: Some(instance.provider.clone()),
+            registered: instance.registered,
+            remaining: Resources {
+                cpu: instance.registered.cpu - used.cpu,
+                memory_mib: instance.registered.memory_mib - used.memory_mib,
+            },
+            running_tasks: running,
+            pending_tasks: pending,
+            attributes: instance.attributes.clone(),
+            version: instance.version,
+            registered_at: Some(instance.registered_at),
+        }
+    }
+
+    fn describe_task(cluster_name: &str, task: &TaskModel) -> Task {
+        Task {
+            arn: task_arn(cluster_name, &task.id),
+            task_definition_arn: definition_arn(&task.definition),
+            container_instance_arn: Some(instance_arn(cluster_name, &task.instance_id)),
+            last_status: task.last_status.clone(),
+            desired_status: task.desired_status.clone(),
+            health: task.health.clone(),
+            group: Some(task.group.clone()),
+            started_by: task.started_by.clone(),
+            stop_code: task.stop_code.clone(),
+            stopped_reason: task.stopped_reason.clone(),
+            version: task.version,
+            created_at: Some(task.created_at),
+            started_at: task.started_at,
+            stopped_at: task.stopped_at,
+            tags: task.tags.clone(),
+        }
+    }
+
+    fn instance_event(&mut self, cluster_name: &str, instance_id: &str) {
+        let Some(cluster) = self.clusters.get(cluster_name) else { return };
+        let Some(instance) = cluster.instances.get(instance_id) else { return };
+        let described = Self::describe_instance(cluster_name, cluster, instance);
+        let resources = |r: Resources| {
+            json!([
+                {"name": "CPU", "type": "INTEGER", "integerValue": r.cpu},
+                {"name": "MEMORY", "type": "INTEGER", "integerValue": r.memory_mib},
+            ])
+        };
+        let detail = json!({
+            "clusterArn": cluster_arn(cluster_name),
+            "containerInstanceArn": described.arn,
+            "ec2InstanceId": described.ec2_instance_id,
+            "capacityProviderName": described.capacity_provider,
+            "status": described.status,
+            "agentConnected": described.agent_connected,
+            "version": described.version,
+            "registeredResources": resources(described.registered),
+            "remainingResources": resources(described.remaining),
+            "runningTasksCount": described.running_tasks,
+            "pendingTasksCount": described.pending_tasks,
+            "attributes": described.attributes.iter().map(|(name, value)| json!({"name": name, "value": value})).collect::<Vec<_>>(),
+            "registeredAt": described.registered_at.map(iso),
+            "updatedAt": iso(self.now),
+            "accountType": "ec2_instance",
+        });
+        let arn = described.arn.clone();
+        let body = self.envelope(INSTANCE_STATE_CHANGE, &arn, detail);
+        self.emit(body);
+    }
+
+    fn task_event(&mut self, cluster_name: &str, task_id: &str) {
+        let Some(task) = self.clusters.get(cluster_name).and_then(|c| c.tasks.get(task_id)) else { return };
+        let described = Self::describe_task(cluster_name, task);
+        let detail = json!({
+            "clusterArn": cluster_arn(cluster_name),
+            "taskArn": described.arn,
+            "taskDefinitionArn": described.task_definition_arn,
+            "containerInstanceArn": described.container_instance_arn,
+            "lastStatus": described.last_status,
+            "desiredStatus": described.desired_status,
+            "healthStatus": described.health,
+            "group": described.group,
+            "startedBy": described.started_by,
+            "stopCode": described.stop_code,
+            "stoppedReason": described.stopped_reason,
+            "version": described.version,
+            "launchType": "EC2",
+            "createdAt": described.created_at.map(iso),
+            "startedAt": described.started_at.map(iso),
+            "stoppedAt": described.stopped_at.map(iso),
+            "updatedAt": iso(self.now),
+            "containers": [{"name": "main", "lastStatus": described.last_status, "healthStatus": described.health}],
+        });
+        let arn = described.arn.clone();
+        let body = self.envelope(TASK_STATE_CHANGE, &arn, detail);
+        self.emit(body);
+    }
+
+    /// Changes a task, bumps its version, and emits its event (and the instance's, when resources move).
+    fn change_task(&mut self, cluster_name: &str, task_id: &str, change: impl FnOnce(&mut TaskModel, DateTime<Utc>)) {
+        let now = self.now;
+        let Some(task) = self.clusters.get_mut(cluster_name).and_then(|c| c.tasks.get_mut(task_id)) else { return };
+        let was_terminal = task.last_status.is_terminal();
+        change(task, now);
+        task.version += 1;
+        let freed = !was_terminal && task.last_status.is_terminal();
+        let instance_id = task.instance_id.clone();
+        self.task_event(cluster_name, task_id);
+        if freed {
+            self.bump_instance(cluster_name, &instance_id);
+        }
+    }
+
+    fn bump_instance(&mut self, cluster_name: &str, instance_id: &str) {
+        if let Some(instance) = self.clusters.get_mut(cluster_name).and_then(|c| c.instances.get_mut(instance_id)) {
+            instance.version += 1;
+            self.instance_event(cluster_name, instance_id);
+        }
+    }
+
+    fn stop_task(&mut self, cluster_name: &str, task_id: &str, code: &str, reason: &str) {
+        let stop_at = self.now + self.config.stop_latency;
+        let (code, reason) = (code.to_string(), reason.to_string());
+        self.change_task(cluster_name, task_id, |task, _| {
+            task.desired_status = TaskStatus::Stopped;
+            task.stop_code = Some(code);
+            task.stopped_reason = Some(reason);
+            task.due = Some((stop_at, Due::Stop));
+        });
+    }
+
+    /// Runs every scheduled change due by `until`, in time order.
+    fn run_due(&mut self, until: DateTime<Utc>) {
+        loop {
+            let next = self
+                .clusters
+                .iter()
+                .flat_map(|(name, c)| c.tasks.values().filter_map(move |t| t.due.as_ref().map(|(at, _)| (*at, name.clone(), t.id.clone()))))
+                .filter(|(at, _, _)| *at <= until)
+                .min();
+            let Some((at, cluster_name, task_id)) = next else { break };
+            self.now = self.now.max(at);
+            let Some(task) = self.clusters.get(&cluster_name).and_then(|c| c.tasks.get(&task_id)) else { break };
+            let Some((_, due)) = task.due.clone() else { break };
+            let definition = self.definitions.get(&task.definition).map(|(_, d)| d.clone());
+            match due {
+                Due::Run => {
+                    let health_at = self.now + self.config.health_grace;
+                    let crash_at = definition.as_ref().and_then(|d| d.crashes_after).map(|after| self.now + after);
+                    let checked = definition.as_ref().is_some_and(|d| d.health_check);
+                    self.change_task(&cluster_name, &task_id, |task, now| {
+                        task.last_status = TaskStatus::Running;
+                        task.started_at = Some(now);
+                        // A health-checked task turns HEALTHY first; a crash is scheduled from there.
+                        task.due = if checked { Some((health_at, Due::Healthy)) } else { crash_at.map(|at| (at, Due::Crash)) };
+                    });
+                }
+                Due::Healthy => {
+                    let crash_at = definition.as_ref().and_then(|d| d.crashes_after).map(|after| self.now + after);
+                    self.change_task(&cluster_name, &task_id, |task, _| {
+                        task.health = HealthStatus::Healthy;
+                        task.due = crash_at.map(|at| (at, Due::Crash));
+                    });
+                }
+                Due::Crash => {
+                    let stop_at = self.now + self.config.stop_latency;
+                    self.change_task(&cluster_name, &task_id, |task, _| {
+                        task.desired_status = TaskStatus::Stopped;
+                        task.health = HealthStatus::Unhealthy;
+                        task.stop_code = Some("EssentialContainerExited".into());
+                        task.stopped_reason = Some("Essential container in task exited".into());
+                        task.due = Some((stop_at, Due::Stop));
+                    });
+                }
+                Due::FailToStart(reason) => {
+                    self.change_task(&cluster_name, &task_id, |task, now| {
+                        task.last_status = TaskStatus::Stopped;
+                        task.desired_status = TaskStatus::Stopped;
+                        task.stop_code = Some("TaskFailedToStart".into());
+                        task.stopped_reason = Some(reason);
+                        task.stopped_at = Some(now);
+                        task.due = None;
+                    });
+                }
+                Due::Stop => {
+                    self.change_task(&cluster_name, &task_id, |task, now| {
+                        task.last_status = TaskStatus::Stopped;
+                        task.desired_status = TaskStatus::Stopped;
+                        task.stopped_at = Some(now);
+                        task.due = None;
+                    });
+                }
+            }
+        }
+        self.now = self.now.max(until);
+    }
+
+    fn place(
+        &mut self,
+        cluster_name: &str,
+        instance_id: &str,
+        definition: &str,
+        group: &str,
+        started_by: Option<&str>,
+        tags: BTreeMap<String, String>,
+    ) -> Result<String, String> {
+        let (revision_known, model) = match self.definitions.get(definition) {
+            Some((_, model)) => (true, model.clone()),
+            None => (false, TaskDefinitionModel::new("unknown", 0, 0)),
+        };
+        if !revision_known {
+            return Err("MISSING".into());
+        }
+        let cluster = self.clusters.get(cluster_name).ok_or("MISSING")?;
+        let instance = cluster.instances.get(instance_id).ok_or("MISSING")?;
+        if !instance.agent_connected {
+            return Err("AGENT".into());
+        }
+        if instance.status != InstanceStatus::Active && instance.status != InstanceStatus::Draining {
+            return Err("INACTIVE".into());
+        }
+        let (used, _, _) = Self::used(cluster, instance_id);
+        if instance.registered.cpu - used.cpu < model.cpu {
+            return Err("RESOURCE:CPU".into());
+        }
+        if instance.registered.memory_mib - used.memory_mib < model.memory_mib {
+            return Err("RESOURCE:MEMORY".into());
+        }
+        let id = self.id("");
+        let now = self.now;
+        let due = if model.needs_execution_role && model.execution_role_arn.is_none() {
+            Due::FailToStart(
+                "ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval failed: \
+                 the task definition has no execution role (executionRoleArn) to read them with"
+                    .into(),
+            )
+        } else {
+            Due::Run
+        };
+        let task = TaskModel {
+            id: id.clone(),
+            instance_id: instance_id.into(),
+            definition: definition.into(),
+            group: group.into(),
+            started_by: started_by.map(str::to_string),
+            tags,
+            last_status: TaskStatus::Pending,
+            desired_status: TaskStatus::Running,
+            health: HealthStatus::Unknown,
+            stop_code: None,
+            stopped_reason: None,
+            version: 1,
+            created_at: now,
+            started_at: None,
+            stopped_at: None,
+            due: Some((now + self.config.start_latency, due)),
+            cpu: model.cpu,
+            memory_mib: model.memory_mib,
+        };
+        self.clusters.get_mut(cluster_name).ok_or("MISSING")?.tasks.insert(id.clone(), task);
+        self.task_event(cluster_name, &id);
+        self.bump_instance(cluster_name, instance_id);
+        Ok(id)
+    }
+}
+
+/// A view of one task for invariant checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskView {
+    pub id: String,
+    pub instance_id: String,
+    pub group: String,
+    pub definition: String,
+    pub started_by: Option<String>,
+    pub last_status: TaskStatus,
+    pub desired_status: TaskStatus,
+    pub health: HealthStatus,
+    pub stopped_at: Option<DateTime<Utc>>,
+}
+
+impl ClusterModel {
+    pub fn new(config: ModelConfig) -> Self {
+        let now = epoch();
+        let world = World {
+            rng: Rng::new(config.seed),
+            modify_bucket: Bucket::new(100.0, 40.0, now),
+            read_bucket: Bucket::new(100.0, 20.0, now),
+            config,
+            now,
+            next_id: 0,
+            clusters: BTreeMap::new(),
+            definitions: BTreeMap::new(),
+            revisions: BTreeMap::new(),
+            events: Vec::new(),
+            stats: EventStats::default(),
+            calls: Vec::new(),
+            early_drain_stops: Vec::new(),
+        };
+        Self { world: Mutex::new(world) }
+    }
+
+    fn world(&self) -> MutexGuard<'_, World> {
+        // Each model operation leaves the world consistent before it can panic.
+        self.world.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.world().now
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.world().config.faults = faults;
+    }
+
+    pub fn create_cluster(&self, cluster: &str, providers: &[&str]) {
+        self.world().clusters.insert(
+            cluster.into(),
+            ClusterState {
+                providers: providers.iter().map(|p| p.to_string()).collect(),
+                instances: BTreeMap::new(),
+                tasks: BTreeMap::new(),
+            },
+        );
+    }
+
+    /// Registers a new revision; answers `family:revision`.
+    pub fn register_task_definition(&self, definition: TaskDefinitionModel) -> String {
+        let mut world = self.world();
+        let revision = world.revisions.entry(definition.family.clone()).or_insert(0);
+        *revision += 1;
+        let key = format!("{}:{}", definition.family, revision);
+        let revision = *revision;
+        world.definitions.insert(key.clone(), (revision, definition));
+        key
+    }
+
+    /// An EC2 instance joins through the given capacity provider: REGISTERING, then ACTIVE a second later.
+    pub fn add_instance(&self, cluster: &str, provider: &str, cpu: i64, memory_mib: i64) -> String {
+        let mut world = self.world();
+        let id = world.id("");
+        let ec2 = format!("i-0{}", &id[..16]);
+        let now = world.now;
+        let instance = InstanceModel {
+            id: id.clone(),
+            ec2_instance_id: ec2,
+            provider: provider.into(),
+            status: InstanceStatus::Registering,
+            agent_connected: false,
+            registered: Resources { cpu, memory_mib },
+            attributes: BTreeMap::from([
+                ("ecs.os-type".to_string(), Some("linux".to_string())),
+                ("ecs.capability.secrets.asm.environment-variables".to_string(), None),
+            ]),
+            version: 1,
+            registered_at: now,
+        };
+        if let Some(state) = world.clusters.get_mut(cluster) {
+            state.instances.insert(id.clone(), instance);
+        }
+        world.instance_event(cluster, &id);
+        if let Some(instance) = world.clusters.get_mut(cluster).and_then(|c| c.instances.get_mut(&id)) {
+            instance.status = InstanceStatus::Active;
+            instance.agent_connected = true;
+        }
+        world.bump_instance(cluster, &id);
+        instance_arn(cluster, &id)
+    }
+
+    /// `UpdateContainerInstancesState DRAINING`: service tasks are stopped, standalone tasks are not.
+    pub fn drain_instance(&self, cluster: &str, instance: &str) {
+        let mut world = self.world();
+        let id = resource_id(instance).to_string();
+        let Some(state) = world.clusters.get_mut(cluster) else { return };
+        let Some(model) = state.instances.get_mut(&id) else { return };
+        model.status = InstanceStatus::Draining;
+        let services: Vec<String> = state
+            .tasks
+            .values()
+            .filter(|t| t.instance_id == id && !t.last_status.is_terminal() && t.group.starts_with("service:"))
+            .map(|t| t.id.clone())
+            .collect();
+        world.bump_instance(cluster, &id);
+        for task in services {
+            world.stop_task(cluster, &task, "ServiceSchedulerInitiated", "Container instance is draining");
+        }
+    }
+
+    /// The instance leaves the cluster (scale-in finished): its tasks are gone.
+    pub fn deregister_instance(&self, cluster: &str, instance: &str) {
+        let mut world = self.world();
+        let id = resource_id(instance).to_string();
+        let Some(state) = world.clusters.get_mut(cluster) else { return };
+        let live: Vec<String> =
+            state.tasks.values().filter(|t| t.instance_id == id && !t.last_status.is_terminal()).map(|t| t.id.clone()).collect();
+        for task in live {
+            world.change_task(cluster, &task, |task, now| {
+                task.last_status = TaskStatus::Stopped;
+                task.desired_status = TaskStatus::Stopped;
+                task.stop_code = Some("TerminationNotice".into());
+                task.stopped_reason = Some("Host EC2 instance terminated".into());
+                task.stopped_at = Some(now);
+                task.due = None;
+            });
+        }
+        if let Some(model) = world.clusters.get_mut(cluster).and_then(|c| c.instances.get_mut(&id)) {
+            model.status = InstanceStatus::Inactive;
+            model.agent_connected = false;
+        }
+        world.bump_instance(cluster, &id);
+        if let Some(state) = world.clusters.get_mut(cluster) {
+            state.instances.remove(&id);
+        }
+    }
+
+    /// A service places one application task, like a service whose placement constraint is
+    /// `memberOf(attribute:ecs-daemons.ready == true)`: only on ready, ACTIVE instances with room.
+    pub fn run_service_task(&self, cluster: &str, service: &str, definition: &str) -> Option<String> {
+        let mut world = self.world();
+        let model = world.definitions.get(definition).map(|(_, d)| d.clone())?;
+        let state = world.clusters.get(cluster)?;
+        let candidates: Vec<String> = state
+            .instances
+            .values()
+            .filter(|i| i.status == InstanceStatus::Active && i.agent_connected)
+            .filter(|i| i.attributes.get(crate::plan::READY_ATTRIBUTE).is_some_and(|v| v.as_deref() == Some("true")))
+            .filter(|i| {
+                let (used, _, _) = World::used(state, &i.id);
+                i.registered.cpu - used.cpu >= model.cpu && i.registered.memory_mib - used.memory_mib >= model.memory_mib
+            })
+            .map(|i| i.id.clone())
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let pick = candidates[world.rng.below(candidates.len() as u64) as usize].clone();
+        let group = format!("service:{service}");
+        let started_by = format!("ecs-svc/{service}");
+        world.place(cluster, &pick, definition, &group, Some(&started_by), BTreeMap::new()).ok().map(|id| task_arn(cluster, &id))
+    }
+
+    /// The essential container of a task dies.
+    pub fn crash_task(&self, cluster: &str, task: &str) {
+        let mut world = self.world();
+        let id = resource_id(task).to_string();
+        let running = world.clusters.get(cluster).and_then(|c| c.tasks.get(&id)).is_some_and(|t| !t.last_status.is_terminal());
+        if running {
+            world.change_task(cluster, &id, |task, now| {
+                task.last_status = TaskStatus::Stopped;
+                task.desired_status = TaskStatus::Stopped;
+                task.health = HealthStatus::Unhealthy;
+                task.stop_code = Some("EssentialContainerExited".into());
+                task.stopped_reason = Some("Essential container in task exited".into());
+                task.stopped_at = Some(now);
+                task.due = None;
+            });
+        }
+    }
+
+    pub fn set_agent_connected(&self, cluster: &str, instance: &str, connected: bool) {
+        let mut world = self.world();
+        let id = resource_id(instance).to_string();
+        if let Some(model) = world.clusters.get_mut(cluster).and_then(|c| c.instances.get_mut(&id)) {
+            model.agent_connected = connected;
+        }
+        world.bump_instance(cluster, &id);
+    }
+
+    /// Moves time forward, running every scheduled change on the way.
+    pub fn advance(&self, by: Duration) {
+        let mut world = self.world();
+        let until = world.now + by;
+        world.run_due(until);
+    }
+
+    /// Events whose delivery time has come, in delivery order.
+    pub fn take_due_events(&self) -> Vec<Value> {
+        let mut world = self.world();
+        let now = world.now;
+        world.events.sort_by_key(|e| (e.deliver_at, e.sequence));
+        let due = world.events.iter().take_while(|e| e.deliver_at <= now).count();
+        let taken: Vec<Value> = world.events.drain(..due).map(|e| e.body).collect();
+        world.stats.delivered += taken.len() as u64;
+        taken
+    }
+
+    pub fn pending_events(&self) -> usize {
+        self.world().events.len()
+    }
+
+    pub fn event_stats(&self) -> EventStats {
+        self.world().stats.clone()
+    }
+
+    /// Every call served so far.
+    pub fn calls(&self) -> Vec<CallRecord> {
+        self.world().calls.clone()
+    }
+
+    pub fn call_count(&self) -> usize {
+        self.world().calls.len()
+    }
+
+    /// Daemon stops asked for while another task still ran on the DRAINING instance.
+    pub fn early_drain_stops(&self) -> Vec<String> {
+        self.world().early_drain_stops.clone()
+    }
+
+    pub fn instances(&self, cluster: &str) -> Vec<ContainerInstance> {
+        let world = self.world();
+        let Some(state) = world.clusters.get(cluster) else { return Vec::new() };
+        state.instances.values().map(|i| World::describe_instance(cluster, state, i)).collect()
+    }
+
+    pub fn tasks(&self, cluster: &str) -> Vec<TaskView> {
+        let world = self.world();
+        let Some(state) = world.clusters.get(cluster) else { return Vec::new() };
+        state
+            .tasks
+            .values()
+            .map(|t| TaskView {
+                id: t.id.clone(),
+                instance_id: t.instance_id.clone(),
+                group: t.group.clone(),
+                definition: t.definition.clone(),
+                started_by: t.started_by.clone(),
+                last_status: t.last_status.clone(),
+                desired_status: t.desired_status.clone(),
+                health: t.health.clone(),
+                stopped_at: t.stopped_at,
+            })
+            .collect()
+    }
+}
+
+impl Ecs for ClusterModel {
+    async fn list_container_instances(&self, cluster: &str, status: Option<InstanceStatus>) -> Result<Vec<String>, EcsError> {
+        let mut world = self.world();
+        let target = format!("cluster {cluster}");
+        let state = world.cluster(cluster, "ListContainerInstances")?;
+        let arns: Vec<String> = state
+            .instances
+            .values()
+            .filter(|i| match &status {
+                Some(wanted) => &i.status == wanted,
+                None => matches!(i.status, InstanceStatus::Active | InstanceStatus::Draining),
+            })
+            .map(|i| instance_arn(cluster, &i.id))
+            .collect();
+        // One call per page of 100, as ECS pages them.
+        for _ in 0..arns.len().div_ceil(100).max(1) {
+            world.call("ListContainerInstances", false, &target)?;
+        }
+        Ok(arns)
+    }
+
+    async fn describe_container_instances(&self, cluster: &str, instances: &[String]) -> Result<Vec<ContainerInstance>, EcsError> {
+        let mut world = self.world();
+        let target = format!("cluster {cluster}");
+        world.cluster(cluster, "DescribeContainerInstances")?;
+        let mut described = Vec::new();
+        for batch in instances.chunks(DESCRIBE_BATCH) {
+            world.call("DescribeContainerInstances", false, &target)?;
+            let state = world.cluster(cluster, "DescribeContainerInstances")?;
+            for reference in batch {
+                if let Some(instance) = state.instances.get(resource_id(reference)) {
+                    described.push(World::describe_instance(cluster, state, instance));
+                }
+            }
+        }
+        Ok(described)
+    }
+
+    async fn list_tasks(&self, cluster: &str, filter: &TaskFilter) -> Result<Vec<String>, EcsError> {
+        let mut world = self.world();
+        let target = format!("cluster {cluster} ({filter})");
+        let state = world.cluster(cluster, "ListTasks")?;
+        // ECS lists tasks whose desired status is RUNNING unless told otherwise.
+        let arns: Vec<String> = state
+            .tasks
+            .values()
+            .filter(|t| t.desired_status == TaskStatus::Running)
+            .filter(|t| match filter {
+                TaskFilter::StartedBy(marker) => t.started_by.as_deref() == Some(marker.as_str()),
+                TaskFilter::ContainerInstance(instance) => t.instance_id == resource_id(instance),
+            })
+            .map(|t| task_arn(cluster, &t.id))
+            .collect();
+        for _ in 0..arns.len().div_ceil(100).max(1) {
+            world.call("ListTasks", false, &target)?;
+        }
+        Ok(arns)
+    }
+
+    async fn describe_tasks(&self, cluster: &str, tasks: &[String]) -> Result<Vec<Task>, EcsError> {
+        let mut world = self.world();
+        let target = format!("cluster {cluster}");
+        world.cluster(cluster, "DescribeTasks")?;
+        let mut described = Vec::new();
+        for batch in tasks.chunks(DESCRIBE_BATCH) {
+            world.call("DescribeTasks", false, &target)?;
+            let state = world.cluster(cluster, "DescribeTasks")?;
+            for reference in batch {
+                if let Some(task) = state.tasks.get(resource_id(reference)) {
+                    described.push(World::describe_task(cluster, task));
+                }
+            }
+        }
+        Ok(described)
+    }
+
+    async fn start_task(&self, cluster: &str, request: &StartTaskRequest) -> Result<StartTaskOutcome, EcsError> {
+        request.validate(cluster)?;
+        let mut world = self.world();
+        let target = format!("{} in cluster {cluster}", request.task_definition);
+        world.cluster(cluster, "StartTask")?;
+        world.call("StartTask", true, &target)?;
+        let definition = definition_key(&request.task_definition).to_string();
+        if !world.definitions.contains_key(&definition) {
+            return Err(EcsError::new("StartTask", target, EcsErrorKind::Invalid, "ClientException", "TaskDefinition not found."));
+        }
+        let tags: BTreeMap<String, String> = request.tags.iter().cloned().collect();
+        let mut outcome = StartTaskOutcome::default();
+        for reference in &request.container_instances {
+            let instance_id = resource_id(reference).to_string();
+            match world.place(cluster, &instance_id, &definition, &request.group, Some(&request.started_by), tags.clone()) {
+                Ok(id) => {
+                    let state = world.cluster(cluster, "StartTask")?;
+                    if let Some(task) = state.tasks.get(&id) {
+                        outcome.tasks.push(World::describe_task(cluster, task));
+                    }
+                }
+                Err(reason) => outcome.failures.push(Failure {
+                    arn: Some(instance_arn(cluster, &instance_id)),
+                    reason,
+                    detail: None,
+                }),
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn stop_task(&self, cluster: &str, task: &str, reason: &str) -> Result<Task, EcsError> {
+        let mut world = self.world();
+        let target = format!("task {task} in cluster {cluster}");
+        world.cluster(cluster, "StopTask")?;
+        world.call("StopTask", true, &target)?;
+        let id = resource_id(task).to_string();
+        let state = world.cluster(cluster, "StopTask")?;
+        let Some(model) = state.tasks.get(&id).cloned() else {
+            return Err(EcsError::new("StopTask", target, EcsErrorKind::Invalid, "InvalidParameterException", "The referenced task was not found."));
+        };
+        // The drain-last invariant, checked where it matters: at the stop request.
+        if let Some(instance) = state.instances.get(&model.instance_id) {
+            let others = state
+                .tasks
+                .values()
+                .filter(|t| t.instance_id == model.instance_id && !t.last_status.is_terminal() && t.group.starts_with("service:"))
+                .count();
+            if instance.status == InstanceStatus::Draining && others > 0 && model.group.starts_with("daemon:") {
+                world.early_drain_stops.push(format!("{} on {} with {others} application task(s) left", model.id, model.instance_id));
+            }
+        }
+        if !model.last_status.is_terminal() && model.desired_status != TaskStatus::Stopped {
+            world.stop_task(cluster, &id, "UserInitiated", clip_reason(reason));
+        }
+        let state = world.cluster(cluster, "StopTask")?;
+        Ok(World::describe_task(cluster, &state.tasks[&id]))
+    }
+
+    async fn put_attributes(&self, cluster: &str, attributes: &[InstanceAttribute]) -> Result<(), EcsError> {
+        let mut world = self.world();
+        let target = format!("cluster {cluster}");
+        world.cluster(cluster, "PutAttributes")?;
+        for batch in attributes.chunks(ATTRIBUTE_BATCH) {
+            world.call("PutAttributes", true, &target)?;
+            let state = world.cluster(cluster, "PutAttributes")?;
+            for attribute in batch {
+                let Some(instance) = state.instances.get_mut(resource_id(&attribute.container_instance)) else {
+                    return Err(EcsError::new("PutAttributes", target, EcsErrorKind::NotFound, "TargetNotFoundException", format!("Could not find {}", attribute.container_instance)));
+                };
+                instance.attributes.insert(attribute.name.clone(), attribute.value.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_attributes(&self, cluster: &str, attributes: &[InstanceAttribute]) -> Result<(), EcsError> {
+        let mut world = self.world();
+        let target = format!("cluster {cluster}");
+        world.cluster(cluster, "DeleteAttributes")?;
+        for batch in attributes.chunks(ATTRIBUTE_BATCH) {
+            world.call("DeleteAttributes", true, &target)?;
+            let state = world.cluster(cluster, "DeleteAttributes")?;
+            for attribute in batch {
+                if let Some(instance) = state.instances.get_mut(resource_id(&attribute.container_instance)) {
+                    instance.attributes.remove(&attribute.name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn describe_task_definition(&self, task_definition: &str) -> Result<TaskDefinition, EcsError> {
+        let mut world = self.world();
+        world.call("DescribeTaskDefinition", false, task_definition)?;
+        let key = definition_key(task_definition);
+        let Some((revision, model)) = world.definitions.get(key) else {
+            return Err(EcsError::new(
+                "DescribeTaskDefinition",
+                task_definition,
+                EcsErrorKind::NotFound,
+                "ClientException",
+                "Unable to describe task definition.",
+            ));
+        };
+        Ok(TaskDefinition {
+            arn: definition_arn(key),
+            family: model.family.clone(),
+            revision: *revision,
+            status: "ACTIVE".into(),
+            execution_role_arn: model.execution_role_arn.clone(),
+            cpu: Some(model.cpu),
+            memory_mib: Some(model.memory_mib),
+            containers: vec![ContainerDefinition { name: "main".into(), essential: true, has_health_check: model.health_check }],
+        })
+    }
+
+    async fn cluster_capacity_providers(&self, cluster: &str) -> Result<Vec<String>, EcsError> {
+        let mut world = self.world();
+        world.call("DescribeClusters", false, &format!("cluster {cluster}"))?;
+        Ok(world.cluster(cluster, "DescribeClusters")?.providers.clone())
+    }
+}

@@ -1,0 +1,471 @@
+//! `deploy` and `status` invokes: validate a daemon declaration against the
+//! cluster before anything runs, record it, and report coverage. Every error a
+//! user can cause says what is wrong and how to fix it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ecs::{Ecs, EcsError, EcsErrorKind};
+use crate::engine::{Engine, EngineError, Outcome};
+use crate::model::TaskDefinition;
+use crate::plan::DaemonCoverage;
+use crate::store::{DaemonSpec, Expected, ItemKey, RestartPolicy, Slot, SlotState, Store, StoreError, Versioned};
+
+/// Share of an instance's registered CPU or memory above which a deploy warns.
+pub const DEFAULT_WARN_SHARE: f64 = 0.25;
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeployRequest {
+    pub cluster: String,
+    pub daemon: String,
+    /// `family:revision`, or its ARN.
+    pub task_definition: String,
+    pub capacity_providers: Vec<String>,
+    #[serde(default)]
+    pub start_order: i32,
+    #[serde(default)]
+    pub restart: Option<RestartPolicy>,
+    /// Warn when the daemon takes more than this share of an instance (0–1).
+    #[serde(default)]
+    pub warn_share: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StatusRequest {
+    pub cluster: String,
+    #[serde(default)]
+    pub daemon: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("task definition {0} was not found in this account and region: register it, or fix the family or revision")]
+    TaskDefinitionNotFound(String),
+    #[error(
+        "task definition {0} has no execution role: daemons pull images and write logs with it; \
+         register a revision with executionRoleArn set (and list that role in the ExecutionRoleArns parameter)"
+    )]
+    NoExecutionRole(String),
+    #[error("cluster {cluster} does not exist in this account and region: check the name")]
+    ClusterNotFound { cluster: String },
+    #[error(
+        "capacity provider {provider} is not attached to cluster {cluster} (attached: {attached}): \
+         attach it with PutClusterCapacityProviders, or fix the name"
+    )]
+    CapacityProviderNotInCluster { provider: String, cluster: String, attached: String },
+    #[error("{0}")]
+    TooLarge(Box<TooLarge>),
+    #[error(
+        "daemon {daemon} runs {current}; changing it to {requested} needs a rolling update, which this version does not do yet"
+    )]
+    RevisionChange { daemon: String, current: String, requested: String },
+    #[error("daemon {daemon} was changed by someone else meanwhile: read it again with status and retry")]
+    Conflict { daemon: String },
+    #[error("unknown daemon {daemon} in cluster {cluster}: deploy it first (status lists the declared ones)")]
+    UnknownDaemon { cluster: String, daemon: String },
+    #[error(transparent)]
+    Ecs(#[from] EcsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// A daemon that cannot fit on an instance it targets.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "daemon {daemon} needs {needed} but instance {instance} of capacity provider {provider} registers only {available}: \
+     lower the task definition's {resource}, or target larger instances"
+)]
+pub struct TooLarge {
+    pub daemon: String,
+    pub instance: String,
+    pub provider: String,
+    pub resource: &'static str,
+    pub needed: String,
+    pub available: String,
+}
+
+fn invalid(message: impl Into<String>) -> DeployError {
+    DeployError::InvalidRequest(message.into())
+}
+
+/// Parses an invoke payload, naming the field at fault.
+pub fn parse_payload<T: serde::de::DeserializeOwned>(payload: Value) -> Result<T, DeployError> {
+    if !payload.is_object() {
+        return Err(invalid("the payload must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(payload).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if path == "." {
+            invalid(inner.to_string())
+        } else {
+            invalid(format!("`{path}`: {inner}"))
+        }
+    })
+}
+
+fn check_name(field: &str, value: &str, max: usize) -> Result<(), DeployError> {
+    let valid = !value.is_empty()
+        && value.len() <= max
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "`{field}` must be 1 to {max} letters, digits, hyphens or underscores, got {value:?}"
+        )))
+    }
+}
+
+/// `family:revision` (or its ARN) → `family:revision`; anything not pinned is refused.
+pub fn pinned_task_definition(reference: &str) -> Result<String, DeployError> {
+    let bare = reference.split_once(":task-definition/").map_or(reference, |(_, rest)| rest);
+    let pinned = bare.split_once(':').and_then(|(family, revision)| {
+        let family_ok = !family.is_empty()
+            && family.len() <= 255
+            && family.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let revision_ok = revision.parse::<u32>().is_ok_and(|r| r > 0);
+        (family_ok && revision_ok).then(|| format!("{family}:{revision}"))
+    });
+    pinned.ok_or_else(|| {
+        invalid(format!(
+            "`taskDefinition` must be pinned to a revision as family:revision (for example cloudwatch-agent:3), got {reference:?}; \
+             daemons never follow the latest revision on their own"
+        ))
+    })
+}
+
+impl DeployRequest {
+    /// Checks that need no AWS call.
+    pub fn validate(&self) -> Result<String, DeployError> {
+        check_name("cluster", &self.cluster, 255)?;
+        check_name("daemon", &self.daemon, 64)?;
+        let pinned = pinned_task_definition(&self.task_definition)?;
+        if self.capacity_providers.is_empty() {
+            return Err(invalid("`capacityProviders` must name at least one capacity provider of the cluster"));
+        }
+        for (index, provider) in self.capacity_providers.iter().enumerate() {
+            check_name(&format!("capacityProviders[{index}]"), provider, 255)?;
+            if self.capacity_providers[..index].contains(provider) {
+                return Err(invalid(format!("`capacityProviders` names {provider} twice")));
+            }
+        }
+        if !(-1000..=1000).contains(&self.start_order) {
+            return Err(invalid(format!("`startOrder` must be between -1000 and 1000, got {}", self.start_order)));
+        }
+        if let Some(share) = self.warn_share {
+            if !(share > 0.0 && share <= 1.0) {
+                return Err(invalid(format!("`warnShare` must be above 0 and at most 1, got {share}")));
+            }
+        }
+        if let Some(restart) = &self.restart {
+            if restart.max_consecutive_failures == 0 || restart.max_consecutive_failures > 100 {
+                return Err(invalid("`restart.maxConsecutiveFailures` must be 1 to 100"));
+            }
+            if restart.base_backoff_seconds > restart.max_backoff_seconds || restart.max_backoff_seconds > 86_400 {
+                return Err(invalid(
+                    "`restart.baseBackoffSeconds` must not exceed `restart.maxBackoffSeconds`, which must be at most 86400",
+                ));
+            }
+        }
+        Ok(pinned)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployAnswer {
+    pub daemon: String,
+    pub task_definition: String,
+    /// `created`, `updated` or `unchanged`.
+    pub recorded: &'static str,
+    pub warnings: Vec<String>,
+    /// The first reconcile, run right away.
+    pub reconcile: Outcome,
+}
+
+fn describe_error(task_definition: &str, error: EcsError) -> DeployError {
+    if error.kind == EcsErrorKind::NotFound {
+        DeployError::TaskDefinitionNotFound(task_definition.into())
+    } else {
+        DeployError::Ecs(error)
+    }
+}
+
+/// Checks the daemon's size against every targeted instance; returns warnings.
+fn check_sizes(
+    daemon: &str,
+    definition: &TaskDefinition,
+    instances: &[crate::model::ContainerInstance],
+    warn_share: f64,
+) -> Result<Vec<String>, DeployError> {
+    let mut warnings = Vec::new();
+    if definition.cpu.is_none() {
+        warnings.push(format!("{} reserves no CPU: set cpu so the daemon keeps its share", definition.family_revision()));
+    }
+    if definition.memory_mib.is_none() {
+        warnings.push(format!("{} reserves no memory: set memory so the daemon keeps its share", definition.family_revision()));
+    }
+    for instance in instances {
+        let provider = instance.capacity_provider.clone().unwrap_or_default();
+        let checks = [
+            ("cpu", definition.cpu, instance.registered.cpu, "CPU units"),
+            ("memory", definition.memory_mib, instance.registered.memory_mib, "MiB"),
+        ];
+        for (resource, needed, available, unit) in checks {
+            let Some(needed) = needed else { continue };
+            if available > 0 && needed > available {
+                return Err(DeployError::TooLarge(Box::new(TooLarge {
+                    daemon: daemon.into(),
+                    instance: instance.id().into(),
+                    provider,
+                    resource,
+                    needed: format!("{needed} {unit}"),
+                    available: format!("{available} {unit}"),
+                })));
+            }
+            if available > 0 && needed as f64 > warn_share * available as f64 {
+                warnings.push(format!(
+                    "daemon {daemon} takes {needed} of the {available} {unit} of instance {} ({:.0} %), more than the {:.0} % warning share",
+                    instance.id(),
+                    100.0 * needed as f64 / available as f64,
+                    100.0 * warn_share
+                ));
+            }
+        }
+    }
+    Ok(warnings)
+}
+
+/// Validates and records a daemon, then reconciles the cluster so coverage starts at once.
+pub async fn deploy<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    request: DeployRequest,
+    now: DateTime<Utc>,
+    invocation: &str,
+) -> Result<DeployAnswer, DeployError> {
+    let task_definition = request.validate()?;
+    engine.check_cluster(&request.cluster)?;
+    let definition = engine
+        .ecs
+        .describe_task_definition(&task_definition)
+        .await
+        .map_err(|error| describe_error(&task_definition, error))?;
+    if definition.execution_role_arn.as_deref().is_none_or(str::is_empty) {
+        return Err(DeployError::NoExecutionRole(task_definition));
+    }
+    let attached = engine.ecs.cluster_capacity_providers(&request.cluster).await.map_err(|error| {
+        if error.kind == EcsErrorKind::NotFound {
+            DeployError::ClusterNotFound { cluster: request.cluster.clone() }
+        } else {
+            DeployError::Ecs(error)
+        }
+    })?;
+    for provider in &request.capacity_providers {
+        if !attached.contains(provider) {
+            return Err(DeployError::CapacityProviderNotInCluster {
+                provider: provider.clone(),
+                cluster: request.cluster.clone(),
+                attached: if attached.is_empty() { "none".into() } else { attached.join(", ") },
+            });
+        }
+    }
+    let arns = engine.ecs.list_container_instances(&request.cluster, None).await?;
+    let instances: Vec<_> = engine
+        .ecs
+        .describe_container_instances(&request.cluster, &arns)
+        .await?
+        .into_iter()
+        .filter(|i| i.capacity_provider.as_ref().is_some_and(|p| request.capacity_providers.contains(p)))
+        .collect();
+    let mut warnings =
+        check_sizes(&request.daemon, &definition, &instances, request.warn_share.unwrap_or(DEFAULT_WARN_SHARE))?;
+    if instances.is_empty() {
+        warnings.push(format!(
+            "no instance of {} is registered yet: the daemon starts on each one as it joins",
+            request.capacity_providers.join(", ")
+        ));
+    }
+
+    let key = ItemKey::spec(&request.cluster, &request.daemon);
+    let existing: Option<Versioned<DaemonSpec>> = engine.store.get(&key).await?;
+    if let Some(current) = &existing {
+        if current.record.task_definition != task_definition {
+            return Err(DeployError::RevisionChange {
+                daemon: request.daemon,
+                current: current.record.task_definition.clone(),
+                requested: task_definition,
+            });
+        }
+    }
+    let spec = DaemonSpec {
+        cluster: request.cluster.clone(),
+        daemon: request.daemon.clone(),
+        task_definition: task_definition.clone(),
+        capacity_providers: request.capacity_providers.clone(),
+        start_order: request.start_order,
+        has_health_check: definition.has_health_check(),
+        cpu: definition.cpu,
+        memory_mib: definition.memory_mib,
+        last_good_task_definition: existing.as_ref().and_then(|e| e.record.last_good_task_definition.clone()),
+        active_rollout: None,
+        restart: request.restart.clone().unwrap_or_default(),
+        updated_at: now,
+    };
+    let recorded = match &existing {
+        Some(current) if DaemonSpec { updated_at: now, ..current.record.clone() } == spec => "unchanged",
+        Some(current) => {
+            write_spec(engine, &spec, current.expected(), &request.daemon).await?;
+            "updated"
+        }
+        None => {
+            write_spec(engine, &spec, Expected::Absent, &request.daemon).await?;
+            "created"
+        }
+    };
+    let reconcile = engine.reconcile_cluster(&request.cluster, now, invocation).await?;
+    Ok(DeployAnswer { daemon: request.daemon, task_definition, recorded, warnings, reconcile })
+}
+
+async fn write_spec<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    spec: &DaemonSpec,
+    expected: Expected,
+    daemon: &str,
+) -> Result<(), DeployError> {
+    match engine.store.put(spec, expected).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::Conflict { .. }) => Err(DeployError::Conflict { daemon: daemon.into() }),
+        Err(error) => Err(error.into()),
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonStatus {
+    pub daemon: String,
+    pub task_definition: String,
+    pub capacity_providers: Vec<String>,
+    pub start_order: i32,
+    pub coverage: DaemonCoverage,
+    /// Slots recorded as crash-looping or backing off, with ECS's reasons.
+    pub slots_in_trouble: Vec<SlotTrouble>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotTrouble {
+    pub instance_id: String,
+    pub state: SlotState,
+    pub consecutive_failures: u32,
+    pub last_stop_reason: Option<String>,
+    pub retry_after: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusAnswer {
+    pub cluster: String,
+    pub daemons: Vec<DaemonStatus>,
+}
+
+/// Specs, live coverage per daemon and slots in trouble; changes nothing.
+pub async fn status<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    request: StatusRequest,
+    now: DateTime<Utc>,
+) -> Result<StatusAnswer, DeployError> {
+    check_name("cluster", &request.cluster, 255)?;
+    engine.check_cluster(&request.cluster)?;
+    let mut specs = engine.store.list_specs(&request.cluster).await?;
+    if let Some(daemon) = &request.daemon {
+        check_name("daemon", daemon, 64)?;
+        specs.retain(|s| &s.record.daemon == daemon);
+        if specs.is_empty() {
+            return Err(DeployError::UnknownDaemon { cluster: request.cluster, daemon: daemon.clone() });
+        }
+    }
+    let mut coverage: BTreeMap<String, DaemonCoverage> = engine.coverage(&request.cluster, now).await?;
+    let mut daemons = Vec::new();
+    specs.sort_by(|a, b| (a.record.start_order, &a.record.daemon).cmp(&(b.record.start_order, &b.record.daemon)));
+    for spec in specs {
+        let spec = spec.record;
+        let slots: Vec<Versioned<Slot>> = engine.store.query(&request.cluster, &spec.daemon).await?;
+        let slots_in_trouble = slots
+            .into_iter()
+            .map(|s| s.record)
+            .filter(|s| matches!(s.state, SlotState::CrashLooping | SlotState::Stopped))
+            .map(|s| SlotTrouble {
+                instance_id: s.instance_id,
+                state: s.state,
+                consecutive_failures: s.consecutive_failures,
+                last_stop_reason: s.last_stop_reason,
+                retry_after: s.retry_after,
+            })
+            .collect();
+        daemons.push(DaemonStatus {
+            coverage: coverage.remove(&spec.daemon).unwrap_or_default(),
+            daemon: spec.daemon,
+            task_definition: spec.task_definition,
+            capacity_providers: spec.capacity_providers,
+            start_order: spec.start_order,
+            slots_in_trouble,
+        });
+    }
+    Ok(StatusAnswer { cluster: request.cluster, daemons })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request() -> Value {
+        json!({"cluster": "prod", "daemon": "cloudwatch-agent", "taskDefinition": "cloudwatch-agent:3", "capacityProviders": ["asg-general"]})
+    }
+
+    fn parse(value: Value) -> Result<String, DeployError> {
+        parse_payload::<DeployRequest>(value)?.validate()
+    }
+
+    #[test]
+    fn a_good_request_is_pinned() {
+        assert_eq!(parse(request()).unwrap(), "cloudwatch-agent:3");
+        let mut arn = request();
+        arn["taskDefinition"] = json!("arn:aws:ecs:us-east-1:1:task-definition/cloudwatch-agent:3");
+        assert_eq!(parse(arn).unwrap(), "cloudwatch-agent:3");
+    }
+
+    #[test]
+    fn bad_requests_name_the_problem() {
+        let cases: Vec<(Value, &str)> = vec![
+            (json!([1]), "must be a JSON object"),
+            (json!({"cluster": "prod"}), "missing field `daemon`"),
+            (json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": ["p"], "colour": "red"}), "unknown field `colour`"),
+            (json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": "p"}), "`capacityProviders`"),
+            (json!({"cluster": "prod", "daemon": "bad#name", "taskDefinition": "x:1", "capacityProviders": ["p"]}), "`daemon` must be"),
+            (json!({"cluster": "prod", "daemon": "a", "taskDefinition": "cloudwatch-agent", "capacityProviders": ["p"]}), "pinned to a revision"),
+            (json!({"cluster": "prod", "daemon": "a", "taskDefinition": "cloudwatch-agent:latest", "capacityProviders": ["p"]}), "pinned to a revision"),
+            (json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:0", "capacityProviders": ["p"]}), "pinned to a revision"),
+            (json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": []}), "at least one"),
+            (json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": ["p", "p"]}), "twice"),
+            (json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": ["p"], "startOrder": 5000}), "`startOrder`"),
+            (json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": ["p"], "warnShare": 3}), "`warnShare`"),
+            (json!({"cluster": "", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": ["p"]}), "`cluster` must be"),
+            (json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": ["p"], "restart": {"maxConsecutiveFailures": 0}}), "maxConsecutiveFailures"),
+        ];
+        for (payload, expected) in cases {
+            let error = parse(payload.clone()).unwrap_err().to_string();
+            assert!(error.contains(expected), "{payload}: {error}");
+        }
+    }
+}

@@ -1,0 +1,760 @@
+//! The engine: the only code that mixes I/O and planning. Observe (`Ecs`,
+//! `Store`), plan (pure), act, record. Every action is idempotent and guarded
+//! by conditional writes, so concurrent or repeated invocations converge
+//! instead of doubling work.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::arn::{cluster_name, resource_id};
+use crate::ecs::{
+    Ecs, EcsError, InstanceAttribute, StartTaskRequest, TaskFilter, START_TASK_MAX_INSTANCES,
+};
+use crate::events::{parse_instance_event, parse_task_event, EventError, TaskStateChange};
+use crate::model::{ContainerInstance, HealthStatus, InstanceStatus, Task, TaskStatus};
+use crate::plan::{
+    plan, Action, DaemonCoverage, DaemonView, Observation, Plan, Scope, READY_ATTRIBUTE,
+};
+use crate::store::{
+    DaemonSpec, EventSeen, Expected, ItemKey, RestartPolicy, Slot, SlotState, Store, StoreError,
+    Versioned,
+};
+
+/// `startedBy` of every daemon task (ECS allows 36 characters).
+pub const STARTED_BY: &str = "ecs-daemons";
+/// Tag naming the daemon on each of its tasks.
+pub const DAEMON_TAG: &str = "ecs-daemons:daemon";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Event(#[from] EventError),
+    #[error(transparent)]
+    Ecs(#[from] EcsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cluster {cluster} is not managed by this deployment (managed: {managed}); add it to the ManagedClusters parameter")]
+    ClusterNotManaged { cluster: String, managed: String },
+}
+
+impl EngineError {
+    /// Worth another delivery of the same event (EventBridge retries failed invocations).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Ecs(error) => error.is_retryable(),
+            Self::Store(StoreError::Call { retryable, .. }) => *retryable,
+            _ => false,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub started_by: String,
+    /// How long an event id is remembered (EventBridge retries for up to 24 h).
+    pub event_ttl: Duration,
+    /// Clusters this deployment may act on; empty means any.
+    pub clusters: Vec<String>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            started_by: STARTED_BY.into(),
+            event_ttl: Duration::hours(48),
+            clusters: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartedCopy {
+    pub daemon: String,
+    pub instance_id: String,
+    pub task_arn: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedStart {
+    pub daemon: String,
+    pub instance_id: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoppedCopy {
+    pub daemon: String,
+    pub instance_id: String,
+    pub task_arn: String,
+    pub reason: String,
+}
+
+/// What one invocation saw and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub cluster: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Why nothing was done (duplicate event, not a daemon task, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    pub coverage: BTreeMap<String, DaemonCoverage>,
+    pub started: Vec<StartedCopy>,
+    pub start_failures: Vec<FailedStart>,
+    pub stopped: Vec<StoppedCopy>,
+    pub ready_set: Vec<String>,
+    pub ready_cleared: Vec<String>,
+    /// Writes lost to another invocation that got there first (harmless).
+    pub conflicts: usize,
+    /// Actions that failed; the next event or coverage check retries them.
+    pub errors: Vec<String>,
+}
+
+impl Outcome {
+    fn skipped(cluster: &str, instance: Option<&str>, why: impl Into<String>) -> Self {
+        Self {
+            cluster: cluster.into(),
+            instance: instance.map(str::to_string),
+            skipped: Some(why.into()),
+            ..Self::default()
+        }
+    }
+}
+
+pub struct Engine<E, S> {
+    pub ecs: E,
+    pub store: S,
+    pub config: EngineConfig,
+}
+
+fn view(spec: &DaemonSpec) -> DaemonView {
+    DaemonView {
+        name: spec.daemon.clone(),
+        task_definition: spec.task_definition.clone(),
+        capacity_providers: spec.capacity_providers.clone(),
+        start_order: spec.start_order,
+        has_health_check: spec.has_health_check,
+        restart: spec.restart.clone(),
+    }
+}
+
+/// A task as its slot last recorded it (used where the event already told us what changed).
+fn task_from_slot(slot: &Slot, instance_arn: &str, started_by: &str) -> Option<Task> {
+    let arn = slot.task_arn.clone()?;
+    let (last_status, desired_status) = match slot.state {
+        SlotState::Running => (TaskStatus::Running, TaskStatus::Running),
+        SlotState::Starting | SlotState::Claimed => (TaskStatus::Pending, TaskStatus::Running),
+        SlotState::Stopping => (TaskStatus::Running, TaskStatus::Stopped),
+        SlotState::Stopped | SlotState::CrashLooping => return None,
+    };
+    Some(Task {
+        arn,
+        task_definition_arn: slot.task_definition.clone().unwrap_or_default(),
+        container_instance_arn: Some(instance_arn.into()),
+        last_status,
+        desired_status,
+        health: if slot.state == SlotState::Running {
+            HealthStatus::Healthy
+        } else {
+            HealthStatus::Unknown
+        },
+        group: Some(crate::plan::daemon_group(&slot.daemon)),
+        started_by: Some(started_by.into()),
+        stop_code: None,
+        stopped_reason: None,
+        version: slot.task_version,
+        created_at: None,
+        started_at: None,
+        stopped_at: None,
+        tags: BTreeMap::new(),
+    })
+}
+
+fn task_from_event(detail: &TaskStateChange) -> Task {
+    Task {
+        arn: detail.task_arn.clone(),
+        task_definition_arn: detail.task_definition_arn.clone(),
+        container_instance_arn: detail.container_instance_arn.clone(),
+        last_status: detail.last_status.clone(),
+        desired_status: detail.desired_status.clone(),
+        health: detail.health(),
+        group: detail.group.clone(),
+        started_by: detail.started_by.clone(),
+        stop_code: detail.stop_code.clone(),
+        stopped_reason: detail.stopped_reason.clone(),
+        version: detail.version,
+        created_at: detail.created_at,
+        started_at: detail.started_at,
+        stopped_at: detail.stopped_at,
+        tags: BTreeMap::new(),
+    }
+}
+
+impl<E: Ecs, S: Store> Engine<E, S> {
+    pub fn new(ecs: E, store: S, config: EngineConfig) -> Self {
+        Self { ecs, store, config }
+    }
+
+    fn owns(&self, task: &Task) -> bool {
+        task.started_by.as_deref() == Some(self.config.started_by.as_str())
+            && task
+                .group
+                .as_deref()
+                .is_some_and(|g| g.starts_with("daemon:"))
+    }
+
+    /// Refuses clusters outside the configured list, whatever an event or invoke says.
+    pub fn check_cluster(&self, cluster: &str) -> Result<(), EngineError> {
+        if self.config.clusters.is_empty() || self.config.clusters.iter().any(|c| c == cluster) {
+            return Ok(());
+        }
+        Err(EngineError::ClusterNotManaged {
+            cluster: cluster.into(),
+            managed: self.config.clusters.join(", "),
+        })
+    }
+
+    async fn daemons(&self, cluster: &str) -> Result<Vec<DaemonView>, EngineError> {
+        Ok(self
+            .store
+            .list_specs(cluster)
+            .await?
+            .iter()
+            .map(|spec| view(&spec.record))
+            .collect())
+    }
+
+    /// Everything about a cluster, in batched calls: instances, daemon tasks, specs and slots.
+    async fn observe_cluster(&self, cluster: &str, now: DateTime<Utc>) -> Result<Option<Observation>, EngineError> {
+        self.check_cluster(cluster)?;
+        let daemons = self.daemons(cluster).await?;
+        if daemons.is_empty() {
+            return Ok(None);
+        }
+        let arns = self.ecs.list_container_instances(cluster, None).await?;
+        let instances = self.ecs.describe_container_instances(cluster, &arns).await?;
+        let mut slots = Vec::new();
+        for daemon in &daemons {
+            slots.extend(self.store.query::<Slot>(cluster, &daemon.name).await?);
+        }
+        let mut task_arns = self.ecs.list_tasks(cluster, &TaskFilter::StartedBy(self.config.started_by.clone())).await?;
+        // Slot tasks missing from the (eventually consistent) list are described too: a stopped one tells why.
+        let listed: BTreeSet<String> = task_arns.iter().cloned().collect();
+        task_arns.extend(
+            slots.iter().filter_map(|s| s.record.task_arn.clone()).filter(|arn| !listed.contains(arn)),
+        );
+        let tasks: Vec<Task> =
+            self.ecs.describe_tasks(cluster, &task_arns).await?.into_iter().filter(|t| self.owns(t)).collect();
+        Ok(Some(Observation { cluster: cluster.into(), now, scope: Scope::Full, daemons, instances, tasks, slots }))
+    }
+
+    /// Full reconcile of every daemon on every instance of a cluster.
+    pub async fn reconcile_cluster(
+        &self,
+        cluster: &str,
+        now: DateTime<Utc>,
+        invocation: &str,
+    ) -> Result<Outcome, EngineError> {
+        let Some(observation) = self.observe_cluster(cluster, now).await? else {
+            return Ok(Outcome::skipped(cluster, None, "no daemon is declared for this cluster"));
+        };
+        let planned = plan(&observation);
+        Ok(self.act(&observation, planned, invocation, None).await)
+    }
+
+    /// Coverage as the next reconcile would see it, changing nothing.
+    pub async fn coverage(&self, cluster: &str, now: DateTime<Utc>) -> Result<BTreeMap<String, DaemonCoverage>, EngineError> {
+        Ok(self.observe_cluster(cluster, now).await?.map(|observation| plan(&observation).coverage).unwrap_or_default())
+    }
+
+    /// Reconcile of one instance for every daemon; `hint` is what a task event said of one daemon task.
+    pub async fn reconcile_instance(
+        &self,
+        cluster: &str,
+        instance_arn: &str,
+        now: DateTime<Utc>,
+        invocation: &str,
+        hint: Option<Task>,
+        only_if_draining: bool,
+    ) -> Result<Outcome, EngineError> {
+        self.check_cluster(cluster)?;
+        let instance_id = resource_id(instance_arn).to_string();
+        let Some(instance) = self
+            .ecs
+            .describe_container_instances(cluster, &[instance_arn.to_string()])
+            .await?
+            .into_iter()
+            .next()
+        else {
+            return Ok(Outcome::skipped(
+                cluster,
+                Some(&instance_id),
+                "the container instance is no longer registered",
+            ));
+        };
+        if only_if_draining && instance.status != InstanceStatus::Draining {
+            return Ok(Outcome::skipped(
+                cluster,
+                Some(&instance_id),
+                "an application task stopped; the instance is not draining",
+            ));
+        }
+        let daemons = self.daemons(cluster).await?;
+        if daemons.is_empty() {
+            return Ok(Outcome::skipped(
+                cluster,
+                Some(&instance_id),
+                "no daemon is declared for this cluster",
+            ));
+        }
+        let mut slots = Vec::new();
+        for daemon in &daemons {
+            if let Some(slot) = self
+                .store
+                .get::<Slot>(&ItemKey::slot(cluster, &daemon.name, &instance_id))
+                .await?
+            {
+                slots.push(slot);
+            }
+        }
+        let tasks = self
+            .instance_tasks(cluster, &instance, &slots, hint)
+            .await?;
+        let observation = Observation {
+            cluster: cluster.into(),
+            now,
+            scope: Scope::Instances,
+            daemons,
+            instances: vec![instance],
+            tasks,
+            slots,
+        };
+        let planned = plan(&observation);
+        Ok(self
+            .act(&observation, planned, invocation, Some(instance_id))
+            .await)
+    }
+
+    /// The daemon tasks of one instance with as few calls as the situation allows.
+    async fn instance_tasks(
+        &self,
+        cluster: &str,
+        instance: &ContainerInstance,
+        slots: &[Versioned<Slot>],
+        hint: Option<Task>,
+    ) -> Result<Vec<Task>, EngineError> {
+        // An event older than what the slot recorded says nothing new.
+        let hint = hint.filter(|task| {
+            !slots.iter().any(|s| {
+                s.record.task_arn.as_deref() == Some(task.arn.as_str())
+                    && s.record.task_version > task.version
+            })
+        });
+        let others: Vec<&Versioned<Slot>> = slots
+            .iter()
+            .filter(|s| {
+                s.record.task_arn.is_some()
+                    && s.record.task_arn.as_deref() != hint.as_ref().map(|t| t.arn.as_str())
+            })
+            .collect();
+        let mut tasks = Vec::new();
+        if hint
+            .as_ref()
+            .is_some_and(|task| task.last_status.is_terminal())
+        {
+            // A STOPPED event is final: the other daemons are as their slots say (the
+            // instance cannot become ready meanwhile), which saves a DescribeTasks.
+            tasks.extend(
+                others.iter().filter_map(|s| {
+                    task_from_slot(&s.record, &instance.arn, &self.config.started_by)
+                }),
+            );
+        } else if !others.is_empty() {
+            let arns: Vec<String> = others
+                .iter()
+                .filter_map(|s| s.record.task_arn.clone())
+                .collect();
+            tasks.extend(self.ecs.describe_tasks(cluster, &arns).await?);
+        }
+        // A claim without a task may be a start that happened but was never recorded: look.
+        if slots
+            .iter()
+            .any(|s| s.record.state == SlotState::Claimed && s.record.task_arn.is_none())
+        {
+            let known: BTreeSet<String> = tasks.iter().map(|t| t.arn.clone()).collect();
+            let on_instance = self
+                .ecs
+                .list_tasks(
+                    cluster,
+                    &TaskFilter::ContainerInstance(instance.arn.clone()),
+                )
+                .await?;
+            let unknown: Vec<String> = on_instance
+                .into_iter()
+                .filter(|arn| !known.contains(arn))
+                .collect();
+            if !unknown.is_empty() {
+                tasks.extend(self.ecs.describe_tasks(cluster, &unknown).await?);
+            }
+        }
+        if let Some(task) = hint {
+            tasks.retain(|t| t.arn != task.arn);
+            tasks.push(task);
+        }
+        tasks.retain(|t| self.owns(t));
+        Ok(tasks)
+    }
+
+    /// Runs `work` once per event id; a failed run forgets the id so a retry runs again.
+    async fn once(
+        &self,
+        event_id: &str,
+        cluster: &str,
+        now: DateTime<Utc>,
+        work: impl std::future::Future<Output = Result<Outcome, EngineError>>,
+    ) -> Result<Outcome, EngineError> {
+        if self
+            .store
+            .remember_event(event_id, now, self.config.event_ttl)
+            .await?
+            == EventSeen::Duplicate
+        {
+            return Ok(Outcome::skipped(
+                cluster,
+                None,
+                format!("event {event_id} was already handled"),
+            ));
+        }
+        match work.await {
+            Ok(outcome) => Ok(outcome),
+            Err(error) => {
+                if let Err(forget) = self.store.forget_event(event_id).await {
+                    tracing::warn!(event_id, error = %forget, "could not forget a failed event; its retry will be skipped");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// ECS Container Instance State Change: reconcile that instance.
+    pub async fn on_instance_event(
+        &self,
+        raw: Value,
+        now: DateTime<Utc>,
+        invocation: &str,
+    ) -> Result<Outcome, EngineError> {
+        let event = parse_instance_event(raw)?;
+        let detail = &event.detail;
+        let cluster = cluster_name(&detail.cluster_arn).to_string();
+        self.check_cluster(&cluster)?;
+        let work = self.reconcile_instance(
+            &cluster,
+            &detail.container_instance_arn,
+            now,
+            invocation,
+            None,
+            false,
+        );
+        self.once(&event.id, &cluster, now, work).await
+    }
+
+    /// ECS Task State Change: daemon task bookkeeping and restarts, or drain-last when an
+    /// application task leaves a draining instance.
+    pub async fn on_task_event(
+        &self,
+        raw: Value,
+        now: DateTime<Utc>,
+        invocation: &str,
+    ) -> Result<Outcome, EngineError> {
+        let event = parse_task_event(raw)?;
+        let detail = &event.detail;
+        let cluster = cluster_name(&detail.cluster_arn).to_string();
+        self.check_cluster(&cluster)?;
+        let Some(instance_arn) = detail.container_instance_arn.clone() else {
+            return Ok(Outcome::skipped(
+                &cluster,
+                None,
+                "the task is not on a container instance",
+            ));
+        };
+        let task = task_from_event(detail);
+        let work = async {
+            if self.owns(&task) {
+                let settled =
+                    task.last_status == TaskStatus::Running || task.last_status.is_terminal();
+                if !settled {
+                    return Ok(Outcome::skipped(
+                        &cluster,
+                        Some(resource_id(&instance_arn)),
+                        format!("daemon task is {}", task.last_status),
+                    ));
+                }
+                self.reconcile_instance(&cluster, &instance_arn, now, invocation, Some(task), false)
+                    .await
+            } else if task.last_status.is_terminal() {
+                self.reconcile_instance(&cluster, &instance_arn, now, invocation, None, true)
+                    .await
+            } else {
+                Ok(Outcome::skipped(
+                    &cluster,
+                    Some(resource_id(&instance_arn)),
+                    "an application task changed; nothing to do",
+                ))
+            }
+        };
+        self.once(&event.id, &cluster, now, work).await
+    }
+
+    async fn act(
+        &self,
+        observation: &Observation,
+        planned: Plan,
+        invocation: &str,
+        instance: Option<String>,
+    ) -> Outcome {
+        let cluster = observation.cluster.as_str();
+        let mut outcome = Outcome {
+            cluster: cluster.into(),
+            instance,
+            coverage: planned.coverage,
+            ..Outcome::default()
+        };
+        let owned: BTreeSet<&str> = observation
+            .tasks
+            .iter()
+            .filter(|t| self.owns(t))
+            .map(|t| t.arn.as_str())
+            .collect();
+        let ready_attribute = |instance_arn: &String| InstanceAttribute {
+            container_instance: instance_arn.clone(),
+            name: READY_ATTRIBUTE.into(),
+            value: Some("true".into()),
+        };
+
+        let mut clear = Vec::new();
+        let mut set = Vec::new();
+        let mut starts: BTreeMap<String, Vec<(String, Slot, Expected)>> = BTreeMap::new();
+        for action in planned.actions {
+            match action {
+                Action::ClearReady { instance_arn, .. } => clear.push(instance_arn),
+                Action::SetReady { instance_arn } => set.push(instance_arn),
+                Action::RecordSlot { slot, expected } => {
+                    self.write_slot(&slot, expected, &mut outcome).await;
+                }
+                Action::DeleteSlot { key, version } => match self.store.delete(&key, version).await
+                {
+                    Ok(()) => {}
+                    Err(StoreError::Conflict { .. }) => outcome.conflicts += 1,
+                    Err(error) => outcome.errors.push(error.to_string()),
+                },
+                Action::Stop {
+                    task_arn,
+                    instance_id,
+                    daemon,
+                    reason,
+                } => {
+                    if !owned.contains(task_arn.as_str()) {
+                        outcome.errors.push(format!(
+                            "refused to stop {task_arn}: not a task of ecs-daemons"
+                        ));
+                        continue;
+                    }
+                    match self.ecs.stop_task(cluster, &task_arn, &reason).await {
+                        Ok(_) => outcome.stopped.push(StoppedCopy {
+                            daemon,
+                            instance_id,
+                            task_arn,
+                            reason,
+                        }),
+                        Err(error) => outcome.errors.push(error.to_string()),
+                    }
+                }
+                Action::Start {
+                    instance_arn,
+                    task_definition,
+                    mut claim,
+                    expected,
+                } => {
+                    claim.claimed_by = Some(invocation.into());
+                    if let Some(version) = self.write_slot(&claim, expected, &mut outcome).await {
+                        starts.entry(task_definition).or_default().push((
+                            instance_arn,
+                            claim,
+                            Expected::Version(version),
+                        ));
+                    }
+                }
+            }
+        }
+        if !clear.is_empty() {
+            let attributes: Vec<InstanceAttribute> = clear.iter().map(ready_attribute).collect();
+            match self.ecs.delete_attributes(cluster, &attributes).await {
+                Ok(()) => {
+                    outcome.ready_cleared = clear
+                        .iter()
+                        .map(|arn| resource_id(arn).to_string())
+                        .collect()
+                }
+                Err(error) => outcome.errors.push(error.to_string()),
+            }
+        }
+        for (task_definition, claims) in starts {
+            for batch in claims.chunks(START_TASK_MAX_INSTANCES) {
+                let daemon = &batch[0].1.daemon;
+                let policy = observation
+                    .daemons
+                    .iter()
+                    .find(|d| &d.name == daemon)
+                    .map(|d| &d.restart);
+                let policy = policy.cloned().unwrap_or_default();
+                self.start_batch(
+                    cluster,
+                    &task_definition,
+                    batch,
+                    &policy,
+                    observation.now,
+                    &mut outcome,
+                )
+                .await;
+            }
+        }
+        if !set.is_empty() {
+            let attributes: Vec<InstanceAttribute> = set.iter().map(ready_attribute).collect();
+            match self.ecs.put_attributes(cluster, &attributes).await {
+                Ok(()) => {
+                    outcome.ready_set = set.iter().map(|arn| resource_id(arn).to_string()).collect()
+                }
+                Err(error) => outcome.errors.push(error.to_string()),
+            }
+        }
+        outcome
+    }
+
+    /// Conditional slot write; a lost race is counted, not an error.
+    async fn write_slot(
+        &self,
+        slot: &Slot,
+        expected: Expected,
+        outcome: &mut Outcome,
+    ) -> Option<u64> {
+        match self.store.put(slot, expected).await {
+            Ok(version) => Some(version),
+            Err(StoreError::Conflict { .. }) => {
+                outcome.conflicts += 1;
+                None
+            }
+            Err(error) => {
+                outcome.errors.push(error.to_string());
+                None
+            }
+        }
+    }
+
+    async fn start_batch(
+        &self,
+        cluster: &str,
+        task_definition: &str,
+        batch: &[(String, Slot, Expected)],
+        policy: &RestartPolicy,
+        now: DateTime<Utc>,
+        outcome: &mut Outcome,
+    ) {
+        let daemon = batch[0].1.daemon.clone();
+        let request = StartTaskRequest {
+            task_definition: task_definition.into(),
+            container_instances: batch.iter().map(|(arn, _, _)| arn.clone()).collect(),
+            started_by: self.config.started_by.clone(),
+            group: crate::plan::daemon_group(&daemon),
+            tags: vec![(DAEMON_TAG.into(), daemon.clone())],
+        };
+        let answer = match self.ecs.start_task(cluster, &request).await {
+            Ok(answer) => answer,
+            Err(error) if error.is_retryable() => {
+                // The start may or may not have happened (StartTask has no idempotency token):
+                // the claims stay, and the next reconcile looks for the task before retrying.
+                outcome.errors.push(error.to_string());
+                return;
+            }
+            Err(error) => {
+                // ECS refused the request itself: count it as a failed start on every instance.
+                for (_, claim, expected) in batch {
+                    self.record_failed_start(
+                        claim,
+                        *expected,
+                        policy,
+                        &error.to_string(),
+                        now,
+                        outcome,
+                    )
+                    .await;
+                }
+                return;
+            }
+        };
+        for (instance_arn, claim, expected) in batch {
+            let instance_id = resource_id(instance_arn);
+            let started = answer.tasks.iter().find(|t| {
+                t.container_instance_arn.as_deref().map(resource_id) == Some(instance_id)
+            });
+            if let Some(task) = started {
+                let mut slot = claim.clone();
+                slot.state = SlotState::Starting;
+                slot.task_arn = Some(task.arn.clone());
+                slot.task_version = task.version;
+                slot.updated_at = now;
+                self.write_slot(&slot, *expected, outcome).await;
+                outcome.started.push(StartedCopy {
+                    daemon: daemon.clone(),
+                    instance_id: instance_id.into(),
+                    task_arn: task.arn.clone(),
+                });
+                continue;
+            }
+            let reason = answer
+                .failures
+                .iter()
+                .find(|f| f.arn.as_deref().map(resource_id) == Some(instance_id))
+                .map_or_else(
+                    || "StartTask placed no task on the instance".to_string(),
+                    |f| format!("StartTask failed: {f}"),
+                );
+            self.record_failed_start(claim, *expected, policy, &reason, now, outcome)
+                .await;
+        }
+    }
+
+    async fn record_failed_start(
+        &self,
+        claim: &Slot,
+        expected: Expected,
+        policy: &RestartPolicy,
+        reason: &str,
+        now: DateTime<Utc>,
+        outcome: &mut Outcome,
+    ) {
+        let mut slot = claim.clone();
+        slot.consecutive_failures += 1;
+        slot.last_stop_reason = Some(reason.into());
+        // A refused start (no room, no agent) is not retried at once: at least the base backoff.
+        slot.retry_after = Some(now + policy.backoff(slot.consecutive_failures.max(2)));
+        slot.state = if slot.consecutive_failures >= policy.max_consecutive_failures {
+            SlotState::CrashLooping
+        } else {
+            SlotState::Stopped
+        };
+        slot.updated_at = now;
+        self.write_slot(&slot, expected, outcome).await;
+        outcome.start_failures.push(FailedStart {
+            daemon: claim.daemon.clone(),
+            instance_id: claim.instance_id.clone(),
+            reason: reason.into(),
+        });
+    }
+}

@@ -1,0 +1,249 @@
+//! Drives the engine against the cluster model the way AWS drives the Lambda
+//! functions: EventBridge events to `instance-events` / `task-events`, a
+//! scheduled `coverage-check`, manual `deploy`. Used by the simulation tests
+//! and the demo. Invocations can be made to crash after any number of calls.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
+
+use crate::cluster_model::{ClusterModel, ModelConfig};
+use crate::deploy::{deploy, DeployAnswer, DeployError, DeployRequest};
+use crate::ecs::{Ecs, EcsError, EcsErrorKind, InstanceAttribute, StartTaskOutcome, StartTaskRequest, TaskFilter};
+use crate::engine::{Engine, EngineConfig, EngineError, Outcome};
+use crate::events::{INSTANCE_STATE_CHANGE, TASK_STATE_CHANGE};
+use crate::model::{ContainerInstance, InstanceStatus, Task, TaskDefinition};
+use crate::store::{
+    DaemonSpec, EventSeen, Expected, ItemKey, MemoryStore, Record, Store, StoreError, Versioned,
+};
+
+/// Calls an invocation may still make before it "crashes"; negative means no limit.
+#[derive(Debug, Default)]
+pub struct CrashBudget(AtomicI64);
+
+impl CrashBudget {
+    pub fn unlimited() -> Self {
+        Self(AtomicI64::new(-1))
+    }
+
+    /// The next invocation dies after `calls` more calls (ECS and DynamoDB counted together).
+    pub fn crash_after(&self, calls: i64) {
+        self.0.store(calls, Ordering::SeqCst);
+    }
+
+    pub fn disarm(&self) {
+        self.0.store(-1, Ordering::SeqCst);
+    }
+
+    /// Whether this call may go through.
+    fn spend(&self) -> bool {
+        let mut current = self.0.load(Ordering::SeqCst);
+        loop {
+            if current < 0 {
+                return true;
+            }
+            if current == 0 {
+                return false;
+            }
+            match self.0.compare_exchange(current, current - 1, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    pub fn crashed(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == 0
+    }
+}
+
+fn crashed_ecs(operation: &'static str) -> EcsError {
+    EcsError::new(operation, "-", EcsErrorKind::Transient, "InjectedCrash", "the invocation crashed before this call")
+}
+
+fn crashed_store(operation: &'static str) -> StoreError {
+    StoreError::Call {
+        operation,
+        target: "-".into(),
+        code: "InjectedCrash".into(),
+        message: "the invocation crashed before this call".into(),
+        retryable: true,
+    }
+}
+
+/// `Ecs` that stops answering once its invocation "crashed".
+pub struct Crashing<T> {
+    inner: T,
+    budget: Arc<CrashBudget>,
+}
+
+impl<T> Crashing<T> {
+    pub fn new(inner: T, budget: Arc<CrashBudget>) -> Self {
+        Self { inner, budget }
+    }
+}
+
+macro_rules! guarded {
+    ($self:ident, $operation:literal, $crashed:ident, $call:expr) => {{
+        if !$self.budget.spend() {
+            return Err($crashed($operation));
+        }
+        $call.await
+    }};
+}
+
+impl<T: Ecs> Ecs for Crashing<T> {
+    async fn list_container_instances(&self, cluster: &str, status: Option<InstanceStatus>) -> Result<Vec<String>, EcsError> {
+        guarded!(self, "ListContainerInstances", crashed_ecs, self.inner.list_container_instances(cluster, status))
+    }
+    async fn describe_container_instances(&self, cluster: &str, instances: &[String]) -> Result<Vec<ContainerInstance>, EcsError> {
+        guarded!(self, "DescribeContainerInstances", crashed_ecs, self.inner.describe_container_instances(cluster, instances))
+    }
+    async fn list_tasks(&self, cluster: &str, filter: &TaskFilter) -> Result<Vec<String>, EcsError> {
+        guarded!(self, "ListTasks", crashed_ecs, self.inner.list_tasks(cluster, filter))
+    }
+    async fn describe_tasks(&self, cluster: &str, tasks: &[String]) -> Result<Vec<Task>, EcsError> {
+        guarded!(self, "DescribeTasks", crashed_ecs, self.inner.describe_tasks(cluster, tasks))
+    }
+    async fn start_task(&self, cluster: &str, request: &StartTaskRequest) -> Result<StartTaskOutcome, EcsError> {
+        guarded!(self, "StartTask", crashed_ecs, self.inner.start_task(cluster, request))
+    }
+    async fn stop_task(&self, cluster: &str, task: &str, reason: &str) -> Result<Task, EcsError> {
+        guarded!(self, "StopTask", crashed_ecs, self.inner.stop_task(cluster, task, reason))
+    }
+    async fn put_attributes(&self, cluster: &str, attributes: &[InstanceAttribute]) -> Result<(), EcsError> {
+        guarded!(self, "PutAttributes", crashed_ecs, self.inner.put_attributes(cluster, attributes))
+    }
+    async fn delete_attributes(&self, cluster: &str, attributes: &[InstanceAttribute]) -> Result<(), EcsError> {
+        guarded!(self, "DeleteAttributes", crashed_ecs, self.inner.delete_attributes(cluster, attributes))
+    }
+    async fn describe_task_definition(&self, task_definition: &str) -> Result<TaskDefinition, EcsError> {
+        guarded!(self, "DescribeTaskDefinition", crashed_ecs, self.inner.describe_task_definition(task_definition))
+    }
+    async fn cluster_capacity_providers(&self, cluster: &str) -> Result<Vec<String>, EcsError> {
+        guarded!(self, "DescribeClusters", crashed_ecs, self.inner.cluster_capacity_providers(cluster))
+    }
+}
+
+impl<T: Store> Store for Crashing<T> {
+    async fn get<R: Record>(&self, key: &ItemKey) -> Result<Option<Versioned<R>>, StoreError> {
+        guarded!(self, "GetItem", crashed_store, self.inner.get(key))
+    }
+    async fn put<R: Record>(&self, record: &R, expected: Expected) -> Result<u64, StoreError> {
+        guarded!(self, "PutItem", crashed_store, self.inner.put(record, expected))
+    }
+    async fn delete(&self, key: &ItemKey, expected_version: u64) -> Result<(), StoreError> {
+        guarded!(self, "DeleteItem", crashed_store, self.inner.delete(key, expected_version))
+    }
+    async fn query<R: Record>(&self, cluster: &str, daemon: &str) -> Result<Vec<Versioned<R>>, StoreError> {
+        guarded!(self, "Query", crashed_store, self.inner.query(cluster, daemon))
+    }
+    async fn list_specs(&self, cluster: &str) -> Result<Vec<Versioned<DaemonSpec>>, StoreError> {
+        guarded!(self, "Query", crashed_store, self.inner.list_specs(cluster))
+    }
+    async fn remember_event(&self, event_id: &str, now: DateTime<Utc>, ttl: Duration) -> Result<EventSeen, StoreError> {
+        guarded!(self, "PutItem", crashed_store, self.inner.remember_event(event_id, now, ttl))
+    }
+    async fn forget_event(&self, event_id: &str) -> Result<(), StoreError> {
+        guarded!(self, "DeleteItem", crashed_store, self.inner.forget_event(event_id))
+    }
+}
+
+pub type SimEngine = Engine<Crashing<Arc<ClusterModel>>, Crashing<Arc<MemoryStore>>>;
+
+/// What one delivered event or scheduled run led to.
+#[derive(Debug)]
+pub struct Invocation {
+    pub function: &'static str,
+    pub event: Option<Value>,
+    pub result: Result<Outcome, EngineError>,
+    /// ECS calls this invocation made.
+    pub ecs_calls: usize,
+    pub crashed: bool,
+}
+
+/// The engine wired to the model and an in-memory store, like the deployed functions.
+pub struct Harness {
+    pub model: Arc<ClusterModel>,
+    pub store: Arc<MemoryStore>,
+    pub budget: Arc<CrashBudget>,
+    pub engine: SimEngine,
+    pub cluster: String,
+    invocations: u64,
+}
+
+impl Harness {
+    pub fn new(cluster: &str, providers: &[&str], config: ModelConfig) -> Self {
+        let model = Arc::new(ClusterModel::new(config));
+        model.create_cluster(cluster, providers);
+        let store = Arc::new(MemoryStore::new());
+        let budget = Arc::new(CrashBudget::unlimited());
+        let engine = Engine::new(
+            Crashing::new(Arc::clone(&model), Arc::clone(&budget)),
+            Crashing::new(Arc::clone(&store), Arc::clone(&budget)),
+            EngineConfig { clusters: vec![cluster.to_string()], ..EngineConfig::default() },
+        );
+        Self { model, store, budget, engine, cluster: cluster.into(), invocations: 0 }
+    }
+
+    fn invocation_id(&mut self) -> String {
+        self.invocations += 1;
+        format!("invocation-{}", self.invocations)
+    }
+
+    /// Delivers every due event to the function its rule targets.
+    pub async fn deliver_events(&mut self) -> Vec<Invocation> {
+        let mut done = Vec::new();
+        for event in self.model.take_due_events() {
+            let id = self.invocation_id();
+            let now = self.model.now();
+            let before = self.model.call_count();
+            let (function, result) = match event["detail-type"].as_str() {
+                Some(INSTANCE_STATE_CHANGE) => ("instance-events", self.engine.on_instance_event(event.clone(), now, &id).await),
+                Some(TASK_STATE_CHANGE) => ("task-events", self.engine.on_task_event(event.clone(), now, &id).await),
+                _ => continue,
+            };
+            let crashed = self.budget.crashed();
+            self.budget.disarm();
+            let ecs_calls = self.model.call_count() - before;
+            done.push(Invocation { function, event: Some(event), result, ecs_calls, crashed });
+        }
+        done
+    }
+
+    /// The scheduled `coverage-check`.
+    pub async fn coverage_check(&mut self) -> Invocation {
+        let id = self.invocation_id();
+        let now = self.model.now();
+        let before = self.model.call_count();
+        let result = self.engine.reconcile_cluster(&self.cluster.clone(), now, &id).await;
+        let crashed = self.budget.crashed();
+        self.budget.disarm();
+        Invocation {
+            function: "coverage-check",
+            event: None,
+            result,
+            ecs_calls: self.model.call_count() - before,
+            crashed,
+        }
+    }
+
+    pub async fn deploy(&mut self, request: DeployRequest) -> Result<DeployAnswer, DeployError> {
+        let id = self.invocation_id();
+        let now = self.model.now();
+        deploy(&self.engine, request, now, &id).await
+    }
+
+    /// Moves time forward one `tick` at a time, delivering events after each tick.
+    pub async fn run_for(&mut self, duration: Duration, tick: Duration) -> Vec<Invocation> {
+        let mut done = Vec::new();
+        let end = self.model.now() + duration;
+        while self.model.now() < end {
+            self.model.advance(tick);
+            done.extend(self.deliver_events().await);
+        }
+        done
+    }
+}
