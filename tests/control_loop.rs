@@ -10,7 +10,12 @@ use ecs_daemons::simulation::{Harness, Invocation};
 
 const CLUSTER: &str = "prod";
 
-fn request(daemon: &str, task_definition: &str, providers: &[&str], start_order: i32) -> DeployRequest {
+fn request(
+    daemon: &str,
+    task_definition: &str,
+    providers: &[&str],
+    start_order: i32,
+) -> DeployRequest {
     DeployRequest {
         cluster: CLUSTER.into(),
         daemon: daemon.into(),
@@ -27,7 +32,11 @@ fn ready_instances(harness: &Harness) -> Vec<String> {
         .model
         .instances(CLUSTER)
         .into_iter()
-        .filter(|i| i.attributes.get(READY_ATTRIBUTE).is_some_and(|v| v.as_deref() == Some("true")))
+        .filter(|i| {
+            i.attributes
+                .get(READY_ATTRIBUTE)
+                .is_some_and(|v| v.as_deref() == Some("true"))
+        })
         .map(|i| i.id().to_string())
         .collect()
 }
@@ -43,13 +52,23 @@ fn live_daemons_on(harness: &Harness, instance: &str, daemon: &str) -> usize {
 }
 
 fn max_calls(invocations: &[Invocation], function: &str) -> usize {
-    invocations.iter().filter(|i| i.function == function).map(|i| i.ecs_calls).max().unwrap_or(0)
+    invocations
+        .iter()
+        .filter(|i| i.function == function)
+        .map(|i| i.ecs_calls)
+        .max()
+        .unwrap_or(0)
 }
 
 fn assert_no_errors(invocations: &[Invocation]) {
     for invocation in invocations {
         match &invocation.result {
-            Ok(outcome) => assert!(outcome.errors.is_empty(), "{}: {:?}", invocation.function, outcome.errors),
+            Ok(outcome) => assert!(
+                outcome.errors.is_empty(),
+                "{}: {:?}",
+                invocation.function,
+                outcome.errors
+            ),
             Err(error) => panic!("{} failed: {error}", invocation.function),
         }
     }
@@ -58,81 +77,204 @@ fn assert_no_errors(invocations: &[Invocation]) {
 #[tokio::test]
 async fn daemons_start_first_cover_every_instance_and_drain_last() {
     let mut harness = Harness::new(CLUSTER, &["general", "gpu"], ModelConfig::default());
-    let agent = harness.model.register_task_definition(TaskDefinitionModel::new("cloudwatch-agent", 1024, 512));
-    let general: Vec<String> = (0..10).map(|_| harness.model.add_instance(CLUSTER, "general", 4096, 8192)).collect();
+    let agent = harness
+        .model
+        .register_task_definition(TaskDefinitionModel::new("cloudwatch-agent", 1024, 512));
+    let general: Vec<String> = (0..10)
+        .map(|_| harness.model.add_instance(CLUSTER, "general", 4096, 8192))
+        .collect();
     let gpu = harness.model.add_instance(CLUSTER, "gpu", 8192, 32768);
-    let mut log = harness.run_for(Duration::seconds(2), Duration::seconds(1)).await;
+    let mut log = harness
+        .run_for(Duration::seconds(2), Duration::seconds(1))
+        .await;
 
-    let answer = harness.deploy(request("cloudwatch-agent", &agent, &["general"], 0)).await.unwrap();
+    let answer = harness
+        .deploy(request("cloudwatch-agent", &agent, &["general"], 0))
+        .await
+        .unwrap();
     assert_eq!(answer.recorded, "created");
     assert_eq!(answer.reconcile.started.len(), 10, "{:?}", answer.reconcile);
     let gpu_id = ecs_daemons::arn::resource_id(&gpu).to_string();
-    assert_eq!(ready_instances(&harness), vec![gpu_id], "only the instance no daemon targets is ready before the daemon runs");
+    assert_eq!(
+        ready_instances(&harness),
+        vec![gpu_id],
+        "only the instance no daemon targets is ready before the daemon runs"
+    );
 
-    log.extend(harness.run_for(Duration::seconds(30), Duration::seconds(1)).await);
+    log.extend(
+        harness
+            .run_for(Duration::seconds(30), Duration::seconds(1))
+            .await,
+    );
     let ready = ready_instances(&harness);
-    assert_eq!(ready.len(), 11, "10 covered + the gpu instance no daemon targets: {ready:?}");
+    assert_eq!(
+        ready.len(),
+        11,
+        "10 covered + the gpu instance no daemon targets: {ready:?}"
+    );
     for instance in &general {
-        assert_eq!(live_daemons_on(&harness, ecs_daemons::arn::resource_id(instance), "cloudwatch-agent"), 1);
+        assert_eq!(
+            live_daemons_on(
+                &harness,
+                ecs_daemons::arn::resource_id(instance),
+                "cloudwatch-agent"
+            ),
+            1
+        );
     }
-    assert_eq!(live_daemons_on(&harness, ecs_daemons::arn::resource_id(&gpu), "cloudwatch-agent"), 0);
+    assert_eq!(
+        live_daemons_on(
+            &harness,
+            ecs_daemons::arn::resource_id(&gpu),
+            "cloudwatch-agent"
+        ),
+        0
+    );
 
     // Scale out by 3: daemon first, then application tasks can land.
-    let joined: Vec<String> = (0..3).map(|_| harness.model.add_instance(CLUSTER, "general", 4096, 8192)).collect();
-    log.extend(harness.run_for(Duration::seconds(1), Duration::seconds(1)).await);
+    let joined: Vec<String> = (0..3)
+        .map(|_| harness.model.add_instance(CLUSTER, "general", 4096, 8192))
+        .collect();
+    log.extend(
+        harness
+            .run_for(Duration::seconds(1), Duration::seconds(1))
+            .await,
+    );
     for instance in &joined {
         let id = ecs_daemons::arn::resource_id(instance);
-        assert!(!ready_instances(&harness).contains(&id.to_string()), "not ready while its daemon starts");
+        assert!(
+            !ready_instances(&harness).contains(&id.to_string()),
+            "not ready while its daemon starts"
+        );
     }
-    log.extend(harness.run_for(Duration::seconds(20), Duration::seconds(1)).await);
+    log.extend(
+        harness
+            .run_for(Duration::seconds(20), Duration::seconds(1))
+            .await,
+    );
     assert_eq!(ready_instances(&harness).len(), 14);
 
     // Applications land on ready instances only.
-    let app = harness.model.register_task_definition(TaskDefinitionModel::new("checkout", 512, 1024));
+    let app = harness
+        .model
+        .register_task_definition(TaskDefinitionModel::new("checkout", 512, 1024));
     for _ in 0..20 {
-        assert!(harness.model.run_service_task(CLUSTER, "checkout", &app).is_some());
+        assert!(harness
+            .model
+            .run_service_task(CLUSTER, "checkout", &app)
+            .is_some());
     }
-    log.extend(harness.run_for(Duration::seconds(10), Duration::seconds(1)).await);
+    log.extend(
+        harness
+            .run_for(Duration::seconds(10), Duration::seconds(1))
+            .await,
+    );
 
     // Drain two: readiness goes at once, apps leave first, the daemon stops last.
     let draining = [general[0].clone(), general[1].clone()];
     for instance in &draining {
         harness.model.drain_instance(CLUSTER, instance);
     }
-    log.extend(harness.run_for(Duration::seconds(1), Duration::seconds(1)).await);
+    log.extend(
+        harness
+            .run_for(Duration::seconds(1), Duration::seconds(1))
+            .await,
+    );
     for instance in &draining {
-        assert!(!ready_instances(&harness).contains(&ecs_daemons::arn::resource_id(instance).to_string()));
+        assert!(!ready_instances(&harness)
+            .contains(&ecs_daemons::arn::resource_id(instance).to_string()));
     }
-    log.extend(harness.run_for(Duration::seconds(20), Duration::seconds(1)).await);
-    assert!(harness.model.early_drain_stops().is_empty(), "{:?}", harness.model.early_drain_stops());
+    log.extend(
+        harness
+            .run_for(Duration::seconds(20), Duration::seconds(1))
+            .await,
+    );
+    assert!(
+        harness.model.early_drain_stops().is_empty(),
+        "{:?}",
+        harness.model.early_drain_stops()
+    );
     for instance in &draining {
         let id = ecs_daemons::arn::resource_id(instance);
-        assert_eq!(live_daemons_on(&harness, id, "cloudwatch-agent"), 0, "daemon stopped once the apps left");
-        let apps = harness.model.tasks(CLUSTER).into_iter().filter(|t| t.instance_id == id && t.group.starts_with("service:") && !t.last_status.is_terminal()).count();
+        assert_eq!(
+            live_daemons_on(&harness, id, "cloudwatch-agent"),
+            0,
+            "daemon stopped once the apps left"
+        );
+        let apps = harness
+            .model
+            .tasks(CLUSTER)
+            .into_iter()
+            .filter(|t| {
+                t.instance_id == id
+                    && t.group.starts_with("service:")
+                    && !t.last_status.is_terminal()
+            })
+            .count();
         assert_eq!(apps, 0);
     }
 
     // A daemon that dies is restarted in place; readiness comes back when it runs.
     let victim = ecs_daemons::arn::resource_id(&general[5]).to_string();
-    let task = harness.model.tasks(CLUSTER).into_iter().find(|t| t.instance_id == victim && !t.last_status.is_terminal() && t.group.starts_with("daemon:")).unwrap();
+    let task = harness
+        .model
+        .tasks(CLUSTER)
+        .into_iter()
+        .find(|t| {
+            t.instance_id == victim
+                && !t.last_status.is_terminal()
+                && t.group.starts_with("daemon:")
+        })
+        .unwrap();
     harness.model.crash_task(CLUSTER, &task.id);
-    log.extend(harness.run_for(Duration::seconds(1), Duration::seconds(1)).await);
-    assert!(!ready_instances(&harness).contains(&victim), "a ready instance never lacks its daemon");
-    log.extend(harness.run_for(Duration::seconds(10), Duration::seconds(1)).await);
+    log.extend(
+        harness
+            .run_for(Duration::seconds(1), Duration::seconds(1))
+            .await,
+    );
+    assert!(
+        !ready_instances(&harness).contains(&victim),
+        "a ready instance never lacks its daemon"
+    );
+    log.extend(
+        harness
+            .run_for(Duration::seconds(10), Duration::seconds(1))
+            .await,
+    );
     assert!(ready_instances(&harness).contains(&victim));
     assert_eq!(live_daemons_on(&harness, &victim, "cloudwatch-agent"), 1);
 
     let check = harness.coverage_check().await;
     let outcome = check.result.as_ref().unwrap();
     let coverage = &outcome.coverage["cloudwatch-agent"];
-    assert_eq!((coverage.targeted, coverage.covered, coverage.missing, coverage.duplicates), (11, 11, 0, 0), "{coverage:?}");
-    assert!(outcome.started.is_empty() && outcome.stopped.is_empty(), "nothing to repair: {outcome:?}");
+    assert_eq!(
+        (
+            coverage.targeted,
+            coverage.covered,
+            coverage.missing,
+            coverage.duplicates
+        ),
+        (11, 11, 0, 0),
+        "{coverage:?}"
+    );
+    assert!(
+        outcome.started.is_empty() && outcome.stopped.is_empty(),
+        "nothing to repair: {outcome:?}"
+    );
 
     assert_no_errors(&log);
     let instance_calls = max_calls(&log, "instance-events");
     let task_calls = max_calls(&log, "task-events");
-    println!("ECS calls per event: instance-events max {instance_calls}, task-events max {task_calls}");
-    assert!(instance_calls <= 4, "an instance event costs at most 4 ECS calls, measured {instance_calls}");
-    assert!(task_calls <= 3, "a task event costs at most 3 ECS calls, measured {task_calls}");
+    println!(
+        "ECS calls per event: instance-events max {instance_calls}, task-events max {task_calls}"
+    );
+    assert!(
+        instance_calls <= 4,
+        "an instance event costs at most 4 ECS calls, measured {instance_calls}"
+    );
+    assert!(
+        task_calls <= 3,
+        "a task event costs at most 3 ECS calls, measured {task_calls}"
+    );
     let _ = InstanceStatus::Active;
 }

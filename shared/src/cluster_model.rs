@@ -15,13 +15,13 @@ use serde_json::{json, Value};
 
 use crate::arn::resource_id;
 use crate::ecs::{
-    clip_reason, Ecs, EcsError, EcsErrorKind, InstanceAttribute, StartTaskOutcome, StartTaskRequest, TaskFilter,
-    ATTRIBUTE_BATCH, DESCRIBE_BATCH,
+    clip_reason, Ecs, EcsError, EcsErrorKind, InstanceAttribute, StartTaskOutcome,
+    StartTaskRequest, TaskFilter, ATTRIBUTE_BATCH, DESCRIBE_BATCH,
 };
 use crate::events::{INSTANCE_STATE_CHANGE, TASK_STATE_CHANGE};
 use crate::model::{
-    ContainerDefinition, ContainerInstance, Failure, HealthStatus, InstanceStatus, Resources, Task, TaskDefinition,
-    TaskStatus,
+    ContainerDefinition, ContainerInstance, Failure, HealthStatus, InstanceStatus, Resources, Task,
+    TaskDefinition, TaskStatus,
 };
 
 const ACCOUNT: &str = "111122223333";
@@ -215,7 +215,12 @@ struct Bucket {
 
 impl Bucket {
     fn new(capacity: f64, per_second: f64, at: DateTime<Utc>) -> Self {
-        Self { tokens: capacity, capacity, per_second, at }
+        Self {
+            tokens: capacity,
+            capacity,
+            per_second,
+            at,
+        }
     }
 
     fn take(&mut self, now: DateTime<Utc>) -> bool {
@@ -254,7 +259,9 @@ pub struct ClusterModel {
 }
 
 fn epoch() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).single().expect("valid model epoch")
+    Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0)
+        .single()
+        .expect("valid model epoch")
 }
 
 fn iso(time: DateTime<Utc>) -> String {
@@ -285,23 +292,57 @@ fn definition_key(reference: &str) -> &str {
 impl World {
     fn id(&mut self, prefix: &str) -> String {
         self.next_id += 1;
-        format!("{prefix}{:012x}{:08x}", self.rng.next_u64() >> 16, self.next_id)
+        format!(
+            "{prefix}{:012x}{:08x}",
+            self.rng.next_u64() >> 16,
+            self.next_id
+        )
     }
 
-    fn cluster(&mut self, cluster: &str, operation: &'static str) -> Result<&mut ClusterState, EcsError> {
+    fn cluster(
+        &mut self,
+        cluster: &str,
+        operation: &'static str,
+    ) -> Result<&mut ClusterState, EcsError> {
         self.clusters.get_mut(cluster).ok_or_else(|| {
-            EcsError::new(operation, format!("cluster {cluster}"), EcsErrorKind::NotFound, "ClusterNotFoundException", "Cluster not found.")
+            EcsError::new(
+                operation,
+                format!("cluster {cluster}"),
+                EcsErrorKind::NotFound,
+                "ClusterNotFoundException",
+                "Cluster not found.",
+            )
         })
     }
 
-    fn call(&mut self, operation: &'static str, modify: bool, target: &str) -> Result<(), EcsError> {
+    fn call(
+        &mut self,
+        operation: &'static str,
+        modify: bool,
+        target: &str,
+    ) -> Result<(), EcsError> {
         let now = self.now;
         let limited = self.config.rate_limits
-            && !(if modify { self.modify_bucket.take(now) } else { self.read_bucket.take(now) });
+            && !(if modify {
+                self.modify_bucket.take(now)
+            } else {
+                self.read_bucket.take(now)
+            });
         let throttled = limited || self.rng.chance(self.config.faults.throttle_calls);
-        self.calls.push(CallRecord { operation, modify, at: now, throttled });
+        self.calls.push(CallRecord {
+            operation,
+            modify,
+            at: now,
+            throttled,
+        });
         if throttled {
-            return Err(EcsError::new(operation, target, EcsErrorKind::Throttled, "ThrottlingException", "Rate exceeded"));
+            return Err(EcsError::new(
+                operation,
+                target,
+                EcsErrorKind::Throttled,
+                "ThrottlingException",
+                "Rate exceeded",
+            ));
         }
         Ok(())
     }
@@ -320,9 +361,17 @@ impl World {
             1
         };
         for _ in 0..copies {
-            let delay = Duration::milliseconds(self.rng.below(faults.max_event_delay.num_milliseconds().max(0) as u64 + 1) as i64);
+            let delay = Duration::milliseconds(
+                self.rng
+                    .below(faults.max_event_delay.num_milliseconds().max(0) as u64 + 1)
+                    as i64,
+            );
             self.next_id += 1;
-            self.events.push(PendingEvent { deliver_at: self.now + delay, sequence: self.next_id, body: body.clone() });
+            self.events.push(PendingEvent {
+                deliver_at: self.now + delay,
+                sequence: self.next_id,
+                body: body.clone(),
+            });
         }
     }
 
@@ -344,7 +393,11 @@ impl World {
     fn used(cluster: &ClusterState, instance_id: &str) -> (Resources, i32, i32) {
         let mut used = Resources::default();
         let (mut running, mut pending) = (0, 0);
-        for task in cluster.tasks.values().filter(|t| t.instance_id == instance_id && !t.last_status.is_terminal()) {
+        for task in cluster
+            .tasks
+            .values()
+            .filter(|t| t.instance_id == instance_id && !t.last_status.is_terminal())
+        {
             used.cpu += task.cpu;
             used.memory_mib += task.memory_mib;
             if task.last_status == TaskStatus::Pending {
@@ -356,7 +409,11 @@ impl World {
         (used, running, pending)
     }
 
-    fn describe_instance(cluster_name: &str, cluster: &ClusterState, instance: &InstanceModel) -> ContainerInstance {
+    fn describe_instance(
+        cluster_name: &str,
+        cluster: &ClusterState,
+        instance: &InstanceModel,
+    ) -> ContainerInstance {
         let (used, running, pending) = Self::used(cluster, &instance.id);
         ContainerInstance {
             arn: instance_arn(cluster_name, &instance.id),
@@ -399,8 +456,12 @@ impl World {
     }
 
     fn instance_event(&mut self, cluster_name: &str, instance_id: &str) {
-        let Some(cluster) = self.clusters.get(cluster_name) else { return };
-        let Some(instance) = cluster.instances.get(instance_id) else { return };
+        let Some(cluster) = self.clusters.get(cluster_name) else {
+            return;
+        };
+        let Some(instance) = cluster.instances.get(instance_id) else {
+            return;
+        };
         let described = Self::describe_instance(cluster_name, cluster, instance);
         let resources = |r: Resources| {
             json!([
@@ -431,7 +492,13 @@ impl World {
     }
 
     fn task_event(&mut self, cluster_name: &str, task_id: &str) {
-        let Some(task) = self.clusters.get(cluster_name).and_then(|c| c.tasks.get(task_id)) else { return };
+        let Some(task) = self
+            .clusters
+            .get(cluster_name)
+            .and_then(|c| c.tasks.get(task_id))
+        else {
+            return;
+        };
         let described = Self::describe_task(cluster_name, task);
         let detail = json!({
             "clusterArn": cluster_arn(cluster_name),
@@ -459,9 +526,20 @@ impl World {
     }
 
     /// Changes a task, bumps its version, and emits its event (and the instance's, when resources move).
-    fn change_task(&mut self, cluster_name: &str, task_id: &str, change: impl FnOnce(&mut TaskModel, DateTime<Utc>)) {
+    fn change_task(
+        &mut self,
+        cluster_name: &str,
+        task_id: &str,
+        change: impl FnOnce(&mut TaskModel, DateTime<Utc>),
+    ) {
         let now = self.now;
-        let Some(task) = self.clusters.get_mut(cluster_name).and_then(|c| c.tasks.get_mut(task_id)) else { return };
+        let Some(task) = self
+            .clusters
+            .get_mut(cluster_name)
+            .and_then(|c| c.tasks.get_mut(task_id))
+        else {
+            return;
+        };
         let was_terminal = task.last_status.is_terminal();
         change(task, now);
         task.version += 1;
@@ -474,7 +552,11 @@ impl World {
     }
 
     fn bump_instance(&mut self, cluster_name: &str, instance_id: &str) {
-        if let Some(instance) = self.clusters.get_mut(cluster_name).and_then(|c| c.instances.get_mut(instance_id)) {
+        if let Some(instance) = self
+            .clusters
+            .get_mut(cluster_name)
+            .and_then(|c| c.instances.get_mut(instance_id))
+        {
             instance.version += 1;
             self.instance_event(cluster_name, instance_id);
         }
@@ -497,28 +579,57 @@ impl World {
             let next = self
                 .clusters
                 .iter()
-                .flat_map(|(name, c)| c.tasks.values().filter_map(move |t| t.due.as_ref().map(|(at, _)| (*at, name.clone(), t.id.clone()))))
+                .flat_map(|(name, c)| {
+                    c.tasks.values().filter_map(move |t| {
+                        t.due
+                            .as_ref()
+                            .map(|(at, _)| (*at, name.clone(), t.id.clone()))
+                    })
+                })
                 .filter(|(at, _, _)| *at <= until)
                 .min();
-            let Some((at, cluster_name, task_id)) = next else { break };
+            let Some((at, cluster_name, task_id)) = next else {
+                break;
+            };
             self.now = self.now.max(at);
-            let Some(task) = self.clusters.get(&cluster_name).and_then(|c| c.tasks.get(&task_id)) else { break };
-            let Some((_, due)) = task.due.clone() else { break };
-            let definition = self.definitions.get(&task.definition).map(|(_, d)| d.clone());
+            let Some(task) = self
+                .clusters
+                .get(&cluster_name)
+                .and_then(|c| c.tasks.get(&task_id))
+            else {
+                break;
+            };
+            let Some((_, due)) = task.due.clone() else {
+                break;
+            };
+            let definition = self
+                .definitions
+                .get(&task.definition)
+                .map(|(_, d)| d.clone());
             match due {
                 Due::Run => {
                     let health_at = self.now + self.config.health_grace;
-                    let crash_at = definition.as_ref().and_then(|d| d.crashes_after).map(|after| self.now + after);
+                    let crash_at = definition
+                        .as_ref()
+                        .and_then(|d| d.crashes_after)
+                        .map(|after| self.now + after);
                     let checked = definition.as_ref().is_some_and(|d| d.health_check);
                     self.change_task(&cluster_name, &task_id, |task, now| {
                         task.last_status = TaskStatus::Running;
                         task.started_at = Some(now);
                         // A health-checked task turns HEALTHY first; a crash is scheduled from there.
-                        task.due = if checked { Some((health_at, Due::Healthy)) } else { crash_at.map(|at| (at, Due::Crash)) };
+                        task.due = if checked {
+                            Some((health_at, Due::Healthy))
+                        } else {
+                            crash_at.map(|at| (at, Due::Crash))
+                        };
                     });
                 }
                 Due::Healthy => {
-                    let crash_at = definition.as_ref().and_then(|d| d.crashes_after).map(|after| self.now + after);
+                    let crash_at = definition
+                        .as_ref()
+                        .and_then(|d| d.crashes_after)
+                        .map(|after| self.now + after);
                     self.change_task(&cluster_name, &task_id, |task, _| {
                         task.health = HealthStatus::Healthy;
                         task.due = crash_at.map(|at| (at, Due::Crash));
@@ -578,7 +689,8 @@ impl World {
         if !instance.agent_connected {
             return Err("AGENT".into());
         }
-        if instance.status != InstanceStatus::Active && instance.status != InstanceStatus::Draining {
+        if instance.status != InstanceStatus::Active && instance.status != InstanceStatus::Draining
+        {
             return Err("INACTIVE".into());
         }
         let (used, _, _) = Self::used(cluster, instance_id);
@@ -619,7 +731,11 @@ impl World {
             cpu: model.cpu,
             memory_mib: model.memory_mib,
         };
-        self.clusters.get_mut(cluster_name).ok_or("MISSING")?.tasks.insert(id.clone(), task);
+        self.clusters
+            .get_mut(cluster_name)
+            .ok_or("MISSING")?
+            .tasks
+            .insert(id.clone(), task);
         self.task_event(cluster_name, &id);
         self.bump_instance(cluster_name, instance_id);
         Ok(id)
@@ -658,16 +774,24 @@ impl ClusterModel {
             calls: Vec::new(),
             early_drain_stops: Vec::new(),
         };
-        Self { world: Mutex::new(world) }
+        Self {
+            world: Mutex::new(world),
+        }
     }
 
     fn world(&self) -> MutexGuard<'_, World> {
         // Each model operation leaves the world consistent before it can panic.
-        self.world.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.world
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn now(&self) -> DateTime<Utc> {
         self.world().now
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.world().config.seed
     }
 
     pub fn set_faults(&self, faults: Faults) {
@@ -688,11 +812,16 @@ impl ClusterModel {
     /// Registers a new revision; answers `family:revision`.
     pub fn register_task_definition(&self, definition: TaskDefinitionModel) -> String {
         let mut world = self.world();
-        let revision = world.revisions.entry(definition.family.clone()).or_insert(0);
+        let revision = world
+            .revisions
+            .entry(definition.family.clone())
+            .or_insert(0);
         *revision += 1;
         let key = format!("{}:{}", definition.family, revision);
         let revision = *revision;
-        world.definitions.insert(key.clone(), (revision, definition));
+        world
+            .definitions
+            .insert(key.clone(), (revision, definition));
         key
     }
 
@@ -711,7 +840,10 @@ impl ClusterModel {
             registered: Resources { cpu, memory_mib },
             attributes: BTreeMap::from([
                 ("ecs.os-type".to_string(), Some("linux".to_string())),
-                ("ecs.capability.secrets.asm.environment-variables".to_string(), None),
+                (
+                    "ecs.capability.secrets.asm.environment-variables".to_string(),
+                    None,
+                ),
             ]),
             version: 1,
             registered_at: now,
@@ -720,7 +852,11 @@ impl ClusterModel {
             state.instances.insert(id.clone(), instance);
         }
         world.instance_event(cluster, &id);
-        if let Some(instance) = world.clusters.get_mut(cluster).and_then(|c| c.instances.get_mut(&id)) {
+        if let Some(instance) = world
+            .clusters
+            .get_mut(cluster)
+            .and_then(|c| c.instances.get_mut(&id))
+        {
             instance.status = InstanceStatus::Active;
             instance.agent_connected = true;
         }
@@ -732,18 +868,31 @@ impl ClusterModel {
     pub fn drain_instance(&self, cluster: &str, instance: &str) {
         let mut world = self.world();
         let id = resource_id(instance).to_string();
-        let Some(state) = world.clusters.get_mut(cluster) else { return };
-        let Some(model) = state.instances.get_mut(&id) else { return };
+        let Some(state) = world.clusters.get_mut(cluster) else {
+            return;
+        };
+        let Some(model) = state.instances.get_mut(&id) else {
+            return;
+        };
         model.status = InstanceStatus::Draining;
         let services: Vec<String> = state
             .tasks
             .values()
-            .filter(|t| t.instance_id == id && !t.last_status.is_terminal() && t.group.starts_with("service:"))
+            .filter(|t| {
+                t.instance_id == id
+                    && !t.last_status.is_terminal()
+                    && t.group.starts_with("service:")
+            })
             .map(|t| t.id.clone())
             .collect();
         world.bump_instance(cluster, &id);
         for task in services {
-            world.stop_task(cluster, &task, "ServiceSchedulerInitiated", "Container instance is draining");
+            world.stop_task(
+                cluster,
+                &task,
+                "ServiceSchedulerInitiated",
+                "Container instance is draining",
+            );
         }
     }
 
@@ -751,9 +900,15 @@ impl ClusterModel {
     pub fn deregister_instance(&self, cluster: &str, instance: &str) {
         let mut world = self.world();
         let id = resource_id(instance).to_string();
-        let Some(state) = world.clusters.get_mut(cluster) else { return };
-        let live: Vec<String> =
-            state.tasks.values().filter(|t| t.instance_id == id && !t.last_status.is_terminal()).map(|t| t.id.clone()).collect();
+        let Some(state) = world.clusters.get_mut(cluster) else {
+            return;
+        };
+        let live: Vec<String> = state
+            .tasks
+            .values()
+            .filter(|t| t.instance_id == id && !t.last_status.is_terminal())
+            .map(|t| t.id.clone())
+            .collect();
         for task in live {
             world.change_task(cluster, &task, |task, now| {
                 task.last_status = TaskStatus::Stopped;
@@ -764,7 +919,11 @@ impl ClusterModel {
                 task.due = None;
             });
         }
-        if let Some(model) = world.clusters.get_mut(cluster).and_then(|c| c.instances.get_mut(&id)) {
+        if let Some(model) = world
+            .clusters
+            .get_mut(cluster)
+            .and_then(|c| c.instances.get_mut(&id))
+        {
             model.status = InstanceStatus::Inactive;
             model.agent_connected = false;
         }
@@ -776,7 +935,12 @@ impl ClusterModel {
 
     /// A service places one application task, like a service whose placement constraint is
     /// `memberOf(attribute:ecs-daemons.ready == true)`: only on ready, ACTIVE instances with room.
-    pub fn run_service_task(&self, cluster: &str, service: &str, definition: &str) -> Option<String> {
+    pub fn run_service_task(
+        &self,
+        cluster: &str,
+        service: &str,
+        definition: &str,
+    ) -> Option<String> {
         let mut world = self.world();
         let model = world.definitions.get(definition).map(|(_, d)| d.clone())?;
         let state = world.clusters.get(cluster)?;
@@ -784,10 +948,15 @@ impl ClusterModel {
             .instances
             .values()
             .filter(|i| i.status == InstanceStatus::Active && i.agent_connected)
-            .filter(|i| i.attributes.get(crate::plan::READY_ATTRIBUTE).is_some_and(|v| v.as_deref() == Some("true")))
+            .filter(|i| {
+                i.attributes
+                    .get(crate::plan::READY_ATTRIBUTE)
+                    .is_some_and(|v| v.as_deref() == Some("true"))
+            })
             .filter(|i| {
                 let (used, _, _) = World::used(state, &i.id);
-                i.registered.cpu - used.cpu >= model.cpu && i.registered.memory_mib - used.memory_mib >= model.memory_mib
+                i.registered.cpu - used.cpu >= model.cpu
+                    && i.registered.memory_mib - used.memory_mib >= model.memory_mib
             })
             .map(|i| i.id.clone())
             .collect();
@@ -797,14 +966,28 @@ impl ClusterModel {
         let pick = candidates[world.rng.below(candidates.len() as u64) as usize].clone();
         let group = format!("service:{service}");
         let started_by = format!("ecs-svc/{service}");
-        world.place(cluster, &pick, definition, &group, Some(&started_by), BTreeMap::new()).ok().map(|id| task_arn(cluster, &id))
+        world
+            .place(
+                cluster,
+                &pick,
+                definition,
+                &group,
+                Some(&started_by),
+                BTreeMap::new(),
+            )
+            .ok()
+            .map(|id| task_arn(cluster, &id))
     }
 
     /// The essential container of a task dies.
     pub fn crash_task(&self, cluster: &str, task: &str) {
         let mut world = self.world();
         let id = resource_id(task).to_string();
-        let running = world.clusters.get(cluster).and_then(|c| c.tasks.get(&id)).is_some_and(|t| !t.last_status.is_terminal());
+        let running = world
+            .clusters
+            .get(cluster)
+            .and_then(|c| c.tasks.get(&id))
+            .is_some_and(|t| !t.last_status.is_terminal());
         if running {
             world.change_task(cluster, &id, |task, now| {
                 task.last_status = TaskStatus::Stopped;
@@ -821,7 +1004,11 @@ impl ClusterModel {
     pub fn set_agent_connected(&self, cluster: &str, instance: &str, connected: bool) {
         let mut world = self.world();
         let id = resource_id(instance).to_string();
-        if let Some(model) = world.clusters.get_mut(cluster).and_then(|c| c.instances.get_mut(&id)) {
+        if let Some(model) = world
+            .clusters
+            .get_mut(cluster)
+            .and_then(|c| c.instances.get_mut(&id))
+        {
             model.agent_connected = connected;
         }
         world.bump_instance(cluster, &id);
@@ -839,7 +1026,11 @@ impl ClusterModel {
         let mut world = self.world();
         let now = world.now;
         world.events.sort_by_key(|e| (e.deliver_at, e.sequence));
-        let due = world.events.iter().take_while(|e| e.deliver_at <= now).count();
+        let due = world
+            .events
+            .iter()
+            .take_while(|e| e.deliver_at <= now)
+            .count();
         let taken: Vec<Value> = world.events.drain(..due).map(|e| e.body).collect();
         world.stats.delivered += taken.len() as u64;
         taken
@@ -869,13 +1060,21 @@ impl ClusterModel {
 
     pub fn instances(&self, cluster: &str) -> Vec<ContainerInstance> {
         let world = self.world();
-        let Some(state) = world.clusters.get(cluster) else { return Vec::new() };
-        state.instances.values().map(|i| World::describe_instance(cluster, state, i)).collect()
+        let Some(state) = world.clusters.get(cluster) else {
+            return Vec::new();
+        };
+        state
+            .instances
+            .values()
+            .map(|i| World::describe_instance(cluster, state, i))
+            .collect()
     }
 
     pub fn tasks(&self, cluster: &str) -> Vec<TaskView> {
         let world = self.world();
-        let Some(state) = world.clusters.get(cluster) else { return Vec::new() };
+        let Some(state) = world.clusters.get(cluster) else {
+            return Vec::new();
+        };
         state
             .tasks
             .values()
@@ -895,7 +1094,11 @@ impl ClusterModel {
 }
 
 impl Ecs for ClusterModel {
-    async fn list_container_instances(&self, cluster: &str, status: Option<InstanceStatus>) -> Result<Vec<String>, EcsError> {
+    async fn list_container_instances(
+        &self,
+        cluster: &str,
+        status: Option<InstanceStatus>,
+    ) -> Result<Vec<String>, EcsError> {
         let mut world = self.world();
         let target = format!("cluster {cluster}");
         let state = world.cluster(cluster, "ListContainerInstances")?;
@@ -915,7 +1118,11 @@ impl Ecs for ClusterModel {
         Ok(arns)
     }
 
-    async fn describe_container_instances(&self, cluster: &str, instances: &[String]) -> Result<Vec<ContainerInstance>, EcsError> {
+    async fn describe_container_instances(
+        &self,
+        cluster: &str,
+        instances: &[String],
+    ) -> Result<Vec<ContainerInstance>, EcsError> {
         let mut world = self.world();
         let target = format!("cluster {cluster}");
         world.cluster(cluster, "DescribeContainerInstances")?;
@@ -932,7 +1139,11 @@ impl Ecs for ClusterModel {
         Ok(described)
     }
 
-    async fn list_tasks(&self, cluster: &str, filter: &TaskFilter) -> Result<Vec<String>, EcsError> {
+    async fn list_tasks(
+        &self,
+        cluster: &str,
+        filter: &TaskFilter,
+    ) -> Result<Vec<String>, EcsError> {
         let mut world = self.world();
         let target = format!("cluster {cluster} ({filter})");
         let state = world.cluster(cluster, "ListTasks")?;
@@ -970,7 +1181,11 @@ impl Ecs for ClusterModel {
         Ok(described)
     }
 
-    async fn start_task(&self, cluster: &str, request: &StartTaskRequest) -> Result<StartTaskOutcome, EcsError> {
+    async fn start_task(
+        &self,
+        cluster: &str,
+        request: &StartTaskRequest,
+    ) -> Result<StartTaskOutcome, EcsError> {
         request.validate(cluster)?;
         let mut world = self.world();
         let target = format!("{} in cluster {cluster}", request.task_definition);
@@ -978,13 +1193,26 @@ impl Ecs for ClusterModel {
         world.call("StartTask", true, &target)?;
         let definition = definition_key(&request.task_definition).to_string();
         if !world.definitions.contains_key(&definition) {
-            return Err(EcsError::new("StartTask", target, EcsErrorKind::Invalid, "ClientException", "TaskDefinition not found."));
+            return Err(EcsError::new(
+                "StartTask",
+                target,
+                EcsErrorKind::Invalid,
+                "ClientException",
+                "TaskDefinition not found.",
+            ));
         }
         let tags: BTreeMap<String, String> = request.tags.iter().cloned().collect();
         let mut outcome = StartTaskOutcome::default();
         for reference in &request.container_instances {
             let instance_id = resource_id(reference).to_string();
-            match world.place(cluster, &instance_id, &definition, &request.group, Some(&request.started_by), tags.clone()) {
+            match world.place(
+                cluster,
+                &instance_id,
+                &definition,
+                &request.group,
+                Some(&request.started_by),
+                tags.clone(),
+            ) {
                 Ok(id) => {
                     let state = world.cluster(cluster, "StartTask")?;
                     if let Some(task) = state.tasks.get(&id) {
@@ -1009,17 +1237,33 @@ impl Ecs for ClusterModel {
         let id = resource_id(task).to_string();
         let state = world.cluster(cluster, "StopTask")?;
         let Some(model) = state.tasks.get(&id).cloned() else {
-            return Err(EcsError::new("StopTask", target, EcsErrorKind::Invalid, "InvalidParameterException", "The referenced task was not found."));
+            return Err(EcsError::new(
+                "StopTask",
+                target,
+                EcsErrorKind::Invalid,
+                "InvalidParameterException",
+                "The referenced task was not found.",
+            ));
         };
         // The drain-last invariant, checked where it matters: at the stop request.
         if let Some(instance) = state.instances.get(&model.instance_id) {
             let others = state
                 .tasks
                 .values()
-                .filter(|t| t.instance_id == model.instance_id && !t.last_status.is_terminal() && t.group.starts_with("service:"))
+                .filter(|t| {
+                    t.instance_id == model.instance_id
+                        && !t.last_status.is_terminal()
+                        && t.group.starts_with("service:")
+                })
                 .count();
-            if instance.status == InstanceStatus::Draining && others > 0 && model.group.starts_with("daemon:") {
-                world.early_drain_stops.push(format!("{} on {} with {others} application task(s) left", model.id, model.instance_id));
+            if instance.status == InstanceStatus::Draining
+                && others > 0
+                && model.group.starts_with("daemon:")
+            {
+                world.early_drain_stops.push(format!(
+                    "{} on {} with {others} application task(s) left",
+                    model.id, model.instance_id
+                ));
             }
         }
         if !model.last_status.is_terminal() && model.desired_status != TaskStatus::Stopped {
@@ -1029,7 +1273,11 @@ impl Ecs for ClusterModel {
         Ok(World::describe_task(cluster, &state.tasks[&id]))
     }
 
-    async fn put_attributes(&self, cluster: &str, attributes: &[InstanceAttribute]) -> Result<(), EcsError> {
+    async fn put_attributes(
+        &self,
+        cluster: &str,
+        attributes: &[InstanceAttribute],
+    ) -> Result<(), EcsError> {
         let mut world = self.world();
         let target = format!("cluster {cluster}");
         world.cluster(cluster, "PutAttributes")?;
@@ -1037,16 +1285,31 @@ impl Ecs for ClusterModel {
             world.call("PutAttributes", true, &target)?;
             let state = world.cluster(cluster, "PutAttributes")?;
             for attribute in batch {
-                let Some(instance) = state.instances.get_mut(resource_id(&attribute.container_instance)) else {
-                    return Err(EcsError::new("PutAttributes", target, EcsErrorKind::NotFound, "TargetNotFoundException", format!("Could not find {}", attribute.container_instance)));
+                let Some(instance) = state
+                    .instances
+                    .get_mut(resource_id(&attribute.container_instance))
+                else {
+                    return Err(EcsError::new(
+                        "PutAttributes",
+                        target,
+                        EcsErrorKind::NotFound,
+                        "TargetNotFoundException",
+                        format!("Could not find {}", attribute.container_instance),
+                    ));
                 };
-                instance.attributes.insert(attribute.name.clone(), attribute.value.clone());
+                instance
+                    .attributes
+                    .insert(attribute.name.clone(), attribute.value.clone());
             }
         }
         Ok(())
     }
 
-    async fn delete_attributes(&self, cluster: &str, attributes: &[InstanceAttribute]) -> Result<(), EcsError> {
+    async fn delete_attributes(
+        &self,
+        cluster: &str,
+        attributes: &[InstanceAttribute],
+    ) -> Result<(), EcsError> {
         let mut world = self.world();
         let target = format!("cluster {cluster}");
         world.cluster(cluster, "DeleteAttributes")?;
@@ -1054,7 +1317,10 @@ impl Ecs for ClusterModel {
             world.call("DeleteAttributes", true, &target)?;
             let state = world.cluster(cluster, "DeleteAttributes")?;
             for attribute in batch {
-                if let Some(instance) = state.instances.get_mut(resource_id(&attribute.container_instance)) {
+                if let Some(instance) = state
+                    .instances
+                    .get_mut(resource_id(&attribute.container_instance))
+                {
                     instance.attributes.remove(&attribute.name);
                 }
             }
@@ -1062,7 +1328,10 @@ impl Ecs for ClusterModel {
         Ok(())
     }
 
-    async fn describe_task_definition(&self, task_definition: &str) -> Result<TaskDefinition, EcsError> {
+    async fn describe_task_definition(
+        &self,
+        task_definition: &str,
+    ) -> Result<TaskDefinition, EcsError> {
         let mut world = self.world();
         world.call("DescribeTaskDefinition", false, task_definition)?;
         let key = definition_key(task_definition);
@@ -1083,13 +1352,20 @@ impl Ecs for ClusterModel {
             execution_role_arn: model.execution_role_arn.clone(),
             cpu: Some(model.cpu),
             memory_mib: Some(model.memory_mib),
-            containers: vec![ContainerDefinition { name: "main".into(), essential: true, has_health_check: model.health_check }],
+            containers: vec![ContainerDefinition {
+                name: "main".into(),
+                essential: true,
+                has_health_check: model.health_check,
+            }],
         })
     }
 
     async fn cluster_capacity_providers(&self, cluster: &str) -> Result<Vec<String>, EcsError> {
         let mut world = self.world();
         world.call("DescribeClusters", false, &format!("cluster {cluster}"))?;
-        Ok(world.cluster(cluster, "DescribeClusters")?.providers.clone())
+        Ok(world
+            .cluster(cluster, "DescribeClusters")?
+            .providers
+            .clone())
     }
 }

@@ -12,7 +12,9 @@ use crate::ecs::{Ecs, EcsError, EcsErrorKind};
 use crate::engine::{Engine, EngineError, Outcome};
 use crate::model::TaskDefinition;
 use crate::plan::DaemonCoverage;
-use crate::store::{DaemonSpec, Expected, ItemKey, RestartPolicy, Slot, SlotState, Store, StoreError, Versioned};
+use crate::store::{
+    DaemonSpec, Expected, ItemKey, RestartPolicy, Slot, SlotState, Store, StoreError, Versioned,
+};
 
 /// Share of an instance's registered CPU or memory above which a deploy warns.
 pub const DEFAULT_WARN_SHARE: f64 = 0.25;
@@ -59,13 +61,21 @@ pub enum DeployError {
         "capacity provider {provider} is not attached to cluster {cluster} (attached: {attached}): \
          attach it with PutClusterCapacityProviders, or fix the name"
     )]
-    CapacityProviderNotInCluster { provider: String, cluster: String, attached: String },
+    CapacityProviderNotInCluster {
+        provider: String,
+        cluster: String,
+        attached: String,
+    },
     #[error("{0}")]
     TooLarge(Box<TooLarge>),
     #[error(
         "daemon {daemon} runs {current}; changing it to {requested} needs a rolling update, which this version does not do yet"
     )]
-    RevisionChange { daemon: String, current: String, requested: String },
+    RevisionChange {
+        daemon: String,
+        current: String,
+        requested: String,
+    },
     #[error("daemon {daemon} was changed by someone else meanwhile: read it again with status and retry")]
     Conflict { daemon: String },
     #[error("unknown daemon {daemon} in cluster {cluster}: deploy it first (status lists the declared ones)")]
@@ -116,7 +126,9 @@ pub fn parse_payload<T: serde::de::DeserializeOwned>(payload: Value) -> Result<T
 fn check_name(field: &str, value: &str, max: usize) -> Result<(), DeployError> {
     let valid = !value.is_empty()
         && value.len() <= max
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if valid {
         Ok(())
     } else {
@@ -128,11 +140,15 @@ fn check_name(field: &str, value: &str, max: usize) -> Result<(), DeployError> {
 
 /// `family:revision` (or its ARN) → `family:revision`; anything not pinned is refused.
 pub fn pinned_task_definition(reference: &str) -> Result<String, DeployError> {
-    let bare = reference.split_once(":task-definition/").map_or(reference, |(_, rest)| rest);
+    let bare = reference
+        .split_once(":task-definition/")
+        .map_or(reference, |(_, rest)| rest);
     let pinned = bare.split_once(':').and_then(|(family, revision)| {
         let family_ok = !family.is_empty()
             && family.len() <= 255
-            && family.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            && family
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         let revision_ok = revision.parse::<u32>().is_ok_and(|r| r > 0);
         (family_ok && revision_ok).then(|| format!("{family}:{revision}"))
     });
@@ -151,27 +167,38 @@ impl DeployRequest {
         check_name("daemon", &self.daemon, 64)?;
         let pinned = pinned_task_definition(&self.task_definition)?;
         if self.capacity_providers.is_empty() {
-            return Err(invalid("`capacityProviders` must name at least one capacity provider of the cluster"));
+            return Err(invalid(
+                "`capacityProviders` must name at least one capacity provider of the cluster",
+            ));
         }
         for (index, provider) in self.capacity_providers.iter().enumerate() {
             check_name(&format!("capacityProviders[{index}]"), provider, 255)?;
             if self.capacity_providers[..index].contains(provider) {
-                return Err(invalid(format!("`capacityProviders` names {provider} twice")));
+                return Err(invalid(format!(
+                    "`capacityProviders` names {provider} twice"
+                )));
             }
         }
         if !(-1000..=1000).contains(&self.start_order) {
-            return Err(invalid(format!("`startOrder` must be between -1000 and 1000, got {}", self.start_order)));
+            return Err(invalid(format!(
+                "`startOrder` must be between -1000 and 1000, got {}",
+                self.start_order
+            )));
         }
         if let Some(share) = self.warn_share {
             if !(share > 0.0 && share <= 1.0) {
-                return Err(invalid(format!("`warnShare` must be above 0 and at most 1, got {share}")));
+                return Err(invalid(format!(
+                    "`warnShare` must be above 0 and at most 1, got {share}"
+                )));
             }
         }
         if let Some(restart) = &self.restart {
             if restart.max_consecutive_failures == 0 || restart.max_consecutive_failures > 100 {
                 return Err(invalid("`restart.maxConsecutiveFailures` must be 1 to 100"));
             }
-            if restart.base_backoff_seconds > restart.max_backoff_seconds || restart.max_backoff_seconds > 86_400 {
+            if restart.base_backoff_seconds > restart.max_backoff_seconds
+                || restart.max_backoff_seconds > 86_400
+            {
                 return Err(invalid(
                     "`restart.baseBackoffSeconds` must not exceed `restart.maxBackoffSeconds`, which must be at most 86400",
                 ));
@@ -210,16 +237,27 @@ fn check_sizes(
 ) -> Result<Vec<String>, DeployError> {
     let mut warnings = Vec::new();
     if definition.cpu.is_none() {
-        warnings.push(format!("{} reserves no CPU: set cpu so the daemon keeps its share", definition.family_revision()));
+        warnings.push(format!(
+            "{} reserves no CPU: set cpu so the daemon keeps its share",
+            definition.family_revision()
+        ));
     }
     if definition.memory_mib.is_none() {
-        warnings.push(format!("{} reserves no memory: set memory so the daemon keeps its share", definition.family_revision()));
+        warnings.push(format!(
+            "{} reserves no memory: set memory so the daemon keeps its share",
+            definition.family_revision()
+        ));
     }
     for instance in instances {
         let provider = instance.capacity_provider.clone().unwrap_or_default();
         let checks = [
             ("cpu", definition.cpu, instance.registered.cpu, "CPU units"),
-            ("memory", definition.memory_mib, instance.registered.memory_mib, "MiB"),
+            (
+                "memory",
+                definition.memory_mib,
+                instance.registered.memory_mib,
+                "MiB",
+            ),
         ];
         for (resource, needed, available, unit) in checks {
             let Some(needed) = needed else { continue };
@@ -260,35 +298,60 @@ pub async fn deploy<E: Ecs, S: Store>(
         .describe_task_definition(&task_definition)
         .await
         .map_err(|error| describe_error(&task_definition, error))?;
-    if definition.execution_role_arn.as_deref().is_none_or(str::is_empty) {
+    if definition
+        .execution_role_arn
+        .as_deref()
+        .is_none_or(str::is_empty)
+    {
         return Err(DeployError::NoExecutionRole(task_definition));
     }
-    let attached = engine.ecs.cluster_capacity_providers(&request.cluster).await.map_err(|error| {
-        if error.kind == EcsErrorKind::NotFound {
-            DeployError::ClusterNotFound { cluster: request.cluster.clone() }
-        } else {
-            DeployError::Ecs(error)
-        }
-    })?;
+    let attached = engine
+        .ecs
+        .cluster_capacity_providers(&request.cluster)
+        .await
+        .map_err(|error| {
+            if error.kind == EcsErrorKind::NotFound {
+                DeployError::ClusterNotFound {
+                    cluster: request.cluster.clone(),
+                }
+            } else {
+                DeployError::Ecs(error)
+            }
+        })?;
     for provider in &request.capacity_providers {
         if !attached.contains(provider) {
             return Err(DeployError::CapacityProviderNotInCluster {
                 provider: provider.clone(),
                 cluster: request.cluster.clone(),
-                attached: if attached.is_empty() { "none".into() } else { attached.join(", ") },
+                attached: if attached.is_empty() {
+                    "none".into()
+                } else {
+                    attached.join(", ")
+                },
             });
         }
     }
-    let arns = engine.ecs.list_container_instances(&request.cluster, None).await?;
+    let arns = engine
+        .ecs
+        .list_container_instances(&request.cluster, None)
+        .await?;
     let instances: Vec<_> = engine
         .ecs
         .describe_container_instances(&request.cluster, &arns)
         .await?
         .into_iter()
-        .filter(|i| i.capacity_provider.as_ref().is_some_and(|p| request.capacity_providers.contains(p)))
+        .filter(|i| {
+            i.capacity_provider
+                .as_ref()
+                .is_some_and(|p| request.capacity_providers.contains(p))
+        })
         .collect();
-    let mut warnings =
-        check_sizes(&request.daemon, &definition, &instances, request.warn_share.unwrap_or(DEFAULT_WARN_SHARE))?;
+    let mut warnings = check_sizes(
+        &request.daemon,
+        &definition,
+        &instances,
+        request.warn_share.unwrap_or(DEFAULT_WARN_SHARE),
+    )?;
     if instances.is_empty() {
         warnings.push(format!(
             "no instance of {} is registered yet: the daemon starts on each one as it joins",
@@ -316,13 +379,22 @@ pub async fn deploy<E: Ecs, S: Store>(
         has_health_check: definition.has_health_check(),
         cpu: definition.cpu,
         memory_mib: definition.memory_mib,
-        last_good_task_definition: existing.as_ref().and_then(|e| e.record.last_good_task_definition.clone()),
+        last_good_task_definition: existing
+            .as_ref()
+            .and_then(|e| e.record.last_good_task_definition.clone()),
         active_rollout: None,
         restart: request.restart.clone().unwrap_or_default(),
         updated_at: now,
     };
     let recorded = match &existing {
-        Some(current) if DaemonSpec { updated_at: now, ..current.record.clone() } == spec => "unchanged",
+        Some(current)
+            if DaemonSpec {
+                updated_at: now,
+                ..current.record.clone()
+            } == spec =>
+        {
+            "unchanged"
+        }
         Some(current) => {
             write_spec(engine, &spec, current.expected(), &request.daemon).await?;
             "updated"
@@ -332,8 +404,16 @@ pub async fn deploy<E: Ecs, S: Store>(
             "created"
         }
     };
-    let reconcile = engine.reconcile_cluster(&request.cluster, now, invocation).await?;
-    Ok(DeployAnswer { daemon: request.daemon, task_definition, recorded, warnings, reconcile })
+    let reconcile = engine
+        .reconcile_cluster(&request.cluster, now, invocation)
+        .await?;
+    Ok(DeployAnswer {
+        daemon: request.daemon,
+        task_definition,
+        recorded,
+        warnings,
+        reconcile,
+    })
 }
 
 async fn write_spec<E: Ecs, S: Store>(
@@ -344,7 +424,9 @@ async fn write_spec<E: Ecs, S: Store>(
 ) -> Result<(), DeployError> {
     match engine.store.put(spec, expected).await {
         Ok(_) => Ok(()),
-        Err(StoreError::Conflict { .. }) => Err(DeployError::Conflict { daemon: daemon.into() }),
+        Err(StoreError::Conflict { .. }) => Err(DeployError::Conflict {
+            daemon: daemon.into(),
+        }),
         Err(error) => Err(error.into()),
     }
 }
@@ -391,15 +473,22 @@ pub async fn status<E: Ecs, S: Store>(
         check_name("daemon", daemon, 64)?;
         specs.retain(|s| &s.record.daemon == daemon);
         if specs.is_empty() {
-            return Err(DeployError::UnknownDaemon { cluster: request.cluster, daemon: daemon.clone() });
+            return Err(DeployError::UnknownDaemon {
+                cluster: request.cluster,
+                daemon: daemon.clone(),
+            });
         }
     }
-    let mut coverage: BTreeMap<String, DaemonCoverage> = engine.coverage(&request.cluster, now).await?;
+    let mut coverage: BTreeMap<String, DaemonCoverage> =
+        engine.coverage(&request.cluster, now).await?;
     let mut daemons = Vec::new();
-    specs.sort_by(|a, b| (a.record.start_order, &a.record.daemon).cmp(&(b.record.start_order, &b.record.daemon)));
+    specs.sort_by(|a, b| {
+        (a.record.start_order, &a.record.daemon).cmp(&(b.record.start_order, &b.record.daemon))
+    });
     for spec in specs {
         let spec = spec.record;
-        let slots: Vec<Versioned<Slot>> = engine.store.query(&request.cluster, &spec.daemon).await?;
+        let slots: Vec<Versioned<Slot>> =
+            engine.store.query(&request.cluster, &spec.daemon).await?;
         let slots_in_trouble = slots
             .into_iter()
             .map(|s| s.record)
@@ -421,7 +510,10 @@ pub async fn status<E: Ecs, S: Store>(
             slots_in_trouble,
         });
     }
-    Ok(StatusAnswer { cluster: request.cluster, daemons })
+    Ok(StatusAnswer {
+        cluster: request.cluster,
+        daemons,
+    })
 }
 
 #[cfg(test)]
@@ -450,18 +542,54 @@ mod tests {
         let cases: Vec<(Value, &str)> = vec![
             (json!([1]), "must be a JSON object"),
             (json!({"cluster": "prod"}), "missing field `daemon`"),
-            (json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": ["p"], "colour": "red"}), "unknown field `colour`"),
-            (json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": "p"}), "`capacityProviders`"),
-            (json!({"cluster": "prod", "daemon": "bad#name", "taskDefinition": "x:1", "capacityProviders": ["p"]}), "`daemon` must be"),
-            (json!({"cluster": "prod", "daemon": "a", "taskDefinition": "cloudwatch-agent", "capacityProviders": ["p"]}), "pinned to a revision"),
-            (json!({"cluster": "prod", "daemon": "a", "taskDefinition": "cloudwatch-agent:latest", "capacityProviders": ["p"]}), "pinned to a revision"),
-            (json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:0", "capacityProviders": ["p"]}), "pinned to a revision"),
-            (json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": []}), "at least one"),
-            (json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": ["p", "p"]}), "twice"),
-            (json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": ["p"], "startOrder": 5000}), "`startOrder`"),
-            (json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": ["p"], "warnShare": 3}), "`warnShare`"),
-            (json!({"cluster": "", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": ["p"]}), "`cluster` must be"),
-            (json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": ["p"], "restart": {"maxConsecutiveFailures": 0}}), "maxConsecutiveFailures"),
+            (
+                json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": ["p"], "colour": "red"}),
+                "unknown field `colour`",
+            ),
+            (
+                json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": "p"}),
+                "`capacityProviders`",
+            ),
+            (
+                json!({"cluster": "prod", "daemon": "bad#name", "taskDefinition": "x:1", "capacityProviders": ["p"]}),
+                "`daemon` must be",
+            ),
+            (
+                json!({"cluster": "prod", "daemon": "a", "taskDefinition": "cloudwatch-agent", "capacityProviders": ["p"]}),
+                "pinned to a revision",
+            ),
+            (
+                json!({"cluster": "prod", "daemon": "a", "taskDefinition": "cloudwatch-agent:latest", "capacityProviders": ["p"]}),
+                "pinned to a revision",
+            ),
+            (
+                json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:0", "capacityProviders": ["p"]}),
+                "pinned to a revision",
+            ),
+            (
+                json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": []}),
+                "at least one",
+            ),
+            (
+                json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": ["p", "p"]}),
+                "twice",
+            ),
+            (
+                json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": ["p"], "startOrder": 5000}),
+                "`startOrder`",
+            ),
+            (
+                json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": ["p"], "warnShare": 3}),
+                "`warnShare`",
+            ),
+            (
+                json!({"cluster": "", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": ["p"]}),
+                "`cluster` must be",
+            ),
+            (
+                json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": ["p"], "restart": {"maxConsecutiveFailures": 0}}),
+                "maxConsecutiveFailures",
+            ),
         ];
         for (payload, expected) in cases {
             let error = parse(payload.clone()).unwrap_err().to_string();

@@ -275,10 +275,18 @@ impl<T: Ecs> Ecs for std::sync::Arc<T> {
     ) -> impl Future<Output = Result<Vec<ContainerInstance>, EcsError>> + Send {
         (**self).describe_container_instances(cluster, instances)
     }
-    fn list_tasks(&self, cluster: &str, filter: &TaskFilter) -> impl Future<Output = Result<Vec<String>, EcsError>> + Send {
+    fn list_tasks(
+        &self,
+        cluster: &str,
+        filter: &TaskFilter,
+    ) -> impl Future<Output = Result<Vec<String>, EcsError>> + Send {
         (**self).list_tasks(cluster, filter)
     }
-    fn describe_tasks(&self, cluster: &str, tasks: &[String]) -> impl Future<Output = Result<Vec<Task>, EcsError>> + Send {
+    fn describe_tasks(
+        &self,
+        cluster: &str,
+        tasks: &[String],
+    ) -> impl Future<Output = Result<Vec<Task>, EcsError>> + Send {
         (**self).describe_tasks(cluster, tasks)
     }
     fn start_task(
@@ -288,7 +296,12 @@ impl<T: Ecs> Ecs for std::sync::Arc<T> {
     ) -> impl Future<Output = Result<StartTaskOutcome, EcsError>> + Send {
         (**self).start_task(cluster, request)
     }
-    fn stop_task(&self, cluster: &str, task: &str, reason: &str) -> impl Future<Output = Result<Task, EcsError>> + Send {
+    fn stop_task(
+        &self,
+        cluster: &str,
+        task: &str,
+        reason: &str,
+    ) -> impl Future<Output = Result<Task, EcsError>> + Send {
         (**self).stop_task(cluster, task, reason)
     }
     fn put_attributes(
@@ -311,7 +324,10 @@ impl<T: Ecs> Ecs for std::sync::Arc<T> {
     ) -> impl Future<Output = Result<TaskDefinition, EcsError>> + Send {
         (**self).describe_task_definition(task_definition)
     }
-    fn cluster_capacity_providers(&self, cluster: &str) -> impl Future<Output = Result<Vec<String>, EcsError>> + Send {
+    fn cluster_capacity_providers(
+        &self,
+        cluster: &str,
+    ) -> impl Future<Output = Result<Vec<String>, EcsError>> + Send {
         (**self).cluster_capacity_providers(cluster)
     }
 }

@@ -232,27 +232,56 @@ impl<E: Ecs, S: Store> Engine<E, S> {
     }
 
     /// Everything about a cluster, in batched calls: instances, daemon tasks, specs and slots.
-    async fn observe_cluster(&self, cluster: &str, now: DateTime<Utc>) -> Result<Option<Observation>, EngineError> {
+    async fn observe_cluster(
+        &self,
+        cluster: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Observation>, EngineError> {
         self.check_cluster(cluster)?;
         let daemons = self.daemons(cluster).await?;
         if daemons.is_empty() {
             return Ok(None);
         }
         let arns = self.ecs.list_container_instances(cluster, None).await?;
-        let instances = self.ecs.describe_container_instances(cluster, &arns).await?;
+        let instances = self
+            .ecs
+            .describe_container_instances(cluster, &arns)
+            .await?;
         let mut slots = Vec::new();
         for daemon in &daemons {
             slots.extend(self.store.query::<Slot>(cluster, &daemon.name).await?);
         }
-        let mut task_arns = self.ecs.list_tasks(cluster, &TaskFilter::StartedBy(self.config.started_by.clone())).await?;
+        let mut task_arns = self
+            .ecs
+            .list_tasks(
+                cluster,
+                &TaskFilter::StartedBy(self.config.started_by.clone()),
+            )
+            .await?;
         // Slot tasks missing from the (eventually consistent) list are described too: a stopped one tells why.
         let listed: BTreeSet<String> = task_arns.iter().cloned().collect();
         task_arns.extend(
-            slots.iter().filter_map(|s| s.record.task_arn.clone()).filter(|arn| !listed.contains(arn)),
+            slots
+                .iter()
+                .filter_map(|s| s.record.task_arn.clone())
+                .filter(|arn| !listed.contains(arn)),
         );
-        let tasks: Vec<Task> =
-            self.ecs.describe_tasks(cluster, &task_arns).await?.into_iter().filter(|t| self.owns(t)).collect();
-        Ok(Some(Observation { cluster: cluster.into(), now, scope: Scope::Full, daemons, instances, tasks, slots }))
+        let tasks: Vec<Task> = self
+            .ecs
+            .describe_tasks(cluster, &task_arns)
+            .await?
+            .into_iter()
+            .filter(|t| self.owns(t))
+            .collect();
+        Ok(Some(Observation {
+            cluster: cluster.into(),
+            now,
+            scope: Scope::Full,
+            daemons,
+            instances,
+            tasks,
+            slots,
+        }))
     }
 
     /// Full reconcile of every daemon on every instance of a cluster.
@@ -263,15 +292,27 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         invocation: &str,
     ) -> Result<Outcome, EngineError> {
         let Some(observation) = self.observe_cluster(cluster, now).await? else {
-            return Ok(Outcome::skipped(cluster, None, "no daemon is declared for this cluster"));
+            return Ok(Outcome::skipped(
+                cluster,
+                None,
+                "no daemon is declared for this cluster",
+            ));
         };
         let planned = plan(&observation);
         Ok(self.act(&observation, planned, invocation, None).await)
     }
 
     /// Coverage as the next reconcile would see it, changing nothing.
-    pub async fn coverage(&self, cluster: &str, now: DateTime<Utc>) -> Result<BTreeMap<String, DaemonCoverage>, EngineError> {
-        Ok(self.observe_cluster(cluster, now).await?.map(|observation| plan(&observation).coverage).unwrap_or_default())
+    pub async fn coverage(
+        &self,
+        cluster: &str,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<String, DaemonCoverage>, EngineError> {
+        Ok(self
+            .observe_cluster(cluster, now)
+            .await?
+            .map(|observation| plan(&observation).coverage)
+            .unwrap_or_default())
     }
 
     /// Reconcile of one instance for every daemon; `hint` is what a task event said of one daemon task.
@@ -744,7 +785,9 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         slot.last_stop_reason = Some(reason.into());
         // A refused start (no room, no agent) is not retried at once: at least the base backoff.
         slot.retry_after = Some(now + policy.backoff(slot.consecutive_failures.max(2)));
-        slot.state = if slot.consecutive_failures >= policy.max_consecutive_failures {
+        // No room is not a crash: the daemon starts once tasks leave, so it is never given up on.
+        let no_room = reason.contains("RESOURCE:");
+        slot.state = if !no_room && slot.consecutive_failures >= policy.max_consecutive_failures {
             SlotState::CrashLooping
         } else {
             SlotState::Stopped

@@ -1,9 +1,9 @@
 //! ecs-daemons: everything that is not a Lambda entry point.
 
 pub mod arn;
+pub mod aws;
 pub mod cluster_model;
 pub mod deploy;
-pub mod aws;
 pub mod ecs;
 pub mod engine;
 pub mod events;

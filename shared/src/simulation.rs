@@ -9,9 +9,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
-use crate::cluster_model::{ClusterModel, ModelConfig};
+use crate::cluster_model::{ClusterModel, ModelConfig, Rng};
 use crate::deploy::{deploy, DeployAnswer, DeployError, DeployRequest};
-use crate::ecs::{Ecs, EcsError, EcsErrorKind, InstanceAttribute, StartTaskOutcome, StartTaskRequest, TaskFilter};
+use crate::ecs::{
+    Ecs, EcsError, EcsErrorKind, InstanceAttribute, StartTaskOutcome, StartTaskRequest, TaskFilter,
+};
 use crate::engine::{Engine, EngineConfig, EngineError, Outcome};
 use crate::events::{INSTANCE_STATE_CHANGE, TASK_STATE_CHANGE};
 use crate::model::{ContainerInstance, InstanceStatus, Task, TaskDefinition};
@@ -47,7 +49,10 @@ impl CrashBudget {
             if current == 0 {
                 return false;
             }
-            match self.0.compare_exchange(current, current - 1, Ordering::SeqCst, Ordering::SeqCst) {
+            match self
+                .0
+                .compare_exchange(current, current - 1, Ordering::SeqCst, Ordering::SeqCst)
+            {
                 Ok(_) => return true,
                 Err(actual) => current = actual,
             }
@@ -60,7 +65,13 @@ impl CrashBudget {
 }
 
 fn crashed_ecs(operation: &'static str) -> EcsError {
-    EcsError::new(operation, "-", EcsErrorKind::Transient, "InjectedCrash", "the invocation crashed before this call")
+    EcsError::new(
+        operation,
+        "-",
+        EcsErrorKind::Transient,
+        "InjectedCrash",
+        "the invocation crashed before this call",
+    )
 }
 
 fn crashed_store(operation: &'static str) -> StoreError {
@@ -95,35 +106,112 @@ macro_rules! guarded {
 }
 
 impl<T: Ecs> Ecs for Crashing<T> {
-    async fn list_container_instances(&self, cluster: &str, status: Option<InstanceStatus>) -> Result<Vec<String>, EcsError> {
-        guarded!(self, "ListContainerInstances", crashed_ecs, self.inner.list_container_instances(cluster, status))
+    async fn list_container_instances(
+        &self,
+        cluster: &str,
+        status: Option<InstanceStatus>,
+    ) -> Result<Vec<String>, EcsError> {
+        guarded!(
+            self,
+            "ListContainerInstances",
+            crashed_ecs,
+            self.inner.list_container_instances(cluster, status)
+        )
     }
-    async fn describe_container_instances(&self, cluster: &str, instances: &[String]) -> Result<Vec<ContainerInstance>, EcsError> {
-        guarded!(self, "DescribeContainerInstances", crashed_ecs, self.inner.describe_container_instances(cluster, instances))
+    async fn describe_container_instances(
+        &self,
+        cluster: &str,
+        instances: &[String],
+    ) -> Result<Vec<ContainerInstance>, EcsError> {
+        guarded!(
+            self,
+            "DescribeContainerInstances",
+            crashed_ecs,
+            self.inner.describe_container_instances(cluster, instances)
+        )
     }
-    async fn list_tasks(&self, cluster: &str, filter: &TaskFilter) -> Result<Vec<String>, EcsError> {
-        guarded!(self, "ListTasks", crashed_ecs, self.inner.list_tasks(cluster, filter))
+    async fn list_tasks(
+        &self,
+        cluster: &str,
+        filter: &TaskFilter,
+    ) -> Result<Vec<String>, EcsError> {
+        guarded!(
+            self,
+            "ListTasks",
+            crashed_ecs,
+            self.inner.list_tasks(cluster, filter)
+        )
     }
     async fn describe_tasks(&self, cluster: &str, tasks: &[String]) -> Result<Vec<Task>, EcsError> {
-        guarded!(self, "DescribeTasks", crashed_ecs, self.inner.describe_tasks(cluster, tasks))
+        guarded!(
+            self,
+            "DescribeTasks",
+            crashed_ecs,
+            self.inner.describe_tasks(cluster, tasks)
+        )
     }
-    async fn start_task(&self, cluster: &str, request: &StartTaskRequest) -> Result<StartTaskOutcome, EcsError> {
-        guarded!(self, "StartTask", crashed_ecs, self.inner.start_task(cluster, request))
+    async fn start_task(
+        &self,
+        cluster: &str,
+        request: &StartTaskRequest,
+    ) -> Result<StartTaskOutcome, EcsError> {
+        guarded!(
+            self,
+            "StartTask",
+            crashed_ecs,
+            self.inner.start_task(cluster, request)
+        )
     }
     async fn stop_task(&self, cluster: &str, task: &str, reason: &str) -> Result<Task, EcsError> {
-        guarded!(self, "StopTask", crashed_ecs, self.inner.stop_task(cluster, task, reason))
+        guarded!(
+            self,
+            "StopTask",
+            crashed_ecs,
+            self.inner.stop_task(cluster, task, reason)
+        )
     }
-    async fn put_attributes(&self, cluster: &str, attributes: &[InstanceAttribute]) -> Result<(), EcsError> {
-        guarded!(self, "PutAttributes", crashed_ecs, self.inner.put_attributes(cluster, attributes))
+    async fn put_attributes(
+        &self,
+        cluster: &str,
+        attributes: &[InstanceAttribute],
+    ) -> Result<(), EcsError> {
+        guarded!(
+            self,
+            "PutAttributes",
+            crashed_ecs,
+            self.inner.put_attributes(cluster, attributes)
+        )
     }
-    async fn delete_attributes(&self, cluster: &str, attributes: &[InstanceAttribute]) -> Result<(), EcsError> {
-        guarded!(self, "DeleteAttributes", crashed_ecs, self.inner.delete_attributes(cluster, attributes))
+    async fn delete_attributes(
+        &self,
+        cluster: &str,
+        attributes: &[InstanceAttribute],
+    ) -> Result<(), EcsError> {
+        guarded!(
+            self,
+            "DeleteAttributes",
+            crashed_ecs,
+            self.inner.delete_attributes(cluster, attributes)
+        )
     }
-    async fn describe_task_definition(&self, task_definition: &str) -> Result<TaskDefinition, EcsError> {
-        guarded!(self, "DescribeTaskDefinition", crashed_ecs, self.inner.describe_task_definition(task_definition))
+    async fn describe_task_definition(
+        &self,
+        task_definition: &str,
+    ) -> Result<TaskDefinition, EcsError> {
+        guarded!(
+            self,
+            "DescribeTaskDefinition",
+            crashed_ecs,
+            self.inner.describe_task_definition(task_definition)
+        )
     }
     async fn cluster_capacity_providers(&self, cluster: &str) -> Result<Vec<String>, EcsError> {
-        guarded!(self, "DescribeClusters", crashed_ecs, self.inner.cluster_capacity_providers(cluster))
+        guarded!(
+            self,
+            "DescribeClusters",
+            crashed_ecs,
+            self.inner.cluster_capacity_providers(cluster)
+        )
     }
 }
 
@@ -132,22 +220,56 @@ impl<T: Store> Store for Crashing<T> {
         guarded!(self, "GetItem", crashed_store, self.inner.get(key))
     }
     async fn put<R: Record>(&self, record: &R, expected: Expected) -> Result<u64, StoreError> {
-        guarded!(self, "PutItem", crashed_store, self.inner.put(record, expected))
+        guarded!(
+            self,
+            "PutItem",
+            crashed_store,
+            self.inner.put(record, expected)
+        )
     }
     async fn delete(&self, key: &ItemKey, expected_version: u64) -> Result<(), StoreError> {
-        guarded!(self, "DeleteItem", crashed_store, self.inner.delete(key, expected_version))
+        guarded!(
+            self,
+            "DeleteItem",
+            crashed_store,
+            self.inner.delete(key, expected_version)
+        )
     }
-    async fn query<R: Record>(&self, cluster: &str, daemon: &str) -> Result<Vec<Versioned<R>>, StoreError> {
-        guarded!(self, "Query", crashed_store, self.inner.query(cluster, daemon))
+    async fn query<R: Record>(
+        &self,
+        cluster: &str,
+        daemon: &str,
+    ) -> Result<Vec<Versioned<R>>, StoreError> {
+        guarded!(
+            self,
+            "Query",
+            crashed_store,
+            self.inner.query(cluster, daemon)
+        )
     }
     async fn list_specs(&self, cluster: &str) -> Result<Vec<Versioned<DaemonSpec>>, StoreError> {
         guarded!(self, "Query", crashed_store, self.inner.list_specs(cluster))
     }
-    async fn remember_event(&self, event_id: &str, now: DateTime<Utc>, ttl: Duration) -> Result<EventSeen, StoreError> {
-        guarded!(self, "PutItem", crashed_store, self.inner.remember_event(event_id, now, ttl))
+    async fn remember_event(
+        &self,
+        event_id: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<EventSeen, StoreError> {
+        guarded!(
+            self,
+            "PutItem",
+            crashed_store,
+            self.inner.remember_event(event_id, now, ttl)
+        )
     }
     async fn forget_event(&self, event_id: &str) -> Result<(), StoreError> {
-        guarded!(self, "DeleteItem", crashed_store, self.inner.forget_event(event_id))
+        guarded!(
+            self,
+            "DeleteItem",
+            crashed_store,
+            self.inner.forget_event(event_id)
+        )
     }
 }
 
@@ -171,6 +293,11 @@ pub struct Harness {
     pub budget: Arc<CrashBudget>,
     pub engine: SimEngine,
     pub cluster: String,
+    /// Chance that an invocation crashes after a random number of calls.
+    pub crash_chance: f64,
+    /// Invocations that crashed.
+    pub crashes: u64,
+    rng: Rng,
     invocations: u64,
 }
 
@@ -183,14 +310,39 @@ impl Harness {
         let engine = Engine::new(
             Crashing::new(Arc::clone(&model), Arc::clone(&budget)),
             Crashing::new(Arc::clone(&store), Arc::clone(&budget)),
-            EngineConfig { clusters: vec![cluster.to_string()], ..EngineConfig::default() },
+            EngineConfig {
+                clusters: vec![cluster.to_string()],
+                ..EngineConfig::default()
+            },
         );
-        Self { model, store, budget, engine, cluster: cluster.into(), invocations: 0 }
+        let rng = Rng::new(config_seed(&model));
+        Self {
+            model,
+            store,
+            budget,
+            engine,
+            cluster: cluster.into(),
+            crash_chance: 0.0,
+            crashes: 0,
+            rng,
+            invocations: 0,
+        }
     }
 
+    /// Names the next invocation and, by chance, arms its crash.
     fn invocation_id(&mut self) -> String {
         self.invocations += 1;
+        if self.rng.chance(self.crash_chance) {
+            self.budget.crash_after(self.rng.below(8) as i64);
+        }
         format!("invocation-{}", self.invocations)
+    }
+
+    fn finish(&mut self) -> bool {
+        let crashed = self.budget.crashed();
+        self.budget.disarm();
+        self.crashes += u64::from(crashed);
+        crashed
     }
 
     /// Delivers every due event to the function its rule targets.
@@ -201,14 +353,25 @@ impl Harness {
             let now = self.model.now();
             let before = self.model.call_count();
             let (function, result) = match event["detail-type"].as_str() {
-                Some(INSTANCE_STATE_CHANGE) => ("instance-events", self.engine.on_instance_event(event.clone(), now, &id).await),
-                Some(TASK_STATE_CHANGE) => ("task-events", self.engine.on_task_event(event.clone(), now, &id).await),
+                Some(INSTANCE_STATE_CHANGE) => (
+                    "instance-events",
+                    self.engine.on_instance_event(event.clone(), now, &id).await,
+                ),
+                Some(TASK_STATE_CHANGE) => (
+                    "task-events",
+                    self.engine.on_task_event(event.clone(), now, &id).await,
+                ),
                 _ => continue,
             };
-            let crashed = self.budget.crashed();
-            self.budget.disarm();
+            let crashed = self.finish();
             let ecs_calls = self.model.call_count() - before;
-            done.push(Invocation { function, event: Some(event), result, ecs_calls, crashed });
+            done.push(Invocation {
+                function,
+                event: Some(event),
+                result,
+                ecs_calls,
+                crashed,
+            });
         }
         done
     }
@@ -218,9 +381,11 @@ impl Harness {
         let id = self.invocation_id();
         let now = self.model.now();
         let before = self.model.call_count();
-        let result = self.engine.reconcile_cluster(&self.cluster.clone(), now, &id).await;
-        let crashed = self.budget.crashed();
-        self.budget.disarm();
+        let result = self
+            .engine
+            .reconcile_cluster(&self.cluster.clone(), now, &id)
+            .await;
+        let crashed = self.finish();
         Invocation {
             function: "coverage-check",
             event: None,
@@ -233,7 +398,9 @@ impl Harness {
     pub async fn deploy(&mut self, request: DeployRequest) -> Result<DeployAnswer, DeployError> {
         let id = self.invocation_id();
         let now = self.model.now();
-        deploy(&self.engine, request, now, &id).await
+        let answer = deploy(&self.engine, request, now, &id).await;
+        self.finish();
+        answer
     }
 
     /// Moves time forward one `tick` at a time, delivering events after each tick.
@@ -246,4 +413,9 @@ impl Harness {
         }
         done
     }
+}
+
+/// The crash generator follows the model's seed, so one seed replays one run.
+fn config_seed(model: &ClusterModel) -> u64 {
+    model.seed().wrapping_mul(0x2545_F491_4F6C_DD1D)
 }

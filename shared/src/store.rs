@@ -426,13 +426,24 @@ fn decode<R: Record>(key: &str, data: &str) -> Result<R, StoreError> {
 
 /// Shared handles (tests keep one to inspect what the engine wrote).
 impl<T: Store> Store for std::sync::Arc<T> {
-    fn get<R: Record>(&self, key: &ItemKey) -> impl Future<Output = Result<Option<Versioned<R>>, StoreError>> + Send {
+    fn get<R: Record>(
+        &self,
+        key: &ItemKey,
+    ) -> impl Future<Output = Result<Option<Versioned<R>>, StoreError>> + Send {
         (**self).get(key)
     }
-    fn put<R: Record>(&self, record: &R, expected: Expected) -> impl Future<Output = Result<u64, StoreError>> + Send {
+    fn put<R: Record>(
+        &self,
+        record: &R,
+        expected: Expected,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
         (**self).put(record, expected)
     }
-    fn delete(&self, key: &ItemKey, expected_version: u64) -> impl Future<Output = Result<(), StoreError>> + Send {
+    fn delete(
+        &self,
+        key: &ItemKey,
+        expected_version: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).delete(key, expected_version)
     }
     fn query<R: Record>(
@@ -442,7 +453,10 @@ impl<T: Store> Store for std::sync::Arc<T> {
     ) -> impl Future<Output = Result<Vec<Versioned<R>>, StoreError>> + Send {
         (**self).query(cluster, daemon)
     }
-    fn list_specs(&self, cluster: &str) -> impl Future<Output = Result<Vec<Versioned<DaemonSpec>>, StoreError>> + Send {
+    fn list_specs(
+        &self,
+        cluster: &str,
+    ) -> impl Future<Output = Result<Vec<Versioned<DaemonSpec>>, StoreError>> + Send {
         (**self).list_specs(cluster)
     }
     fn remember_event(
