@@ -95,6 +95,13 @@ pub struct StoppedCopy {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClearedReady {
+    pub instance_id: String,
+    pub reason: String,
+}
+
 /// What one invocation saw and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -110,7 +117,7 @@ pub struct Outcome {
     pub start_failures: Vec<FailedStart>,
     pub stopped: Vec<StoppedCopy>,
     pub ready_set: Vec<String>,
-    pub ready_cleared: Vec<String>,
+    pub ready_cleared: Vec<ClearedReady>,
     /// Writes lost to another invocation that got there first (harmless).
     pub conflicts: usize,
     /// Actions that failed; the next event or coverage check retries them.
@@ -584,7 +591,10 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         let mut starts: BTreeMap<String, Vec<(String, Slot, Expected)>> = BTreeMap::new();
         for action in planned.actions {
             match action {
-                Action::ClearReady { instance_arn, .. } => clear.push(instance_arn),
+                Action::ClearReady {
+                    instance_arn,
+                    reason,
+                } => clear.push((instance_arn, reason)),
                 Action::SetReady { instance_arn } => set.push(instance_arn),
                 Action::RecordSlot { slot, expected } => {
                     self.write_slot(&slot, expected, &mut outcome).await;
@@ -635,12 +645,16 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             }
         }
         if !clear.is_empty() {
-            let attributes: Vec<InstanceAttribute> = clear.iter().map(ready_attribute).collect();
+            let attributes: Vec<InstanceAttribute> =
+                clear.iter().map(|(arn, _)| ready_attribute(arn)).collect();
             match self.ecs.delete_attributes(cluster, &attributes).await {
                 Ok(()) => {
                     outcome.ready_cleared = clear
-                        .iter()
-                        .map(|arn| resource_id(arn).to_string())
+                        .into_iter()
+                        .map(|(arn, reason)| ClearedReady {
+                            instance_id: resource_id(&arn).to_string(),
+                            reason,
+                        })
                         .collect()
                 }
                 Err(error) => outcome.errors.push(error.to_string()),

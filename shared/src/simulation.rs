@@ -279,6 +279,8 @@ pub type SimEngine = Engine<Crashing<Arc<ClusterModel>>, Crashing<Arc<MemoryStor
 #[derive(Debug)]
 pub struct Invocation {
     pub function: &'static str,
+    /// Model time of the invocation.
+    pub at: DateTime<Utc>,
     pub event: Option<Value>,
     pub result: Result<Outcome, EngineError>,
     /// ECS calls this invocation made.
@@ -367,6 +369,7 @@ impl Harness {
             let ecs_calls = self.model.call_count() - before;
             done.push(Invocation {
                 function,
+                at: now,
                 event: Some(event),
                 result,
                 ecs_calls,
@@ -388,6 +391,7 @@ impl Harness {
         let crashed = self.finish();
         Invocation {
             function: "coverage-check",
+            at: now,
             event: None,
             result,
             ecs_calls: self.model.call_count() - before,

@@ -1,0 +1,472 @@
+//! The seed's scenario on the ECS cluster model and the in-memory store: the
+//! same engine the Lambda functions run, driven by the events the model emits.
+//! Prints a timeline of what happened and why, then the coverage table.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use ecs_daemons::arn::resource_id;
+use ecs_daemons::cluster_model::{ModelConfig, TaskDefinitionModel};
+use ecs_daemons::deploy::{status, DeployRequest, StatusRequest};
+use ecs_daemons::model::{HealthStatus, InstanceStatus, TaskStatus};
+use ecs_daemons::plan::READY_ATTRIBUTE;
+use ecs_daemons::simulation::{Harness, Invocation};
+
+const CLUSTER: &str = "prod";
+const AGENT: &str = "cloudwatch-agent-daemon";
+const LOGS: &str = "log-router-daemon";
+
+struct Demo {
+    harness: Harness,
+    start: DateTime<Utc>,
+    names: BTreeMap<String, String>,
+    counters: BTreeMap<String, usize>,
+}
+
+impl Demo {
+    fn clock(&self) -> String {
+        self.clock_at(self.harness.model.now())
+    }
+
+    fn clock_at(&self, at: DateTime<Utc>) -> String {
+        let elapsed = at - self.start;
+        format!(
+            "{:02}:{:02}",
+            elapsed.num_minutes(),
+            elapsed.num_seconds() % 60
+        )
+    }
+
+    fn name(&self, instance: &str) -> String {
+        self.names
+            .get(resource_id(instance))
+            .cloned()
+            .unwrap_or_else(|| resource_id(instance).chars().take(8).collect())
+    }
+
+    fn add_instance(&mut self, provider: &str) -> String {
+        let arn = self
+            .harness
+            .model
+            .add_instance(CLUSTER, provider, 4096, 8192);
+        let counter = self.counters.entry(provider.to_string()).or_default();
+        *counter += 1;
+        let name = format!("{provider}-{counter:02}");
+        self.names.insert(resource_id(&arn).to_string(), name);
+        arn
+    }
+
+    fn headline(&self, text: &str) {
+        println!("\n── {text}");
+    }
+
+    fn note(&self, text: &str) {
+        println!("  {}  {:<16} {text}", self.clock(), "");
+    }
+
+    fn show(&self, invocations: &[Invocation]) {
+        for invocation in invocations {
+            let outcome = match &invocation.result {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    println!(
+                        "  {}  {:<16} error: {error}",
+                        self.clock_at(invocation.at),
+                        invocation.function
+                    );
+                    continue;
+                }
+            };
+            let line = |text: String| {
+                println!(
+                    "  {}  {:<16} {text}",
+                    self.clock_at(invocation.at),
+                    invocation.function
+                )
+            };
+            if let Some(detail) = invocation.event.as_ref().map(|e| &e["detail"]) {
+                let group = detail["group"].as_str().unwrap_or_default();
+                if group.starts_with("service:") && detail["lastStatus"] == "STOPPED" {
+                    let instance = detail["containerInstanceArn"].as_str().unwrap_or_default();
+                    line(format!(
+                        "application task of {} left {} ({})",
+                        group.trim_start_matches("service:"),
+                        self.name(instance),
+                        detail["stoppedReason"].as_str().unwrap_or("stopped")
+                    ));
+                }
+            }
+            for cleared in &outcome.ready_cleared {
+                line(format!(
+                    "{} not ready ({})",
+                    self.name(&cleared.instance_id),
+                    cleared.reason
+                ));
+            }
+            for started in &outcome.started {
+                line(format!(
+                    "start {} on {}",
+                    started.daemon,
+                    self.name(&started.instance_id)
+                ));
+            }
+            for failed in &outcome.start_failures {
+                line(format!(
+                    "could not start {} on {}: {}",
+                    failed.daemon,
+                    self.name(&failed.instance_id),
+                    failed.reason
+                ));
+            }
+            for stopped in &outcome.stopped {
+                line(format!(
+                    "stop {} on {} ({})",
+                    stopped.daemon,
+                    self.name(&stopped.instance_id),
+                    stopped.reason
+                ));
+            }
+            for ready in &outcome.ready_set {
+                line(format!(
+                    "{} ready: all its daemons run, application tasks may land",
+                    self.name(ready)
+                ));
+            }
+            for error in &outcome.errors {
+                line(format!("error: {error}"));
+            }
+        }
+    }
+
+    async fn run(&mut self, seconds: i64) {
+        let done = self
+            .harness
+            .run_for(Duration::seconds(seconds), Duration::seconds(1))
+            .await;
+        self.show(&done);
+    }
+
+    async fn deploy(&mut self, request: DeployRequest) {
+        let daemon = request.daemon.clone();
+        match self.harness.deploy(request).await {
+            Ok(answer) => {
+                self.note(&format!(
+                    "deploy {daemon} ({}): {}",
+                    answer.task_definition, answer.recorded
+                ));
+                for warning in &answer.warnings {
+                    self.note(&format!("warning: {warning}"));
+                }
+                let at = self.harness.model.now();
+                self.show(&[Invocation {
+                    function: "deploy",
+                    at,
+                    event: None,
+                    result: Ok(answer.reconcile),
+                    ecs_calls: 0,
+                    crashed: false,
+                }]);
+            }
+            Err(error) => self.note(&format!("deploy {daemon} refused: {error}")),
+        }
+    }
+
+    fn apps(&self, count: usize, definition: &str) {
+        let mut placed = BTreeMap::<String, usize>::new();
+        for _ in 0..count {
+            if let Some(task) = self
+                .harness
+                .model
+                .run_service_task(CLUSTER, "checkout", definition)
+            {
+                let instance = self
+                    .harness
+                    .model
+                    .tasks(CLUSTER)
+                    .into_iter()
+                    .find(|t| task.ends_with(&t.id))
+                    .map(|t| t.instance_id);
+                *placed
+                    .entry(self.name(&instance.unwrap_or_default()))
+                    .or_default() += 1;
+            }
+        }
+        let spread: Vec<String> = placed
+            .iter()
+            .map(|(name, n)| format!("{name}×{n}"))
+            .collect();
+        self.note(&format!(
+            "service checkout places {} task(s) with memberOf(attribute:{READY_ATTRIBUTE} == true): {}",
+            placed.values().sum::<usize>(),
+            spread.join(" ")
+        ));
+    }
+}
+
+fn request(
+    daemon: &str,
+    task_definition: &str,
+    providers: &[&str],
+    start_order: i32,
+) -> DeployRequest {
+    DeployRequest {
+        cluster: CLUSTER.into(),
+        daemon: daemon.into(),
+        task_definition: task_definition.into(),
+        capacity_providers: providers.iter().map(|p| p.to_string()).collect(),
+        start_order,
+        restart: None,
+        warn_share: None,
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let harness = Harness::new(
+        CLUSTER,
+        &["asg-general", "asg-batch"],
+        ModelConfig {
+            seed: 7,
+            ..ModelConfig::default()
+        },
+    );
+    let start = harness.model.now();
+    let mut demo = Demo {
+        harness,
+        start,
+        names: BTreeMap::new(),
+        counters: BTreeMap::new(),
+    };
+    println!("ecs-daemons demo: cluster {CLUSTER}, capacity providers asg-general and asg-batch (ECS cluster model, in-memory table)");
+    println!("  time   function         what happened and why");
+
+    demo.headline("10 instances join: 6 in asg-general, 4 in asg-batch (4 vCPU, 8 GiB each)");
+    for _ in 0..6 {
+        demo.add_instance("asg-general");
+    }
+    for _ in 0..4 {
+        demo.add_instance("asg-batch");
+    }
+    demo.run(2).await;
+    demo.note("no daemon declared yet: nothing to do");
+
+    let model = &demo.harness.model;
+    let agent =
+        model.register_task_definition(TaskDefinitionModel::new("cloudwatch-agent", 1024, 512));
+    let logs = model.register_task_definition(TaskDefinitionModel {
+        health_check: true,
+        ..TaskDefinitionModel::new("fluent-bit", 256, 256)
+    });
+    let checkout = model.register_task_definition(TaskDefinitionModel::new("checkout", 512, 1024));
+    let no_role = model.register_task_definition(TaskDefinitionModel {
+        execution_role_arn: None,
+        ..TaskDefinitionModel::new("cloudwatch-agent", 1024, 512)
+    });
+    let huge = model.register_task_definition(TaskDefinitionModel::new("profiler", 8192, 2048));
+
+    demo.headline(&format!(
+        "deploy {AGENT} ({agent}: 1 vCPU, 512 MiB) to asg-general"
+    ));
+    demo.deploy(request(AGENT, &agent, &["asg-general"], 0))
+        .await;
+    demo.run(15).await;
+
+    demo.headline("applications arrive: they land only on ready instances");
+    demo.apps(8, &checkout);
+    demo.run(8).await;
+
+    demo.headline("scale out asg-general by 3: the daemon starts first, applications after");
+    for _ in 0..3 {
+        demo.add_instance("asg-general");
+    }
+    demo.run(2).await;
+    demo.apps(3, &checkout);
+    demo.run(10).await;
+    demo.apps(6, &checkout);
+    demo.run(8).await;
+
+    demo.headline(
+        "drain asg-general-01 and asg-general-02: applications leave first, the daemon last",
+    );
+    let draining: Vec<String> = demo
+        .names
+        .iter()
+        .filter(|(_, n)| *n == "asg-general-01" || *n == "asg-general-02")
+        .map(|(id, _)| id.clone())
+        .collect();
+    for instance in &draining {
+        demo.harness.model.drain_instance(CLUSTER, instance);
+    }
+    demo.note("ECS stops the service tasks of the draining instances; standalone daemon tasks are not touched");
+    demo.run(15).await;
+
+    demo.headline(&format!("deploy a second daemon, {LOGS} ({logs}, health-checked), start order 10, to both providers"));
+    demo.deploy(request(LOGS, &logs, &["asg-general", "asg-batch"], 10))
+        .await;
+    demo.run(25).await;
+    demo.headline("one more asg-general instance joins: agent, then log router, then ready");
+    demo.add_instance("asg-general");
+    demo.run(30).await;
+
+    demo.headline("the three common mistakes, each refused with what to fix");
+    demo.deploy(request("agent-without-role", &no_role, &["asg-general"], 0))
+        .await;
+    demo.deploy(request("agent-wrong-provider", &agent, &["asg-gpu"], 0))
+        .await;
+    demo.deploy(request("too-big-profiler", &huge, &["asg-general"], 0))
+        .await;
+
+    demo.headline("a daemon dies: readiness goes at once, the copy is restarted in place");
+    let victim = demo
+        .harness
+        .model
+        .tasks(CLUSTER)
+        .into_iter()
+        .find(|t| t.group == format!("daemon:{AGENT}") && t.last_status == TaskStatus::Running);
+    if let Some(victim) = victim {
+        demo.note(&format!(
+            "the agent on {} exits (EssentialContainerExited)",
+            demo.name(&victim.instance_id)
+        ));
+        demo.harness.model.crash_task(CLUSTER, &victim.id);
+    }
+    demo.run(12).await;
+
+    demo.headline("scheduled coverage-check: a full reconcile finds nothing to repair");
+    let check = demo.harness.coverage_check().await;
+    demo.show(std::slice::from_ref(&check));
+    if let Ok(outcome) = &check.result {
+        demo.note(&format!(
+            "{} ECS calls for {} instances, {} started, {} stopped",
+            check.ecs_calls,
+            demo.harness.model.instances(CLUSTER).len(),
+            outcome.started.len(),
+            outcome.stopped.len()
+        ));
+    }
+
+    print_table(&demo);
+    let answer = status(
+        &demo.harness.engine,
+        StatusRequest {
+            cluster: CLUSTER.into(),
+            daemon: None,
+        },
+        demo.harness.model.now(),
+    )
+    .await;
+    match answer {
+        Ok(answer) => {
+            println!("\ncoverage (status):");
+            println!(
+                "  {:<26} {:<16} {:>8} {:>8} {:>8} {:>8} {:>11} {:>13}",
+                "daemon",
+                "revision",
+                "targeted",
+                "covered",
+                "starting",
+                "missing",
+                "duplicates",
+                "crash-looping"
+            );
+            for daemon in answer.daemons {
+                let c = daemon.coverage;
+                println!(
+                    "  {:<26} {:<16} {:>8} {:>8} {:>8} {:>8} {:>11} {:>13}",
+                    daemon.daemon,
+                    daemon.task_definition,
+                    c.targeted,
+                    c.covered,
+                    c.starting,
+                    c.missing,
+                    c.duplicates,
+                    c.crash_looping
+                );
+            }
+        }
+        Err(error) => println!("status failed: {error}"),
+    }
+    let drain_breaks = demo.harness.model.early_drain_stops();
+    println!(
+        "\ndrain-last kept: {}",
+        if drain_breaks.is_empty() {
+            "yes, no daemon stopped while an application task ran on its draining instance"
+                .to_string()
+        } else {
+            format!("NO: {drain_breaks:?}")
+        }
+    );
+}
+
+fn print_table(demo: &Demo) {
+    let tasks = demo.harness.model.tasks(CLUSTER);
+    println!("\ninstances:");
+    println!(
+        "  {:<16} {:<9} {:<6} {:<28} {:<28} {:>4}",
+        "instance", "status", "ready", AGENT, LOGS, "apps"
+    );
+    let mut rows: Vec<(String, String)> = demo
+        .harness
+        .model
+        .instances(CLUSTER)
+        .into_iter()
+        .map(|i| (demo.name(&i.arn), i.arn))
+        .collect();
+    rows.sort();
+    for (name, arn) in rows {
+        let Some(instance) = demo
+            .harness
+            .model
+            .instances(CLUSTER)
+            .into_iter()
+            .find(|i| i.arn == arn)
+        else {
+            continue;
+        };
+        let id = instance.id().to_string();
+        let daemon_state = |daemon: &str| {
+            let copies: Vec<_> = tasks
+                .iter()
+                .filter(|t| {
+                    t.instance_id == id
+                        && t.group == format!("daemon:{daemon}")
+                        && !t.last_status.is_terminal()
+                })
+                .collect();
+            match copies.as_slice() {
+                [] => "—".to_string(),
+                [one] if one.health == HealthStatus::Healthy => {
+                    format!("{} {} HEALTHY", one.definition, one.last_status)
+                }
+                [one] => format!("{} {}", one.definition, one.last_status),
+                many => format!("{} copies!", many.len()),
+            }
+        };
+        let apps = tasks
+            .iter()
+            .filter(|t| {
+                t.instance_id == id
+                    && t.group.starts_with("service:")
+                    && !t.last_status.is_terminal()
+            })
+            .count();
+        let ready = instance
+            .attributes
+            .get(READY_ATTRIBUTE)
+            .is_some_and(|v| v.as_deref() == Some("true"));
+        let status = if instance.status == InstanceStatus::Draining {
+            "DRAINING"
+        } else {
+            instance.status.as_str()
+        };
+        println!(
+            "  {:<16} {:<9} {:<6} {:<28} {:<28} {:>4}",
+            name,
+            status,
+            if ready { "yes" } else { "no" },
+            daemon_state(AGENT),
+            daemon_state(LOGS),
+            apps
+        );
+    }
+}

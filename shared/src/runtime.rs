@@ -1,0 +1,229 @@
+//! Lambda glue shared by every function: configuration from the environment,
+//! the production engine (SDK adapters), JSON logs, and one error type whose
+//! message tells the caller what to fix.
+
+use std::future::Future;
+
+use chrono::Utc;
+use lambda_runtime::{service_fn, LambdaEvent};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::deploy::{parse_payload, DeployError, DeployRequest, StatusRequest};
+use crate::ecs::SdkEcs;
+use crate::engine::{Engine, EngineConfig, EngineError, Outcome};
+use crate::store::DynamoStore;
+
+pub type ProductionEngine = Engine<SdkEcs, DynamoStore>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    #[error("could not encode the answer: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Reads `TABLE_NAME` and `MANAGED_CLUSTERS` (comma-separated), as template.yaml sets them.
+pub fn engine_config_from(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<(String, EngineConfig), FunctionError> {
+    let table = lookup("TABLE_NAME")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| FunctionError::Config("TABLE_NAME is not set".into()))?;
+    let clusters: Vec<String> = lookup("MANAGED_CLUSTERS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect();
+    if clusters.is_empty() {
+        return Err(FunctionError::Config(
+            "MANAGED_CLUSTERS names no cluster".into(),
+        ));
+    }
+    let mut config = EngineConfig {
+        clusters,
+        ..EngineConfig::default()
+    };
+    if let Some(marker) = lookup("STARTED_BY").filter(|m| !m.is_empty()) {
+        config.started_by = marker;
+    }
+    Ok((table, config))
+}
+
+pub async fn production_engine() -> Result<ProductionEngine, FunctionError> {
+    let (table, config) = engine_config_from(|name| std::env::var(name).ok())?;
+    let aws = crate::aws::load_config().await;
+    Ok(Engine::new(
+        SdkEcs::from_config(&aws),
+        DynamoStore::from_config(&aws, table),
+        config,
+    ))
+}
+
+/// Logs one line per invocation with what it saw and did.
+fn log_outcome(function: &str, outcome: &Outcome) {
+    for (daemon, coverage) in &outcome.coverage {
+        tracing::info!(
+            function,
+            cluster = %outcome.cluster,
+            instance = outcome.instance.as_deref().unwrap_or(""),
+            daemon = %daemon,
+            targeted = coverage.targeted,
+            covered = coverage.covered,
+            starting = coverage.starting,
+            missing = coverage.missing,
+            duplicates = coverage.duplicates,
+            crash_looping = coverage.crash_looping,
+            "coverage"
+        );
+    }
+    tracing::info!(
+        function,
+        cluster = %outcome.cluster,
+        instance = outcome.instance.as_deref().unwrap_or(""),
+        skipped = outcome.skipped.as_deref().unwrap_or(""),
+        started = outcome.started.len(),
+        start_failures = outcome.start_failures.len(),
+        stopped = outcome.stopped.len(),
+        ready_set = outcome.ready_set.len(),
+        ready_cleared = outcome.ready_cleared.len(),
+        conflicts = outcome.conflicts,
+        errors = ?outcome.errors,
+        "done"
+    );
+}
+
+/// Starts the Lambda runtime with a handler over the production engine.
+pub async fn serve<F, Fut, T>(
+    function: &'static str,
+    handler: F,
+) -> Result<(), lambda_runtime::Error>
+where
+    F: Fn(&'static ProductionEngine, Value, String) -> Fut,
+    Fut: Future<Output = Result<T, FunctionError>> + 'static,
+    T: Serialize,
+{
+    crate::telemetry::init_logging();
+    let engine: &'static ProductionEngine = Box::leak(Box::new(production_engine().await?));
+    let handler = &handler;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let request_id = event.context.request_id.clone();
+        // Boxed: the engine's nested futures are too deep a type to inline into the runtime's.
+        let work: std::pin::Pin<Box<dyn Future<Output = Result<T, FunctionError>>>> =
+            Box::pin(handler(engine, event.payload, request_id.clone()));
+        match work.await {
+            Ok(answer) => Ok(serde_json::to_value(answer)?),
+            Err(error) => {
+                tracing::error!(function, request_id, error = %error, "failed");
+                Err(lambda_runtime::Error::from(error))
+            }
+        }
+    }))
+    .await
+}
+
+pub async fn instance_event(
+    engine: &ProductionEngine,
+    payload: Value,
+    request_id: String,
+) -> Result<Outcome, FunctionError> {
+    let outcome = engine
+        .on_instance_event(payload, Utc::now(), &request_id)
+        .await?;
+    log_outcome("instance-events", &outcome);
+    Ok(outcome)
+}
+
+pub async fn task_event(
+    engine: &ProductionEngine,
+    payload: Value,
+    request_id: String,
+) -> Result<Outcome, FunctionError> {
+    let outcome = engine
+        .on_task_event(payload, Utc::now(), &request_id)
+        .await?;
+    log_outcome("task-events", &outcome);
+    Ok(outcome)
+}
+
+/// Scheduled (every managed cluster) or manual `{"cluster": …}`.
+pub async fn coverage_check(
+    engine: &ProductionEngine,
+    payload: Value,
+    request_id: String,
+) -> Result<Vec<Outcome>, FunctionError> {
+    let clusters = match payload.get("cluster").and_then(Value::as_str) {
+        Some(cluster) => vec![cluster.to_string()],
+        None if payload.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") || payload.as_object().is_some_and(|o| o.is_empty()) => {
+            engine.config.clusters.clone()
+        }
+        None => {
+            return Err(DeployError::InvalidRequest(
+                "coverage-check takes a scheduled event, {} for every managed cluster, or {\"cluster\": \"name\"}".into(),
+            )
+            .into())
+        }
+    };
+    let mut outcomes = Vec::new();
+    for cluster in clusters {
+        let outcome = engine
+            .reconcile_cluster(&cluster, Utc::now(), &request_id)
+            .await?;
+        log_outcome("coverage-check", &outcome);
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+pub async fn deploy(
+    engine: &ProductionEngine,
+    payload: Value,
+    request_id: String,
+) -> Result<Value, FunctionError> {
+    let request: DeployRequest = parse_payload(payload)?;
+    let answer = crate::deploy::deploy(engine, request, Utc::now(), &request_id).await?;
+    log_outcome("deploy", &answer.reconcile);
+    Ok(serde_json::to_value(answer)?)
+}
+
+pub async fn status(
+    engine: &ProductionEngine,
+    payload: Value,
+    _request_id: String,
+) -> Result<Value, FunctionError> {
+    let request: StatusRequest = parse_payload(payload)?;
+    Ok(serde_json::to_value(
+        crate::deploy::status(engine, request, Utc::now()).await?,
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuration_comes_from_the_environment() {
+        let env = |name: &str| match name {
+            "TABLE_NAME" => Some("ecs-daemons".to_string()),
+            "MANAGED_CLUSTERS" => Some(" prod, staging ,".to_string()),
+            _ => None,
+        };
+        let (table, config) = engine_config_from(env).unwrap();
+        assert_eq!(table, "ecs-daemons");
+        assert_eq!(config.clusters, vec!["prod", "staging"]);
+        assert_eq!(config.started_by, "ecs-daemons");
+        let missing = engine_config_from(|_| None).unwrap_err().to_string();
+        assert!(missing.contains("TABLE_NAME"), "{missing}");
+        let no_clusters = engine_config_from(|n| (n == "TABLE_NAME").then(|| "t".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(no_clusters.contains("MANAGED_CLUSTERS"), "{no_clusters}");
+    }
+}
