@@ -9,6 +9,7 @@ use ecs_daemons::plan::READY_ATTRIBUTE;
 use ecs_daemons::simulation::{Harness, Invocation};
 
 const CLUSTER: &str = "prod";
+const CLAIM_GRACE: i64 = ecs_daemons::plan::CLAIM_GRACE_SECONDS;
 
 fn request(
     daemon: &str,
@@ -277,4 +278,109 @@ async fn daemons_start_first_cover_every_instance_and_drain_last() {
         "a task event costs at most 3 ECS calls, measured {task_calls}"
     );
     let _ = InstanceStatus::Active;
+}
+
+#[tokio::test]
+async fn deploy_refuses_the_common_mistakes_and_records_nothing() {
+    let mut harness = Harness::new(CLUSTER, &["general"], ModelConfig::default());
+    harness.model.add_instance(CLUSTER, "general", 4096, 8192);
+    let no_role = harness.model.register_task_definition(TaskDefinitionModel {
+        execution_role_arn: None,
+        ..TaskDefinitionModel::new("agent", 1024, 512)
+    });
+    let fine = harness.model.register_task_definition(TaskDefinitionModel::new("agent", 1024, 512));
+    let huge = harness.model.register_task_definition(TaskDefinitionModel::new("profiler", 8192, 512));
+    let greedy = harness.model.register_task_definition(TaskDefinitionModel::new("greedy", 2048, 512));
+
+    let cases = [
+        (request("agent", &no_role, &["general"], 0), "has no execution role"),
+        (request("agent", &fine, &["gpu"], 0), "capacity provider gpu is not attached to cluster prod (attached: general)"),
+        (request("profiler", &huge, &["general"], 0), "needs 8192 CPU units but instance"),
+        (request("agent", "agent:99", &["general"], 0), "agent:99 was not found"),
+        (DeployRequest { cluster: "elsewhere".into(), ..request("agent", &fine, &["general"], 0) }, "not managed by this deployment"),
+    ];
+    for (request, expected) in cases {
+        let error = harness.deploy(request).await.unwrap_err().to_string();
+        assert!(error.contains(expected), "{error}");
+    }
+    let calls_before = harness.model.call_count();
+    assert!(harness.store.is_empty(), "a refused deploy records nothing");
+    assert!(harness.model.calls()[..calls_before].iter().all(|c| !c.modify), "and changes nothing in ECS");
+
+    let answer = harness.deploy(request("greedy", &greedy, &["general"], 0)).await.unwrap();
+    assert!(answer.warnings.iter().any(|w| w.contains("50 %")), "{:?}", answer.warnings);
+    let again = harness.deploy(request("greedy", &greedy, &["general"], 0)).await.unwrap();
+    assert_eq!(again.recorded, "unchanged");
+    let next = harness.model.register_task_definition(TaskDefinitionModel::new("greedy", 2048, 512));
+    let change = harness.deploy(request("greedy", &next, &["general"], 0)).await.unwrap_err().to_string();
+    assert!(change.contains("needs a rolling update"), "{change}");
+}
+
+#[tokio::test]
+async fn a_crashing_daemon_backs_off_then_is_reported_not_hammered() {
+    let mut harness = Harness::new(CLUSTER, &["general"], ModelConfig::default());
+    let instance = harness.model.add_instance(CLUSTER, "general", 4096, 8192);
+    let crashing = harness.model.register_task_definition(TaskDefinitionModel {
+        crashes_after: Some(Duration::seconds(3)),
+        ..TaskDefinitionModel::new("agent", 512, 512)
+    });
+    harness.deploy(request("agent", &crashing, &["general"], 0)).await.unwrap();
+    // Production runs coverage-check every minute: restarts whose backoff passed happen there.
+    let mut log = Vec::new();
+    for _ in 0..20 {
+        log.extend(harness.run_for(Duration::minutes(1), Duration::seconds(1)).await);
+        log.push(harness.coverage_check().await);
+    }
+    let starts: Vec<_> = harness.model.calls().into_iter().filter(|c| c.operation == "StartTask").map(|c| c.at).collect();
+    assert_eq!(starts.len(), 5, "five attempts (the default limit), then no more");
+    let policy = ecs_daemons::store::RestartPolicy::default();
+    for (failure, pair) in starts.windows(2).enumerate() {
+        let waited = pair[1] - pair[0];
+        // start latency 5 s + crash after 3 s, then the backoff of that failure
+        let least = Duration::seconds(8) + policy.backoff(failure as u32 + 1);
+        assert!(waited >= least, "restart {} came after {waited}, backoff wants at least {least}", failure + 2);
+    }
+    assert!(!ready_instances(&harness).contains(&ecs_daemons::arn::resource_id(&instance).to_string()));
+    let status = ecs_daemons::deploy::status(
+        &harness.engine,
+        ecs_daemons::deploy::StatusRequest { cluster: CLUSTER.into(), daemon: Some("agent".into()) },
+        harness.model.now(),
+    )
+    .await
+    .unwrap();
+    let agent = &status.daemons[0];
+    assert_eq!(agent.coverage.crash_looping, 1);
+    assert!(agent.coverage.trouble[0].reason.contains("EssentialContainerExited"), "{:?}", agent.coverage.trouble);
+    assert_eq!(agent.slots_in_trouble[0].consecutive_failures, 5);
+    assert_no_errors(&log);
+}
+
+#[tokio::test]
+async fn every_crash_point_of_a_reconcile_is_repaired_by_the_next() {
+    for crash_after in 0..16 {
+        let mut harness = Harness::new(CLUSTER, &["general"], ModelConfig::default());
+        let agent = harness.model.register_task_definition(TaskDefinitionModel::new("agent", 512, 512));
+        for _ in 0..12 {
+            harness.model.add_instance(CLUSTER, "general", 4096, 8192);
+        }
+        harness.deploy(request("agent", &agent, &["general"], 0)).await.unwrap();
+        // Lose the deploy's starts: instances join with no daemon, then a reconcile crashes mid-way.
+        for task in harness.model.tasks(CLUSTER) {
+            harness.model.crash_task(CLUSTER, &task.id);
+        }
+        harness.model.take_due_events();
+        harness.budget.crash_after(crash_after);
+        let crashed = harness.coverage_check().await;
+        assert!(crashed.crashed, "crash point {crash_after} was reached");
+        harness.model.advance(Duration::seconds(CLAIM_GRACE + 1));
+        harness.model.take_due_events();
+        let repair = harness.coverage_check().await;
+        assert!(repair.result.is_ok(), "{:?}", repair.result);
+        harness.run_for(Duration::seconds(30), Duration::seconds(1)).await;
+        harness.coverage_check().await;
+        for instance in harness.model.instances(CLUSTER) {
+            assert_eq!(live_daemons_on(&harness, instance.id(), "agent"), 1, "crash point {crash_after}");
+        }
+        assert_eq!(ready_instances(&harness).len(), 12, "crash point {crash_after}");
+    }
 }
