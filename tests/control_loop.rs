@@ -288,16 +288,40 @@ async fn deploy_refuses_the_common_mistakes_and_records_nothing() {
         execution_role_arn: None,
         ..TaskDefinitionModel::new("agent", 1024, 512)
     });
-    let fine = harness.model.register_task_definition(TaskDefinitionModel::new("agent", 1024, 512));
-    let huge = harness.model.register_task_definition(TaskDefinitionModel::new("profiler", 8192, 512));
-    let greedy = harness.model.register_task_definition(TaskDefinitionModel::new("greedy", 2048, 512));
+    let fine = harness
+        .model
+        .register_task_definition(TaskDefinitionModel::new("agent", 1024, 512));
+    let huge = harness
+        .model
+        .register_task_definition(TaskDefinitionModel::new("profiler", 8192, 512));
+    let greedy = harness
+        .model
+        .register_task_definition(TaskDefinitionModel::new("greedy", 2048, 512));
 
     let cases = [
-        (request("agent", &no_role, &["general"], 0), "has no execution role"),
-        (request("agent", &fine, &["gpu"], 0), "capacity provider gpu is not attached to cluster prod (attached: general)"),
-        (request("profiler", &huge, &["general"], 0), "needs 8192 CPU units but instance"),
-        (request("agent", "agent:99", &["general"], 0), "agent:99 was not found"),
-        (DeployRequest { cluster: "elsewhere".into(), ..request("agent", &fine, &["general"], 0) }, "not managed by this deployment"),
+        (
+            request("agent", &no_role, &["general"], 0),
+            "has no execution role",
+        ),
+        (
+            request("agent", &fine, &["gpu"], 0),
+            "capacity provider gpu is not attached to cluster prod (attached: general)",
+        ),
+        (
+            request("profiler", &huge, &["general"], 0),
+            "needs 8192 CPU units but instance",
+        ),
+        (
+            request("agent", "agent:99", &["general"], 0),
+            "agent:99 was not found",
+        ),
+        (
+            DeployRequest {
+                cluster: "elsewhere".into(),
+                ..request("agent", &fine, &["general"], 0)
+            },
+            "not managed by this deployment",
+        ),
     ];
     for (request, expected) in cases {
         let error = harness.deploy(request).await.unwrap_err().to_string();
@@ -305,14 +329,35 @@ async fn deploy_refuses_the_common_mistakes_and_records_nothing() {
     }
     let calls_before = harness.model.call_count();
     assert!(harness.store.is_empty(), "a refused deploy records nothing");
-    assert!(harness.model.calls()[..calls_before].iter().all(|c| !c.modify), "and changes nothing in ECS");
+    assert!(
+        harness.model.calls()[..calls_before]
+            .iter()
+            .all(|c| !c.modify),
+        "and changes nothing in ECS"
+    );
 
-    let answer = harness.deploy(request("greedy", &greedy, &["general"], 0)).await.unwrap();
-    assert!(answer.warnings.iter().any(|w| w.contains("50 %")), "{:?}", answer.warnings);
-    let again = harness.deploy(request("greedy", &greedy, &["general"], 0)).await.unwrap();
+    let answer = harness
+        .deploy(request("greedy", &greedy, &["general"], 0))
+        .await
+        .unwrap();
+    assert!(
+        answer.warnings.iter().any(|w| w.contains("50 %")),
+        "{:?}",
+        answer.warnings
+    );
+    let again = harness
+        .deploy(request("greedy", &greedy, &["general"], 0))
+        .await
+        .unwrap();
     assert_eq!(again.recorded, "unchanged");
-    let next = harness.model.register_task_definition(TaskDefinitionModel::new("greedy", 2048, 512));
-    let change = harness.deploy(request("greedy", &next, &["general"], 0)).await.unwrap_err().to_string();
+    let next = harness
+        .model
+        .register_task_definition(TaskDefinitionModel::new("greedy", 2048, 512));
+    let change = harness
+        .deploy(request("greedy", &next, &["general"], 0))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(change.contains("needs a rolling update"), "{change}");
 }
 
@@ -324,33 +369,65 @@ async fn a_crashing_daemon_backs_off_then_is_reported_not_hammered() {
         crashes_after: Some(Duration::seconds(3)),
         ..TaskDefinitionModel::new("agent", 512, 512)
     });
-    harness.deploy(request("agent", &crashing, &["general"], 0)).await.unwrap();
+    harness
+        .deploy(request("agent", &crashing, &["general"], 0))
+        .await
+        .unwrap();
     // Production runs coverage-check every minute: restarts whose backoff passed happen there.
     let mut log = Vec::new();
     for _ in 0..20 {
-        log.extend(harness.run_for(Duration::minutes(1), Duration::seconds(1)).await);
+        log.extend(
+            harness
+                .run_for(Duration::minutes(1), Duration::seconds(1))
+                .await,
+        );
         log.push(harness.coverage_check().await);
     }
-    let starts: Vec<_> = harness.model.calls().into_iter().filter(|c| c.operation == "StartTask").map(|c| c.at).collect();
-    assert_eq!(starts.len(), 5, "five attempts (the default limit), then no more");
+    let starts: Vec<_> = harness
+        .model
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == "StartTask")
+        .map(|c| c.at)
+        .collect();
+    assert_eq!(
+        starts.len(),
+        5,
+        "five attempts (the default limit), then no more"
+    );
     let policy = ecs_daemons::store::RestartPolicy::default();
     for (failure, pair) in starts.windows(2).enumerate() {
         let waited = pair[1] - pair[0];
         // start latency 5 s + crash after 3 s, then the backoff of that failure
         let least = Duration::seconds(8) + policy.backoff(failure as u32 + 1);
-        assert!(waited >= least, "restart {} came after {waited}, backoff wants at least {least}", failure + 2);
+        assert!(
+            waited >= least,
+            "restart {} came after {waited}, backoff wants at least {least}",
+            failure + 2
+        );
     }
-    assert!(!ready_instances(&harness).contains(&ecs_daemons::arn::resource_id(&instance).to_string()));
+    assert!(
+        !ready_instances(&harness).contains(&ecs_daemons::arn::resource_id(&instance).to_string())
+    );
     let status = ecs_daemons::deploy::status(
         &harness.engine,
-        ecs_daemons::deploy::StatusRequest { cluster: CLUSTER.into(), daemon: Some("agent".into()) },
+        ecs_daemons::deploy::StatusRequest {
+            cluster: CLUSTER.into(),
+            daemon: Some("agent".into()),
+        },
         harness.model.now(),
     )
     .await
     .unwrap();
     let agent = &status.daemons[0];
     assert_eq!(agent.coverage.crash_looping, 1);
-    assert!(agent.coverage.trouble[0].reason.contains("EssentialContainerExited"), "{:?}", agent.coverage.trouble);
+    assert!(
+        agent.coverage.trouble[0]
+            .reason
+            .contains("EssentialContainerExited"),
+        "{:?}",
+        agent.coverage.trouble
+    );
     assert_eq!(agent.slots_in_trouble[0].consecutive_failures, 5);
     assert_no_errors(&log);
 }
@@ -359,11 +436,16 @@ async fn a_crashing_daemon_backs_off_then_is_reported_not_hammered() {
 async fn every_crash_point_of_a_reconcile_is_repaired_by_the_next() {
     for crash_after in 0..16 {
         let mut harness = Harness::new(CLUSTER, &["general"], ModelConfig::default());
-        let agent = harness.model.register_task_definition(TaskDefinitionModel::new("agent", 512, 512));
+        let agent = harness
+            .model
+            .register_task_definition(TaskDefinitionModel::new("agent", 512, 512));
         for _ in 0..12 {
             harness.model.add_instance(CLUSTER, "general", 4096, 8192);
         }
-        harness.deploy(request("agent", &agent, &["general"], 0)).await.unwrap();
+        harness
+            .deploy(request("agent", &agent, &["general"], 0))
+            .await
+            .unwrap();
         // Lose the deploy's starts: instances join with no daemon, then a reconcile crashes mid-way.
         for task in harness.model.tasks(CLUSTER) {
             harness.model.crash_task(CLUSTER, &task.id);
@@ -376,11 +458,135 @@ async fn every_crash_point_of_a_reconcile_is_repaired_by_the_next() {
         harness.model.take_due_events();
         let repair = harness.coverage_check().await;
         assert!(repair.result.is_ok(), "{:?}", repair.result);
-        harness.run_for(Duration::seconds(30), Duration::seconds(1)).await;
+        harness
+            .run_for(Duration::seconds(30), Duration::seconds(1))
+            .await;
         harness.coverage_check().await;
         for instance in harness.model.instances(CLUSTER) {
-            assert_eq!(live_daemons_on(&harness, instance.id(), "agent"), 1, "crash point {crash_after}");
+            assert_eq!(
+                live_daemons_on(&harness, instance.id(), "agent"),
+                1,
+                "crash point {crash_after}"
+            );
         }
-        assert_eq!(ready_instances(&harness).len(), 12, "crash point {crash_after}");
+        assert_eq!(
+            ready_instances(&harness).len(),
+            12,
+            "crash point {crash_after}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn duplicate_and_stale_events_change_nothing() {
+    let mut harness = Harness::new(CLUSTER, &["general"], ModelConfig::default());
+    let instance = harness.model.add_instance(CLUSTER, "general", 4096, 8192);
+    let id = ecs_daemons::arn::resource_id(&instance).to_string();
+    let agent = harness
+        .model
+        .register_task_definition(TaskDefinitionModel::new("agent", 512, 512));
+    harness
+        .deploy(request("agent", &agent, &["general"], 0))
+        .await
+        .unwrap();
+    harness.model.take_due_events();
+    harness.model.advance(Duration::seconds(6));
+    let events = harness.model.take_due_events();
+    let running = events
+        .iter()
+        .find(|e| {
+            e["detail-type"] == "ECS Task State Change" && e["detail"]["lastStatus"] == "RUNNING"
+        })
+        .cloned()
+        .expect("the daemon reported RUNNING");
+    let now = harness.model.now();
+    let first = harness
+        .engine
+        .on_task_event(running.clone(), now, "a")
+        .await
+        .unwrap();
+    assert_eq!(first.ready_set, vec![id.clone()]);
+    let duplicate = harness
+        .engine
+        .on_task_event(running.clone(), now, "b")
+        .await
+        .unwrap();
+    assert!(
+        duplicate
+            .skipped
+            .as_deref()
+            .unwrap()
+            .contains("already handled"),
+        "{duplicate:?}"
+    );
+
+    // The daemon dies and is restarted; then the old RUNNING event arrives again under a new id.
+    let task = harness
+        .model
+        .tasks(CLUSTER)
+        .into_iter()
+        .find(|t| t.group == "daemon:agent")
+        .unwrap();
+    harness.model.crash_task(CLUSTER, &task.id);
+    for event in harness.model.take_due_events() {
+        if event["detail-type"] == "ECS Task State Change" {
+            harness.engine.on_task_event(event, now, "c").await.unwrap();
+        }
+    }
+    assert!(
+        ready_instances(&harness).is_empty(),
+        "not ready while the replacement starts"
+    );
+    let mut stale = running;
+    stale["id"] = serde_json::json!("replayed-old-event");
+    let calls = harness.model.call_count();
+    let outcome = harness.engine.on_task_event(stale, now, "d").await.unwrap();
+    assert!(
+        outcome.ready_set.is_empty() && outcome.started.is_empty(),
+        "{outcome:?}"
+    );
+    assert!(
+        ready_instances(&harness).is_empty(),
+        "a stale RUNNING event never marks the instance ready"
+    );
+    assert!(
+        harness.model.calls()[calls..].iter().all(|c| !c.modify),
+        "and changes nothing"
+    );
+    assert_eq!(live_daemons_on(&harness, &id, "agent"), 1);
+
+    // Malformed or foreign input is a clear error, never a panic or a change.
+    let error = harness
+        .engine
+        .on_task_event(serde_json::json!({"detail-type": "x"}), now, "e")
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("not an EventBridge event"),
+        "{error}"
+    );
+    let mut foreign = harness
+        .model
+        .take_due_events()
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| serde_json::json!({}));
+    if foreign.get("detail").is_some() {
+        foreign["detail"]["clusterArn"] =
+            serde_json::json!("arn:aws:ecs:us-east-1:111122223333:cluster/someone-elses");
+        let error = if foreign["detail-type"] == "ECS Task State Change" {
+            harness
+                .engine
+                .on_task_event(foreign, now, "f")
+                .await
+                .unwrap_err()
+        } else {
+            harness
+                .engine
+                .on_instance_event(foreign, now, "f")
+                .await
+                .unwrap_err()
+        };
+        assert!(error.to_string().contains("not managed"), "{error}");
     }
 }

@@ -173,6 +173,7 @@ async fn run_seed(seed: u64) -> Result<SeedStats, String> {
         drop_events: rng.unit() * 0.05,
         duplicate_events: rng.unit() * 0.10,
         max_event_delay: Duration::seconds(rng.below(20) as i64),
+        max_duplicate_delay: Duration::seconds(rng.below(300) as i64),
         throttle_calls: rng.unit() * 0.03,
     };
     let config = ModelConfig {
@@ -346,6 +347,14 @@ async fn run_seed(seed: u64) -> Result<SeedStats, String> {
         let early = harness.model.early_drain_stops();
         if !early.is_empty() {
             return Err(format!("at {now}: drain-last broken: {early:?}"));
+        }
+        // Invariant: targets never change here, so the only copy of a daemon on an ACTIVE
+        // instance is never stopped (a stale event must not kill a healthy copy).
+        let lone = harness.model.lone_copy_stops();
+        if !lone.is_empty() {
+            return Err(format!(
+                "at {now}: stopped the only copy of a daemon: {lone:?}"
+            ));
         }
         // Invariant: a ready instance never lacks a daemon (beyond what dropped events can hide).
         let gaps = ready_but_uncovered(&harness, &daemons);

@@ -70,6 +70,8 @@ pub struct Faults {
     pub duplicate_events: f64,
     /// Each event is delivered after a random delay up to this (reordering them).
     pub max_event_delay: Duration,
+    /// A duplicate comes after a random delay up to this (EventBridge redelivers late).
+    pub max_duplicate_delay: Duration,
     /// Chance that any call answers `ThrottlingException` on top of the rate limits.
     pub throttle_calls: f64,
 }
@@ -251,6 +253,8 @@ struct World {
     read_bucket: Bucket,
     /// Daemon stops the controller asked for while another task still ran on a DRAINING instance.
     early_drain_stops: Vec<String>,
+    /// Stops of the only live copy of a daemon on an ACTIVE instance.
+    lone_copy_stops: Vec<String>,
 }
 
 /// The cluster model. Share it behind an `Arc` between the engine and the test.
@@ -773,6 +777,7 @@ impl ClusterModel {
             stats: EventStats::default(),
             calls: Vec::new(),
             early_drain_stops: Vec::new(),
+            lone_copy_stops: Vec::new(),
         };
         Self {
             world: Mutex::new(world),
@@ -1056,6 +1061,12 @@ impl ClusterModel {
     /// Daemon stops asked for while another task still ran on the DRAINING instance.
     pub fn early_drain_stops(&self) -> Vec<String> {
         self.world().early_drain_stops.clone()
+    }
+
+    /// Stops of the only live copy of a daemon on an ACTIVE instance (legitimate only when
+    /// the instance is no longer targeted or the daemon no longer declared).
+    pub fn lone_copy_stops(&self) -> Vec<String> {
+        self.world().lone_copy_stops.clone()
     }
 
     pub fn instances(&self, cluster: &str) -> Vec<ContainerInstance> {

@@ -398,21 +398,30 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         slots: &[Versioned<Slot>],
         hint: Option<Task>,
     ) -> Result<Vec<Task>, EngineError> {
-        // An event older than what the slot recorded says nothing new.
-        let hint = hint.filter(|task| {
-            !slots.iter().any(|s| {
-                s.record.task_arn.as_deref() == Some(task.arn.as_str())
-                    && s.record.task_version > task.version
-            })
+        // Trust an event only where it cannot mislead: STOPPED is final, and a newer state
+        // of the very task a slot tracks is news. Anything else (an old task's late event,
+        // a task no slot knows) is described instead of believed.
+        let (hint, doubted) = match hint {
+            Some(task) if task.last_status.is_terminal() => (Some(task), None),
+            Some(task) => {
+                let current = slots.iter().any(|s| {
+                    s.record.task_arn.as_deref() == Some(task.arn.as_str())
+                        && s.record.task_version <= task.version
+                });
+                if current {
+                    (Some(task), None)
+                } else {
+                    (None, Some(task.arn))
+                }
+            }
+            None => (None, None),
+        };
+        let others = slots.iter().filter(|s| {
+            s.record.task_arn.is_some()
+                && s.record.task_arn.as_deref() != hint.as_ref().map(|t| t.arn.as_str())
         });
-        let others: Vec<&Versioned<Slot>> = slots
-            .iter()
-            .filter(|s| {
-                s.record.task_arn.is_some()
-                    && s.record.task_arn.as_deref() != hint.as_ref().map(|t| t.arn.as_str())
-            })
-            .collect();
         let mut tasks = Vec::new();
+        let mut to_describe: Vec<String> = doubted.into_iter().collect();
         if hint
             .as_ref()
             .is_some_and(|task| task.last_status.is_terminal())
@@ -420,16 +429,15 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             // A STOPPED event is final: the other daemons are as their slots say (the
             // instance cannot become ready meanwhile), which saves a DescribeTasks.
             tasks.extend(
-                others.iter().filter_map(|s| {
+                others.filter_map(|s| {
                     task_from_slot(&s.record, &instance.arn, &self.config.started_by)
                 }),
             );
-        } else if !others.is_empty() {
-            let arns: Vec<String> = others
-                .iter()
-                .filter_map(|s| s.record.task_arn.clone())
-                .collect();
-            tasks.extend(self.ecs.describe_tasks(cluster, &arns).await?);
+        } else {
+            to_describe.extend(others.filter_map(|s| s.record.task_arn.clone()));
+        }
+        if !to_describe.is_empty() {
+            tasks.extend(self.ecs.describe_tasks(cluster, &to_describe).await?);
         }
         // A claim without a task may be a start that happened but was never recorded: look.
         if slots
