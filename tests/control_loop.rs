@@ -17,15 +17,7 @@ fn request(
     providers: &[&str],
     start_order: i32,
 ) -> DeployRequest {
-    DeployRequest {
-        cluster: CLUSTER.into(),
-        daemon: daemon.into(),
-        task_definition: task_definition.into(),
-        capacity_providers: providers.iter().map(|p| p.to_string()).collect(),
-        start_order,
-        restart: None,
-        warn_share: None,
-    }
+    DeployRequest::new(CLUSTER, daemon, task_definition, providers, start_order)
 }
 
 fn ready_instances(harness: &Harness) -> Vec<String> {

@@ -359,7 +359,7 @@ async fn main() {
         Ok(answer) => {
             println!("\ncoverage (status):");
             println!(
-                "  {:<26} {:<16} {:>8} {:>8} {:>8} {:>8} {:>11} {:>13}",
+                "  {:<26} {:<20} {:>8} {:>8} {:>8} {:>8} {:>11} {:>13}",
                 "daemon",
                 "revision",
                 "targeted",
@@ -372,7 +372,7 @@ async fn main() {
             for daemon in answer.daemons {
                 let c = daemon.coverage;
                 println!(
-                    "  {:<26} {:<16} {:>8} {:>8} {:>8} {:>8} {:>11} {:>13}",
+                    "  {:<26} {:<20} {:>8} {:>8} {:>8} {:>8} {:>11} {:>13}",
                     daemon.daemon,
                     daemon.task_definition,
                     c.targeted,

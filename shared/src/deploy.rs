@@ -161,6 +161,25 @@ pub fn pinned_task_definition(reference: &str) -> Result<String, DeployError> {
 }
 
 impl DeployRequest {
+    /// A request with the default restart policy and warning share.
+    pub fn new(
+        cluster: &str,
+        daemon: &str,
+        task_definition: &str,
+        capacity_providers: &[&str],
+        start_order: i32,
+    ) -> Self {
+        Self {
+            cluster: cluster.into(),
+            daemon: daemon.into(),
+            task_definition: task_definition.into(),
+            capacity_providers: capacity_providers.iter().map(|p| p.to_string()).collect(),
+            start_order,
+            restart: None,
+            warn_share: None,
+        }
+    }
+
     /// Checks that need no AWS call.
     pub fn validate(&self) -> Result<String, DeployError> {
         check_name("cluster", &self.cluster, 255)?;
