@@ -30,6 +30,8 @@ trap stop_moto EXIT INT TERM
 start_moto "$root" "$root/target/moto-test.log"
 
 step "tests (unit, model, and adapters against moto)"
-cargo test --workspace --all-features --locked
+cargo test --workspace --all-features --locked 2>&1 | tee target/test-output.log
 
 step "done in $((SECONDS - started)) s"
+# One closing line for the whole run (cargo's last summary is the doc-tests', often empty).
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' target/test-output.log
