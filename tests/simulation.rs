@@ -233,6 +233,7 @@ async fn run_seed(seed: u64) -> Result<SeedStats, String> {
             start_order: order as i32 * 10,
             restart: Some(restart.clone()),
             warn_share: None,
+            rollout: None,
         };
         harness
             .deploy(request)

@@ -203,21 +203,8 @@ impl Demo {
     }
 }
 
-fn request(
-    daemon: &str,
-    task_definition: &str,
-    providers: &[&str],
-    start_order: i32,
-) -> DeployRequest {
-    DeployRequest {
-        cluster: CLUSTER.into(),
-        daemon: daemon.into(),
-        task_definition: task_definition.into(),
-        capacity_providers: providers.iter().map(|p| p.to_string()).collect(),
-        start_order,
-        restart: None,
-        warn_share: None,
-    }
+fn request(daemon: &str, task_definition: &str, providers: &[&str], start_order: i32) -> DeployRequest {
+    DeployRequest::new(CLUSTER, daemon, task_definition, providers, start_order)
 }
 
 #[tokio::main(flavor = "current_thread")]

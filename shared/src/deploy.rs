@@ -12,8 +12,9 @@ use crate::ecs::{Ecs, EcsError, EcsErrorKind};
 use crate::engine::{Engine, EngineError, Outcome};
 use crate::model::TaskDefinition;
 use crate::plan::DaemonCoverage;
+use crate::rollout::{RolloutConfig, RolloutKind, RolloutState};
 use crate::store::{
-    DaemonSpec, Expected, ItemKey, RestartPolicy, Slot, SlotState, Store, StoreError, Versioned,
+    DaemonSpec, Expected, ItemKey, Record, RestartPolicy, Rollout, Slot, SlotState, Store, StoreError, Versioned,
 };
 
 /// Share of an instance's registered CPU or memory above which a deploy warns.
@@ -34,6 +35,9 @@ pub struct DeployRequest {
     /// Warn when the daemon takes more than this share of an instance (0–1).
     #[serde(default)]
     pub warn_share: Option<f64>,
+    /// How a new revision rolls out (kept for later deploys and rollbacks).
+    #[serde(default)]
+    pub rollout: Option<RolloutConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -68,14 +72,10 @@ pub enum DeployError {
     },
     #[error("{0}")]
     TooLarge(Box<TooLarge>),
-    #[error(
-        "daemon {daemon} runs {current}; changing it to {requested} needs a rolling update, which this version does not do yet"
-    )]
-    RevisionChange {
-        daemon: String,
-        current: String,
-        requested: String,
-    },
+    #[error("daemon {daemon} has no revision whose rollout succeeded yet: name one with toRevision")]
+    NoGoodRevision { daemon: String },
+    #[error("daemon {daemon} is already on {task_definition}: nothing to roll back to")]
+    AlreadyOn { daemon: String, task_definition: String },
     #[error("daemon {daemon} was changed by someone else meanwhile: read it again with status and retry")]
     Conflict { daemon: String },
     #[error("unknown daemon {daemon} in cluster {cluster}: deploy it first (status lists the declared ones)")]
@@ -177,6 +177,7 @@ impl DeployRequest {
             start_order,
             restart: None,
             warn_share: None,
+            rollout: None,
         }
     }
 
@@ -211,6 +212,9 @@ impl DeployRequest {
                 )));
             }
         }
+        if let Some(rollout) = &self.rollout {
+            rollout.validate().map_err(invalid)?;
+        }
         if let Some(restart) = &self.restart {
             if restart.max_consecutive_failures == 0 || restart.max_consecutive_failures > 100 {
                 return Err(invalid("`restart.maxConsecutiveFailures` must be 1 to 100"));
@@ -232,8 +236,9 @@ impl DeployRequest {
 pub struct DeployAnswer {
     pub daemon: String,
     pub task_definition: String,
-    /// `created`, `updated` or `unchanged`.
+    /// `created`, `updated`, `unchanged`, or `rollout` (a new revision rolls out).
     pub recorded: &'static str,
+    pub rollout: Option<Rollout>,
     pub warnings: Vec<String>,
     /// The first reconcile, run right away.
     pub reconcile: Outcome,
@@ -380,15 +385,11 @@ pub async fn deploy<E: Ecs, S: Store>(
 
     let key = ItemKey::spec(&request.cluster, &request.daemon);
     let existing: Option<Versioned<DaemonSpec>> = engine.store.get(&key).await?;
-    if let Some(current) = &existing {
-        if current.record.task_definition != task_definition {
-            return Err(DeployError::RevisionChange {
-                daemon: request.daemon,
-                current: current.record.task_definition.clone(),
-                requested: task_definition,
-            });
-        }
-    }
+    let config = request
+        .rollout
+        .clone()
+        .or_else(|| existing.as_ref().map(|e| e.record.rollout.clone()))
+        .unwrap_or_default();
     let spec = DaemonSpec {
         cluster: request.cluster.clone(),
         daemon: request.daemon.clone(),
@@ -398,39 +399,181 @@ pub async fn deploy<E: Ecs, S: Store>(
         has_health_check: definition.has_health_check(),
         cpu: definition.cpu,
         memory_mib: definition.memory_mib,
+        // The first revision counts as good: it is where a failed update returns to.
         last_good_task_definition: existing
             .as_ref()
-            .and_then(|e| e.record.last_good_task_definition.clone()),
-        active_rollout: None,
+            .map_or(Some(task_definition.clone()), |e| e.record.last_good_task_definition.clone()),
+        active_rollout: existing.as_ref().and_then(|e| e.record.active_rollout.clone()),
         restart: request.restart.clone().unwrap_or_default(),
+        rollout: config.clone(),
         updated_at: now,
     };
-    let recorded = match &existing {
-        Some(current)
-            if DaemonSpec {
-                updated_at: now,
-                ..current.record.clone()
-            } == spec =>
-        {
-            "unchanged"
+    let (recorded, rollout) = match &existing {
+        Some(current) if current.record.task_definition != task_definition => {
+            let rollout = start_rollout(engine, current, spec, RolloutKind::Update, now, invocation).await?;
+            ("rollout", Some(rollout))
         }
+        Some(current) if DaemonSpec { updated_at: now, ..current.record.clone() } == spec => ("unchanged", None),
         Some(current) => {
             write_spec(engine, &spec, current.expected(), &request.daemon).await?;
-            "updated"
+            ("updated", None)
         }
         None => {
             write_spec(engine, &spec, Expected::Absent, &request.daemon).await?;
-            "created"
+            ("created", None)
         }
     };
-    let reconcile = engine
-        .reconcile_cluster(&request.cluster, now, invocation)
-        .await?;
-    Ok(DeployAnswer {
+    let reconcile = engine.reconcile_cluster(&request.cluster, now, invocation).await?;
+    Ok(DeployAnswer { daemon: request.daemon, task_definition, recorded, rollout, warnings, reconcile })
+}
+
+/// Starts a rollout of `spec.task_definition`: the one in flight (if any) is superseded,
+/// the new record written, then the spec switched to it (conditionally).
+async fn start_rollout<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    current: &Versioned<DaemonSpec>,
+    mut spec: DaemonSpec,
+    kind: RolloutKind,
+    now: DateTime<Utc>,
+    invocation: &str,
+) -> Result<Rollout, DeployError> {
+    let daemon = spec.daemon.clone();
+    let rollout = Rollout {
+        cluster: spec.cluster.clone(),
+        daemon: daemon.clone(),
+        id: Rollout::new_id(now, invocation),
+        kind,
+        from_task_definition: Some(current.record.task_definition.clone()),
+        to_task_definition: spec.task_definition.clone(),
+        config: spec.rollout.clone(),
+        state: RolloutState::InProgress,
+        counts: Default::default(),
+        failures: Vec::new(),
+        reason: None,
+        started_at: now,
+        updated_at: now,
+        finished_at: None,
+    };
+    if let Some(active) = &current.record.active_rollout {
+        let key = ItemKey::rollout(&spec.cluster, &daemon, active);
+        if let Some(running) = engine.store.get::<Rollout>(&key).await? {
+            if running.record.state == RolloutState::InProgress {
+                let mut ended = running.record.clone();
+                ended.state = RolloutState::Superseded;
+                ended.reason = Some(format!("superseded by a {kind:?} to {}", rollout.to_task_definition).to_lowercase());
+                ended.finished_at = Some(now);
+                ended.updated_at = now;
+                write_record(engine, &ended, running.expected(), &daemon).await?;
+            }
+        }
+    }
+    write_record(engine, &rollout, Expected::Absent, &daemon).await?;
+    spec.active_rollout = Some(rollout.id.clone());
+    spec.updated_at = now;
+    if let Err(error) = write_spec(engine, &spec, current.expected(), &daemon).await {
+        // Another deploy got there first: this rollout never ran.
+        let mut lost = rollout.clone();
+        lost.state = RolloutState::Superseded;
+        lost.reason = Some("another deploy changed the daemon at the same time".into());
+        lost.finished_at = Some(now);
+        let _ = engine.store.put(&lost, Expected::Version(1)).await;
+        return Err(error);
+    }
+    prune_history(engine, &spec.cluster, &daemon).await?;
+    Ok(rollout)
+}
+
+async fn write_record<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    rollout: &Rollout,
+    expected: Expected,
+    daemon: &str,
+) -> Result<(), DeployError> {
+    match engine.store.put(rollout, expected).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::Conflict { .. }) => Err(DeployError::Conflict { daemon: daemon.into() }),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Keeps the newest [`Rollout::HISTORY_KEPT`] finished rollouts of a daemon.
+async fn prune_history<E: Ecs, S: Store>(engine: &Engine<E, S>, cluster: &str, daemon: &str) -> Result<(), DeployError> {
+    let rollouts: Vec<Versioned<Rollout>> = engine.store.query(cluster, daemon).await?;
+    let excess = rollouts.len().saturating_sub(Rollout::HISTORY_KEPT);
+    for old in rollouts.iter().take(excess).filter(|r| r.record.state != RolloutState::InProgress) {
+        match engine.store.delete(&old.record.key(), old.version).await {
+            Ok(()) | Err(StoreError::Conflict { .. }) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RollbackRequest {
+    pub cluster: String,
+    pub daemon: String,
+    /// A revision of the daemon's family; by default the last one whose rollout succeeded.
+    #[serde(default)]
+    pub to_revision: Option<u32>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackAnswer {
+    pub daemon: String,
+    pub from_task_definition: String,
+    pub task_definition: String,
+    pub rollout: Rollout,
+    pub reconcile: Outcome,
+}
+
+/// Rolls a daemon back to its last good revision (or a named one), as a rollout like any other.
+pub async fn rollback<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    request: RollbackRequest,
+    now: DateTime<Utc>,
+    invocation: &str,
+) -> Result<RollbackAnswer, DeployError> {
+    check_name("cluster", &request.cluster, 255)?;
+    check_name("daemon", &request.daemon, 64)?;
+    if request.to_revision == Some(0) {
+        return Err(invalid("`toRevision` must be a revision number, 1 or more"));
+    }
+    engine.check_cluster(&request.cluster)?;
+    let key = ItemKey::spec(&request.cluster, &request.daemon);
+    let Some(current) = engine.store.get::<DaemonSpec>(&key).await? else {
+        return Err(DeployError::UnknownDaemon { cluster: request.cluster, daemon: request.daemon });
+    };
+    let family = current.record.task_definition.split(':').next().unwrap_or_default().to_string();
+    let target = match request.to_revision {
+        Some(revision) => format!("{family}:{revision}"),
+        None => current
+            .record
+            .last_good_task_definition
+            .clone()
+            .ok_or_else(|| DeployError::NoGoodRevision { daemon: request.daemon.clone() })?,
+    };
+    if target == current.record.task_definition {
+        return Err(DeployError::AlreadyOn { daemon: request.daemon, task_definition: target });
+    }
+    let definition = engine.ecs.describe_task_definition(&target).await.map_err(|error| describe_error(&target, error))?;
+    if definition.execution_role_arn.as_deref().is_none_or(str::is_empty) {
+        return Err(DeployError::NoExecutionRole(target));
+    }
+    let mut spec = current.record.clone();
+    spec.task_definition = target.clone();
+    spec.has_health_check = definition.has_health_check();
+    spec.cpu = definition.cpu;
+    spec.memory_mib = definition.memory_mib;
+    let rollout = start_rollout(engine, &current, spec, RolloutKind::Rollback, now, invocation).await?;
+    let reconcile = engine.reconcile_cluster(&request.cluster, now, invocation).await?;
+    Ok(RollbackAnswer {
         daemon: request.daemon,
-        task_definition,
-        recorded,
-        warnings,
+        from_task_definition: current.record.task_definition,
+        task_definition: target,
+        rollout,
         reconcile,
     })
 }
@@ -460,6 +603,45 @@ pub struct DaemonStatus {
     pub coverage: DaemonCoverage,
     /// Slots recorded as crash-looping or backing off, with ECS's reasons.
     pub slots_in_trouble: Vec<SlotTrouble>,
+    /// The rollout in flight, else the latest one.
+    pub rollout: Option<RolloutView>,
+    /// Earlier rollouts, newest first.
+    pub history: Vec<RolloutView>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutView {
+    pub id: String,
+    pub kind: RolloutKind,
+    pub from_task_definition: Option<String>,
+    pub to_task_definition: String,
+    pub state: RolloutState,
+    pub percent_done: u32,
+    pub counts: crate::rollout::RolloutCounts,
+    pub failures: Vec<crate::store::RolloutFailure>,
+    pub reason: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl RolloutView {
+    fn of(rollout: Rollout, live: Option<&crate::rollout::RolloutCounts>) -> Self {
+        let counts = live.cloned().unwrap_or(rollout.counts);
+        Self {
+            percent_done: counts.percent_done(),
+            counts,
+            id: rollout.id,
+            kind: rollout.kind,
+            from_task_definition: rollout.from_task_definition,
+            to_task_definition: rollout.to_task_definition,
+            state: rollout.state,
+            failures: rollout.failures,
+            reason: rollout.reason,
+            started_at: rollout.started_at,
+            finished_at: rollout.finished_at,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -498,8 +680,8 @@ pub async fn status<E: Ecs, S: Store>(
             });
         }
     }
-    let mut coverage: BTreeMap<String, DaemonCoverage> =
-        engine.coverage(&request.cluster, now).await?;
+    let preview = engine.preview(&request.cluster, now).await?;
+    let mut coverage: BTreeMap<String, DaemonCoverage> = preview.coverage;
     let mut daemons = Vec::new();
     specs.sort_by(|a, b| {
         (a.record.start_order, &a.record.daemon).cmp(&(b.record.start_order, &b.record.daemon))
@@ -520,7 +702,23 @@ pub async fn status<E: Ecs, S: Store>(
                 retry_after: s.retry_after,
             })
             .collect();
+        let mut rollouts: Vec<Versioned<Rollout>> = engine.store.query(&request.cluster, &spec.daemon).await?;
+        rollouts.reverse();
+        let mut history: Vec<RolloutView> = rollouts
+            .into_iter()
+            .map(|r| {
+                let live = (Some(&r.record.id) == spec.active_rollout.as_ref()).then(|| preview.rollouts.get(&spec.daemon)).flatten();
+                RolloutView::of(r.record, live)
+            })
+            .collect();
+        let current = match history.iter().position(|r| Some(&r.id) == spec.active_rollout.as_ref()) {
+            Some(index) => Some(history.remove(index)),
+            None if !history.is_empty() => Some(history.remove(0)),
+            None => None,
+        };
         daemons.push(DaemonStatus {
+            rollout: current,
+            history,
             coverage: coverage.remove(&spec.daemon).unwrap_or_default(),
             daemon: spec.daemon,
             task_definition: spec.task_definition,

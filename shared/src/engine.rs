@@ -18,8 +18,9 @@ use crate::model::{ContainerInstance, HealthStatus, InstanceStatus, Task, TaskSt
 use crate::plan::{
     plan, Action, DaemonCoverage, DaemonView, Observation, Plan, Scope, READY_ATTRIBUTE,
 };
+use crate::rollout::{RolloutStep, SurgeFallback};
 use crate::store::{
-    DaemonSpec, EventSeen, Expected, ItemKey, RestartPolicy, Slot, SlotState, Store, StoreError,
+    DaemonSpec, EventSeen, Expected, ItemKey, RestartPolicy, Rollout, Slot, SlotState, Store, StoreError,
     Versioned,
 };
 
@@ -118,6 +119,11 @@ pub struct Outcome {
     pub stopped: Vec<StoppedCopy>,
     pub ready_set: Vec<String>,
     pub ready_cleared: Vec<ClearedReady>,
+    /// Rollouts this invocation started (automatic rollbacks) or ended.
+    pub rollouts_started: Vec<String>,
+    pub rollouts_ended: Vec<String>,
+    /// Progress of each active rollout (full reconciles).
+    pub rollouts: BTreeMap<String, crate::rollout::RolloutCounts>,
     /// Writes lost to another invocation that got there first (harmless).
     pub conflicts: usize,
     /// Actions that failed; the next event or coverage check retries them.
@@ -135,6 +141,14 @@ impl Outcome {
     }
 }
 
+/// A slot won for a start, waiting for its StartTask batch.
+struct Claimed {
+    instance_arn: String,
+    slot: Slot,
+    expected: Expected,
+    surge: Option<SurgeFallback>,
+}
+
 pub struct Engine<E, S> {
     pub ecs: E,
     pub store: S,
@@ -149,10 +163,18 @@ fn view(spec: &DaemonSpec) -> DaemonView {
         start_order: spec.start_order,
         has_health_check: spec.has_health_check,
         restart: spec.restart.clone(),
+        active_rollout: spec.active_rollout.clone(),
+        last_good: spec.last_good_task_definition.clone(),
     }
 }
 
 /// A task as its slot last recorded it (used where the event already told us what changed).
+/// The tasks a slot tracks: its copy, and a rollout's new copy next to it.
+fn slot_task_arns(slot: &Slot) -> Vec<String> {
+    let new = slot.rollout.as_ref().and_then(|r| r.new_task_arn.clone());
+    slot.task_arn.clone().into_iter().chain(new).collect()
+}
+
 fn task_from_slot(slot: &Slot, instance_arn: &str, started_by: &str) -> Option<Task> {
     let arn = slot.task_arn.clone()?;
     let (last_status, desired_status) = match slot.state {
@@ -228,14 +250,10 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         })
     }
 
-    async fn daemons(&self, cluster: &str) -> Result<Vec<DaemonView>, EngineError> {
-        Ok(self
-            .store
-            .list_specs(cluster)
-            .await?
-            .iter()
-            .map(|spec| view(&spec.record))
-            .collect())
+    async fn specs(&self, cluster: &str) -> Result<(Vec<Versioned<DaemonSpec>>, Vec<DaemonView>), EngineError> {
+        let specs = self.store.list_specs(cluster).await?;
+        let views = specs.iter().map(|spec| view(&spec.record)).collect();
+        Ok((specs, views))
     }
 
     /// Everything about a cluster, in batched calls: instances, daemon tasks, specs and slots.
@@ -245,9 +263,13 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         now: DateTime<Utc>,
     ) -> Result<Option<Observation>, EngineError> {
         self.check_cluster(cluster)?;
-        let daemons = self.daemons(cluster).await?;
+        let (specs, daemons) = self.specs(cluster).await?;
         if daemons.is_empty() {
             return Ok(None);
+        }
+        let mut rollouts = Vec::new();
+        for daemon in &daemons {
+            rollouts.extend(self.store.query::<Rollout>(cluster, &daemon.name).await?);
         }
         let arns = self.ecs.list_container_instances(cluster, None).await?;
         let instances = self
@@ -270,7 +292,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         task_arns.extend(
             slots
                 .iter()
-                .filter_map(|s| s.record.task_arn.clone())
+                .flat_map(|s| slot_task_arns(&s.record))
                 .filter(|arn| !listed.contains(arn)),
         );
         let tasks: Vec<Task> = self
@@ -284,6 +306,8 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             cluster: cluster.into(),
             now,
             scope: Scope::Full,
+            rollouts,
+            specs,
             daemons,
             instances,
             tasks,
@@ -309,17 +333,9 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         Ok(self.act(&observation, planned, invocation, None).await)
     }
 
-    /// Coverage as the next reconcile would see it, changing nothing.
-    pub async fn coverage(
-        &self,
-        cluster: &str,
-        now: DateTime<Utc>,
-    ) -> Result<BTreeMap<String, DaemonCoverage>, EngineError> {
-        Ok(self
-            .observe_cluster(cluster, now)
-            .await?
-            .map(|observation| plan(&observation).coverage)
-            .unwrap_or_default())
+    /// Coverage and rollout progress as the next reconcile would see them, changing nothing.
+    pub async fn preview(&self, cluster: &str, now: DateTime<Utc>) -> Result<Plan, EngineError> {
+        Ok(self.observe_cluster(cluster, now).await?.map(|observation| plan(&observation)).unwrap_or_default())
     }
 
     /// Reconcile of one instance for every daemon; `hint` is what a task event said of one daemon task.
@@ -354,13 +370,19 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 "an application task stopped; the instance is not draining",
             ));
         }
-        let daemons = self.daemons(cluster).await?;
+        let (specs, daemons) = self.specs(cluster).await?;
         if daemons.is_empty() {
             return Ok(Outcome::skipped(
                 cluster,
                 Some(&instance_id),
                 "no daemon is declared for this cluster",
             ));
+        }
+        let mut rollouts = Vec::new();
+        for daemon in &daemons {
+            if let Some(id) = &daemon.active_rollout {
+                rollouts.extend(self.store.get::<Rollout>(&ItemKey::rollout(cluster, &daemon.name, id)).await?);
+            }
         }
         let mut slots = Vec::new();
         for daemon in &daemons {
@@ -379,6 +401,8 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             cluster: cluster.into(),
             now,
             scope: Scope::Instances,
+            rollouts,
+            specs,
             daemons,
             instances: vec![instance],
             tasks,
@@ -405,8 +429,10 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             Some(task) if task.last_status.is_terminal() => (Some(task), None),
             Some(task) => {
                 let current = slots.iter().any(|s| {
-                    s.record.task_arn.as_deref() == Some(task.arn.as_str())
-                        && s.record.task_version <= task.version
+                    (s.record.task_arn.as_deref() == Some(task.arn.as_str())
+                        && s.record.task_version <= task.version)
+                        || s.record.rollout.as_ref().and_then(|r| r.new_task_arn.as_deref())
+                            == Some(task.arn.as_str())
                 });
                 if current {
                     (Some(task), None)
@@ -416,16 +442,12 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             }
             None => (None, None),
         };
-        let others = slots.iter().filter(|s| {
-            s.record.task_arn.is_some()
-                && s.record.task_arn.as_deref() != hint.as_ref().map(|t| t.arn.as_str())
-        });
+        let hint_arn = hint.as_ref().map(|t| t.arn.clone());
+        let others = slots.iter().filter(|s| slot_task_arns(&s.record).iter().any(|arn| Some(arn) != hint_arn.as_ref()));
         let mut tasks = Vec::new();
         let mut to_describe: Vec<String> = doubted.into_iter().collect();
-        if hint
-            .as_ref()
-            .is_some_and(|task| task.last_status.is_terminal())
-        {
+        let surging = slots.iter().any(|s| s.record.rollout.as_ref().is_some_and(|r| r.new_task_arn.is_some()));
+        if !surging && hint.as_ref().is_some_and(|task| task.last_status.is_terminal()) {
             // A STOPPED event is final: the other daemons are as their slots say (the
             // instance cannot become ready meanwhile), which saves a DescribeTasks.
             tasks.extend(
@@ -434,7 +456,9 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 }),
             );
         } else {
-            to_describe.extend(others.filter_map(|s| s.record.task_arn.clone()));
+            to_describe.extend(
+                others.flat_map(|s| slot_task_arns(&s.record)).filter(|arn| Some(arn) != hint_arn.as_ref()),
+            );
         }
         if !to_describe.is_empty() {
             tasks.extend(self.ecs.describe_tasks(cluster, &to_describe).await?);
@@ -580,6 +604,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             cluster: cluster.into(),
             instance,
             coverage: planned.coverage,
+            rollouts: planned.rollouts,
             ..Outcome::default()
         };
         let owned: BTreeSet<&str> = observation
@@ -596,7 +621,8 @@ impl<E: Ecs, S: Store> Engine<E, S> {
 
         let mut clear = Vec::new();
         let mut set = Vec::new();
-        let mut starts: BTreeMap<String, Vec<(String, Slot, Expected)>> = BTreeMap::new();
+        let mut starts: BTreeMap<String, Vec<Claimed>> = BTreeMap::new();
+        let mut rollout_writes = Vec::new();
         for action in planned.actions {
             match action {
                 Action::ClearReady {
@@ -640,15 +666,20 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                     task_definition,
                     mut claim,
                     expected,
+                    surge,
                 } => {
                     claim.claimed_by = Some(invocation.into());
                     if let Some(version) = self.write_slot(&claim, expected, &mut outcome).await {
-                        starts.entry(task_definition).or_default().push((
+                        starts.entry(task_definition).or_default().push(Claimed {
                             instance_arn,
-                            claim,
-                            Expected::Version(version),
-                        ));
+                            slot: claim,
+                            expected: Expected::Version(version),
+                            surge,
+                        });
                     }
+                }
+                rollout @ (Action::SwitchRevision { .. } | Action::RecordRollout { .. }) => {
+                    rollout_writes.push(rollout)
                 }
             }
         }
@@ -670,7 +701,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         }
         for (task_definition, claims) in starts {
             for batch in claims.chunks(START_TASK_MAX_INSTANCES) {
-                let daemon = &batch[0].1.daemon;
+                let daemon = &batch[0].slot.daemon;
                 let policy = observation
                     .daemons
                     .iter()
@@ -688,6 +719,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 .await;
             }
         }
+        self.write_rollouts(observation, rollout_writes, &mut outcome).await;
         if !set.is_empty() {
             let attributes: Vec<InstanceAttribute> = set.iter().map(ready_attribute).collect();
             match self.ecs.put_attributes(cluster, &attributes).await {
@@ -724,15 +756,15 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         &self,
         cluster: &str,
         task_definition: &str,
-        batch: &[(String, Slot, Expected)],
+        batch: &[Claimed],
         policy: &RestartPolicy,
         now: DateTime<Utc>,
         outcome: &mut Outcome,
     ) {
-        let daemon = batch[0].1.daemon.clone();
+        let daemon = batch[0].slot.daemon.clone();
         let request = StartTaskRequest {
             task_definition: task_definition.into(),
-            container_instances: batch.iter().map(|(arn, _, _)| arn.clone()).collect(),
+            container_instances: batch.iter().map(|c| c.instance_arn.clone()).collect(),
             started_by: self.config.started_by.clone(),
             group: crate::plan::daemon_group(&daemon),
             tags: vec![(DAEMON_TAG.into(), daemon.clone())],
@@ -747,32 +779,30 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             }
             Err(error) => {
                 // ECS refused the request itself: count it as a failed start on every instance.
-                for (_, claim, expected) in batch {
-                    self.record_failed_start(
-                        claim,
-                        *expected,
-                        policy,
-                        &error.to_string(),
-                        now,
-                        outcome,
-                    )
-                    .await;
+                for claimed in batch {
+                    self.record_failed_start(claimed, policy, &error.to_string(), now, outcome).await;
                 }
                 return;
             }
         };
-        for (instance_arn, claim, expected) in batch {
-            let instance_id = resource_id(instance_arn);
+        for claimed in batch {
+            let instance_id = resource_id(&claimed.instance_arn);
             let started = answer.tasks.iter().find(|t| {
                 t.container_instance_arn.as_deref().map(resource_id) == Some(instance_id)
             });
             if let Some(task) = started {
-                let mut slot = claim.clone();
-                slot.state = SlotState::Starting;
-                slot.task_arn = Some(task.arn.clone());
-                slot.task_version = task.version;
+                let mut slot = claimed.slot.clone();
+                match slot.rollout.as_mut().filter(|_| claimed.surge.is_some()) {
+                    // The old copy stays the slot's task until the new one has proven itself.
+                    Some(step) => step.new_task_arn = Some(task.arn.clone()),
+                    None => {
+                        slot.state = SlotState::Starting;
+                        slot.task_arn = Some(task.arn.clone());
+                        slot.task_version = task.version;
+                    }
+                }
                 slot.updated_at = now;
-                self.write_slot(&slot, *expected, outcome).await;
+                self.write_slot(&slot, claimed.expected, outcome).await;
                 outcome.started.push(StartedCopy {
                     daemon: daemon.clone(),
                     instance_id: instance_id.into(),
@@ -788,27 +818,50 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                     || "StartTask placed no task on the instance".to_string(),
                     |f| format!("StartTask failed: {f}"),
                 );
-            self.record_failed_start(claim, *expected, policy, &reason, now, outcome)
-                .await;
+            self.record_failed_start(claimed, policy, &reason, now, outcome).await;
         }
     }
 
     async fn record_failed_start(
         &self,
-        claim: &Slot,
-        expected: Expected,
+        claimed: &Claimed,
         policy: &RestartPolicy,
         reason: &str,
         now: DateTime<Utc>,
         outcome: &mut Outcome,
     ) {
+        let claim = &claimed.slot;
+        let expected = claimed.expected;
+        outcome.start_failures.push(FailedStart {
+            daemon: claim.daemon.clone(),
+            instance_id: claim.instance_id.clone(),
+            reason: reason.into(),
+        });
+        let no_room = reason.contains("RESOURCE:");
+        if let (Some(fallback), Some(step)) = (claimed.surge, claim.rollout.as_ref()) {
+            // A surge that did not start: the old copy keeps running; the rollout decides.
+            let mut slot = claim.clone();
+            let mut step = step.clone();
+            step.since = now;
+            if no_room && fallback == SurgeFallback::StopFirst {
+                step.step = RolloutStep::GapStopping;
+                step.gap = true;
+            } else {
+                step.step = RolloutStep::Failed;
+                step.failures += 1;
+                step.last_failure = Some(reason.into());
+            }
+            slot.rollout = Some(step);
+            slot.updated_at = now;
+            self.write_slot(&slot, expected, outcome).await;
+            return;
+        }
         let mut slot = claim.clone();
         slot.consecutive_failures += 1;
         slot.last_stop_reason = Some(reason.into());
         // A refused start (no room, no agent) is not retried at once: at least the base backoff.
         slot.retry_after = Some(now + policy.backoff(slot.consecutive_failures.max(2)));
         // No room is not a crash: the daemon starts once tasks leave, so it is never given up on.
-        let no_room = reason.contains("RESOURCE:");
         slot.state = if !no_room && slot.consecutive_failures >= policy.max_consecutive_failures {
             SlotState::CrashLooping
         } else {
@@ -816,10 +869,50 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         };
         slot.updated_at = now;
         self.write_slot(&slot, expected, outcome).await;
-        outcome.start_failures.push(FailedStart {
-            daemon: claim.daemon.clone(),
-            instance_id: claim.instance_id.clone(),
-            reason: reason.into(),
-        });
+    }
+
+    /// Rollout bookkeeping after the instance actions: new rollout records and spec switches
+    /// first, then progress and ends of the running ones. All conditional.
+    async fn write_rollouts(&self, observation: &Observation, actions: Vec<Action>, outcome: &mut Outcome) {
+        for action in actions {
+            match action {
+                Action::SwitchRevision { daemon, task_definition, active_rollout, last_good, new_rollout } => {
+                    let Some(current) = observation.specs.iter().find(|s| s.record.daemon == daemon) else { continue };
+                    if let Some(rollout) = new_rollout {
+                        match self.store.put(rollout.as_ref(), Expected::Absent).await {
+                            Ok(_) => outcome.rollouts_started.push(rollout.id.clone()),
+                            Err(StoreError::Conflict { .. }) => {
+                                outcome.conflicts += 1;
+                                continue;
+                            }
+                            Err(error) => {
+                                outcome.errors.push(error.to_string());
+                                continue;
+                            }
+                        }
+                    }
+                    let mut spec = current.record.clone();
+                    spec.task_definition = task_definition;
+                    spec.active_rollout = active_rollout;
+                    spec.last_good_task_definition = last_good;
+                    spec.updated_at = observation.now;
+                    match self.store.put(&spec, current.expected()).await {
+                        Ok(_) => {}
+                        Err(StoreError::Conflict { .. }) => outcome.conflicts += 1,
+                        Err(error) => outcome.errors.push(error.to_string()),
+                    }
+                }
+                Action::RecordRollout { rollout, expected } => {
+                    let ended = rollout.state != crate::rollout::RolloutState::InProgress;
+                    match self.store.put(rollout.as_ref(), expected).await {
+                        Ok(_) if ended => outcome.rollouts_ended.push(format!("{} {:?}", rollout.id, rollout.state)),
+                        Ok(_) => {}
+                        Err(StoreError::Conflict { .. }) => outcome.conflicts += 1,
+                        Err(error) => outcome.errors.push(error.to_string()),
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 }

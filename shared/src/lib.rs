@@ -9,6 +9,7 @@ pub mod engine;
 pub mod events;
 pub mod model;
 pub mod plan;
+pub mod rollout;
 pub mod runtime;
 pub mod simulation;
 pub mod store;

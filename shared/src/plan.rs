@@ -10,7 +10,10 @@ use serde::Serialize;
 
 use crate::arn::resource_id;
 use crate::model::{ContainerInstance, HealthStatus, InstanceStatus, Task, TaskStatus};
-use crate::store::{Expected, ItemKey, RestartPolicy, Slot, SlotState, Versioned};
+use crate::rollout::{RolloutCounts, RolloutKind, RolloutState, RolloutStep, SlotRollout, SurgeFallback};
+use crate::store::{
+    DaemonSpec, Expected, ItemKey, RestartPolicy, Rollout, RolloutFailure, Slot, SlotState, Versioned,
+};
 
 /// The custom attribute application services place on.
 pub const READY_ATTRIBUTE: &str = "ecs-daemons.ready";
@@ -33,7 +36,14 @@ pub struct DaemonView {
     pub start_order: i32,
     pub has_health_check: bool,
     pub restart: RestartPolicy,
+    /// The rollout in flight (its record is in `Observation::rollouts`).
+    pub active_rollout: Option<String>,
+    /// The last revision whose rollout succeeded: where the breaker rolls back to.
+    pub last_good: Option<String>,
 }
+
+/// A failed instance is tried again in a rollout after this long.
+pub const FAILED_RETRY_SECONDS: i64 = 60;
 
 /// Whether the observation covers the whole cluster or only some instances
 /// (an event). Clean-ups that need the whole picture run only on `Full`.
@@ -54,6 +64,10 @@ pub struct Observation {
     /// Tasks started with the system's marker, recently stopped ones included.
     pub tasks: Vec<Task>,
     pub slots: Vec<Versioned<Slot>>,
+    /// Rollout records of the observed daemons (the active ones at least).
+    pub rollouts: Vec<Versioned<Rollout>>,
+    /// The specs behind `daemons`, with their versions (for the engine's spec writes).
+    pub specs: Vec<Versioned<DaemonSpec>>,
 }
 
 /// One step the engine carries out, in the order given.
@@ -82,9 +96,22 @@ pub enum Action {
         task_definition: String,
         claim: Slot,
         expected: Expected,
+        /// A rollout's second copy next to the old one, and what to do without room for it.
+        surge: Option<SurgeFallback>,
     },
     /// Put the readiness attribute (last: every daemon of the instance runs).
     SetReady { instance_arn: String },
+    /// Point the daemon at another revision or rollout (rollback, success); a new rollout
+    /// record is written first.
+    SwitchRevision {
+        daemon: String,
+        task_definition: String,
+        active_rollout: Option<String>,
+        last_good: Option<String>,
+        new_rollout: Option<Box<Rollout>>,
+    },
+    /// Write a rollout's progress or end.
+    RecordRollout { rollout: Box<Rollout>, expected: Expected },
 }
 
 impl Action {
@@ -96,6 +123,8 @@ impl Action {
             Self::Stop { .. } => 3,
             Self::Start { .. } => 4,
             Self::SetReady { .. } => 5,
+            Self::SwitchRevision { .. } => 6,
+            Self::RecordRollout { .. } => 7,
         }
     }
 }
@@ -133,6 +162,8 @@ pub struct DaemonCoverage {
 pub struct Plan {
     pub actions: Vec<Action>,
     pub coverage: BTreeMap<String, DaemonCoverage>,
+    /// Progress of each active rollout as observed (full reconciles only).
+    pub rollouts: BTreeMap<String, RolloutCounts>,
 }
 
 fn is_live(task: &Task) -> bool {
@@ -182,6 +213,20 @@ fn stop_reason(task: &Task) -> String {
     }
 }
 
+/// `family:revision` of a task (its task definition ARN ends with it).
+pub fn revision_of(task: &Task) -> &str {
+    task.task_definition_arn.rsplit('/').next().unwrap_or(&task.task_definition_arn)
+}
+
+fn fail(mut step: SlotRollout, now: DateTime<Utc>, reason: String) -> SlotRollout {
+    step.step = RolloutStep::Failed;
+    step.since = now;
+    step.failures += 1;
+    step.last_failure = Some(reason);
+    step.new_task_arn = None;
+    step
+}
+
 fn is_ready(instance: &ContainerInstance) -> bool {
     instance
         .attributes
@@ -195,7 +240,19 @@ struct Planner<'a> {
     /// (daemon, instance id) → tasks of that daemon on that instance.
     tasks: BTreeMap<(&'a str, &'a str), Vec<&'a Task>>,
     slots: BTreeMap<(&'a str, &'a str), &'a Versioned<Slot>>,
+    /// Active rollout per daemon.
+    rollouts: BTreeMap<&'a str, &'a Versioned<Rollout>>,
+    /// Per-rollout tallies and surge candidates, gathered instance by instance.
+    tallies: BTreeMap<String, Tally>,
     plan: Plan,
+}
+
+#[derive(Default)]
+struct Tally {
+    counts: RolloutCounts,
+    /// Instances with the old revision up, not yet started in this rollout: (arn, retry).
+    candidates: Vec<(String, bool)>,
+    failures: Vec<RolloutFailure>,
 }
 
 impl<'a> Planner<'a> {
@@ -234,14 +291,30 @@ impl<'a> Planner<'a> {
             .iter()
             .map(|d| (d.name.clone(), DaemonCoverage::default()))
             .collect();
+        let rollouts = daemons
+            .iter()
+            .filter_map(|d| {
+                let id = d.active_rollout.as_deref()?;
+                let record = observation.rollouts.iter().find(|r| {
+                    r.record.id == id
+                        && r.record.daemon == d.name
+                        && r.record.state == RolloutState::InProgress
+                        && r.record.to_task_definition == d.task_definition
+                })?;
+                Some((d.name.as_str(), record))
+            })
+            .collect();
         Self {
             observation,
             daemons,
             tasks,
             slots,
+            rollouts,
+            tallies: BTreeMap::new(),
             plan: Plan {
                 actions: Vec::new(),
                 coverage,
+                rollouts: BTreeMap::new(),
             },
         }
     }
@@ -280,6 +353,7 @@ impl<'a> Planner<'a> {
             consecutive_failures: 0,
             last_stop_reason: None,
             retry_after: None,
+            rollout: None,
             updated_at: self.observation.now,
         });
         slot.updated_at = self.observation.now;
@@ -346,40 +420,14 @@ impl<'a> Planner<'a> {
         self.coverage(&daemon.name).targeted += 1;
 
         let live = self.live_tasks(&daemon.name, instance_id);
-        if let Some(keeper) = self.keep_one(daemon, instance_id, live) {
-            let up = is_up(keeper, daemon);
-            let mut slot = self.new_slot(daemon, instance_id, previous);
-            let state = if keeper.last_status == TaskStatus::Running {
-                SlotState::Running
-            } else {
-                SlotState::Starting
-            };
-            let stable = up
-                && keeper.started_at.is_some_and(|at| {
-                    at + Duration::seconds(i64::from(daemon.restart.stable_after_seconds)) <= now
-                });
-            let failures = if stable { 0 } else { slot.consecutive_failures };
-            let changed = previous.is_none_or(|p| {
-                p.record.task_arn.as_deref() != Some(keeper.arn.as_str())
-                    || p.record.state != state
-                    || p.record.consecutive_failures != failures
-                    || p.record.task_version < keeper.version
-            });
-            if changed {
-                slot.state = state;
-                slot.task_arn = Some(keeper.arn.clone());
-                slot.task_definition = Some(daemon.task_definition.clone());
-                slot.task_version = keeper.version;
-                slot.consecutive_failures = failures;
-                slot.retry_after = None;
-                self.record(slot, previous);
+        if let Some(rollout) = self.rollouts.get(daemon.name.as_str()).copied() {
+            if let Some(coverage) = self.cover_rolling(daemon, rollout, instance, previous, live.clone()) {
+                return self.count(daemon, coverage);
             }
-            if up {
-                self.coverage(&daemon.name).covered += 1;
-                return Coverage::Up;
-            }
-            self.coverage(&daemon.name).starting += 1;
-            return Coverage::OnItsWay;
+        } else if let Some(keeper) = self.keep_one(daemon, instance_id, live) {
+            self.track_keeper(daemon, instance_id, previous, keeper, None);
+            let coverage = if is_up(keeper, daemon) { Coverage::Up } else { Coverage::OnItsWay };
+            return self.count(daemon, coverage);
         }
 
         // No live copy. Did the one we knew of stop (a failure), or is a start in flight?
@@ -469,14 +517,373 @@ impl<'a> Planner<'a> {
         slot.task_arn = None;
         slot.task_definition = Some(daemon.task_definition.clone());
         slot.task_version = 0;
+        if let Some(step) = slot.rollout.as_mut().filter(|r| r.step == RolloutStep::GapStopping) {
+            // stopFirst: the old copy is gone, the new one starts now (its instance counts as surging).
+            step.step = RolloutStep::Surging;
+            step.since = now;
+        }
         self.coverage(&daemon.name).missing += 1;
         self.push(Action::Start {
             instance_arn: instance.arn.clone(),
             task_definition: daemon.task_definition.clone(),
             claim: slot,
             expected: previous.map_or(Expected::Absent, Versioned::expected),
+            surge: None,
         });
         Coverage::Missing
+    }
+
+    fn count(&mut self, daemon: &DaemonView, coverage: Coverage) -> Coverage {
+        match coverage {
+            Coverage::Up => self.coverage(&daemon.name).covered += 1,
+            _ => self.coverage(&daemon.name).starting += 1,
+        }
+        coverage
+    }
+
+    /// Records the slot's keeper (and rollout step) when anything changed.
+    fn track_keeper(
+        &mut self,
+        daemon: &DaemonView,
+        instance_id: &str,
+        previous: Option<&Versioned<Slot>>,
+        keeper: &Task,
+        rollout: Option<SlotRollout>,
+    ) {
+        let now = self.observation.now;
+        let up = is_up(keeper, daemon);
+        let mut slot = self.new_slot(daemon, instance_id, previous);
+        // `Running` in a slot means up (RUNNING, and HEALTHY where checked): events trust it.
+        let state = if up { SlotState::Running } else { SlotState::Starting };
+        let stable = up
+            && keeper.started_at.is_some_and(|at| {
+                at + Duration::seconds(i64::from(daemon.restart.stable_after_seconds)) <= now
+            });
+        let failures = if stable { 0 } else { slot.consecutive_failures };
+        let rollout = rollout.or_else(|| slot.rollout.clone());
+        let changed = previous.is_none_or(|p| {
+            p.record.task_arn.as_deref() != Some(keeper.arn.as_str())
+                || p.record.state != state
+                || p.record.consecutive_failures != failures
+                || p.record.task_version < keeper.version
+                || p.record.rollout != rollout
+        });
+        if changed {
+            slot.state = state;
+            slot.task_arn = Some(keeper.arn.clone());
+            slot.task_definition = Some(revision_of(keeper).to_string());
+            slot.task_version = keeper.version;
+            slot.consecutive_failures = failures;
+            slot.retry_after = None;
+            slot.rollout = rollout;
+            self.record(slot, previous);
+        }
+    }
+
+    /// A daemon with a rollout in flight on an eligible instance. `None` when no copy is
+    /// live at all: the missing path then starts the new revision.
+    fn cover_rolling(
+        &mut self,
+        daemon: &DaemonView,
+        rollout: &Versioned<Rollout>,
+        instance: &ContainerInstance,
+        previous: Option<&Versioned<Slot>>,
+        live: Vec<&'a Task>,
+    ) -> Option<Coverage> {
+        let now = self.observation.now;
+        let instance_id = instance.id();
+        let config = &rollout.record.config;
+        let target = daemon.task_definition.as_str();
+        let step = previous
+            .and_then(|p| p.record.rollout.clone())
+            .filter(|r| r.rollout_id == rollout.record.id);
+        let fresh = |kind: RolloutStep| SlotRollout {
+            rollout_id: rollout.record.id.clone(),
+            step: kind,
+            since: now,
+            new_task_arn: None,
+            failures: 0,
+            last_failure: None,
+            gap: false,
+        };
+        let (new, old): (Vec<&Task>, Vec<&Task>) = live.into_iter().partition(|t| revision_of(t) == target);
+        // Never more than two copies: one of each revision at most.
+        let best_new = self.keep_one(daemon, instance_id, new);
+        let best_old = self.keep_one(daemon, instance_id, old);
+        let mut next = step.clone();
+        let mut candidate = None;
+        let coverage = match (best_old, best_new) {
+            (None, None) => {
+                self.tally(daemon, step.as_ref(), instance_id);
+                return None;
+            }
+            (None, Some(new)) => {
+                let mut done = step.clone().unwrap_or_else(|| fresh(RolloutStep::Done));
+                if done.step != RolloutStep::Done {
+                    done.step = RolloutStep::Done;
+                    done.since = now;
+                }
+                done.new_task_arn = None;
+                next = Some(done);
+                self.track_keeper(daemon, instance_id, previous, new, next.clone());
+                if is_up(new, daemon) { Coverage::Up } else { Coverage::OnItsWay }
+            }
+            (Some(old), None) => {
+                match step.as_ref().map(|s| s.step) {
+                    None => candidate = Some(false),
+                    Some(RolloutStep::Failed) => {
+                        let due = step.as_ref().is_some_and(|s| s.since + Duration::seconds(FAILED_RETRY_SECONDS) <= now);
+                        if due {
+                            candidate = Some(true);
+                        }
+                    }
+                    Some(RolloutStep::Surging | RolloutStep::Settling) => {
+                        let current = step.clone().unwrap_or_else(|| fresh(RolloutStep::Surging));
+                        match current.new_task_arn.as_deref() {
+                            Some(arn) => {
+                                let reason = self.task_by_arn(arn).map_or_else(
+                                    || "the new copy is no longer known to ECS".to_string(),
+                                    stop_reason,
+                                );
+                                next = Some(fail(current, now, format!("the new copy stopped before it was healthy: {reason}")));
+                            }
+                            None if current.since + Duration::seconds(CLAIM_GRACE_SECONDS) <= now => {
+                                // A claim whose start never showed a task: try this instance again.
+                                next = None;
+                                candidate = Some(false);
+                            }
+                            None => {}
+                        }
+                    }
+                    Some(RolloutStep::GapStopping) => {
+                        if old.desired_status != TaskStatus::Stopped {
+                            self.push(Action::Stop {
+                                task_arn: old.arn.clone(),
+                                instance_id: instance_id.into(),
+                                daemon: daemon.name.clone(),
+                                reason: format!(
+                                    "ecs-daemons: no room for {target} next to this copy; stopping it first (surgeFallback stopFirst)"
+                                ),
+                            });
+                        }
+                    }
+                    Some(RolloutStep::Done) => {
+                        let current = step.clone().unwrap_or_else(|| fresh(RolloutStep::Done));
+                        next = Some(fail(current, now, "the new copy stopped after the instance was done".into()));
+                    }
+                }
+                self.track_keeper(daemon, instance_id, previous, old, next.clone());
+                if is_up(old, daemon) { Coverage::Up } else { Coverage::OnItsWay }
+            }
+            (Some(old), Some(new)) => {
+                let either_up = is_up(old, daemon) || is_up(new, daemon);
+                let kind = step.as_ref().map(|s| s.step);
+                if kind == Some(RolloutStep::Failed) {
+                    self.push(Action::Stop {
+                        task_arn: new.arn.clone(),
+                        instance_id: instance_id.into(),
+                        daemon: daemon.name.clone(),
+                        reason: format!("ecs-daemons: the rollout to {target} failed on this instance"),
+                    });
+                    self.track_keeper(daemon, instance_id, previous, old, next.clone());
+                } else if is_up(new, daemon) {
+                    let since = match &step {
+                        Some(s) if matches!(s.step, RolloutStep::Settling | RolloutStep::Done) => s.since,
+                        Some(_) => now,
+                        // A copy found, not started here (adopted): its own start time counts.
+                        None => new.started_at.unwrap_or(now),
+                    };
+                    let mut settling = step.clone().unwrap_or_else(|| fresh(RolloutStep::Settling));
+                    settling.new_task_arn = Some(new.arn.clone());
+                    if now - since >= Duration::seconds(i64::from(config.min_healthy_seconds)) {
+                        self.push(Action::Stop {
+                            task_arn: old.arn.clone(),
+                            instance_id: instance_id.into(),
+                            daemon: daemon.name.clone(),
+                            reason: format!("ecs-daemons: replaced by {target}, healthy for {}s", (now - since).num_seconds()),
+                        });
+                        settling.step = RolloutStep::Done;
+                        settling.since = now;
+                        settling.new_task_arn = None;
+                        next = Some(settling);
+                        self.track_keeper(daemon, instance_id, previous, new, next.clone());
+                    } else {
+                        settling.step = RolloutStep::Settling;
+                        settling.since = since;
+                        next = Some(settling);
+                        self.track_keeper(daemon, instance_id, previous, old, next.clone());
+                    }
+                } else {
+                    let mut surging = step.clone().unwrap_or_else(|| fresh(RolloutStep::Surging));
+                    surging.step = RolloutStep::Surging;
+                    surging.new_task_arn = Some(new.arn.clone());
+                    next = Some(surging);
+                    self.track_keeper(daemon, instance_id, previous, old, next.clone());
+                }
+                if either_up { Coverage::Up } else { Coverage::OnItsWay }
+            }
+        };
+        self.tally(daemon, next.as_ref(), instance_id);
+        if let Some(retry) = candidate {
+            let tally = self.tallies.entry(daemon.name.clone()).or_default();
+            tally.candidates.push((instance.arn.clone(), retry));
+        }
+        Some(coverage)
+    }
+
+    fn tally(&mut self, daemon: &DaemonView, step: Option<&SlotRollout>, instance_id: &str) {
+        let tally = self.tallies.entry(daemon.name.clone()).or_default();
+        let counts = &mut tally.counts;
+        counts.total += 1;
+        match step.map(|s| s.step) {
+            None => counts.pending += 1,
+            Some(RolloutStep::Surging | RolloutStep::GapStopping) => counts.surging += 1,
+            Some(RolloutStep::Settling) => counts.settling += 1,
+            Some(RolloutStep::Done) => counts.done += 1,
+            Some(RolloutStep::Failed) => counts.failed += 1,
+        }
+        if let Some(step) = step {
+            counts.failures += step.failures;
+            counts.gaps += u32::from(step.gap);
+            if let Some(reason) = &step.last_failure {
+                tally.failures.push(RolloutFailure { instance_id: instance_id.into(), reason: reason.clone(), at: step.since });
+            }
+        }
+    }
+
+    /// Full reconciles only: trip the breaker, finish, or start the next surges of each rollout.
+    fn advance_rollouts(&mut self) {
+        let now = self.observation.now;
+        for daemon in self.daemons.clone() {
+            let Some(rollout) = self.rollouts.get(daemon.name.as_str()).copied() else { continue };
+            let Tally { mut counts, mut candidates, failures } = self.tallies.remove(&daemon.name).unwrap_or_default();
+            let config = &rollout.record.config;
+            let target = daemon.task_definition.clone();
+            counts.threshold = config.failure_threshold.of(counts.total as usize) as u32;
+            let mut record = rollout.record.clone();
+            record.updated_at = now;
+            for failure in failures {
+                if !record.failures.iter().any(|f| f.instance_id == failure.instance_id && f.at == failure.at) {
+                    record.failures.push(failure);
+                }
+            }
+            record.failures.sort_by_key(|f| f.at);
+            let excess = record.failures.len().saturating_sub(Rollout::FAILURES_KEPT);
+            record.failures.drain(..excess);
+
+            if counts.failures >= counts.threshold {
+                let last = record.failures.last().map_or_else(String::new, |f| format!("; last on {}: {}", f.instance_id, f.reason));
+                record.state = RolloutState::Failed;
+                record.reason = Some(format!(
+                    "the circuit breaker tripped: {} failure(s) reached the threshold of {}{last}",
+                    counts.failures, counts.threshold
+                ));
+                record.finished_at = Some(now);
+                record.counts = counts.clone();
+                let back = daemon.last_good.clone().filter(|good| *good != target && config.auto_rollback);
+                let switch = match back {
+                    Some(good) => {
+                        let rollback = Rollout {
+                            cluster: record.cluster.clone(),
+                            daemon: daemon.name.clone(),
+                            id: Rollout::new_id(now, &format!("{}auto", record.id)),
+                            kind: RolloutKind::AutoRollback,
+                            from_task_definition: Some(target.clone()),
+                            to_task_definition: good.clone(),
+                            config: config.clone(),
+                            state: RolloutState::InProgress,
+                            counts: RolloutCounts::default(),
+                            failures: Vec::new(),
+                            reason: Some(format!("the circuit breaker tripped on {target}")),
+                            started_at: now,
+                            updated_at: now,
+                            finished_at: None,
+                        };
+                        Action::SwitchRevision {
+                            daemon: daemon.name.clone(),
+                            task_definition: good,
+                            active_rollout: Some(rollback.id.clone()),
+                            last_good: daemon.last_good.clone(),
+                            new_rollout: Some(Box::new(rollback)),
+                        }
+                    }
+                    None => Action::SwitchRevision {
+                        daemon: daemon.name.clone(),
+                        task_definition: target.clone(),
+                        active_rollout: None,
+                        last_good: daemon.last_good.clone(),
+                        new_rollout: None,
+                    },
+                };
+                self.push(switch);
+                self.plan.rollouts.insert(daemon.name.clone(), counts);
+                self.push(Action::RecordRollout { rollout: Box::new(record), expected: rollout.expected() });
+                continue;
+            }
+            if counts.done == counts.total {
+                record.state = RolloutState::Succeeded;
+                record.finished_at = Some(now);
+                record.counts = counts.clone();
+                self.push(Action::SwitchRevision {
+                    daemon: daemon.name.clone(),
+                    task_definition: target.clone(),
+                    active_rollout: None,
+                    last_good: Some(target.clone()),
+                    new_rollout: None,
+                });
+                self.plan.rollouts.insert(daemon.name.clone(), counts);
+                self.push(Action::RecordRollout { rollout: Box::new(record), expected: rollout.expected() });
+                continue;
+            }
+            let in_flight = (counts.surging + counts.settling) as usize;
+            let mut budget = config.max_parallel.of(counts.total as usize).saturating_sub(in_flight);
+            if let Some(canary) = config.canary {
+                let canary = (canary as usize).min(counts.total as usize);
+                let touched = (counts.total - counts.pending) as usize;
+                budget = if touched < canary {
+                    budget.min(canary - touched)
+                } else if (counts.done as usize) < canary {
+                    0
+                } else {
+                    budget
+                };
+            }
+            // Fresh instances first, in a stable order; failed ones retried after them.
+            candidates.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+            for (instance_arn, retry) in candidates.into_iter().take(budget) {
+                let instance_id = resource_id(&instance_arn).to_string();
+                let previous = self.slots.get(&(daemon.name.as_str(), instance_id.as_str())).copied();
+                let mut claim = self.new_slot(daemon, &instance_id, previous);
+                let failures = claim.rollout.as_ref().filter(|r| r.rollout_id == record.id).map_or(0, |r| r.failures);
+                claim.rollout = Some(SlotRollout {
+                    rollout_id: record.id.clone(),
+                    step: RolloutStep::Surging,
+                    since: now,
+                    new_task_arn: None,
+                    failures,
+                    last_failure: None,
+                    gap: false,
+                });
+                if retry {
+                    counts.failed -= 1;
+                } else {
+                    counts.pending -= 1;
+                }
+                counts.surging += 1;
+                self.push(Action::Start {
+                    instance_arn,
+                    task_definition: target.clone(),
+                    claim,
+                    expected: previous.map_or(Expected::Absent, Versioned::expected),
+                    surge: Some(config.surge_fallback),
+                });
+            }
+            record.counts = counts.clone();
+            self.plan.rollouts.insert(daemon.name.clone(), counts);
+            if record != rollout.record {
+                self.push(Action::RecordRollout { rollout: Box::new(record), expected: rollout.expected() });
+            }
+        }
     }
 
     /// Stops every live copy of a daemon on an instance and marks the slot stopping.
@@ -667,6 +1074,7 @@ impl<'a> Planner<'a> {
         }
         if self.observation.scope == Scope::Full {
             self.clean_up();
+            self.advance_rollouts();
         }
         self.plan.actions.sort_by_key(Action::rank);
         self.plan
@@ -730,6 +1138,8 @@ mod tests {
             start_order: order,
             has_health_check: false,
             restart: RestartPolicy::default(),
+            active_rollout: None,
+            last_good: None,
         }
     }
 
@@ -779,6 +1189,7 @@ mod tests {
                 consecutive_failures: 0,
                 last_stop_reason: None,
                 retry_after: None,
+                rollout: None,
                 updated_at: now() - Duration::seconds(300),
             },
             version,
@@ -798,6 +1209,8 @@ mod tests {
             instances,
             tasks,
             slots: vec![],
+            rollouts: vec![],
+            specs: vec![],
         }
     }
 

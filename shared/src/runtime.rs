@@ -193,6 +193,17 @@ pub async fn deploy(
     Ok(serde_json::to_value(answer)?)
 }
 
+pub async fn rollback(
+    engine: &ProductionEngine,
+    payload: Value,
+    request_id: String,
+) -> Result<Value, FunctionError> {
+    let request: crate::deploy::RollbackRequest = parse_payload(payload)?;
+    let answer = crate::deploy::rollback(engine, request, Utc::now(), &request_id).await?;
+    log_outcome("rollback", &answer.reconcile);
+    Ok(serde_json::to_value(answer)?)
+}
+
 pub async fn status(
     engine: &ProductionEngine,
     payload: Value,

@@ -8,6 +8,8 @@ use std::fmt;
 use std::future::Future;
 
 use chrono::{DateTime, Duration, Utc};
+
+use crate::rollout::{RolloutConfig, RolloutCounts, RolloutKind, RolloutState, SlotRollout};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -255,6 +257,9 @@ pub struct DaemonSpec {
     pub active_rollout: Option<String>,
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// How revisions of this daemon roll out (the latest deploy's choice).
+    #[serde(default)]
+    pub rollout: RolloutConfig,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -304,15 +309,6 @@ impl Record for DaemonSpec {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum RolloutState {
-    InProgress,
-    Succeeded,
-    Failed,
-    Superseded,
-}
-
 /// One instance that failed during a rollout, with ECS's own reason.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -330,17 +326,35 @@ pub struct Rollout {
     pub daemon: String,
     /// Sorts by start time, so a query lists history in order.
     pub id: String,
+    pub kind: RolloutKind,
     pub from_task_definition: Option<String>,
     pub to_task_definition: String,
+    pub config: RolloutConfig,
     pub state: RolloutState,
     #[serde(default)]
-    pub instances_done: u32,
-    #[serde(default)]
-    pub instances_total: u32,
+    pub counts: RolloutCounts,
+    /// The latest failures (at most [`Rollout::FAILURES_KEPT`]).
     #[serde(default)]
     pub failures: Vec<RolloutFailure>,
+    /// Why it failed or was superseded.
+    #[serde(default)]
+    pub reason: Option<String>,
     pub started_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Rollout {
+    pub const FAILURES_KEPT: usize = 50;
+    /// Rollout records kept per daemon.
+    pub const HISTORY_KEPT: usize = 20;
+
+    /// A sortable id: start time, then a suffix that tells two starts of one millisecond apart.
+    pub fn new_id(now: DateTime<Utc>, suffix: &str) -> String {
+        let tail: String = suffix.chars().filter(|c| c.is_ascii_alphanumeric()).rev().take(6).collect();
+        format!("{}-{tail}", now.format("%Y%m%dT%H%M%S%3fZ"))
+    }
 }
 
 impl Record for Rollout {
@@ -391,6 +405,9 @@ pub struct Slot {
     /// No restart before this time (exponential backoff).
     #[serde(default)]
     pub retry_after: Option<DateTime<Utc>>,
+    /// This instance's step in the daemon's rollouts.
+    #[serde(default)]
+    pub rollout: Option<SlotRollout>,
     pub updated_at: DateTime<Utc>,
 }
 

@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
+use crate::rollout::{RolloutKind, RolloutState};
+
 use super::{
-    DaemonSpec, EventSeen, Expected, ItemKey, Record, Rollout, RolloutState, Slot, SlotState,
+    DaemonSpec, EventSeen, Expected, ItemKey, Record, Rollout, Slot, SlotState,
     Store, StoreError, Versioned,
 };
 
@@ -29,6 +31,7 @@ pub fn spec(cluster: &str, daemon: &str, task_definition: &str) -> DaemonSpec {
         last_good_task_definition: None,
         active_rollout: None,
         restart: Default::default(),
+        rollout: Default::default(),
         updated_at: at(0),
     }
 }
@@ -46,6 +49,7 @@ pub fn slot(cluster: &str, daemon: &str, instance: &str, claimed_by: &str) -> Sl
         consecutive_failures: 0,
         last_stop_reason: None,
         retry_after: None,
+        rollout: None,
         updated_at: at(1),
     }
 }
@@ -55,14 +59,17 @@ fn rollout(cluster: &str, daemon: &str, id: &str) -> Rollout {
         cluster: cluster.into(),
         daemon: daemon.into(),
         id: id.into(),
+        kind: RolloutKind::Update,
         from_task_definition: Some(format!("{daemon}:1")),
         to_task_definition: format!("{daemon}:2"),
+        config: Default::default(),
         state: RolloutState::InProgress,
-        instances_done: 0,
-        instances_total: 10,
+        counts: Default::default(),
         failures: vec![],
+        reason: None,
         started_at: at(2),
         updated_at: at(2),
+        finished_at: None,
     }
 }
 

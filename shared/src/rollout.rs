@@ -1,0 +1,237 @@
+//! Rolling updates: the configuration a deploy carries, the per-instance steps
+//! kept in slots, and the rollout record's vocabulary. The decisions themselves
+//! are in the planner (per instance) and `plan::plan_rollouts` (per rollout).
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A count of instances, or a percentage of the instances a rollout covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Amount {
+    Count(u32),
+    Percent(u32),
+}
+
+impl Amount {
+    /// The amount for `total` instances, at least 1.
+    pub fn of(self, total: usize) -> usize {
+        let value = match self {
+            Self::Count(count) => count as usize,
+            Self::Percent(percent) => (total * percent as usize).div_ceil(100),
+        };
+        value.max(1)
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Count(count) => write!(f, "{count}"),
+            Self::Percent(percent) => write!(f, "{percent}%"),
+        }
+    }
+}
+
+impl Serialize for Amount {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Count(count) => serializer.serialize_u32(*count),
+            Self::Percent(_) => serializer.serialize_str(&self.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Count(u32),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Count(0) => Err(D::Error::custom("must be at least 1")),
+            Raw::Count(count) => Ok(Self::Count(count)),
+            Raw::Text(text) => {
+                let percent = text
+                    .strip_suffix('%')
+                    .and_then(|p| p.trim().parse::<u32>().ok())
+                    .filter(|p| (1..=100).contains(p))
+                    .ok_or_else(|| D::Error::custom(format!("expected a count like 3 or a percentage like \"10%\" (1–100), got {text:?}")))?;
+                Ok(Self::Percent(percent))
+            }
+        }
+    }
+}
+
+/// What to do on an instance that has no room for the new copy next to the old one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SurgeFallback {
+    /// Count the instance as failed (no gap in coverage, ever).
+    #[default]
+    Fail,
+    /// Stop the old copy, then start the new one on that instance only: a counted gap.
+    StopFirst,
+}
+
+/// How a revision is rolled out. Every field has a default.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct RolloutConfig {
+    /// Instances in flight at once.
+    pub max_parallel: Amount,
+    /// How long a new copy must stay RUNNING (and HEALTHY where checked) before the old one stops.
+    pub min_healthy_seconds: u32,
+    /// A first batch of this many instances must finish before the rest start.
+    pub canary: Option<u32>,
+    pub surge_fallback: SurgeFallback,
+    /// Failed instances (starts refused, new copies dying before healthy) that trip the breaker.
+    pub failure_threshold: Amount,
+    /// Roll back to the last good revision when the breaker trips.
+    pub auto_rollback: bool,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        Self {
+            max_parallel: Amount::Percent(25),
+            min_healthy_seconds: 30,
+            canary: None,
+            surge_fallback: SurgeFallback::Fail,
+            failure_threshold: Amount::Percent(10),
+            auto_rollback: true,
+        }
+    }
+}
+
+impl RolloutConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.min_healthy_seconds > 3600 {
+            return Err(format!("`rollout.minHealthySeconds` must be at most 3600, got {}", self.min_healthy_seconds));
+        }
+        if self.canary == Some(0) {
+            return Err("`rollout.canary` must be at least 1 when set".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RolloutKind {
+    /// The first deploy of a daemon.
+    Initial,
+    Update,
+    /// Asked for with the `rollback` invoke.
+    Rollback,
+    /// Started by the circuit breaker.
+    AutoRollback,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RolloutState {
+    InProgress,
+    Succeeded,
+    /// The breaker tripped.
+    Failed,
+    /// A later deploy or rollback took over.
+    Superseded,
+}
+
+/// Where one instance is in one rollout (kept in its slot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RolloutStep {
+    /// The new copy was started next to the old one.
+    Surging,
+    /// The new copy is up; the old one stops after `minHealthySeconds`.
+    Settling,
+    /// No room for two: the old copy is being stopped first (a counted gap).
+    GapStopping,
+    /// On the new revision, the old copy stopped.
+    Done,
+    /// The new copy could not start or died before it was healthy.
+    Failed,
+}
+
+impl RolloutStep {
+    pub fn in_flight(self) -> bool {
+        matches!(self, Self::Surging | Self::Settling | Self::GapStopping)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotRollout {
+    pub rollout_id: String,
+    pub step: RolloutStep,
+    pub since: DateTime<Utc>,
+    #[serde(default)]
+    pub new_task_arn: Option<String>,
+    /// Failures of this instance in this rollout.
+    #[serde(default)]
+    pub failures: u32,
+    #[serde(default)]
+    pub last_failure: Option<String>,
+    /// The old copy was stopped before the new one started.
+    #[serde(default)]
+    pub gap: bool,
+}
+
+/// Instances per step, recomputed by every full reconcile.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RolloutCounts {
+    pub total: u32,
+    pub pending: u32,
+    pub surging: u32,
+    pub settling: u32,
+    pub done: u32,
+    pub failed: u32,
+    /// stopFirst instances (a gap in coverage, counted).
+    pub gaps: u32,
+    /// Failures so far, against the breaker's threshold.
+    pub failures: u32,
+    pub threshold: u32,
+}
+
+impl RolloutCounts {
+    pub fn percent_done(&self) -> u32 {
+        if self.total == 0 {
+            100
+        } else {
+            self.done * 100 / self.total
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_are_counts_or_percentages() {
+        let count: Amount = serde_json::from_str("3").unwrap();
+        let percent: Amount = serde_json::from_str("\"10%\"").unwrap();
+        assert_eq!((count.of(100), percent.of(1000), percent.of(5)), (3, 100, 1));
+        assert_eq!(serde_json::to_string(&percent).unwrap(), "\"10%\"");
+        for bad in ["0", "\"0%\"", "\"150%\"", "\"ten\"", "-1"] {
+            assert!(serde_json::from_str::<Amount>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rollout_config_defaults_and_refuses_unknown_fields() {
+        let config: RolloutConfig = serde_json::from_str(r#"{"maxParallel": 3}"#).unwrap();
+        assert_eq!(config.max_parallel, Amount::Count(3));
+        assert_eq!(config.min_healthy_seconds, 30);
+        assert!(config.auto_rollback);
+        let error = serde_json::from_str::<RolloutConfig>(r#"{"maxParalel": 3}"#).unwrap_err().to_string();
+        assert!(error.contains("maxParalel"), "{error}");
+    }
+}
