@@ -115,6 +115,8 @@ pub struct TaskDefinitionModel {
     pub needs_execution_role: bool,
     /// The essential container exits this long after RUNNING (a crashing agent).
     pub crashes_after: Option<Duration>,
+    /// The execution role exists but may not pull the image: every start fails.
+    pub execution_role_denied: bool,
 }
 
 impl TaskDefinitionModel {
@@ -127,6 +129,7 @@ impl TaskDefinitionModel {
             health_check: false,
             needs_execution_role: true,
             crashes_after: None,
+            execution_role_denied: false,
         }
     }
 }
@@ -706,7 +709,14 @@ impl World {
         }
         let id = self.id("");
         let now = self.now;
-        let due = if model.needs_execution_role && model.execution_role_arn.is_none() {
+        let due = if model.execution_role_denied {
+            Due::FailToStart(format!(
+                "ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval failed: \
+                 unable to retrieve ecr registry auth: AccessDeniedException: User: {} is not authorized to perform: \
+                 ecr:GetAuthorizationToken",
+                model.execution_role_arn.clone().unwrap_or_default()
+            ))
+        } else if model.needs_execution_role && model.execution_role_arn.is_none() {
             Due::FailToStart(
                 "ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval failed: \
                  the task definition has no execution role (executionRoleArn) to read them with"
