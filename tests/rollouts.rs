@@ -15,11 +15,18 @@ const CLUSTER: &str = "prod";
 const DAEMON: &str = "agent";
 
 fn deploy_request(task_definition: &str, config: Option<RolloutConfig>) -> DeployRequest {
-    DeployRequest { rollout: config, ..DeployRequest::new(CLUSTER, DAEMON, task_definition, &["general"], 0) }
+    DeployRequest {
+        rollout: config,
+        ..DeployRequest::new(CLUSTER, DAEMON, task_definition, &["general"], 0)
+    }
 }
 
 fn config(max_parallel: u32) -> RolloutConfig {
-    RolloutConfig { max_parallel: Amount::Count(max_parallel), min_healthy_seconds: 30, ..RolloutConfig::default() }
+    RolloutConfig {
+        max_parallel: Amount::Count(max_parallel),
+        min_healthy_seconds: 30,
+        ..RolloutConfig::default()
+    }
 }
 
 /// Per instance: the revisions of the live copies of the daemon.
@@ -35,17 +42,35 @@ fn copies(harness: &Harness) -> Vec<(String, Vec<String>, bool)> {
                 .iter()
                 .filter(|t| t.instance_id == i.id() && t.group == format!("daemon:{DAEMON}"))
                 .filter(|t| !t.last_status.is_terminal() && t.desired_status == TaskStatus::Running)
-                .map(|t| format!("{}{}", t.definition, if t.last_status == TaskStatus::Running { "" } else { "(pending)" }))
+                .map(|t| {
+                    format!(
+                        "{}{}",
+                        t.definition,
+                        if t.last_status == TaskStatus::Running {
+                            ""
+                        } else {
+                            "(pending)"
+                        }
+                    )
+                })
                 .collect();
             live.sort();
-            let ready = i.attributes.get(READY_ATTRIBUTE).is_some_and(|v| v.as_deref() == Some("true"));
+            let ready = i
+                .attributes
+                .get(READY_ATTRIBUTE)
+                .is_some_and(|v| v.as_deref() == Some("true"));
             (i.id().to_string(), live, ready)
         })
         .collect()
 }
 
 /// Runs `seconds` with a coverage check every minute, checking the rollout invariants every second.
-async fn run_checked(harness: &mut Harness, seconds: i64, max_parallel: usize, gaps_allowed: bool) -> usize {
+async fn run_checked(
+    harness: &mut Harness,
+    seconds: i64,
+    max_parallel: usize,
+    gaps_allowed: bool,
+) -> usize {
     let mut peak_in_flight = 0;
     for second in 1..=seconds {
         harness.model.advance(Duration::seconds(1));
@@ -57,12 +82,21 @@ async fn run_checked(harness: &mut Harness, seconds: i64, max_parallel: usize, g
         let state = copies(harness);
         let mut in_flight = 0;
         for (instance, live, ready) in &state {
-            assert!(live.len() <= 2, "never more than two copies: {instance} has {live:?} at second {second}");
+            assert!(
+                live.len() <= 2,
+                "never more than two copies: {instance} has {live:?} at second {second}"
+            );
             in_flight += usize::from(live.len() == 2);
             let running = live.iter().any(|l| !l.ends_with("(pending)"));
-            assert!(!ready || running || gaps_allowed, "ready instance {instance} without a running copy: {live:?} at second {second}");
+            assert!(
+                !ready || running || gaps_allowed,
+                "ready instance {instance} without a running copy: {live:?} at second {second}"
+            );
         }
-        assert!(in_flight <= max_parallel, "{in_flight} instances in flight, maxParallel {max_parallel}, at second {second}");
+        assert!(
+            in_flight <= max_parallel,
+            "{in_flight} instances in flight, maxParallel {max_parallel}, at second {second}"
+        );
         peak_in_flight = peak_in_flight.max(in_flight);
     }
     peak_in_flight
@@ -71,70 +105,137 @@ async fn run_checked(harness: &mut Harness, seconds: i64, max_parallel: usize, g
 async fn setup(instances: usize, cpu: i64) -> (Harness, Vec<String>) {
     let mut harness = Harness::new(CLUSTER, &["general"], ModelConfig::default());
     let revisions: Vec<String> = (0..3)
-        .map(|_| harness.model.register_task_definition(TaskDefinitionModel::new(DAEMON, 1024, 512)))
+        .map(|_| {
+            harness
+                .model
+                .register_task_definition(TaskDefinitionModel::new(DAEMON, 1024, 512))
+        })
         .collect();
     for _ in 0..instances {
         harness.model.add_instance(CLUSTER, "general", cpu, 8192);
     }
-    harness.deploy(deploy_request(&revisions[0], None)).await.unwrap();
-    harness.run_for(Duration::seconds(20), Duration::seconds(1)).await;
+    harness
+        .deploy(deploy_request(&revisions[0], None))
+        .await
+        .unwrap();
+    harness
+        .run_for(Duration::seconds(20), Duration::seconds(1))
+        .await;
     (harness, revisions)
 }
 
 async fn agent_status(harness: &Harness) -> ecs_daemons::deploy::DaemonStatus {
-    let answer = status(&harness.engine, StatusRequest { cluster: CLUSTER.into(), daemon: Some(DAEMON.into()) }, harness.model.now()).await;
+    let answer = status(
+        &harness.engine,
+        StatusRequest {
+            cluster: CLUSTER.into(),
+            daemon: Some(DAEMON.into()),
+        },
+        harness.model.now(),
+    )
+    .await;
     answer.unwrap().daemons.remove(0)
 }
 
 #[tokio::test]
 async fn an_update_starts_new_copies_first_three_at_a_time() {
     let (mut harness, revisions) = setup(10, 4096).await;
-    let answer = harness.deploy(deploy_request(&revisions[1], Some(config(3)))).await.unwrap();
+    let answer = harness
+        .deploy(deploy_request(&revisions[1], Some(config(3))))
+        .await
+        .unwrap();
     assert_eq!(answer.recorded, "rollout");
-    assert_eq!(answer.reconcile.started.len(), 3, "the first batch starts at once");
+    assert_eq!(
+        answer.reconcile.started.len(),
+        3,
+        "the first batch starts at once"
+    );
     let peak = run_checked(&mut harness, 600, 3, false).await;
     assert_eq!(peak, 3, "three instances in flight at the busiest");
 
     let state = copies(&harness);
-    assert!(state.iter().all(|(_, live, ready)| live == &vec![revisions[1].clone()] && *ready), "{state:?}");
+    assert!(
+        state
+            .iter()
+            .all(|(_, live, ready)| live == &vec![revisions[1].clone()] && *ready),
+        "{state:?}"
+    );
     let agent = agent_status(&harness).await;
     let rollout = agent.rollout.unwrap();
     assert_eq!(rollout.state, RolloutState::Succeeded);
-    assert_eq!((rollout.counts.done, rollout.counts.total, rollout.percent_done), (10, 10, 100));
-    assert_eq!(rollout.from_task_definition.as_deref(), Some(revisions[0].as_str()));
+    assert_eq!(
+        (
+            rollout.counts.done,
+            rollout.counts.total,
+            rollout.percent_done
+        ),
+        (10, 10, 100)
+    );
+    assert_eq!(
+        rollout.from_task_definition.as_deref(),
+        Some(revisions[0].as_str())
+    );
     let spec: ecs_daemons::store::Versioned<ecs_daemons::store::DaemonSpec> = {
         use ecs_daemons::store::Store;
-        harness.store.get(&ecs_daemons::store::ItemKey::spec(CLUSTER, DAEMON)).await.unwrap().unwrap()
+        harness
+            .store
+            .get(&ecs_daemons::store::ItemKey::spec(CLUSTER, DAEMON))
+            .await
+            .unwrap()
+            .unwrap()
     };
-    assert_eq!(spec.record.last_good_task_definition.as_deref(), Some(revisions[1].as_str()));
+    assert_eq!(
+        spec.record.last_good_task_definition.as_deref(),
+        Some(revisions[1].as_str())
+    );
     assert_eq!(spec.record.active_rollout, None);
 }
 
 #[tokio::test]
 async fn a_canary_batch_finishes_before_the_rest() {
     let (mut harness, revisions) = setup(8, 4096).await;
-    let canary = RolloutConfig { canary: Some(1), ..config(4) };
-    let answer = harness.deploy(deploy_request(&revisions[1], Some(canary))).await.unwrap();
+    let canary = RolloutConfig {
+        canary: Some(1),
+        ..config(4)
+    };
+    let answer = harness
+        .deploy(deploy_request(&revisions[1], Some(canary)))
+        .await
+        .unwrap();
     assert_eq!(answer.reconcile.started.len(), 1, "only the canary starts");
     // Until the canary is done (start 5 s + 30 s healthy), nothing else starts.
     run_checked(&mut harness, 30, 1, false).await;
-    let on_new = copies(&harness).iter().filter(|(_, live, _)| live.contains(&revisions[1])).count();
+    let on_new = copies(&harness)
+        .iter()
+        .filter(|(_, live, _)| live.contains(&revisions[1]))
+        .count();
     assert_eq!(on_new, 1);
     run_checked(&mut harness, 400, 4, false).await;
-    assert!(copies(&harness).iter().all(|(_, live, _)| live == &vec![revisions[1].clone()]));
+    assert!(copies(&harness)
+        .iter()
+        .all(|(_, live, _)| live == &vec![revisions[1].clone()]));
 }
 
 #[tokio::test]
 async fn a_bad_revision_trips_the_breaker_and_rolls_back_by_itself() {
     let (mut harness, revisions) = setup(10, 4096).await;
-    harness.deploy(deploy_request(&revisions[1], Some(config(3)))).await.unwrap();
+    harness
+        .deploy(deploy_request(&revisions[1], Some(config(3))))
+        .await
+        .unwrap();
     run_checked(&mut harness, 600, 3, false).await;
     let denied = harness.model.register_task_definition(TaskDefinitionModel {
         execution_role_denied: true,
         ..TaskDefinitionModel::new(DAEMON, 1024, 512)
     });
-    let bad = RolloutConfig { failure_threshold: Amount::Count(2), ..config(3) };
-    harness.deploy(deploy_request(&denied, Some(bad))).await.unwrap();
+    let bad = RolloutConfig {
+        failure_threshold: Amount::Count(2),
+        ..config(3)
+    };
+    harness
+        .deploy(deploy_request(&denied, Some(bad)))
+        .await
+        .unwrap();
     run_checked(&mut harness, 600, 3, false).await;
 
     let agent = agent_status(&harness).await;
@@ -142,43 +243,113 @@ async fn a_bad_revision_trips_the_breaker_and_rolls_back_by_itself() {
     assert_eq!(rollout.kind, RolloutKind::AutoRollback);
     assert_eq!(rollout.state, RolloutState::Succeeded);
     assert_eq!(rollout.to_task_definition, revisions[1]);
-    let failed = agent.history.iter().find(|r| r.to_task_definition == denied).unwrap();
+    let failed = agent
+        .history
+        .iter()
+        .find(|r| r.to_task_definition == denied)
+        .unwrap();
     assert_eq!(failed.state, RolloutState::Failed);
-    assert!(failed.reason.as_deref().unwrap().contains("circuit breaker"), "{:?}", failed.reason);
-    assert!(failed.failures.iter().any(|f| f.reason.contains("AccessDeniedException")), "{:?}", failed.failures);
-    assert!(failed.counts.failures >= 2 && failed.counts.failures <= 3, "the breaker stopped it early: {:?}", failed.counts);
-    let starts_of_bad = harness.model.tasks(CLUSTER).iter().filter(|t| t.definition == denied).count();
-    assert!(starts_of_bad <= 3, "no new instance touched after the trip: {starts_of_bad} starts");
-    assert!(copies(&harness).iter().all(|(_, live, ready)| live == &vec![revisions[1].clone()] && *ready));
+    assert!(
+        failed
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("circuit breaker"),
+        "{:?}",
+        failed.reason
+    );
+    assert!(
+        failed
+            .failures
+            .iter()
+            .any(|f| f.reason.contains("AccessDeniedException")),
+        "{:?}",
+        failed.failures
+    );
+    assert!(
+        failed.counts.failures >= 2 && failed.counts.failures <= 3,
+        "the breaker stopped it early: {:?}",
+        failed.counts
+    );
+    let starts_of_bad = harness
+        .model
+        .tasks(CLUSTER)
+        .iter()
+        .filter(|t| t.definition == denied)
+        .count();
+    assert!(
+        starts_of_bad <= 3,
+        "no new instance touched after the trip: {starts_of_bad} starts"
+    );
+    assert!(copies(&harness)
+        .iter()
+        .all(|(_, live, ready)| live == &vec![revisions[1].clone()] && *ready));
 }
 
 #[tokio::test]
 async fn manual_rollback_is_a_rollout_and_refuses_nonsense() {
     let (mut harness, revisions) = setup(6, 4096).await;
-    harness.deploy(deploy_request(&revisions[1], Some(config(2)))).await.unwrap();
+    harness
+        .deploy(deploy_request(&revisions[1], Some(config(2))))
+        .await
+        .unwrap();
     run_checked(&mut harness, 400, 2, false).await;
 
-    let request = |to: Option<u32>| RollbackRequest { cluster: CLUSTER.into(), daemon: DAEMON.into(), to_revision: to };
-    let error = harness.rollback(request(None)).await.unwrap_err().to_string();
-    assert!(error.contains("already on"), "the last good is the current one: {error}");
-    let error = harness.rollback(request(Some(2))).await.unwrap_err().to_string();
+    let request = |to: Option<u32>| RollbackRequest {
+        cluster: CLUSTER.into(),
+        daemon: DAEMON.into(),
+        to_revision: to,
+    };
+    let error = harness
+        .rollback(request(None))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("already on"),
+        "the last good is the current one: {error}"
+    );
+    let error = harness
+        .rollback(request(Some(2)))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("already on"), "{error}");
-    let error = harness.rollback(request(Some(42))).await.unwrap_err().to_string();
+    let error = harness
+        .rollback(request(Some(42)))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("agent:42 was not found"), "{error}");
-    let unknown = RollbackRequest { daemon: "nobody".into(), ..request(None) };
-    assert!(harness.rollback(unknown).await.unwrap_err().to_string().contains("unknown daemon nobody"));
+    let unknown = RollbackRequest {
+        daemon: "nobody".into(),
+        ..request(None)
+    };
+    assert!(harness
+        .rollback(unknown)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("unknown daemon nobody"));
     let no_role = harness.model.register_task_definition(TaskDefinitionModel {
         execution_role_arn: None,
         ..TaskDefinitionModel::new(DAEMON, 1024, 512)
     });
     let revision = no_role.rsplit(':').next().unwrap().parse().unwrap();
-    assert!(harness.rollback(request(Some(revision))).await.unwrap_err().to_string().contains("no execution role"));
+    assert!(harness
+        .rollback(request(Some(revision)))
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("no execution role"));
 
     let answer = harness.rollback(request(Some(1))).await.unwrap();
     assert_eq!(answer.rollout.kind, RolloutKind::Rollback);
     assert_eq!(answer.task_definition, revisions[0]);
     run_checked(&mut harness, 400, 2, false).await;
-    assert!(copies(&harness).iter().all(|(_, live, _)| live == &vec![revisions[0].clone()]));
+    assert!(copies(&harness)
+        .iter()
+        .all(|(_, live, _)| live == &vec![revisions[0].clone()]));
     let agent = agent_status(&harness).await;
     assert_eq!(agent.rollout.unwrap().state, RolloutState::Succeeded);
     assert_eq!(agent.history.len(), 1, "the update before it");
@@ -188,22 +359,54 @@ async fn manual_rollback_is_a_rollout_and_refuses_nonsense() {
 async fn without_room_for_two_copies_the_fallback_decides() {
     // 1.5 vCPU instances: one 1 vCPU copy fits, two do not.
     let (mut harness, revisions) = setup(4, 1536).await;
-    let stop_first = RolloutConfig { surge_fallback: SurgeFallback::StopFirst, ..config(2) };
-    harness.deploy(deploy_request(&revisions[1], Some(stop_first))).await.unwrap();
+    let stop_first = RolloutConfig {
+        surge_fallback: SurgeFallback::StopFirst,
+        ..config(2)
+    };
+    harness
+        .deploy(deploy_request(&revisions[1], Some(stop_first)))
+        .await
+        .unwrap();
     run_checked(&mut harness, 400, 2, true).await;
-    assert!(copies(&harness).iter().all(|(_, live, ready)| live == &vec![revisions[1].clone()] && *ready));
+    assert!(copies(&harness)
+        .iter()
+        .all(|(_, live, ready)| live == &vec![revisions[1].clone()] && *ready));
     let agent = agent_status(&harness).await;
     let rollout = agent.rollout.unwrap();
     assert_eq!(rollout.state, RolloutState::Succeeded);
     assert_eq!(rollout.counts.gaps, 4, "every instance had a counted gap");
 
-    let fail = RolloutConfig { surge_fallback: SurgeFallback::Fail, failure_threshold: Amount::Count(2), ..config(2) };
-    harness.deploy(deploy_request(&revisions[2], Some(fail))).await.unwrap();
+    let fail = RolloutConfig {
+        surge_fallback: SurgeFallback::Fail,
+        failure_threshold: Amount::Count(2),
+        ..config(2)
+    };
+    harness
+        .deploy(deploy_request(&revisions[2], Some(fail)))
+        .await
+        .unwrap();
     run_checked(&mut harness, 400, 2, false).await;
     let agent = agent_status(&harness).await;
-    let failed = agent.history.iter().chain(agent.rollout.iter()).find(|r| r.to_task_definition == revisions[2]).unwrap();
+    let failed = agent
+        .history
+        .iter()
+        .chain(agent.rollout.iter())
+        .find(|r| r.to_task_definition == revisions[2])
+        .unwrap();
     assert_eq!(failed.state, RolloutState::Failed);
-    assert!(failed.failures.iter().all(|f| f.reason.contains("RESOURCE:CPU")), "{:?}", failed.failures);
-    assert!(copies(&harness).iter().all(|(_, live, _)| live == &vec![revisions[1].clone()]), "no gap with fail");
+    assert!(
+        failed
+            .failures
+            .iter()
+            .all(|f| f.reason.contains("RESOURCE:CPU")),
+        "{:?}",
+        failed.failures
+    );
+    assert!(
+        copies(&harness)
+            .iter()
+            .all(|(_, live, _)| live == &vec![revisions[1].clone()]),
+        "no gap with fail"
+    );
     let _ = resource_id;
 }

@@ -457,3 +457,344 @@ fn seeded_fault_campaign_keeps_every_invariant() {
         );
     }
 }
+
+/// Faults a user retries: throttling (the SDK would retry it), crashed invocations, lost races.
+fn retryable(error: &str) -> bool {
+    [
+        "ThrottlingException",
+        "InjectedCrash",
+        "changed by someone else",
+    ]
+    .iter()
+    .any(|e| error.contains(e))
+}
+
+/// A user deploying: tries again while the answer is a retryable fault.
+async fn deploy_until_done(harness: &mut Harness, request: DeployRequest) -> Result<(), String> {
+    let mut last = String::new();
+    for _ in 0..20 {
+        match harness.deploy(request.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(error) if retryable(&error.to_string()) => last = error.to_string(),
+            Err(error) => return Err(error.to_string()),
+        }
+        harness.model.advance(Duration::seconds(1));
+    }
+    Err(format!("still failing after 20 tries: {last}"))
+}
+
+/// Rollouts under the same faults: an update, sometimes a bad revision (breaker and
+/// automatic rollback), sometimes a superseding deploy or a manual rollback mid-way.
+async fn run_rollout_seed(seed: u64) -> Result<SeedStats, String> {
+    use ecs_daemons::deploy::RollbackRequest;
+    use ecs_daemons::rollout::{Amount, RolloutConfig, RolloutState, SurgeFallback};
+    use ecs_daemons::store::{Rollout, Store, Versioned};
+
+    let mut rng = Rng::new(seed ^ 0xA5A5);
+    let faults = Faults {
+        drop_events: rng.unit() * 0.03,
+        duplicate_events: rng.unit() * 0.05,
+        max_event_delay: Duration::seconds(rng.below(10) as i64),
+        max_duplicate_delay: Duration::seconds(rng.below(120) as i64),
+        throttle_calls: rng.unit() * 0.02,
+    };
+    let config = ModelConfig {
+        seed,
+        start_latency: Duration::seconds(2 + rng.below(9) as i64),
+        health_grace: Duration::seconds(5 + rng.below(11) as i64),
+        stop_latency: Duration::seconds(1 + rng.below(5) as i64),
+        rate_limits: true,
+        faults: Faults::default(),
+    };
+    let mut harness = Harness::new(CLUSTER, &["general"], config);
+    let mut revisions = Vec::new();
+    for _ in 0..3 {
+        revisions.push(
+            harness
+                .model
+                .register_task_definition(TaskDefinitionModel::new(
+                    "agent",
+                    DAEMON_SIZE,
+                    DAEMON_SIZE,
+                )),
+        );
+    }
+    let bad = harness.model.register_task_definition(TaskDefinitionModel {
+        execution_role_denied: true,
+        ..TaskDefinitionModel::new("agent", DAEMON_SIZE, DAEMON_SIZE)
+    });
+    let instances = 4 + rng.below(9) as usize;
+    for _ in 0..instances {
+        // Some instances have room for one copy only: the surge fallback decides there.
+        let cpu = if rng.chance(0.2) { 384 } else { 2048 };
+        harness.model.add_instance(CLUSTER, "general", cpu, 4096);
+    }
+    let max_parallel = 1 + rng.below(4) as usize;
+    let rollout = RolloutConfig {
+        max_parallel: Amount::Count(max_parallel as u32),
+        min_healthy_seconds: 10 + rng.below(30) as u32,
+        canary: rng.chance(0.3).then_some(1),
+        surge_fallback: if rng.chance(0.5) {
+            SurgeFallback::StopFirst
+        } else {
+            SurgeFallback::Fail
+        },
+        failure_threshold: Amount::Count(2 + rng.below(3) as u32),
+        auto_rollback: true,
+    };
+    let restart = RestartPolicy {
+        max_consecutive_failures: 50,
+        base_backoff_seconds: 5,
+        max_backoff_seconds: 30,
+        stable_after_seconds: 60,
+    };
+    let request = |task_definition: &str| DeployRequest {
+        restart: Some(restart.clone()),
+        rollout: Some(rollout.clone()),
+        ..DeployRequest::new(CLUSTER, "agent", task_definition, &["general"], 0)
+    };
+    harness
+        .deploy(request(&revisions[0]))
+        .await
+        .map_err(|e| format!("deploy: {e}"))?;
+    harness
+        .run_for(Duration::seconds(60), Duration::seconds(1))
+        .await;
+    harness.model.set_faults(faults);
+    harness.crash_chance = rng.unit() * 0.05;
+
+    // The script: an update at once; then maybe a bad revision, a superseding deploy, or a rollback.
+    let twist = rng.below(4);
+    let twist_at = 30 + rng.below(200) as i64;
+    let mut plan_done = false;
+    let daemons = [DaemonDecl {
+        name: "agent",
+        providers: vec!["general"],
+        health_checked: false,
+    }];
+    let mut stats = SeedStats::default();
+    let start = harness.model.now();
+    let fault_end = start + Duration::seconds(FAULT_PHASE);
+    // Batches advance on coverage checks: give the slowest script (update, failed update,
+    // automatic rollback) time for every batch after the faults stop.
+    let batches = instances.div_ceil(max_parallel) as i64 + 2;
+    let end = fault_end + Duration::seconds(900.max(3 * batches * 2 * COVERAGE_INTERVAL));
+    deploy_until_done(&mut harness, request(&revisions[1]))
+        .await
+        .map_err(|e| format!("update: {e}"))?;
+    let mut failed_at: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    let mut faults_on = true;
+    while harness.model.now() < end {
+        harness.model.advance(Duration::seconds(1));
+        let now = harness.model.now();
+        stats.steps += 1;
+        if faults_on && now >= fault_end {
+            faults_on = false;
+            harness.model.set_faults(Faults::default());
+            harness.crash_chance = 0.0;
+        }
+        if !plan_done && (now - start).num_seconds() >= twist_at {
+            plan_done = true;
+            let result = match twist {
+                0 => deploy_until_done(&mut harness, request(&bad)).await,
+                1 => deploy_until_done(&mut harness, request(&revisions[2])).await,
+                2 => {
+                    let mut outcome = Ok(());
+                    for _ in 0..20 {
+                        let rollback = RollbackRequest {
+                            cluster: CLUSTER.into(),
+                            daemon: "agent".into(),
+                            to_revision: None,
+                        };
+                        outcome = harness
+                            .rollback(rollback)
+                            .await
+                            .map(drop)
+                            .map_err(|e| e.to_string());
+                        if !outcome.as_ref().is_err_and(|e| retryable(e)) {
+                            break;
+                        }
+                    }
+                    outcome
+                }
+                _ => Ok(()),
+            };
+            // A crashed invocation or a lost race is an answer a user gets too; it changes nothing.
+            if let Err(text) = result {
+                if !text.contains("already on") {
+                    return Err(format!("twist {twist}: {text}"));
+                }
+            }
+        }
+        harness.deliver_events().await;
+        if (now - start).num_seconds() % COVERAGE_INTERVAL == 0 {
+            if faults_on && rng.chance(0.1) {
+                stats.coverage_checks_missed += 1;
+            } else {
+                harness.coverage_check().await;
+            }
+        }
+        // Invariants: at most two copies per instance, at most maxParallel instances with two.
+        let tasks = harness.model.tasks(CLUSTER);
+        let mut per_instance: BTreeMap<&str, usize> = BTreeMap::new();
+        for task in tasks.iter().filter(|t| {
+            t.group == "daemon:agent"
+                && !t.last_status.is_terminal()
+                && t.desired_status == TaskStatus::Running
+        }) {
+            *per_instance.entry(task.instance_id.as_str()).or_default() += 1;
+        }
+        if let Some((instance, count)) = per_instance.iter().find(|(_, n)| **n > 2) {
+            return Err(format!("at {now}: {count} copies of agent on {instance}"));
+        }
+        let in_flight = per_instance.values().filter(|n| **n == 2).count();
+        if in_flight > max_parallel {
+            if std::env::var("SIM_SEED").is_ok() {
+                let slots: Vec<Versioned<ecs_daemons::store::Slot>> =
+                    harness.store.query(CLUSTER, "agent").await.unwrap();
+                for (instance, _) in per_instance.iter().filter(|(_, n)| **n == 2) {
+                    println!("two copies on {instance}:");
+                    for task in tasks
+                        .iter()
+                        .filter(|t| t.instance_id == *instance && t.group == "daemon:agent")
+                    {
+                        println!("  task {task:?}");
+                    }
+                    for slot in slots.iter().filter(|s| s.record.instance_id == *instance) {
+                        println!("  slot v{} {:?}", slot.version, slot.record);
+                    }
+                }
+                let records: Vec<Versioned<Rollout>> =
+                    harness.store.query(CLUSTER, "agent").await.unwrap();
+                for record in &records {
+                    println!(
+                        "rollout {} {:?} {:?} -> {} {:?}",
+                        record.record.id,
+                        record.record.kind,
+                        record.record.state,
+                        record.record.to_task_definition,
+                        record.record.counts
+                    );
+                }
+            }
+            return Err(format!(
+                "at {now}: {in_flight} instances in flight, maxParallel {max_parallel}"
+            ));
+        }
+        let lone = harness.model.lone_copy_stops();
+        // stopFirst stops a lone copy on purpose; without it, never.
+        if rollout.surge_fallback == SurgeFallback::Fail && !lone.is_empty() {
+            return Err(format!("at {now}: stopped the only copy: {lone:?}"));
+        }
+        // A tripped breaker touches no instance after it.
+        let records: Vec<Versioned<Rollout>> = harness
+            .store
+            .query(CLUSTER, "agent")
+            .await
+            .map_err(|e| e.to_string())?;
+        for record in &records {
+            if record.record.state == RolloutState::Failed {
+                failed_at
+                    .entry(record.record.to_task_definition.clone())
+                    .or_insert(now);
+            }
+        }
+        for (definition, at) in &failed_at {
+            let late = tasks
+                .iter()
+                .filter(|t| {
+                    &t.definition == definition && t.created_at > *at + Duration::seconds(1)
+                })
+                .count();
+            if late > 0 && definition == &bad {
+                return Err(format!("at {now}: {late} copies of {definition} started after its breaker tripped at {at}"));
+            }
+        }
+    }
+    // Every rollout ended, and every instance runs one copy of one revision.
+    let records: Vec<Versioned<Rollout>> = harness
+        .store
+        .query(CLUSTER, "agent")
+        .await
+        .map_err(|e| e.to_string())?;
+    if std::env::var("SIM_SEED").is_ok() {
+        for record in &records {
+            println!("rollout {:?}", record.record);
+        }
+        let slots: Vec<Versioned<ecs_daemons::store::Slot>> =
+            harness.store.query(CLUSTER, "agent").await.unwrap();
+        for slot in slots {
+            println!("slot v{} {:?}", slot.version, slot.record);
+        }
+        for task in harness
+            .model
+            .tasks(CLUSTER)
+            .iter()
+            .filter(|t| !t.last_status.is_terminal())
+        {
+            println!("task {task:?}");
+        }
+    }
+    if let Some(open) = records
+        .iter()
+        .find(|r| r.record.state == RolloutState::InProgress)
+    {
+        return Err(format!(
+            "rollout {} to {} still in progress: {:?}",
+            open.record.id, open.record.to_task_definition, open.record.counts
+        ));
+    }
+    converged(&harness, &daemons).map_err(|e| format!("not converged: {e}"))?;
+    let tasks = harness.model.tasks(CLUSTER);
+    let live: std::collections::BTreeSet<&str> = tasks
+        .iter()
+        .filter(|t| t.group == "daemon:agent" && !t.last_status.is_terminal())
+        .map(|t| t.definition.as_str())
+        .collect();
+    if live.len() > 1 {
+        return Err(format!(
+            "instances on several revisions at the end: {live:?}"
+        ));
+    }
+    let events = harness.model.event_stats();
+    stats.events_dropped = events.dropped;
+    stats.events_duplicated = events.duplicated;
+    stats.crashes = harness.crashes;
+    Ok(stats)
+}
+
+#[test]
+fn seeded_rollouts_keep_every_invariant() {
+    let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
+        Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],
+        Err(_) => {
+            let count: u64 = std::env::var("SIM_SEEDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(200);
+            (1..=count).collect()
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut failures = Vec::new();
+    let mut steps = 0;
+    for &seed in &seeds {
+        match runtime.block_on(run_rollout_seed(seed)) {
+            Ok(stats) => steps += stats.steps,
+            Err(error) => failures.push(format!(
+                "seed {seed}: {error}\n  replay: SIM_SEED={seed} cargo test -p integration-tests --test simulation seeded_rollouts -- --nocapture"
+            )),
+        }
+    }
+    println!("rollout simulation: {} seeds, {steps} steps", seeds.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {} seeds broke an invariant:\n{}",
+        failures.len(),
+        seeds.len(),
+        failures.join("\n")
+    );
+}

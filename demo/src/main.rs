@@ -203,7 +203,12 @@ impl Demo {
     }
 }
 
-fn request(daemon: &str, task_definition: &str, providers: &[&str], start_order: i32) -> DeployRequest {
+fn request(
+    daemon: &str,
+    task_definition: &str,
+    providers: &[&str],
+    start_order: i32,
+) -> DeployRequest {
     DeployRequest::new(CLUSTER, daemon, task_definition, providers, start_order)
 }
 

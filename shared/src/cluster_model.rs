@@ -767,6 +767,7 @@ pub struct TaskView {
     pub last_status: TaskStatus,
     pub desired_status: TaskStatus,
     pub health: HealthStatus,
+    pub created_at: DateTime<Utc>,
     pub stopped_at: Option<DateTime<Utc>>,
 }
 
@@ -1108,6 +1109,7 @@ impl ClusterModel {
                 last_status: t.last_status.clone(),
                 desired_status: t.desired_status.clone(),
                 health: t.health.clone(),
+                created_at: t.created_at,
                 stopped_at: t.stopped_at,
             })
             .collect()

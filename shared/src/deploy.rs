@@ -14,7 +14,8 @@ use crate::model::TaskDefinition;
 use crate::plan::DaemonCoverage;
 use crate::rollout::{RolloutConfig, RolloutKind, RolloutState};
 use crate::store::{
-    DaemonSpec, Expected, ItemKey, Record, RestartPolicy, Rollout, Slot, SlotState, Store, StoreError, Versioned,
+    DaemonSpec, Expected, ItemKey, Record, RestartPolicy, Rollout, Slot, SlotState, Store,
+    StoreError, Versioned,
 };
 
 /// Share of an instance's registered CPU or memory above which a deploy warns.
@@ -72,10 +73,15 @@ pub enum DeployError {
     },
     #[error("{0}")]
     TooLarge(Box<TooLarge>),
-    #[error("daemon {daemon} has no revision whose rollout succeeded yet: name one with toRevision")]
+    #[error(
+        "daemon {daemon} has no revision whose rollout succeeded yet: name one with toRevision"
+    )]
     NoGoodRevision { daemon: String },
     #[error("daemon {daemon} is already on {task_definition}: nothing to roll back to")]
-    AlreadyOn { daemon: String, task_definition: String },
+    AlreadyOn {
+        daemon: String,
+        task_definition: String,
+    },
     #[error("daemon {daemon} was changed by someone else meanwhile: read it again with status and retry")]
     Conflict { daemon: String },
     #[error("unknown daemon {daemon} in cluster {cluster}: deploy it first (status lists the declared ones)")]
@@ -402,18 +408,30 @@ pub async fn deploy<E: Ecs, S: Store>(
         // The first revision counts as good: it is where a failed update returns to.
         last_good_task_definition: existing
             .as_ref()
-            .map_or(Some(task_definition.clone()), |e| e.record.last_good_task_definition.clone()),
-        active_rollout: existing.as_ref().and_then(|e| e.record.active_rollout.clone()),
+            .map_or(Some(task_definition.clone()), |e| {
+                e.record.last_good_task_definition.clone()
+            }),
+        active_rollout: existing
+            .as_ref()
+            .and_then(|e| e.record.active_rollout.clone()),
         restart: request.restart.clone().unwrap_or_default(),
         rollout: config.clone(),
         updated_at: now,
     };
     let (recorded, rollout) = match &existing {
         Some(current) if current.record.task_definition != task_definition => {
-            let rollout = start_rollout(engine, current, spec, RolloutKind::Update, now, invocation).await?;
+            let rollout =
+                start_rollout(engine, current, spec, RolloutKind::Update, now, invocation).await?;
             ("rollout", Some(rollout))
         }
-        Some(current) if DaemonSpec { updated_at: now, ..current.record.clone() } == spec => ("unchanged", None),
+        Some(current)
+            if DaemonSpec {
+                updated_at: now,
+                ..current.record.clone()
+            } == spec =>
+        {
+            ("unchanged", None)
+        }
         Some(current) => {
             write_spec(engine, &spec, current.expected(), &request.daemon).await?;
             ("updated", None)
@@ -423,8 +441,17 @@ pub async fn deploy<E: Ecs, S: Store>(
             ("created", None)
         }
     };
-    let reconcile = engine.reconcile_cluster(&request.cluster, now, invocation).await?;
-    Ok(DeployAnswer { daemon: request.daemon, task_definition, recorded, rollout, warnings, reconcile })
+    let reconcile = engine
+        .reconcile_cluster(&request.cluster, now, invocation)
+        .await?;
+    Ok(DeployAnswer {
+        daemon: request.daemon,
+        task_definition,
+        recorded,
+        rollout,
+        warnings,
+        reconcile,
+    })
 }
 
 /// Starts a rollout of `spec.task_definition`: the one in flight (if any) is superseded,
@@ -454,30 +481,31 @@ async fn start_rollout<E: Ecs, S: Store>(
         updated_at: now,
         finished_at: None,
     };
+    // The spec is the switch: once it names the new rollout, that rollout is the one that
+    // runs (a reconcile rebuilds its record if this invocation dies before writing it).
+    spec.active_rollout = Some(rollout.id.clone());
+    spec.updated_at = now;
+    write_spec(engine, &spec, current.expected(), &daemon).await?;
+    write_record(engine, &rollout, Expected::Absent, &daemon).await?;
     if let Some(active) = &current.record.active_rollout {
         let key = ItemKey::rollout(&spec.cluster, &daemon, active);
         if let Some(running) = engine.store.get::<Rollout>(&key).await? {
             if running.record.state == RolloutState::InProgress {
                 let mut ended = running.record.clone();
                 ended.state = RolloutState::Superseded;
-                ended.reason = Some(format!("superseded by a {kind:?} to {}", rollout.to_task_definition).to_lowercase());
+                ended.reason = Some(
+                    format!("superseded by a {kind:?} to {}", rollout.to_task_definition)
+                        .to_lowercase(),
+                );
                 ended.finished_at = Some(now);
                 ended.updated_at = now;
-                write_record(engine, &ended, running.expected(), &daemon).await?;
+                // Lost to a reconcile that updated it meanwhile: that reconcile supersedes it too.
+                if let Err(error) = write_record(engine, &ended, running.expected(), &daemon).await
+                {
+                    tracing::warn!(rollout = %ended.id, error = %error, "could not mark the superseded rollout");
+                }
             }
         }
-    }
-    write_record(engine, &rollout, Expected::Absent, &daemon).await?;
-    spec.active_rollout = Some(rollout.id.clone());
-    spec.updated_at = now;
-    if let Err(error) = write_spec(engine, &spec, current.expected(), &daemon).await {
-        // Another deploy got there first: this rollout never ran.
-        let mut lost = rollout.clone();
-        lost.state = RolloutState::Superseded;
-        lost.reason = Some("another deploy changed the daemon at the same time".into());
-        lost.finished_at = Some(now);
-        let _ = engine.store.put(&lost, Expected::Version(1)).await;
-        return Err(error);
     }
     prune_history(engine, &spec.cluster, &daemon).await?;
     Ok(rollout)
@@ -491,16 +519,26 @@ async fn write_record<E: Ecs, S: Store>(
 ) -> Result<(), DeployError> {
     match engine.store.put(rollout, expected).await {
         Ok(_) => Ok(()),
-        Err(StoreError::Conflict { .. }) => Err(DeployError::Conflict { daemon: daemon.into() }),
+        Err(StoreError::Conflict { .. }) => Err(DeployError::Conflict {
+            daemon: daemon.into(),
+        }),
         Err(error) => Err(error.into()),
     }
 }
 
 /// Keeps the newest [`Rollout::HISTORY_KEPT`] finished rollouts of a daemon.
-async fn prune_history<E: Ecs, S: Store>(engine: &Engine<E, S>, cluster: &str, daemon: &str) -> Result<(), DeployError> {
+async fn prune_history<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    cluster: &str,
+    daemon: &str,
+) -> Result<(), DeployError> {
     let rollouts: Vec<Versioned<Rollout>> = engine.store.query(cluster, daemon).await?;
     let excess = rollouts.len().saturating_sub(Rollout::HISTORY_KEPT);
-    for old in rollouts.iter().take(excess).filter(|r| r.record.state != RolloutState::InProgress) {
+    for old in rollouts
+        .iter()
+        .take(excess)
+        .filter(|r| r.record.state != RolloutState::InProgress)
+    {
         match engine.store.delete(&old.record.key(), old.version).await {
             Ok(()) | Err(StoreError::Conflict { .. }) => {}
             Err(error) => return Err(error.into()),
@@ -544,22 +582,44 @@ pub async fn rollback<E: Ecs, S: Store>(
     engine.check_cluster(&request.cluster)?;
     let key = ItemKey::spec(&request.cluster, &request.daemon);
     let Some(current) = engine.store.get::<DaemonSpec>(&key).await? else {
-        return Err(DeployError::UnknownDaemon { cluster: request.cluster, daemon: request.daemon });
+        return Err(DeployError::UnknownDaemon {
+            cluster: request.cluster,
+            daemon: request.daemon,
+        });
     };
-    let family = current.record.task_definition.split(':').next().unwrap_or_default().to_string();
+    let family = current
+        .record
+        .task_definition
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let target = match request.to_revision {
         Some(revision) => format!("{family}:{revision}"),
         None => current
             .record
             .last_good_task_definition
             .clone()
-            .ok_or_else(|| DeployError::NoGoodRevision { daemon: request.daemon.clone() })?,
+            .ok_or_else(|| DeployError::NoGoodRevision {
+                daemon: request.daemon.clone(),
+            })?,
     };
     if target == current.record.task_definition {
-        return Err(DeployError::AlreadyOn { daemon: request.daemon, task_definition: target });
+        return Err(DeployError::AlreadyOn {
+            daemon: request.daemon,
+            task_definition: target,
+        });
     }
-    let definition = engine.ecs.describe_task_definition(&target).await.map_err(|error| describe_error(&target, error))?;
-    if definition.execution_role_arn.as_deref().is_none_or(str::is_empty) {
+    let definition = engine
+        .ecs
+        .describe_task_definition(&target)
+        .await
+        .map_err(|error| describe_error(&target, error))?;
+    if definition
+        .execution_role_arn
+        .as_deref()
+        .is_none_or(str::is_empty)
+    {
         return Err(DeployError::NoExecutionRole(target));
     }
     let mut spec = current.record.clone();
@@ -567,8 +627,18 @@ pub async fn rollback<E: Ecs, S: Store>(
     spec.has_health_check = definition.has_health_check();
     spec.cpu = definition.cpu;
     spec.memory_mib = definition.memory_mib;
-    let rollout = start_rollout(engine, &current, spec, RolloutKind::Rollback, now, invocation).await?;
-    let reconcile = engine.reconcile_cluster(&request.cluster, now, invocation).await?;
+    let rollout = start_rollout(
+        engine,
+        &current,
+        spec,
+        RolloutKind::Rollback,
+        now,
+        invocation,
+    )
+    .await?;
+    let reconcile = engine
+        .reconcile_cluster(&request.cluster, now, invocation)
+        .await?;
     Ok(RollbackAnswer {
         daemon: request.daemon,
         from_task_definition: current.record.task_definition,
@@ -702,16 +772,22 @@ pub async fn status<E: Ecs, S: Store>(
                 retry_after: s.retry_after,
             })
             .collect();
-        let mut rollouts: Vec<Versioned<Rollout>> = engine.store.query(&request.cluster, &spec.daemon).await?;
+        let mut rollouts: Vec<Versioned<Rollout>> =
+            engine.store.query(&request.cluster, &spec.daemon).await?;
         rollouts.reverse();
         let mut history: Vec<RolloutView> = rollouts
             .into_iter()
             .map(|r| {
-                let live = (Some(&r.record.id) == spec.active_rollout.as_ref()).then(|| preview.rollouts.get(&spec.daemon)).flatten();
+                let live = (Some(&r.record.id) == spec.active_rollout.as_ref())
+                    .then(|| preview.rollouts.get(&spec.daemon))
+                    .flatten();
                 RolloutView::of(r.record, live)
             })
             .collect();
-        let current = match history.iter().position(|r| Some(&r.id) == spec.active_rollout.as_ref()) {
+        let current = match history
+            .iter()
+            .position(|r| Some(&r.id) == spec.active_rollout.as_ref())
+        {
             Some(index) => Some(history.remove(index)),
             None if !history.is_empty() => Some(history.remove(0)),
             None => None,

@@ -20,8 +20,8 @@ use crate::plan::{
 };
 use crate::rollout::{RolloutStep, SurgeFallback};
 use crate::store::{
-    DaemonSpec, EventSeen, Expected, ItemKey, RestartPolicy, Rollout, Slot, SlotState, Store, StoreError,
-    Versioned,
+    DaemonSpec, EventSeen, Expected, ItemKey, RestartPolicy, Rollout, Slot, SlotState, Store,
+    StoreError, Versioned,
 };
 
 /// `startedBy` of every daemon task (ECS allows 36 characters).
@@ -169,6 +169,45 @@ fn view(spec: &DaemonSpec) -> DaemonView {
 }
 
 /// A task as its slot last recorded it (used where the event already told us what changed).
+/// The active rollout a spec names, rebuilt (version 0: not stored) when the deploy that
+/// switched the spec died before writing its record.
+fn missing_rollouts(
+    specs: &[Versioned<DaemonSpec>],
+    rollouts: &[Versioned<Rollout>],
+) -> Vec<Versioned<Rollout>> {
+    specs
+        .iter()
+        .filter_map(|spec| {
+            let id = spec.record.active_rollout.as_ref()?;
+            if rollouts
+                .iter()
+                .any(|r| &r.record.id == id && r.record.daemon == spec.record.daemon)
+            {
+                return None;
+            }
+            let record = Rollout {
+                cluster: spec.record.cluster.clone(),
+                daemon: spec.record.daemon.clone(),
+                id: id.clone(),
+                kind: crate::rollout::RolloutKind::Update,
+                from_task_definition: None,
+                to_task_definition: spec.record.task_definition.clone(),
+                config: spec.record.rollout.clone(),
+                state: crate::rollout::RolloutState::InProgress,
+                counts: Default::default(),
+                failures: Vec::new(),
+                reason: Some(
+                    "rebuilt: the deploy that started it stopped before recording it".into(),
+                ),
+                started_at: spec.record.updated_at,
+                updated_at: spec.record.updated_at,
+                finished_at: None,
+            };
+            Some(Versioned { record, version: 0 })
+        })
+        .collect()
+}
+
 /// The tasks a slot tracks: its copy, and a rollout's new copy next to it.
 fn slot_task_arns(slot: &Slot) -> Vec<String> {
     let new = slot.rollout.as_ref().and_then(|r| r.new_task_arn.clone());
@@ -250,7 +289,10 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         })
     }
 
-    async fn specs(&self, cluster: &str) -> Result<(Vec<Versioned<DaemonSpec>>, Vec<DaemonView>), EngineError> {
+    async fn specs(
+        &self,
+        cluster: &str,
+    ) -> Result<(Vec<Versioned<DaemonSpec>>, Vec<DaemonView>), EngineError> {
         let specs = self.store.list_specs(cluster).await?;
         let views = specs.iter().map(|spec| view(&spec.record)).collect();
         Ok((specs, views))
@@ -271,6 +313,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         for daemon in &daemons {
             rollouts.extend(self.store.query::<Rollout>(cluster, &daemon.name).await?);
         }
+        rollouts.extend(missing_rollouts(&specs, &rollouts));
         let arns = self.ecs.list_container_instances(cluster, None).await?;
         let instances = self
             .ecs
@@ -335,7 +378,11 @@ impl<E: Ecs, S: Store> Engine<E, S> {
 
     /// Coverage and rollout progress as the next reconcile would see them, changing nothing.
     pub async fn preview(&self, cluster: &str, now: DateTime<Utc>) -> Result<Plan, EngineError> {
-        Ok(self.observe_cluster(cluster, now).await?.map(|observation| plan(&observation)).unwrap_or_default())
+        Ok(self
+            .observe_cluster(cluster, now)
+            .await?
+            .map(|observation| plan(&observation))
+            .unwrap_or_default())
     }
 
     /// Reconcile of one instance for every daemon; `hint` is what a task event said of one daemon task.
@@ -381,9 +428,14 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         let mut rollouts = Vec::new();
         for daemon in &daemons {
             if let Some(id) = &daemon.active_rollout {
-                rollouts.extend(self.store.get::<Rollout>(&ItemKey::rollout(cluster, &daemon.name, id)).await?);
+                rollouts.extend(
+                    self.store
+                        .get::<Rollout>(&ItemKey::rollout(cluster, &daemon.name, id))
+                        .await?,
+                );
             }
         }
+        rollouts.extend(missing_rollouts(&specs, &rollouts));
         let mut slots = Vec::new();
         for daemon in &daemons {
             if let Some(slot) = self
@@ -431,7 +483,10 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 let current = slots.iter().any(|s| {
                     (s.record.task_arn.as_deref() == Some(task.arn.as_str())
                         && s.record.task_version <= task.version)
-                        || s.record.rollout.as_ref().and_then(|r| r.new_task_arn.as_deref())
+                        || s.record
+                            .rollout
+                            .as_ref()
+                            .and_then(|r| r.new_task_arn.as_deref())
                             == Some(task.arn.as_str())
                 });
                 if current {
@@ -443,11 +498,24 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             None => (None, None),
         };
         let hint_arn = hint.as_ref().map(|t| t.arn.clone());
-        let others = slots.iter().filter(|s| slot_task_arns(&s.record).iter().any(|arn| Some(arn) != hint_arn.as_ref()));
+        let others = slots.iter().filter(|s| {
+            slot_task_arns(&s.record)
+                .iter()
+                .any(|arn| Some(arn) != hint_arn.as_ref())
+        });
         let mut tasks = Vec::new();
         let mut to_describe: Vec<String> = doubted.into_iter().collect();
-        let surging = slots.iter().any(|s| s.record.rollout.as_ref().is_some_and(|r| r.new_task_arn.is_some()));
-        if !surging && hint.as_ref().is_some_and(|task| task.last_status.is_terminal()) {
+        let surging = slots.iter().any(|s| {
+            s.record
+                .rollout
+                .as_ref()
+                .is_some_and(|r| r.new_task_arn.is_some())
+        });
+        if !surging
+            && hint
+                .as_ref()
+                .is_some_and(|task| task.last_status.is_terminal())
+        {
             // A STOPPED event is final: the other daemons are as their slots say (the
             // instance cannot become ready meanwhile), which saves a DescribeTasks.
             tasks.extend(
@@ -457,7 +525,9 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             );
         } else {
             to_describe.extend(
-                others.flat_map(|s| slot_task_arns(&s.record)).filter(|arn| Some(arn) != hint_arn.as_ref()),
+                others
+                    .flat_map(|s| slot_task_arns(&s.record))
+                    .filter(|arn| Some(arn) != hint_arn.as_ref()),
             );
         }
         if !to_describe.is_empty() {
@@ -623,6 +693,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         let mut set = Vec::new();
         let mut starts: BTreeMap<String, Vec<Claimed>> = BTreeMap::new();
         let mut rollout_writes = Vec::new();
+        let mut stops_failed = false;
         for action in planned.actions {
             match action {
                 Action::ClearReady {
@@ -658,7 +729,10 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                             task_arn,
                             reason,
                         }),
-                        Err(error) => outcome.errors.push(error.to_string()),
+                        Err(error) => {
+                            stops_failed = true;
+                            outcome.errors.push(error.to_string());
+                        }
                     }
                 }
                 Action::Start {
@@ -699,6 +773,13 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 Err(error) => outcome.errors.push(error.to_string()),
             }
         }
+        if stops_failed {
+            // A stop that did not go through leaves an instance with two copies: no new
+            // surge until it is gone, so a rollout never has more than maxParallel in flight.
+            for claims in starts.values_mut() {
+                claims.retain(|c| c.surge.is_none());
+            }
+        }
         for (task_definition, claims) in starts {
             for batch in claims.chunks(START_TASK_MAX_INSTANCES) {
                 let daemon = &batch[0].slot.daemon;
@@ -719,7 +800,8 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 .await;
             }
         }
-        self.write_rollouts(observation, rollout_writes, &mut outcome).await;
+        self.write_rollouts(observation, rollout_writes, &mut outcome)
+            .await;
         if !set.is_empty() {
             let attributes: Vec<InstanceAttribute> = set.iter().map(ready_attribute).collect();
             match self.ecs.put_attributes(cluster, &attributes).await {
@@ -780,7 +862,8 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             Err(error) => {
                 // ECS refused the request itself: count it as a failed start on every instance.
                 for claimed in batch {
-                    self.record_failed_start(claimed, policy, &error.to_string(), now, outcome).await;
+                    self.record_failed_start(claimed, policy, &error.to_string(), now, outcome)
+                        .await;
                 }
                 return;
             }
@@ -818,7 +901,8 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                     || "StartTask placed no task on the instance".to_string(),
                     |f| format!("StartTask failed: {f}"),
                 );
-            self.record_failed_start(claimed, policy, &reason, now, outcome).await;
+            self.record_failed_start(claimed, policy, &reason, now, outcome)
+                .await;
         }
     }
 
@@ -873,11 +957,26 @@ impl<E: Ecs, S: Store> Engine<E, S> {
 
     /// Rollout bookkeeping after the instance actions: new rollout records and spec switches
     /// first, then progress and ends of the running ones. All conditional.
-    async fn write_rollouts(&self, observation: &Observation, actions: Vec<Action>, outcome: &mut Outcome) {
+    async fn write_rollouts(
+        &self,
+        observation: &Observation,
+        actions: Vec<Action>,
+        outcome: &mut Outcome,
+    ) {
         for action in actions {
             match action {
-                Action::SwitchRevision { daemon, task_definition, active_rollout, last_good, new_rollout } => {
-                    let Some(current) = observation.specs.iter().find(|s| s.record.daemon == daemon) else { continue };
+                Action::SwitchRevision {
+                    daemon,
+                    task_definition,
+                    active_rollout,
+                    last_good,
+                    new_rollout,
+                } => {
+                    let Some(current) =
+                        observation.specs.iter().find(|s| s.record.daemon == daemon)
+                    else {
+                        continue;
+                    };
                     if let Some(rollout) = new_rollout {
                         match self.store.put(rollout.as_ref(), Expected::Absent).await {
                             Ok(_) => outcome.rollouts_started.push(rollout.id.clone()),
@@ -905,7 +1004,9 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 Action::RecordRollout { rollout, expected } => {
                     let ended = rollout.state != crate::rollout::RolloutState::InProgress;
                     match self.store.put(rollout.as_ref(), expected).await {
-                        Ok(_) if ended => outcome.rollouts_ended.push(format!("{} {:?}", rollout.id, rollout.state)),
+                        Ok(_) if ended => outcome
+                            .rollouts_ended
+                            .push(format!("{} {:?}", rollout.id, rollout.state)),
                         Ok(_) => {}
                         Err(StoreError::Conflict { .. }) => outcome.conflicts += 1,
                         Err(error) => outcome.errors.push(error.to_string()),

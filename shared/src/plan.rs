@@ -10,9 +10,12 @@ use serde::Serialize;
 
 use crate::arn::resource_id;
 use crate::model::{ContainerInstance, HealthStatus, InstanceStatus, Task, TaskStatus};
-use crate::rollout::{RolloutCounts, RolloutKind, RolloutState, RolloutStep, SlotRollout, SurgeFallback};
+use crate::rollout::{
+    RolloutCounts, RolloutKind, RolloutState, RolloutStep, SlotRollout, SurgeFallback,
+};
 use crate::store::{
-    DaemonSpec, Expected, ItemKey, RestartPolicy, Rollout, RolloutFailure, Slot, SlotState, Versioned,
+    DaemonSpec, Expected, ItemKey, RestartPolicy, Rollout, RolloutFailure, Slot, SlotState,
+    Versioned,
 };
 
 /// The custom attribute application services place on.
@@ -111,7 +114,10 @@ pub enum Action {
         new_rollout: Option<Box<Rollout>>,
     },
     /// Write a rollout's progress or end.
-    RecordRollout { rollout: Box<Rollout>, expected: Expected },
+    RecordRollout {
+        rollout: Box<Rollout>,
+        expected: Expected,
+    },
 }
 
 impl Action {
@@ -215,7 +221,10 @@ fn stop_reason(task: &Task) -> String {
 
 /// `family:revision` of a task (its task definition ARN ends with it).
 pub fn revision_of(task: &Task) -> &str {
-    task.task_definition_arn.rsplit('/').next().unwrap_or(&task.task_definition_arn)
+    task.task_definition_arn
+        .rsplit('/')
+        .next()
+        .unwrap_or(&task.task_definition_arn)
 }
 
 fn fail(mut step: SlotRollout, now: DateTime<Utc>, reason: String) -> SlotRollout {
@@ -421,12 +430,18 @@ impl<'a> Planner<'a> {
 
         let live = self.live_tasks(&daemon.name, instance_id);
         if let Some(rollout) = self.rollouts.get(daemon.name.as_str()).copied() {
-            if let Some(coverage) = self.cover_rolling(daemon, rollout, instance, previous, live.clone()) {
+            if let Some(coverage) =
+                self.cover_rolling(daemon, rollout, instance, previous, live.clone())
+            {
                 return self.count(daemon, coverage);
             }
         } else if let Some(keeper) = self.keep_one(daemon, instance_id, live) {
             self.track_keeper(daemon, instance_id, previous, keeper, None);
-            let coverage = if is_up(keeper, daemon) { Coverage::Up } else { Coverage::OnItsWay };
+            let coverage = if is_up(keeper, daemon) {
+                Coverage::Up
+            } else {
+                Coverage::OnItsWay
+            };
             return self.count(daemon, coverage);
         }
 
@@ -517,7 +532,11 @@ impl<'a> Planner<'a> {
         slot.task_arn = None;
         slot.task_definition = Some(daemon.task_definition.clone());
         slot.task_version = 0;
-        if let Some(step) = slot.rollout.as_mut().filter(|r| r.step == RolloutStep::GapStopping) {
+        if let Some(step) = slot
+            .rollout
+            .as_mut()
+            .filter(|r| r.step == RolloutStep::GapStopping)
+        {
             // stopFirst: the old copy is gone, the new one starts now (its instance counts as surging).
             step.step = RolloutStep::Surging;
             step.since = now;
@@ -554,7 +573,11 @@ impl<'a> Planner<'a> {
         let up = is_up(keeper, daemon);
         let mut slot = self.new_slot(daemon, instance_id, previous);
         // `Running` in a slot means up (RUNNING, and HEALTHY where checked): events trust it.
-        let state = if up { SlotState::Running } else { SlotState::Starting };
+        let state = if up {
+            SlotState::Running
+        } else {
+            SlotState::Starting
+        };
         let stable = up
             && keeper.started_at.is_some_and(|at| {
                 at + Duration::seconds(i64::from(daemon.restart.stable_after_seconds)) <= now
@@ -606,7 +629,8 @@ impl<'a> Planner<'a> {
             last_failure: None,
             gap: false,
         };
-        let (new, old): (Vec<&Task>, Vec<&Task>) = live.into_iter().partition(|t| revision_of(t) == target);
+        let (new, old): (Vec<&Task>, Vec<&Task>) =
+            live.into_iter().partition(|t| revision_of(t) == target);
         // Never more than two copies: one of each revision at most.
         let best_new = self.keep_one(daemon, instance_id, new);
         let best_old = self.keep_one(daemon, instance_id, old);
@@ -626,13 +650,19 @@ impl<'a> Planner<'a> {
                 done.new_task_arn = None;
                 next = Some(done);
                 self.track_keeper(daemon, instance_id, previous, new, next.clone());
-                if is_up(new, daemon) { Coverage::Up } else { Coverage::OnItsWay }
+                if is_up(new, daemon) {
+                    Coverage::Up
+                } else {
+                    Coverage::OnItsWay
+                }
             }
             (Some(old), None) => {
                 match step.as_ref().map(|s| s.step) {
                     None => candidate = Some(false),
                     Some(RolloutStep::Failed) => {
-                        let due = step.as_ref().is_some_and(|s| s.since + Duration::seconds(FAILED_RETRY_SECONDS) <= now);
+                        let due = step.as_ref().is_some_and(|s| {
+                            s.since + Duration::seconds(FAILED_RETRY_SECONDS) <= now
+                        });
                         if due {
                             candidate = Some(true);
                         }
@@ -645,9 +675,15 @@ impl<'a> Planner<'a> {
                                     || "the new copy is no longer known to ECS".to_string(),
                                     stop_reason,
                                 );
-                                next = Some(fail(current, now, format!("the new copy stopped before it was healthy: {reason}")));
+                                next = Some(fail(
+                                    current,
+                                    now,
+                                    format!("the new copy stopped before it was healthy: {reason}"),
+                                ));
                             }
-                            None if current.since + Duration::seconds(CLAIM_GRACE_SECONDS) <= now => {
+                            None if current.since + Duration::seconds(CLAIM_GRACE_SECONDS)
+                                <= now =>
+                            {
                                 // A claim whose start never showed a task: try this instance again.
                                 next = None;
                                 candidate = Some(false);
@@ -669,11 +705,19 @@ impl<'a> Planner<'a> {
                     }
                     Some(RolloutStep::Done) => {
                         let current = step.clone().unwrap_or_else(|| fresh(RolloutStep::Done));
-                        next = Some(fail(current, now, "the new copy stopped after the instance was done".into()));
+                        next = Some(fail(
+                            current,
+                            now,
+                            "the new copy stopped after the instance was done".into(),
+                        ));
                     }
                 }
                 self.track_keeper(daemon, instance_id, previous, old, next.clone());
-                if is_up(old, daemon) { Coverage::Up } else { Coverage::OnItsWay }
+                if is_up(old, daemon) {
+                    Coverage::Up
+                } else {
+                    Coverage::OnItsWay
+                }
             }
             (Some(old), Some(new)) => {
                 let either_up = is_up(old, daemon) || is_up(new, daemon);
@@ -683,12 +727,25 @@ impl<'a> Planner<'a> {
                         task_arn: new.arn.clone(),
                         instance_id: instance_id.into(),
                         daemon: daemon.name.clone(),
-                        reason: format!("ecs-daemons: the rollout to {target} failed on this instance"),
+                        reason: format!(
+                            "ecs-daemons: the rollout to {target} failed on this instance"
+                        ),
                     });
                     self.track_keeper(daemon, instance_id, previous, old, next.clone());
+                } else if kind == Some(RolloutStep::Done) {
+                    // Done already (an earlier stop of the old copy did not go through): stop it now.
+                    self.push(Action::Stop {
+                        task_arn: old.arn.clone(),
+                        instance_id: instance_id.into(),
+                        daemon: daemon.name.clone(),
+                        reason: format!("ecs-daemons: replaced by {target}"),
+                    });
+                    self.track_keeper(daemon, instance_id, previous, new, next.clone());
                 } else if is_up(new, daemon) {
                     let since = match &step {
-                        Some(s) if matches!(s.step, RolloutStep::Settling | RolloutStep::Done) => s.since,
+                        Some(s) if matches!(s.step, RolloutStep::Settling | RolloutStep::Done) => {
+                            s.since
+                        }
                         Some(_) => now,
                         // A copy found, not started here (adopted): its own start time counts.
                         None => new.started_at.unwrap_or(now),
@@ -700,7 +757,10 @@ impl<'a> Planner<'a> {
                             task_arn: old.arn.clone(),
                             instance_id: instance_id.into(),
                             daemon: daemon.name.clone(),
-                            reason: format!("ecs-daemons: replaced by {target}, healthy for {}s", (now - since).num_seconds()),
+                            reason: format!(
+                                "ecs-daemons: replaced by {target}, healthy for {}s",
+                                (now - since).num_seconds()
+                            ),
                         });
                         settling.step = RolloutStep::Done;
                         settling.since = now;
@@ -720,7 +780,11 @@ impl<'a> Planner<'a> {
                     next = Some(surging);
                     self.track_keeper(daemon, instance_id, previous, old, next.clone());
                 }
-                if either_up { Coverage::Up } else { Coverage::OnItsWay }
+                if either_up {
+                    Coverage::Up
+                } else {
+                    Coverage::OnItsWay
+                }
             }
         };
         self.tally(daemon, next.as_ref(), instance_id);
@@ -746,7 +810,11 @@ impl<'a> Planner<'a> {
             counts.failures += step.failures;
             counts.gaps += u32::from(step.gap);
             if let Some(reason) = &step.last_failure {
-                tally.failures.push(RolloutFailure { instance_id: instance_id.into(), reason: reason.clone(), at: step.since });
+                tally.failures.push(RolloutFailure {
+                    instance_id: instance_id.into(),
+                    reason: reason.clone(),
+                    at: step.since,
+                });
             }
         }
     }
@@ -754,16 +822,50 @@ impl<'a> Planner<'a> {
     /// Full reconciles only: trip the breaker, finish, or start the next surges of each rollout.
     fn advance_rollouts(&mut self) {
         let now = self.observation.now;
+        // Rollouts left in progress that the spec no longer names were replaced.
+        for stale in &self.observation.rollouts {
+            let active = self
+                .rollouts
+                .get(stale.record.daemon.as_str())
+                .map(|r| r.record.id.as_str());
+            if stale.record.state == RolloutState::InProgress
+                && active != Some(stale.record.id.as_str())
+                && stale.version > 0
+            {
+                let mut ended = stale.record.clone();
+                ended.state = RolloutState::Superseded;
+                ended.reason = Some(match active {
+                    Some(id) => format!("replaced by rollout {id}"),
+                    None => "no longer the daemon's active rollout".into(),
+                });
+                ended.finished_at = Some(now);
+                ended.updated_at = now;
+                self.push(Action::RecordRollout {
+                    rollout: Box::new(ended),
+                    expected: stale.expected(),
+                });
+            }
+        }
         for daemon in self.daemons.clone() {
-            let Some(rollout) = self.rollouts.get(daemon.name.as_str()).copied() else { continue };
-            let Tally { mut counts, mut candidates, failures } = self.tallies.remove(&daemon.name).unwrap_or_default();
+            let Some(rollout) = self.rollouts.get(daemon.name.as_str()).copied() else {
+                continue;
+            };
+            let Tally {
+                mut counts,
+                mut candidates,
+                failures,
+            } = self.tallies.remove(&daemon.name).unwrap_or_default();
             let config = &rollout.record.config;
             let target = daemon.task_definition.clone();
             counts.threshold = config.failure_threshold.of(counts.total as usize) as u32;
             let mut record = rollout.record.clone();
             record.updated_at = now;
             for failure in failures {
-                if !record.failures.iter().any(|f| f.instance_id == failure.instance_id && f.at == failure.at) {
+                if !record
+                    .failures
+                    .iter()
+                    .any(|f| f.instance_id == failure.instance_id && f.at == failure.at)
+                {
                     record.failures.push(failure);
                 }
             }
@@ -772,7 +874,9 @@ impl<'a> Planner<'a> {
             record.failures.drain(..excess);
 
             if counts.failures >= counts.threshold {
-                let last = record.failures.last().map_or_else(String::new, |f| format!("; last on {}: {}", f.instance_id, f.reason));
+                let last = record.failures.last().map_or_else(String::new, |f| {
+                    format!("; last on {}: {}", f.instance_id, f.reason)
+                });
                 record.state = RolloutState::Failed;
                 record.reason = Some(format!(
                     "the circuit breaker tripped: {} failure(s) reached the threshold of {}{last}",
@@ -780,7 +884,10 @@ impl<'a> Planner<'a> {
                 ));
                 record.finished_at = Some(now);
                 record.counts = counts.clone();
-                let back = daemon.last_good.clone().filter(|good| *good != target && config.auto_rollback);
+                let back = daemon
+                    .last_good
+                    .clone()
+                    .filter(|good| *good != target && config.auto_rollback);
                 let switch = match back {
                     Some(good) => {
                         let rollback = Rollout {
@@ -817,7 +924,10 @@ impl<'a> Planner<'a> {
                 };
                 self.push(switch);
                 self.plan.rollouts.insert(daemon.name.clone(), counts);
-                self.push(Action::RecordRollout { rollout: Box::new(record), expected: rollout.expected() });
+                self.push(Action::RecordRollout {
+                    rollout: Box::new(record),
+                    expected: rollout.expected(),
+                });
                 continue;
             }
             if counts.done == counts.total {
@@ -832,29 +942,38 @@ impl<'a> Planner<'a> {
                     new_rollout: None,
                 });
                 self.plan.rollouts.insert(daemon.name.clone(), counts);
-                self.push(Action::RecordRollout { rollout: Box::new(record), expected: rollout.expected() });
+                self.push(Action::RecordRollout {
+                    rollout: Box::new(record),
+                    expected: rollout.expected(),
+                });
                 continue;
             }
             let in_flight = (counts.surging + counts.settling) as usize;
-            let mut budget = config.max_parallel.of(counts.total as usize).saturating_sub(in_flight);
+            let mut budget = config
+                .max_parallel
+                .of(counts.total as usize)
+                .saturating_sub(in_flight);
             if let Some(canary) = config.canary {
+                // Until the canary batch is done, only canaries run (a failed one is replaced).
                 let canary = (canary as usize).min(counts.total as usize);
-                let touched = (counts.total - counts.pending) as usize;
-                budget = if touched < canary {
-                    budget.min(canary - touched)
-                } else if (counts.done as usize) < canary {
-                    0
-                } else {
-                    budget
-                };
+                if (counts.done as usize) < canary {
+                    budget = budget.min(canary.saturating_sub(counts.done as usize + in_flight));
+                }
             }
             // Fresh instances first, in a stable order; failed ones retried after them.
             candidates.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
             for (instance_arn, retry) in candidates.into_iter().take(budget) {
                 let instance_id = resource_id(&instance_arn).to_string();
-                let previous = self.slots.get(&(daemon.name.as_str(), instance_id.as_str())).copied();
+                let previous = self
+                    .slots
+                    .get(&(daemon.name.as_str(), instance_id.as_str()))
+                    .copied();
                 let mut claim = self.new_slot(daemon, &instance_id, previous);
-                let failures = claim.rollout.as_ref().filter(|r| r.rollout_id == record.id).map_or(0, |r| r.failures);
+                let failures = claim
+                    .rollout
+                    .as_ref()
+                    .filter(|r| r.rollout_id == record.id)
+                    .map_or(0, |r| r.failures);
                 claim.rollout = Some(SlotRollout {
                     rollout_id: record.id.clone(),
                     step: RolloutStep::Surging,
@@ -881,7 +1000,10 @@ impl<'a> Planner<'a> {
             record.counts = counts.clone();
             self.plan.rollouts.insert(daemon.name.clone(), counts);
             if record != rollout.record {
-                self.push(Action::RecordRollout { rollout: Box::new(record), expected: rollout.expected() });
+                self.push(Action::RecordRollout {
+                    rollout: Box::new(record),
+                    expected: rollout.expected(),
+                });
             }
         }
     }

@@ -111,7 +111,10 @@ impl Default for RolloutConfig {
 impl RolloutConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.min_healthy_seconds > 3600 {
-            return Err(format!("`rollout.minHealthySeconds` must be at most 3600, got {}", self.min_healthy_seconds));
+            return Err(format!(
+                "`rollout.minHealthySeconds` must be at most 3600, got {}",
+                self.min_healthy_seconds
+            ));
         }
         if self.canary == Some(0) {
             return Err("`rollout.canary` must be at least 1 when set".into());
@@ -202,11 +205,7 @@ pub struct RolloutCounts {
 
 impl RolloutCounts {
     pub fn percent_done(&self) -> u32 {
-        if self.total == 0 {
-            100
-        } else {
-            self.done * 100 / self.total
-        }
+        (self.done * 100).checked_div(self.total).unwrap_or(100)
     }
 }
 
@@ -218,7 +217,10 @@ mod tests {
     fn amounts_are_counts_or_percentages() {
         let count: Amount = serde_json::from_str("3").unwrap();
         let percent: Amount = serde_json::from_str("\"10%\"").unwrap();
-        assert_eq!((count.of(100), percent.of(1000), percent.of(5)), (3, 100, 1));
+        assert_eq!(
+            (count.of(100), percent.of(1000), percent.of(5)),
+            (3, 100, 1)
+        );
         assert_eq!(serde_json::to_string(&percent).unwrap(), "\"10%\"");
         for bad in ["0", "\"0%\"", "\"150%\"", "\"ten\"", "-1"] {
             assert!(serde_json::from_str::<Amount>(bad).is_err(), "{bad}");
@@ -231,7 +233,9 @@ mod tests {
         assert_eq!(config.max_parallel, Amount::Count(3));
         assert_eq!(config.min_healthy_seconds, 30);
         assert!(config.auto_rollback);
-        let error = serde_json::from_str::<RolloutConfig>(r#"{"maxParalel": 3}"#).unwrap_err().to_string();
+        let error = serde_json::from_str::<RolloutConfig>(r#"{"maxParalel": 3}"#)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("maxParalel"), "{error}");
     }
 }

@@ -10,7 +10,9 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
 use crate::cluster_model::{ClusterModel, ModelConfig, Rng};
-use crate::deploy::{deploy, rollback, DeployAnswer, DeployError, DeployRequest, RollbackAnswer, RollbackRequest};
+use crate::deploy::{
+    deploy, rollback, DeployAnswer, DeployError, DeployRequest, RollbackAnswer, RollbackRequest,
+};
 use crate::ecs::{
     Ecs, EcsError, EcsErrorKind, InstanceAttribute, StartTaskOutcome, StartTaskRequest, TaskFilter,
 };
@@ -407,7 +409,10 @@ impl Harness {
         answer
     }
 
-    pub async fn rollback(&mut self, request: RollbackRequest) -> Result<RollbackAnswer, DeployError> {
+    pub async fn rollback(
+        &mut self,
+        request: RollbackRequest,
+    ) -> Result<RollbackAnswer, DeployError> {
         let id = self.invocation_id();
         let now = self.model.now();
         let answer = rollback(&self.engine, request, now, &id).await;

@@ -140,8 +140,12 @@ pub struct Versioned<R> {
 }
 
 impl<R> Versioned<R> {
+    /// What a write of this record expects: version 0 stands for a record not stored yet.
     pub fn expected(&self) -> Expected {
-        Expected::Version(self.version)
+        match self.version {
+            0 => Expected::Absent,
+            version => Expected::Version(version),
+        }
     }
 }
 
@@ -352,7 +356,12 @@ impl Rollout {
 
     /// A sortable id: start time, then a suffix that tells two starts of one millisecond apart.
     pub fn new_id(now: DateTime<Utc>, suffix: &str) -> String {
-        let tail: String = suffix.chars().filter(|c| c.is_ascii_alphanumeric()).rev().take(6).collect();
+        let tail: String = suffix
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .rev()
+            .take(6)
+            .collect();
         format!("{}-{tail}", now.format("%Y%m%dT%H%M%S%3fZ"))
     }
 }

@@ -8,8 +8,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use crate::rollout::{RolloutKind, RolloutState};
 
 use super::{
-    DaemonSpec, EventSeen, Expected, ItemKey, Record, Rollout, Slot, SlotState,
-    Store, StoreError, Versioned,
+    DaemonSpec, EventSeen, Expected, ItemKey, Record, Rollout, Slot, SlotState, Store, StoreError,
+    Versioned,
 };
 
 fn at(seconds: i64) -> DateTime<Utc> {
