@@ -75,8 +75,12 @@ async fn run_checked(
     for second in 1..=seconds {
         harness.model.advance(Duration::seconds(1));
         harness.deliver_events().await;
-        if (harness.model.now().timestamp() % 60) == 0 {
-            let check = harness.coverage_check().await;
+        let check = if (harness.model.now().timestamp() % 60) == 0 {
+            Some(harness.scheduled_check().await)
+        } else {
+            harness.wake_if_due().await
+        };
+        if let Some(check) = check {
             assert!(check.result.is_ok(), "{:?}", check.result);
         }
         let state = copies(harness);

@@ -326,11 +326,14 @@ async fn run_seed(seed: u64) -> Result<SeedStats, String> {
         }
 
         harness.deliver_events().await;
+        if elapsed % COVERAGE_INTERVAL != 0 {
+            harness.wake_if_due().await;
+        }
         if elapsed % COVERAGE_INTERVAL == 0 {
             if faults_on && rng.chance(0.1) {
                 stats.coverage_checks_missed += 1;
             } else {
-                let check = harness.coverage_check().await;
+                let check = harness.scheduled_check().await;
                 let clean =
                     !check.crashed && check.result.as_ref().is_ok_and(|o| o.errors.is_empty());
                 if clean {
@@ -627,11 +630,14 @@ async fn run_rollout_seed(seed: u64) -> Result<SeedStats, String> {
             }
         }
         harness.deliver_events().await;
+        if (now - start).num_seconds() % COVERAGE_INTERVAL != 0 {
+            harness.wake_if_due().await;
+        }
         if (now - start).num_seconds() % COVERAGE_INTERVAL == 0 {
             if faults_on && rng.chance(0.1) {
                 stats.coverage_checks_missed += 1;
             } else {
-                harness.coverage_check().await;
+                harness.scheduled_check().await;
             }
         }
         // Invariants: at most two copies per instance, at most maxParallel instances with two.

@@ -124,6 +124,9 @@ pub struct Outcome {
     pub rollouts_ended: Vec<String>,
     /// Progress of each active rollout (full reconciles).
     pub rollouts: BTreeMap<String, crate::rollout::RolloutCounts>,
+    /// When reconciling again moves things on (a timed condition matures).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<DateTime<Utc>>,
     /// Writes lost to another invocation that got there first (harmless).
     pub conflicts: usize,
     /// Actions that failed; the next event or coverage check retries them.
@@ -675,6 +678,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             instance,
             coverage: planned.coverage,
             rollouts: planned.rollouts,
+            wake_at: planned.wake_at,
             ..Outcome::default()
         };
         let owned: BTreeSet<&str> = observation

@@ -170,6 +170,9 @@ pub struct Plan {
     pub coverage: BTreeMap<String, DaemonCoverage>,
     /// Progress of each active rollout as observed (full reconciles only).
     pub rollouts: BTreeMap<String, RolloutCounts>,
+    /// The earliest moment a timed condition (minHealthySeconds, a restart backoff, a
+    /// claim's grace) matures: reconciling then moves things on without waiting for the schedule.
+    pub wake_at: Option<DateTime<Utc>>,
 }
 
 fn is_live(task: &Task) -> bool {
@@ -324,6 +327,7 @@ impl<'a> Planner<'a> {
                 actions: Vec::new(),
                 coverage,
                 rollouts: BTreeMap::new(),
+                wake_at: None,
             },
         }
     }
@@ -475,6 +479,7 @@ impl<'a> Planner<'a> {
                 };
                 failed_now = true;
             } else if in_flight && !task_gone {
+                self.wake_at(p.record.updated_at + Duration::seconds(CLAIM_GRACE_SECONDS));
                 self.coverage(&daemon.name).starting += 1;
                 return Coverage::OnItsWay;
             }
@@ -512,6 +517,7 @@ impl<'a> Planner<'a> {
             return Coverage::OnItsWay;
         }
         if let Some(wait_until) = slot.retry_after.filter(|at| *at > now) {
+            self.wake_at(wait_until);
             let reason = slot.last_stop_reason.clone().unwrap_or_default();
             self.trouble(
                 &daemon.name,
@@ -550,6 +556,13 @@ impl<'a> Planner<'a> {
             surge: None,
         });
         Coverage::Missing
+    }
+
+    /// Notes a moment when a timed condition matures (the earliest one is the plan's wake time).
+    fn wake_at(&mut self, at: DateTime<Utc>) {
+        if at > self.observation.now && self.plan.wake_at.is_none_or(|current| at < current) {
+            self.plan.wake_at = Some(at);
+        }
     }
 
     fn count(&mut self, daemon: &DaemonView, coverage: Coverage) -> Coverage {
@@ -665,6 +678,8 @@ impl<'a> Planner<'a> {
                         });
                         if due {
                             candidate = Some(true);
+                        } else if let Some(s) = &step {
+                            self.wake_at(s.since + Duration::seconds(FAILED_RETRY_SECONDS));
                         }
                     }
                     Some(RolloutStep::Surging | RolloutStep::Settling) => {
@@ -688,7 +703,9 @@ impl<'a> Planner<'a> {
                                 next = None;
                                 candidate = Some(false);
                             }
-                            None => {}
+                            None => {
+                                self.wake_at(current.since + Duration::seconds(CLAIM_GRACE_SECONDS))
+                            }
                         }
                     }
                     Some(RolloutStep::GapStopping) => {
@@ -770,6 +787,9 @@ impl<'a> Planner<'a> {
                     } else {
                         settling.step = RolloutStep::Settling;
                         settling.since = since;
+                        self.wake_at(
+                            since + Duration::seconds(i64::from(config.min_healthy_seconds)),
+                        );
                         next = Some(settling);
                         self.track_keeper(daemon, instance_id, previous, old, next.clone());
                     }

@@ -303,6 +303,9 @@ pub struct Harness {
     pub crashes: u64,
     rng: Rng,
     invocations: u64,
+    /// The scheduled coverage-check keeps waking for timed conditions until this moment.
+    window_end: Option<DateTime<Utc>>,
+    next_wake: Option<DateTime<Utc>>,
 }
 
 impl Harness {
@@ -330,6 +333,8 @@ impl Harness {
             crashes: 0,
             rng,
             invocations: 0,
+            window_end: None,
+            next_wake: None,
         }
     }
 
@@ -399,6 +404,46 @@ impl Harness {
             ecs_calls: self.model.call_count() - before,
             crashed,
         }
+    }
+
+    /// The scheduled `coverage-check` as deployed: a reconcile, then, within the same
+    /// invocation, another one whenever a timed condition matures (see `runtime::coverage_check`).
+    pub async fn scheduled_check(&mut self) -> Invocation {
+        let check = self.coverage_check().await;
+        self.window_end =
+            Some(self.model.now() + Duration::seconds(crate::runtime::WAKE_WINDOW_SECONDS));
+        self.next_wake = check.result.as_ref().ok().and_then(|o| o.wake_at);
+        check
+    }
+
+    /// The wake-up inside the scheduled invocation's window, when one is due.
+    pub async fn wake_if_due(&mut self) -> Option<Invocation> {
+        let now = self.model.now();
+        let due = self.next_wake.is_some_and(|at| at <= now)
+            && self.window_end.is_some_and(|end| now <= end);
+        if !due {
+            return None;
+        }
+        let check = self.coverage_check().await;
+        self.next_wake = check.result.as_ref().ok().and_then(|o| o.wake_at);
+        Some(check)
+    }
+
+    /// Runs `duration`, second by second: events as they come, the schedule every
+    /// `interval` seconds, and its wake-ups in between.
+    pub async fn run_scheduled(&mut self, duration: Duration, interval: i64) -> Vec<Invocation> {
+        let mut done = Vec::new();
+        let end = self.model.now() + duration;
+        while self.model.now() < end {
+            self.model.advance(Duration::seconds(1));
+            done.extend(self.deliver_events().await);
+            if self.model.now().timestamp() % interval == 0 {
+                done.push(self.scheduled_check().await);
+            } else if let Some(check) = self.wake_if_due().await {
+                done.push(check);
+            }
+        }
+        done
     }
 
     pub async fn deploy(&mut self, request: DeployRequest) -> Result<DeployAnswer, DeployError> {
