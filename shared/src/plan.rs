@@ -45,6 +45,9 @@ pub struct DaemonView {
     pub last_good: Option<String>,
 }
 
+/// While a rollout has copies on their way, a full reconcile runs again after this long.
+pub const ROLLOUT_POLL_SECONDS: i64 = 10;
+
 /// A failed instance is tried again in a rollout after this long.
 pub const FAILED_RETRY_SECONDS: i64 = 60;
 
@@ -969,6 +972,10 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let in_flight = (counts.surging + counts.settling) as usize;
+            // New copies report RUNNING on their own time: look again soon while any are on the way.
+            if in_flight > 0 || !candidates.is_empty() {
+                self.wake_at(now + Duration::seconds(ROLLOUT_POLL_SECONDS));
+            }
             let mut budget = config
                 .max_parallel
                 .of(counts.total as usize)

@@ -157,7 +157,7 @@ pub async fn task_event(
 /// conditions (minHealthySeconds, restart backoffs) mature within this many seconds of
 /// its start, so rollouts and restarts do not wait for the next schedule. (The function's
 /// timeout in template.yaml leaves room for it.)
-pub const WAKE_WINDOW_SECONDS: i64 = 50;
+pub const WAKE_WINDOW_SECONDS: i64 = 55;
 
 /// Scheduled (every managed cluster) or manual `{"cluster": …}`.
 pub async fn coverage_check(
