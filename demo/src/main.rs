@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use ecs_daemons::arn::resource_id;
 use ecs_daemons::cluster_model::{ModelConfig, TaskDefinitionModel};
-use ecs_daemons::deploy::{status, DeployRequest, StatusRequest};
+use ecs_daemons::deploy::{status, DeployRequest, RollbackRequest, StatusRequest};
 use ecs_daemons::model::{HealthStatus, InstanceStatus, TaskStatus};
 use ecs_daemons::plan::READY_ATTRIBUTE;
+use ecs_daemons::rollout::{Amount, RolloutConfig};
 use ecs_daemons::simulation::{Harness, Invocation};
 
 const CLUSTER: &str = "prod";
@@ -17,6 +18,7 @@ const AGENT: &str = "cloudwatch-agent-daemon";
 const LOGS: &str = "log-router-daemon";
 
 struct Demo {
+    last_progress: std::cell::RefCell<Option<String>>,
     harness: Harness,
     start: DateTime<Utc>,
     names: BTreeMap<String, String>,
@@ -135,13 +137,35 @@ impl Demo {
             for error in &outcome.errors {
                 line(format!("error: {error}"));
             }
+            for ended in &outcome.rollouts_ended {
+                line(format!("rollout {ended}"));
+            }
+            for started in &outcome.rollouts_started {
+                line(format!("rollout {started} started (automatic rollback)"));
+            }
+            for (daemon, counts) in &outcome.rollouts {
+                let done = counts.done as usize;
+                let total = counts.total.max(1) as usize;
+                let bar: String = (0..total)
+                    .map(|i| if i < done { '█' } else { '░' })
+                    .collect();
+                let progress = format!(
+                    "progress {daemon}: {bar} {}% ({}/{} done, {} surging, {} settling, {} failed, {} failure(s) of {} allowed)",
+                    counts.percent_done(), counts.done, counts.total, counts.surging, counts.settling, counts.failed,
+                    counts.failures, counts.threshold
+                );
+                if self.last_progress.borrow().as_deref() != Some(progress.as_str()) {
+                    line(progress.clone());
+                    *self.last_progress.borrow_mut() = Some(progress);
+                }
+            }
         }
     }
 
     async fn run(&mut self, seconds: i64) {
         let done = self
             .harness
-            .run_for(Duration::seconds(seconds), Duration::seconds(1))
+            .run_scheduled(Duration::seconds(seconds), 60)
             .await;
         self.show(&done);
     }
@@ -224,6 +248,7 @@ async fn main() {
     );
     let start = harness.model.now();
     let mut demo = Demo {
+        last_progress: Default::default(),
         harness,
         start,
         names: BTreeMap::new(),
@@ -232,11 +257,11 @@ async fn main() {
     println!("ecs-daemons demo: cluster {CLUSTER}, capacity providers asg-general and asg-batch (ECS cluster model, in-memory table)");
     println!("  time   function         what happened and why");
 
-    demo.headline("10 instances join: 6 in asg-general, 4 in asg-batch (4 vCPU, 8 GiB each)");
-    for _ in 0..6 {
+    demo.headline("10 instances join: 8 in asg-general, 2 in asg-batch (4 vCPU, 8 GiB each)");
+    for _ in 0..8 {
         demo.add_instance("asg-general");
     }
-    for _ in 0..4 {
+    for _ in 0..2 {
         demo.add_instance("asg-batch");
     }
     demo.run(2).await;
@@ -245,11 +270,18 @@ async fn main() {
     let model = &demo.harness.model;
     let agent =
         model.register_task_definition(TaskDefinitionModel::new("cloudwatch-agent", 1024, 512));
+    let agent_v2 =
+        model.register_task_definition(TaskDefinitionModel::new("cloudwatch-agent", 1024, 512));
+    let agent_v3 = model.register_task_definition(TaskDefinitionModel {
+        execution_role_arn: Some("arn:aws:iam::111122223333:role/agent-role-without-ecr".into()),
+        execution_role_denied: true,
+        ..TaskDefinitionModel::new("cloudwatch-agent", 1024, 512)
+    });
     let logs = model.register_task_definition(TaskDefinitionModel {
         health_check: true,
         ..TaskDefinitionModel::new("fluent-bit", 256, 256)
     });
-    let checkout = model.register_task_definition(TaskDefinitionModel::new("checkout", 512, 1024));
+    let checkout = model.register_task_definition(TaskDefinitionModel::new("checkout", 256, 512));
     let no_role = model.register_task_definition(TaskDefinitionModel {
         execution_role_arn: None,
         ..TaskDefinitionModel::new("cloudwatch-agent", 1024, 512)
@@ -323,6 +355,62 @@ async fn main() {
         demo.harness.model.crash_task(CLUSTER, &victim.id);
     }
     demo.run(12).await;
+
+    let rollout = RolloutConfig {
+        max_parallel: Amount::Count(3),
+        min_healthy_seconds: 30,
+        failure_threshold: Amount::Count(2),
+        ..RolloutConfig::default()
+    };
+    demo.headline(&format!(
+        "update {AGENT} to revision 2 ({agent_v2}) across its {} instances: maxParallel 3, minHealthySeconds 30, new copy first",
+        demo.harness.model.instances(CLUSTER).iter().filter(|i| i.capacity_provider.as_deref() == Some("asg-general") && i.status == InstanceStatus::Active).count()
+    ));
+    demo.deploy(DeployRequest {
+        rollout: Some(rollout.clone()),
+        ..request(AGENT, &agent_v2, &["asg-general"], 0)
+    })
+    .await;
+    demo.run(300).await;
+
+    demo.headline(&format!(
+        "revision 3 ({agent_v3}): its execution role may not pull the image; the breaker trips at 2 failures and rolls back"
+    ));
+    demo.deploy(DeployRequest {
+        rollout: Some(rollout.clone()),
+        ..request(AGENT, &agent_v3, &["asg-general"], 0)
+    })
+    .await;
+    demo.run(300).await;
+
+    demo.headline("manual rollback to revision 1: one invoke, a rollout like any other");
+    match demo
+        .harness
+        .rollback(RollbackRequest {
+            cluster: CLUSTER.into(),
+            daemon: AGENT.into(),
+            to_revision: Some(1),
+        })
+        .await
+    {
+        Ok(answer) => {
+            demo.note(&format!(
+                "rollback {AGENT}: {} → {} (rollout {})",
+                answer.from_task_definition, answer.task_definition, answer.rollout.id
+            ));
+            let at = demo.harness.model.now();
+            demo.show(&[Invocation {
+                function: "rollback",
+                at,
+                event: None,
+                result: Ok(answer.reconcile),
+                ecs_calls: 0,
+                crashed: false,
+            }]);
+        }
+        Err(error) => demo.note(&format!("rollback refused: {error}")),
+    }
+    demo.run(300).await;
 
     demo.headline("scheduled coverage-check: a full reconcile finds nothing to repair");
     let check = demo.harness.coverage_check().await;
