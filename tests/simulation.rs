@@ -586,6 +586,8 @@ async fn run_rollout_seed(seed: u64) -> Result<SeedStats, String> {
         .await
         .map_err(|e| format!("update: {e}"))?;
     let mut failed_at: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    let mut gap_since: BTreeMap<(String, String), DateTime<Utc>> = BTreeMap::new();
+    let tolerance = Duration::seconds(2 * COVERAGE_INTERVAL) + Duration::seconds(30);
     let mut faults_on = true;
     while harness.model.now() < end {
         harness.model.advance(Duration::seconds(1));
@@ -691,6 +693,21 @@ async fn run_rollout_seed(seed: u64) -> Result<SeedStats, String> {
         // stopFirst stops a lone copy on purpose; without it, never.
         if rollout.surge_fallback == SurgeFallback::Fail && !lone.is_empty() {
             return Err(format!("at {now}: stopped the only copy: {lone:?}"));
+        }
+        // A ready instance never lacks a running copy (beyond what dropped events can hide),
+        // except the counted gaps of stopFirst.
+        if rollout.surge_fallback == SurgeFallback::Fail {
+            let gaps = ready_but_uncovered(&harness, &daemons);
+            gap_since.retain(|key, _| gaps.contains(key));
+            for key in gaps {
+                let since = *gap_since.entry(key.clone()).or_insert(now);
+                if now - since > tolerance {
+                    return Err(format!(
+                        "at {now}: ready instance {} has no running copy since {since}",
+                        key.0
+                    ));
+                }
+            }
         }
         // A tripped breaker touches no instance after it.
         let records: Vec<Versioned<Rollout>> = harness
