@@ -409,8 +409,13 @@ async fn run_seed(seed: u64) -> Result<SeedStats, String> {
     Ok(stats)
 }
 
-#[test]
-fn seeded_fault_campaign_keeps_every_invariant() {
+/// Runs `run` over the seeds (`SIM_SEED` for one, `SIM_SEEDS` for a count, 200 by
+/// default), sums their figures, and fails with a replay line per broken seed.
+fn campaign<F, Fut>(test: &str, run: F) -> (usize, SeedStats)
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<SeedStats, String>>,
+{
     let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
         Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],
         Err(_) => {
@@ -428,7 +433,7 @@ fn seeded_fault_campaign_keeps_every_invariant() {
     let mut totals = SeedStats::default();
     let mut failures = Vec::new();
     for &seed in &seeds {
-        match runtime.block_on(run_seed(seed)) {
+        match runtime.block_on(run(seed)) {
             Ok(stats) => {
                 totals.steps += stats.steps;
                 totals.events_dropped += stats.events_dropped;
@@ -438,11 +443,11 @@ fn seeded_fault_campaign_keeps_every_invariant() {
                 totals.coverage_checks_missed += stats.coverage_checks_missed;
             }
             Err(error) => failures.push(format!(
-                "seed {seed}: {error}\n  replay: SIM_SEED={seed} cargo test -p integration-tests --test simulation -- --nocapture"
+                "seed {seed}: {error}\n  replay: SIM_SEED={seed} cargo test -p integration-tests --test simulation {test} -- --nocapture"
             )),
         }
     }
-    println!("simulation: {} seeds, {totals:?}", seeds.len());
+    println!("{test}: {} seeds, {totals:?}", seeds.len());
     assert!(
         failures.is_empty(),
         "{} of {} seeds broke an invariant:\n{}",
@@ -450,7 +455,13 @@ fn seeded_fault_campaign_keeps_every_invariant() {
         seeds.len(),
         failures.join("\n")
     );
-    if seeds.len() > 1 {
+    (seeds.len(), totals)
+}
+
+#[test]
+fn seeded_fault_campaign_keeps_every_invariant() {
+    let (seeds, totals) = campaign("seeded_fault_campaign", run_seed);
+    if seeds > 1 {
         assert!(
             totals.events_dropped > 0
                 && totals.events_duplicated > 0
@@ -782,42 +793,18 @@ async fn run_rollout_seed(seed: u64) -> Result<SeedStats, String> {
     let events = harness.model.event_stats();
     stats.events_dropped = events.dropped;
     stats.events_duplicated = events.duplicated;
+    stats.throttled = harness.model.calls().iter().filter(|c| c.throttled).count() as u64;
     stats.crashes = harness.crashes;
     Ok(stats)
 }
 
 #[test]
 fn seeded_rollouts_keep_every_invariant() {
-    let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
-        Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],
-        Err(_) => {
-            let count: u64 = std::env::var("SIM_SEEDS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(200);
-            (1..=count).collect()
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut failures = Vec::new();
-    let mut steps = 0;
-    for &seed in &seeds {
-        match runtime.block_on(run_rollout_seed(seed)) {
-            Ok(stats) => steps += stats.steps,
-            Err(error) => failures.push(format!(
-                "seed {seed}: {error}\n  replay: SIM_SEED={seed} cargo test -p integration-tests --test simulation seeded_rollouts -- --nocapture"
-            )),
-        }
+    let (seeds, totals) = campaign("seeded_rollouts", run_rollout_seed);
+    if seeds > 1 {
+        assert!(
+            totals.events_dropped > 0 && totals.crashes > 0,
+            "faults were injected: {totals:?}"
+        );
     }
-    println!("rollout simulation: {} seeds, {steps} steps", seeds.len());
-    assert!(
-        failures.is_empty(),
-        "{} of {} seeds broke an invariant:\n{}",
-        failures.len(),
-        seeds.len(),
-        failures.join("\n")
-    );
 }
