@@ -40,7 +40,8 @@ pub fn engine_config_from(
         .split(',')
         .map(str::trim)
         .filter(|c| !c.is_empty())
-        .map(str::to_string)
+        // Names or ARNs: events name clusters by ARN, invokes by name; both compare by name.
+        .map(|c| crate::arn::cluster_name(c).to_string())
         .collect();
     if clusters.is_empty() {
         return Err(FunctionError::Config(
@@ -238,7 +239,9 @@ mod tests {
     fn configuration_comes_from_the_environment() {
         let env = |name: &str| match name {
             "TABLE_NAME" => Some("ecs-daemons".to_string()),
-            "MANAGED_CLUSTERS" => Some(" prod, staging ,".to_string()),
+            "MANAGED_CLUSTERS" => {
+                Some(" prod, arn:aws:ecs:us-east-1:1:cluster/staging ,".to_string())
+            }
             _ => None,
         };
         let (table, config) = engine_config_from(env).unwrap();

@@ -1,0 +1,193 @@
+//! The functions' handlers over the production engine (SDK adapters, DynamoDB
+//! table) against moto: payloads in, answers and clear errors out.
+
+mod common;
+
+use ecs_daemons::ecs::SdkEcs;
+use ecs_daemons::engine::{Engine, EngineConfig};
+use ecs_daemons::runtime::{self, ProductionEngine};
+use ecs_daemons::store::{create_table, DynamoStore};
+use serde_json::{json, Value};
+
+async fn engine(cluster: &str) -> ProductionEngine {
+    let config = common::sdk_config().await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+    let table = common::unique("ecs-daemons-fn");
+    create_table(&dynamodb, &table).await.expect("table");
+    Engine::new(
+        SdkEcs::from_config(&config),
+        DynamoStore::new(dynamodb, table),
+        EngineConfig {
+            clusters: vec![cluster.to_string()],
+            ..EngineConfig::default()
+        },
+    )
+}
+
+fn sample(name: &str, cluster: &str) -> Value {
+    let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path)
+        .unwrap()
+        .replace("cluster/prod", &format!("cluster/{cluster}"));
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test]
+async fn handlers_answer_payloads_and_refuse_bad_ones_clearly() {
+    let config = common::sdk_config().await;
+    let ecs = aws_sdk_ecs::Client::new(&config);
+    let cluster = common::unique("fn");
+    common::cluster_with_instances(&ecs, &cluster, 2).await;
+    let provider = common::unique("asg");
+    ecs.create_capacity_provider()
+        .name(&provider)
+        .auto_scaling_group_provider(
+            aws_sdk_ecs::types::AutoScalingGroupProvider::builder()
+                .auto_scaling_group_arn("arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:1:autoScalingGroupName/g")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    ecs.put_cluster_capacity_providers()
+        .cluster(&cluster)
+        .capacity_providers(&provider)
+        .set_default_capacity_provider_strategy(Some(vec![]))
+        .send()
+        .await
+        .unwrap();
+    let role = "arn:aws:iam::123456789012:role/ecsTaskExecutionRole";
+    let definition =
+        common::register_daemon_definition(&ecs, &common::unique("agent"), Some(role), false).await;
+    let engine = engine(&cluster).await;
+
+    let payload = json!({"cluster": cluster, "daemon": "agent", "taskDefinition": definition, "capacityProviders": [provider]});
+    let answer = runtime::deploy(&engine, payload.clone(), "req-1".into())
+        .await
+        .unwrap();
+    assert_eq!(answer["recorded"], "created");
+    // moto reports no capacity provider on instances: none is targeted yet, and the answer says so.
+    assert!(
+        answer["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("no instance of"),
+        "{answer}"
+    );
+    assert_eq!(
+        runtime::deploy(&engine, payload, "req-2".into())
+            .await
+            .unwrap()["recorded"],
+        "unchanged"
+    );
+
+    let status = runtime::status(&engine, json!({"cluster": cluster}), "req-3".into())
+        .await
+        .unwrap();
+    assert_eq!(status["daemons"][0]["daemon"], "agent");
+    assert_eq!(status["daemons"][0]["taskDefinition"], definition);
+
+    let checks = runtime::coverage_check(&engine, json!({"cluster": cluster}), "req-4".into())
+        .await
+        .unwrap();
+    assert_eq!(checks[0].cluster, cluster);
+    let scheduled = json!({"version": "0", "id": "s-1", "detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
+    assert_eq!(
+        runtime::coverage_check(&engine, scheduled, "req-5".into())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let event = sample("instance-active.json", &cluster);
+    let outcome = runtime::instance_event(&engine, event.clone(), "req-6".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.skipped.as_deref(),
+        Some("the container instance is no longer registered")
+    );
+    let again = runtime::instance_event(&engine, event, "req-7".into())
+        .await
+        .unwrap();
+    assert!(again.skipped.unwrap().contains("already handled"));
+    let task = runtime::task_event(
+        &engine,
+        sample("task-running.json", &cluster),
+        "req-8".into(),
+    )
+    .await
+    .unwrap();
+    assert!(task.skipped.is_some() || task.errors.is_empty(), "{task:?}");
+
+    let refusals: Vec<(Result<Value, runtime::FunctionError>, &str)> = vec![
+        (
+            runtime::deploy(&engine, json!({"cluster": cluster}), "x".into()).await,
+            "missing field `daemon`",
+        ),
+        (
+            runtime::deploy(&engine, json!("deploy please"), "x".into()).await,
+            "must be a JSON object",
+        ),
+        (
+            runtime::status(
+                &engine,
+                json!({"cluster": cluster, "daemon": "ghost"}),
+                "x".into(),
+            )
+            .await,
+            "unknown daemon ghost",
+        ),
+        (
+            runtime::status(&engine, json!({"cluster": "someone-elses"}), "x".into()).await,
+            "not managed by this deployment",
+        ),
+        (
+            runtime::rollback(
+                &engine,
+                json!({"cluster": cluster, "daemon": "agent"}),
+                "x".into(),
+            )
+            .await,
+            "is already on",
+        ),
+        (
+            runtime::rollback(
+                &engine,
+                json!({"cluster": cluster, "daemon": "agent", "toRevision": "two"}),
+                "x".into(),
+            )
+            .await,
+            "`toRevision`",
+        ),
+    ];
+    for (result, expected) in refusals {
+        let error = result.unwrap_err().to_string();
+        assert!(error.contains(expected), "{error}");
+    }
+    let error = runtime::coverage_check(&engine, json!({"clusterName": cluster}), "x".into())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("coverage-check takes"), "{error}");
+    let error = runtime::task_event(
+        &engine,
+        sample("task-running.json", "someone-elses"),
+        "x".into(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("not managed"), "{error}");
+    let error = runtime::instance_event(
+        &engine,
+        json!({"detail-type": "ECS Task State Change"}),
+        "x".into(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("not an EventBridge event"), "{error}");
+}
