@@ -4,7 +4,7 @@
 use chrono::Duration;
 use ecs_daemons::cluster_model::{ModelConfig, TaskDefinitionModel};
 use ecs_daemons::deploy::DeployRequest;
-use ecs_daemons::model::{InstanceStatus, TaskStatus};
+use ecs_daemons::model::TaskStatus;
 use ecs_daemons::plan::READY_ATTRIBUTE;
 use ecs_daemons::simulation::{Harness, Invocation};
 
@@ -269,7 +269,6 @@ async fn daemons_start_first_cover_every_instance_and_drain_last() {
         task_calls <= 3,
         "a task event costs at most 3 ECS calls, measured {task_calls}"
     );
-    let _ = InstanceStatus::Active;
 }
 
 #[tokio::test]

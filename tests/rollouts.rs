@@ -3,7 +3,6 @@
 //! automatic rollback, manual rollback, and the no-room fallbacks.
 
 use chrono::Duration;
-use ecs_daemons::arn::resource_id;
 use ecs_daemons::cluster_model::{ModelConfig, TaskDefinitionModel};
 use ecs_daemons::deploy::{status, DeployRequest, RollbackRequest, StatusRequest};
 use ecs_daemons::model::{InstanceStatus, TaskStatus};
@@ -412,5 +411,4 @@ async fn without_room_for_two_copies_the_fallback_decides() {
             .all(|(_, live, _)| live == &vec![revisions[1].clone()]),
         "no gap with fail"
     );
-    let _ = resource_id;
 }
