@@ -412,3 +412,33 @@ async fn without_room_for_two_copies_the_fallback_decides() {
         "no gap with fail"
     );
 }
+
+#[tokio::test]
+async fn without_auto_rollback_a_tripped_rollout_just_stops() {
+    let (mut harness, revisions) = setup(6, 4096).await;
+    let denied = harness.model.register_task_definition(TaskDefinitionModel {
+        execution_role_denied: true,
+        ..TaskDefinitionModel::new(DAEMON, 1024, 512)
+    });
+    let manual = RolloutConfig {
+        failure_threshold: Amount::Count(1),
+        auto_rollback: false,
+        ..config(2)
+    };
+    harness
+        .deploy(deploy_request(&denied, Some(manual)))
+        .await
+        .unwrap();
+    run_checked(&mut harness, 300, 2, false).await;
+    let agent = agent_status(&harness).await;
+    let rollout = agent.rollout.unwrap();
+    assert_eq!(rollout.state, RolloutState::Failed);
+    assert!(agent.history.is_empty(), "no rollback rollout was started");
+    assert_eq!(
+        agent.task_definition, revisions[0],
+        "joining instances get the last good revision"
+    );
+    assert!(copies(&harness)
+        .iter()
+        .all(|(_, live, ready)| live == &vec![revisions[0].clone()] && *ready));
+}

@@ -204,9 +204,7 @@ fn keeper_rank(task: &Task, daemon: &DaemonView) -> (u8, u8, bool, Option<DateTi
         HealthStatus::Unknown | HealthStatus::Other(_) => 1,
         HealthStatus::Unhealthy => 0,
     };
-    let declared = task
-        .task_definition_arn
-        .ends_with(&format!("/{}", daemon.task_definition));
+    let declared = revision_of(task) == daemon.task_definition;
     (
         status,
         health,
@@ -937,9 +935,11 @@ impl<'a> Planner<'a> {
                             new_rollout: Some(Box::new(rollback)),
                         }
                     }
+                    // No rollback: instances stay where they are, and instances that join get
+                    // the last good revision rather than the one that just failed.
                     None => Action::SwitchRevision {
                         daemon: daemon.name.clone(),
-                        task_definition: target.clone(),
+                        task_definition: daemon.last_good.clone().unwrap_or_else(|| target.clone()),
                         active_rollout: None,
                         last_good: daemon.last_good.clone(),
                         new_rollout: None,
