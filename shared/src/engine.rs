@@ -693,17 +693,44 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             value: Some("true".into()),
         };
 
-        let mut clear = Vec::new();
+        // Readiness goes first, in one batch, so no application lands while copies change.
+        let (clears, actions): (Vec<Action>, Vec<Action>) = planned
+            .actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::ClearReady { .. }));
+        let clear: Vec<(String, String)> = clears
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::ClearReady {
+                    instance_arn,
+                    reason,
+                } => Some((instance_arn, reason)),
+                _ => None,
+            })
+            .collect();
+        if !clear.is_empty() {
+            let attributes: Vec<InstanceAttribute> =
+                clear.iter().map(|(arn, _)| ready_attribute(arn)).collect();
+            match self.ecs.delete_attributes(cluster, &attributes).await {
+                Ok(()) => {
+                    outcome.ready_cleared = clear
+                        .into_iter()
+                        .map(|(arn, reason)| ClearedReady {
+                            instance_id: resource_id(&arn).to_string(),
+                            reason,
+                        })
+                        .collect()
+                }
+                Err(error) => outcome.errors.push(error.to_string()),
+            }
+        }
         let mut set = Vec::new();
         let mut starts: BTreeMap<String, Vec<Claimed>> = BTreeMap::new();
         let mut rollout_writes = Vec::new();
         let mut stops_failed = false;
-        for action in planned.actions {
+        for action in actions {
             match action {
-                Action::ClearReady {
-                    instance_arn,
-                    reason,
-                } => clear.push((instance_arn, reason)),
+                Action::ClearReady { .. } => {}
                 Action::SetReady { instance_arn } => set.push(instance_arn),
                 Action::RecordSlot { slot, expected } => {
                     self.write_slot(&slot, expected, &mut outcome).await;
@@ -759,22 +786,6 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 rollout @ (Action::SwitchRevision { .. } | Action::RecordRollout { .. }) => {
                     rollout_writes.push(rollout)
                 }
-            }
-        }
-        if !clear.is_empty() {
-            let attributes: Vec<InstanceAttribute> =
-                clear.iter().map(|(arn, _)| ready_attribute(arn)).collect();
-            match self.ecs.delete_attributes(cluster, &attributes).await {
-                Ok(()) => {
-                    outcome.ready_cleared = clear
-                        .into_iter()
-                        .map(|(arn, reason)| ClearedReady {
-                            instance_id: resource_id(&arn).to_string(),
-                            reason,
-                        })
-                        .collect()
-                }
-                Err(error) => outcome.errors.push(error.to_string()),
             }
         }
         if stops_failed {
