@@ -167,14 +167,20 @@ fn converged(harness: &Harness, daemons: &[DaemonDecl]) -> Result<(), String> {
     Ok(())
 }
 
-async fn run_seed(seed: u64) -> Result<SeedStats, String> {
-    let mut rng = Rng::new(seed);
+/// A model with seeded latencies, and the faults to switch on once the daemons are
+/// declared (`severity` scales their rates and delays).
+fn seeded_world(seed: u64, rng: &mut Rng, severity: f64) -> (ModelConfig, Faults) {
+    let drop_events = rng.unit() * 0.05 * severity;
+    let duplicate_events = rng.unit() * 0.10 * severity;
+    let max_event_delay = Duration::seconds(rng.below((20.0 * severity) as u64) as i64);
+    let max_duplicate_delay = Duration::seconds(rng.below((300.0 * severity) as u64) as i64);
+    let throttle_calls = rng.unit() * 0.03 * severity;
     let faults = Faults {
-        drop_events: rng.unit() * 0.05,
-        duplicate_events: rng.unit() * 0.10,
-        max_event_delay: Duration::seconds(rng.below(20) as i64),
-        max_duplicate_delay: Duration::seconds(rng.below(300) as i64),
-        throttle_calls: rng.unit() * 0.03,
+        drop_events,
+        duplicate_events,
+        max_event_delay,
+        max_duplicate_delay,
+        throttle_calls,
     };
     let config = ModelConfig {
         seed,
@@ -184,6 +190,12 @@ async fn run_seed(seed: u64) -> Result<SeedStats, String> {
         rate_limits: true,
         faults: Faults::default(),
     };
+    (config, faults)
+}
+
+async fn run_seed(seed: u64) -> Result<SeedStats, String> {
+    let mut rng = Rng::new(seed);
+    let (config, faults) = seeded_world(seed, &mut rng, 1.0);
     let mut harness = Harness::new(CLUSTER, &["general", "gpu"], config);
     let agent = harness
         .model
@@ -505,21 +517,7 @@ async fn run_rollout_seed(seed: u64) -> Result<SeedStats, String> {
     use ecs_daemons::store::{Rollout, Store, Versioned};
 
     let mut rng = Rng::new(seed ^ 0xA5A5);
-    let faults = Faults {
-        drop_events: rng.unit() * 0.03,
-        duplicate_events: rng.unit() * 0.05,
-        max_event_delay: Duration::seconds(rng.below(10) as i64),
-        max_duplicate_delay: Duration::seconds(rng.below(120) as i64),
-        throttle_calls: rng.unit() * 0.02,
-    };
-    let config = ModelConfig {
-        seed,
-        start_latency: Duration::seconds(2 + rng.below(9) as i64),
-        health_grace: Duration::seconds(5 + rng.below(11) as i64),
-        stop_latency: Duration::seconds(1 + rng.below(5) as i64),
-        rate_limits: true,
-        faults: Faults::default(),
-    };
+    let (config, faults) = seeded_world(seed, &mut rng, 0.5);
     let mut harness = Harness::new(CLUSTER, &["general"], config);
     let mut revisions = Vec::new();
     for _ in 0..3 {
