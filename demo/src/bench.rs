@@ -3,11 +3,21 @@
 //!
 //! `cargo run --release -p ecs-daemons-demo --bin bench`
 
-use chrono::Duration;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use chrono::{Duration, TimeZone, Utc};
+use ecs_daemons::cluster_model::Faults;
 use ecs_daemons::cluster_model::{ModelConfig, TaskDefinitionModel};
 use ecs_daemons::deploy::DeployRequest;
+use ecs_daemons::model::{
+    ContainerInstance, HealthStatus, InstanceStatus, Resources, Task, TaskStatus,
+};
+use ecs_daemons::plan::{daemon_group, plan, DaemonView, Observation, Scope};
 use ecs_daemons::rollout::{Amount, RolloutConfig, RolloutState};
 use ecs_daemons::simulation::Harness;
+use ecs_daemons::simulation::Invocation;
+use ecs_daemons::store::{RestartPolicy, Slot, SlotState};
 use ecs_daemons::store::{Rollout, Store, Versioned};
 
 const CLUSTER: &str = "bench";
@@ -24,6 +34,7 @@ async fn rollout_figures(
     percent: u32,
     start_seconds: i64,
     min_healthy: u32,
+    drop: f64,
 ) -> Vec<Figure> {
     let config = ModelConfig {
         seed: 42,
@@ -62,6 +73,10 @@ async fn rollout_figures(
 
     let calls_before = harness.model.call_count();
     let started = harness.model.now();
+    harness.model.set_faults(Faults {
+        drop_events: drop,
+        ..Faults::default()
+    });
     harness.deploy(request(&v2)).await.expect("update deploy");
     let mut finished = None;
     while finished.is_none() && harness.model.now() - started < Duration::hours(3) {
@@ -89,7 +104,7 @@ async fn rollout_figures(
     };
     let throttled = calls.iter().filter(|c| c.throttled).count() as f64;
     let parameters = format!(
-        "\"instances\": {instances}, \"maxParallel\": \"{percent}%\", \"startSeconds\": {start_seconds}, \"minHealthySeconds\": {min_healthy}"
+        "\"instances\": {instances}, \"maxParallel\": \"{percent}%\", \"startSeconds\": {start_seconds}, \"minHealthySeconds\": {min_healthy}, \"droppedEvents\": {drop}"
     );
     vec![
         Figure {
@@ -130,9 +145,326 @@ async fn rollout_figures(
     ]
 }
 
+/// One full coverage-check at rest of `instances` × `daemons`: ECS calls over the batched
+/// lower bound (pages of 100 for both lists, describes of 100 for instances and tasks).
+async fn reconcile_figure(instances: usize, daemons: usize) -> Figure {
+    // Events dropped: the coverage-checks alone bring the cluster to rest (faster to set up).
+    let config = ModelConfig {
+        rate_limits: false,
+        faults: Faults {
+            drop_events: 1.0,
+            ..Faults::default()
+        },
+        ..ModelConfig::default()
+    };
+    let mut harness = Harness::new(CLUSTER, &["general"], config);
+    for _ in 0..instances {
+        harness.model.add_instance(CLUSTER, "general", 8192, 16384);
+    }
+    for index in 0..daemons {
+        let definition = harness
+            .model
+            .register_task_definition(TaskDefinitionModel::new(&format!("agent{index}"), 256, 256));
+        let request = DeployRequest::new(
+            CLUSTER,
+            &format!("agent{index}"),
+            &definition,
+            &["general"],
+            0,
+        );
+        harness.deploy(request).await.expect("deploy");
+    }
+    for _ in 0..3 {
+        harness.model.advance(Duration::seconds(30));
+        harness.coverage_check().await;
+    }
+    let check = harness.coverage_check().await;
+    let outcome = check.result.expect("reconcile at rest");
+    assert!(
+        outcome.started.is_empty() && outcome.stopped.is_empty(),
+        "the cluster is at rest"
+    );
+    let tasks = instances * daemons;
+    let bound = 2 * instances.div_ceil(100) + 2 * tasks.div_ceil(100);
+    Figure {
+        name: "reconcile_calls_over_lower_bound",
+        value: check.ecs_calls as f64 / bound as f64,
+        parameters: format!("\"instances\": {instances}, \"daemons\": {daemons}, \"calls\": {}, \"lowerBound\": {bound}", check.ecs_calls),
+    }
+}
+
+fn per_event(invocations: &[Invocation], function: &str, phase: &str) -> Vec<Figure> {
+    let of: Vec<&Invocation> = invocations
+        .iter()
+        .filter(|i| i.function == function && i.result.as_ref().is_ok_and(|o| o.skipped.is_none()))
+        .collect();
+    let mean = |f: fn(&Invocation) -> usize| {
+        of.iter().map(|i| f(i)).sum::<usize>() as f64 / of.len().max(1) as f64
+    };
+    let max = |f: fn(&Invocation) -> usize| of.iter().map(|i| f(i)).max().unwrap_or(0) as f64;
+    let name = if function == "instance-events" {
+        "calls_per_instance_event"
+    } else {
+        "calls_per_task_event"
+    };
+    let parameters = |kind: &str, stat: &str| {
+        format!(
+            "\"phase\": \"{phase}\", \"api\": \"{kind}\", \"stat\": \"{stat}\", \"events\": {}",
+            of.len()
+        )
+    };
+    vec![
+        Figure {
+            name,
+            value: mean(|i| i.ecs_calls),
+            parameters: parameters("ecs", "mean"),
+        },
+        Figure {
+            name,
+            value: max(|i| i.ecs_calls),
+            parameters: parameters("ecs", "max"),
+        },
+        Figure {
+            name,
+            value: mean(|i| i.store_calls),
+            parameters: parameters("dynamodb", "mean"),
+        },
+        Figure {
+            name,
+            value: max(|i| i.store_calls),
+            parameters: parameters("dynamodb", "max"),
+        },
+    ]
+}
+
+/// ECS and DynamoDB calls per handled event: at rest with churn (joins, drains, crashes), then during a rollout.
+async fn event_figures() -> Vec<Figure> {
+    let mut harness = Harness::new(
+        CLUSTER,
+        &["general"],
+        ModelConfig {
+            seed: 9,
+            ..ModelConfig::default()
+        },
+    );
+    let agent = harness
+        .model
+        .register_task_definition(TaskDefinitionModel::new("agent", 256, 256));
+    let logs = harness.model.register_task_definition(TaskDefinitionModel {
+        health_check: true,
+        ..TaskDefinitionModel::new("logs", 256, 256)
+    });
+    let agent_v2 = harness
+        .model
+        .register_task_definition(TaskDefinitionModel::new("agent", 256, 256));
+    for _ in 0..100 {
+        harness.model.add_instance(CLUSTER, "general", 4096, 8192);
+    }
+    harness
+        .deploy(DeployRequest::new(
+            CLUSTER,
+            "agent",
+            &agent,
+            &["general"],
+            0,
+        ))
+        .await
+        .expect("deploy");
+    harness
+        .deploy(DeployRequest::new(CLUSTER, "logs", &logs, &["general"], 10))
+        .await
+        .expect("deploy");
+    harness
+        .run_scheduled(Duration::seconds(180), SCHEDULE_SECONDS)
+        .await;
+
+    let mut at_rest = Vec::new();
+    for minute in 0..10 {
+        let tasks = harness.model.tasks(CLUSTER);
+        if let Some(victim) = tasks
+            .iter()
+            .filter(|t| t.group.starts_with("daemon:") && t.last_status == TaskStatus::Running)
+            .nth(minute * 7)
+        {
+            harness.model.crash_task(CLUSTER, &victim.id);
+        }
+        harness.model.add_instance(CLUSTER, "general", 4096, 8192);
+        if minute % 3 == 0 {
+            if let Some(instance) = harness
+                .model
+                .instances(CLUSTER)
+                .into_iter()
+                .find(|i| i.status == InstanceStatus::Active)
+            {
+                harness.model.drain_instance(CLUSTER, &instance.arn);
+            }
+        }
+        at_rest.extend(
+            harness
+                .run_scheduled(Duration::seconds(60), SCHEDULE_SECONDS)
+                .await,
+        );
+    }
+    let rollout = RolloutConfig {
+        max_parallel: Amount::Percent(10),
+        min_healthy_seconds: 30,
+        ..RolloutConfig::default()
+    };
+    let request = DeployRequest {
+        rollout: Some(rollout),
+        ..DeployRequest::new(CLUSTER, "agent", &agent_v2, &["general"], 0)
+    };
+    harness.deploy(request).await.expect("update");
+    let during = harness
+        .run_scheduled(Duration::seconds(900), SCHEDULE_SECONDS)
+        .await;
+    let mut figures = Vec::new();
+    for function in ["instance-events", "task-events"] {
+        figures.extend(per_event(&at_rest, function, "at rest"));
+        figures.extend(per_event(&during, function, "rollout"));
+    }
+    figures
+}
+
+/// The planner alone on 10,000 instances × 10 daemons (100,000 tasks and slots): median of 11 runs.
+fn plan_figure() -> Figure {
+    let now = Utc
+        .with_ymd_and_hms(2026, 11, 24, 12, 0, 0)
+        .single()
+        .expect("time");
+    let daemons: Vec<DaemonView> = (0..10)
+        .map(|d| DaemonView {
+            name: format!("d{d}"),
+            task_definition: format!("d{d}:1"),
+            capacity_providers: vec!["general".into()],
+            start_order: d,
+            has_health_check: d % 2 == 0,
+            restart: RestartPolicy::default(),
+            active_rollout: None,
+            last_good: Some(format!("d{d}:1")),
+        })
+        .collect();
+    let mut instances = Vec::new();
+    let mut tasks = Vec::new();
+    let mut slots = Vec::new();
+    for i in 0..10_000 {
+        let id = format!("ci{i:05}");
+        let arn = format!("arn:aws:ecs:us-east-1:1:container-instance/c/{id}");
+        instances.push(ContainerInstance {
+            arn: arn.clone(),
+            ec2_instance_id: None,
+            status: InstanceStatus::Active,
+            status_reason: None,
+            agent_connected: true,
+            capacity_provider: Some("general".into()),
+            registered: Resources {
+                cpu: 8192,
+                memory_mib: 16384,
+            },
+            remaining: Resources {
+                cpu: 4096,
+                memory_mib: 8192,
+            },
+            running_tasks: 12,
+            pending_tasks: 0,
+            attributes: BTreeMap::from([(
+                ecs_daemons::plan::READY_ATTRIBUTE.to_string(),
+                Some("true".to_string()),
+            )]),
+            version: 7,
+            registered_at: Some(now),
+        });
+        for daemon in &daemons {
+            let task_arn = format!("arn:aws:ecs:us-east-1:1:task/c/{}-{id}", daemon.name);
+            tasks.push(Task {
+                arn: task_arn.clone(),
+                task_definition_arn: format!(
+                    "arn:aws:ecs:us-east-1:1:task-definition/{}",
+                    daemon.task_definition
+                ),
+                container_instance_arn: Some(arn.clone()),
+                last_status: TaskStatus::Running,
+                desired_status: TaskStatus::Running,
+                health: HealthStatus::Healthy,
+                group: Some(daemon_group(&daemon.name)),
+                started_by: Some("ecs-daemons".into()),
+                stop_code: None,
+                stopped_reason: None,
+                version: 3,
+                created_at: Some(now - Duration::hours(1)),
+                started_at: Some(now - Duration::hours(1)),
+                stopped_at: None,
+                tags: BTreeMap::new(),
+            });
+            slots.push(ecs_daemons::store::Versioned {
+                record: Slot {
+                    cluster: "c".into(),
+                    daemon: daemon.name.clone(),
+                    instance_id: id.clone(),
+                    state: SlotState::Running,
+                    task_arn: Some(task_arn),
+                    task_definition: Some(daemon.task_definition.clone()),
+                    claimed_by: None,
+                    task_version: 3,
+                    consecutive_failures: 0,
+                    last_stop_reason: None,
+                    retry_after: None,
+                    rollout: None,
+                    updated_at: now - Duration::hours(1),
+                },
+                version: 4,
+            });
+        }
+    }
+    let observation = Observation {
+        cluster: "c".into(),
+        now,
+        scope: Scope::Full,
+        daemons,
+        instances,
+        tasks,
+        slots,
+        rollouts: vec![],
+        specs: vec![],
+    };
+    let mut times: Vec<f64> = (0..11)
+        .map(|_| {
+            let started = Instant::now();
+            let planned = plan(&observation);
+            assert!(planned.actions.is_empty(), "at rest");
+            started.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    Figure {
+        name: "plan_ms_10k_x_10",
+        value: times[times.len() / 2],
+        parameters: "\"instances\": 10000, \"daemons\": 10, \"runs\": 11, \"stat\": \"median\""
+            .into(),
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let figures = rollout_figures(1000, 10, 20, 30).await;
+    // `BENCH=plan` (or reconcile, events, rollout) runs one group only.
+    let only = std::env::var("BENCH").unwrap_or_default();
+    let wanted = |group: &str| only.is_empty() || only == group;
+    let mut figures = Vec::new();
+    if wanted("reconcile") {
+        figures.push(reconcile_figure(1000, 5).await);
+        figures.push(reconcile_figure(5000, 5).await);
+    }
+    if wanted("events") {
+        figures.extend(event_figures().await);
+    }
+    if wanted("rollout") {
+        for drop in [0.0, 0.01, 0.05] {
+            figures.extend(rollout_figures(1000, 10, 20, 30, drop).await);
+        }
+    }
+    if wanted("plan") {
+        figures.push(plan_figure());
+    }
     for figure in &figures {
         println!(
             "{{\"figure\": \"{}\", \"value\": {:.3}, {}}}",
@@ -140,8 +472,13 @@ async fn main() {
         );
     }
     println!();
-    println!("{:<34} {:>12}", "figure", "value");
+    println!("{:<34} {:>10}  parameters", "figure", "value");
     for figure in &figures {
-        println!("{:<34} {:>12.3}", figure.name, figure.value);
+        println!(
+            "{:<34} {:>10.3}  {}",
+            figure.name,
+            figure.value,
+            figure.parameters.replace('"', "")
+        );
     }
 }

@@ -188,6 +188,7 @@ impl Demo {
                     event: None,
                     result: Ok(answer.reconcile),
                     ecs_calls: 0,
+                    store_calls: 0,
                     crashed: false,
                 }]);
             }
@@ -405,6 +406,7 @@ async fn main() {
                 event: None,
                 result: Ok(answer.reconcile),
                 ecs_calls: 0,
+                store_calls: 0,
                 crashed: false,
             }]);
         }

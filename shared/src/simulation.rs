@@ -25,11 +25,20 @@ use crate::store::{
 
 /// Calls an invocation may still make before it "crashes"; negative means no limit.
 #[derive(Debug, Default)]
-pub struct CrashBudget(AtomicI64);
+pub struct CrashBudget(AtomicI64, std::sync::atomic::AtomicUsize);
 
 impl CrashBudget {
     pub fn unlimited() -> Self {
-        Self(AtomicI64::new(-1))
+        Self(AtomicI64::new(-1), Default::default())
+    }
+
+    /// DynamoDB calls made so far (the model counts the ECS ones).
+    pub fn store_calls(&self) -> usize {
+        self.1.load(Ordering::SeqCst)
+    }
+
+    fn note_store_call(&self) {
+        self.1.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The next invocation dies after `calls` more calls (ECS and DynamoDB counted together).
@@ -219,9 +228,11 @@ impl<T: Ecs> Ecs for Crashing<T> {
 
 impl<T: Store> Store for Crashing<T> {
     async fn get<R: Record>(&self, key: &ItemKey) -> Result<Option<Versioned<R>>, StoreError> {
+        self.budget.note_store_call();
         guarded!(self, "GetItem", crashed_store, self.inner.get(key))
     }
     async fn put<R: Record>(&self, record: &R, expected: Expected) -> Result<u64, StoreError> {
+        self.budget.note_store_call();
         guarded!(
             self,
             "PutItem",
@@ -230,6 +241,7 @@ impl<T: Store> Store for Crashing<T> {
         )
     }
     async fn delete(&self, key: &ItemKey, expected_version: u64) -> Result<(), StoreError> {
+        self.budget.note_store_call();
         guarded!(
             self,
             "DeleteItem",
@@ -242,6 +254,7 @@ impl<T: Store> Store for Crashing<T> {
         cluster: &str,
         daemon: &str,
     ) -> Result<Vec<Versioned<R>>, StoreError> {
+        self.budget.note_store_call();
         guarded!(
             self,
             "Query",
@@ -250,6 +263,7 @@ impl<T: Store> Store for Crashing<T> {
         )
     }
     async fn list_specs(&self, cluster: &str) -> Result<Vec<Versioned<DaemonSpec>>, StoreError> {
+        self.budget.note_store_call();
         guarded!(self, "Query", crashed_store, self.inner.list_specs(cluster))
     }
     async fn remember_event(
@@ -258,6 +272,7 @@ impl<T: Store> Store for Crashing<T> {
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> Result<EventSeen, StoreError> {
+        self.budget.note_store_call();
         guarded!(
             self,
             "PutItem",
@@ -266,6 +281,7 @@ impl<T: Store> Store for Crashing<T> {
         )
     }
     async fn forget_event(&self, event_id: &str) -> Result<(), StoreError> {
+        self.budget.note_store_call();
         guarded!(
             self,
             "DeleteItem",
@@ -287,6 +303,8 @@ pub struct Invocation {
     pub result: Result<Outcome, EngineError>,
     /// ECS calls this invocation made.
     pub ecs_calls: usize,
+    /// DynamoDB calls this invocation made.
+    pub store_calls: usize,
     pub crashed: bool,
 }
 
@@ -361,6 +379,7 @@ impl Harness {
             let id = self.invocation_id();
             let now = self.model.now();
             let before = self.model.call_count();
+            let store_before = self.budget.store_calls();
             let (function, result) = match event["detail-type"].as_str() {
                 Some(INSTANCE_STATE_CHANGE) => (
                     "instance-events",
@@ -380,6 +399,7 @@ impl Harness {
                 event: Some(event),
                 result,
                 ecs_calls,
+                store_calls: self.budget.store_calls() - store_before,
                 crashed,
             });
         }
@@ -391,6 +411,7 @@ impl Harness {
         let id = self.invocation_id();
         let now = self.model.now();
         let before = self.model.call_count();
+        let store_before = self.budget.store_calls();
         let result = self
             .engine
             .reconcile_cluster(&self.cluster.clone(), now, &id)
@@ -402,6 +423,7 @@ impl Harness {
             event: None,
             result,
             ecs_calls: self.model.call_count() - before,
+            store_calls: self.budget.store_calls() - store_before,
             crashed,
         }
     }
