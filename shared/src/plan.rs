@@ -223,6 +223,17 @@ fn stop_reason(task: &Task) -> String {
     }
 }
 
+/// A stable order for clean-up actions gathered from a hash map.
+fn action_key(action: &Action) -> (&str, &str) {
+    match action {
+        Action::DeleteSlot { key, .. } => (&key.pk, &key.sk),
+        Action::Stop {
+            task_arn, daemon, ..
+        } => (daemon, task_arn),
+        _ => ("", ""),
+    }
+}
+
 /// `family:revision` of a task (its task definition ARN ends with it).
 pub fn revision_of(task: &Task) -> &str {
     task.task_definition_arn
@@ -252,13 +263,19 @@ struct Planner<'a> {
     daemons: Vec<&'a DaemonView>,
     /// (daemon, instance id) → tasks of that daemon on that instance. Hash maps: only looked
     /// up, never iterated, so the plan stays deterministic (and 10,000 × 10 plans in milliseconds).
-    tasks: HashMap<(&'a str, &'a str), Vec<&'a Task>>,
-    slots: HashMap<(&'a str, &'a str), &'a Versioned<Slot>>,
+    by_instance: HashMap<&'a str, InstanceItems<'a>>,
     /// Active rollout per daemon.
     rollouts: BTreeMap<&'a str, &'a Versioned<Rollout>>,
     /// Per-rollout tallies and surge candidates, gathered instance by instance.
     tallies: BTreeMap<String, Tally>,
     plan: Plan,
+}
+
+/// What the observation holds for one instance: its daemon tasks (with their daemon) and slots.
+#[derive(Default)]
+struct InstanceItems<'a> {
+    tasks: Vec<(&'a str, &'a Task)>,
+    slots: Vec<&'a Versioned<Slot>>,
 }
 
 #[derive(Default)]
@@ -273,8 +290,9 @@ impl<'a> Planner<'a> {
     fn new(observation: &'a Observation) -> Self {
         let mut daemons: Vec<&DaemonView> = observation.daemons.iter().collect();
         daemons.sort_by(|a, b| (a.start_order, &a.name).cmp(&(b.start_order, &b.name)));
-        let mut tasks: HashMap<(&str, &str), Vec<&Task>> =
-            HashMap::with_capacity(observation.tasks.len());
+        // Grouped per instance once: planning an instance then reads one small group.
+        let mut by_instance: HashMap<&str, InstanceItems> =
+            HashMap::with_capacity(observation.instances.len());
         for task in &observation.tasks {
             let (Some(group), Some(instance)) = (
                 task.group.as_deref(),
@@ -283,25 +301,20 @@ impl<'a> Planner<'a> {
                 continue;
             };
             if let Some(daemon) = group.strip_prefix(GROUP_PREFIX) {
-                tasks
-                    .entry((daemon, resource_id(instance)))
+                by_instance
+                    .entry(resource_id(instance))
                     .or_default()
-                    .push(task);
+                    .tasks
+                    .push((daemon, task));
             }
         }
-        let slots = observation
-            .slots
-            .iter()
-            .map(|slot| {
-                (
-                    (
-                        slot.record.daemon.as_str(),
-                        slot.record.instance_id.as_str(),
-                    ),
-                    slot,
-                )
-            })
-            .collect();
+        for slot in &observation.slots {
+            by_instance
+                .entry(slot.record.instance_id.as_str())
+                .or_default()
+                .slots
+                .push(slot);
+        }
         let coverage = daemons
             .iter()
             .map(|d| (d.name.clone(), DaemonCoverage::default()))
@@ -322,8 +335,7 @@ impl<'a> Planner<'a> {
         Self {
             observation,
             daemons,
-            tasks,
-            slots,
+            by_instance,
             rollouts,
             tallies: BTreeMap::new(),
             plan: Plan {
@@ -390,12 +402,33 @@ impl<'a> Planner<'a> {
         self.push(Action::RecordSlot { slot, expected });
     }
 
-    fn live_tasks(&self, daemon: &str, instance_id: &str) -> Vec<&'a Task> {
-        self.tasks
-            .get(&(daemon, instance_id))
-            .map_or_else(Vec::new, |tasks| {
-                tasks.iter().copied().filter(|t| is_live(t)).collect()
+    /// Every observed task of a daemon on an instance.
+    fn daemon_tasks(&self, daemon: &str, instance_id: &str) -> Vec<&'a Task> {
+        self.by_instance
+            .get(instance_id)
+            .map_or_else(Vec::new, |items| {
+                items
+                    .tasks
+                    .iter()
+                    .filter(|(d, _)| *d == daemon)
+                    .map(|(_, t)| *t)
+                    .collect()
             })
+    }
+
+    fn live_tasks(&self, daemon: &str, instance_id: &str) -> Vec<&'a Task> {
+        let mut tasks = self.daemon_tasks(daemon, instance_id);
+        tasks.retain(|t| is_live(t));
+        tasks
+    }
+
+    fn slot(&self, daemon: &str, instance_id: &str) -> Option<&'a Versioned<Slot>> {
+        let items = self.by_instance.get(instance_id)?;
+        items
+            .slots
+            .iter()
+            .copied()
+            .find(|s| s.record.daemon == daemon)
     }
 
     fn task_by_arn(&self, arn: &str) -> Option<&'a Task> {
@@ -437,10 +470,7 @@ impl<'a> Planner<'a> {
         earlier_settled: bool,
     ) -> Coverage {
         let instance_id = instance.id();
-        let previous = self
-            .slots
-            .get(&(daemon.name.as_str(), instance_id))
-            .copied();
+        let previous = self.slot(&daemon.name, instance_id);
         let now = self.observation.now;
         self.coverage(&daemon.name).targeted += 1;
 
@@ -1004,10 +1034,7 @@ impl<'a> Planner<'a> {
             candidates.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
             for (instance_arn, retry) in candidates.into_iter().take(budget) {
                 let instance_id = resource_id(&instance_arn).to_string();
-                let previous = self
-                    .slots
-                    .get(&(daemon.name.as_str(), instance_id.as_str()))
-                    .copied();
+                let previous = self.slot(&daemon.name, &instance_id);
                 let mut claim = self.new_slot(daemon, &instance_id, previous);
                 let failures = claim
                     .rollout
@@ -1050,10 +1077,7 @@ impl<'a> Planner<'a> {
 
     /// Stops every live copy of a daemon on an instance and marks the slot stopping.
     fn stop_all(&mut self, daemon: &DaemonView, instance_id: &str, reason: &str) {
-        let previous = self
-            .slots
-            .get(&(daemon.name.as_str(), instance_id))
-            .copied();
+        let previous = self.slot(&daemon.name, instance_id);
         let live = self.live_tasks(&daemon.name, instance_id);
         for task in &live {
             self.push(Action::Stop {
@@ -1086,29 +1110,19 @@ impl<'a> Planner<'a> {
                 reason: "instance is DRAINING".into(),
             });
         }
-        let daemon_tasks_here = self
-            .observation
-            .tasks
-            .iter()
-            .filter(|t| {
-                occupies(t)
-                    && t.container_instance_arn.as_deref().map(resource_id) == Some(instance_id)
-            })
-            .count() as i64;
+        let daemon_tasks_here = self.by_instance.get(instance_id).map_or(0, |items| {
+            items.tasks.iter().filter(|(_, t)| occupies(t)).count()
+        }) as i64;
         let others = i64::from(instance.running_tasks) + i64::from(instance.pending_tasks)
             - daemon_tasks_here;
         let (with_copies, without): (Vec<&DaemonView>, Vec<&DaemonView>) =
             self.daemons.iter().copied().partition(|d| {
-                self.tasks
-                    .get(&(d.name.as_str(), instance_id))
-                    .is_some_and(|ts| ts.iter().any(|t| occupies(t)))
+                self.daemon_tasks(&d.name, instance_id)
+                    .iter()
+                    .any(|t| occupies(t))
             });
         for daemon in without {
-            if let Some(slot) = self
-                .slots
-                .get(&(daemon.name.as_str(), instance_id))
-                .copied()
-            {
+            if let Some(slot) = self.slot(&daemon.name, instance_id) {
                 self.push(Action::DeleteSlot {
                     key: slot.record.key_of(),
                     version: slot.version,
@@ -1187,39 +1201,33 @@ impl<'a> Planner<'a> {
 
     fn clean_up(&mut self) {
         let present: HashSet<&str> = self.observation.instances.iter().map(|i| i.id()).collect();
-        let declared: HashSet<&str> = self.daemons.iter().map(|d| d.name.as_str()).collect();
-        for slot in &self.observation.slots {
-            let gone = !present.contains(slot.record.instance_id.as_str());
-            let undeclared = !declared.contains(slot.record.daemon.as_str());
-            if gone || undeclared {
-                self.push(Action::DeleteSlot {
-                    key: slot.record.key_of(),
-                    version: slot.version,
-                });
+        // A handful of daemons: a scan beats hashing each of 100,000 names.
+        let declared = |daemon: &str| self.daemons.iter().any(|d| d.name == daemon);
+        let mut actions = Vec::new();
+        for (instance_id, items) in &self.by_instance {
+            let gone = !present.contains(instance_id);
+            for slot in &items.slots {
+                if gone || !declared(&slot.record.daemon) {
+                    actions.push(Action::DeleteSlot {
+                        key: slot.record.key_of(),
+                        version: slot.version,
+                    });
+                }
+            }
+            for (daemon, task) in &items.tasks {
+                if is_live(task) && !declared(daemon) {
+                    actions.push(Action::Stop {
+                        task_arn: task.arn.clone(),
+                        instance_id: (*instance_id).into(),
+                        daemon: (*daemon).into(),
+                        reason: format!("ecs-daemons: daemon {daemon} is no longer declared"),
+                    });
+                }
             }
         }
-        for task in &self.observation.tasks {
-            let Some(daemon) = task
-                .group
-                .as_deref()
-                .and_then(|g| g.strip_prefix(GROUP_PREFIX))
-            else {
-                continue;
-            };
-            if is_live(task) && !declared.contains(daemon) {
-                self.push(Action::Stop {
-                    task_arn: task.arn.clone(),
-                    instance_id: task
-                        .container_instance_arn
-                        .as_deref()
-                        .map(resource_id)
-                        .unwrap_or_default()
-                        .into(),
-                    daemon: daemon.into(),
-                    reason: format!("ecs-daemons: daemon {daemon} is no longer declared"),
-                });
-            }
-        }
+        // The map's order is arbitrary: sort so the same observation gives the same plan.
+        actions.sort_by(|a, b| action_key(a).cmp(&action_key(b)));
+        self.plan.actions.extend(actions);
     }
 
     fn run(mut self) -> Plan {
