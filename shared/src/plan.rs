@@ -258,12 +258,44 @@ fn is_ready(instance: &ContainerInstance) -> bool {
         .is_some_and(|value| value.as_deref() == Some("true"))
 }
 
-struct Planner<'a> {
+type Groups<'a> = HashMap<&'a str, InstanceItems<'a>>;
+
+/// Tasks and slots grouped per instance, once per plan.
+fn group(observation: &Observation) -> Groups<'_> {
+    let mut groups: Groups = HashMap::with_capacity(observation.instances.len());
+    for task in &observation.tasks {
+        let (Some(group), Some(instance)) = (
+            task.group.as_deref(),
+            task.container_instance_arn.as_deref(),
+        ) else {
+            continue;
+        };
+        if let Some(daemon) = group.strip_prefix(GROUP_PREFIX) {
+            groups
+                .entry(resource_id(instance))
+                .or_default()
+                .tasks
+                .push((daemon, task));
+        }
+    }
+    for slot in &observation.slots {
+        groups
+            .entry(slot.record.instance_id.as_str())
+            .or_default()
+            .slots
+            .push(slot);
+    }
+    groups
+}
+
+struct Planner<'a, 'g> {
     observation: &'a Observation,
     daemons: Vec<&'a DaemonView>,
-    /// (daemon, instance id) → tasks of that daemon on that instance. Hash maps: only looked
-    /// up, never iterated, so the plan stays deterministic (and 10,000 × 10 plans in milliseconds).
-    by_instance: HashMap<&'a str, InstanceItems<'a>>,
+    /// Per instance id. Only looked up (clean-ups sort what they gather), so the plan stays
+    /// deterministic.
+    by_instance: &'g Groups<'a>,
+    /// The group of the instance being planned: most lookups are for it.
+    current: Option<(&'a str, &'g InstanceItems<'a>)>,
     /// Active rollout per daemon.
     rollouts: BTreeMap<&'a str, &'a Versioned<Rollout>>,
     /// Per-rollout tallies and surge candidates, gathered instance by instance.
@@ -286,35 +318,10 @@ struct Tally {
     failures: Vec<RolloutFailure>,
 }
 
-impl<'a> Planner<'a> {
-    fn new(observation: &'a Observation) -> Self {
+impl<'a, 'g> Planner<'a, 'g> {
+    fn new(observation: &'a Observation, by_instance: &'g Groups<'a>) -> Self {
         let mut daemons: Vec<&DaemonView> = observation.daemons.iter().collect();
         daemons.sort_by(|a, b| (a.start_order, &a.name).cmp(&(b.start_order, &b.name)));
-        // Grouped per instance once: planning an instance then reads one small group.
-        let mut by_instance: HashMap<&str, InstanceItems> =
-            HashMap::with_capacity(observation.instances.len());
-        for task in &observation.tasks {
-            let (Some(group), Some(instance)) = (
-                task.group.as_deref(),
-                task.container_instance_arn.as_deref(),
-            ) else {
-                continue;
-            };
-            if let Some(daemon) = group.strip_prefix(GROUP_PREFIX) {
-                by_instance
-                    .entry(resource_id(instance))
-                    .or_default()
-                    .tasks
-                    .push((daemon, task));
-            }
-        }
-        for slot in &observation.slots {
-            by_instance
-                .entry(slot.record.instance_id.as_str())
-                .or_default()
-                .slots
-                .push(slot);
-        }
         let coverage = daemons
             .iter()
             .map(|d| (d.name.clone(), DaemonCoverage::default()))
@@ -336,6 +343,7 @@ impl<'a> Planner<'a> {
             observation,
             daemons,
             by_instance,
+            current: None,
             rollouts,
             tallies: BTreeMap::new(),
             plan: Plan {
@@ -402,18 +410,23 @@ impl<'a> Planner<'a> {
         self.push(Action::RecordSlot { slot, expected });
     }
 
+    fn items(&self, instance_id: &str) -> Option<&'g InstanceItems<'a>> {
+        match self.current {
+            Some((current, items)) if current == instance_id => Some(items),
+            _ => self.by_instance.get(instance_id),
+        }
+    }
+
     /// Every observed task of a daemon on an instance.
     fn daemon_tasks(&self, daemon: &str, instance_id: &str) -> Vec<&'a Task> {
-        self.by_instance
-            .get(instance_id)
-            .map_or_else(Vec::new, |items| {
-                items
-                    .tasks
-                    .iter()
-                    .filter(|(d, _)| *d == daemon)
-                    .map(|(_, t)| *t)
-                    .collect()
-            })
+        self.items(instance_id).map_or_else(Vec::new, |items| {
+            items
+                .tasks
+                .iter()
+                .filter(|(d, _)| *d == daemon)
+                .map(|(_, t)| *t)
+                .collect()
+        })
     }
 
     fn live_tasks(&self, daemon: &str, instance_id: &str) -> Vec<&'a Task> {
@@ -423,7 +436,7 @@ impl<'a> Planner<'a> {
     }
 
     fn slot(&self, daemon: &str, instance_id: &str) -> Option<&'a Versioned<Slot>> {
-        let items = self.by_instance.get(instance_id)?;
+        let items = self.items(instance_id)?;
         items
             .slots
             .iter()
@@ -1102,15 +1115,19 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn draining(&mut self, instance: &ContainerInstance) {
+    fn draining(&mut self, instance: &'a ContainerInstance) {
         let instance_id = instance.id();
+        self.current = self
+            .by_instance
+            .get(instance_id)
+            .map(|items| (instance_id, items));
         if is_ready(instance) {
             self.push(Action::ClearReady {
                 instance_arn: instance.arn.clone(),
                 reason: "instance is DRAINING".into(),
             });
         }
-        let daemon_tasks_here = self.by_instance.get(instance_id).map_or(0, |items| {
+        let daemon_tasks_here = self.items(instance_id).map_or(0, |items| {
             items.tasks.iter().filter(|(_, t)| occupies(t)).count()
         }) as i64;
         let others = i64::from(instance.running_tasks) + i64::from(instance.pending_tasks)
@@ -1154,8 +1171,12 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn active(&mut self, instance: &ContainerInstance) {
+    fn active(&mut self, instance: &'a ContainerInstance) {
         let instance_id = instance.id();
+        self.current = self
+            .by_instance
+            .get(instance_id)
+            .map(|items| (instance_id, items));
         let provider = instance.capacity_provider.as_deref();
         let mut all_up = true;
         let mut settled_below = true;
@@ -1204,7 +1225,7 @@ impl<'a> Planner<'a> {
         // A handful of daemons: a scan beats hashing each of 100,000 names.
         let declared = |daemon: &str| self.daemons.iter().any(|d| d.name == daemon);
         let mut actions = Vec::new();
-        for (instance_id, items) in &self.by_instance {
+        for (instance_id, items) in self.by_instance {
             let gone = !present.contains(instance_id);
             for slot in &items.slots {
                 if gone || !declared(&slot.record.daemon) {
@@ -1234,7 +1255,8 @@ impl<'a> Planner<'a> {
         if self.daemons.is_empty() {
             return self.plan;
         }
-        for instance in &self.observation.instances {
+        let observation = self.observation;
+        for instance in &observation.instances {
             match (&instance.status, instance.agent_connected) {
                 (InstanceStatus::Active, true) => self.active(instance),
                 (InstanceStatus::Draining, _) => self.draining(instance),
@@ -1261,7 +1283,8 @@ enum Coverage {
 
 /// Plans one cluster (or some of its instances).
 pub fn plan(observation: &Observation) -> Plan {
-    Planner::new(observation).run()
+    let groups = group(observation);
+    Planner::new(observation, &groups).run()
 }
 
 #[cfg(test)]
