@@ -555,16 +555,15 @@ async fn duplicate_and_stale_events_change_nothing() {
         error.to_string().contains("not an EventBridge event"),
         "{error}"
     );
-    let mut foreign = harness
-        .model
-        .take_due_events()
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| serde_json::json!({}));
-    if foreign.get("detail").is_some() {
+    // An event for a cluster this deployment does not manage is refused, whatever it says.
+    for (sample, task_event) in [("task-running.json", true), ("instance-active.json", false)] {
+        let path = format!("{}/../events/{sample}", env!("CARGO_MANIFEST_DIR"));
+        let mut foreign: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         foreign["detail"]["clusterArn"] =
             serde_json::json!("arn:aws:ecs:us-east-1:111122223333:cluster/someone-elses");
-        let error = if foreign["detail-type"] == "ECS Task State Change" {
+        let calls = harness.model.call_count();
+        let error = if task_event {
             harness
                 .engine
                 .on_task_event(foreign, now, "f")
@@ -578,5 +577,10 @@ async fn duplicate_and_stale_events_change_nothing() {
                 .unwrap_err()
         };
         assert!(error.to_string().contains("not managed"), "{error}");
+        assert_eq!(
+            harness.model.call_count(),
+            calls,
+            "and no ECS call is made for it"
+        );
     }
 }
