@@ -189,6 +189,7 @@ fn seeded_world(seed: u64, rng: &mut Rng, severity: f64) -> (ModelConfig, Faults
         stop_latency: Duration::seconds(1 + rng.below(5) as i64),
         rate_limits: true,
         faults: Faults::default(),
+        ..ModelConfig::default()
     };
     (config, faults)
 }

@@ -138,7 +138,11 @@ impl Demo {
                 line(format!("error: {error}"));
             }
             for ended in &outcome.rollouts_ended {
-                line(format!("rollout {ended}"));
+                let reason = ended.reason.as_deref().unwrap_or("");
+                line(format!(
+                    "rollout {} of {} {:?} {reason}",
+                    ended.id, ended.daemon, ended.state
+                ));
             }
             for started in &outcome.rollouts_started {
                 line(format!("rollout {started} started (automatic rollback)"));
@@ -237,8 +241,81 @@ fn request(
     DeployRequest::new(CLUSTER, daemon, task_definition, providers, start_order)
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
+fn main() {
+    if std::env::args().any(|a| a == "--local-stack") {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        std::process::exit(runtime.block_on(on_local_stack()));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(on_the_model());
+}
+
+/// `--local-stack`: the short scenario through the real function binaries under
+/// `cargo lambda watch`, the ECS model over HTTP and DynamoDB in moto (both started here).
+async fn on_local_stack() -> i32 {
+    use local_stack::stack::{LocalStack, StackConfig};
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("demo/ sits in the workspace")
+        .to_path_buf();
+    let logs = workspace.join("target");
+    let _ = std::fs::create_dir_all(&logs);
+    println!("local stack: starting moto, the ECS model and cargo lambda watch (the first run builds the functions)");
+    let moto =
+        match local_stack::moto::MotoServer::start(&workspace, &logs.join("demo-moto.log")).await {
+            Ok(moto) => moto,
+            Err(error) => {
+                eprintln!("{error}");
+                return 1;
+            }
+        };
+    let config = StackConfig {
+        clusters: vec![local_stack::scenario::CLUSTER.into()],
+        table: "ecs-daemons-demo".into(),
+        dynamodb_endpoint: moto.endpoint.clone(),
+        model: ModelConfig {
+            start_latency: Duration::seconds(1),
+            health_grace: Duration::seconds(1),
+            stop_latency: Duration::seconds(1),
+            ..ModelConfig::default()
+        },
+        log: logs.join("demo-local-stack.log"),
+    };
+    let stack = match LocalStack::start(&workspace, config).await {
+        Ok(stack) => stack,
+        Err(error) => {
+            eprintln!("the local stack did not start: {error}");
+            return 1;
+        }
+    };
+    match local_stack::scenario::run(&stack, &mut |line| println!("{line}")).await {
+        Ok(report) => {
+            println!(
+                "\n{} events delivered to the functions, {} failed",
+                report.deliveries,
+                report.failed_deliveries.len()
+            );
+            println!("final status (invoke status {{\"cluster\": \"prod\"}}):");
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report.final_status).unwrap_or_default()
+            );
+            i32::from(!report.failed_deliveries.is_empty())
+        }
+        Err(error) => {
+            eprintln!("{error}\n(the functions' logs: target/demo-local-stack.log)");
+            1
+        }
+    }
+}
+
+async fn on_the_model() {
     let harness = Harness::new(
         CLUSTER,
         &["asg-general", "asg-batch"],

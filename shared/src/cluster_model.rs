@@ -24,8 +24,8 @@ use crate::model::{
     TaskDefinition, TaskStatus,
 };
 
-const ACCOUNT: &str = "111122223333";
-const REGION: &str = "us-east-1";
+pub const ACCOUNT: &str = "111122223333";
+pub const REGION: &str = "us-east-1";
 
 /// Small, fast, seedable generator (SplitMix64): the model must not depend on a crate's RNG stream.
 #[derive(Clone, Debug)]
@@ -88,6 +88,8 @@ pub struct ModelConfig {
     /// Enforce ECS's documented token buckets (modify 100 burst, 40/s; read 100 burst, 20/s).
     pub rate_limits: bool,
     pub faults: Faults,
+    /// The model's clock at creation (the local stack starts it at the wall clock).
+    pub start_at: DateTime<Utc>,
 }
 
 impl Default for ModelConfig {
@@ -99,6 +101,7 @@ impl Default for ModelConfig {
             stop_latency: Duration::seconds(3),
             rate_limits: true,
             faults: Faults::default(),
+            start_at: epoch(),
         }
     }
 }
@@ -773,7 +776,7 @@ pub struct TaskView {
 
 impl ClusterModel {
     pub fn new(config: ModelConfig) -> Self {
-        let now = epoch();
+        let now = config.start_at;
         let world = World {
             rng: Rng::new(config.seed),
             modify_bucket: Bucket::new(100.0, 40.0, now),

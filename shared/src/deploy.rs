@@ -411,6 +411,9 @@ pub async fn deploy<E: Ecs, S: Store>(
             .map_or(Some(task_definition.clone()), |e| {
                 e.record.last_good_task_definition.clone()
             }),
+        previous_good_task_definition: existing
+            .as_ref()
+            .and_then(|e| e.record.previous_good_task_definition.clone()),
         active_rollout: existing
             .as_ref()
             .and_then(|e| e.record.active_rollout.clone()),
@@ -596,13 +599,21 @@ pub async fn rollback<E: Ecs, S: Store>(
         .to_string();
     let target = match request.to_revision {
         Some(revision) => format!("{family}:{revision}"),
-        None => current
-            .record
-            .last_good_task_definition
-            .clone()
-            .ok_or_else(|| DeployError::NoGoodRevision {
+        // After a failed or running update: the last good revision. Once the current revision
+        // is itself the good one (its rollout succeeded): the good one before it.
+        None => {
+            let record = &current.record;
+            let last_good = record.last_good_task_definition.as_ref();
+            let target = if last_good == Some(&record.task_definition) {
+                // Nothing good before it: "already on" says so below.
+                record.previous_good_task_definition.as_ref().or(last_good)
+            } else {
+                last_good
+            };
+            target.cloned().ok_or_else(|| DeployError::NoGoodRevision {
                 daemon: request.daemon.clone(),
-            })?,
+            })?
+        }
     };
     if target == current.record.task_definition {
         return Err(DeployError::AlreadyOn {

@@ -28,6 +28,8 @@ use crate::store::{
 pub const STARTED_BY: &str = "ecs-daemons";
 /// Tag naming the daemon on each of its tasks.
 pub const DAEMON_TAG: &str = "ecs-daemons:daemon";
+/// Tag naming the rollout a copy was started for (absent outside rollouts).
+pub const ROLLOUT_TAG: &str = "ecs-daemons:rollout";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -121,7 +123,7 @@ pub struct Outcome {
     pub ready_cleared: Vec<ClearedReady>,
     /// Rollouts this invocation started (automatic rollbacks) or ended.
     pub rollouts_started: Vec<String>,
-    pub rollouts_ended: Vec<String>,
+    pub rollouts_ended: Vec<EndedRollout>,
     /// Progress of each active rollout (full reconciles).
     pub rollouts: BTreeMap<String, crate::rollout::RolloutCounts>,
     /// When reconciling again moves things on (a timed condition matures).
@@ -142,6 +144,17 @@ impl Outcome {
             ..Self::default()
         }
     }
+}
+
+/// A rollout this invocation ended (succeeded, failed, superseded).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndedRollout {
+    pub daemon: String,
+    pub id: String,
+    pub state: crate::rollout::RolloutState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A slot won for a start, waiting for its StartTask batch.
@@ -859,12 +872,17 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         outcome: &mut Outcome,
     ) {
         let daemon = batch[0].slot.daemon.clone();
+        let mut tags = vec![(DAEMON_TAG.into(), daemon.clone())];
+        // One batch is one daemon and revision, so one rollout at most.
+        if let Some(rollout) = batch.iter().find_map(|c| c.slot.rollout.as_ref()) {
+            tags.push((ROLLOUT_TAG.into(), rollout.rollout_id.clone()));
+        }
         let request = StartTaskRequest {
             task_definition: task_definition.into(),
             container_instances: batch.iter().map(|c| c.instance_arn.clone()).collect(),
             started_by: self.config.started_by.clone(),
             group: crate::plan::daemon_group(&daemon),
-            tags: vec![(DAEMON_TAG.into(), daemon.clone())],
+            tags,
         };
         let answer = match self.ecs.start_task(cluster, &request).await {
             Ok(answer) => answer,
@@ -1008,6 +1026,9 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                     let mut spec = current.record.clone();
                     spec.task_definition = task_definition;
                     spec.active_rollout = active_rollout;
+                    if last_good.is_some() && last_good != spec.last_good_task_definition {
+                        spec.previous_good_task_definition = spec.last_good_task_definition.take();
+                    }
                     spec.last_good_task_definition = last_good;
                     spec.updated_at = observation.now;
                     match self.store.put(&spec, current.expected()).await {
@@ -1019,9 +1040,12 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 Action::RecordRollout { rollout, expected } => {
                     let ended = rollout.state != crate::rollout::RolloutState::InProgress;
                     match self.store.put(rollout.as_ref(), expected).await {
-                        Ok(_) if ended => outcome
-                            .rollouts_ended
-                            .push(format!("{} {:?}", rollout.id, rollout.state)),
+                        Ok(_) if ended => outcome.rollouts_ended.push(EndedRollout {
+                            daemon: rollout.daemon.clone(),
+                            id: rollout.id.clone(),
+                            state: rollout.state,
+                            reason: rollout.reason.clone(),
+                        }),
                         Ok(_) => {}
                         Err(StoreError::Conflict { .. }) => outcome.conflicts += 1,
                         Err(error) => outcome.errors.push(error.to_string()),

@@ -7,6 +7,7 @@ pub mod deploy;
 pub mod ecs;
 pub mod engine;
 pub mod events;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod rollout;

@@ -28,6 +28,48 @@ pub enum FunctionError {
     Encode(#[from] serde_json::Error),
 }
 
+impl FunctionError {
+    /// The `errorType` a caller sees: what kind of mistake or failure, by name.
+    pub fn error_type(&self) -> &'static str {
+        use crate::deploy::DeployError as D;
+        let engine = |error: &EngineError| match error {
+            EngineError::Event(_) => "InvalidEvent",
+            EngineError::Ecs(_) => "EcsError",
+            EngineError::Store(_) => "StoreError",
+            EngineError::ClusterNotManaged { .. } => "ClusterNotManaged",
+        };
+        match self {
+            Self::Config(_) => "ConfigurationError",
+            Self::Engine(error) => engine(error),
+            Self::Encode(_) => "EncodingError",
+            Self::Deploy(error) => match error {
+                D::InvalidRequest(_) => "InvalidRequest",
+                D::TaskDefinitionNotFound(_) => "TaskDefinitionNotFound",
+                D::NoExecutionRole(_) => "NoExecutionRole",
+                D::ClusterNotFound { .. } => "ClusterNotFound",
+                D::CapacityProviderNotInCluster { .. } => "CapacityProviderNotInCluster",
+                D::TooLarge(_) => "DaemonTooLarge",
+                D::NoGoodRevision { .. } => "NoGoodRevision",
+                D::AlreadyOn { .. } => "AlreadyOnRevision",
+                D::Conflict { .. } => "Conflict",
+                D::UnknownDaemon { .. } => "UnknownDaemon",
+                D::Ecs(_) => "EcsError",
+                D::Store(_) => "StoreError",
+                D::Engine(error) => engine(error),
+            },
+        }
+    }
+}
+
+impl From<FunctionError> for lambda_runtime::Diagnostic {
+    fn from(error: FunctionError) -> Self {
+        Self {
+            error_type: error.error_type().to_string(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
 /// Reads `TABLE_NAME` and `MANAGED_CLUSTERS` (comma-separated), as template.yaml sets them.
 pub fn engine_config_from(
     lookup: impl Fn(&str) -> Option<String>,
@@ -68,7 +110,7 @@ pub async fn production_engine() -> Result<ProductionEngine, FunctionError> {
     ))
 }
 
-/// Logs one line per invocation with what it saw and did.
+/// Logs what one engine run saw and did, and publishes its figures as EMF lines.
 fn log_outcome(function: &str, outcome: &Outcome) {
     for (daemon, coverage) in &outcome.coverage {
         tracing::info!(
@@ -85,6 +127,31 @@ fn log_outcome(function: &str, outcome: &Outcome) {
             "coverage"
         );
     }
+    for (daemon, counts) in &outcome.rollouts {
+        tracing::info!(
+            function,
+            cluster = %outcome.cluster,
+            daemon = %daemon,
+            total = counts.total,
+            done = counts.done,
+            surging = counts.surging,
+            settling = counts.settling,
+            failures = counts.failures,
+            threshold = counts.threshold,
+            "rollout progress"
+        );
+    }
+    for ended in &outcome.rollouts_ended {
+        tracing::info!(
+            function,
+            cluster = %outcome.cluster,
+            daemon = %ended.daemon,
+            rollout = %ended.id,
+            state = ?ended.state,
+            reason = ended.reason.as_deref().unwrap_or(""),
+            "rollout ended"
+        );
+    }
     tracing::info!(
         function,
         cluster = %outcome.cluster,
@@ -95,10 +162,83 @@ fn log_outcome(function: &str, outcome: &Outcome) {
         stopped = outcome.stopped.len(),
         ready_set = outcome.ready_set.len(),
         ready_cleared = outcome.ready_cleared.len(),
+        rollouts_started = ?outcome.rollouts_started,
         conflicts = outcome.conflicts,
         errors = ?outcome.errors,
         "done"
     );
+    crate::metrics::publish(&crate::metrics::outcome_lines(
+        metrics_namespace(),
+        function,
+        outcome,
+        Utc::now(),
+    ));
+}
+
+/// `METRICS_NAMESPACE` (template.yaml sets it), read once.
+fn metrics_namespace() -> &'static str {
+    static NAMESPACE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAMESPACE.get_or_init(|| {
+        std::env::var("METRICS_NAMESPACE")
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| crate::metrics::DEFAULT_NAMESPACE.to_string())
+    })
+}
+
+/// What an invocation is about, read from its raw payload before any parsing, so that every
+/// log line of the invocation (the span's fields) names it even when parsing fails.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct InvocationContext {
+    pub event_id: Option<String>,
+    pub cluster: Option<String>,
+    pub instance: Option<String>,
+    pub daemon: Option<String>,
+    pub rollout: Option<String>,
+}
+
+impl InvocationContext {
+    pub fn from_payload(payload: &Value) -> Self {
+        let text = |value: Option<&Value>| value.and_then(Value::as_str).map(str::to_string);
+        let detail = payload.get("detail");
+        let field = |name: &str| text(detail.and_then(|d| d.get(name)).or(payload.get(name)));
+        let group_daemon = text(detail.and_then(|d| d.get("group")))
+            .and_then(|g| g.strip_prefix("daemon:").map(str::to_string));
+        let tag = |key: &str| {
+            detail
+                .and_then(|d| d.get("tags"))
+                .and_then(Value::as_array)
+                .and_then(|tags| {
+                    tags.iter()
+                        .find(|t| t.get("key").and_then(Value::as_str) == Some(key))
+                })
+                .and_then(|t| text(t.get("value")))
+        };
+        Self {
+            event_id: detail.and(text(payload.get("id"))),
+            cluster: field("clusterArn")
+                .or_else(|| field("cluster"))
+                .map(|c| crate::arn::cluster_name(&c).to_string()),
+            instance: field("containerInstanceArn")
+                .map(|i| crate::arn::resource_id(&i).to_string()),
+            daemon: group_daemon.or_else(|| field("daemon")),
+            rollout: tag(crate::engine::ROLLOUT_TAG),
+        }
+    }
+
+    fn span(&self, function: &str, request_id: &str) -> tracing::Span {
+        let shown = |v: &Option<String>| v.clone().unwrap_or_default();
+        tracing::info_span!(
+            "invocation",
+            function,
+            request_id,
+            event_id = %shown(&self.event_id),
+            cluster = %shown(&self.cluster),
+            instance = %shown(&self.instance),
+            daemon = %shown(&self.daemon),
+            rollout = %shown(&self.rollout),
+        )
+    }
 }
 
 /// Starts the Lambda runtime with a handler over the production engine.
@@ -116,14 +256,20 @@ where
     let handler = &handler;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let request_id = event.context.request_id.clone();
+        let span = InvocationContext::from_payload(&event.payload).span(function, &request_id);
         // Boxed: the engine's nested futures are too deep a type to inline into the runtime's.
-        let work: std::pin::Pin<Box<dyn Future<Output = Result<T, FunctionError>>>> =
-            Box::pin(handler(engine, event.payload, request_id.clone()));
-        match work.await {
-            Ok(answer) => Ok(serde_json::to_value(answer)?),
+        let work: std::pin::Pin<Box<dyn Future<Output = Result<T, FunctionError>>>> = Box::pin(
+            tracing::Instrument::instrument(handler(engine, event.payload, request_id.clone()), span.clone()),
+        );
+        let result = work
+            .await
+            .and_then(|answer| serde_json::to_value(answer).map_err(FunctionError::from));
+        let _entered = span.enter();
+        match result {
+            Ok(answer) => Ok(answer),
             Err(error) => {
-                tracing::error!(function, request_id, error = %error, "failed");
-                Err(lambda_runtime::Error::from(error))
+                tracing::error!(function, request_id, error_type = error.error_type(), error = %error, "failed");
+                Err(lambda_runtime::Diagnostic::from(error))
             }
         }
     }))
@@ -254,5 +400,68 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(no_clusters.contains("MANAGED_CLUSTERS"), "{no_clusters}");
+    }
+
+    #[test]
+    fn every_log_line_names_what_the_invocation_is_about() {
+        let task_event: Value =
+            serde_json::from_str(include_str!("../../events/task-running.json")).unwrap();
+        let context = InvocationContext::from_payload(&task_event);
+        assert_eq!(context.cluster.as_deref(), Some("prod"));
+        assert!(context.event_id.is_some(), "{context:?}");
+        assert!(
+            context
+                .instance
+                .as_deref()
+                .is_some_and(|i| !i.contains(':')),
+            "{context:?}"
+        );
+        assert_eq!(context.daemon.as_deref(), Some("cloudwatch-agent-daemon"));
+
+        let instance_event: Value =
+            serde_json::from_str(include_str!("../../events/instance-active.json")).unwrap();
+        let context = InvocationContext::from_payload(&instance_event);
+        assert_eq!(context.cluster.as_deref(), Some("prod"));
+        assert!(
+            context.instance.is_some() && context.daemon.is_none(),
+            "{context:?}"
+        );
+
+        let deploy = serde_json::json!({"cluster": "prod", "daemon": "fluent-bit", "taskDefinition": "fb:3"});
+        let context = InvocationContext::from_payload(&deploy);
+        assert_eq!(
+            context,
+            InvocationContext {
+                cluster: Some("prod".into()),
+                daemon: Some("fluent-bit".into()),
+                ..InvocationContext::default()
+            }
+        );
+        // Whatever arrives, reading the context never fails.
+        for odd in [
+            serde_json::json!(null),
+            serde_json::json!([1, 2]),
+            serde_json::json!({"detail": 5, "cluster": 7}),
+        ] {
+            let _ = InvocationContext::from_payload(&odd);
+        }
+    }
+
+    #[test]
+    fn callers_see_what_kind_of_mistake_they_made() {
+        let diagnostic =
+            lambda_runtime::Diagnostic::from(FunctionError::Deploy(DeployError::UnknownDaemon {
+                cluster: "prod".into(),
+                daemon: "nobody".into(),
+            }));
+        assert_eq!(diagnostic.error_type, "UnknownDaemon");
+        assert!(
+            diagnostic.error_message.contains("nobody"),
+            "{}",
+            diagnostic.error_message
+        );
+        let config =
+            lambda_runtime::Diagnostic::from(FunctionError::Config("TABLE_NAME is not set".into()));
+        assert_eq!(config.error_type, "ConfigurationError");
     }
 }

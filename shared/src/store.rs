@@ -256,6 +256,10 @@ pub struct DaemonSpec {
     /// The last revision whose rollout succeeded (rollback target).
     #[serde(default)]
     pub last_good_task_definition: Option<String>,
+    /// The good revision before that one: where `rollback` goes once the current revision
+    /// has itself succeeded.
+    #[serde(default)]
+    pub previous_good_task_definition: Option<String>,
     /// The rollout in flight, if any.
     #[serde(default)]
     pub active_rollout: Option<String>,

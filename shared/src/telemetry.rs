@@ -1,4 +1,6 @@
-//! JSON logs for CloudWatch: one object per line, level from `RUST_LOG` (default info).
+//! JSON logs for CloudWatch: one object per line, level from `RUST_LOG` (default info). Every
+//! line carries the invocation's span (function, request id, event id, cluster, instance,
+//! daemon, rollout) under `span`, and its own fields at the top level.
 
 use tracing_subscriber::EnvFilter;
 
@@ -10,7 +12,9 @@ pub fn init_logging() {
         .json()
         .with_env_filter(filter)
         .with_target(false)
-        .with_current_span(false)
+        .with_current_span(true)
+        .with_span_list(false)
+        .flatten_event(true)
         .with_ansi(false)
         .try_init();
 }

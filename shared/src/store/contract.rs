@@ -29,6 +29,7 @@ pub fn spec(cluster: &str, daemon: &str, task_definition: &str) -> DaemonSpec {
         cpu: Some(1024),
         memory_mib: Some(512),
         last_good_task_definition: None,
+        previous_good_task_definition: None,
         active_rollout: None,
         restart: Default::default(),
         rollout: Default::default(),

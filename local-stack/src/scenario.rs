@@ -1,0 +1,275 @@
+//! The end-to-end scenario on the local stack: deploy, a new instance, a drain, a rolling
+//! update and a rollback, each step waited for through the real functions and checked
+//! through `status` and the model. The end-to-end test and `demo --local-stack` run it.
+
+use std::time::{Duration, Instant};
+
+use ecs_daemons::arn::resource_id;
+use ecs_daemons::cluster_model::TaskDefinitionModel;
+use ecs_daemons::model::{InstanceStatus, TaskStatus};
+use ecs_daemons::plan::READY_ATTRIBUTE;
+use serde_json::{json, Value};
+
+use crate::stack::{Delivery, LocalStack, StackError};
+
+pub const CLUSTER: &str = "prod";
+pub const PROVIDER: &str = "asg-general";
+pub const DAEMON: &str = "cwagent";
+
+/// Each step's patience (the functions' first invocations start their processes).
+const STEP_TIMEOUT: Duration = Duration::from_secs(90);
+/// How often the schedule's full reconcile runs here.
+const SCHEDULE_EVERY: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub lines: Vec<String>,
+    pub deliveries: usize,
+    pub failed_deliveries: Vec<String>,
+    pub final_status: Value,
+    pub steps: Vec<(String, Duration)>,
+}
+
+struct Run<'a> {
+    stack: &'a LocalStack,
+    report: Report,
+    say: &'a mut dyn FnMut(&str),
+    started: Instant,
+}
+
+impl Run<'_> {
+    fn say(&mut self, line: String) {
+        let line = format!("{:>5.1}s  {line}", self.started.elapsed().as_secs_f64());
+        (self.say)(&line);
+        self.report.lines.push(line);
+    }
+
+    fn count(&mut self, deliveries: Vec<Delivery>) {
+        self.report.deliveries += deliveries.len();
+        for delivery in deliveries {
+            if let Err(error) = delivery.result {
+                self.report.failed_deliveries.push(format!(
+                    "{} ({}): {error}",
+                    delivery.function, delivery.detail_type
+                ));
+            }
+        }
+    }
+
+    async fn invoke(&mut self, function: &str, payload: Value) -> Result<Value, StackError> {
+        self.say(format!("invoke {function} {payload}"));
+        Ok(self.stack.invoke(function, payload).await?)
+    }
+
+    /// Waits for `check` (over the daemon's status and the model), then records the step.
+    async fn step<F>(&mut self, what: &str, mut check: F) -> Result<(), StackError>
+    where
+        F: FnMut(&Value, &LocalStack) -> Result<bool, String>,
+    {
+        let began = Instant::now();
+        let stack = self.stack;
+        let deliveries = stack
+            .wait_until(
+                what,
+                STEP_TIMEOUT,
+                SCHEDULE_EVERY,
+                || async {
+                    stack
+                        .invoke("status", json!({"cluster": CLUSTER, "daemon": DAEMON}))
+                        .await
+                        .map_err(|e| format!("status failed: {e}"))
+                },
+                |status| {
+                    let daemon = &status["daemons"][0];
+                    check(daemon, stack).map_err(|seen| format!("{seen}; status: {daemon}"))
+                },
+            )
+            .await?;
+        self.count(deliveries);
+        let took = began.elapsed();
+        self.say(format!("{what}: done in {:.1} s", took.as_secs_f64()));
+        self.report.steps.push((what.to_string(), took));
+        Ok(())
+    }
+}
+
+/// Running daemon copies on ACTIVE instances: (instance id, task definition).
+fn daemon_copies(stack: &LocalStack) -> Vec<(String, String)> {
+    let active: Vec<String> = stack
+        .model
+        .instances(CLUSTER)
+        .into_iter()
+        .filter(|i| i.status == InstanceStatus::Active)
+        .map(|i| i.id().to_string())
+        .collect();
+    stack
+        .model
+        .tasks(CLUSTER)
+        .into_iter()
+        .filter(|t| {
+            t.group == format!("daemon:{DAEMON}")
+                && t.last_status == TaskStatus::Running
+                && t.desired_status == TaskStatus::Running
+                && active.contains(&t.instance_id)
+        })
+        .map(|t| (t.instance_id, t.definition))
+        .collect()
+}
+
+/// Every ACTIVE instance has exactly one running copy, of `revision`, and is ready.
+fn fleet_on(stack: &LocalStack, revision: &str, instances: usize) -> Result<bool, String> {
+    let copies = daemon_copies(stack);
+    let ready = stack
+        .model
+        .instances(CLUSTER)
+        .into_iter()
+        .filter(|i| i.status == InstanceStatus::Active)
+        .filter(|i| i.attributes.get(READY_ATTRIBUTE) == Some(&Some("true".into())))
+        .count();
+    let on_revision = copies.iter().filter(|(_, d)| d == revision).count();
+    if copies.len() == instances && on_revision == instances && ready == instances {
+        Ok(true)
+    } else {
+        Err(format!(
+            "{} copies ({on_revision} on {revision}), {ready} of {instances} instances ready",
+            copies.len()
+        ))
+    }
+}
+
+fn covered(daemon: &Value, instances: u64) -> bool {
+    daemon["coverage"]["targeted"] == instances && daemon["coverage"]["covered"] == instances
+}
+
+/// `status` shows the latest rollout under `rollout` (running or ended) and the earlier ones
+/// under `history`.
+fn last_rollout_succeeded(daemon: &Value, kind: &str, to: &str) -> Result<bool, String> {
+    let last = &daemon["rollout"];
+    if last["kind"] == kind && last["toTaskDefinition"] == to && last["state"] == "SUCCEEDED" {
+        Ok(true)
+    } else {
+        Err(format!(
+            "rollout {} to {}: {} ({}% done)",
+            last["kind"], last["toTaskDefinition"], last["state"], last["percentDone"]
+        ))
+    }
+}
+
+pub async fn run(stack: &LocalStack, say: &mut dyn FnMut(&str)) -> Result<Report, StackError> {
+    let mut run = Run {
+        stack,
+        report: Report::default(),
+        say,
+        started: Instant::now(),
+    };
+    let model = &stack.model;
+    model.create_cluster(CLUSTER, &[PROVIDER, "asg-batch"]);
+    let v1 = model.register_task_definition(TaskDefinitionModel::new(DAEMON, 256, 256));
+    let v2 = model.register_task_definition(TaskDefinitionModel::new(DAEMON, 256, 256));
+    let web = model.register_task_definition(TaskDefinitionModel::new("web", 512, 512));
+    for _ in 0..2 {
+        model.add_instance(CLUSTER, PROVIDER, 2048, 4096);
+    }
+    run.say(format!(
+        "cluster {CLUSTER}: 2 instances in {PROVIDER}; ECS model at {}",
+        stack.ecs_endpoint
+    ));
+    // 1. Deploy.
+    let answer = run
+        .invoke(
+            "deploy",
+            json!({"cluster": CLUSTER, "daemon": DAEMON, "taskDefinition": v1,
+                   "capacityProviders": [PROVIDER]}),
+        )
+        .await?;
+    run.say(format!(
+        "deploy answered: {} {} (warnings {})",
+        answer["recorded"], answer["taskDefinition"], answer["warnings"]
+    ));
+    run.step("every instance covered and ready", |daemon, stack| {
+        Ok(covered(daemon, 2) && fleet_on(stack, &v1, 2)?)
+    })
+    .await?;
+
+    // 2. A new instance joins: instance-events starts its daemon, then marks it ready.
+    let joined = model.add_instance(CLUSTER, PROVIDER, 2048, 4096);
+    run.say(format!(
+        "scale-out: instance {} registers",
+        resource_id(&joined)
+    ));
+    run.step("the new instance covered and ready", |daemon, stack| {
+        Ok(covered(daemon, 3) && fleet_on(stack, &v1, 3)?)
+    })
+    .await?;
+
+    // 3. Drain: the application leaves first, the daemon last.
+    let app_task = model
+        .run_service_task(CLUSTER, "web", &web)
+        .ok_or_else(|| StackError::Check("no ready instance took the application task".into()))?;
+    let app_instance = model
+        .tasks(CLUSTER)
+        .into_iter()
+        .find(|t| t.id == resource_id(&app_task))
+        .map(|t| t.instance_id)
+        .ok_or_else(|| StackError::Check(format!("the model lost task {app_task}")))?;
+    run.say(format!(
+        "application task {} placed on ready instance {app_instance}; draining that instance",
+        resource_id(&app_task)
+    ));
+    model.drain_instance(CLUSTER, &app_instance);
+    run.step(
+        "drained: application stopped, then the daemon",
+        |daemon, stack| {
+            let left = stack
+                .model
+                .tasks(CLUSTER)
+                .into_iter()
+                .filter(|t| t.instance_id == app_instance && t.last_status != TaskStatus::Stopped)
+                .count();
+            if left > 0 {
+                return Err(format!("{left} tasks still on the draining instance"));
+            }
+            Ok(covered(daemon, 2) && fleet_on(stack, &v1, 2)?)
+        },
+    )
+    .await?;
+    let early = model.early_drain_stops();
+    if !early.is_empty() {
+        return Err(StackError::Check(format!(
+            "daemons stopped while applications still ran: {early:?}"
+        )));
+    }
+
+    // 4. Rolling update to revision 2: new copy first, old one after minHealthySeconds.
+    run.invoke(
+        "deploy",
+        json!({"cluster": CLUSTER, "daemon": DAEMON, "taskDefinition": v2,
+               "capacityProviders": [PROVIDER],
+               "rollout": {"maxParallel": 1, "minHealthySeconds": 2}}),
+    )
+    .await?;
+    let to = v2.clone();
+    run.step("rolled out to revision 2", |daemon, stack| {
+        Ok(last_rollout_succeeded(daemon, "UPDATE", &to)? && fleet_on(stack, &to, 2)?)
+    })
+    .await?;
+
+    // 5. Rollback to the last good revision with one invoke.
+    run.invoke("rollback", json!({"cluster": CLUSTER, "daemon": DAEMON}))
+        .await?;
+    let back = v1.clone();
+    run.step("rolled back to revision 1", |daemon, stack| {
+        Ok(last_rollout_succeeded(daemon, "ROLLBACK", &back)? && fleet_on(stack, &back, 2)?)
+    })
+    .await?;
+    let gaps = model.lone_copy_stops();
+    if !gaps.is_empty() {
+        return Err(StackError::Check(format!(
+            "a rollout stopped an instance's only copy: {gaps:?}"
+        )));
+    }
+
+    let status = stack.invoke("status", json!({"cluster": CLUSTER})).await?;
+    run.report.final_status = status;
+    Ok(run.report)
+}

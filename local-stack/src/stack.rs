@@ -1,0 +1,252 @@
+//! The local stack: the ECS cluster model over HTTP, DynamoDB from moto, the real function
+//! binaries under `cargo lambda watch`, and a pump that moves the model's clock with the
+//! wall clock and delivers each event the model emits to the function that template.yaml's
+//! rules would deliver it to.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use ecs_daemons::cluster_model::{ClusterModel, ModelConfig, ACCOUNT, REGION};
+use ecs_daemons::events::{INSTANCE_STATE_CHANGE, TASK_STATE_CHANGE};
+use serde_json::{json, Value};
+
+use crate::lambda::{LambdaEmulator, LambdaError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("serving the ECS model: {0}")]
+    Serve(#[source] std::io::Error),
+    #[error("creating the table in DynamoDB at {endpoint}: {message}")]
+    Table { endpoint: String, message: String },
+    #[error(transparent)]
+    Lambda(#[from] LambdaError),
+    #[error("waited {seconds} s for {what}; last seen: {last}")]
+    Timeout {
+        what: String,
+        seconds: u64,
+        last: String,
+    },
+    #[error("{0}")]
+    Check(String),
+}
+
+pub struct StackConfig {
+    /// Managed clusters, by name (the model creates them; MANAGED_CLUSTERS names them by ARN
+    /// as template.yaml does).
+    pub clusters: Vec<String>,
+    pub table: String,
+    /// DynamoDB endpoint (moto), e.g. `http://127.0.0.1:5000`.
+    pub dynamodb_endpoint: String,
+    pub model: ModelConfig,
+    /// Where the build and `cargo lambda watch` write (functions log there too).
+    pub log: PathBuf,
+}
+
+/// One event delivered as a rule would deliver it.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub function: &'static str,
+    pub detail_type: String,
+    pub result: Result<Value, String>,
+}
+
+pub struct LocalStack {
+    pub model: Arc<ClusterModel>,
+    pub ecs_endpoint: String,
+    lambda: LambdaEmulator,
+    server: tokio::task::JoinHandle<()>,
+    managed_cluster_arns: Vec<String>,
+}
+
+pub fn cluster_arn(name: &str) -> String {
+    format!("arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{name}")
+}
+
+/// Lambda retries a failed asynchronous invocation twice before giving up on the event.
+const ASYNC_ATTEMPTS: usize = 3;
+
+impl LocalStack {
+    pub async fn start(workspace: &Path, config: StackConfig) -> Result<Self, StackError> {
+        if config.clusters.is_empty() {
+            return Err(StackError::Config("no managed cluster".into()));
+        }
+        // The functions decide by the wall clock; the model's clock follows it.
+        let model = Arc::new(ClusterModel::new(ModelConfig {
+            start_at: Utc::now(),
+            ..config.model
+        }));
+        let (address, server) = crate::ecs_server::serve(model.clone())
+            .await
+            .map_err(StackError::Serve)?;
+        let ecs_endpoint = format!("http://{address}");
+        create_table(&config.dynamodb_endpoint, &config.table).await?;
+        let managed_cluster_arns: Vec<String> =
+            config.clusters.iter().map(|c| cluster_arn(c)).collect();
+        let environment: Vec<(String, String)> = [
+            ("TABLE_NAME", config.table.clone()),
+            ("MANAGED_CLUSTERS", managed_cluster_arns.join(",")),
+            ("METRICS_NAMESPACE", "ecs-daemons-local".into()),
+            ("AWS_ENDPOINT_URL_ECS", ecs_endpoint.clone()),
+            (
+                "AWS_ENDPOINT_URL_DYNAMODB",
+                config.dynamodb_endpoint.clone(),
+            ),
+            ("AWS_REGION", REGION.into()),
+            ("AWS_DEFAULT_REGION", REGION.into()),
+            ("AWS_ACCESS_KEY_ID", "local-stack".into()),
+            ("AWS_SECRET_ACCESS_KEY", "local-stack".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            ("RUST_LOG", "info".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let lambda = LambdaEmulator::start(workspace, &environment, &config.log).await?;
+        Ok(Self {
+            model,
+            ecs_endpoint,
+            lambda,
+            server,
+            managed_cluster_arns,
+        })
+    }
+
+    /// A manual invoke (deploy, rollback, status, coverage-check).
+    pub async fn invoke(&self, function: &str, payload: Value) -> Result<Value, LambdaError> {
+        self.lambda.invoke(function, &payload).await
+    }
+
+    /// Brings the model's clock up to the wall clock and delivers the events that are due,
+    /// one at a time and in order, to the function the rules name.
+    pub async fn pump(&self) -> Vec<Delivery> {
+        let lag = Utc::now() - self.model.now();
+        if lag > chrono::Duration::zero() {
+            self.model.advance(lag);
+        }
+        let mut deliveries = Vec::new();
+        for event in self.model.take_due_events() {
+            let Some((function, detail_type)) = self.route(&event) else {
+                continue;
+            };
+            let mut result = Err(String::new());
+            for _ in 0..ASYNC_ATTEMPTS {
+                result = self
+                    .lambda
+                    .invoke(function, &event)
+                    .await
+                    .map_err(|e| e.to_string());
+                if result.is_ok() {
+                    break;
+                }
+            }
+            deliveries.push(Delivery {
+                function,
+                detail_type,
+                result,
+            });
+        }
+        deliveries
+    }
+
+    /// The function an EventBridge rule of template.yaml sends this event to, if any.
+    fn route(&self, event: &Value) -> Option<(&'static str, String)> {
+        if event["source"] != "aws.ecs" {
+            return None;
+        }
+        let cluster = event["detail"]["clusterArn"].as_str()?;
+        if !self.managed_cluster_arns.iter().any(|c| c == cluster) {
+            return None;
+        }
+        let detail_type = event["detail-type"].as_str()?;
+        let function = match detail_type {
+            INSTANCE_STATE_CHANGE => "instance-events",
+            TASK_STATE_CHANGE => "task-events",
+            _ => return None,
+        };
+        Some((function, detail_type.to_string()))
+    }
+
+    /// The schedule's work: a full reconcile of every managed cluster. (Invoked as `{}`:
+    /// a "Scheduled Event" payload keeps reconciling up to 55 s inside one invocation.)
+    pub async fn coverage_check(&self) -> Result<Value, LambdaError> {
+        self.lambda.invoke("coverage-check", &json!({})).await
+    }
+
+    /// Pumps events, runs the schedule every `schedule_every`, and after each round reads
+    /// `probe` and asks `check` about it, until it answers `Ok(true)`; `Ok(false)` waits on,
+    /// `Err(seen)` says what was seen (and is reported if time runs out).
+    pub async fn wait_until<P, Fut, F>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        schedule_every: Duration,
+        mut probe: P,
+        mut check: F,
+    ) -> Result<Vec<Delivery>, StackError>
+    where
+        P: FnMut() -> Fut,
+        Fut: Future<Output = Result<Value, String>>,
+        F: FnMut(&Value) -> Result<bool, String>,
+    {
+        let started = tokio::time::Instant::now();
+        let mut last_schedule = started;
+        let mut deliveries = Vec::new();
+        let mut schedule_failure = None;
+        loop {
+            deliveries.extend(self.pump().await);
+            if last_schedule.elapsed() >= schedule_every {
+                last_schedule = tokio::time::Instant::now();
+                schedule_failure = self.coverage_check().await.err().map(|e| e.to_string());
+            }
+            let mut last_seen = match probe().await.and_then(|seen| check(&seen)) {
+                Ok(true) => return Ok(deliveries),
+                Ok(false) => "the condition does not hold yet".to_string(),
+                Err(seen) => seen,
+            };
+            if started.elapsed() > timeout {
+                if let Some(failure) = schedule_failure {
+                    last_seen = format!("{last_seen}; the last coverage-check failed: {failure}");
+                }
+                return Err(StackError::Timeout {
+                    what: what.into(),
+                    seconds: timeout.as_secs(),
+                    last: last_seen,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+impl Drop for LocalStack {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn create_table(endpoint: &str, table: &str) -> Result<(), StackError> {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "local-stack",
+            "local-stack",
+            None,
+            None,
+            "local-stack",
+        ))
+        .load()
+        .await;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    ecs_daemons::store::create_table(&client, table)
+        .await
+        .map_err(|error| StackError::Table {
+            endpoint: endpoint.into(),
+            message: error.to_string(),
+        })
+}

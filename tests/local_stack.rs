@@ -1,0 +1,106 @@
+//! End to end on the local stack: the real function binaries under `cargo lambda watch`, the
+//! ECS cluster model over HTTP (the unchanged aws-sdk-ecs client talks to it), DynamoDB from
+//! moto, and the model's events delivered as template.yaml's rules deliver them. One short
+//! scenario: deploy, a new instance, a drain, a rolling update, a rollback; the final state
+//! is read through `status`.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::Duration as ModelDuration;
+use ecs_daemons::cluster_model::ModelConfig;
+use local_stack::scenario::{self, CLUSTER, DAEMON};
+use local_stack::stack::{LocalStack, StackConfig};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deploy_scale_out_drain_rollout_and_rollback_through_the_real_functions() {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let log = workspace.join("target/local-stack.log");
+    let began = Instant::now();
+    let stack = LocalStack::start(
+        &workspace,
+        StackConfig {
+            clusters: vec![CLUSTER.into()],
+            table: common::unique("local-stack"),
+            dynamodb_endpoint: common::endpoint(),
+            model: ModelConfig {
+                start_latency: ModelDuration::seconds(1),
+                health_grace: ModelDuration::seconds(1),
+                stop_latency: ModelDuration::seconds(1),
+                ..ModelConfig::default()
+            },
+            log: log.clone(),
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("the local stack did not start: {error}"));
+    let started = began.elapsed();
+    let scenario_began = Instant::now();
+    let report = scenario::run(&stack, &mut |line| println!("{line}"))
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n(functions' logs: {})", log.display()));
+    let scenario_took = scenario_began.elapsed();
+    println!(
+        "local stack: started (build + cargo lambda watch) in {:.1} s; scenario in {:.1} s; {} events delivered",
+        started.as_secs_f64(),
+        scenario_took.as_secs_f64(),
+        report.deliveries
+    );
+
+    // Every event went through the real functions without an error.
+    assert!(
+        report.deliveries >= 20,
+        "only {} events delivered",
+        report.deliveries
+    );
+    assert!(
+        report.failed_deliveries.is_empty(),
+        "{:#?}",
+        report.failed_deliveries
+    );
+    // The final state as `status` tells it.
+    let status = &report.final_status;
+    assert_eq!(status["cluster"], CLUSTER);
+    let daemons = status["daemons"].as_array().expect("daemons");
+    assert_eq!(daemons.len(), 1, "{status}");
+    let daemon = &daemons[0];
+    assert_eq!(daemon["daemon"], DAEMON);
+    assert_eq!(
+        daemon["taskDefinition"], "cwagent:1",
+        "rolled back: {daemon}"
+    );
+    assert_eq!(daemon["coverage"]["targeted"], 2, "{daemon}");
+    assert_eq!(daemon["coverage"]["covered"], 2, "{daemon}");
+    assert_eq!(daemon["coverage"]["duplicates"], 0, "{daemon}");
+    // `rollout` is the latest (here: the rollback, ended), `history` the ones before it.
+    assert_eq!(daemon["rollout"]["state"], "SUCCEEDED", "{daemon}");
+    let history: Vec<(String, String, String)> = std::iter::once(&daemon["rollout"])
+        .chain(daemon["history"].as_array().expect("history"))
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap_or_default().to_string(),
+                r["toTaskDefinition"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                r["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let succeeded = |kind: &str, to: &str| {
+        history
+            .iter()
+            .any(|(k, t, s)| k == kind && t == to && s == "SUCCEEDED")
+    };
+    assert!(succeeded("UPDATE", "cwagent:2"), "{history:?}");
+    assert!(succeeded("ROLLBACK", "cwagent:1"), "{history:?}");
+    assert!(
+        scenario_took < Duration::from_secs(600),
+        "the scenario should take about a minute"
+    );
+}

@@ -1,0 +1,535 @@
+//! template.yaml against the code: every function crate is deployed and triggered (or
+//! documented as a manual invoke), IAM is least privilege, the table is the one the store
+//! expects, and alarms watch metrics the functions really publish.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use ecs_daemons::events::{ECS_SOURCE, INSTANCE_STATE_CHANGE, TASK_STATE_CHANGE};
+use ecs_daemons::metrics::METRIC_NAMES;
+use ecs_daemons::runtime::WAKE_WINDOW_SECONDS;
+use ecs_daemons::store::SPECS_BY_CLUSTER_INDEX;
+use serde_json::{json, Value};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// YAML to JSON, with CloudFormation's short forms (`!Ref X`, `!GetAtt A.B`, `!Sub …`)
+/// turned into their long forms, so that every check below reads one shape.
+fn to_json(value: serde_yaml::Value) -> Value {
+    use serde_yaml::Value as Y;
+    match value {
+        Y::Null => Value::Null,
+        Y::Bool(b) => Value::Bool(b),
+        Y::Number(n) => serde_json::to_value(n).expect("a YAML number is a JSON number"),
+        Y::String(s) => Value::String(s),
+        Y::Sequence(items) => Value::Array(items.into_iter().map(to_json).collect()),
+        Y::Mapping(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        Y::String(s) => s,
+                        other => serde_yaml::to_string(&other).unwrap().trim().to_string(),
+                    };
+                    (key, to_json(v))
+                })
+                .collect(),
+        ),
+        Y::Tagged(tagged) => {
+            let name = tagged.tag.to_string();
+            let name = name.trim_start_matches('!');
+            let inner = to_json(tagged.value);
+            match name {
+                "Ref" | "Condition" => json!({ name: inner }),
+                "GetAtt" => {
+                    let parts = match &inner {
+                        Value::String(s) => {
+                            let (resource, attribute) =
+                                s.split_once('.').expect("!GetAtt Resource.Attribute");
+                            json!([resource, attribute])
+                        }
+                        other => other.clone(),
+                    };
+                    json!({ "Fn::GetAtt": parts })
+                }
+                other => json!({ format!("Fn::{other}"): inner }),
+            }
+        }
+    }
+}
+
+fn template() -> Value {
+    let text = std::fs::read_to_string(root().join("template.yaml")).expect("template.yaml");
+    to_json(serde_yaml::from_str(&text).expect("template.yaml is YAML"))
+}
+
+fn resources_of_type<'a>(template: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
+    template["Resources"]
+        .as_object()
+        .expect("Resources")
+        .iter()
+        .filter(|(_, r)| r["Type"] == kind)
+        .map(|(name, r)| (name.as_str(), r))
+        .collect()
+}
+
+fn as_list(value: &Value) -> Vec<&Value> {
+    match value {
+        Value::Array(items) => items.iter().collect(),
+        Value::Null => Vec::new(),
+        one => vec![one],
+    }
+}
+
+fn reference(name: &str) -> Value {
+    json!({ "Ref": name })
+}
+
+/// Function crates under functions/ (their package name is the binary name).
+fn function_crates() -> BTreeSet<String> {
+    std::fs::read_dir(root().join("functions"))
+        .expect("functions/")
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            path.join("Cargo.toml")
+                .exists()
+                .then(|| path.file_name()?.to_str().map(str::to_string))?
+        })
+        .collect()
+}
+
+/// Function resource name → binary name.
+fn functions(template: &Value) -> BTreeMap<String, String> {
+    resources_of_type(template, "AWS::Serverless::Function")
+        .into_iter()
+        .map(|(name, resource)| {
+            assert_eq!(
+                resource["Metadata"]["BuildMethod"], "rust-cargolambda",
+                "{name} must build with cargo-lambda"
+            );
+            let binary = resource["Metadata"]["BuildProperties"]["Binary"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name} names no Binary (CodeUri is the workspace)"));
+            (name.to_string(), binary.to_string())
+        })
+        .collect()
+}
+
+/// The part of README.md that documents the manual invokes.
+fn readme_manual_invokes() -> String {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let start = readme
+        .find("## Manual invokes")
+        .expect("README.md has a '## Manual invokes' section");
+    let rest = &readme[start + 3..];
+    let end = rest.find("\n## ").unwrap_or(rest.len());
+    rest[..end].to_string()
+}
+
+#[test]
+fn every_function_crate_is_deployed_and_triggered_or_documented_as_manual() {
+    let template = template();
+    let functions = functions(&template);
+    let deployed: BTreeSet<String> = functions.values().cloned().collect();
+    assert_eq!(
+        deployed,
+        function_crates(),
+        "template functions vs functions/ crates"
+    );
+    let manual = readme_manual_invokes();
+    let expected_rules = BTreeMap::from([
+        ("instance-events", INSTANCE_STATE_CHANGE),
+        ("task-events", TASK_STATE_CHANGE),
+    ]);
+    for (resource, binary) in &functions {
+        let properties = &template["Resources"][resource]["Properties"];
+        let events = properties["Events"].as_object();
+        match events {
+            None => assert!(
+                manual.contains(&format!("`{binary}`")),
+                "{binary} has no trigger and README's Manual invokes does not document it"
+            ),
+            Some(events) => {
+                for (name, event) in events {
+                    let p = &event["Properties"];
+                    assert!(
+                        p["DeadLetterConfig"].is_object() && p["RetryPolicy"].is_object(),
+                        "{resource}.{name}: a retry policy and a dead-letter queue"
+                    );
+                    match event["Type"].as_str() {
+                        Some("EventBridgeRule") => {
+                            let pattern = &p["Pattern"];
+                            assert_eq!(pattern["source"], json!([ECS_SOURCE]));
+                            assert_eq!(
+                                pattern["detail-type"],
+                                json!([expected_rules[binary.as_str()]]),
+                                "{binary} is triggered by the wrong event"
+                            );
+                            assert_eq!(
+                                pattern["detail"]["clusterArn"],
+                                reference("ClusterArns"),
+                                "{binary}: events of the managed clusters only"
+                            );
+                        }
+                        Some("Schedule") => {
+                            assert_eq!(binary, "coverage-check");
+                            let timeout = properties["Timeout"].as_i64().unwrap_or(3);
+                            assert!(
+                                timeout >= WAKE_WINDOW_SECONDS + 30,
+                                "coverage-check loops {WAKE_WINDOW_SECONDS} s: Timeout {timeout} is too short"
+                            );
+                        }
+                        other => panic!("{resource}.{name}: unexpected trigger {other:?}"),
+                    }
+                }
+            }
+        }
+        // Every function can be found for a manual invoke.
+        let named = template["Outputs"]
+            .as_object()
+            .expect("Outputs")
+            .values()
+            .any(|o| o["Value"] == reference(resource));
+        assert!(named, "no Output names {resource}");
+    }
+    for binary in expected_rules.keys() {
+        assert!(deployed.contains(*binary));
+    }
+}
+
+/// One allowed statement's problems, if any.
+fn statement_problems(statement: &Value) -> Vec<String> {
+    if statement["Effect"] != "Allow" {
+        return Vec::new();
+    }
+    let actions: Vec<String> = as_list(&statement["Action"])
+        .into_iter()
+        .map(|a| a.as_str().unwrap_or("<not a string>").to_string())
+        .collect();
+    let condition = &statement["Condition"];
+    let condition_on = |key: &str| -> Option<&Value> {
+        condition
+            .as_object()?
+            .values()
+            .find_map(|operator| operator.get(key))
+    };
+    let mut problems = Vec::new();
+    if statement.get("NotAction").is_some() || statement.get("NotResource").is_some() {
+        problems.push("NotAction / NotResource grant too much".into());
+    }
+    for action in &actions {
+        if action.contains('*') {
+            problems.push(format!("wildcard action {action}"));
+            continue;
+        }
+        let Some((service, operation)) = action.split_once(':') else {
+            problems.push(format!("malformed action {action}"));
+            continue;
+        };
+        let reads = ["Describe", "List", "Get"]
+            .iter()
+            .any(|p| operation.starts_with(p));
+        let own_table = || {
+            as_list(&statement["Resource"]).iter().all(|r| {
+                **r == json!({"Fn::GetAtt": ["Table", "Arn"]})
+                    || r["Fn::Sub"]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with("${Table.Arn}/index/"))
+            })
+        };
+        // (kind of action, whether its statement keeps it in bounds, what is wrong otherwise)
+        let checks: Vec<(bool, String)> = match (service, operation) {
+            ("ecs", "TagResource") => vec![(
+                condition_on("ecs:CreateAction") == Some(&json!("StartTask")),
+                "ecs:TagResource only as part of StartTask".into(),
+            )],
+            ("ecs", _) if !reads => vec![(
+                condition_on("ecs:cluster") == Some(&reference("ClusterArns")),
+                format!("{action} without the ecs:cluster condition"),
+            )],
+            ("iam", "PassRole") => vec![
+                (
+                    statement["Resource"] == reference("DaemonRoleArns"),
+                    "iam:PassRole beyond the listed daemon roles".into(),
+                ),
+                (
+                    condition_on("iam:PassedToService") == Some(&json!("ecs-tasks.amazonaws.com")),
+                    "iam:PassRole to a service other than ECS tasks".into(),
+                ),
+            ],
+            ("iam", _) => vec![(false, format!("{action}: no IAM action but PassRole"))],
+            ("dynamodb", _) => vec![(own_table(), format!("{action} beyond the stack's table"))],
+            _ => Vec::new(),
+        };
+        problems.extend(
+            checks
+                .into_iter()
+                .filter(|(in_bounds, _)| !in_bounds)
+                .map(|(_, problem)| problem),
+        );
+    }
+    problems
+}
+
+/// Every identity-policy statement in the template, with where it is.
+fn identity_statements(template: &Value) -> Vec<(String, Value)> {
+    let mut statements = Vec::new();
+    let mut add = |place: String, document: &Value| {
+        for statement in as_list(&document["Statement"]) {
+            statements.push((place.clone(), statement.clone()));
+        }
+    };
+    for (name, resource) in resources_of_type(template, "AWS::IAM::ManagedPolicy")
+        .into_iter()
+        .chain(resources_of_type(template, "AWS::IAM::Policy"))
+    {
+        add(name.to_string(), &resource["Properties"]["PolicyDocument"]);
+    }
+    for (name, resource) in resources_of_type(template, "AWS::IAM::Role") {
+        for policy in as_list(&resource["Properties"]["Policies"]) {
+            add(name.to_string(), &policy["PolicyDocument"]);
+        }
+    }
+    for (name, resource) in resources_of_type(template, "AWS::Serverless::Function") {
+        for policy in as_list(&resource["Properties"]["Policies"]) {
+            if policy.get("Statement").is_some() {
+                add(name.to_string(), policy);
+            }
+        }
+    }
+    statements
+}
+
+#[test]
+fn iam_is_least_privilege() {
+    let template = template();
+    let statements = identity_statements(&template);
+    assert!(
+        statements.len() >= 5,
+        "found {} statements",
+        statements.len()
+    );
+    let problems: Vec<String> = statements
+        .iter()
+        .flat_map(|(place, s)| {
+            statement_problems(s)
+                .into_iter()
+                .map(move |p| format!("{place}: {p}"))
+        })
+        .collect();
+    assert!(problems.is_empty(), "{problems:#?}");
+    // Resource policies (queue, topic) allow no wildcard action either.
+    for (name, resource) in resources_of_type(&template, "AWS::SQS::QueuePolicy") {
+        for statement in as_list(&resource["Properties"]["PolicyDocument"]["Statement"]) {
+            for action in as_list(&statement["Action"]) {
+                assert!(
+                    !action.as_str().unwrap_or("*").contains('*'),
+                    "{name}: {action}"
+                );
+            }
+        }
+    }
+    // Functions take only the template's own policies (no SAM policy templates, no ARNs of
+    // managed policies from elsewhere), and status only reads.
+    let policies: BTreeMap<&str, &Value> = resources_of_type(&template, "AWS::IAM::ManagedPolicy")
+        .into_iter()
+        .collect();
+    for (resource, binary) in functions(&template) {
+        let mut actions = BTreeSet::new();
+        for policy in as_list(&template["Resources"][&resource]["Properties"]["Policies"]) {
+            let name = policy["Ref"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{resource}: policies by Ref to the template's own"));
+            let document = &policies
+                .get(name)
+                .unwrap_or_else(|| panic!("{resource}: {name} is not a managed policy here"))
+                ["Properties"]["PolicyDocument"];
+            for statement in as_list(&document["Statement"]) {
+                for action in as_list(&statement["Action"]) {
+                    actions.insert(action.as_str().unwrap_or_default().to_string());
+                }
+            }
+        }
+        if binary == "status" {
+            let writes: Vec<_> = actions
+                .iter()
+                .filter(|a| {
+                    let operation = a.split_once(':').map_or("", |(_, o)| o);
+                    !["Describe", "List", "Get", "Query"]
+                        .iter()
+                        .any(|p| operation.starts_with(p))
+                })
+                .collect();
+            assert!(writes.is_empty(), "status may only read: {writes:?}");
+        } else {
+            assert!(
+                actions.contains("ecs:StartTask"),
+                "{binary} cannot start daemons"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_policy_check_catches_what_it_must() {
+    let bad = [
+        json!({"Effect": "Allow", "Action": "ecs:*", "Resource": "*"}),
+        json!({"Effect": "Allow", "Action": ["ecs:StopTask"], "Resource": "*"}),
+        json!({"Effect": "Allow", "Action": "ecs:StartTask", "Resource": "*",
+               "Condition": {"ArnEquals": {"ecs:cluster": "arn:aws:ecs:us-east-1:1:cluster/other"}}}),
+        json!({"Effect": "Allow", "Action": "ecs:TagResource", "Resource": "*"}),
+        json!({"Effect": "Allow", "Action": "iam:PassRole", "Resource": "*"}),
+        json!({"Effect": "Allow", "Action": "iam:PassRole", "Resource": {"Ref": "DaemonRoleArns"}}),
+        json!({"Effect": "Allow", "Action": "dynamodb:PutItem", "Resource": "*"}),
+        json!({"Effect": "Allow", "NotAction": "s3:GetObject", "Action": "ecs:DescribeTasks", "Resource": "*"}),
+    ];
+    for statement in bad {
+        assert!(
+            !statement_problems(&statement).is_empty(),
+            "missed: {statement}"
+        );
+    }
+    let good = json!({"Effect": "Allow", "Action": ["ecs:StopTask", "ecs:DescribeTasks"], "Resource": "*",
+                      "Condition": {"ArnEquals": {"ecs:cluster": {"Ref": "ClusterArns"}}}});
+    assert_eq!(statement_problems(&good), Vec::<String>::new());
+}
+
+#[test]
+fn the_table_is_the_one_the_store_expects() {
+    let template = template();
+    let table = &template["Resources"]["Table"]["Properties"];
+    assert_eq!(table["BillingMode"], "PAY_PER_REQUEST");
+    assert_eq!(
+        table["KeySchema"],
+        json!([{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}])
+    );
+    let index = &table["GlobalSecondaryIndexes"][0];
+    assert_eq!(index["IndexName"], SPECS_BY_CLUSTER_INDEX);
+    assert_eq!(
+        index["KeySchema"],
+        json!([{"AttributeName": "specCluster", "KeyType": "HASH"}, {"AttributeName": "pk", "KeyType": "RANGE"}])
+    );
+    assert_eq!(
+        table["TimeToLiveSpecification"],
+        json!({"AttributeName": "expiresAt", "Enabled": true})
+    );
+    assert_eq!(
+        table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
+        true
+    );
+    assert_eq!(table["SSESpecification"]["SSEEnabled"], true);
+    assert_eq!(template["Resources"]["Table"]["DeletionPolicy"], "Retain");
+    // The functions find the table and their clusters the way runtime::engine_config_from reads them.
+    let environment = &template["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(environment["TABLE_NAME"], reference("Table"));
+    assert_eq!(
+        environment["MANAGED_CLUSTERS"],
+        json!({"Fn::Join": [",", {"Ref": "ClusterArns"}]})
+    );
+    assert_eq!(
+        environment["METRICS_NAMESPACE"],
+        reference("MetricNamespace")
+    );
+}
+
+#[test]
+fn alarms_and_dashboard_watch_published_metrics() {
+    let template = template();
+    let mut watched = BTreeSet::new();
+    for (name, alarm) in resources_of_type(&template, "AWS::CloudWatch::Alarm") {
+        let properties = &alarm["Properties"];
+        if properties["Namespace"] == reference("MetricNamespace") {
+            let metric = properties["MetricName"].as_str().unwrap_or_default();
+            assert!(
+                METRIC_NAMES.contains(&metric),
+                "{name} watches {metric}, never published"
+            );
+            watched.insert(metric.to_string());
+        }
+        assert!(
+            properties["AlarmDescription"]
+                .as_str()
+                .is_some_and(|d| d.len() > 40),
+            "{name} says what to do when it fires"
+        );
+    }
+    for needed in ["InstancesWithoutDaemon", "RolloutsFailed"] {
+        assert!(watched.contains(needed), "no alarm on {needed}");
+    }
+    // The dashboard body is a Sub template; with every ${…} filled in it is JSON.
+    let body = &template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"][0];
+    let mut text = body.as_str().expect("dashboard body").to_string();
+    while let Some(start) = text.find("${") {
+        let end = start + text[start..].find('}').expect("closed ${");
+        let name = &text[start + 2..end];
+        let filled = if name == "Namespace" { "OWN" } else { "x" };
+        text.replace_range(start..=end, filled);
+    }
+    let dashboard: Value = serde_json::from_str(&text).expect("dashboard body is JSON");
+    let mut shown = 0;
+    for widget in dashboard["widgets"].as_array().expect("widgets") {
+        let mut namespace = String::new();
+        for row in widget["properties"]["metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let first = row[0].as_str().unwrap_or_default();
+            if first != "." && first != "..." {
+                namespace = first.to_string();
+            }
+            if namespace == "OWN" && first != "..." {
+                let metric = row[1].as_str().unwrap_or_default();
+                assert!(
+                    METRIC_NAMES.contains(&metric),
+                    "dashboard shows {metric}, never published"
+                );
+                shown += 1;
+            }
+        }
+    }
+    assert!(
+        shown >= 5,
+        "the dashboard shows {shown} of the functions' metrics"
+    );
+}
+
+#[test]
+fn the_sample_invokes_in_events_parse_as_the_readme_shows_them() {
+    use ecs_daemons::deploy::{parse_payload, DeployRequest, RollbackRequest, StatusRequest};
+    let read = |name: &str| -> Value {
+        let text = std::fs::read_to_string(root().join("events").join(name))
+            .unwrap_or_else(|e| panic!("events/{name}: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("events/{name}: {e}"))
+    };
+    for name in ["invoke-deploy.json", "invoke-deploy-rollout.json"] {
+        let request: DeployRequest = parse_payload(read(name)).unwrap();
+        request.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    for name in ["invoke-rollback.json", "invoke-rollback-to-revision.json"] {
+        let _: RollbackRequest = parse_payload(read(name)).unwrap();
+    }
+    let _: StatusRequest = parse_payload(read("invoke-status.json")).unwrap();
+    let _: StatusRequest = parse_payload(read("invoke-coverage-check.json")).unwrap();
+    assert_eq!(
+        read("scheduled-event.json")["detail-type"],
+        "Scheduled Event"
+    );
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for name in [
+        "invoke-deploy.json",
+        "invoke-deploy-rollout.json",
+        "invoke-rollback.json",
+        "invoke-status.json",
+        "invoke-coverage-check.json",
+    ] {
+        assert!(
+            readme.contains(&format!("events/{name}")),
+            "README does not show events/{name}"
+        );
+    }
+}
