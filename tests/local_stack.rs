@@ -9,10 +9,8 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chrono::Duration as ModelDuration;
-use ecs_daemons::cluster_model::ModelConfig;
 use local_stack::scenario::{self, CLUSTER, DAEMON};
-use local_stack::stack::{LocalStack, StackConfig};
+use local_stack::stack::{quick_model, LocalStack, StackConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deploy_scale_out_drain_rollout_and_rollback_through_the_real_functions() {
@@ -28,12 +26,7 @@ async fn deploy_scale_out_drain_rollout_and_rollback_through_the_real_functions(
             clusters: vec![CLUSTER.into()],
             table: common::unique("local-stack"),
             dynamodb_endpoint: common::endpoint(),
-            model: ModelConfig {
-                start_latency: ModelDuration::seconds(1),
-                health_grace: ModelDuration::seconds(1),
-                stop_latency: ModelDuration::seconds(1),
-                ..ModelConfig::default()
-            },
+            model: quick_model(),
             log: log.clone(),
         },
     )

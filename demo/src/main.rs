@@ -279,12 +279,7 @@ async fn on_local_stack() -> i32 {
         clusters: vec![local_stack::scenario::CLUSTER.into()],
         table: "ecs-daemons-demo".into(),
         dynamodb_endpoint: moto.endpoint.clone(),
-        model: ModelConfig {
-            start_latency: Duration::seconds(1),
-            health_grace: Duration::seconds(1),
-            stop_latency: Duration::seconds(1),
-            ..ModelConfig::default()
-        },
+        model: local_stack::stack::quick_model(),
         log: logs.join("demo-local-stack.log"),
     };
     let stack = match LocalStack::start(&workspace, config).await {

@@ -47,6 +47,17 @@ pub struct StackConfig {
     pub log: PathBuf,
 }
 
+/// A model quick enough for a scenario in real time: tasks start, turn healthy and stop
+/// within a second.
+pub fn quick_model() -> ModelConfig {
+    ModelConfig {
+        start_latency: chrono::Duration::seconds(1),
+        health_grace: chrono::Duration::seconds(1),
+        stop_latency: chrono::Duration::seconds(1),
+        ..ModelConfig::default()
+    }
+}
+
 /// One event delivered as a rule would deliver it.
 #[derive(Clone, Debug)]
 pub struct Delivery {

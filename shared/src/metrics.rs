@@ -108,21 +108,27 @@ pub fn outcome_lines(
 ) -> Vec<Value> {
     let cluster = outcome.cluster.as_str();
     let full_reconcile = outcome.instance.is_none() && outcome.skipped.is_none();
+    let per_daemon = |daemon: &str, figures: &[Figure]| {
+        document(
+            namespace,
+            at,
+            PER_DAEMON,
+            &[
+                ("Cluster", cluster),
+                ("Daemon", daemon),
+                ("function", function),
+            ],
+            figures,
+        )
+    };
     let mut lines = Vec::new();
     if full_reconcile {
         for (daemon, coverage) in &outcome.coverage {
             let without = coverage
                 .targeted
                 .saturating_sub(coverage.covered + coverage.starting);
-            lines.push(document(
-                namespace,
-                at,
-                PER_DAEMON,
-                &[
-                    ("Cluster", cluster),
-                    ("Daemon", daemon),
-                    ("function", function),
-                ],
+            lines.push(per_daemon(
+                daemon,
                 &[
                     count(INSTANCES_TARGETED, coverage.targeted as f64),
                     count(INSTANCES_COVERED, coverage.covered as f64),
@@ -133,15 +139,8 @@ pub fn outcome_lines(
             ));
         }
         for (daemon, counts) in &outcome.rollouts {
-            lines.push(document(
-                namespace,
-                at,
-                PER_DAEMON,
-                &[
-                    ("Cluster", cluster),
-                    ("Daemon", daemon),
-                    ("function", function),
-                ],
+            lines.push(per_daemon(
+                daemon,
                 &[
                     Figure {
                         name: ROLLOUT_PERCENT_DONE,
