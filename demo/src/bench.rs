@@ -444,9 +444,53 @@ fn plan_figure() -> Figure {
     }
 }
 
+/// The release function binaries as Lambda runs them (needs `bash scripts/setup.sh` first:
+/// cargo-lambda builds them, moto serves DynamoDB).
+async fn lambda_figures() -> Vec<Figure> {
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("demo/ sits in the workspace")
+        .to_path_buf();
+    let log = workspace.join("target/bench-lambda.log");
+    let measured = match local_stack::lambda_bench::measure(&workspace, &log).await {
+        Ok(measured) => measured,
+        Err(error) => {
+            eprintln!("lambda figures skipped: {error}");
+            return Vec::new();
+        }
+    };
+    let mut figures = Vec::new();
+    for m in measured {
+        let function = format!("\"function\": \"{}\"", m.function);
+        figures.push(Figure {
+            name: "lambda_binary_mb",
+            value: m.binary_bytes as f64 / 1_048_576.0,
+            parameters: format!("{function}, \"profile\": \"release\", \"target\": \"x86_64\""),
+        });
+        figures.push(Figure {
+            name: "lambda_zip_mb",
+            value: m.zip_bytes as f64 / 1_048_576.0,
+            parameters: function.clone(),
+        });
+        figures.push(Figure {
+            name: "lambda_start_ms",
+            value: m.start_ms,
+            parameters: format!("{function}, \"stat\": \"median of 5\", \"goal\": 20"),
+        });
+        if let (Some(rss), Some(handled)) = (m.peak_rss_mb, m.handled) {
+            figures.push(Figure {
+                name: "lambda_peak_rss_mb",
+                value: rss,
+                parameters: format!("{function}, \"handling\": \"{handled}\", \"goal\": 25"),
+            });
+        }
+    }
+    figures
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    // `BENCH=plan` (or reconcile, events, rollout) runs one group only.
+    // `BENCH=plan` (or reconcile, events, rollout, lambda) runs one group only.
     let only = std::env::var("BENCH").unwrap_or_default();
     let wanted = |group: &str| only.is_empty() || only == group;
     let mut figures = Vec::new();
@@ -464,6 +508,9 @@ async fn main() {
     }
     if wanted("plan") {
         figures.push(plan_figure());
+    }
+    if wanted("lambda") {
+        figures.extend(lambda_figures().await);
     }
     for figure in &figures {
         println!(

@@ -5,6 +5,8 @@
 pub mod ecs_server;
 pub mod http;
 pub mod lambda;
+pub mod lambda_bench;
 pub mod moto;
+pub mod runtime_api;
 pub mod scenario;
 pub mod stack;

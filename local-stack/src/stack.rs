@@ -66,30 +66,25 @@ pub struct Delivery {
     pub result: Result<Value, String>,
 }
 
-pub struct LocalStack {
+/// What the functions talk to: the ECS model served over HTTP, the table in DynamoDB, and
+/// the environment that points a function at both.
+pub struct Backends {
     pub model: Arc<ClusterModel>,
     pub ecs_endpoint: String,
-    lambda: LambdaEmulator,
+    pub environment: Vec<(String, String)>,
+    pub managed_cluster_arns: Vec<String>,
     server: tokio::task::JoinHandle<()>,
-    managed_cluster_arns: Vec<String>,
 }
 
-pub fn cluster_arn(name: &str) -> String {
-    format!("arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{name}")
-}
-
-/// Lambda retries a failed asynchronous invocation twice before giving up on the event.
-const ASYNC_ATTEMPTS: usize = 3;
-
-impl LocalStack {
-    pub async fn start(workspace: &Path, config: StackConfig) -> Result<Self, StackError> {
+impl Backends {
+    pub async fn start(config: &StackConfig) -> Result<Self, StackError> {
         if config.clusters.is_empty() {
             return Err(StackError::Config("no managed cluster".into()));
         }
         // The functions decide by the wall clock; the model's clock follows it.
         let model = Arc::new(ClusterModel::new(ModelConfig {
             start_at: Utc::now(),
-            ..config.model
+            ..config.model.clone()
         }));
         let (address, server) = crate::ecs_server::serve(model.clone())
             .await
@@ -117,13 +112,47 @@ impl LocalStack {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        let lambda = LambdaEmulator::start(workspace, &environment, &config.log).await?;
         Ok(Self {
             model,
             ecs_endpoint,
-            lambda,
-            server,
+            environment,
             managed_cluster_arns,
+            server,
+        })
+    }
+}
+
+impl Drop for Backends {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+pub struct LocalStack {
+    pub model: Arc<ClusterModel>,
+    pub ecs_endpoint: String,
+    lambda: LambdaEmulator,
+    managed_cluster_arns: Vec<String>,
+    _backends: Backends,
+}
+
+pub fn cluster_arn(name: &str) -> String {
+    format!("arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{name}")
+}
+
+/// Lambda retries a failed asynchronous invocation twice before giving up on the event.
+const ASYNC_ATTEMPTS: usize = 3;
+
+impl LocalStack {
+    pub async fn start(workspace: &Path, config: StackConfig) -> Result<Self, StackError> {
+        let backends = Backends::start(&config).await?;
+        let lambda = LambdaEmulator::start(workspace, &backends.environment, &config.log).await?;
+        Ok(Self {
+            model: backends.model.clone(),
+            ecs_endpoint: backends.ecs_endpoint.clone(),
+            lambda,
+            managed_cluster_arns: backends.managed_cluster_arns.clone(),
+            _backends: backends,
         })
     }
 
@@ -231,12 +260,6 @@ impl LocalStack {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-    }
-}
-
-impl Drop for LocalStack {
-    fn drop(&mut self) {
-        self.server.abort();
     }
 }
 
