@@ -103,6 +103,15 @@ async fn rollout_figures(
         counts.values().copied().max().unwrap_or(0) as f64
     };
     let throttled = calls.iter().filter(|c| c.throttled).count() as f64;
+    let mut by_operation = BTreeMap::<&str, usize>::new();
+    for call in &calls {
+        *by_operation.entry(call.operation).or_default() += 1;
+    }
+    let by_operation = by_operation
+        .iter()
+        .map(|(operation, n)| format!("\"{operation}\": {:.2}", *n as f64 / instances as f64))
+        .collect::<Vec<_>>()
+        .join(", ");
     let parameters = format!(
         "\"instances\": {instances}, \"maxParallel\": \"{percent}%\", \"startSeconds\": {start_seconds}, \"minHealthySeconds\": {min_healthy}, \"droppedEvents\": {drop}"
     );
@@ -125,7 +134,7 @@ async fn rollout_figures(
         Figure {
             name: "rollout_ecs_calls_per_instance",
             value: calls.len() as f64 / instances as f64,
-            parameters: parameters.clone(),
+            parameters: format!("{parameters}, \"perOperation\": {{{by_operation}}}"),
         },
         Figure {
             name: "rollout_api_modify_peak_per_s",
