@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use local_stack::scenario::{self, CLUSTER, DAEMON};
 use local_stack::stack::{quick_model, LocalStack, StackConfig};
@@ -92,8 +92,4 @@ async fn deploy_scale_out_drain_rollout_and_rollback_through_the_real_functions(
     };
     assert!(succeeded("UPDATE", "cwagent:2"), "{history:?}");
     assert!(succeeded("ROLLBACK", "cwagent:1"), "{history:?}");
-    assert!(
-        scenario_took < Duration::from_secs(600),
-        "the scenario should take about a minute"
-    );
 }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use ecs_daemons::cluster_model::ClusterModel;
+use ecs_daemons::cluster_model::{cluster_arn, ClusterModel};
 use ecs_daemons::ecs::{
     Ecs, EcsError, EcsErrorKind, InstanceAttribute, StartTaskRequest, TaskFilter,
 };
@@ -265,14 +265,6 @@ async fn dispatch(model: &ClusterModel, operation: &str, input: &Value) -> Resul
             format!("the local ECS model does not serve {other:?}"),
         )),
     }
-}
-
-fn cluster_arn(name: &str) -> String {
-    format!(
-        "arn:aws:ecs:{}:{}:cluster/{name}",
-        ecs_daemons::cluster_model::REGION,
-        ecs_daemons::cluster_model::ACCOUNT
-    )
 }
 
 /// ECS's timestamps: epoch seconds, fractional.

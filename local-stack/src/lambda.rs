@@ -74,16 +74,6 @@ fn cargo_lambda(workspace: &Path) -> PathBuf {
         .unwrap_or_else(|| workspace.join(".tools/venv-local/bin/cargo-lambda"))
 }
 
-fn free_port() -> Result<u16, LambdaError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .map_err(|source| LambdaError::Spawn {
-            what: "finding a free loopback port".into(),
-            source,
-        })
-}
-
 impl LambdaEmulator {
     /// Builds the function binaries (debug, in `target/local-stack`, apart from the test
     /// build's own target directory), then starts `cargo lambda watch` on a free loopback
@@ -99,14 +89,10 @@ impl LambdaEmulator {
         }
         let target_dir = workspace.join("target/local-stack");
         let log_file = |what: &str| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-                .map_err(|source| LambdaError::Spawn {
-                    what: format!("opening {} for {what}", log.display()),
-                    source,
-                })
+            crate::append_log(log).map_err(|source| LambdaError::Spawn {
+                what: format!("opening {} for {what}", log.display()),
+                source,
+            })
         };
         let mut build = Command::new("cargo");
         build
@@ -129,7 +115,10 @@ impl LambdaEmulator {
             return Err(LambdaError::Build(log.to_path_buf()));
         }
 
-        let port = free_port()?;
+        let port = crate::free_port().map_err(|source| LambdaError::Spawn {
+            what: "finding a free loopback port".into(),
+            source,
+        })?;
         let address = format!("127.0.0.1:{port}");
         let mut watch = Command::new(&cargo_lambda);
         watch

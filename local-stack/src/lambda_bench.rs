@@ -55,11 +55,7 @@ async fn build(workspace: &Path, log: &Path) -> Result<PathBuf, StackError> {
         std::env::var("PATH").unwrap_or_default()
     );
     for format in ["binary", "zip"] {
-        let output = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(StackError::Serve)?;
+        let output = crate::append_log(log).map_err(StackError::Serve)?;
         let mut command = Command::new(&cargo_lambda);
         command
             .current_dir(workspace)
@@ -113,11 +109,7 @@ async fn run(
     let runtime = FakeRuntime::start(event, &arn)
         .await
         .map_err(StackError::Serve)?;
-    let output = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(StackError::Serve)?;
+    let output = crate::append_log(log).map_err(StackError::Serve)?;
     let started = Instant::now();
     let mut child = Command::new(binary)
         .env_clear()

@@ -10,3 +10,20 @@ pub mod moto;
 pub mod runtime_api;
 pub mod scenario;
 pub mod stack;
+
+use std::path::Path;
+
+/// A loopback port nobody listens on right now (for a child process to bind).
+pub fn free_port() -> std::io::Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+}
+
+/// The log file, opened for appending (build, emulator and functions share one).
+pub fn append_log(log: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+}

@@ -23,10 +23,7 @@ impl MotoServer {
                 server.display()
             )));
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .map_err(StackError::Serve)?;
+        let port = crate::free_port().map_err(StackError::Serve)?;
         let output = std::fs::File::create(log).map_err(StackError::Serve)?;
         let child = Command::new(&server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])

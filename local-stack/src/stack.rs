@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use ecs_daemons::cluster_model::{ClusterModel, ModelConfig, ACCOUNT, REGION};
+use ecs_daemons::cluster_model::{cluster_arn, ClusterModel, ModelConfig, REGION};
 use ecs_daemons::events::{INSTANCE_STATE_CHANGE, TASK_STATE_CHANGE};
 use serde_json::{json, Value};
 
@@ -134,10 +134,6 @@ pub struct LocalStack {
     lambda: LambdaEmulator,
     managed_cluster_arns: Vec<String>,
     _backends: Backends,
-}
-
-pub fn cluster_arn(name: &str) -> String {
-    format!("arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{name}")
 }
 
 /// Lambda retries a failed asynchronous invocation twice before giving up on the event.

@@ -278,7 +278,8 @@ fn iso(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn cluster_arn(cluster: &str) -> String {
+/// The ARN the model (and the local stack serving it) gives a cluster.
+pub fn cluster_arn(cluster: &str) -> String {
     format!("arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{cluster}")
 }
 
