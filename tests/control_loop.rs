@@ -44,11 +44,12 @@ fn live_daemons_on(harness: &Harness, instance: &str, daemon: &str) -> usize {
         .count()
 }
 
+/// The most ECS calls one delivered event cost: a batch's calls shared among its events.
 fn max_calls(invocations: &[Invocation], function: &str) -> usize {
     invocations
         .iter()
         .filter(|i| i.function == function)
-        .map(|i| i.ecs_calls)
+        .map(|i| i.ecs_calls.div_ceil(i.events.len().max(1)))
         .max()
         .unwrap_or(0)
 }
@@ -583,4 +584,126 @@ async fn duplicate_and_stale_events_change_nothing() {
             "and no ECS call is made for it"
         );
     }
+}
+
+#[tokio::test]
+async fn a_burst_of_events_is_handled_in_batches_with_batched_reads() {
+    let mut harness = Harness::new(CLUSTER, &["general"], ModelConfig::default());
+    let agent = harness
+        .model
+        .register_task_definition(TaskDefinitionModel::new("agent", 256, 256));
+    harness.model.add_instance(CLUSTER, "general", 4096, 8192);
+    harness
+        .deploy(request("agent", &agent, &["general"], 0))
+        .await
+        .unwrap();
+    harness
+        .run_for(Duration::seconds(20), Duration::seconds(1))
+        .await;
+    // A scale-out of 100 instances at once: their ACTIVE events arrive together.
+    for _ in 0..100 {
+        harness.model.add_instance(CLUSTER, "general", 4096, 8192);
+    }
+    let log = harness
+        .run_for(Duration::seconds(30), Duration::seconds(1))
+        .await;
+    assert_no_errors(&log);
+    assert_eq!(ready_instances(&harness).len(), 101);
+    let biggest = log
+        .iter()
+        .filter(|i| i.function == "instance-events")
+        .max_by_key(|i| i.result.as_ref().map_or(0, |o| o.started.len()))
+        .expect("instance events were delivered");
+    let started = biggest.result.as_ref().unwrap().started.len();
+    assert!(
+        biggest.events.len() >= 50 && started >= 50,
+        "one batch took the burst: {} events, {started} started",
+        biggest.events.len()
+    );
+    // One DescribeContainerInstances per 100 instances and one StartTask per 10 of them,
+    // instead of a few reads per event.
+    assert!(
+        biggest.ecs_calls <= 2 + started.div_ceil(10) + 1,
+        "{} ECS calls for {} events",
+        biggest.ecs_calls,
+        biggest.events.len()
+    );
+}
+
+#[tokio::test]
+async fn one_batch_merges_duplicates_and_reorderings_and_isolates_bad_events() {
+    let mut harness = Harness::new(CLUSTER, &["general"], ModelConfig::default());
+    let instance = harness.model.add_instance(CLUSTER, "general", 4096, 8192);
+    let agent = harness
+        .model
+        .register_task_definition(TaskDefinitionModel::new("agent", 512, 512));
+    harness
+        .deploy(request("agent", &agent, &["general"], 0))
+        .await
+        .unwrap();
+    harness.model.take_due_events();
+    harness.model.advance(Duration::seconds(6));
+    let running = harness
+        .model
+        .take_due_events()
+        .into_iter()
+        .find(|e| e["detail"]["lastStatus"] == "RUNNING")
+        .expect("the daemon reported RUNNING");
+    let task = running["detail"]["taskArn"].as_str().unwrap().to_string();
+    harness.model.crash_task(CLUSTER, &task);
+    harness.model.advance(Duration::seconds(5));
+    let stopped = harness
+        .model
+        .take_due_events()
+        .into_iter()
+        .find(|e| e["detail"]["lastStatus"] == "STOPPED" && e["detail"]["taskArn"] == task.as_str())
+        .expect("the crash reported STOPPED");
+    let mut foreign = running.clone();
+    foreign["detail"]["clusterArn"] = "arn:aws:ecs:us-east-1:1:cluster/someone-elses".into();
+    // The STOPPED first, then the older RUNNING twice (a duplicate), a foreign cluster's
+    // event and one that is not an event at all.
+    let batch = vec![
+        stopped,
+        running.clone(),
+        running,
+        foreign,
+        serde_json::json!("not an event"),
+    ];
+    let now = harness.model.now();
+    let handled = harness
+        .engine
+        .on_events(batch, ecs_daemons::engine::EventKind::Task, now, "batch")
+        .await;
+    let failed: Vec<Vec<usize>> = handled
+        .failures
+        .iter()
+        .map(|f| f.positions.clone())
+        .collect();
+    assert_eq!(failed, vec![vec![3], vec![4]], "{:?}", handled.failures);
+    assert!(handled.failures.iter().all(|f| !f.error.is_retryable()));
+    assert!(
+        handled.failures[0]
+            .error
+            .to_string()
+            .contains("not managed"),
+        "{}",
+        handled.failures[0].error
+    );
+    let duplicates = handled
+        .outcomes
+        .iter()
+        .filter(|o| {
+            o.skipped
+                .as_deref()
+                .is_some_and(|s| s.contains("already handled"))
+        })
+        .count();
+    assert_eq!(duplicates, 1, "{:?}", handled.outcomes);
+    // The newest word won: the daemon died, so it is restarted (not believed RUNNING).
+    let restarted: Vec<_> = handled.outcomes.iter().flat_map(|o| &o.started).collect();
+    assert_eq!(restarted.len(), 1, "{:?}", handled.outcomes);
+    assert_eq!(
+        restarted[0].instance_id,
+        ecs_daemons::arn::resource_id(&instance)
+    );
 }

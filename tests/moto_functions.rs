@@ -5,6 +5,7 @@ mod common;
 
 use ecs_daemons::ecs::SdkEcs;
 use ecs_daemons::engine::{Engine, EngineConfig};
+use ecs_daemons::pacing::{Paced, Pacing, SystemClock};
 use ecs_daemons::runtime::{self, ProductionEngine};
 use ecs_daemons::store::{create_table, DynamoStore};
 use serde_json::{json, Value};
@@ -15,7 +16,11 @@ async fn engine(cluster: &str) -> ProductionEngine {
     let table = common::unique("ecs-daemons-fn");
     create_table(&dynamodb, &table).await.expect("table");
     Engine::new(
-        SdkEcs::from_config(&config),
+        Paced::new(
+            SdkEcs::from_config(&config),
+            SystemClock::default(),
+            Pacing::share("deploy"),
+        ),
         DynamoStore::new(dynamodb, table),
         EngineConfig {
             clusters: vec![cluster.to_string()],
@@ -106,13 +111,16 @@ async fn handlers_answer_payloads_and_refuse_bad_ones_clearly() {
         .await
         .unwrap();
     assert_eq!(
-        outcome.skipped.as_deref(),
-        Some("the container instance is no longer registered")
+        outcome["skipped"],
+        "the container instance is no longer registered"
     );
     let again = runtime::instance_event(&engine, event, "req-7".into())
         .await
         .unwrap();
-    assert!(again.skipped.unwrap().contains("already handled"));
+    assert!(again["skipped"]
+        .as_str()
+        .unwrap()
+        .contains("already handled"));
     let task = runtime::task_event(
         &engine,
         sample("task-running.json", &cluster),
@@ -121,10 +129,25 @@ async fn handlers_answer_payloads_and_refuse_bad_ones_clearly() {
     .await
     .unwrap();
     assert_eq!(
-        task.skipped.as_deref(),
-        Some("the container instance is no longer registered"),
+        task["skipped"], "the container instance is no longer registered",
         "{task:?}"
     );
+
+    // As deployed: an SQS batch. Events that can never succeed (not an ECS event, a cluster
+    // not managed here, a body that is not JSON) are logged and dropped, not retried.
+    let mut batch = ecs_daemons::sqs::batch_of(&[
+        sample("task-stopped-essential-exit.json", &cluster),
+        sample("task-running.json", "someone-elses"),
+        json!({"detail-type": "ECS Task State Change"}),
+    ]);
+    batch["Records"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"eventSource": "aws:sqs", "messageId": "m-bad", "body": "{"}));
+    let answer = runtime::task_event(&engine, batch, "req-9".into())
+        .await
+        .unwrap();
+    assert_eq!(answer, json!({"batchItemFailures": []}));
 
     let refusals: Vec<(Result<Value, runtime::FunctionError>, &str)> = vec![
         (

@@ -156,13 +156,61 @@ fn every_function_crate_is_deployed_and_triggered_or_documented_as_manual() {
             Some(events) => {
                 for (name, event) in events {
                     let p = &event["Properties"];
-                    assert!(
-                        p["DeadLetterConfig"].is_object() && p["RetryPolicy"].is_object(),
-                        "{resource}.{name}: a retry policy and a dead-letter queue"
-                    );
                     match event["Type"].as_str() {
-                        Some("EventBridgeRule") => {
-                            let pattern = &p["Pattern"];
+                        Some("SQS") => {
+                            // ECS events reach the function through a queue its rule feeds.
+                            let queue = p["Queue"]["Fn::GetAtt"][0]
+                                .as_str()
+                                .expect("the queue by GetAtt");
+                            let redrive =
+                                &template["Resources"][queue]["Properties"]["RedrivePolicy"];
+                            assert!(
+                                redrive["deadLetterTargetArn"].is_object()
+                                    && redrive["maxReceiveCount"].as_i64().is_some_and(|n| n <= 10),
+                                "{queue}: failed messages end in the dead-letter queue"
+                            );
+                            let timeout = properties["Timeout"]
+                                .as_i64()
+                                .or(template["Globals"]["Function"]["Timeout"].as_i64())
+                                .unwrap_or(3);
+                            let visibility = template["Resources"][queue]["Properties"]
+                                ["VisibilityTimeout"]
+                                .as_i64()
+                                .unwrap_or(30);
+                            assert!(
+                                visibility >= 6 * timeout,
+                                "{queue}: visibility {visibility} s < 6 × timeout {timeout} s"
+                            );
+                            assert!(p["BatchSize"].as_i64().is_some_and(|n| n <= 100));
+                            assert_eq!(
+                                p["FunctionResponseTypes"],
+                                json!(["ReportBatchItemFailures"]),
+                                "{resource}: failed events are retried one by one"
+                            );
+                            assert!(
+                                p["ScalingConfig"]["MaximumConcurrency"].is_i64(),
+                                "{resource}: bounded concurrency (ECS rate share)"
+                            );
+                            let rules: Vec<&Value> =
+                                resources_of_type(&template, "AWS::Events::Rule")
+                                    .into_iter()
+                                    .map(|(_, rule)| &rule["Properties"])
+                                    .filter(|rule| {
+                                        as_list(&rule["Targets"]).iter().any(|target| {
+                                            target["Arn"]["Fn::GetAtt"][0].as_str() == Some(queue)
+                                        })
+                                    })
+                                    .collect();
+                            assert_eq!(rules.len(), 1, "{queue}: fed by exactly one rule");
+                            let rule = rules[0];
+                            for target in as_list(&rule["Targets"]) {
+                                assert!(
+                                    target["DeadLetterConfig"].is_object()
+                                        && target["RetryPolicy"].is_object(),
+                                    "{queue}: the rule's target has a retry policy and a dead-letter queue"
+                                );
+                            }
+                            let pattern = &rule["EventPattern"];
                             assert_eq!(pattern["source"], json!([ECS_SOURCE]));
                             assert_eq!(
                                 pattern["detail-type"],
@@ -176,6 +224,10 @@ fn every_function_crate_is_deployed_and_triggered_or_documented_as_manual() {
                             );
                         }
                         Some("Schedule") => {
+                            assert!(
+                                p["DeadLetterConfig"].is_object() && p["RetryPolicy"].is_object(),
+                                "{resource}.{name}: a retry policy and a dead-letter queue"
+                            );
                             assert_eq!(binary, "coverage-check");
                             let timeout = properties["Timeout"].as_i64().unwrap_or(3);
                             assert!(

@@ -86,7 +86,7 @@ impl Demo {
                     invocation.function
                 )
             };
-            if let Some(detail) = invocation.event.as_ref().map(|e| &e["detail"]) {
+            for detail in invocation.events.iter().map(|e| &e["detail"]) {
                 let group = detail["group"].as_str().unwrap_or_default();
                 if group.starts_with("service:") && detail["lastStatus"] == "STOPPED" {
                     let instance = detail["containerInstanceArn"].as_str().unwrap_or_default();
@@ -189,7 +189,7 @@ impl Demo {
                 self.show(&[Invocation {
                     function: "deploy",
                     at,
-                    event: None,
+                    events: Vec::new(),
                     result: Ok(answer.reconcile),
                     ecs_calls: 0,
                     store_calls: 0,
@@ -475,7 +475,7 @@ async fn on_the_model() {
             demo.show(&[Invocation {
                 function: "rollback",
                 at,
-                event: None,
+                events: Vec::new(),
                 result: Ok(answer.reconcile),
                 ecs_calls: 0,
                 store_calls: 0,

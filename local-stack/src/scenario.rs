@@ -45,7 +45,7 @@ impl Run<'_> {
     }
 
     fn count(&mut self, deliveries: Vec<Delivery>) {
-        self.report.deliveries += deliveries.len();
+        self.report.deliveries += deliveries.iter().map(|d| d.events).sum::<usize>();
         for delivery in deliveries {
             if let Err(error) = delivery.result {
                 self.report.failed_deliveries.push(format!(

@@ -58,11 +58,13 @@ pub fn quick_model() -> ModelConfig {
     }
 }
 
-/// One event delivered as a rule would deliver it.
+/// One batch of events delivered as the rules and queues of template.yaml deliver them.
 #[derive(Clone, Debug)]
 pub struct Delivery {
     pub function: &'static str,
     pub detail_type: String,
+    pub events: usize,
+    /// The function's last answer, or why the batch still failed after the redeliveries.
     pub result: Result<Value, String>,
 }
 
@@ -136,8 +138,11 @@ pub struct LocalStack {
     _backends: Backends,
 }
 
-/// Lambda retries a failed asynchronous invocation twice before giving up on the event.
-const ASYNC_ATTEMPTS: usize = 3;
+/// Receives of a message before the queue gives up on it (a shorter redrive than the
+/// template's five, to keep a failing local run short).
+const RECEIVES: usize = 3;
+/// The event functions' SQS batch size in template.yaml.
+const BATCH_SIZE: usize = 100;
 
 impl LocalStack {
     pub async fn start(workspace: &Path, config: StackConfig) -> Result<Self, StackError> {
@@ -157,36 +162,68 @@ impl LocalStack {
         self.lambda.invoke(function, &payload).await
     }
 
-    /// Brings the model's clock up to the wall clock and delivers the events that are due,
-    /// one at a time and in order, to the function the rules name.
+    /// Brings the model's clock up to the wall clock and delivers the events that are due to
+    /// the function the rules name, through its queue: SQS batches of up to 100, the
+    /// messages the function names in `batchItemFailures` delivered again.
     pub async fn pump(&self) -> Vec<Delivery> {
         let lag = Utc::now() - self.model.now();
         if lag > chrono::Duration::zero() {
             self.model.advance(lag);
         }
-        let mut deliveries = Vec::new();
+        let mut queues: Vec<(&'static str, String, Vec<Value>)> = Vec::new();
         for event in self.model.take_due_events() {
             let Some((function, detail_type)) = self.route(&event) else {
                 continue;
             };
-            let mut result = Err(String::new());
-            for _ in 0..ASYNC_ATTEMPTS {
-                result = self
-                    .lambda
-                    .invoke(function, &event)
-                    .await
-                    .map_err(|e| e.to_string());
-                if result.is_ok() {
-                    break;
-                }
+            match queues.iter_mut().find(|(f, _, _)| *f == function) {
+                Some((_, _, events)) => events.push(event),
+                None => queues.push((function, detail_type, vec![event])),
             }
-            deliveries.push(Delivery {
-                function,
-                detail_type,
-                result,
-            });
+        }
+        let mut deliveries = Vec::new();
+        for (function, detail_type, events) in queues {
+            for batch in events.chunks(BATCH_SIZE) {
+                deliveries.push(Delivery {
+                    function,
+                    detail_type: detail_type.clone(),
+                    events: batch.len(),
+                    result: self.deliver(function, batch.to_vec()).await,
+                });
+            }
         }
         deliveries
+    }
+
+    async fn deliver(&self, function: &str, mut batch: Vec<Value>) -> Result<Value, String> {
+        let mut last = Err(String::new());
+        for _ in 0..RECEIVES {
+            let answer = self
+                .lambda
+                .invoke(function, &ecs_daemons::sqs::batch_of(&batch))
+                .await
+                .map_err(|e| e.to_string());
+            let retry: Vec<String> = match &answer {
+                Ok(answer) => answer["batchItemFailures"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_string))
+                    .collect(),
+                Err(_) => vec![],
+            };
+            let failed = answer.is_err() || !retry.is_empty();
+            last = answer;
+            if !failed {
+                return last;
+            }
+            if !retry.is_empty() {
+                let message_id =
+                    |event: &Value| format!("message-{}", event["id"].as_str().unwrap_or_default());
+                batch.retain(|event| retry.contains(&message_id(event)));
+                last = Err(format!("messages to deliver again: {retry:?}"));
+            }
+        }
+        last
     }
 
     /// The function an EventBridge rule of template.yaml sends this event to, if any.

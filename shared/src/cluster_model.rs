@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::arn::resource_id;
 use crate::ecs::{
-    clip_reason, Ecs, EcsError, EcsErrorKind, InstanceAttribute, StartTaskOutcome,
+    clip_reason, Ecs, EcsError, EcsErrorKind, InstanceAttribute, Page, StartTaskOutcome,
     StartTaskRequest, TaskFilter, ATTRIBUTE_BATCH, DESCRIBE_BATCH,
 };
 use crate::events::{INSTANCE_STATE_CHANGE, TASK_STATE_CHANGE};
@@ -1120,12 +1120,27 @@ impl ClusterModel {
     }
 }
 
+/// Pages of 100 as ECS serves them; the token is the offset of the next page.
+fn page_of(arns: Vec<String>, next_token: Option<String>) -> Page {
+    const PAGE: usize = 100;
+    let start = next_token
+        .and_then(|t| t.parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(arns.len());
+    let end = (start + PAGE).min(arns.len());
+    Page {
+        next_token: (end < arns.len()).then(|| end.to_string()),
+        arns: arns[start..end].to_vec(),
+    }
+}
+
 impl Ecs for ClusterModel {
-    async fn list_container_instances(
+    async fn list_container_instances_page(
         &self,
         cluster: &str,
         status: Option<InstanceStatus>,
-    ) -> Result<Vec<String>, EcsError> {
+        next_token: Option<String>,
+    ) -> Result<Page, EcsError> {
         let mut world = self.world();
         let target = format!("cluster {cluster}");
         let state = world.cluster(cluster, "ListContainerInstances")?;
@@ -1138,11 +1153,8 @@ impl Ecs for ClusterModel {
             })
             .map(|i| instance_arn(cluster, &i.id))
             .collect();
-        // One call per page of 100, as ECS pages them.
-        for _ in 0..arns.len().div_ceil(100).max(1) {
-            world.call("ListContainerInstances", false, &target)?;
-        }
-        Ok(arns)
+        world.call("ListContainerInstances", false, &target)?;
+        Ok(page_of(arns, next_token))
     }
 
     async fn describe_container_instances(
@@ -1166,11 +1178,12 @@ impl Ecs for ClusterModel {
         Ok(described)
     }
 
-    async fn list_tasks(
+    async fn list_tasks_page(
         &self,
         cluster: &str,
         filter: &TaskFilter,
-    ) -> Result<Vec<String>, EcsError> {
+        next_token: Option<String>,
+    ) -> Result<Page, EcsError> {
         let mut world = self.world();
         let target = format!("cluster {cluster} ({filter})");
         let state = world.cluster(cluster, "ListTasks")?;
@@ -1185,10 +1198,8 @@ impl Ecs for ClusterModel {
             })
             .map(|t| task_arn(cluster, &t.id))
             .collect();
-        for _ in 0..arns.len().div_ceil(100).max(1) {
-            world.call("ListTasks", false, &target)?;
-        }
-        Ok(arns)
+        world.call("ListTasks", false, &target)?;
+        Ok(page_of(arns, next_token))
     }
 
     async fn describe_tasks(&self, cluster: &str, tasks: &[String]) -> Result<Vec<Task>, EcsError> {

@@ -141,6 +141,13 @@ impl fmt::Display for TaskFilter {
     }
 }
 
+/// One page of a list call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    pub arns: Vec<String>,
+    pub next_token: Option<String>,
+}
+
 /// A custom attribute on one container instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstanceAttribute {
@@ -153,12 +160,36 @@ pub struct InstanceAttribute {
 /// The ECS API surface of ecs-daemons. Implementations page and batch on their own:
 /// callers pass any number of ids and get every result.
 pub trait Ecs: Send + Sync {
-    /// ARNs of a cluster's container instances; `None` gives ACTIVE and DRAINING (the ECS default).
+    /// One page (up to 100) of a cluster's container instance ARNs; `None` gives ACTIVE and
+    /// DRAINING (the ECS default). One ECS call.
+    fn list_container_instances_page(
+        &self,
+        cluster: &str,
+        status: Option<InstanceStatus>,
+        next_token: Option<String>,
+    ) -> impl Future<Output = Result<Page, EcsError>> + Send;
+
+    /// ARNs of a cluster's container instances, all pages.
     fn list_container_instances(
         &self,
         cluster: &str,
         status: Option<InstanceStatus>,
-    ) -> impl Future<Output = Result<Vec<String>, EcsError>> + Send;
+    ) -> impl Future<Output = Result<Vec<String>, EcsError>> + Send {
+        async move {
+            let mut arns = Vec::new();
+            let mut next_token = None;
+            loop {
+                let page = self
+                    .list_container_instances_page(cluster, status.clone(), next_token)
+                    .await?;
+                arns.extend(page.arns);
+                match page.next_token {
+                    Some(token) => next_token = Some(token),
+                    None => return Ok(arns),
+                }
+            }
+        }
+    }
 
     /// Container instances by ARN or id, in batches of [`DESCRIBE_BATCH`]; unknown ones are left out.
     fn describe_container_instances(
@@ -167,12 +198,33 @@ pub trait Ecs: Send + Sync {
         instances: &[String],
     ) -> impl Future<Output = Result<Vec<ContainerInstance>, EcsError>> + Send;
 
+    /// One page (up to 100) of the task ARNs matching the filter. One ECS call.
+    fn list_tasks_page(
+        &self,
+        cluster: &str,
+        filter: &TaskFilter,
+        next_token: Option<String>,
+    ) -> impl Future<Output = Result<Page, EcsError>> + Send;
+
     /// Task ARNs matching the filter, all pages.
     fn list_tasks(
         &self,
         cluster: &str,
         filter: &TaskFilter,
-    ) -> impl Future<Output = Result<Vec<String>, EcsError>> + Send;
+    ) -> impl Future<Output = Result<Vec<String>, EcsError>> + Send {
+        async move {
+            let mut arns = Vec::new();
+            let mut next_token = None;
+            loop {
+                let page = self.list_tasks_page(cluster, filter, next_token).await?;
+                arns.extend(page.arns);
+                match page.next_token {
+                    Some(token) => next_token = Some(token),
+                    None => return Ok(arns),
+                }
+            }
+        }
+    }
 
     /// Tasks by ARN, in batches of [`DESCRIBE_BATCH`]; unknown ones are left out.
     fn describe_tasks(
@@ -261,12 +313,13 @@ pub fn clip_reason(reason: &str) -> &str {
 
 /// Shared handles (the model is shared between the engine and the test that drives it).
 impl<T: Ecs> Ecs for std::sync::Arc<T> {
-    fn list_container_instances(
+    fn list_container_instances_page(
         &self,
         cluster: &str,
         status: Option<InstanceStatus>,
-    ) -> impl Future<Output = Result<Vec<String>, EcsError>> + Send {
-        (**self).list_container_instances(cluster, status)
+        next_token: Option<String>,
+    ) -> impl Future<Output = Result<Page, EcsError>> + Send {
+        (**self).list_container_instances_page(cluster, status, next_token)
     }
     fn describe_container_instances(
         &self,
@@ -275,12 +328,13 @@ impl<T: Ecs> Ecs for std::sync::Arc<T> {
     ) -> impl Future<Output = Result<Vec<ContainerInstance>, EcsError>> + Send {
         (**self).describe_container_instances(cluster, instances)
     }
-    fn list_tasks(
+    fn list_tasks_page(
         &self,
         cluster: &str,
         filter: &TaskFilter,
-    ) -> impl Future<Output = Result<Vec<String>, EcsError>> + Send {
-        (**self).list_tasks(cluster, filter)
+        next_token: Option<String>,
+    ) -> impl Future<Output = Result<Page, EcsError>> + Send {
+        (**self).list_tasks_page(cluster, filter, next_token)
     }
     fn describe_tasks(
         &self,

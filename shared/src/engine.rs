@@ -13,7 +13,10 @@ use crate::arn::{cluster_name, resource_id};
 use crate::ecs::{
     Ecs, EcsError, InstanceAttribute, StartTaskRequest, TaskFilter, START_TASK_MAX_INSTANCES,
 };
-use crate::events::{parse_instance_event, parse_task_event, EventError, TaskStateChange};
+use crate::events::{
+    parse_ecs_event, parse_instance_event, parse_task_event, AnyEcsEvent, EventError,
+    TaskStateChange,
+};
 use crate::model::{ContainerInstance, HealthStatus, InstanceStatus, Task, TaskStatus};
 use crate::plan::{
     plan, Action, DaemonCoverage, DaemonView, Observation, Plan, Scope, READY_ATTRIBUTE,
@@ -163,6 +166,153 @@ struct Claimed {
     slot: Slot,
     expected: Expected,
     surge: Option<SurgeFallback>,
+}
+
+/// Which ECS events a function takes (its rule's detail-type), or either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Instance,
+    Task,
+    Any,
+}
+
+/// Up to this many instances, a batch reads their slots with one GetItem each; beyond, with
+/// one query per daemon.
+const SLOT_GETS_UP_TO: usize = 20;
+
+/// What one event asks for, decided from the event alone.
+enum EventWork {
+    Skip(Outcome),
+    Reconcile {
+        cluster: String,
+        instance_arn: String,
+        hint: Option<Task>,
+        only_if_draining: bool,
+    },
+}
+
+/// One instance that the events of a batch ask to reconcile.
+#[derive(Debug, Default)]
+struct InstanceWork {
+    instance_arn: String,
+    /// What the events said of daemon tasks on the instance: the newest word per task.
+    hints: Vec<Task>,
+    /// Only application tasks stopped here: reconcile only if the instance drains.
+    only_if_draining: bool,
+    positions: Vec<usize>,
+    event_ids: Vec<String>,
+}
+
+impl InstanceWork {
+    fn add(
+        &mut self,
+        position: usize,
+        event_id: String,
+        hint: Option<Task>,
+        only_if_draining: bool,
+    ) {
+        self.positions.push(position);
+        self.event_ids.push(event_id);
+        self.only_if_draining &= only_if_draining;
+        let Some(hint) = hint else { return };
+        // Duplicates and reorderings within one batch: the higher version wins, and at the same
+        // version the final word (STOPPED).
+        let newer = |old: &Task| {
+            (hint.version, hint.last_status.is_terminal())
+                > (old.version, old.last_status.is_terminal())
+        };
+        match self.hints.iter_mut().find(|t| t.arn == hint.arn) {
+            Some(old) if newer(old) => *old = hint,
+            Some(_) => {}
+            None => self.hints.push(hint),
+        }
+    }
+}
+
+/// Events of a batch whose work failed together, by position in the batch.
+#[derive(Debug)]
+pub struct BatchFailure {
+    pub positions: Vec<usize>,
+    pub error: EngineError,
+}
+
+/// What one batch of events led to.
+#[derive(Debug, Default)]
+pub struct EventBatch {
+    /// One per cluster reconcile, and one per skipped event or instance.
+    pub outcomes: Vec<Outcome>,
+    pub failures: Vec<BatchFailure>,
+}
+
+/// The reads one instance needs, decided from its slots and what the events said.
+#[derive(Debug, Default, PartialEq)]
+struct TaskReads {
+    /// Tasks as their slots recorded them (no call needed).
+    from_slots: Vec<Task>,
+    /// Event words that cannot mislead: a STOPPED, or news of the very task a slot tracks.
+    trusted: Vec<Task>,
+    to_describe: Vec<String>,
+    /// A claim without a task: look for a start that happened but was never recorded.
+    claim_check: bool,
+}
+
+/// Trust an event only where it cannot mislead: STOPPED is final, and a newer state of the
+/// very task a slot tracks is news. Anything else (an old task's late event, a task no slot
+/// knows) is described instead of believed.
+fn tasks_to_read(
+    instance: &ContainerInstance,
+    slots: &[&Versioned<Slot>],
+    hints: &[Task],
+    started_by: &str,
+) -> TaskReads {
+    let mut reads = TaskReads::default();
+    for task in hints {
+        let tracked = slots.iter().any(|s| {
+            (s.record.task_arn.as_deref() == Some(task.arn.as_str())
+                && s.record.task_version <= task.version)
+                || s.record
+                    .rollout
+                    .as_ref()
+                    .and_then(|r| r.new_task_arn.as_deref())
+                    == Some(task.arn.as_str())
+        });
+        if task.last_status.is_terminal() || tracked {
+            reads.trusted.push(task.clone());
+        } else {
+            reads.to_describe.push(task.arn.clone());
+        }
+    }
+    let trusted: BTreeSet<&str> = reads.trusted.iter().map(|t| t.arn.as_str()).collect();
+    let others = slots.iter().filter(|s| {
+        slot_task_arns(&s.record)
+            .iter()
+            .any(|arn| !trusted.contains(arn.as_str()))
+    });
+    let surging = slots.iter().any(|s| {
+        s.record
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.new_task_arn.is_some())
+    });
+    let only_stops =
+        !reads.trusted.is_empty() && reads.trusted.iter().all(|t| t.last_status.is_terminal());
+    if !surging && only_stops {
+        // A STOPPED event is final: the other daemons are as their slots say (the instance
+        // cannot become ready meanwhile), which saves a DescribeTasks.
+        reads
+            .from_slots
+            .extend(others.filter_map(|s| task_from_slot(&s.record, &instance.arn, started_by)));
+    } else {
+        reads.to_describe.extend(
+            others
+                .flat_map(|s| slot_task_arns(&s.record))
+                .filter(|arn| !trusted.contains(arn.as_str())),
+        );
+    }
+    reads.claim_check = slots
+        .iter()
+        .any(|s| s.record.state == SlotState::Claimed && s.record.task_arn.is_none());
+    reads
 }
 
 pub struct Engine<E, S> {
@@ -411,35 +561,71 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         hint: Option<Task>,
         only_if_draining: bool,
     ) -> Result<Outcome, EngineError> {
-        self.check_cluster(cluster)?;
-        let instance_id = resource_id(instance_arn).to_string();
-        let Some(instance) = self
-            .ecs
-            .describe_container_instances(cluster, &[instance_arn.to_string()])
-            .await?
-            .into_iter()
-            .next()
-        else {
-            return Ok(Outcome::skipped(
-                cluster,
-                Some(&instance_id),
-                "the container instance is no longer registered",
-            ));
+        let work = InstanceWork {
+            instance_arn: instance_arn.into(),
+            hints: hint.into_iter().collect(),
+            only_if_draining,
+            ..InstanceWork::default()
         };
-        if only_if_draining && instance.status != InstanceStatus::Draining {
-            return Ok(Outcome::skipped(
-                cluster,
-                Some(&instance_id),
-                "an application task stopped; the instance is not draining",
-            ));
+        let mut outcomes = self
+            .reconcile_instances(cluster, &[work], now, invocation)
+            .await?;
+        Ok(outcomes
+            .pop()
+            .unwrap_or_else(|| Outcome::skipped(cluster, Some(resource_id(instance_arn)), "")))
+    }
+
+    /// Reconcile of several instances of one cluster for every daemon, with batched reads:
+    /// one DescribeContainerInstances and one DescribeTasks per 100, whatever the number of
+    /// events that asked for them. One outcome for the planned instances, one per skipped one.
+    async fn reconcile_instances(
+        &self,
+        cluster: &str,
+        works: &[InstanceWork],
+        now: DateTime<Utc>,
+        invocation: &str,
+    ) -> Result<Vec<Outcome>, EngineError> {
+        self.check_cluster(cluster)?;
+        let arns: Vec<String> = works.iter().map(|w| w.instance_arn.clone()).collect();
+        let described = self
+            .ecs
+            .describe_container_instances(cluster, &arns)
+            .await?;
+        let mut outcomes = Vec::new();
+        let mut chosen: Vec<(ContainerInstance, &InstanceWork)> = Vec::new();
+        for work in works {
+            let instance_id = resource_id(&work.instance_arn);
+            match described.iter().find(|i| i.id() == instance_id) {
+                None => outcomes.push(Outcome::skipped(
+                    cluster,
+                    Some(instance_id),
+                    "the container instance is no longer registered",
+                )),
+                Some(instance)
+                    if work.only_if_draining && instance.status != InstanceStatus::Draining =>
+                {
+                    outcomes.push(Outcome::skipped(
+                        cluster,
+                        Some(instance_id),
+                        "an application task stopped; the instance is not draining",
+                    ))
+                }
+                Some(instance) => chosen.push((instance.clone(), work)),
+            }
+        }
+        if chosen.is_empty() {
+            return Ok(outcomes);
         }
         let (specs, daemons) = self.specs(cluster).await?;
         if daemons.is_empty() {
-            return Ok(Outcome::skipped(
-                cluster,
-                Some(&instance_id),
-                "no daemon is declared for this cluster",
-            ));
+            outcomes.extend(chosen.iter().map(|(instance, _)| {
+                Outcome::skipped(
+                    cluster,
+                    Some(instance.id()),
+                    "no daemon is declared for this cluster",
+                )
+            }));
+            return Ok(outcomes);
         }
         let mut rollouts = Vec::new();
         for daemon in &daemons {
@@ -452,19 +638,12 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             }
         }
         rollouts.extend(missing_rollouts(&specs, &rollouts));
-        let mut slots = Vec::new();
-        for daemon in &daemons {
-            if let Some(slot) = self
-                .store
-                .get::<Slot>(&ItemKey::slot(cluster, &daemon.name, &instance_id))
-                .await?
-            {
-                slots.push(slot);
-            }
-        }
-        let tasks = self
-            .instance_tasks(cluster, &instance, &slots, hint)
-            .await?;
+        let slots = self.instance_slots(cluster, &daemons, &chosen).await?;
+        let tasks = self.instances_tasks(cluster, &chosen, &slots).await?;
+        let instance = match chosen.as_slice() {
+            [(only, _)] => Some(only.id().to_string()),
+            _ => None,
+        };
         let observation = Observation {
             cluster: cluster.into(),
             now,
@@ -472,88 +651,79 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             rollouts,
             specs,
             daemons,
-            instances: vec![instance],
+            instances: chosen.into_iter().map(|(instance, _)| instance).collect(),
             tasks,
             slots,
         };
         let planned = plan(&observation);
-        Ok(self
-            .act(&observation, planned, invocation, Some(instance_id))
-            .await)
+        outcomes.push(self.act(&observation, planned, invocation, instance).await);
+        Ok(outcomes)
     }
 
-    /// The daemon tasks of one instance with as few calls as the situation allows.
-    async fn instance_tasks(
+    /// The slots of some instances: one GetItem each for a few instances, one paginated
+    /// query per daemon when a batch names many.
+    async fn instance_slots(
         &self,
         cluster: &str,
-        instance: &ContainerInstance,
-        slots: &[Versioned<Slot>],
-        hint: Option<Task>,
-    ) -> Result<Vec<Task>, EngineError> {
-        // Trust an event only where it cannot mislead: STOPPED is final, and a newer state
-        // of the very task a slot tracks is news. Anything else (an old task's late event,
-        // a task no slot knows) is described instead of believed.
-        let (hint, doubted) = match hint {
-            Some(task) if task.last_status.is_terminal() => (Some(task), None),
-            Some(task) => {
-                let current = slots.iter().any(|s| {
-                    (s.record.task_arn.as_deref() == Some(task.arn.as_str())
-                        && s.record.task_version <= task.version)
-                        || s.record
-                            .rollout
-                            .as_ref()
-                            .and_then(|r| r.new_task_arn.as_deref())
-                            == Some(task.arn.as_str())
-                });
-                if current {
-                    (Some(task), None)
-                } else {
-                    (None, Some(task.arn))
+        daemons: &[DaemonView],
+        chosen: &[(ContainerInstance, &InstanceWork)],
+    ) -> Result<Vec<Versioned<Slot>>, EngineError> {
+        let mut slots = Vec::new();
+        if chosen.len() > SLOT_GETS_UP_TO {
+            let wanted: BTreeSet<&str> = chosen.iter().map(|(i, _)| i.id()).collect();
+            for daemon in daemons {
+                let all: Vec<Versioned<Slot>> = self.store.query(cluster, &daemon.name).await?;
+                slots.extend(
+                    all.into_iter()
+                        .filter(|s| wanted.contains(s.record.instance_id.as_str())),
+                );
+            }
+            return Ok(slots);
+        }
+        for (instance, _) in chosen {
+            for daemon in daemons {
+                if let Some(slot) = self
+                    .store
+                    .get::<Slot>(&ItemKey::slot(cluster, &daemon.name, instance.id()))
+                    .await?
+                {
+                    slots.push(slot);
                 }
             }
-            None => (None, None),
-        };
-        let hint_arn = hint.as_ref().map(|t| t.arn.clone());
-        let others = slots.iter().filter(|s| {
-            slot_task_arns(&s.record)
-                .iter()
-                .any(|arn| Some(arn) != hint_arn.as_ref())
-        });
+        }
+        Ok(slots)
+    }
+
+    /// The daemon tasks of some instances with as few calls as the situation allows: what
+    /// the events said where it cannot mislead, one batched DescribeTasks for the rest.
+    async fn instances_tasks(
+        &self,
+        cluster: &str,
+        chosen: &[(ContainerInstance, &InstanceWork)],
+        slots: &[Versioned<Slot>],
+    ) -> Result<Vec<Task>, EngineError> {
         let mut tasks = Vec::new();
-        let mut to_describe: Vec<String> = doubted.into_iter().collect();
-        let surging = slots.iter().any(|s| {
-            s.record
-                .rollout
-                .as_ref()
-                .is_some_and(|r| r.new_task_arn.is_some())
-        });
-        if !surging
-            && hint
-                .as_ref()
-                .is_some_and(|task| task.last_status.is_terminal())
-        {
-            // A STOPPED event is final: the other daemons are as their slots say (the
-            // instance cannot become ready meanwhile), which saves a DescribeTasks.
-            tasks.extend(
-                others.filter_map(|s| {
-                    task_from_slot(&s.record, &instance.arn, &self.config.started_by)
-                }),
-            );
-        } else {
-            to_describe.extend(
-                others
-                    .flat_map(|s| slot_task_arns(&s.record))
-                    .filter(|arn| Some(arn) != hint_arn.as_ref()),
-            );
+        let mut hints = Vec::new();
+        let mut to_describe = Vec::new();
+        let mut claim_checks = Vec::new();
+        for (instance, work) in chosen {
+            let own: Vec<&Versioned<Slot>> = slots
+                .iter()
+                .filter(|s| s.record.instance_id == instance.id())
+                .collect();
+            let read = tasks_to_read(instance, &own, &work.hints, &self.config.started_by);
+            tasks.extend(read.from_slots);
+            hints.extend(read.trusted);
+            to_describe.extend(read.to_describe);
+            if read.claim_check {
+                claim_checks.push(instance);
+            }
         }
         if !to_describe.is_empty() {
             tasks.extend(self.ecs.describe_tasks(cluster, &to_describe).await?);
         }
         // A claim without a task may be a start that happened but was never recorded: look.
-        if slots
-            .iter()
-            .any(|s| s.record.state == SlotState::Claimed && s.record.task_arn.is_none())
-        {
+        for instance in claim_checks {
             let known: BTreeSet<String> = tasks.iter().map(|t| t.arn.clone()).collect();
             let on_instance = self
                 .ecs
@@ -570,43 +740,197 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 tasks.extend(self.ecs.describe_tasks(cluster, &unknown).await?);
             }
         }
-        if let Some(task) = hint {
-            tasks.retain(|t| t.arn != task.arn);
-            tasks.push(task);
+        for hint in hints {
+            tasks.retain(|t| t.arn != hint.arn);
+            tasks.push(hint);
         }
         tasks.retain(|t| self.owns(t));
         Ok(tasks)
     }
 
-    /// Runs `work` once per event id; a failed run forgets the id so a retry runs again.
-    async fn once(
-        &self,
-        event_id: &str,
-        cluster: &str,
-        now: DateTime<Utc>,
-        work: impl std::future::Future<Output = Result<Outcome, EngineError>>,
-    ) -> Result<Outcome, EngineError> {
-        if self
-            .store
-            .remember_event(event_id, now, self.config.event_ttl)
-            .await?
-            == EventSeen::Duplicate
-        {
-            return Ok(Outcome::skipped(
-                cluster,
-                None,
-                format!("event {event_id} was already handled"),
-            ));
-        }
-        match work.await {
-            Ok(outcome) => Ok(outcome),
-            Err(error) => {
-                if let Err(forget) = self.store.forget_event(event_id).await {
-                    tracing::warn!(event_id, error = %forget, "could not forget a failed event; its retry will be skipped");
-                }
-                Err(error)
+    async fn forget_events(&self, event_ids: &[&str]) {
+        for event_id in event_ids {
+            if let Err(forget) = self.store.forget_event(event_id).await {
+                tracing::warn!(event_id, error = %forget, "could not forget a failed event; its retry will be skipped");
             }
         }
+    }
+
+    /// What one event asks for, decided from the event alone (no call).
+    fn event_work(&self, event: AnyEcsEvent) -> Result<(String, EventWork), EngineError> {
+        match event {
+            AnyEcsEvent::Instance(event) => {
+                let cluster = cluster_name(&event.detail.cluster_arn).to_string();
+                self.check_cluster(&cluster)?;
+                Ok((
+                    event.id,
+                    EventWork::Reconcile {
+                        cluster,
+                        instance_arn: event.detail.container_instance_arn,
+                        hint: None,
+                        only_if_draining: false,
+                    },
+                ))
+            }
+            AnyEcsEvent::Task(event) => {
+                let detail = &event.detail;
+                let cluster = cluster_name(&detail.cluster_arn).to_string();
+                self.check_cluster(&cluster)?;
+                let Some(instance_arn) = detail.container_instance_arn.clone() else {
+                    return Ok((
+                        event.id,
+                        EventWork::Skip(Outcome::skipped(
+                            &cluster,
+                            None,
+                            "the task is not on a container instance",
+                        )),
+                    ));
+                };
+                let task = task_from_event(detail);
+                let instance_id = resource_id(&instance_arn);
+                let work = if self.owns(&task) {
+                    let settled =
+                        task.last_status == TaskStatus::Running || task.last_status.is_terminal();
+                    if settled {
+                        EventWork::Reconcile {
+                            cluster,
+                            instance_arn,
+                            hint: Some(task),
+                            only_if_draining: false,
+                        }
+                    } else {
+                        EventWork::Skip(Outcome::skipped(
+                            &cluster,
+                            Some(instance_id),
+                            format!("daemon task is {}", task.last_status),
+                        ))
+                    }
+                } else if task.last_status.is_terminal() {
+                    EventWork::Reconcile {
+                        cluster,
+                        instance_arn,
+                        hint: None,
+                        only_if_draining: true,
+                    }
+                } else {
+                    EventWork::Skip(Outcome::skipped(
+                        &cluster,
+                        Some(instance_id),
+                        "an application task changed; nothing to do",
+                    ))
+                };
+                Ok((event.id, work))
+            }
+        }
+    }
+
+    /// A batch of ECS events (one SQS batch, or one event): each is deduplicated by id, the
+    /// instances they name are reconciled together per cluster with batched reads, and an
+    /// event whose work failed is forgotten and reported so that its redelivery runs again.
+    pub async fn on_events(
+        &self,
+        raws: Vec<Value>,
+        accept: EventKind,
+        now: DateTime<Utc>,
+        invocation: &str,
+    ) -> EventBatch {
+        let mut batch = EventBatch::default();
+        let mut clusters: BTreeMap<String, BTreeMap<String, InstanceWork>> = BTreeMap::new();
+        for (position, raw) in raws.into_iter().enumerate() {
+            let parsed = match accept {
+                EventKind::Instance => {
+                    parse_instance_event(raw).map(|e| AnyEcsEvent::Instance(Box::new(e)))
+                }
+                EventKind::Task => parse_task_event(raw).map(|e| AnyEcsEvent::Task(Box::new(e))),
+                EventKind::Any => parse_ecs_event(raw),
+            };
+            let (event_id, work) = match parsed
+                .map_err(EngineError::from)
+                .and_then(|event| self.event_work(event))
+            {
+                Ok(work) => work,
+                Err(error) => {
+                    batch.failures.push(BatchFailure {
+                        positions: vec![position],
+                        error,
+                    });
+                    continue;
+                }
+            };
+            let EventWork::Reconcile {
+                cluster,
+                instance_arn,
+                hint,
+                only_if_draining,
+            } = work
+            else {
+                if let EventWork::Skip(outcome) = work {
+                    batch.outcomes.push(outcome);
+                }
+                continue;
+            };
+            match self
+                .store
+                .remember_event(&event_id, now, self.config.event_ttl)
+                .await
+            {
+                Ok(EventSeen::Duplicate) => batch.outcomes.push(Outcome::skipped(
+                    &cluster,
+                    None,
+                    format!("event {event_id} was already handled"),
+                )),
+                Ok(EventSeen::FirstTime) => clusters
+                    .entry(cluster)
+                    .or_default()
+                    .entry(resource_id(&instance_arn).to_string())
+                    .or_insert_with(|| InstanceWork {
+                        instance_arn,
+                        only_if_draining: true,
+                        ..InstanceWork::default()
+                    })
+                    .add(position, event_id, hint, only_if_draining),
+                Err(error) => batch.failures.push(BatchFailure {
+                    positions: vec![position],
+                    error: error.into(),
+                }),
+            }
+        }
+        for (cluster, works) in clusters {
+            let works: Vec<InstanceWork> = works.into_values().collect();
+            match self
+                .reconcile_instances(&cluster, &works, now, invocation)
+                .await
+            {
+                Ok(outcomes) => batch.outcomes.extend(outcomes),
+                Err(error) => {
+                    let ids: Vec<&str> = works
+                        .iter()
+                        .flat_map(|w| w.event_ids.iter().map(String::as_str))
+                        .collect();
+                    self.forget_events(&ids).await;
+                    batch.failures.push(BatchFailure {
+                        positions: works.iter().flat_map(|w| w.positions.clone()).collect(),
+                        error,
+                    });
+                }
+            }
+        }
+        batch
+    }
+
+    /// One event alone (a direct invoke): its outcome, or the error that stopped it.
+    async fn on_event(
+        &self,
+        raw: Value,
+        accept: EventKind,
+        now: DateTime<Utc>,
+        invocation: &str,
+    ) -> Result<Outcome, EngineError> {
+        let mut batch = self.on_events(vec![raw], accept, now, invocation).await;
+        if let Some(failure) = batch.failures.pop() {
+            return Err(failure.error);
+        }
+        Ok(batch.outcomes.pop().unwrap_or_default())
     }
 
     /// ECS Container Instance State Change: reconcile that instance.
@@ -616,19 +940,8 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         now: DateTime<Utc>,
         invocation: &str,
     ) -> Result<Outcome, EngineError> {
-        let event = parse_instance_event(raw)?;
-        let detail = &event.detail;
-        let cluster = cluster_name(&detail.cluster_arn).to_string();
-        self.check_cluster(&cluster)?;
-        let work = self.reconcile_instance(
-            &cluster,
-            &detail.container_instance_arn,
-            now,
-            invocation,
-            None,
-            false,
-        );
-        self.once(&event.id, &cluster, now, work).await
+        self.on_event(raw, EventKind::Instance, now, invocation)
+            .await
     }
 
     /// ECS Task State Change: daemon task bookkeeping and restarts, or drain-last when an
@@ -639,45 +952,8 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         now: DateTime<Utc>,
         invocation: &str,
     ) -> Result<Outcome, EngineError> {
-        let event = parse_task_event(raw)?;
-        let detail = &event.detail;
-        let cluster = cluster_name(&detail.cluster_arn).to_string();
-        self.check_cluster(&cluster)?;
-        let Some(instance_arn) = detail.container_instance_arn.clone() else {
-            return Ok(Outcome::skipped(
-                &cluster,
-                None,
-                "the task is not on a container instance",
-            ));
-        };
-        let task = task_from_event(detail);
-        let work = async {
-            if self.owns(&task) {
-                let settled =
-                    task.last_status == TaskStatus::Running || task.last_status.is_terminal();
-                if !settled {
-                    return Ok(Outcome::skipped(
-                        &cluster,
-                        Some(resource_id(&instance_arn)),
-                        format!("daemon task is {}", task.last_status),
-                    ));
-                }
-                self.reconcile_instance(&cluster, &instance_arn, now, invocation, Some(task), false)
-                    .await
-            } else if task.last_status.is_terminal() {
-                self.reconcile_instance(&cluster, &instance_arn, now, invocation, None, true)
-                    .await
-            } else {
-                Ok(Outcome::skipped(
-                    &cluster,
-                    Some(resource_id(&instance_arn)),
-                    "an application task changed; nothing to do",
-                ))
-            }
-        };
-        self.once(&event.id, &cluster, now, work).await
+        self.on_event(raw, EventKind::Task, now, invocation).await
     }
-
     async fn act(
         &self,
         observation: &Observation,
@@ -1054,5 +1330,127 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Resources;
+
+    const INSTANCE: &str = "arn:aws:ecs:us-east-1:1:container-instance/prod/i1";
+
+    fn instance() -> ContainerInstance {
+        ContainerInstance {
+            arn: INSTANCE.into(),
+            ec2_instance_id: None,
+            status: InstanceStatus::Active,
+            status_reason: None,
+            agent_connected: true,
+            capacity_provider: Some("general".into()),
+            registered: Resources {
+                cpu: 2048,
+                memory_mib: 4096,
+            },
+            remaining: Resources {
+                cpu: 1024,
+                memory_mib: 2048,
+            },
+            running_tasks: 2,
+            pending_tasks: 0,
+            attributes: BTreeMap::new(),
+            version: 3,
+            registered_at: None,
+        }
+    }
+
+    fn slot(daemon: &str, task: Option<&str>, state: SlotState) -> Versioned<Slot> {
+        Versioned {
+            record: Slot {
+                cluster: "prod".into(),
+                daemon: daemon.into(),
+                instance_id: "i1".into(),
+                state,
+                task_arn: task.map(str::to_string),
+                task_definition: Some(format!("{daemon}:1")),
+                claimed_by: None,
+                task_version: 2,
+                consecutive_failures: 0,
+                last_stop_reason: None,
+                retry_after: None,
+                rollout: None,
+                updated_at: Utc::now(),
+            },
+            version: 1,
+        }
+    }
+
+    fn event_task(arn: &str, daemon: &str, status: TaskStatus, version: i64) -> Task {
+        let mut task = task_from_slot(
+            &slot(daemon, Some(arn), SlotState::Running).record,
+            INSTANCE,
+            STARTED_BY,
+        )
+        .expect("a running slot has a task");
+        task.last_status = status;
+        task.version = version;
+        task
+    }
+
+    #[test]
+    fn a_stop_is_believed_and_the_other_daemons_come_from_their_slots() {
+        let agent = slot("agent", Some("t-agent"), SlotState::Running);
+        let logs = slot("logs", Some("t-logs"), SlotState::Running);
+        let stopped = event_task("t-agent", "agent", TaskStatus::Stopped, 5);
+        let reads = tasks_to_read(&instance(), &[&agent, &logs], &[stopped], STARTED_BY);
+        assert_eq!(reads.trusted.len(), 1);
+        assert!(reads.to_describe.is_empty(), "{reads:?}");
+        assert_eq!(reads.from_slots.len(), 1);
+        assert_eq!(reads.from_slots[0].arn, "t-logs");
+        assert!(!reads.claim_check);
+    }
+
+    #[test]
+    fn news_of_an_unknown_or_older_task_is_described_not_believed() {
+        let agent = slot("agent", Some("t-agent"), SlotState::Running);
+        let stranger = event_task("t-other", "agent", TaskStatus::Running, 9);
+        let older = event_task("t-agent", "agent", TaskStatus::Running, 1);
+        let reads = tasks_to_read(&instance(), &[&agent], &[stranger, older], STARTED_BY);
+        assert!(reads.trusted.is_empty(), "{reads:?}");
+        assert_eq!(reads.to_describe, vec!["t-other", "t-agent", "t-agent"]);
+        let newer = event_task("t-agent", "agent", TaskStatus::Running, 3);
+        let reads = tasks_to_read(&instance(), &[&agent], &[newer], STARTED_BY);
+        assert_eq!(reads.trusted.len(), 1);
+        assert!(reads.to_describe.is_empty(), "{reads:?}");
+    }
+
+    #[test]
+    fn a_claim_without_a_task_is_looked_for() {
+        let claimed = slot("agent", None, SlotState::Claimed);
+        let reads = tasks_to_read(&instance(), &[&claimed], &[], STARTED_BY);
+        assert!(reads.claim_check);
+    }
+
+    #[test]
+    fn within_a_batch_the_newest_word_about_a_task_wins() {
+        let mut work = InstanceWork {
+            instance_arn: INSTANCE.into(),
+            only_if_draining: true,
+            ..InstanceWork::default()
+        };
+        let running = event_task("t", "agent", TaskStatus::Running, 4);
+        let stopped = event_task("t", "agent", TaskStatus::Stopped, 4);
+        let older = event_task("t", "agent", TaskStatus::Running, 2);
+        work.add(0, "e0".into(), Some(running), false);
+        work.add(1, "e1".into(), Some(stopped), false);
+        work.add(2, "e2".into(), Some(older), false);
+        work.add(3, "e3".into(), None, true);
+        assert_eq!(work.hints.len(), 1);
+        assert_eq!(work.hints[0].last_status, TaskStatus::Stopped);
+        assert!(
+            !work.only_if_draining,
+            "a daemon task event asks for a full look"
+        );
+        assert_eq!(work.positions, vec![0, 1, 2, 3]);
     }
 }

@@ -895,6 +895,12 @@ impl<'a, 'g> Planner<'a, 'g> {
                         Some(s) if matches!(s.step, RolloutStep::Settling | RolloutStep::Done) => {
                             s.since
                         }
+                        // Up since ECS says it started (RUNNING), however late the news came;
+                        // a health-checked copy counts from when it was seen HEALTHY.
+                        Some(_) if !daemon.has_health_check => new
+                            .started_at
+                            .filter(|started| *started <= now)
+                            .unwrap_or(now),
                         Some(_) => now,
                         // A copy found, not started here (adopted): its own start time counts.
                         None => new.started_at.unwrap_or(now),
@@ -1105,10 +1111,6 @@ impl<'a, 'g> Planner<'a, 'g> {
                 continue;
             }
             let in_flight = (counts.surging + counts.settling) as usize;
-            // New copies report RUNNING on their own time: look again soon while any are on the way.
-            if in_flight > 0 || !candidates.is_empty() {
-                self.wake_at(now + Duration::seconds(ROLLOUT_POLL_SECONDS));
-            }
             let mut budget = config
                 .max_parallel
                 .of(counts.total as usize)
@@ -1153,6 +1155,11 @@ impl<'a, 'g> Planner<'a, 'g> {
                     expected: previous.map_or(Expected::Absent, Versioned::expected),
                     surge: Some(config.surge_fallback),
                 });
+            }
+            // New copies report RUNNING on their own time: look again soon while any are on
+            // the way. Settling copies wake the check at their own moment (minHealthySeconds).
+            if counts.surging > 0 {
+                self.wake_at(now + Duration::seconds(ROLLOUT_POLL_SECONDS));
             }
             record.counts = counts.clone();
             self.plan.rollouts.insert(daemon.name.clone(), counts);

@@ -11,10 +11,12 @@ use serde_json::Value;
 
 use crate::deploy::{parse_payload, DeployError, DeployRequest, StatusRequest};
 use crate::ecs::SdkEcs;
-use crate::engine::{Engine, EngineConfig, EngineError, Outcome};
+use crate::engine::{Engine, EngineConfig, EngineError, EventKind, Outcome};
+use crate::pacing::{Paced, Pacing, SystemClock};
 use crate::store::DynamoStore;
 
-pub type ProductionEngine = Engine<SdkEcs, DynamoStore>;
+/// The SDK adapters, every ECS call paced to the function's share of ECS's rates.
+pub type ProductionEngine = Engine<Paced<SdkEcs, SystemClock>, DynamoStore>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FunctionError {
@@ -100,11 +102,15 @@ pub fn engine_config_from(
     Ok((table, config))
 }
 
-pub async fn production_engine() -> Result<ProductionEngine, FunctionError> {
+/// The engine of one function's process: its pacing share (`Pacing::share`, or the
+/// `ECS_*` environment), the SDK clients, the table.
+pub async fn production_engine(function: &str) -> Result<ProductionEngine, FunctionError> {
     let (table, config) = engine_config_from(|name| std::env::var(name).ok())?;
+    let pacing = Pacing::from_env(Pacing::share(function), |name| std::env::var(name).ok())
+        .map_err(|error| FunctionError::Config(error.to_string()))?;
     let aws = crate::aws::load_config().await;
     Ok(Engine::new(
-        SdkEcs::from_config(&aws),
+        Paced::new(SdkEcs::from_config(&aws), SystemClock::default(), pacing),
         DynamoStore::from_config(&aws, table),
         config,
     ))
@@ -252,7 +258,7 @@ where
     T: Serialize,
 {
     crate::telemetry::init_logging();
-    let engine: &'static ProductionEngine = Box::leak(Box::new(production_engine().await?));
+    let engine: &'static ProductionEngine = Box::leak(Box::new(production_engine(function).await?));
     let handler = &handler;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let request_id = event.context.request_id.clone();
@@ -276,28 +282,101 @@ where
     .await
 }
 
+/// ECS events for `function`: an SQS batch (as the template delivers them) or one
+/// EventBridge event (a direct invoke). A batch answers the messages to deliver again:
+/// those whose work failed for a passing reason. An event that can never succeed (not
+/// an ECS event, a cluster not managed here) is logged with what is wrong and dropped,
+/// so it does not loop.
+pub async fn ecs_events<E, S>(
+    engine: &Engine<E, S>,
+    function: &'static str,
+    accept: EventKind,
+    payload: Value,
+    request_id: &str,
+) -> Result<Value, FunctionError>
+where
+    E: crate::ecs::Ecs,
+    S: crate::store::Store,
+{
+    let Some(messages) = crate::sqs::messages(&payload) else {
+        let outcome = engine
+            .on_events(vec![payload], accept, Utc::now(), request_id)
+            .await;
+        if let Some(failure) = outcome.failures.into_iter().next() {
+            return Err(failure.error.into());
+        }
+        let outcome = outcome.outcomes.into_iter().next().unwrap_or_default();
+        log_outcome(function, &outcome);
+        return Ok(serde_json::to_value(outcome)?);
+    };
+    let mut ids = Vec::with_capacity(messages.len());
+    let mut events = Vec::with_capacity(messages.len());
+    for message in messages {
+        match message.body {
+            Ok(event) => {
+                ids.push(message.message_id);
+                events.push(event);
+            }
+            Err(problem) => tracing::error!(
+                function,
+                message_id = %message.message_id,
+                error_type = "InvalidEvent",
+                error = %problem,
+                "dropped a message that is not an event"
+            ),
+        }
+    }
+    let batch = engine
+        .on_events(events, accept, Utc::now(), request_id)
+        .await;
+    for outcome in &batch.outcomes {
+        log_outcome(function, outcome);
+    }
+    let mut retry = Vec::new();
+    for failure in batch.failures {
+        let error = FunctionError::from(failure.error);
+        let retryable = matches!(&error, FunctionError::Engine(e) if e.is_retryable());
+        let messages: Vec<&str> = failure
+            .positions
+            .iter()
+            .filter_map(|p| ids.get(*p).map(String::as_str))
+            .collect();
+        tracing::error!(
+            function,
+            error_type = error.error_type(),
+            error = %error,
+            retry = retryable,
+            messages = ?messages,
+            "events failed"
+        );
+        if retryable {
+            retry.extend(messages.into_iter().map(str::to_string));
+        }
+    }
+    Ok(crate::sqs::batch_response(&retry))
+}
+
 pub async fn instance_event(
     engine: &ProductionEngine,
     payload: Value,
     request_id: String,
-) -> Result<Outcome, FunctionError> {
-    let outcome = engine
-        .on_instance_event(payload, Utc::now(), &request_id)
-        .await?;
-    log_outcome("instance-events", &outcome);
-    Ok(outcome)
+) -> Result<Value, FunctionError> {
+    ecs_events(
+        engine,
+        "instance-events",
+        EventKind::Instance,
+        payload,
+        &request_id,
+    )
+    .await
 }
 
 pub async fn task_event(
     engine: &ProductionEngine,
     payload: Value,
     request_id: String,
-) -> Result<Outcome, FunctionError> {
-    let outcome = engine
-        .on_task_event(payload, Utc::now(), &request_id)
-        .await?;
-    log_outcome("task-events", &outcome);
-    Ok(outcome)
+) -> Result<Value, FunctionError> {
+    ecs_events(engine, "task-events", EventKind::Task, payload, &request_id).await
 }
 
 /// A scheduled coverage-check keeps reconciling inside its invocation while timed

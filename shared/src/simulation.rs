@@ -14,11 +14,13 @@ use crate::deploy::{
     deploy, rollback, DeployAnswer, DeployError, DeployRequest, RollbackAnswer, RollbackRequest,
 };
 use crate::ecs::{
-    Ecs, EcsError, EcsErrorKind, InstanceAttribute, StartTaskOutcome, StartTaskRequest, TaskFilter,
+    Ecs, EcsError, EcsErrorKind, InstanceAttribute, Page, StartTaskOutcome, StartTaskRequest,
+    TaskFilter,
 };
-use crate::engine::{Engine, EngineConfig, EngineError, Outcome};
+use crate::engine::{Engine, EngineConfig, EngineError, EventKind, Outcome};
 use crate::events::{INSTANCE_STATE_CHANGE, TASK_STATE_CHANGE};
 use crate::model::{ContainerInstance, InstanceStatus, Task, TaskDefinition};
+use crate::pacing::{Clock, Paced, Pacing};
 use crate::store::{
     DaemonSpec, EventSeen, Expected, ItemKey, MemoryStore, Record, Store, StoreError, Versioned,
 };
@@ -117,16 +119,18 @@ macro_rules! guarded {
 }
 
 impl<T: Ecs> Ecs for Crashing<T> {
-    async fn list_container_instances(
+    async fn list_container_instances_page(
         &self,
         cluster: &str,
         status: Option<InstanceStatus>,
-    ) -> Result<Vec<String>, EcsError> {
+        next_token: Option<String>,
+    ) -> Result<Page, EcsError> {
         guarded!(
             self,
             "ListContainerInstances",
             crashed_ecs,
-            self.inner.list_container_instances(cluster, status)
+            self.inner
+                .list_container_instances_page(cluster, status, next_token)
         )
     }
     async fn describe_container_instances(
@@ -141,16 +145,17 @@ impl<T: Ecs> Ecs for Crashing<T> {
             self.inner.describe_container_instances(cluster, instances)
         )
     }
-    async fn list_tasks(
+    async fn list_tasks_page(
         &self,
         cluster: &str,
         filter: &TaskFilter,
-    ) -> Result<Vec<String>, EcsError> {
+        next_token: Option<String>,
+    ) -> Result<Page, EcsError> {
         guarded!(
             self,
             "ListTasks",
             crashed_ecs,
-            self.inner.list_tasks(cluster, filter)
+            self.inner.list_tasks_page(cluster, filter, next_token)
         )
     }
     async fn describe_tasks(&self, cluster: &str, tasks: &[String]) -> Result<Vec<Task>, EcsError> {
@@ -291,7 +296,26 @@ impl<T: Store> Store for Crashing<T> {
     }
 }
 
-pub type SimEngine = Engine<Crashing<Arc<ClusterModel>>, Crashing<Arc<MemoryStore>>>;
+/// The model's simulated clock: a paced call waits by letting model time pass, so the
+/// cluster moves on meanwhile, as it would while a Lambda waits.
+pub struct ModelClock(pub Arc<ClusterModel>);
+
+impl Clock for ModelClock {
+    fn seconds(&self) -> f64 {
+        self.0.now().timestamp_millis() as f64 / 1000.0
+    }
+
+    async fn sleep(&self, seconds: f64) {
+        self.0
+            .advance(Duration::milliseconds((seconds * 1000.0).ceil() as i64));
+    }
+}
+
+pub type SimEcs = Paced<Crashing<Arc<ClusterModel>>, ModelClock>;
+pub type SimEngine = Engine<SimEcs, Crashing<Arc<MemoryStore>>>;
+
+/// Most events one invocation of an event function takes (the SQS batch size in template.yaml).
+pub const EVENT_BATCH: usize = 100;
 
 /// What one delivered event or scheduled run led to.
 #[derive(Debug)]
@@ -299,7 +323,9 @@ pub struct Invocation {
     pub function: &'static str,
     /// Model time of the invocation.
     pub at: DateTime<Utc>,
-    pub event: Option<Value>,
+    /// The events of the batch (none for scheduled and manual runs).
+    pub events: Vec<Value>,
+    /// The batch's outcomes merged into one, or the first failure.
     pub result: Result<Outcome, EngineError>,
     /// ECS calls this invocation made.
     pub ecs_calls: usize,
@@ -313,7 +339,13 @@ pub struct Harness {
     pub model: Arc<ClusterModel>,
     pub store: Arc<MemoryStore>,
     pub budget: Arc<CrashBudget>,
+    /// The task-events function's engine (tests call it directly too); every function runs
+    /// in its own process with its own pacing share, as deployed.
     pub engine: SimEngine,
+    instance_engine: SimEngine,
+    check_engine: SimEngine,
+    /// deploy and rollback.
+    manual_engine: SimEngine,
     pub cluster: String,
     /// Chance that an invocation crashes after a random number of calls.
     pub crash_chance: f64,
@@ -332,20 +364,33 @@ impl Harness {
         model.create_cluster(cluster, providers);
         let store = Arc::new(MemoryStore::new());
         let budget = Arc::new(CrashBudget::unlimited());
-        let engine = Engine::new(
-            Crashing::new(Arc::clone(&model), Arc::clone(&budget)),
-            Crashing::new(Arc::clone(&store), Arc::clone(&budget)),
-            EngineConfig {
-                clusters: vec![cluster.to_string()],
-                ..EngineConfig::default()
-            },
-        );
+        let engine_of = |function: &str| {
+            Engine::new(
+                Paced::new(
+                    Crashing::new(Arc::clone(&model), Arc::clone(&budget)),
+                    ModelClock(Arc::clone(&model)),
+                    Pacing::share(function),
+                ),
+                Crashing::new(Arc::clone(&store), Arc::clone(&budget)),
+                EngineConfig {
+                    clusters: vec![cluster.to_string()],
+                    ..EngineConfig::default()
+                },
+            )
+        };
+        let engine = engine_of("task-events");
+        let instance_engine = engine_of("instance-events");
+        let check_engine = engine_of("coverage-check");
+        let manual_engine = engine_of("deploy");
         let rng = Rng::new(config_seed(&model));
         Self {
             model,
             store,
             budget,
             engine,
+            instance_engine,
+            check_engine,
+            manual_engine,
             cluster: cluster.into(),
             crash_chance: 0.0,
             crashes: 0,
@@ -372,38 +417,68 @@ impl Harness {
         crashed
     }
 
-    /// Delivers every due event to the function its rule targets.
+    /// Delivers every due event to the function its rule targets, through its queue: the
+    /// events of the moment in batches of up to [`EVENT_BATCH`] (Lambda's batching window).
     pub async fn deliver_events(&mut self) -> Vec<Invocation> {
-        let mut done = Vec::new();
+        let mut instance_events = Vec::new();
+        let mut task_events = Vec::new();
         for event in self.model.take_due_events() {
-            let id = self.invocation_id();
-            let now = self.model.now();
-            let before = self.model.call_count();
-            let store_before = self.budget.store_calls();
-            let (function, result) = match event["detail-type"].as_str() {
-                Some(INSTANCE_STATE_CHANGE) => (
-                    "instance-events",
-                    self.engine.on_instance_event(event.clone(), now, &id).await,
-                ),
-                Some(TASK_STATE_CHANGE) => (
-                    "task-events",
-                    self.engine.on_task_event(event.clone(), now, &id).await,
-                ),
-                _ => continue,
-            };
-            let crashed = self.finish();
-            let ecs_calls = self.model.call_count() - before;
-            done.push(Invocation {
-                function,
-                at: now,
-                event: Some(event),
-                result,
-                ecs_calls,
-                store_calls: self.budget.store_calls() - store_before,
-                crashed,
-            });
+            match event["detail-type"].as_str() {
+                Some(INSTANCE_STATE_CHANGE) => instance_events.push(event),
+                Some(TASK_STATE_CHANGE) => task_events.push(event),
+                _ => {}
+            }
+        }
+        let mut done = Vec::new();
+        for (function, events) in [
+            ("instance-events", instance_events),
+            ("task-events", task_events),
+        ] {
+            for batch in events.chunks(EVENT_BATCH) {
+                done.push(self.deliver_batch(function, batch.to_vec()).await);
+            }
         }
         done
+    }
+
+    async fn deliver_batch(&mut self, function: &'static str, events: Vec<Value>) -> Invocation {
+        let id = self.invocation_id();
+        let now = self.model.now();
+        let before = self.model.call_count();
+        let store_before = self.budget.store_calls();
+        let (engine, kind) = if function == "instance-events" {
+            (&self.instance_engine, EventKind::Instance)
+        } else {
+            (&self.engine, EventKind::Task)
+        };
+        let batch = engine.on_events(events.clone(), kind, now, &id).await;
+        let result = match batch.failures.into_iter().next() {
+            Some(failure) => Err(failure.error),
+            None => Ok(merged(batch.outcomes)),
+        };
+        let crashed = self.finish();
+        Invocation {
+            function,
+            at: now,
+            events,
+            result,
+            ecs_calls: self.model.call_count() - before,
+            store_calls: self.budget.store_calls() - store_before,
+            crashed,
+        }
+    }
+
+    /// Seconds the functions' pacers held ECS calls back, all functions together.
+    pub fn paced_seconds(&self) -> f64 {
+        [
+            &self.engine,
+            &self.instance_engine,
+            &self.check_engine,
+            &self.manual_engine,
+        ]
+        .iter()
+        .map(|engine| engine.ecs.waited_seconds())
+        .sum()
     }
 
     /// The scheduled `coverage-check`.
@@ -413,14 +488,14 @@ impl Harness {
         let before = self.model.call_count();
         let store_before = self.budget.store_calls();
         let result = self
-            .engine
+            .check_engine
             .reconcile_cluster(&self.cluster.clone(), now, &id)
             .await;
         let crashed = self.finish();
         Invocation {
             function: "coverage-check",
             at: now,
-            event: None,
+            events: Vec::new(),
             result,
             ecs_calls: self.model.call_count() - before,
             store_calls: self.budget.store_calls() - store_before,
@@ -456,10 +531,25 @@ impl Harness {
     pub async fn run_scheduled(&mut self, duration: Duration, interval: i64) -> Vec<Invocation> {
         let mut done = Vec::new();
         let end = self.model.now() + duration;
+        let mut period = self.model.now().timestamp().div_euclid(interval);
         while self.model.now() < end {
-            self.model.advance(Duration::seconds(1));
+            // The deployed coverage-check sleeps until its wake-up: one due before the next
+            // whole second runs at its own moment.
+            let tick = self.model.now() + Duration::seconds(1);
+            if let Some(wake) = self
+                .next_wake
+                .filter(|at| *at > self.model.now() && *at < tick)
+            {
+                self.model.advance(wake - self.model.now());
+                done.extend(self.wake_if_due().await);
+            }
+            // Paced calls let model time pass inside invocations: catch up to the tick.
+            self.model
+                .advance((tick - self.model.now()).max(Duration::zero()));
             done.extend(self.deliver_events().await);
-            if self.model.now().timestamp() % interval == 0 {
+            let now_period = self.model.now().timestamp().div_euclid(interval);
+            if now_period != period {
+                period = now_period;
                 done.push(self.scheduled_check().await);
             } else if let Some(check) = self.wake_if_due().await {
                 done.push(check);
@@ -471,7 +561,7 @@ impl Harness {
     pub async fn deploy(&mut self, request: DeployRequest) -> Result<DeployAnswer, DeployError> {
         let id = self.invocation_id();
         let now = self.model.now();
-        let answer = deploy(&self.engine, request, now, &id).await;
+        let answer = deploy(&self.manual_engine, request, now, &id).await;
         self.finish();
         answer
     }
@@ -482,7 +572,7 @@ impl Harness {
     ) -> Result<RollbackAnswer, DeployError> {
         let id = self.invocation_id();
         let now = self.model.now();
-        let answer = rollback(&self.engine, request, now, &id).await;
+        let answer = rollback(&self.manual_engine, request, now, &id).await;
         self.finish();
         answer
     }
@@ -497,6 +587,39 @@ impl Harness {
         }
         done
     }
+}
+
+/// The outcomes of one batch as one: what was done, added up; skipped only if all were.
+fn merged(outcomes: Vec<Outcome>) -> Outcome {
+    let mut outcomes = outcomes.into_iter();
+    let Some(mut all) = outcomes.next() else {
+        return Outcome::default();
+    };
+    for outcome in outcomes {
+        if all.skipped.is_some() && outcome.skipped.is_none() {
+            let done = std::mem::replace(&mut all, outcome);
+            all.conflicts += done.conflicts;
+            continue;
+        }
+        if outcome.skipped.is_some() {
+            continue;
+        }
+        all.instance = None;
+        all.started.extend(outcome.started);
+        all.start_failures.extend(outcome.start_failures);
+        all.stopped.extend(outcome.stopped);
+        all.ready_set.extend(outcome.ready_set);
+        all.ready_cleared.extend(outcome.ready_cleared);
+        all.rollouts_started.extend(outcome.rollouts_started);
+        all.rollouts_ended.extend(outcome.rollouts_ended);
+        all.conflicts += outcome.conflicts;
+        all.errors.extend(outcome.errors);
+        all.wake_at = match (all.wake_at, outcome.wake_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    all
 }
 
 /// The crash generator follows the model's seed, so one seed replays one run.

@@ -10,7 +10,7 @@ use aws_sdk_ecs::types as sdk;
 use chrono::{DateTime, Utc};
 
 use super::{
-    clip_reason, Ecs, EcsError, EcsErrorKind, InstanceAttribute, StartTaskOutcome,
+    clip_reason, Ecs, EcsError, EcsErrorKind, InstanceAttribute, Page, StartTaskOutcome,
     StartTaskRequest, TaskFilter, ATTRIBUTE_BATCH, DESCRIBE_BATCH,
 };
 use crate::model::{
@@ -293,36 +293,30 @@ fn sdk_attribute(
 }
 
 impl Ecs for SdkEcs {
-    async fn list_container_instances(
+    async fn list_container_instances_page(
         &self,
         cluster: &str,
         status: Option<InstanceStatus>,
-    ) -> Result<Vec<String>, EcsError> {
-        let mut arns = Vec::new();
-        let mut next_token = None;
-        loop {
-            let page = self
-                .client
-                .list_container_instances()
-                .cluster(cluster)
-                .set_status(
-                    status
-                        .as_ref()
-                        .map(|s| sdk::ContainerInstanceStatus::from(s.as_str())),
-                )
-                .max_results(100)
-                .set_next_token(next_token)
-                .send()
-                .await
-                .map_err(|e| {
-                    call_error("ListContainerInstances", format!("cluster {cluster}"), e)
-                })?;
-            arns.extend(page.container_instance_arns().iter().cloned());
-            next_token = page.next_token().map(str::to_string);
-            if next_token.is_none() {
-                return Ok(arns);
-            }
-        }
+        next_token: Option<String>,
+    ) -> Result<Page, EcsError> {
+        let page = self
+            .client
+            .list_container_instances()
+            .cluster(cluster)
+            .set_status(
+                status
+                    .as_ref()
+                    .map(|s| sdk::ContainerInstanceStatus::from(s.as_str())),
+            )
+            .max_results(100)
+            .set_next_token(next_token)
+            .send()
+            .await
+            .map_err(|e| call_error("ListContainerInstances", format!("cluster {cluster}"), e))?;
+        Ok(Page {
+            arns: page.container_instance_arns().to_vec(),
+            next_token: page.next_token().map(str::to_string),
+        })
     }
 
     async fn describe_container_instances(
@@ -353,34 +347,30 @@ impl Ecs for SdkEcs {
         Ok(described)
     }
 
-    async fn list_tasks(
+    async fn list_tasks_page(
         &self,
         cluster: &str,
         filter: &TaskFilter,
-    ) -> Result<Vec<String>, EcsError> {
-        let mut arns = Vec::new();
-        let mut next_token = None;
-        loop {
-            let mut request = self
-                .client
-                .list_tasks()
-                .cluster(cluster)
-                .max_results(100)
-                .set_next_token(next_token);
-            request = match filter {
-                TaskFilter::StartedBy(marker) => request.started_by(marker),
-                TaskFilter::ContainerInstance(instance) => request.container_instance(instance),
-            };
-            let page = request
-                .send()
-                .await
-                .map_err(|e| call_error("ListTasks", format!("cluster {cluster} ({filter})"), e))?;
-            arns.extend(page.task_arns().iter().cloned());
-            next_token = page.next_token().map(str::to_string);
-            if next_token.is_none() {
-                return Ok(arns);
-            }
-        }
+        next_token: Option<String>,
+    ) -> Result<Page, EcsError> {
+        let mut request = self
+            .client
+            .list_tasks()
+            .cluster(cluster)
+            .max_results(100)
+            .set_next_token(next_token);
+        request = match filter {
+            TaskFilter::StartedBy(marker) => request.started_by(marker),
+            TaskFilter::ContainerInstance(instance) => request.container_instance(instance),
+        };
+        let page = request
+            .send()
+            .await
+            .map_err(|e| call_error("ListTasks", format!("cluster {cluster} ({filter})"), e))?;
+        Ok(Page {
+            arns: page.task_arns().to_vec(),
+            next_token: page.next_token().map(str::to_string),
+        })
     }
 
     async fn describe_tasks(&self, cluster: &str, tasks: &[String]) -> Result<Vec<Task>, EcsError> {
