@@ -73,6 +73,7 @@ async fn rollout_figures(
 
     let calls_before = harness.model.call_count();
     let paced_before = harness.paced_seconds();
+    let dropped_before = harness.model.event_stats().dropped;
     let started = harness.model.now();
     harness.model.set_faults(Faults {
         drop_events: drop,
@@ -138,8 +139,9 @@ async fn rollout_figures(
         .map(|(operation, n)| format!("\"{operation}\": {:.2}", *n as f64 / instances as f64))
         .collect::<Vec<_>>()
         .join(", ");
+    let dropped = harness.model.event_stats().dropped - dropped_before;
     let parameters = format!(
-        "\"instances\": {instances}, \"maxParallel\": \"{percent}%\", \"startSeconds\": {start_seconds}, \"minHealthySeconds\": {min_healthy}, \"droppedEvents\": {drop}"
+        "\"instances\": {instances}, \"maxParallel\": \"{percent}%\", \"startSeconds\": {start_seconds}, \"minHealthySeconds\": {min_healthy}, \"droppedEvents\": {drop}, \"eventsDropped\": {dropped}"
     );
     vec![
         Figure {
