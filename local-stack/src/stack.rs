@@ -217,9 +217,9 @@ impl LocalStack {
                 return last;
             }
             if !retry.is_empty() {
-                let message_id =
-                    |event: &Value| format!("message-{}", event["id"].as_str().unwrap_or_default());
-                batch.retain(|event| retry.contains(&message_id(event)));
+                batch.retain(|event| {
+                    ecs_daemons::sqs::message_id(event).is_some_and(|id| retry.contains(&id))
+                });
                 last = Err(format!("messages to deliver again: {retry:?}"));
             }
         }

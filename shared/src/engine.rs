@@ -551,30 +551,6 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             .unwrap_or_default())
     }
 
-    /// Reconcile of one instance for every daemon; `hint` is what a task event said of one daemon task.
-    pub async fn reconcile_instance(
-        &self,
-        cluster: &str,
-        instance_arn: &str,
-        now: DateTime<Utc>,
-        invocation: &str,
-        hint: Option<Task>,
-        only_if_draining: bool,
-    ) -> Result<Outcome, EngineError> {
-        let work = InstanceWork {
-            instance_arn: instance_arn.into(),
-            hints: hint.into_iter().collect(),
-            only_if_draining,
-            ..InstanceWork::default()
-        };
-        let mut outcomes = self
-            .reconcile_instances(cluster, &[work], now, invocation)
-            .await?;
-        Ok(outcomes
-            .pop()
-            .unwrap_or_else(|| Outcome::skipped(cluster, Some(resource_id(instance_arn)), "")))
-    }
-
     /// Reconcile of several instances of one cluster for every daemon, with batched reads:
     /// one DescribeContainerInstances and one DescribeTasks per 100, whatever the number of
     /// events that asked for them. One outcome for the planned instances, one per skipped one.
@@ -919,7 +895,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
     }
 
     /// One event alone (a direct invoke): its outcome, or the error that stopped it.
-    async fn on_event(
+    pub async fn on_event(
         &self,
         raw: Value,
         accept: EventKind,

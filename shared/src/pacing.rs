@@ -229,10 +229,6 @@ impl<E, C: Clock> Paced<E, C> {
         }
     }
 
-    pub fn inner(&self) -> &E {
-        &self.inner
-    }
-
     /// Seconds this pacer made calls wait.
     pub fn waited_seconds(&self) -> f64 {
         self.buckets.lock().map(|b| b.waited).unwrap_or_default()

@@ -300,12 +300,8 @@ where
 {
     let Some(messages) = crate::sqs::messages(&payload) else {
         let outcome = engine
-            .on_events(vec![payload], accept, Utc::now(), request_id)
-            .await;
-        if let Some(failure) = outcome.failures.into_iter().next() {
-            return Err(failure.error.into());
-        }
-        let outcome = outcome.outcomes.into_iter().next().unwrap_or_default();
+            .on_event(payload, accept, Utc::now(), request_id)
+            .await?;
         log_outcome(function, &outcome);
         return Ok(serde_json::to_value(outcome)?);
     };

@@ -53,16 +53,19 @@ pub fn batch_response(retry: &[String]) -> Value {
     })
 }
 
+/// The message id [`batch_of`] gives an event (from its EventBridge id).
+pub fn message_id(event: &Value) -> Option<String> {
+    let id = event.get("id").and_then(Value::as_str)?;
+    Some(format!("message-{id}"))
+}
+
 /// An SQS batch holding `events` as Lambda delivers it (the local stack and tests send these).
 pub fn batch_of(events: &[Value]) -> Value {
     let records: Vec<Value> = events
         .iter()
         .enumerate()
         .map(|(position, event)| {
-            let id = event.get("id").and_then(Value::as_str).map_or_else(
-                || format!("message-{position}"),
-                |id| format!("message-{id}"),
-            );
+            let id = message_id(event).unwrap_or_else(|| format!("message-{position}"));
             json!({
                 "messageId": id,
                 "receiptHandle": format!("handle-{position}"),
