@@ -438,3 +438,48 @@ async fn without_auto_rollback_a_tripped_rollout_just_stops() {
         .iter()
         .all(|(_, live, ready)| live == &vec![revisions[0].clone()] && *ready));
 }
+
+#[tokio::test]
+async fn stop_first_with_a_revision_that_never_runs_trips_the_breaker_and_rolls_back() {
+    // No room for two copies, so stopFirst replaces in place; the new revision's execution
+    // role may not pull the image. A gap copy that never runs must count as a failure (found
+    // by the fault campaign: the instance used to count as done once its copy was PENDING).
+    let (mut harness, revisions) = setup(6, 1536).await;
+    let denied = harness.model.register_task_definition(TaskDefinitionModel {
+        execution_role_denied: true,
+        ..TaskDefinitionModel::new(DAEMON, 1024, 512)
+    });
+    let stop_first = RolloutConfig {
+        surge_fallback: SurgeFallback::StopFirst,
+        failure_threshold: Amount::Count(2),
+        ..config(2)
+    };
+    harness
+        .deploy(deploy_request(&denied, Some(stop_first)))
+        .await
+        .unwrap();
+    run_checked(&mut harness, 600, 2, true).await;
+    let agent = agent_status(&harness).await;
+    let failed = agent
+        .history
+        .iter()
+        .find(|r| r.to_task_definition == denied)
+        .expect("the rollout to the denied revision ended");
+    assert_eq!(failed.state, RolloutState::Failed, "{failed:?}");
+    assert!(
+        failed.counts.done == 0 && failed.counts.failures >= 2,
+        "no instance counted as done on a revision that never ran: {:?}",
+        failed.counts
+    );
+    let rollback = agent.rollout.expect("the automatic rollback");
+    assert_eq!(rollback.kind, RolloutKind::AutoRollback);
+    assert_eq!(rollback.state, RolloutState::Succeeded, "{rollback:?}");
+    assert_eq!(agent.task_definition, revisions[0]);
+    assert!(
+        copies(&harness)
+            .iter()
+            .all(|(_, live, ready)| live == &vec![revisions[0].clone()] && *ready),
+        "{:?}",
+        copies(&harness)
+    );
+}

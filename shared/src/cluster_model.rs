@@ -212,6 +212,8 @@ pub struct EventStats {
     pub dropped: u64,
     pub duplicated: u64,
     pub delivered: u64,
+    /// Events delivered after one that was emitted later.
+    pub reordered: u64,
 }
 
 struct Bucket {
@@ -254,6 +256,10 @@ struct World {
     revisions: BTreeMap<String, i32>,
     events: Vec<PendingEvent>,
     stats: EventStats,
+    /// The newest emission delivered so far (to count reorderings).
+    last_delivered: u64,
+    /// Every call is throttled until then (a throttling burst).
+    throttled_until: Option<DateTime<Utc>>,
     calls: Vec<CallRecord>,
     modify_bucket: Bucket,
     read_bucket: Bucket,
@@ -339,7 +345,9 @@ impl World {
             } else {
                 self.read_bucket.take(now)
             });
-        let throttled = limited || self.rng.chance(self.config.faults.throttle_calls);
+        let throttled = limited
+            || self.throttled_until.is_some_and(|until| now < until)
+            || self.rng.chance(self.config.faults.throttle_calls);
         self.calls.push(CallRecord {
             operation,
             modify,
@@ -790,6 +798,8 @@ impl ClusterModel {
             revisions: BTreeMap::new(),
             events: Vec::new(),
             stats: EventStats::default(),
+            last_delivered: 0,
+            throttled_until: None,
             calls: Vec::new(),
             early_drain_stops: Vec::new(),
             lone_copy_stops: Vec::new(),
@@ -816,6 +826,11 @@ impl ClusterModel {
 
     pub fn set_faults(&self, faults: Faults) {
         self.world().config.faults = faults;
+    }
+
+    /// A throttling burst: every call is refused with `ThrottlingException` until `until`.
+    pub fn throttle_until(&self, until: DateTime<Utc>) {
+        self.world().throttled_until = Some(until);
     }
 
     pub fn create_cluster(&self, cluster: &str, providers: &[&str]) {
@@ -1051,9 +1066,15 @@ impl ClusterModel {
             .iter()
             .take_while(|e| e.deliver_at <= now)
             .count();
-        let taken: Vec<Value> = world.events.drain(..due).map(|e| e.body).collect();
+        let taken: Vec<PendingEvent> = world.events.drain(..due).collect();
         world.stats.delivered += taken.len() as u64;
-        taken
+        for event in &taken {
+            if event.sequence < world.last_delivered {
+                world.stats.reordered += 1;
+            }
+            world.last_delivered = world.last_delivered.max(event.sequence);
+        }
+        taken.into_iter().map(|e| e.body).collect()
     }
 
     pub fn pending_events(&self) -> usize {

@@ -57,7 +57,7 @@ pub enum DeployError {
     TaskDefinitionNotFound(String),
     #[error(
         "task definition {0} has no execution role: daemons pull images and write logs with it; \
-         register a revision with executionRoleArn set (and list that role in the ExecutionRoleArns parameter)"
+         register a revision with executionRoleArn set (and list that role in the stack's DaemonRoleArns parameter)"
     )]
     NoExecutionRole(String),
     #[error("cluster {cluster} does not exist in this account and region: check the name")]
@@ -119,15 +119,31 @@ pub fn parse_payload<T: serde::de::DeserializeOwned>(payload: Value) -> Result<T
         return Err(invalid("the payload must be a JSON object"));
     }
     serde_path_to_error::deserialize(payload).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
+        let path = cut_short(&error.path().to_string(), 200);
+        let inner = cut_short(&error.into_inner().to_string(), 400);
         if path == "." {
-            invalid(inner.to_string())
+            invalid(inner)
         } else {
             invalid(format!("`{path}`: {inner}"))
         }
     })
 }
+
+/// A value as an error message shows it: quoted, and cut short when it is long (a hostile
+/// payload must not turn into a megabyte of log line).
+fn shown(value: &str) -> String {
+    cut_short(&format!("{value:?}"), 80)
+}
+
+fn cut_short(text: &str, keep: usize) -> String {
+    match text.char_indices().nth(keep) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &text[..cut], text.len()),
+        None => text.to_string(),
+    }
+}
+
+/// Most capacity providers one daemon may target (its spec is one DynamoDB item).
+pub const MAX_CAPACITY_PROVIDERS: usize = 50;
 
 fn check_name(field: &str, value: &str, max: usize) -> Result<(), DeployError> {
     let valid = !value.is_empty()
@@ -139,7 +155,8 @@ fn check_name(field: &str, value: &str, max: usize) -> Result<(), DeployError> {
         Ok(())
     } else {
         Err(invalid(format!(
-            "`{field}` must be 1 to {max} letters, digits, hyphens or underscores, got {value:?}"
+            "`{field}` must be 1 to {max} letters, digits, hyphens or underscores, got {}",
+            shown(value)
         )))
     }
 }
@@ -160,8 +177,9 @@ pub fn pinned_task_definition(reference: &str) -> Result<String, DeployError> {
     });
     pinned.ok_or_else(|| {
         invalid(format!(
-            "`taskDefinition` must be pinned to a revision as family:revision (for example cloudwatch-agent:3), got {reference:?}; \
-             daemons never follow the latest revision on their own"
+            "`taskDefinition` must be pinned to a revision as family:revision (for example cloudwatch-agent:3), got {}; \
+             daemons never follow the latest revision on their own",
+            shown(reference)
         ))
     })
 }
@@ -196,6 +214,12 @@ impl DeployRequest {
             return Err(invalid(
                 "`capacityProviders` must name at least one capacity provider of the cluster",
             ));
+        }
+        if self.capacity_providers.len() > MAX_CAPACITY_PROVIDERS {
+            return Err(invalid(format!(
+                "`capacityProviders` names {} capacity providers; at most {MAX_CAPACITY_PROVIDERS}",
+                self.capacity_providers.len()
+            )));
         }
         for (index, provider) in self.capacity_providers.iter().enumerate() {
             check_name(&format!("capacityProviders[{index}]"), provider, 255)?;

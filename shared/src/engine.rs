@@ -42,7 +42,7 @@ pub enum EngineError {
     Ecs(#[from] EcsError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cluster {cluster} is not managed by this deployment (managed: {managed}); add it to the ManagedClusters parameter")]
+    #[error("cluster {cluster} is not managed by this deployment (managed: {managed}); add its ARN to the stack's ClusterArns parameter")]
     ClusterNotManaged { cluster: String, managed: String },
 }
 
@@ -1248,6 +1248,9 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         actions: Vec<Action>,
         outcome: &mut Outcome,
     ) {
+        // A rollout's end is recorded only once the spec switch that goes with it landed:
+        // an ended rollout the spec still names would never be switched away from.
+        let mut switch_failed: BTreeSet<String> = BTreeSet::new();
         for action in actions {
             match action {
                 Action::SwitchRevision {
@@ -1267,10 +1270,12 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                             Ok(_) => outcome.rollouts_started.push(rollout.id.clone()),
                             Err(StoreError::Conflict { .. }) => {
                                 outcome.conflicts += 1;
+                                switch_failed.insert(daemon);
                                 continue;
                             }
                             Err(error) => {
                                 outcome.errors.push(error.to_string());
+                                switch_failed.insert(daemon);
                                 continue;
                             }
                         }
@@ -1285,12 +1290,22 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                     spec.updated_at = observation.now;
                     match self.store.put(&spec, current.expected()).await {
                         Ok(_) => {}
-                        Err(StoreError::Conflict { .. }) => outcome.conflicts += 1,
-                        Err(error) => outcome.errors.push(error.to_string()),
+                        Err(StoreError::Conflict { .. }) => {
+                            outcome.conflicts += 1;
+                            switch_failed.insert(daemon);
+                        }
+                        Err(error) => {
+                            outcome.errors.push(error.to_string());
+                            switch_failed.insert(daemon);
+                        }
                     }
                 }
                 Action::RecordRollout { rollout, expected } => {
                     let ended = rollout.state != crate::rollout::RolloutState::InProgress;
+                    if ended && switch_failed.contains(&rollout.daemon) {
+                        // Still in progress in the table: the next full reconcile decides again.
+                        continue;
+                    }
                     match self.store.put(rollout.as_ref(), expected).await {
                         Ok(_) if ended => outcome.rollouts_ended.push(EndedRollout {
                             daemon: rollout.daemon.clone(),

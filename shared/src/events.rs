@@ -45,6 +45,18 @@ pub enum EventError {
     },
 }
 
+/// ECS counts versions from 1: anything else did not come from ECS (and would make a stale
+/// event look new, or a new one stale).
+fn positive_version<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let version = i64::deserialize(deserializer)?;
+    if version < 1 {
+        return Err(serde::de::Error::custom(format!(
+            "a version is 1 or more, got {version}"
+        )));
+    }
+    Ok(version)
+}
+
 /// Treats JSON `null` like an absent field (ECS sends both).
 fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
@@ -106,6 +118,7 @@ pub struct ContainerInstanceStateChange {
     pub cluster_arn: String,
     pub container_instance_arn: String,
     pub status: InstanceStatus,
+    #[serde(deserialize_with = "positive_version")]
     pub version: i64,
     #[serde(default)]
     pub ec2_instance_id: Option<String>,
@@ -186,6 +199,7 @@ pub struct TaskStateChange {
     pub task_definition_arn: String,
     pub last_status: TaskStatus,
     pub desired_status: TaskStatus,
+    #[serde(deserialize_with = "positive_version")]
     pub version: i64,
     /// Absent for Fargate tasks.
     #[serde(default)]

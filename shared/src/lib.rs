@@ -2,6 +2,7 @@
 
 pub mod arn;
 pub mod aws;
+pub mod campaign;
 pub mod cluster_model;
 pub mod deploy;
 pub mod ecs;

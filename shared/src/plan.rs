@@ -598,6 +598,25 @@ impl<'a, 'g> Planner<'a, 'g> {
                         || "the task is no longer known to ECS".to_string(),
                         stop_reason,
                     );
+                // A rollout's new copy that dies before it settled is a rollout failure too
+                // (with stopFirst it is the instance's only copy): the breaker counts it.
+                let active = self.rollout_of(daemon).map(|r| r.record.id.clone());
+                let on_target =
+                    p.record.task_definition.as_deref() == Some(daemon.task_definition.as_str());
+                if let Some(step) = slot.rollout.as_mut().filter(|step| {
+                    on_target
+                        && Some(&step.rollout_id) == active.as_ref()
+                        && matches!(
+                            step.step,
+                            RolloutStep::Surging | RolloutStep::Settling | RolloutStep::Failed
+                        )
+                }) {
+                    *step = fail(
+                        step.clone(),
+                        now,
+                        format!("the new copy stopped before it was healthy: {reason}"),
+                    );
+                }
                 slot.consecutive_failures += 1;
                 slot.last_stop_reason = Some(reason);
                 slot.retry_after = Some(now + daemon.restart.backoff(slot.consecutive_failures));
@@ -787,13 +806,45 @@ impl<'a, 'g> Planner<'a, 'g> {
                 return None;
             }
             (None, Some(new)) => {
-                let mut done = step.clone().unwrap_or_else(|| fresh(RolloutStep::Done));
-                if done.step != RolloutStep::Done {
-                    done.step = RolloutStep::Done;
-                    done.since = now;
+                // A copy on the target that this rollout did not surge (a restart, an instance
+                // that joined) is watched like a surge: done once it has been up long enough.
+                let mut current = step.clone().unwrap_or_else(|| fresh(RolloutStep::Surging));
+                current.new_task_arn = None;
+                match current.step {
+                    // The new copy is alone (stopFirst, or the old copy died meanwhile): the
+                    // instance is done only once it has been up for minHealthySeconds, so a
+                    // revision that never runs trips the breaker instead of passing.
+                    RolloutStep::Surging
+                    | RolloutStep::Settling
+                    | RolloutStep::GapStopping
+                    | RolloutStep::Failed => {
+                        if is_up(new, daemon) {
+                            let since = match current.step {
+                                RolloutStep::Settling => current.since,
+                                _ if !daemon.has_health_check => new
+                                    .started_at
+                                    .filter(|started| *started <= now)
+                                    .unwrap_or(now),
+                                _ => now,
+                            };
+                            let settle = Duration::seconds(i64::from(config.min_healthy_seconds));
+                            if now - since >= settle {
+                                current.step = RolloutStep::Done;
+                                current.since = now;
+                            } else if current.step != RolloutStep::Failed {
+                                current.step = RolloutStep::Settling;
+                                current.since = since;
+                                self.wake_at(since + settle);
+                            } else {
+                                self.wake_at(since + settle);
+                            }
+                        } else if current.step != RolloutStep::Failed {
+                            current.step = RolloutStep::Surging;
+                        }
+                    }
+                    RolloutStep::Done => {}
                 }
-                done.new_task_arn = None;
-                next = Some(done);
+                next = Some(current);
                 self.track_keeper(daemon, instance_id, previous, new, next.clone());
                 if is_up(new, daemon) {
                     Coverage::Up
@@ -1044,6 +1095,12 @@ impl<'a, 'g> Planner<'a, 'g> {
                 ));
                 record.finished_at = Some(now);
                 record.counts = counts.clone();
+                // Restarts this plan meant on the failing revision are dropped: it must not
+                // spread further; the instances get the good revision from the next reconcile.
+                self.plan.actions.retain(|action| {
+                    !matches!(action, Action::Start { task_definition, claim, .. }
+                        if *task_definition == target && claim.daemon == daemon.name)
+                });
                 let back = daemon
                     .last_good
                     .clone()

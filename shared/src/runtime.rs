@@ -352,8 +352,8 @@ where
     Ok(crate::sqs::batch_response(&retry))
 }
 
-pub async fn instance_event(
-    engine: &ProductionEngine,
+pub async fn instance_event<E: crate::ecs::Ecs, S: crate::store::Store>(
+    engine: &Engine<E, S>,
     payload: Value,
     request_id: String,
 ) -> Result<Value, FunctionError> {
@@ -367,8 +367,8 @@ pub async fn instance_event(
     .await
 }
 
-pub async fn task_event(
-    engine: &ProductionEngine,
+pub async fn task_event<E: crate::ecs::Ecs, S: crate::store::Store>(
+    engine: &Engine<E, S>,
     payload: Value,
     request_id: String,
 ) -> Result<Value, FunctionError> {
@@ -382,8 +382,8 @@ pub async fn task_event(
 pub const WAKE_WINDOW_SECONDS: i64 = 55;
 
 /// Scheduled (every managed cluster) or manual `{"cluster": …}`.
-pub async fn coverage_check(
-    engine: &ProductionEngine,
+pub async fn coverage_check<E: crate::ecs::Ecs, S: crate::store::Store>(
+    engine: &Engine<E, S>,
     payload: Value,
     request_id: String,
 ) -> Result<Vec<Outcome>, FunctionError> {
@@ -419,8 +419,8 @@ pub async fn coverage_check(
     }
 }
 
-pub async fn deploy(
-    engine: &ProductionEngine,
+pub async fn deploy<E: crate::ecs::Ecs, S: crate::store::Store>(
+    engine: &Engine<E, S>,
     payload: Value,
     request_id: String,
 ) -> Result<Value, FunctionError> {
@@ -430,8 +430,8 @@ pub async fn deploy(
     Ok(serde_json::to_value(answer)?)
 }
 
-pub async fn rollback(
-    engine: &ProductionEngine,
+pub async fn rollback<E: crate::ecs::Ecs, S: crate::store::Store>(
+    engine: &Engine<E, S>,
     payload: Value,
     request_id: String,
 ) -> Result<Value, FunctionError> {
@@ -441,8 +441,8 @@ pub async fn rollback(
     Ok(serde_json::to_value(answer)?)
 }
 
-pub async fn status(
-    engine: &ProductionEngine,
+pub async fn status<E: crate::ecs::Ecs, S: crate::store::Store>(
+    engine: &Engine<E, S>,
     payload: Value,
     _request_id: String,
 ) -> Result<Value, FunctionError> {

@@ -25,13 +25,52 @@ use crate::store::{
     DaemonSpec, EventSeen, Expected, ItemKey, MemoryStore, Record, Store, StoreError, Versioned,
 };
 
-/// Calls an invocation may still make before it "crashes"; negative means no limit.
+/// Calls an invocation may still make before it "crashes" (negative means no limit), the
+/// DynamoDB calls made, and the chance that a conditional update loses a race.
 #[derive(Debug, Default)]
-pub struct CrashBudget(AtomicI64, std::sync::atomic::AtomicUsize);
+pub struct CrashBudget(
+    AtomicI64,
+    std::sync::atomic::AtomicUsize,
+    std::sync::Mutex<LostRaces>,
+);
+
+/// Injected DynamoDB conflicts: another invocation writes the item first.
+#[derive(Debug, Default)]
+struct LostRaces {
+    chance: f64,
+    rng: Option<Rng>,
+    lost: u64,
+}
 
 impl CrashBudget {
     pub fn unlimited() -> Self {
-        Self(AtomicI64::new(-1), Default::default())
+        Self(AtomicI64::new(-1), Default::default(), Default::default())
+    }
+
+    /// From now on, each versioned update first loses a race with this chance.
+    pub fn lose_races(&self, chance: f64, seed: u64) {
+        let mut races = self.races();
+        races.chance = chance;
+        races.rng = Some(Rng::new(seed));
+    }
+
+    /// Races lost so far (each one a `Conflict` the engine saw).
+    pub fn races_lost(&self) -> u64 {
+        self.races().lost
+    }
+
+    fn races(&self) -> std::sync::MutexGuard<'_, LostRaces> {
+        self.2
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn loses_race(&self) -> bool {
+        let mut races = self.races();
+        let chance = races.chance;
+        let lost = races.rng.as_mut().is_some_and(|rng| rng.chance(chance));
+        races.lost += u64::from(lost);
+        lost
     }
 
     /// DynamoDB calls made so far (the model counts the ECS ones).
@@ -238,6 +277,13 @@ impl<T: Store> Store for Crashing<T> {
     }
     async fn put<R: Record>(&self, record: &R, expected: Expected) -> Result<u64, StoreError> {
         self.budget.note_store_call();
+        if matches!(expected, Expected::Version(_)) && self.budget.loses_race() {
+            // Another invocation updated the item a moment earlier (same content, next
+            // version): this write must find the newer version and fail with Conflict.
+            if let Some(current) = self.inner.get::<R>(&record.key()).await? {
+                self.inner.put(&current.record, current.expected()).await?;
+            }
+        }
         guarded!(
             self,
             "PutItem",

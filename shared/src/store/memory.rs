@@ -47,6 +47,15 @@ impl MemoryStore {
         self.len() == 0
     }
 
+    /// Every item as (key, version, stored JSON), in key order: tests compare two snapshots
+    /// to prove that an input changed nothing.
+    pub fn snapshot(&self) -> Vec<(String, u64, String)> {
+        self.items()
+            .iter()
+            .map(|(key, item)| (key.to_string(), item.version, item.data.clone()))
+            .collect()
+    }
+
     fn check(key: &ItemKey, current: Option<&Item>, expected: Expected) -> Result<(), StoreError> {
         let found = current.map(|item| item.version);
         let matches = match expected {

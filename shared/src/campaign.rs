@@ -1,0 +1,1141 @@
+//! The fault campaign: many seeds of mixed scenarios on the ECS cluster model — instances
+//! joining and draining, daemons crashing and crash-looping, rollouts, bad revisions that trip
+//! the breaker and roll back, manual rollbacks — under faults: dropped, duplicated and
+//! reordered events, throttled calls and throttling bursts, DynamoDB updates that lose a race,
+//! invocations crashing between any two calls, and coverage-check runs missed. The invariants
+//! of the control loop and of rollouts are checked after every simulated second; after the
+//! faults stop, everything must converge.
+//!
+//! `cargo run --release -p ecs-daemons-demo --bin campaign` runs 1,000 seeds of each scenario;
+//! the test suite runs a 200-seed slice (`tests/simulation.rs`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::cluster_model::{Faults, ModelConfig, Rng, TaskDefinitionModel};
+use crate::deploy::{DeployRequest, RollbackRequest};
+use crate::model::{ContainerInstance, HealthStatus, InstanceStatus, TaskStatus};
+use crate::plan::READY_ATTRIBUTE;
+use crate::rollout::{Amount, RolloutConfig, RolloutState, RolloutStep, SurgeFallback};
+use crate::simulation::Harness;
+use crate::store::{RestartPolicy, Rollout, Slot, Store, Versioned};
+
+const CLUSTER: &str = "sim";
+const COVERAGE_INTERVAL: i64 = 60;
+const FAULT_PHASE: i64 = 600;
+/// CPU units and MiB of each simulated daemon.
+const DAEMON_SIZE: i64 = 256;
+
+/// What one seed plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scenario {
+    /// Instances join, drain and leave; daemons crash, some crash-loop for minutes;
+    /// applications are placed on ready instances.
+    Churn,
+    /// A rolling update, then maybe a bad revision (breaker, automatic rollback), a superseding
+    /// deploy or a manual rollback, while instances join and drain.
+    Rollout,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 2] = [Scenario::Churn, Scenario::Rollout];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Churn => "churn",
+            Self::Rollout => "rollout",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// Faults injected, per kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    pub events_dropped: u64,
+    pub events_duplicated: u64,
+    pub events_reordered: u64,
+    pub throttled_calls: u64,
+    pub throttling_bursts: u64,
+    pub store_conflicts: u64,
+    pub invocations_crashed: u64,
+    pub coverage_checks_missed: u64,
+    pub crash_loops: u64,
+}
+
+impl FaultCounts {
+    pub fn kinds(&self) -> [(&'static str, u64); 9] {
+        [
+            ("events dropped", self.events_dropped),
+            ("events duplicated", self.events_duplicated),
+            ("events reordered", self.events_reordered),
+            ("calls throttled", self.throttled_calls),
+            ("throttling bursts", self.throttling_bursts),
+            ("DynamoDB races lost", self.store_conflicts),
+            ("invocations crashed", self.invocations_crashed),
+            ("coverage checks missed", self.coverage_checks_missed),
+            ("daemon crash loops", self.crash_loops),
+        ]
+    }
+
+    fn add(&mut self, other: &FaultCounts) {
+        self.events_dropped += other.events_dropped;
+        self.events_duplicated += other.events_duplicated;
+        self.events_reordered += other.events_reordered;
+        self.throttled_calls += other.throttled_calls;
+        self.throttling_bursts += other.throttling_bursts;
+        self.store_conflicts += other.store_conflicts;
+        self.invocations_crashed += other.invocations_crashed;
+        self.coverage_checks_missed += other.coverage_checks_missed;
+        self.crash_loops += other.crash_loops;
+    }
+
+    /// Adds what the harness counted itself (events, calls, crashes, races).
+    fn collect(&mut self, harness: &Harness) {
+        let events = harness.model.event_stats();
+        self.events_dropped = events.dropped;
+        self.events_duplicated = events.duplicated;
+        self.events_reordered = events.reordered;
+        self.throttled_calls = harness.model.calls().iter().filter(|c| c.throttled).count() as u64;
+        self.invocations_crashed = harness.crashes;
+        self.store_conflicts = harness.budget.races_lost();
+    }
+}
+
+/// What one seed did.
+#[derive(Clone, Debug, Default)]
+pub struct SeedReport {
+    /// Simulated seconds.
+    pub steps: u64,
+    pub faults: FaultCounts,
+    /// Seconds from the end of the faults until every invariant of rest held
+    /// (and, for rollouts, every rollout had ended).
+    pub convergence_seconds: i64,
+}
+
+/// A broken invariant, with what replays it.
+#[derive(Clone, Debug)]
+pub struct InvariantBreak {
+    pub seed: u64,
+    pub scenario: Scenario,
+    pub what: String,
+}
+
+impl fmt::Display for InvariantBreak {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} seed {}: {}\n  replay: cargo run --release -p ecs-daemons-demo --bin campaign -- --scenario {} --seed {}",
+            self.scenario.name(),
+            self.seed,
+            self.what,
+            self.scenario.name(),
+            self.seed
+        )
+    }
+}
+
+/// Everything a campaign did, summed over its runs.
+#[derive(Clone, Debug, Default)]
+pub struct CampaignReport {
+    pub runs: u64,
+    pub runs_per_scenario: BTreeMap<Scenario, u64>,
+    pub steps: u64,
+    pub faults: FaultCounts,
+    pub breaks: Vec<InvariantBreak>,
+    /// The slowest convergence after the faults stopped, per scenario: seconds and seed.
+    pub worst_convergence: BTreeMap<Scenario, (i64, u64)>,
+}
+
+impl CampaignReport {
+    fn add(&mut self, seed: u64, scenario: Scenario, result: Result<SeedReport, String>) {
+        self.runs += 1;
+        *self.runs_per_scenario.entry(scenario).or_default() += 1;
+        match result {
+            Ok(report) => {
+                self.steps += report.steps;
+                self.faults.add(&report.faults);
+                let worst = self
+                    .worst_convergence
+                    .entry(scenario)
+                    .or_insert((report.convergence_seconds, seed));
+                if report.convergence_seconds > worst.0 {
+                    *worst = (report.convergence_seconds, seed);
+                }
+            }
+            Err(what) => self.breaks.push(InvariantBreak {
+                seed,
+                scenario,
+                what,
+            }),
+        }
+    }
+
+    fn merge(&mut self, other: CampaignReport) {
+        self.runs += other.runs;
+        for (scenario, runs) in other.runs_per_scenario {
+            *self.runs_per_scenario.entry(scenario).or_default() += runs;
+        }
+        self.steps += other.steps;
+        self.faults.add(&other.faults);
+        self.breaks.extend(other.breaks);
+        for (scenario, (seconds, seed)) in other.worst_convergence {
+            let worst = self
+                .worst_convergence
+                .entry(scenario)
+                .or_insert((seconds, seed));
+            if seconds > worst.0 {
+                *worst = (seconds, seed);
+            }
+        }
+    }
+}
+
+impl fmt::Display for CampaignReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let per_scenario: Vec<String> = self
+            .runs_per_scenario
+            .iter()
+            .map(|(scenario, runs)| format!("{runs} {}", scenario.name()))
+            .collect();
+        writeln!(f, "runs: {} ({})", self.runs, per_scenario.join(", "))?;
+        writeln!(f, "steps (simulated seconds): {}", self.steps)?;
+        writeln!(f, "faults injected:")?;
+        for (kind, count) in self.faults.kinds() {
+            writeln!(f, "  {kind:<24} {count}")?;
+        }
+        writeln!(f, "invariant breaks: {}", self.breaks.len())?;
+        for broken in &self.breaks {
+            writeln!(f, "  {broken}")?;
+        }
+        write!(f, "worst convergence after the faults stopped:")?;
+        for (scenario, (seconds, seed)) in &self.worst_convergence {
+            write!(f, " {} {seconds} s (seed {seed});", scenario.name())?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs every scenario for every seed on `threads` threads (each with its own runtime:
+/// a run is deterministic in its seed, whichever thread plays it).
+pub fn run_campaign(seeds: &[u64], scenarios: &[Scenario], threads: usize) -> CampaignReport {
+    let runs: Vec<(u64, Scenario)> = seeds
+        .iter()
+        .flat_map(|&seed| scenarios.iter().map(move |&scenario| (seed, scenario)))
+        .collect();
+    let threads = threads.clamp(1, runs.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut report = CampaignReport::default();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut part = CampaignReport::default();
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime,
+                        Err(error) => {
+                            part.breaks.push(InvariantBreak {
+                                seed: 0,
+                                scenario: Scenario::Churn,
+                                what: format!("no tokio runtime: {error}"),
+                            });
+                            return part;
+                        }
+                    };
+                    loop {
+                        let index = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let Some(&(seed, scenario)) = runs.get(index) else {
+                            return part;
+                        };
+                        part.add(seed, scenario, runtime.block_on(run_seed(seed, scenario)));
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            match worker.join() {
+                Ok(part) => report.merge(part),
+                Err(_) => report.breaks.push(InvariantBreak {
+                    seed: 0,
+                    scenario: Scenario::Churn,
+                    what: "a campaign thread panicked".into(),
+                }),
+            }
+        }
+    });
+    report.breaks.sort_by_key(|b| (b.scenario, b.seed));
+    report
+}
+
+/// One seed of one scenario: its figures, or the first invariant it broke.
+pub async fn run_seed(seed: u64, scenario: Scenario) -> Result<SeedReport, String> {
+    match scenario {
+        Scenario::Churn => run_churn(seed).await,
+        Scenario::Rollout => run_rollout(seed).await,
+    }
+}
+
+struct DaemonDecl {
+    name: &'static str,
+    providers: Vec<&'static str>,
+    health_checked: bool,
+}
+
+/// Replaying one seed (`SIM_SEED` or `--seed`) prints what the store and the model hold.
+fn verbose() -> bool {
+    std::env::var("SIM_SEED").is_ok() || std::env::var("CAMPAIGN_VERBOSE").is_ok()
+}
+
+/// Throttling bursts and daemon crash loops, the faults the scenarios drive themselves.
+struct Disturbances {
+    /// When the crash loop starts and how long it lasts (none for this seed).
+    crash_loop: Option<(DateTime<Utc>, Duration)>,
+    /// The instance and daemon group the loop keeps killing, once chosen.
+    looping: Option<(String, String)>,
+}
+
+impl Disturbances {
+    fn new(rng: &mut Rng, start: DateTime<Utc>, chance: f64) -> Self {
+        let crash_loop = rng.chance(chance).then(|| {
+            (
+                start + Duration::seconds(rng.below((FAULT_PHASE - 240) as u64) as i64),
+                Duration::seconds(60 + rng.below(121) as i64),
+            )
+        });
+        Self {
+            crash_loop,
+            looping: None,
+        }
+    }
+
+    /// One second of the fault phase.
+    fn step(
+        &mut self,
+        harness: &Harness,
+        rng: &mut Rng,
+        now: DateTime<Utc>,
+        injected: &mut FaultCounts,
+    ) {
+        if rng.chance(0.003) {
+            harness
+                .model
+                .throttle_until(now + Duration::seconds(3 + rng.below(10) as i64));
+            injected.throttling_bursts += 1;
+        }
+        let Some((from, length)) = self.crash_loop else {
+            return;
+        };
+        if now < from || now >= from + length {
+            return;
+        }
+        let tasks = harness.model.tasks(CLUSTER);
+        if self.looping.is_none() {
+            let live: Vec<_> = tasks
+                .iter()
+                .filter(|t| t.group.starts_with("daemon:") && t.last_status == TaskStatus::Running)
+                .collect();
+            if live.is_empty() {
+                return;
+            }
+            let victim = live[rng.below(live.len() as u64) as usize];
+            self.looping = Some((victim.instance_id.clone(), victim.group.clone()));
+            injected.crash_loops += 1;
+        }
+        if let Some((instance, group)) = &self.looping {
+            // Every copy dies as soon as it runs: the slot backs off, the instance is not ready.
+            for task in tasks.iter().filter(|t| {
+                &t.instance_id == instance
+                    && &t.group == group
+                    && t.last_status == TaskStatus::Running
+                    && t.desired_status == TaskStatus::Running
+            }) {
+                harness.model.crash_task(CLUSTER, &task.id);
+            }
+        }
+    }
+}
+
+/// Instances join; now and then one drains (scale-in), and a drained one leaves once empty.
+fn churn_instances(harness: &Harness, rng: &mut Rng, join: f64, drain: f64, providers: &[&str]) {
+    let instances = harness.model.instances(CLUSTER);
+    let active: Vec<&ContainerInstance> = instances
+        .iter()
+        .filter(|i| i.status == InstanceStatus::Active)
+        .collect();
+    if rng.chance(join) {
+        let provider = providers[rng.below(providers.len() as u64) as usize];
+        let (cpu, memory) = if provider == "gpu" {
+            (4096, 8192)
+        } else {
+            (2048, 4096)
+        };
+        harness.model.add_instance(CLUSTER, provider, cpu, memory);
+    }
+    if active.len() > 2 && rng.chance(drain) {
+        let victim = active[rng.below(active.len() as u64) as usize];
+        harness.model.drain_instance(CLUSTER, &victim.arn);
+    }
+}
+
+/// Scale-in finishes: a drained instance whose tasks are all gone leaves.
+fn deregister_drained(harness: &Harness) {
+    for instance in harness.model.instances(CLUSTER) {
+        if instance.status == InstanceStatus::Draining
+            && instance.running_tasks + instance.pending_tasks == 0
+        {
+            harness.model.deregister_instance(CLUSTER, &instance.arn);
+        }
+    }
+}
+
+async fn run_churn(seed: u64) -> Result<SeedReport, String> {
+    let mut rng = Rng::new(seed);
+    let (config, faults) = seeded_world(seed, &mut rng, 1.0);
+    let mut harness = Harness::new(CLUSTER, &["general", "gpu"], config);
+    let agent = harness
+        .model
+        .register_task_definition(TaskDefinitionModel::new("agent", DAEMON_SIZE, DAEMON_SIZE));
+    let logs = harness.model.register_task_definition(TaskDefinitionModel {
+        health_check: true,
+        ..TaskDefinitionModel::new("logs", DAEMON_SIZE, DAEMON_SIZE)
+    });
+    let app = harness
+        .model
+        .register_task_definition(TaskDefinitionModel::new("app", 512, 512));
+    for _ in 0..3 + rng.below(6) {
+        harness.model.add_instance(CLUSTER, "general", 2048, 4096);
+    }
+    for _ in 0..1 + rng.below(2) {
+        harness.model.add_instance(CLUSTER, "gpu", 4096, 8192);
+    }
+    let mut daemons = vec![DaemonDecl {
+        name: "agent",
+        providers: vec!["general"],
+        health_checked: false,
+    }];
+    if rng.chance(0.5) {
+        daemons.push(DaemonDecl {
+            name: "logs",
+            providers: vec!["general", "gpu"],
+            health_checked: true,
+        });
+    }
+    for (order, daemon) in daemons.iter().enumerate() {
+        let definition = if daemon.name == "agent" {
+            &agent
+        } else {
+            &logs
+        };
+        let request = DeployRequest {
+            restart: Some(campaign_restart_policy()),
+            ..DeployRequest::new(
+                CLUSTER,
+                daemon.name,
+                definition,
+                &daemon.providers,
+                order as i32 * 10,
+            )
+        };
+        harness
+            .deploy(request)
+            .await
+            .map_err(|e| format!("deploy {}: {e}", daemon.name))?;
+    }
+    harness.model.set_faults(faults.clone());
+    harness.crash_chance = rng.unit() * 0.10;
+    harness.budget.lose_races(rng.unit() * 0.05, seed);
+
+    let mut report = SeedReport::default();
+    let start = harness.model.now();
+    let mut disturbances = Disturbances::new(&mut rng, start, 0.5);
+    let fault_end = start + Duration::seconds(FAULT_PHASE);
+    let converge_by = fault_end + Duration::seconds(2 * COVERAGE_INTERVAL);
+    let end = converge_by + Duration::seconds(60);
+    let tolerance =
+        Duration::seconds(2 * COVERAGE_INTERVAL) + faults.max_event_delay + Duration::seconds(10);
+    let mut gap_since: BTreeMap<(String, String), DateTime<Utc>> = BTreeMap::new();
+    let mut disconnected: Vec<(String, DateTime<Utc>)> = Vec::new();
+    let mut faults_on = true;
+    let mut converged_at: Option<DateTime<Utc>> = None;
+    let mut clean_checks: Vec<DateTime<Utc>> = Vec::new();
+
+    while harness.model.now() < end {
+        harness.model.advance(Duration::seconds(1));
+        let now = harness.model.now();
+        report.steps += 1;
+        if faults_on && now >= fault_end {
+            faults_on = false;
+            stop_faults(&mut harness);
+            for (instance, _) in disconnected.drain(..) {
+                harness.model.set_agent_connected(CLUSTER, &instance, true);
+            }
+        }
+        let elapsed = (now - start).num_seconds();
+        // The world changes (less often once the faults stop, so convergence can be judged).
+        if faults_on {
+            disturbances.step(&harness, &mut rng, now, &mut report.faults);
+            churn_instances(
+                &harness,
+                &mut rng,
+                0.01,
+                0.004,
+                &["general", "general", "general", "general", "gpu"],
+            );
+            if rng.chance(0.01) {
+                let live: Vec<_> = harness
+                    .model
+                    .tasks(CLUSTER)
+                    .into_iter()
+                    .filter(|t| {
+                        t.group.starts_with("daemon:") && t.last_status == TaskStatus::Running
+                    })
+                    .collect();
+                if !live.is_empty() {
+                    let victim = &live[rng.below(live.len() as u64) as usize];
+                    harness.model.crash_task(CLUSTER, &victim.id);
+                }
+            }
+            let active: Vec<ContainerInstance> = harness
+                .model
+                .instances(CLUSTER)
+                .into_iter()
+                .filter(|i| i.status == InstanceStatus::Active)
+                .collect();
+            if rng.chance(0.002) && !active.is_empty() {
+                let victim = &active[rng.below(active.len() as u64) as usize];
+                harness
+                    .model
+                    .set_agent_connected(CLUSTER, &victim.arn, false);
+                disconnected.push((victim.arn.clone(), now + Duration::seconds(30)));
+            }
+            disconnected.retain(|(instance, until)| {
+                if *until <= now {
+                    harness.model.set_agent_connected(CLUSTER, instance, true);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        if rng.chance(0.05) {
+            harness.model.run_service_task(CLUSTER, "web", &app);
+        }
+        deregister_drained(&harness);
+
+        harness.deliver_events().await;
+        if elapsed % COVERAGE_INTERVAL != 0 {
+            harness.wake_if_due().await;
+        }
+        if elapsed % COVERAGE_INTERVAL == 0 {
+            if faults_on && rng.chance(0.1) {
+                report.faults.coverage_checks_missed += 1;
+            } else {
+                let check = harness.scheduled_check().await;
+                let clean =
+                    !check.crashed && check.result.as_ref().is_ok_and(|o| o.errors.is_empty());
+                if clean {
+                    clean_checks.push(now);
+                    let dups = duplicates(&harness);
+                    if !dups.is_empty() {
+                        return Err(format!(
+                            "at {now}: a completed coverage check left duplicates: {dups:?}"
+                        ));
+                    }
+                }
+            }
+        }
+
+        // Invariant: no daemon stop while an application still runs on its draining instance.
+        let early = harness.model.early_drain_stops();
+        if !early.is_empty() {
+            return Err(format!("at {now}: drain-last broken: {early:?}"));
+        }
+        // Invariant: targets never change here, so the only copy of a daemon on an ACTIVE
+        // instance is never stopped (a stale event must not kill a healthy copy).
+        let lone = harness.model.lone_copy_stops();
+        if !lone.is_empty() {
+            return Err(format!(
+                "at {now}: stopped the only copy of a daemon: {lone:?}"
+            ));
+        }
+        // Invariant: a ready instance never lacks a daemon (beyond what dropped events can hide).
+        let gaps = ready_but_uncovered(&harness, &daemons);
+        gap_since.retain(|key, _| gaps.contains(key));
+        for key in gaps {
+            let since = *gap_since.entry(key.clone()).or_insert(now);
+            let allowed = if now >= converge_by {
+                Duration::zero()
+            } else {
+                tolerance
+            };
+            // Missed and crashed checks stack with lost events: the promise is two clean
+            // coverage checks, whenever they come.
+            let clean_since = clean_checks.iter().filter(|at| **at > since).count();
+            if now - since > allowed && (now >= converge_by || clean_since >= 2) {
+                if verbose() {
+                    dump(&harness, &daemons).await;
+                }
+                return Err(format!(
+                    "at {now}: ready instance {} lacks daemon {} since {since}",
+                    key.0, key.1
+                ));
+            }
+        }
+        if !faults_on && converged_at.is_none() {
+            match converged(&harness, &daemons) {
+                Ok(()) => converged_at = Some(now),
+                Err(e) if now >= converge_by => {
+                    if verbose() {
+                        dump(&harness, &daemons).await;
+                    }
+                    return Err(format!(
+                        "not converged two coverage checks after the faults stopped: {e}"
+                    ));
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    converged(&harness, &daemons).map_err(|e| format!("not converged at the end: {e}"))?;
+    report.faults.collect(&harness);
+    report.convergence_seconds = converged_at.map_or(0, |at| (at - fault_end).num_seconds());
+    Ok(report)
+}
+
+/// Restarts back off quickly and are not given up on: crash loops end, and must heal.
+fn campaign_restart_policy() -> RestartPolicy {
+    RestartPolicy {
+        max_consecutive_failures: 50,
+        base_backoff_seconds: 5,
+        max_backoff_seconds: 30,
+        stable_after_seconds: 60,
+    }
+}
+
+fn stop_faults(harness: &mut Harness) {
+    harness.model.set_faults(Faults::default());
+    harness.model.throttle_until(harness.model.now());
+    harness.crash_chance = 0.0;
+    harness.budget.lose_races(0.0, 0);
+}
+
+/// What the store and the model hold, for a replayed seed.
+async fn dump(harness: &Harness, daemons: &[DaemonDecl]) {
+    for daemon in daemons {
+        let slots: Vec<Versioned<Slot>> = harness
+            .store
+            .query(CLUSTER, daemon.name)
+            .await
+            .unwrap_or_default();
+        for slot in slots {
+            println!("slot v{} {:?}", slot.version, slot.record);
+        }
+        let rollouts: Vec<Versioned<Rollout>> = harness
+            .store
+            .query(CLUSTER, daemon.name)
+            .await
+            .unwrap_or_default();
+        for rollout in rollouts {
+            println!("rollout v{} {:?}", rollout.version, rollout.record);
+        }
+    }
+    for task in harness
+        .model
+        .tasks(CLUSTER)
+        .iter()
+        .filter(|t| !t.last_status.is_terminal())
+    {
+        println!("task {task:?}");
+    }
+}
+
+/// Faults a user retries: throttling (the SDK would retry it), crashed invocations, lost races.
+fn retryable(error: &str) -> bool {
+    [
+        "ThrottlingException",
+        "InjectedCrash",
+        "changed by someone else",
+    ]
+    .iter()
+    .any(|e| error.contains(e))
+}
+
+/// A user deploying: tries again while the answer is a retryable fault.
+async fn deploy_until_done(harness: &mut Harness, request: DeployRequest) -> Result<(), String> {
+    let mut last = String::new();
+    for _ in 0..20 {
+        match harness.deploy(request.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(error) if retryable(&error.to_string()) => last = error.to_string(),
+            Err(error) => return Err(error.to_string()),
+        }
+        harness.model.advance(Duration::seconds(1));
+    }
+    Err(format!("still failing after 20 tries: {last}"))
+}
+
+/// A user rolling back: tries again while the answer is a retryable fault.
+async fn rollback_until_done(harness: &mut Harness) -> Result<(), String> {
+    let mut outcome = Ok(());
+    for _ in 0..20 {
+        let rollback = RollbackRequest {
+            cluster: CLUSTER.into(),
+            daemon: "agent".into(),
+            to_revision: None,
+        };
+        outcome = harness
+            .rollback(rollback)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string());
+        if !outcome.as_ref().is_err_and(|e| retryable(e)) {
+            break;
+        }
+        harness.model.advance(Duration::seconds(1));
+    }
+    outcome
+}
+
+async fn rollouts(harness: &Harness) -> Result<Vec<Versioned<Rollout>>, String> {
+    harness
+        .store
+        .query(CLUSTER, "agent")
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Rollouts under the same faults: an update, sometimes a bad revision (breaker and
+/// automatic rollback), sometimes a superseding deploy or a manual rollback mid-way, while
+/// instances join and drain and a daemon may crash-loop.
+async fn run_rollout(seed: u64) -> Result<SeedReport, String> {
+    let mut rng = Rng::new(seed ^ 0xA5A5);
+    let (config, faults) = seeded_world(seed, &mut rng, 0.5);
+    let mut harness = Harness::new(CLUSTER, &["general"], config);
+    let mut revisions = Vec::new();
+    for _ in 0..3 {
+        revisions.push(
+            harness
+                .model
+                .register_task_definition(TaskDefinitionModel::new(
+                    "agent",
+                    DAEMON_SIZE,
+                    DAEMON_SIZE,
+                )),
+        );
+    }
+    let bad = harness.model.register_task_definition(TaskDefinitionModel {
+        execution_role_denied: true,
+        ..TaskDefinitionModel::new("agent", DAEMON_SIZE, DAEMON_SIZE)
+    });
+    let instances = 4 + rng.below(9) as usize;
+    for _ in 0..instances {
+        // Some instances have room for one copy only: the surge fallback decides there.
+        let cpu = if rng.chance(0.2) { 384 } else { 2048 };
+        harness.model.add_instance(CLUSTER, "general", cpu, 4096);
+    }
+    let max_parallel = 1 + rng.below(4) as usize;
+    let rollout = RolloutConfig {
+        max_parallel: Amount::Count(max_parallel as u32),
+        min_healthy_seconds: 10 + rng.below(30) as u32,
+        canary: rng.chance(0.3).then_some(1),
+        surge_fallback: if rng.chance(0.5) {
+            SurgeFallback::StopFirst
+        } else {
+            SurgeFallback::Fail
+        },
+        failure_threshold: Amount::Count(2 + rng.below(3) as u32),
+        auto_rollback: true,
+    };
+    let request = |task_definition: &str| DeployRequest {
+        restart: Some(campaign_restart_policy()),
+        rollout: Some(rollout.clone()),
+        ..DeployRequest::new(CLUSTER, "agent", task_definition, &["general"], 0)
+    };
+    harness
+        .deploy(request(&revisions[0]))
+        .await
+        .map_err(|e| format!("deploy: {e}"))?;
+    harness
+        .run_for(Duration::seconds(60), Duration::seconds(1))
+        .await;
+    harness.model.set_faults(faults);
+    harness.crash_chance = rng.unit() * 0.05;
+    harness.budget.lose_races(rng.unit() * 0.03, seed);
+
+    // The script: an update at once; then maybe a bad revision, a superseding deploy, or a rollback.
+    let twist = rng.below(4);
+    let twist_at = 30 + rng.below(200) as i64;
+    let mut twist_done = false;
+    let daemons = [DaemonDecl {
+        name: "agent",
+        providers: vec!["general"],
+        health_checked: false,
+    }];
+    let mut report = SeedReport::default();
+    let start = harness.model.now();
+    let mut disturbances = Disturbances::new(&mut rng, start, 0.3);
+    let fault_end = start + Duration::seconds(FAULT_PHASE);
+    // Batches advance on coverage checks: give the slowest script (update, failed update,
+    // automatic rollback) time for every batch after the faults stop.
+    let batches = instances.div_ceil(max_parallel) as i64 + 2;
+    let end = fault_end + Duration::seconds(900.max(3 * batches * 2 * COVERAGE_INTERVAL));
+    deploy_until_done(&mut harness, request(&revisions[1]))
+        .await
+        .map_err(|e| format!("update: {e}"))?;
+    let mut failed_at: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    let mut gap_since: BTreeMap<(String, String), DateTime<Utc>> = BTreeMap::new();
+    let tolerance = Duration::seconds(2 * COVERAGE_INTERVAL) + Duration::seconds(30);
+    let mut faults_on = true;
+    let mut converged_at: Option<DateTime<Utc>> = None;
+    let mut clean_checks: Vec<DateTime<Utc>> = Vec::new();
+    while harness.model.now() < end {
+        harness.model.advance(Duration::seconds(1));
+        let now = harness.model.now();
+        report.steps += 1;
+        if faults_on && now >= fault_end {
+            faults_on = false;
+            stop_faults(&mut harness);
+        }
+        if faults_on {
+            disturbances.step(&harness, &mut rng, now, &mut report.faults);
+            churn_instances(&harness, &mut rng, 0.003, 0.001, &["general"]);
+        }
+        deregister_drained(&harness);
+        if !twist_done && (now - start).num_seconds() >= twist_at {
+            twist_done = true;
+            let result = match twist {
+                0 => deploy_until_done(&mut harness, request(&bad)).await,
+                1 => deploy_until_done(&mut harness, request(&revisions[2])).await,
+                2 => rollback_until_done(&mut harness).await,
+                _ => Ok(()),
+            };
+            // A crashed invocation or a lost race is an answer a user gets too; it changes nothing.
+            if let Err(text) = result {
+                if !text.contains("already on") {
+                    return Err(format!("twist {twist}: {text}"));
+                }
+            }
+        }
+        harness.deliver_events().await;
+        if (now - start).num_seconds() % COVERAGE_INTERVAL != 0 {
+            harness.wake_if_due().await;
+        }
+        if (now - start).num_seconds() % COVERAGE_INTERVAL == 0 {
+            if faults_on && rng.chance(0.1) {
+                report.faults.coverage_checks_missed += 1;
+            } else {
+                let check = harness.scheduled_check().await;
+                if !check.crashed && check.result.as_ref().is_ok_and(|o| o.errors.is_empty()) {
+                    clean_checks.push(now);
+                }
+            }
+        }
+        // Invariants: at most two copies per instance, at most maxParallel instances with two.
+        let tasks = harness.model.tasks(CLUSTER);
+        let mut per_instance: BTreeMap<&str, usize> = BTreeMap::new();
+        for task in tasks.iter().filter(|t| {
+            t.group == "daemon:agent"
+                && !t.last_status.is_terminal()
+                && t.desired_status == TaskStatus::Running
+        }) {
+            *per_instance.entry(task.instance_id.as_str()).or_default() += 1;
+        }
+        if let Some((instance, count)) = per_instance.iter().find(|(_, n)| **n > 2) {
+            return Err(format!("at {now}: {count} copies of agent on {instance}"));
+        }
+        let in_flight = per_instance.values().filter(|n| **n == 2).count();
+        if in_flight > max_parallel {
+            if verbose() {
+                dump(&harness, &daemons).await;
+            }
+            return Err(format!(
+                "at {now}: {in_flight} instances in flight, maxParallel {max_parallel}"
+            ));
+        }
+        let lone = harness.model.lone_copy_stops();
+        // stopFirst stops a lone copy on purpose; without it, never.
+        if rollout.surge_fallback == SurgeFallback::Fail && !lone.is_empty() {
+            return Err(format!("at {now}: stopped the only copy: {lone:?}"));
+        }
+        // A ready instance never lacks a running copy (beyond what dropped events can hide),
+        // except the counted gaps of stopFirst.
+        if rollout.surge_fallback == SurgeFallback::Fail {
+            let gaps = ready_but_uncovered(&harness, &daemons);
+            gap_since.retain(|key, _| gaps.contains(key));
+            for key in gaps {
+                let since = *gap_since.entry(key.clone()).or_insert(now);
+                let clean_since = clean_checks.iter().filter(|at| **at > since).count();
+                if now - since > tolerance && (!faults_on || clean_since >= 2) {
+                    if verbose() {
+                        dump(&harness, &daemons).await;
+                    }
+                    return Err(format!(
+                        "at {now}: ready instance {} has no running copy since {since}",
+                        key.0
+                    ));
+                }
+            }
+        }
+        // A tripped breaker touches no instance after it.
+        let records = rollouts(&harness).await?;
+        for record in &records {
+            if record.record.state == RolloutState::Failed {
+                // Seen at the end of this second (paced calls may have moved the clock): starts
+                // decided before the breaker tripped, in this second's invocations, are not late.
+                failed_at
+                    .entry(record.record.to_task_definition.clone())
+                    .or_insert(harness.model.now());
+            }
+        }
+        for (definition, at) in &failed_at {
+            let late: Vec<String> = tasks
+                .iter()
+                .filter(|t| {
+                    &t.definition == definition && t.created_at > *at + Duration::seconds(1)
+                })
+                .map(|t| format!("{} on {} at {}", t.id, t.instance_id, t.created_at))
+                .collect();
+            if !late.is_empty() && definition == &bad {
+                return Err(format!("at {now}: copies of {definition} started after its breaker tripped at {at}: {late:?}"));
+            }
+        }
+        if !faults_on
+            && converged_at.is_none()
+            && !records
+                .iter()
+                .any(|r| r.record.state == RolloutState::InProgress)
+            && converged(&harness, &daemons).is_ok()
+        {
+            converged_at = Some(now);
+        }
+    }
+    // Every rollout ended, and every instance runs one copy of one revision.
+    let records = rollouts(&harness).await?;
+    if verbose() {
+        dump(&harness, &daemons).await;
+    }
+    if let Some(open) = records
+        .iter()
+        .find(|r| r.record.state == RolloutState::InProgress)
+    {
+        return Err(format!(
+            "rollout {} to {} still in progress: {:?}",
+            open.record.id, open.record.to_task_definition, open.record.counts
+        ));
+    }
+    converged(&harness, &daemons).map_err(|e| format!("not converged: {e}"))?;
+    // Every instance runs the daemon's revision, except where the rollout recorded that it
+    // could not get there without a gap (no room for a second copy, surgeFallback "fail").
+    let spec = harness
+        .store
+        .list_specs(CLUSTER)
+        .await
+        .map_err(|e| e.to_string())?;
+    let target = spec
+        .first()
+        .map(|s| s.record.task_definition.clone())
+        .unwrap_or_default();
+    let slots: Vec<Versioned<Slot>> = harness
+        .store
+        .query(CLUSTER, "agent")
+        .await
+        .map_err(|e| e.to_string())?;
+    // A rollback whose own breaker tripped (a crash loop counts against every revision)
+    // touches no further instance: they stay on whatever revision they had, one copy each
+    // (checked above), and status reports it.
+    let last_failed = records
+        .iter()
+        .max_by_key(|r| r.record.started_at)
+        .is_some_and(|r| r.record.state == RolloutState::Failed);
+    let allowed = BTreeSet::from([target.clone()]);
+    let left_behind: BTreeSet<String> = harness
+        .model
+        .tasks(CLUSTER)
+        .iter()
+        .filter(|t| {
+            t.group == "daemon:agent"
+                && !t.last_status.is_terminal()
+                && !allowed.contains(&t.definition)
+        })
+        .filter(|t| {
+            !slots.iter().any(|s| {
+                s.record.instance_id == t.instance_id
+                    && s.record
+                        .rollout
+                        .as_ref()
+                        .is_some_and(|r| r.step == RolloutStep::Failed)
+            })
+        })
+        .map(|t| format!("{} on {}", t.definition, t.instance_id))
+        .collect();
+    if !last_failed && !left_behind.is_empty() {
+        return Err(format!(
+            "instances not on {target} at the end, without a recorded rollout failure: {left_behind:?}"
+        ));
+    }
+    report.faults.collect(&harness);
+    report.convergence_seconds = converged_at.map_or(0, |at| (at - fault_end).num_seconds());
+    Ok(report)
+}
+
+/// A model with seeded latencies, and the faults to switch on once the daemons are
+/// declared (`severity` scales their rates and delays).
+fn seeded_world(seed: u64, rng: &mut Rng, severity: f64) -> (ModelConfig, Faults) {
+    let drop_events = rng.unit() * 0.05 * severity;
+    let duplicate_events = rng.unit() * 0.10 * severity;
+    let max_event_delay = Duration::seconds(rng.below((20.0 * severity) as u64) as i64);
+    let max_duplicate_delay = Duration::seconds(rng.below((300.0 * severity) as u64) as i64);
+    let throttle_calls = rng.unit() * 0.03 * severity;
+    let faults = Faults {
+        drop_events,
+        duplicate_events,
+        max_event_delay,
+        max_duplicate_delay,
+        throttle_calls,
+    };
+    let config = ModelConfig {
+        seed,
+        start_latency: Duration::seconds(2 + rng.below(9) as i64),
+        health_grace: Duration::seconds(5 + rng.below(11) as i64),
+        stop_latency: Duration::seconds(1 + rng.below(5) as i64),
+        rate_limits: true,
+        faults: Faults::default(),
+        ..ModelConfig::default()
+    };
+    (config, faults)
+}
+
+fn is_ready(instance: &ContainerInstance) -> bool {
+    instance
+        .attributes
+        .get(READY_ATTRIBUTE)
+        .is_some_and(|v| v.as_deref() == Some("true"))
+}
+
+/// (instance, daemon) pairs where a ready instance lacks an up copy of a daemon that targets it.
+fn ready_but_uncovered(harness: &Harness, daemons: &[DaemonDecl]) -> BTreeSet<(String, String)> {
+    let tasks = harness.model.tasks(CLUSTER);
+    let mut gaps = BTreeSet::new();
+    for instance in harness.model.instances(CLUSTER) {
+        if instance.status != InstanceStatus::Active || !is_ready(&instance) {
+            continue;
+        }
+        let provider = instance.capacity_provider.clone().unwrap_or_default();
+        for daemon in daemons
+            .iter()
+            .filter(|d| d.providers.contains(&provider.as_str()))
+        {
+            let up = tasks.iter().any(|t| {
+                t.instance_id == instance.id()
+                    && t.group == format!("daemon:{}", daemon.name)
+                    && t.last_status == TaskStatus::Running
+                    && t.desired_status == TaskStatus::Running
+                    && (!daemon.health_checked || t.health == HealthStatus::Healthy)
+            });
+            if !up {
+                gaps.insert((instance.id().to_string(), daemon.name.to_string()));
+            }
+        }
+    }
+    gaps
+}
+
+fn duplicates(harness: &Harness) -> Vec<String> {
+    let mut live: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for task in harness.model.tasks(CLUSTER) {
+        if task.group.starts_with("daemon:")
+            && !task.last_status.is_terminal()
+            && task.desired_status == TaskStatus::Running
+        {
+            *live.entry((task.instance_id, task.group)).or_default() += 1;
+        }
+    }
+    live.into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|((i, g), n)| format!("{n} copies of {g} on {i}"))
+        .collect()
+}
+
+fn converged(harness: &Harness, daemons: &[DaemonDecl]) -> Result<(), String> {
+    let tasks = harness.model.tasks(CLUSTER);
+    for instance in harness.model.instances(CLUSTER) {
+        let provider = instance.capacity_provider.clone().unwrap_or_default();
+        let live_here = |group: &str| {
+            tasks
+                .iter()
+                .filter(|t| {
+                    t.instance_id == instance.id()
+                        && t.group == group
+                        && !t.last_status.is_terminal()
+                        && t.desired_status == TaskStatus::Running
+                })
+                .count()
+        };
+        match instance.status {
+            InstanceStatus::Active if instance.agent_connected => {
+                // Applications placed in the moment between a daemon's death and the readiness
+                // removal can take its room: then ECS refuses the restart (RESOURCE:*), the
+                // instance stays not ready, and the daemon returns when room frees up.
+                let no_room = instance.remaining.cpu < DAEMON_SIZE
+                    || instance.remaining.memory_mib < DAEMON_SIZE;
+                let mut all_there = true;
+                for daemon in daemons {
+                    let wanted = usize::from(daemon.providers.contains(&provider.as_str()));
+                    let found = live_here(&format!("daemon:{}", daemon.name));
+                    if found == 0 && wanted == 1 && no_room && !is_ready(&instance) {
+                        all_there = false;
+                        continue;
+                    }
+                    if found != wanted {
+                        return Err(format!(
+                            "{} has {found} live copies of {}, wants {wanted}",
+                            instance.id(),
+                            daemon.name
+                        ));
+                    }
+                }
+                if all_there && !is_ready(&instance) {
+                    return Err(format!("{} is covered but not ready", instance.id()));
+                }
+            }
+            InstanceStatus::Draining => {
+                let apps = tasks
+                    .iter()
+                    .filter(|t| {
+                        t.instance_id == instance.id()
+                            && t.group.starts_with("service:")
+                            && !t.last_status.is_terminal()
+                    })
+                    .count();
+                let daemons_left = tasks
+                    .iter()
+                    .filter(|t| {
+                        t.instance_id == instance.id()
+                            && t.group.starts_with("daemon:")
+                            && !t.last_status.is_terminal()
+                    })
+                    .count();
+                if apps == 0 && daemons_left > 0 {
+                    return Err(format!("draining {} has no application left but still {daemons_left} daemon task(s)", instance.id()));
+                }
+                if is_ready(&instance) {
+                    return Err(format!("draining {} is still ready", instance.id()));
+                }
+            }
+            _ => {}
+        }
+    }
+    let dups = duplicates(harness);
+    if !dups.is_empty() {
+        return Err(format!("duplicates at rest: {dups:?}"));
+    }
+    Ok(())
+}
