@@ -181,6 +181,14 @@ fn every_function_crate_is_deployed_and_triggered_or_documented_as_manual() {
                                 visibility >= 6 * timeout,
                                 "{queue}: visibility {visibility} s < 6 × timeout {timeout} s"
                             );
+                            // A crashed invocation's event markers expire before its messages
+                            // come back, and outlive the invocation that wrote them.
+                            assert!(
+                                visibility > ecs_daemons::engine::EVENT_MARKER_SECONDS
+                                    && ecs_daemons::engine::EVENT_MARKER_SECONDS >= timeout,
+                                "{queue}: visibility {visibility} s, event markers {} s, timeout {timeout} s",
+                                ecs_daemons::engine::EVENT_MARKER_SECONDS
+                            );
                             assert!(p["BatchSize"].as_i64().is_some_and(|n| n <= 100));
                             assert_eq!(
                                 p["FunctionResponseTypes"],

@@ -379,11 +379,16 @@ impl World {
         } else {
             1
         };
-        for _ in 0..copies {
+        for copy in 0..copies {
+            // The duplicate may come much later (EventBridge and SQS redeliver late).
+            let max_delay = if copy == 0 {
+                faults.max_event_delay
+            } else {
+                faults.max_event_delay.max(faults.max_duplicate_delay)
+            };
             let delay = Duration::milliseconds(
                 self.rng
-                    .below(faults.max_event_delay.num_milliseconds().max(0) as u64 + 1)
-                    as i64,
+                    .below(max_delay.num_milliseconds().max(0) as u64 + 1) as i64,
             );
             self.next_id += 1;
             self.events.push(PendingEvent {
@@ -1008,6 +1013,31 @@ impl ClusterModel {
                 definition,
                 &group,
                 Some(&started_by),
+                BTreeMap::new(),
+            )
+            .ok()
+            .map(|id| task_arn(cluster, &id))
+    }
+
+    /// A task someone else started on an instance (another tool, a person, RunTask with a
+    /// look-alike group): ecs-daemons must leave it alone, whatever its group says.
+    pub fn start_foreign_task(
+        &self,
+        cluster: &str,
+        instance: &str,
+        definition: &str,
+        group: &str,
+        started_by: Option<&str>,
+    ) -> Option<String> {
+        let mut world = self.world();
+        let instance_id = resource_id(instance).to_string();
+        world
+            .place(
+                cluster,
+                &instance_id,
+                definition,
+                group,
+                started_by,
                 BTreeMap::new(),
             )
             .ok()

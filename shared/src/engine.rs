@@ -57,10 +57,18 @@ impl EngineError {
     }
 }
 
+/// See [`EngineConfig::event_ttl`]; template.yaml's queue visibility timeout must exceed it.
+pub const EVENT_MARKER_SECONDS: i64 = 60;
+
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     pub started_by: String,
-    /// How long an event id is remembered (EventBridge retries for up to 24 h).
+    /// How long an event id is remembered. Short on purpose: a marker is written before the
+    /// event's work, so an invocation that dies mid-way leaves one behind; it must be gone by
+    /// the time SQS delivers the message again (visibility timeout 180 s, template.yaml), or
+    /// the retry would be skipped as a duplicate. Twice the event functions' 30 s timeout.
+    /// A duplicate after that is handled again, which is harmless: every decision re-reads ECS
+    /// and stale task versions are ignored.
     pub event_ttl: Duration,
     /// Clusters this deployment may act on; empty means any.
     pub clusters: Vec<String>,
@@ -70,7 +78,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             started_by: STARTED_BY.into(),
-            event_ttl: Duration::hours(48),
+            event_ttl: Duration::seconds(EVENT_MARKER_SECONDS),
             clusters: Vec::new(),
         }
     }

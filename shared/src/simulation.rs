@@ -487,7 +487,12 @@ impl Harness {
         done
     }
 
-    async fn deliver_batch(&mut self, function: &'static str, events: Vec<Value>) -> Invocation {
+    /// One invocation of an event function with this batch (what SQS hands it).
+    pub async fn deliver_batch(
+        &mut self,
+        function: &'static str,
+        events: Vec<Value>,
+    ) -> Invocation {
         let id = self.invocation_id();
         let now = self.model.now();
         let before = self.model.call_count();
