@@ -32,7 +32,10 @@ ensure_venv() {
 ensure_venv venv-local "moto[server,ec2,ecs,dynamodb]==5.2.5" "cargo-lambda==1.9.2"
 # SAM and cfn-lint pin their own botocore: a virtualenv of their own.
 ensure_venv venv-sam "aws-sam-cli==1.170.0" "cfn-lint==1.58.0"
+# checkov (template security checks) pins a long list of its own: a virtualenv of its own too.
+ensure_venv venv-checkov "checkov==3.3.30"
 
 "$tools/venv-local/bin/moto_server" --help >/dev/null
 "$tools/venv-sam/bin/cfn-lint" --version
 "$tools/venv-sam/bin/sam" --version
+"$tools/venv-checkov/bin/checkov" --version

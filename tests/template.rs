@@ -593,3 +593,30 @@ fn the_sample_invokes_in_events_parse_as_the_readme_shows_them() {
         );
     }
 }
+
+#[test]
+fn every_skipped_security_check_says_why() {
+    // checkov runs in scripts/test.sh and must pass; a check it may skip is named in the
+    // resource's Metadata with the reason (how the risk is covered, or why it does not apply).
+    let template = template();
+    let mut skipped = 0;
+    for (name, resource) in template["Resources"].as_object().unwrap() {
+        let Some(skips) = resource["Metadata"]["checkov"]["skip"].as_array() else {
+            continue;
+        };
+        for skip in skips {
+            let id = skip["id"].as_str().unwrap_or_default();
+            let comment = skip["comment"].as_str().unwrap_or_default();
+            assert!(
+                id.starts_with("CKV_"),
+                "{name}: a skip without a check id: {skip}"
+            );
+            assert!(
+                comment.split_whitespace().count() >= 12,
+                "{name}: {id} is skipped without a reason that explains it: {comment:?}"
+            );
+            skipped += 1;
+        }
+    }
+    assert!(skipped > 0, "the template names its skipped checks");
+}
