@@ -87,6 +87,7 @@ async fn invoke(harness: &Harness, function: &str, payload: Value) -> Result<Val
         "deploy" => runtime::deploy(engine, payload, id()).await,
         "rollback" => runtime::rollback(engine, payload, id()).await,
         "status" => runtime::status(engine, payload, id()).await,
+        "lifecycle-hook" => runtime::lifecycle_hook(engine, payload, id()).await,
         other => panic!("no function {other}"),
     }
 }
@@ -459,6 +460,52 @@ fn cases() -> Vec<Case> {
             json!({"cluster": "someone-elses", "daemon": DAEMON}),
             Refused("ClusterNotManaged", &["someone-elses"]),
         ),
+        // lifecycle-hook
+        case(
+            "an ECS event to lifecycle-hook",
+            "lifecycle-hook",
+            instance.clone(),
+            Refused("InvalidEvent", &["source", "aws.autoscaling"]),
+        ),
+        case(
+            "a launch lifecycle action",
+            "lifecycle-hook",
+            with(
+                sample("lifecycle-terminate.json"),
+                "/detail-type",
+                json!("EC2 Instance-launch Lifecycle Action"),
+            ),
+            Refused(
+                "InvalidEvent",
+                &["detail-type", "EC2 Instance-terminate Lifecycle Action"],
+            ),
+        ),
+        case(
+            "a lifecycle action without its token",
+            "lifecycle-hook",
+            without(
+                sample("lifecycle-terminate.json"),
+                "/detail",
+                "LifecycleActionToken",
+            ),
+            Refused("InvalidEvent", &["LifecycleActionToken"]),
+        ),
+        case(
+            "a lifecycle action whose instance id is a query",
+            "lifecycle-hook",
+            with(
+                sample("lifecycle-terminate.json"),
+                "/detail/EC2InstanceId",
+                json!("i-1 or ec2InstanceId != x"),
+            ),
+            Refused("InvalidEvent", &["not an EC2 instance id"]),
+        ),
+        case(
+            "a lifecycle payload that is a list",
+            "lifecycle-hook",
+            json!([]),
+            Refused("InvalidEvent", &["JSON object"]),
+        ),
         // status
         case(
             "status of an unknown daemon",
@@ -502,6 +549,7 @@ async fn every_bad_input_is_refused_clearly_and_changes_nothing() {
             "coverage-check",
             "deploy",
             "instance-events",
+            "lifecycle-hook",
             "rollback",
             "status",
             "task-events"
@@ -604,11 +652,13 @@ proptest! {
         mutated(sample("instance-active.json")),
         mutated(sample("task-running.json")),
         mutated(sample("task-stopped-essential-exit.json")),
+        mutated(sample("lifecycle-terminate.json")),
     ]) {
         let _ = ecs_daemons::events::parse_instance_event(raw.clone());
         let _ = ecs_daemons::events::parse_task_event(raw.clone());
         let _ = ecs_daemons::events::parse_ecs_event(raw.clone());
         let _ = ecs_daemons::sqs::messages(&raw);
+        let _ = ecs_daemons::autoscaling::parse_terminate_event(raw.clone());
     }
 
     #[test]
@@ -628,7 +678,7 @@ proptest! {
     }
 
     #[test]
-    fn random_input_to_every_function_changes_nothing(raw in any_json(), function in prop::sample::select(vec!["instance-events", "task-events", "coverage-check", "deploy", "rollback", "status"])) {
+    fn random_input_to_every_function_changes_nothing(raw in any_json(), function in prop::sample::select(vec!["instance-events", "task-events", "coverage-check", "deploy", "rollback", "status", "lifecycle-hook"])) {
         // Random JSON is never a valid deploy or event: whatever a function answers, the
         // cluster and the table stay as they were.
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -221,3 +221,40 @@ async fn production_config_retries_throttling_with_backoff() {
         aws_sdk_ecs::config::retry::RetryMode::Standard
     );
 }
+
+#[tokio::test]
+async fn a_terminating_instance_is_looked_up_with_the_cluster_query_and_drained_in_tens() {
+    let (ecs, client) = replay(vec![
+        answer(200, r#"{"containerInstanceArns":["arn:ci/1"]}"#),
+        answer(200, r#"{"containerInstances":[],"failures":[]}"#),
+        answer(
+            200,
+            r#"{"containerInstances":[],"failures":[{"arn":"arn:ci/gone","reason":"MISSING"}]}"#,
+        ),
+        answer(
+            200,
+            r#"{"containerInstances":[],"failures":[{"arn":"arn:ci/x","reason":"INACTIVE","detail":"not active"}]}"#,
+        ),
+    ]);
+    let found = ecs
+        .list_container_instances_of_ec2("prod", "i-0a1b2c3d4e5f60718")
+        .await
+        .unwrap();
+    assert_eq!(found, vec!["arn:ci/1"]);
+    let eleven: Vec<String> = (0..11).map(|i| format!("arn:ci/{i}")).collect();
+    ecs.drain_container_instances("prod", &eleven)
+        .await
+        .unwrap();
+    let sent = bodies(&client);
+    assert_eq!(sent[0]["filter"], "ec2InstanceId == i-0a1b2c3d4e5f60718");
+    assert_eq!(sent[0]["cluster"], "prod");
+    assert_eq!(sent[1]["status"], "DRAINING");
+    assert_eq!(sent[1]["containerInstances"].as_array().unwrap().len(), 10);
+    assert_eq!(sent[2]["containerInstances"].as_array().unwrap().len(), 1);
+    // A failure other than MISSING is an error that names it.
+    let error = ecs
+        .drain_container_instances("prod", &["arn:ci/x".to_string()])
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, "INACTIVE", "{error}");
+}

@@ -338,3 +338,44 @@ async fn failing_calls_name_the_call_and_target() {
     assert_eq!(error.operation, "ListTasks");
     assert_eq!(error.kind, EcsErrorKind::NotFound, "{error:?}");
 }
+
+#[tokio::test]
+async fn a_terminating_instance_is_found_by_its_ec2_id_and_drained() {
+    let f = fixture(2).await;
+    let described = f
+        .ecs
+        .describe_container_instances(&f.cluster, &f.instances)
+        .await
+        .unwrap();
+    let ec2 = described[0]
+        .ec2_instance_id
+        .clone()
+        .expect("an EC2 instance id");
+    // moto ignores the cluster-query filter (it lists every instance); ECS applies it. The
+    // engine checks the description's EC2 id either way.
+    let found = f
+        .ecs
+        .list_container_instances_of_ec2(&f.cluster, &ec2)
+        .await
+        .unwrap();
+    assert!(found.contains(&described[0].arn), "{found:?}");
+    let refused = f
+        .ecs
+        .list_container_instances_of_ec2(&f.cluster, "i-1 or ec2InstanceId != x")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind, EcsErrorKind::Invalid, "{refused}");
+
+    f.ecs
+        .drain_container_instances(&f.cluster, std::slice::from_ref(&described[0].arn))
+        .await
+        .unwrap();
+    let after = f
+        .ecs
+        .describe_container_instances(&f.cluster, &f.instances)
+        .await
+        .unwrap();
+    let status = |arn: &str| after.iter().find(|i| i.arn == arn).unwrap().status.clone();
+    assert_eq!(status(&described[0].arn), InstanceStatus::Draining);
+    assert_eq!(status(&described[1].arn), InstanceStatus::Active);
+}

@@ -243,6 +243,28 @@ fn every_function_crate_is_deployed_and_triggered_or_documented_as_manual() {
                                 "coverage-check loops {WAKE_WINDOW_SECONDS} s: Timeout {timeout} is too short"
                             );
                         }
+                        Some("EventBridgeRule") => {
+                            // Terminate lifecycle actions of the named groups, straight to the function.
+                            assert_eq!(binary, "lifecycle-hook", "{resource}.{name}");
+                            assert!(
+                                p["DeadLetterConfig"].is_object() && p["RetryPolicy"].is_object(),
+                                "{resource}.{name}: a retry policy and a dead-letter queue"
+                            );
+                            let pattern = &p["Pattern"];
+                            assert_eq!(
+                                pattern["source"],
+                                json!([ecs_daemons::autoscaling::AUTOSCALING_SOURCE])
+                            );
+                            assert_eq!(
+                                pattern["detail-type"],
+                                json!([ecs_daemons::autoscaling::TERMINATE_ACTION])
+                            );
+                            assert_eq!(
+                                pattern["detail"]["AutoScalingGroupName"],
+                                reference("AutoScalingGroupNames"),
+                                "{resource}: the named groups only"
+                            );
+                        }
                         other => panic!("{resource}.{name}: unexpected trigger {other:?}"),
                     }
                 }
@@ -323,6 +345,19 @@ fn statement_problems(statement: &Value) -> Vec<String> {
             ],
             ("iam", _) => vec![(false, format!("{action}: no IAM action but PassRole"))],
             ("dynamodb", _) => vec![(own_table(), format!("{action} beyond the stack's table"))],
+            ("autoscaling", "CompleteLifecycleAction" | "RecordLifecycleActionHeartbeat") => {
+                vec![(
+                    statement["Resource"] != json!("*")
+                        && statement["Resource"]
+                            .to_string()
+                            .contains(r#"{"Ref":"AutoScalingGroupNames"}"#),
+                    format!("{action} beyond the groups named in AutoScalingGroupNames"),
+                )]
+            }
+            ("autoscaling", _) => vec![(
+                false,
+                format!("{action}: no Auto Scaling action but the two lifecycle calls"),
+            )],
             _ => Vec::new(),
         };
         problems.extend(
@@ -446,6 +481,10 @@ fn the_policy_check_catches_what_it_must() {
         json!({"Effect": "Allow", "Action": "iam:PassRole", "Resource": {"Ref": "DaemonRoleArns"}}),
         json!({"Effect": "Allow", "Action": "dynamodb:PutItem", "Resource": "*"}),
         json!({"Effect": "Allow", "NotAction": "s3:GetObject", "Action": "ecs:DescribeTasks", "Resource": "*"}),
+        json!({"Effect": "Allow", "Action": "autoscaling:CompleteLifecycleAction", "Resource": "*"}),
+        json!({"Effect": "Allow", "Action": "autoscaling:TerminateInstanceInAutoScalingGroup",
+               "Resource": {"Ref": "AutoScalingGroupNames"}}),
+        json!({"Effect": "Allow", "Action": "ecs:UpdateContainerInstancesState", "Resource": "*"}),
     ];
     for statement in bad {
         assert!(

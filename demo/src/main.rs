@@ -134,6 +134,18 @@ impl Demo {
                     self.name(ready)
                 ));
             }
+            for report in &outcome.terminations {
+                let instance = report
+                    .instance_id
+                    .as_deref()
+                    .map_or(report.ec2_instance_id.clone(), |id| self.name(id));
+                let what = match report.action {
+                    "held" => "termination held".to_string(),
+                    "heartbeat" => "termination still held (heartbeat)".to_string(),
+                    _ => "lifecycle action completed: CONTINUE".to_string(),
+                };
+                line(format!("{instance}: {what}: {}", report.detail));
+            }
             for error in &outcome.errors {
                 line(format!("error: {error}"));
             }
@@ -319,6 +331,13 @@ async fn on_the_model() {
             ..ModelConfig::default()
         },
     );
+    // asg-general's Auto Scaling group has a terminate lifecycle hook for ecs-daemons.
+    harness.model.add_terminate_hook(
+        "asg-general",
+        "asg-general",
+        "ecs-daemons-drain",
+        Duration::seconds(300),
+    );
     let start = harness.model.now();
     let mut demo = Demo {
         last_progress: Default::default(),
@@ -383,7 +402,7 @@ async fn on_the_model() {
     demo.run(8).await;
 
     demo.headline(
-        "drain asg-general-01 and asg-general-02: applications leave first, the daemon last",
+        "Auto Scaling scales asg-general in by 2 (asg-general-01, -02): the terminate hook holds them; applications leave first, the daemon last, then CONTINUE",
     );
     let draining: Vec<String> = demo
         .names
@@ -392,9 +411,16 @@ async fn on_the_model() {
         .map(|(id, _)| id.clone())
         .collect();
     for instance in &draining {
-        demo.harness.model.drain_instance(CLUSTER, instance);
+        if let Some(action) = demo.harness.model.scale_in(CLUSTER, instance) {
+            demo.note(&format!(
+                "{} ({}) waits in Terminating:Wait (hook {} of group {})",
+                demo.name(instance),
+                action.ec2_instance_id,
+                action.hook,
+                action.group
+            ));
+        }
     }
-    demo.note("ECS stops the service tasks of the draining instances; standalone daemon tasks are not touched");
     demo.run(15).await;
 
     demo.headline(&format!("deploy a second daemon, {LOGS} ({logs}, health-checked), start order 10, to both providers"));
@@ -540,6 +566,14 @@ async fn on_the_model() {
         }
         Err(error) => println!("status failed: {error}"),
     }
+    let hooks = demo.harness.model.hook_stats();
+    println!(
+        "\nterminations held by the lifecycle hook: {} held, {} let go after their daemons stopped, {} with tasks still running, {} timed out",
+        hooks.started,
+        hooks.completed - hooks.completed_with_tasks.len() as u64,
+        hooks.completed_with_tasks.len(),
+        hooks.timed_out
+    );
     let drain_breaks = demo.harness.model.early_drain_stops();
     println!(
         "\ndrain-last kept: {}",

@@ -16,6 +16,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::cluster_model::{Faults, ModelConfig, Rng, TaskDefinitionModel};
 use crate::deploy::{DeployRequest, RollbackRequest};
+use crate::holds::HoldSettings;
 use crate::model::{ContainerInstance, HealthStatus, InstanceStatus, TaskStatus};
 use crate::plan::READY_ATTRIBUTE;
 use crate::rollout::{Amount, RolloutConfig, RolloutState, RolloutStep, SurgeFallback};
@@ -27,6 +28,8 @@ const COVERAGE_INTERVAL: i64 = 60;
 const FAULT_PHASE: i64 = 600;
 /// CPU units and MiB of each simulated daemon.
 const DAEMON_SIZE: i64 = 256;
+/// The terminate hook's heartbeat timeout: a held termination survives missed checks.
+const HOOK_HEARTBEAT_TIMEOUT: i64 = 900;
 
 /// What one seed plays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -66,6 +69,8 @@ pub struct FaultCounts {
     pub invocations_crashed: u64,
     pub coverage_checks_missed: u64,
     pub crash_loops: u64,
+    /// Not a fault: scale-ins whose termination was held by the group's hook.
+    pub terminations_held: u64,
 }
 
 impl FaultCounts {
@@ -83,6 +88,11 @@ impl FaultCounts {
         ]
     }
 
+    /// What the scenarios did besides faults.
+    pub fn activity(&self) -> [(&'static str, u64); 1] {
+        [("terminations held", self.terminations_held)]
+    }
+
     fn add(&mut self, other: &FaultCounts) {
         self.events_dropped += other.events_dropped;
         self.events_duplicated += other.events_duplicated;
@@ -93,6 +103,7 @@ impl FaultCounts {
         self.invocations_crashed += other.invocations_crashed;
         self.coverage_checks_missed += other.coverage_checks_missed;
         self.crash_loops += other.crash_loops;
+        self.terminations_held += other.terminations_held;
     }
 
     /// Adds what the harness counted itself (events, calls, crashes, races).
@@ -104,6 +115,7 @@ impl FaultCounts {
         self.throttled_calls = harness.model.calls().iter().filter(|c| c.throttled).count() as u64;
         self.invocations_crashed = harness.crashes;
         self.store_conflicts = harness.budget.races_lost();
+        self.terminations_held = harness.model.hook_stats().started;
     }
 }
 
@@ -208,6 +220,12 @@ impl fmt::Display for CampaignReport {
         writeln!(f, "faults injected:")?;
         for (kind, count) in self.faults.kinds() {
             writeln!(f, "  {kind:<24} {count}")?;
+        }
+        for (what, count) in self.faults.activity() {
+            writeln!(
+                f,
+                "{what}: {count} (each drained, daemons last, then let go)"
+            )?;
         }
         writeln!(f, "invariant breaks: {}", self.breaks.len())?;
         for broken in &self.breaks {
@@ -381,15 +399,70 @@ fn churn_instances(harness: &Harness, rng: &mut Rng, join: f64, drain: f64, prov
     }
     if active.len() > 2 && rng.chance(drain) {
         let victim = active[rng.below(active.len() as u64) as usize];
-        harness.model.drain_instance(CLUSTER, &victim.arn);
+        if rng.chance(0.5) {
+            // Auto Scaling picks it: with the group's terminate hook, ecs-daemons drains it
+            // and lets it go; without one (gpu), it terminates at once.
+            harness.model.scale_in(CLUSTER, &victim.arn);
+        } else {
+            harness.model.drain_instance(CLUSTER, &victim.arn);
+        }
     }
+}
+
+/// Every scenario's `general` group holds terminations for ecs-daemons (gpu's has no hook).
+fn hook_terminations(harness: &mut Harness) {
+    harness.model.add_terminate_hook(
+        "general",
+        "asg-general",
+        "ecs-daemons-drain",
+        Duration::seconds(HOOK_HEARTBEAT_TIMEOUT),
+    );
+    harness.set_hold_settings(HoldSettings::new(
+        Duration::seconds(HOOK_HEARTBEAT_TIMEOUT),
+        Duration::hours(1),
+    ));
+}
+
+/// The hook invariant, every second: no lifecycle action completed while a task still ran on
+/// its instance (the drain limit, an hour, is never reached here).
+fn hook_kept(harness: &Harness, now: DateTime<Utc>) -> Result<(), String> {
+    let stats = harness.model.hook_stats();
+    if let Some(early) = stats.completed_with_tasks.first() {
+        return Err(format!(
+            "at {now}: a lifecycle action completed while tasks still ran: {early}"
+        ));
+    }
+    Ok(())
+}
+
+/// At rest: every held termination completed, none left to time out.
+fn hooks_settled(harness: &Harness) -> Result<(), String> {
+    let stats = harness.model.hook_stats();
+    let waiting = harness.model.waiting_terminations();
+    if !waiting.is_empty() {
+        return Err(format!("terminations still held: {waiting:?}"));
+    }
+    if stats.timed_out > 0 {
+        return Err(format!(
+            "{} lifecycle action(s) timed out: {stats:?}",
+            stats.timed_out
+        ));
+    }
+    Ok(())
 }
 
 /// Scale-in finishes: a drained instance whose tasks are all gone leaves.
 fn deregister_drained(harness: &Harness) {
+    // A held termination ends when ecs-daemons completes its lifecycle action.
+    let held = harness.model.waiting_terminations();
     for instance in harness.model.instances(CLUSTER) {
+        let waiting = instance
+            .ec2_instance_id
+            .as_ref()
+            .is_some_and(|ec2| held.contains(ec2));
         if instance.status == InstanceStatus::Draining
             && instance.running_tasks + instance.pending_tasks == 0
+            && !waiting
         {
             harness.model.deregister_instance(CLUSTER, &instance.arn);
         }
@@ -400,6 +473,7 @@ async fn run_churn(seed: u64) -> Result<SeedReport, String> {
     let mut rng = Rng::new(seed);
     let (config, faults) = seeded_world(seed, &mut rng, 1.0);
     let mut harness = Harness::new(CLUSTER, &["general", "gpu"], config);
+    hook_terminations(&mut harness);
     let agent = harness
         .model
         .register_task_definition(TaskDefinitionModel::new("agent", DAEMON_SIZE, DAEMON_SIZE));
@@ -530,9 +604,10 @@ async fn run_churn(seed: u64) -> Result<SeedReport, String> {
         }
         deregister_drained(&harness);
 
-        harness.deliver_events().await;
+        let delivered = harness.deliver_events().await;
+        trace(&delivered);
         if elapsed % COVERAGE_INTERVAL != 0 {
-            harness.wake_if_due().await;
+            trace(&harness.wake_if_due().await.into_iter().collect::<Vec<_>>());
         }
         if elapsed % COVERAGE_INTERVAL == 0 {
             if faults_on && rng.chance(0.1) {
@@ -541,6 +616,7 @@ async fn run_churn(seed: u64) -> Result<SeedReport, String> {
                 let check = harness.scheduled_check().await;
                 let clean =
                     !check.crashed && check.result.as_ref().is_ok_and(|o| o.errors.is_empty());
+                trace(std::slice::from_ref(&check));
                 if clean {
                     clean_checks.push(now);
                     let dups = duplicates(&harness);
@@ -553,6 +629,7 @@ async fn run_churn(seed: u64) -> Result<SeedReport, String> {
             }
         }
 
+        hook_kept(&harness, now)?;
         // Invariant: no daemon stop while an application still runs on its draining instance.
         let early = harness.model.early_drain_stops();
         if !early.is_empty() {
@@ -604,7 +681,16 @@ async fn run_churn(seed: u64) -> Result<SeedReport, String> {
             }
         }
     }
-    converged(&harness, &daemons).map_err(|e| format!("not converged at the end: {e}"))?;
+    if let Err(e) = converged(&harness, &daemons) {
+        if verbose() {
+            dump(&harness, &daemons).await;
+            for instance in harness.model.instances(CLUSTER) {
+                println!("instance {instance:?}");
+            }
+        }
+        return Err(format!("not converged at the end: {e}"));
+    }
+    hooks_settled(&harness)?;
     report.faults.collect(&harness);
     report.convergence_seconds = converged_at.map_or(0, |at| (at - fault_end).num_seconds());
     Ok(report)
@@ -625,6 +711,48 @@ fn stop_faults(harness: &mut Harness) {
     harness.model.throttle_until(harness.model.now());
     harness.crash_chance = 0.0;
     harness.budget.lose_races(0.0, 0);
+}
+
+/// `CAMPAIGN_TRACE=1` with a replayed seed: every start and stop, as it happens.
+fn trace(invocations: &[crate::simulation::Invocation]) {
+    if std::env::var("CAMPAIGN_TRACE").is_err() {
+        return;
+    }
+    for invocation in invocations {
+        let Ok(outcome) = &invocation.result else {
+            println!(
+                "{} {} failed {:?}",
+                invocation.at,
+                invocation.function,
+                invocation.result.as_ref().err()
+            );
+            continue;
+        };
+        for started in &outcome.started {
+            println!(
+                "{} {} start {} on {} {}",
+                invocation.at,
+                invocation.function,
+                started.daemon,
+                started.instance_id,
+                started.task_arn
+            );
+        }
+        for stopped in &outcome.stopped {
+            println!(
+                "{} {} stop {} on {} {} ({})",
+                invocation.at,
+                invocation.function,
+                stopped.daemon,
+                stopped.instance_id,
+                stopped.task_arn,
+                stopped.reason
+            );
+        }
+        if invocation.crashed {
+            println!("{} {} crashed", invocation.at, invocation.function);
+        }
+    }
 }
 
 /// What the store and the model hold, for a replayed seed.
@@ -719,6 +847,7 @@ async fn run_rollout(seed: u64) -> Result<SeedReport, String> {
     let mut rng = Rng::new(seed ^ 0xA5A5);
     let (config, faults) = seeded_world(seed, &mut rng, 0.5);
     let mut harness = Harness::new(CLUSTER, &["general"], config);
+    hook_terminations(&mut harness);
     let mut revisions = Vec::new();
     for _ in 0..3 {
         revisions.push(
@@ -860,6 +989,7 @@ async fn run_rollout(seed: u64) -> Result<SeedReport, String> {
                 "at {now}: {in_flight} instances in flight, maxParallel {max_parallel}"
             ));
         }
+        hook_kept(&harness, now)?;
         let lone = harness.model.lone_copy_stops();
         // stopFirst stops a lone copy on purpose; without it, never.
         if rollout.surge_fallback == SurgeFallback::Fail && !lone.is_empty() {
@@ -932,6 +1062,7 @@ async fn run_rollout(seed: u64) -> Result<SeedReport, String> {
         ));
     }
     converged(&harness, &daemons).map_err(|e| format!("not converged: {e}"))?;
+    hooks_settled(&harness)?;
     // Every instance runs the daemon's revision, except where the rollout recorded that it
     // could not get there without a gap (no room for a second copy, surgeFallback "fail").
     let spec = harness

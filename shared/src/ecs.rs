@@ -16,6 +16,8 @@ pub const DESCRIBE_BATCH: usize = 100;
 pub const START_TASK_MAX_INSTANCES: usize = 10;
 /// `PutAttributes` / `DeleteAttributes` take at most this many attributes.
 pub const ATTRIBUTE_BATCH: usize = 10;
+/// `UpdateContainerInstancesState` takes at most this many container instances.
+pub const DRAIN_BATCH: usize = 10;
 /// ECS limit on `startedBy`.
 pub const STARTED_BY_MAX_LEN: usize = 36;
 /// ECS limit on a `StopTask` reason.
@@ -191,6 +193,22 @@ pub trait Ecs: Send + Sync {
         }
     }
 
+    /// The container instance ARNs of one EC2 instance in a cluster (none if it is not a
+    /// container instance there), by the cluster query `ec2InstanceId == <id>`. One ECS call.
+    fn list_container_instances_of_ec2(
+        &self,
+        cluster: &str,
+        ec2_instance_id: &str,
+    ) -> impl Future<Output = Result<Vec<String>, EcsError>> + Send;
+
+    /// Sets container instances DRAINING (`UpdateContainerInstancesState`,
+    /// [`DRAIN_BATCH`] per call): ECS stops their service tasks and places nothing new.
+    fn drain_container_instances(
+        &self,
+        cluster: &str,
+        instances: &[String],
+    ) -> impl Future<Output = Result<(), EcsError>> + Send;
+
     /// Container instances by ARN or id, in batches of [`DESCRIBE_BATCH`]; unknown ones are left out.
     fn describe_container_instances(
         &self,
@@ -320,6 +338,20 @@ impl<T: Ecs> Ecs for std::sync::Arc<T> {
         next_token: Option<String>,
     ) -> impl Future<Output = Result<Page, EcsError>> + Send {
         (**self).list_container_instances_page(cluster, status, next_token)
+    }
+    fn list_container_instances_of_ec2(
+        &self,
+        cluster: &str,
+        ec2_instance_id: &str,
+    ) -> impl Future<Output = Result<Vec<String>, EcsError>> + Send {
+        (**self).list_container_instances_of_ec2(cluster, ec2_instance_id)
+    }
+    fn drain_container_instances(
+        &self,
+        cluster: &str,
+        instances: &[String],
+    ) -> impl Future<Output = Result<(), EcsError>> + Send {
+        (**self).drain_container_instances(cluster, instances)
     }
     fn describe_container_instances(
         &self,

@@ -42,6 +42,12 @@ pub enum EngineError {
     Ecs(#[from] EcsError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    AutoScaling(#[from] crate::autoscaling::AutoScalingError),
+    #[error(
+        "this function has no Auto Scaling client, so it cannot complete lifecycle actions (a deployment error)"
+    )]
+    NoAutoScaling,
     #[error("cluster {cluster} is not managed by this deployment (managed: {managed}); add its ARN to the stack's ClusterArns parameter")]
     ClusterNotManaged { cluster: String, managed: String },
 }
@@ -52,6 +58,7 @@ impl EngineError {
         match self {
             Self::Ecs(error) => error.is_retryable(),
             Self::Store(StoreError::Call { retryable, .. }) => *retryable,
+            Self::AutoScaling(error) => error.is_retryable(),
             _ => false,
         }
     }
@@ -72,6 +79,8 @@ pub struct EngineConfig {
     pub event_ttl: Duration,
     /// Clusters this deployment may act on; empty means any.
     pub clusters: Vec<String>,
+    /// Terminate lifecycle hooks: heartbeat interval and drain limit.
+    pub holds: crate::holds::HoldSettings,
 }
 
 impl Default for EngineConfig {
@@ -80,6 +89,7 @@ impl Default for EngineConfig {
             started_by: STARTED_BY.into(),
             event_ttl: Duration::seconds(EVENT_MARKER_SECONDS),
             clusters: Vec::new(),
+            holds: crate::holds::HoldSettings::default(),
         }
     }
 }
@@ -140,6 +150,9 @@ pub struct Outcome {
     /// When reconciling again moves things on (a timed condition matures).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wake_at: Option<DateTime<Utc>>,
+    /// Terminate lifecycle actions held, heartbeated or completed (instances scaled in).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub terminations: Vec<crate::holds::HoldReport>,
     /// Writes lost to another invocation that got there first (harmless).
     pub conflicts: usize,
     /// Actions that failed; the next event or coverage check retries them.
@@ -320,6 +333,9 @@ fn tasks_to_read(
     reads.claim_check = slots
         .iter()
         .any(|s| s.record.state == SlotState::Claimed && s.record.task_arn.is_none());
+    // Each task once: an event and a slot naming the same task are one read.
+    let mut seen = BTreeSet::new();
+    reads.to_describe.retain(|arn| seen.insert(arn.clone()));
     reads
 }
 
@@ -327,6 +343,8 @@ pub struct Engine<E, S> {
     pub ecs: E,
     pub store: S,
     pub config: EngineConfig,
+    /// Terminate lifecycle hooks held until drain-last is done (none: no hook is held).
+    pub autoscaling: Option<std::sync::Arc<dyn crate::autoscaling::AutoScaling>>,
 }
 
 fn view(spec: &DaemonSpec) -> DaemonView {
@@ -340,6 +358,23 @@ fn view(spec: &DaemonSpec) -> DaemonView {
         active_rollout: spec.active_rollout.clone(),
         last_good: spec.last_good_task_definition.clone(),
     }
+}
+
+/// One entry per task, the newest word about it (highest version; a stopped one wins a tie):
+/// a task read twice (a slot and a describe, or a describe naming it twice) must never look
+/// like two copies, or the planner would stop one of them as a duplicate of itself.
+fn newest_per_task(tasks: Vec<Task>) -> Vec<Task> {
+    let mut newest: BTreeMap<String, Task> = BTreeMap::new();
+    for task in tasks {
+        let rank = |t: &Task| (t.version, t.last_status == TaskStatus::Stopped);
+        match newest.get(&task.arn) {
+            Some(kept) if rank(kept) >= rank(&task) => {}
+            _ => {
+                newest.insert(task.arn.clone(), task);
+            }
+        }
+    }
+    newest.into_values().collect()
 }
 
 /// A task as its slot last recorded it (used where the event already told us what changed).
@@ -441,7 +476,21 @@ fn task_from_event(detail: &TaskStateChange) -> Task {
 
 impl<E: Ecs, S: Store> Engine<E, S> {
     pub fn new(ecs: E, store: S, config: EngineConfig) -> Self {
-        Self { ecs, store, config }
+        Self {
+            ecs,
+            store,
+            config,
+            autoscaling: None,
+        }
+    }
+
+    /// Holds terminate lifecycle actions through `autoscaling` (see [`crate::holds`]).
+    pub fn with_autoscaling(
+        mut self,
+        autoscaling: std::sync::Arc<dyn crate::autoscaling::AutoScaling>,
+    ) -> Self {
+        self.autoscaling = Some(autoscaling);
+        self
     }
 
     fn owns(&self, task: &Task) -> bool {
@@ -539,15 +588,37 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         now: DateTime<Utc>,
         invocation: &str,
     ) -> Result<Outcome, EngineError> {
-        let Some(observation) = self.observe_cluster(cluster, now).await? else {
-            return Ok(Outcome::skipped(
-                cluster,
-                None,
-                "no daemon is declared for this cluster",
-            ));
+        let mut outcome = match self.observe_cluster(cluster, now).await? {
+            Some(observation) => {
+                let planned = plan(&observation);
+                self.act(&observation, planned, invocation, None).await
+            }
+            None => Outcome::skipped(cluster, None, "no daemon is declared for this cluster"),
         };
-        let planned = plan(&observation);
-        Ok(self.act(&observation, planned, invocation, None).await)
+        let (reports, errors) = self.keep_holds(cluster, now).await;
+        outcome.terminations.extend(reports);
+        outcome.errors.extend(errors);
+        Ok(outcome)
+    }
+
+    /// Reconciles one instance now (the lifecycle hook's start of drain-last).
+    pub(crate) async fn reconcile_instance_now(
+        &self,
+        cluster: &str,
+        instance_arn: &str,
+        now: DateTime<Utc>,
+        invocation: &str,
+    ) -> Result<Outcome, EngineError> {
+        let work = InstanceWork {
+            instance_arn: instance_arn.to_string(),
+            ..InstanceWork::default()
+        };
+        let mut outcomes = self
+            .reconcile_instances(cluster, std::slice::from_ref(&work), now, invocation)
+            .await?;
+        Ok(outcomes.pop().unwrap_or_else(|| {
+            Outcome::skipped(cluster, Some(resource_id(instance_arn)), "nothing to do")
+        }))
     }
 
     /// Coverage and rollout progress as the next reconcile would see them, changing nothing.
@@ -576,6 +647,15 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             .describe_container_instances(cluster, &arns)
             .await?;
         let mut outcomes = Vec::new();
+        // Instances drained by now let their held terminations continue.
+        let (reports, errors) = self.settle_drained(cluster, &described, now).await;
+        if !reports.is_empty() || !errors.is_empty() {
+            let mut settled =
+                Outcome::skipped(cluster, None, "terminations of drained instances continued");
+            settled.terminations = reports;
+            settled.errors = errors;
+            outcomes.push(settled);
+        }
         let mut chosen: Vec<(ContainerInstance, &InstanceWork)> = Vec::new();
         for work in works {
             let instance_id = resource_id(&work.instance_arn);
@@ -729,7 +809,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             tasks.push(hint);
         }
         tasks.retain(|t| self.owns(t));
-        Ok(tasks)
+        Ok(newest_per_task(tasks))
     }
 
     async fn forget_events(&self, event_ids: &[&str]) {
@@ -1416,11 +1496,27 @@ mod tests {
         let older = event_task("t-agent", "agent", TaskStatus::Running, 1);
         let reads = tasks_to_read(&instance(), &[&agent], &[stranger, older], STARTED_BY);
         assert!(reads.trusted.is_empty(), "{reads:?}");
-        assert_eq!(reads.to_describe, vec!["t-other", "t-agent", "t-agent"]);
+        assert_eq!(
+            reads.to_describe,
+            vec!["t-other", "t-agent"],
+            "each task once"
+        );
         let newer = event_task("t-agent", "agent", TaskStatus::Running, 3);
         let reads = tasks_to_read(&instance(), &[&agent], &[newer], STARTED_BY);
         assert_eq!(reads.trusted.len(), 1);
         assert!(reads.to_describe.is_empty(), "{reads:?}");
+    }
+
+    #[test]
+    fn a_task_read_twice_is_one_copy_and_the_newest_word_wins() {
+        let running = event_task("t-agent", "agent", TaskStatus::Running, 2);
+        let stopped = event_task("t-agent", "agent", TaskStatus::Stopped, 3);
+        let other = event_task("t-logs", "logs", TaskStatus::Running, 1);
+        let tasks = newest_per_task(vec![running.clone(), other.clone(), stopped, running]);
+        assert_eq!(tasks.len(), 2, "{tasks:?}");
+        let agent = tasks.iter().find(|t| t.arn == "t-agent").unwrap();
+        assert_eq!(agent.last_status, TaskStatus::Stopped);
+        assert_eq!(agent.version, 3);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! ecs-daemons: everything that is not a Lambda entry point.
 
 pub mod arn;
+pub mod autoscaling;
 pub mod aws;
 pub mod campaign;
 pub mod cluster_model;
@@ -8,6 +9,7 @@ pub mod deploy;
 pub mod ecs;
 pub mod engine;
 pub mod events;
+pub mod holds;
 pub mod metrics;
 pub mod model;
 pub mod pacing;

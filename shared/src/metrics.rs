@@ -28,6 +28,10 @@ pub const DAEMONS_STARTED: &str = "DaemonsStarted";
 pub const DAEMONS_STOPPED: &str = "DaemonsStopped";
 pub const START_FAILURES: &str = "StartFailures";
 pub const ACTION_ERRORS: &str = "ActionErrors";
+/// Terminate lifecycle actions completed (the instance may terminate).
+pub const TERMINATIONS_CONTINUED: &str = "TerminationsContinued";
+/// Of those, completed at the drain limit while tasks still ran: what its alarm watches.
+pub const TERMINATIONS_AT_DRAIN_LIMIT: &str = "TerminationsAtDrainLimit";
 
 /// Every metric name the functions publish.
 pub const METRIC_NAMES: &[&str] = &[
@@ -44,6 +48,8 @@ pub const METRIC_NAMES: &[&str] = &[
     DAEMONS_STOPPED,
     START_FAILURES,
     ACTION_ERRORS,
+    TERMINATIONS_CONTINUED,
+    TERMINATIONS_AT_DRAIN_LIMIT,
 ];
 
 /// Per daemon, and once more without dimensions so that one alarm covers every cluster and
@@ -171,11 +177,24 @@ pub fn outcome_lines(
             &[count(name, 1)],
         ));
     }
+    let continued = || {
+        outcome
+            .terminations
+            .iter()
+            .filter(|r| r.action == "completed")
+    };
     let activity = [
         (DAEMONS_STARTED, outcome.started.len()),
         (DAEMONS_STOPPED, outcome.stopped.len()),
         (START_FAILURES, outcome.start_failures.len()),
         (ACTION_ERRORS, outcome.errors.len()),
+        (TERMINATIONS_CONTINUED, continued().count()),
+        (
+            TERMINATIONS_AT_DRAIN_LIMIT,
+            continued()
+                .filter(|r| r.reason == Some(crate::holds::HoldEndReason::LimitReached))
+                .count(),
+        ),
     ];
     if activity.iter().any(|(_, n)| *n > 0) {
         let instance = outcome.instance.as_deref().unwrap_or("");

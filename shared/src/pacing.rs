@@ -67,7 +67,8 @@ impl Pacing {
     pub fn share(function: &str) -> Self {
         match function {
             "coverage-check" => Self::of(12.0, 70.0, 40.0, 100.0),
-            "instance-events" | "task-events" => Self::of(4.0, 15.0, 10.0, 30.0),
+            // lifecycle-hook: one terminating instance per invocation, like an event.
+            "instance-events" | "task-events" | "lifecycle-hook" => Self::of(4.0, 15.0, 10.0, 30.0),
             // deploy, rollback, status: one full reconcile (two reads per 100 instances and
             // per 100 tasks) without waiting, on clusters of a few thousand instances.
             _ => Self::of(6.0, 70.0, 10.0, 30.0),
@@ -339,6 +340,29 @@ impl<E: Ecs, C: Clock> Ecs for Paced<E, C> {
         for batch in attributes.chunks(ATTRIBUTE_BATCH) {
             self.wait(CallClass::Modify).await;
             self.inner.delete_attributes(cluster, batch).await?;
+        }
+        Ok(())
+    }
+
+    async fn list_container_instances_of_ec2(
+        &self,
+        cluster: &str,
+        ec2_instance_id: &str,
+    ) -> Result<Vec<String>, EcsError> {
+        self.wait(CallClass::Read).await;
+        self.inner
+            .list_container_instances_of_ec2(cluster, ec2_instance_id)
+            .await
+    }
+
+    async fn drain_container_instances(
+        &self,
+        cluster: &str,
+        instances: &[String],
+    ) -> Result<(), EcsError> {
+        for batch in instances.chunks(crate::ecs::DRAIN_BATCH) {
+            self.wait(CallClass::Modify).await;
+            self.inner.drain_container_instances(cluster, batch).await?;
         }
         Ok(())
     }

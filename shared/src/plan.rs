@@ -534,7 +534,8 @@ impl<'a, 'g> Planner<'a, 'g> {
         live.sort_by_key(|task| std::cmp::Reverse(keeper_rank(task, daemon)));
         let mut copies = live.into_iter();
         let keeper = copies.next()?;
-        for extra in copies {
+        // The same task twice is one copy: never stop the keeper as its own duplicate.
+        for extra in copies.filter(|extra| extra.arn != keeper.arn) {
             self.coverage(daemon).duplicates += 1;
             self.push(Action::Stop {
                 task_arn: extra.arn.clone(),

@@ -39,6 +39,8 @@ impl FunctionError {
             EngineError::Ecs(_) => "EcsError",
             EngineError::Store(_) => "StoreError",
             EngineError::ClusterNotManaged { .. } => "ClusterNotManaged",
+            EngineError::AutoScaling(_) => "AutoScalingError",
+            EngineError::NoAutoScaling => "ConfigurationError",
         };
         match self {
             Self::Config(_) => "ConfigurationError",
@@ -99,7 +101,48 @@ pub fn engine_config_from(
     if let Some(marker) = lookup("STARTED_BY").filter(|m| !m.is_empty()) {
         config.started_by = marker;
     }
+    config.holds = hold_settings_from(&lookup)?;
     Ok((table, config))
+}
+
+/// `LIFECYCLE_HEARTBEAT_TIMEOUT_SECONDS` (the hook's heartbeat timeout) and
+/// `DRAIN_LIMIT_SECONDS` (how long a drain may hold a termination), both optional.
+fn hold_settings_from(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<crate::holds::HoldSettings, FunctionError> {
+    let defaults = crate::holds::HoldSettings::default();
+    let seconds =
+        |name: &str, default: i64, range: std::ops::RangeInclusive<i64>| match lookup(name)
+            .filter(|v| !v.is_empty())
+        {
+            None => Ok(default),
+            Some(text) => text
+                .parse::<i64>()
+                .ok()
+                .filter(|n| range.contains(n))
+                .ok_or_else(|| {
+                    FunctionError::Config(format!(
+                        "{name} must be a whole number of seconds from {} to {}, got {text:?}",
+                        range.start(),
+                        range.end()
+                    ))
+                }),
+        };
+    // Auto Scaling's own bounds: a heartbeat timeout of 30 s to 7200 s, a wait of at most 48 h.
+    let timeout = seconds(
+        "LIFECYCLE_HEARTBEAT_TIMEOUT_SECONDS",
+        (defaults.heartbeat_every * 2).num_seconds(),
+        30..=7200,
+    )?;
+    let limit = seconds(
+        "DRAIN_LIMIT_SECONDS",
+        defaults.limit.num_seconds(),
+        60..=172_800,
+    )?;
+    Ok(crate::holds::HoldSettings::new(
+        chrono::Duration::seconds(timeout),
+        chrono::Duration::seconds(limit),
+    ))
 }
 
 /// The engine of one function's process: its pacing share (`Pacing::share`, or the
@@ -113,7 +156,10 @@ pub async fn production_engine(function: &str) -> Result<ProductionEngine, Funct
         Paced::new(SdkEcs::from_config(&aws), SystemClock::default(), pacing),
         DynamoStore::from_config(&aws, table),
         config,
-    ))
+    )
+    .with_autoscaling(std::sync::Arc::new(
+        crate::autoscaling::SdkAutoScaling::from_config(&aws),
+    )))
 }
 
 /// Logs what one engine run saw and did, and publishes its figures as EMF lines.
@@ -145,6 +191,19 @@ fn log_outcome(function: &str, outcome: &Outcome) {
             failures = counts.failures,
             threshold = counts.threshold,
             "rollout progress"
+        );
+    }
+    for report in &outcome.terminations {
+        tracing::info!(
+            function,
+            cluster = %outcome.cluster,
+            ec2_instance = %report.ec2_instance_id,
+            instance = report.instance_id.as_deref().unwrap_or(""),
+            group = %report.group,
+            action = report.action,
+            reason = ?report.reason,
+            detail = %report.detail,
+            "termination"
         );
     }
     for ended in &outcome.rollouts_ended {
@@ -350,6 +409,32 @@ where
         }
     }
     Ok(crate::sqs::batch_response(&retry))
+}
+
+/// "EC2 Instance-terminate Lifecycle Action" (direct from its EventBridge rule): hold the
+/// termination until drain-last is done.
+pub async fn lifecycle_hook<E: crate::ecs::Ecs, S: crate::store::Store>(
+    engine: &Engine<E, S>,
+    payload: Value,
+    request_id: String,
+) -> Result<Value, FunctionError> {
+    let answer = engine
+        .on_terminate_event(payload, Utc::now(), &request_id)
+        .await?;
+    // The hold (or the instant CONTINUE) is logged and counted like any outcome's.
+    log_outcome(
+        "lifecycle-hook",
+        &Outcome {
+            cluster: answer.cluster.clone().unwrap_or_default(),
+            skipped: Some("the termination event itself".into()),
+            terminations: answer.terminations.clone(),
+            ..Outcome::default()
+        },
+    );
+    if let Some(outcome) = &answer.reconcile {
+        log_outcome("lifecycle-hook", outcome);
+    }
+    Ok(serde_json::to_value(answer)?)
 }
 
 pub async fn instance_event<E: crate::ecs::Ecs, S: crate::store::Store>(

@@ -158,6 +158,31 @@ macro_rules! guarded {
 }
 
 impl<T: Ecs> Ecs for Crashing<T> {
+    async fn list_container_instances_of_ec2(
+        &self,
+        cluster: &str,
+        ec2_instance_id: &str,
+    ) -> Result<Vec<String>, EcsError> {
+        guarded!(
+            self,
+            "ListContainerInstances",
+            crashed_ecs,
+            self.inner
+                .list_container_instances_of_ec2(cluster, ec2_instance_id)
+        )
+    }
+    async fn drain_container_instances(
+        &self,
+        cluster: &str,
+        instances: &[String],
+    ) -> Result<(), EcsError> {
+        guarded!(
+            self,
+            "UpdateContainerInstancesState",
+            crashed_ecs,
+            self.inner.drain_container_instances(cluster, instances)
+        )
+    }
     async fn list_container_instances_page(
         &self,
         cluster: &str,
@@ -342,6 +367,47 @@ impl<T: Store> Store for Crashing<T> {
     }
 }
 
+impl<T: crate::autoscaling::AutoScaling> crate::autoscaling::AutoScaling for Crashing<T> {
+    fn complete_lifecycle_action<'a>(
+        &'a self,
+        action: &'a crate::autoscaling::LifecycleAction,
+    ) -> crate::autoscaling::AutoScalingAnswer<'a> {
+        if !self.budget.spend() {
+            return Box::pin(
+                async move { Err(crashed_autoscaling("CompleteLifecycleAction", action)) },
+            );
+        }
+        self.inner.complete_lifecycle_action(action)
+    }
+    fn record_lifecycle_action_heartbeat<'a>(
+        &'a self,
+        action: &'a crate::autoscaling::LifecycleAction,
+    ) -> crate::autoscaling::AutoScalingAnswer<'a> {
+        if !self.budget.spend() {
+            return Box::pin(async move {
+                Err(crashed_autoscaling(
+                    "RecordLifecycleActionHeartbeat",
+                    action,
+                ))
+            });
+        }
+        self.inner.record_lifecycle_action_heartbeat(action)
+    }
+}
+
+fn crashed_autoscaling(
+    operation: &'static str,
+    action: &crate::autoscaling::LifecycleAction,
+) -> crate::autoscaling::AutoScalingError {
+    crate::autoscaling::AutoScalingError {
+        operation,
+        instance: action.ec2_instance_id.clone(),
+        kind: crate::autoscaling::AutoScalingErrorKind::Transient,
+        code: "InjectedCrash".into(),
+        message: "the invocation crashed before this call".into(),
+    }
+}
+
 /// The model's simulated clock: a paced call waits by letting model time pass, so the
 /// cluster moves on meanwhile, as it would while a Lambda waits.
 pub struct ModelClock(pub Arc<ClusterModel>);
@@ -392,6 +458,7 @@ pub struct Harness {
     check_engine: SimEngine,
     /// deploy and rollback.
     manual_engine: SimEngine,
+    lifecycle_engine: SimEngine,
     pub cluster: String,
     /// Chance that an invocation crashes after a random number of calls.
     pub crash_chance: f64,
@@ -402,6 +469,9 @@ pub struct Harness {
     /// The scheduled coverage-check keeps waking for timed conditions until this moment.
     window_end: Option<DateTime<Utc>>,
     next_wake: Option<DateTime<Utc>>,
+    /// Lifecycle events whose invocation failed: Lambda retries an asynchronous invocation
+    /// twice (about 1 and 2 minutes later). (due, event, attempts so far)
+    termination_retries: Vec<(DateTime<Utc>, Value, u32)>,
 }
 
 impl Harness {
@@ -423,11 +493,16 @@ impl Harness {
                     ..EngineConfig::default()
                 },
             )
+            .with_autoscaling(Arc::new(Crashing::new(
+                Arc::clone(&model),
+                Arc::clone(&budget),
+            )))
         };
         let engine = engine_of("task-events");
         let instance_engine = engine_of("instance-events");
         let check_engine = engine_of("coverage-check");
         let manual_engine = engine_of("deploy");
+        let lifecycle_engine = engine_of("lifecycle-hook");
         let rng = Rng::new(config_seed(&model));
         Self {
             model,
@@ -437,6 +512,7 @@ impl Harness {
             instance_engine,
             check_engine,
             manual_engine,
+            lifecycle_engine,
             cluster: cluster.into(),
             crash_chance: 0.0,
             crashes: 0,
@@ -444,6 +520,7 @@ impl Harness {
             invocations: 0,
             window_end: None,
             next_wake: None,
+            termination_retries: Vec::new(),
         }
     }
 
@@ -468,14 +545,39 @@ impl Harness {
     pub async fn deliver_events(&mut self) -> Vec<Invocation> {
         let mut instance_events = Vec::new();
         let mut task_events = Vec::new();
+        let mut terminations = Vec::new();
         for event in self.model.take_due_events() {
             match event["detail-type"].as_str() {
                 Some(INSTANCE_STATE_CHANGE) => instance_events.push(event),
                 Some(TASK_STATE_CHANGE) => task_events.push(event),
+                Some(crate::autoscaling::TERMINATE_ACTION) => terminations.push(event),
                 _ => {}
             }
         }
         let mut done = Vec::new();
+        // The lifecycle rule invokes its function directly, one event at a time; a failed
+        // invocation is retried by Lambda.
+        let now = self.model.now();
+        let mut due: Vec<(Value, u32)> = terminations.into_iter().map(|e| (e, 0)).collect();
+        let (retry_now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.termination_retries)
+            .into_iter()
+            .partition(|(at, _, _)| *at <= now);
+        self.termination_retries = later;
+        due.extend(
+            retry_now
+                .into_iter()
+                .map(|(_, event, attempts)| (event, attempts)),
+        );
+        for (event, attempts) in due {
+            let invocation = self.deliver_termination(event.clone()).await;
+            let failed =
+                invocation.crashed || invocation.result.as_ref().is_err_and(|e| e.is_retryable());
+            if failed && attempts < 2 {
+                let at = self.model.now() + Duration::seconds(60 * i64::from(attempts + 1));
+                self.termination_retries.push((at, event, attempts + 1));
+            }
+            done.push(invocation);
+        }
         for (function, events) in [
             ("instance-events", instance_events),
             ("task-events", task_events),
@@ -485,6 +587,36 @@ impl Harness {
             }
         }
         done
+    }
+
+    /// One invocation of `lifecycle-hook` with a terminate lifecycle event.
+    pub async fn deliver_termination(&mut self, event: Value) -> Invocation {
+        let id = self.invocation_id();
+        let now = self.model.now();
+        let before = self.model.call_count();
+        let store_before = self.budget.store_calls();
+        let result = self
+            .lifecycle_engine
+            .on_terminate_event(event.clone(), now, &id)
+            .await
+            .map(|answer| {
+                let mut outcome = answer.reconcile.unwrap_or_else(|| Outcome {
+                    cluster: answer.cluster.clone().unwrap_or_default(),
+                    ..Outcome::default()
+                });
+                outcome.terminations.extend(answer.terminations);
+                outcome
+            });
+        let crashed = self.finish();
+        Invocation {
+            function: "lifecycle-hook",
+            at: now,
+            events: vec![event],
+            result,
+            ecs_calls: self.model.call_count() - before,
+            store_calls: self.budget.store_calls() - store_before,
+            crashed,
+        }
     }
 
     /// One invocation of an event function with this batch (what SQS hands it).
@@ -516,6 +648,19 @@ impl Harness {
             ecs_calls: self.model.call_count() - before,
             store_calls: self.budget.store_calls() - store_before,
             crashed,
+        }
+    }
+
+    /// Every function's heartbeat interval and drain limit for held terminations.
+    pub fn set_hold_settings(&mut self, settings: crate::holds::HoldSettings) {
+        for engine in [
+            &mut self.engine,
+            &mut self.instance_engine,
+            &mut self.check_engine,
+            &mut self.manual_engine,
+            &mut self.lifecycle_engine,
+        ] {
+            engine.config.holds = settings;
         }
     }
 
@@ -650,9 +795,13 @@ fn merged(outcomes: Vec<Outcome>) -> Outcome {
         if all.skipped.is_some() && outcome.skipped.is_none() {
             let done = std::mem::replace(&mut all, outcome);
             all.conflicts += done.conflicts;
+            all.terminations.extend(done.terminations);
+            all.errors.extend(done.errors);
             continue;
         }
         if outcome.skipped.is_some() {
+            all.terminations.extend(outcome.terminations);
+            all.errors.extend(outcome.errors);
             continue;
         }
         all.instance = None;
@@ -664,6 +813,7 @@ fn merged(outcomes: Vec<Outcome>) -> Outcome {
         all.rollouts_started.extend(outcome.rollouts_started);
         all.rollouts_ended.extend(outcome.rollouts_ended);
         all.conflicts += outcome.conflicts;
+        all.terminations.extend(outcome.terminations);
         all.errors.extend(outcome.errors);
         all.wake_at = match (all.wake_at, outcome.wake_at) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -53,6 +53,17 @@ impl ItemKey {
         }
     }
 
+    /// Holds live in a partition of their own per cluster; `#` keeps it apart from every
+    /// daemon's (daemon names are letters, digits, `-` and `_`).
+    pub const HOLDS: &'static str = "#holds";
+
+    pub fn hold(cluster: &str, instance_id: &str) -> Self {
+        Self {
+            pk: Self::daemon_partition(cluster, Self::HOLDS),
+            sk: format!("{}{instance_id}", RecordKind::Hold.prefix()),
+        }
+    }
+
     pub fn event(event_id: &str) -> Self {
         Self {
             pk: format!("EVENT#{event_id}"),
@@ -73,6 +84,8 @@ pub enum RecordKind {
     Spec,
     Rollout,
     Slot,
+    /// A terminate lifecycle action held until the instance is drained.
+    Hold,
 }
 
 impl RecordKind {
@@ -81,6 +94,7 @@ impl RecordKind {
             Self::Spec => "SPEC",
             Self::Rollout => "ROLLOUT",
             Self::Slot => "SLOT",
+            Self::Hold => "HOLD",
         }
     }
 
@@ -90,6 +104,7 @@ impl RecordKind {
             Self::Spec => "SPEC",
             Self::Rollout => "ROLLOUT#",
             Self::Slot => "SLOT#",
+            Self::Hold => "HOLD#",
         }
     }
 }

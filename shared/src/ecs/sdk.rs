@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     clip_reason, Ecs, EcsError, EcsErrorKind, InstanceAttribute, Page, StartTaskOutcome,
-    StartTaskRequest, TaskFilter, ATTRIBUTE_BATCH, DESCRIBE_BATCH,
+    StartTaskRequest, TaskFilter, ATTRIBUTE_BATCH, DESCRIBE_BATCH, DRAIN_BATCH,
 };
 use crate::model::{
     ContainerDefinition, ContainerInstance, Failure, HealthStatus, InstanceStatus, Resources, Task,
@@ -317,6 +317,77 @@ impl Ecs for SdkEcs {
             arns: page.container_instance_arns().to_vec(),
             next_token: page.next_token().map(str::to_string),
         })
+    }
+
+    async fn list_container_instances_of_ec2(
+        &self,
+        cluster: &str,
+        ec2_instance_id: &str,
+    ) -> Result<Vec<String>, EcsError> {
+        // The id goes into a cluster query: anything but an EC2 instance id is refused first.
+        let valid = ec2_instance_id.starts_with("i-")
+            && ec2_instance_id.len() <= 32
+            && ec2_instance_id[2..]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric());
+        if !valid {
+            return Err(EcsError::new(
+                "ListContainerInstances",
+                format!("cluster {cluster}"),
+                EcsErrorKind::Invalid,
+                "InvalidParameterException",
+                format!("{ec2_instance_id:?} is not an EC2 instance id"),
+            ));
+        }
+        let page = self
+            .client
+            .list_container_instances()
+            .cluster(cluster)
+            .filter(format!("ec2InstanceId == {ec2_instance_id}"))
+            .max_results(100)
+            .send()
+            .await
+            .map_err(|e| call_error("ListContainerInstances", format!("cluster {cluster}"), e))?;
+        Ok(page.container_instance_arns().to_vec())
+    }
+
+    async fn drain_container_instances(
+        &self,
+        cluster: &str,
+        instances: &[String],
+    ) -> Result<(), EcsError> {
+        for batch in instances.chunks(DRAIN_BATCH) {
+            let answer = self
+                .client
+                .update_container_instances_state()
+                .cluster(cluster)
+                .set_container_instances(Some(batch.to_vec()))
+                .status(sdk::ContainerInstanceStatus::Draining)
+                .send()
+                .await
+                .map_err(|e| {
+                    call_error(
+                        "UpdateContainerInstancesState",
+                        format!("cluster {cluster}"),
+                        e,
+                    )
+                })?;
+            // An instance that is gone (MISSING) needs no draining; anything else is an error.
+            if let Some(failure) = answer
+                .failures()
+                .iter()
+                .find(|f| f.reason() != Some("MISSING"))
+            {
+                return Err(EcsError::new(
+                    "UpdateContainerInstancesState",
+                    failure.arn().unwrap_or(cluster).to_string(),
+                    EcsErrorKind::Invalid,
+                    failure.reason().unwrap_or("Failure"),
+                    failure.detail().unwrap_or("ECS did not drain the instance"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     async fn describe_container_instances(

@@ -1,0 +1,626 @@
+//! Scale-in that waits for the daemons. An Auto Scaling group with a terminate lifecycle hook
+//! holds an instance in `Terminating:Wait`; the `lifecycle-hook` function sets the container
+//! instance DRAINING and records a [`TerminationHold`]. Drain-last then runs as for any drain
+//! (applications leave, the daemons stop last) and whichever function next sees the instance
+//! empty completes the lifecycle action with CONTINUE. The coverage-check heartbeats holds that
+//! take long and completes, and reports, those that reach the limit, so a termination is never
+//! blocked forever and a hook never times out unnoticed.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::arn::resource_id;
+use crate::autoscaling::{parse_terminate_event, AutoScalingErrorKind, LifecycleAction};
+use crate::ecs::Ecs;
+use crate::engine::{Engine, EngineError};
+use crate::model::{ContainerInstance, InstanceStatus};
+use crate::store::{Expected, ItemKey, Record, RecordKind, Store, Versioned};
+
+/// A terminate lifecycle action held until the instance is drained.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TerminationHold {
+    pub cluster: String,
+    pub instance_id: String,
+    pub instance_arn: String,
+    pub action: LifecycleAction,
+    pub received_at: DateTime<Utc>,
+    /// The last heartbeat (or the event): the hook's timeout counts from here.
+    pub heartbeat_at: DateTime<Utc>,
+    /// The limit: the action is completed then even if the drain has not finished.
+    pub deadline: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<HoldEnd>,
+}
+
+impl Record for TerminationHold {
+    const KIND: RecordKind = RecordKind::Hold;
+    fn key(&self) -> ItemKey {
+        ItemKey::hold(&self.cluster, &self.instance_id)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HoldEnd {
+    pub at: DateTime<Utc>,
+    pub why: HoldEndReason,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HoldEndReason {
+    /// Applications gone, daemons stopped last: the normal end.
+    Drained,
+    /// The drain did not finish within the limit: completed anyway (reported).
+    LimitReached,
+    /// The container instance is no longer registered: nothing left to protect.
+    InstanceGone,
+    /// Auto Scaling had no pending action for the token any more (completed elsewhere,
+    /// timed out, or a stale event).
+    AlreadyEnded,
+}
+
+/// How holds are kept: from the hook's heartbeat timeout and the drain limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HoldSettings {
+    /// A heartbeat is recorded once this much has passed since the last one.
+    pub heartbeat_every: Duration,
+    /// How long a drain may hold a termination.
+    pub limit: Duration,
+}
+
+impl HoldSettings {
+    /// Heartbeats at half the hook's timeout, so one missed coverage-check run is survived.
+    pub fn new(heartbeat_timeout: Duration, limit: Duration) -> Self {
+        Self {
+            heartbeat_every: heartbeat_timeout / 2,
+            limit,
+        }
+    }
+}
+
+impl Default for HoldSettings {
+    fn default() -> Self {
+        Self::new(Duration::seconds(300), Duration::hours(1))
+    }
+}
+
+/// What to do about one open hold, decided from the instance as ECS describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldStep {
+    Wait {
+        heartbeat: bool,
+        /// The instance is ACTIVE again (someone reactivated it): drain it again.
+        drain_again: bool,
+    },
+    Complete(HoldEndReason),
+}
+
+pub fn decide_hold(
+    hold: &TerminationHold,
+    instance: Option<&ContainerInstance>,
+    now: DateTime<Utc>,
+    settings: &HoldSettings,
+) -> HoldStep {
+    match instance {
+        None => HoldStep::Complete(HoldEndReason::InstanceGone),
+        Some(instance) if is_drained(instance) => HoldStep::Complete(HoldEndReason::Drained),
+        Some(_) if now >= hold.deadline => HoldStep::Complete(HoldEndReason::LimitReached),
+        Some(instance) => HoldStep::Wait {
+            heartbeat: now >= hold.heartbeat_at + settings.heartbeat_every,
+            drain_again: instance.status == InstanceStatus::Active,
+        },
+    }
+}
+
+/// DRAINING with no task left: applications gone and daemons stopped.
+pub fn is_drained(instance: &ContainerInstance) -> bool {
+    instance.status == InstanceStatus::Draining
+        && instance.running_tasks == 0
+        && instance.pending_tasks == 0
+}
+
+/// One thing done about a termination, in an invocation's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HoldReport {
+    pub ec2_instance_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    pub group: String,
+    /// `held`, `heartbeat` or `completed`.
+    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<HoldEndReason>,
+    pub detail: String,
+}
+
+/// The `lifecycle-hook` function's answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TerminateOutcome {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// The hold itself (held, or let go at once); what the reconcile did is in `reconcile`.
+    pub terminations: Vec<HoldReport>,
+    /// The reconcile of the instance that started drain-last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<crate::engine::Outcome>,
+}
+
+fn completed(
+    action: &LifecycleAction,
+    instance_id: Option<&str>,
+    why: HoldEndReason,
+    detail: String,
+) -> HoldReport {
+    HoldReport {
+        ec2_instance_id: action.ec2_instance_id.clone(),
+        instance_id: instance_id.map(str::to_string),
+        group: action.group.clone(),
+        action: "completed",
+        reason: Some(why),
+        detail,
+    }
+}
+
+impl<E: Ecs, S: Store> Engine<E, S> {
+    fn lifecycle(&self) -> Result<&dyn crate::autoscaling::AutoScaling, EngineError> {
+        self.autoscaling
+            .as_deref()
+            .ok_or(EngineError::NoAutoScaling)
+    }
+
+    /// Completes with CONTINUE; an action Auto Scaling no longer has is an end too (logged).
+    async fn complete_action(
+        &self,
+        action: &LifecycleAction,
+    ) -> Result<HoldEndReason, EngineError> {
+        match self.lifecycle()?.complete_lifecycle_action(action).await {
+            Ok(()) => Ok(HoldEndReason::Drained),
+            Err(error) if error.kind == AutoScalingErrorKind::NoActiveAction => {
+                tracing::warn!(
+                    ec2_instance = %action.ec2_instance_id,
+                    group = %action.group,
+                    error = %error,
+                    "the lifecycle action had already ended (completed, timed out or stale token)"
+                );
+                Ok(HoldEndReason::AlreadyEnded)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The "EC2 Instance-terminate Lifecycle Action" event: find the container instance in
+    /// the managed clusters, drain it, record the hold, and start drain-last at once. An
+    /// instance no managed cluster knows is let go at once (and reported).
+    pub async fn on_terminate_event(
+        &self,
+        raw: Value,
+        now: DateTime<Utc>,
+        invocation: &str,
+    ) -> Result<TerminateOutcome, EngineError> {
+        let event = parse_terminate_event(raw).map_err(EngineError::from)?;
+        let action = event.action;
+        let mut found = None;
+        for cluster in &self.config.clusters {
+            let arns = self
+                .ecs
+                .list_container_instances_of_ec2(cluster, &action.ec2_instance_id)
+                .await?;
+            if arns.is_empty() {
+                continue;
+            }
+            // Checked again on the description: the filter is ECS's, the decision ours.
+            let instance = self
+                .ecs
+                .describe_container_instances(cluster, &arns)
+                .await?
+                .into_iter()
+                .find(|i| i.ec2_instance_id.as_deref() == Some(action.ec2_instance_id.as_str()));
+            if let Some(instance) = instance {
+                found = Some((cluster.clone(), instance));
+                break;
+            }
+        }
+        let Some((cluster, instance)) = found else {
+            let why = self.complete_action(&action).await?;
+            let detail = format!(
+                "{} is not a container instance of a managed cluster ({}): nothing to drain, termination continues",
+                action.ec2_instance_id,
+                self.config.clusters.join(", ")
+            );
+            tracing::warn!(ec2_instance = %action.ec2_instance_id, group = %action.group, "{detail}");
+            let why = if why == HoldEndReason::AlreadyEnded {
+                why
+            } else {
+                HoldEndReason::InstanceGone
+            };
+            return Ok(TerminateOutcome {
+                cluster: None,
+                terminations: vec![completed(&action, None, why, detail)],
+                reconcile: None,
+            });
+        };
+        let key = ItemKey::hold(&cluster, instance.id());
+        let existing = self.store.get::<TerminationHold>(&key).await?;
+        let same_action = existing
+            .as_ref()
+            .is_some_and(|h| h.record.action.token == action.token);
+        let other_open = existing
+            .as_ref()
+            .is_some_and(|h| !same_action && h.record.ended.is_none());
+        if other_open {
+            // Two tokens for one instance: one is stale. Auto Scaling knows which.
+            if let Err(error) = self
+                .lifecycle()?
+                .record_lifecycle_action_heartbeat(&action)
+                .await
+            {
+                if error.kind != AutoScalingErrorKind::NoActiveAction {
+                    return Err(error.into());
+                }
+                let detail = format!(
+                    "stale event: Auto Scaling has no pending action for token {}; the hold of {} stays as it is",
+                    action.token,
+                    instance.id()
+                );
+                tracing::warn!(ec2_instance = %action.ec2_instance_id, "{detail}");
+                return Ok(TerminateOutcome {
+                    cluster: Some(cluster),
+                    terminations: vec![completed(
+                        &action,
+                        Some(instance.id()),
+                        HoldEndReason::AlreadyEnded,
+                        detail,
+                    )],
+                    reconcile: None,
+                });
+            }
+        }
+        if !same_action {
+            let hold = TerminationHold {
+                cluster: cluster.clone(),
+                instance_id: instance.id().to_string(),
+                instance_arn: instance.arn.clone(),
+                action: action.clone(),
+                received_at: now,
+                heartbeat_at: now,
+                deadline: now + self.config.holds.limit,
+                ended: None,
+            };
+            let expected = existing
+                .as_ref()
+                .map_or(Expected::Absent, Versioned::expected);
+            self.store.put(&hold, expected).await?;
+        }
+        if instance.status == InstanceStatus::Active {
+            self.ecs
+                .drain_container_instances(&cluster, std::slice::from_ref(&instance.arn))
+                .await?;
+        }
+        let terminations = vec![HoldReport {
+            ec2_instance_id: action.ec2_instance_id.clone(),
+            instance_id: Some(instance.id().to_string()),
+            group: action.group.clone(),
+            action: "held",
+            reason: None,
+            detail: format!(
+                "draining {} of {cluster}: applications first, daemons last; completes by {} at the latest",
+                instance.id(),
+                now + self.config.holds.limit
+            ),
+        }];
+        // Drain-last now: an instance with nothing but daemons on it stops them at once.
+        let reconcile = self
+            .reconcile_instance_now(&cluster, &instance.arn, now, invocation)
+            .await?;
+        Ok(TerminateOutcome {
+            cluster: Some(cluster),
+            terminations,
+            reconcile: Some(reconcile),
+        })
+    }
+
+    /// Completes the holds of the instances that are drained now (called by every reconcile
+    /// with the instances it described). One GetItem per drained instance.
+    pub(crate) async fn settle_drained(
+        &self,
+        cluster: &str,
+        instances: &[ContainerInstance],
+        now: DateTime<Utc>,
+    ) -> (Vec<HoldReport>, Vec<String>) {
+        let mut reports = Vec::new();
+        let mut errors = Vec::new();
+        if self.autoscaling.is_none() {
+            return (reports, errors);
+        }
+        for instance in instances.iter().filter(|i| is_drained(i)) {
+            let hold = match self
+                .store
+                .get::<TerminationHold>(&ItemKey::hold(cluster, instance.id()))
+                .await
+            {
+                Ok(Some(hold)) if hold.record.ended.is_none() => hold,
+                Ok(_) => continue,
+                Err(error) => {
+                    errors.push(error.to_string());
+                    continue;
+                }
+            };
+            match self
+                .end_hold(hold, Some(instance), HoldEndReason::Drained, now)
+                .await
+            {
+                Ok(report) => reports.push(report),
+                Err(error) => errors.push(error.to_string()),
+            }
+        }
+        (reports, errors)
+    }
+
+    /// The coverage-check's pass over a cluster's open holds: heartbeats, the limit,
+    /// instances gone. One Query, and one DescribeContainerInstances when holds are open.
+    pub(crate) async fn keep_holds(
+        &self,
+        cluster: &str,
+        now: DateTime<Utc>,
+    ) -> (Vec<HoldReport>, Vec<String>) {
+        let mut reports = Vec::new();
+        let mut errors = Vec::new();
+        if self.autoscaling.is_none() {
+            return (reports, errors);
+        }
+        let holds: Vec<Versioned<TerminationHold>> =
+            match self.store.query(cluster, ItemKey::HOLDS).await {
+                Ok(holds) => holds,
+                Err(error) => return (reports, vec![error.to_string()]),
+            };
+        let open: Vec<Versioned<TerminationHold>> = holds
+            .into_iter()
+            .filter(|h| h.record.ended.is_none())
+            .collect();
+        if open.is_empty() {
+            return (reports, errors);
+        }
+        let arns: Vec<String> = open.iter().map(|h| h.record.instance_arn.clone()).collect();
+        let instances = match self.ecs.describe_container_instances(cluster, &arns).await {
+            Ok(instances) => instances,
+            Err(error) => return (reports, vec![error.to_string()]),
+        };
+        let mut drain_again = BTreeSet::new();
+        for hold in open {
+            let instance = instances
+                .iter()
+                .find(|i| i.id() == hold.record.instance_id)
+                .filter(|i| i.status != InstanceStatus::Inactive);
+            match decide_hold(&hold.record, instance, now, &self.config.holds) {
+                HoldStep::Complete(why) => match self.end_hold(hold, instance, why, now).await {
+                    Ok(report) => reports.push(report),
+                    Err(error) => errors.push(error.to_string()),
+                },
+                HoldStep::Wait {
+                    heartbeat,
+                    drain_again: again,
+                } => {
+                    if again {
+                        drain_again.insert(hold.record.instance_arn.clone());
+                    }
+                    if heartbeat {
+                        match self.heartbeat(hold, now).await {
+                            Ok(report) => reports.push(report),
+                            Err(error) => errors.push(error.to_string()),
+                        }
+                    }
+                }
+            }
+        }
+        if !drain_again.is_empty() {
+            let arns: Vec<String> = drain_again.into_iter().collect();
+            if let Err(error) = self.ecs.drain_container_instances(cluster, &arns).await {
+                errors.push(error.to_string());
+            }
+        }
+        (reports, errors)
+    }
+
+    async fn heartbeat(
+        &self,
+        hold: Versioned<TerminationHold>,
+        now: DateTime<Utc>,
+    ) -> Result<HoldReport, EngineError> {
+        let action = &hold.record.action;
+        match self
+            .lifecycle()?
+            .record_lifecycle_action_heartbeat(action)
+            .await
+        {
+            Ok(()) => {
+                let mut kept = hold.record.clone();
+                kept.heartbeat_at = now;
+                self.store.put(&kept, hold.expected()).await?;
+                Ok(HoldReport {
+                    ec2_instance_id: action.ec2_instance_id.clone(),
+                    instance_id: Some(hold.record.instance_id.clone()),
+                    group: action.group.clone(),
+                    action: "heartbeat",
+                    reason: None,
+                    detail: format!(
+                        "still draining since {}; completes by {} at the latest",
+                        hold.record.received_at, hold.record.deadline
+                    ),
+                })
+            }
+            // Auto Scaling let it go (the hook timed out, or someone completed it).
+            Err(error) if error.kind == AutoScalingErrorKind::NoActiveAction => {
+                tracing::warn!(ec2_instance = %action.ec2_instance_id, error = %error, "the held lifecycle action ended without ecs-daemons");
+                self.record_end(hold, HoldEndReason::AlreadyEnded, now)
+                    .await
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn end_hold(
+        &self,
+        hold: Versioned<TerminationHold>,
+        instance: Option<&ContainerInstance>,
+        why: HoldEndReason,
+        now: DateTime<Utc>,
+    ) -> Result<HoldReport, EngineError> {
+        let answered = self.complete_action(&hold.record.action).await?;
+        let why = if answered == HoldEndReason::AlreadyEnded {
+            answered
+        } else {
+            why
+        };
+        if why == HoldEndReason::LimitReached {
+            let tasks = instance.map_or(0, |i| i.running_tasks + i.pending_tasks);
+            tracing::error!(
+                cluster = %hold.record.cluster,
+                instance = %hold.record.instance_id,
+                ec2_instance = %hold.record.action.ec2_instance_id,
+                tasks_left = tasks,
+                "the drain did not finish within the limit: termination continues with {tasks} task(s) on the instance"
+            );
+        }
+        self.record_end(hold, why, now).await
+    }
+
+    async fn record_end(
+        &self,
+        hold: Versioned<TerminationHold>,
+        why: HoldEndReason,
+        now: DateTime<Utc>,
+    ) -> Result<HoldReport, EngineError> {
+        let mut ended = hold.record.clone();
+        ended.ended = Some(HoldEnd { at: now, why });
+        self.store.put(&ended, hold.expected()).await?;
+        let detail = match why {
+            HoldEndReason::Drained => {
+                "drained: applications gone, daemons stopped last; termination continues"
+                    .to_string()
+            }
+            HoldEndReason::LimitReached => format!(
+                "the drain did not finish by {} (the limit): termination continues anyway",
+                hold.record.deadline
+            ),
+            HoldEndReason::InstanceGone => {
+                "the container instance is no longer registered; termination continues".to_string()
+            }
+            HoldEndReason::AlreadyEnded => {
+                "Auto Scaling had already ended the lifecycle action".to_string()
+            }
+        };
+        Ok(completed(
+            &hold.record.action,
+            Some(resource_id(&hold.record.instance_arn)),
+            why,
+            detail,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Resources;
+    use std::collections::BTreeMap;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
+    }
+
+    fn hold() -> TerminationHold {
+        TerminationHold {
+            cluster: "prod".into(),
+            instance_id: "i1".into(),
+            instance_arn: "arn:aws:ecs:us-east-1:1:container-instance/prod/i1".into(),
+            action: LifecycleAction {
+                group: "asg".into(),
+                hook: "drain".into(),
+                token: "t".into(),
+                ec2_instance_id: "i-0123".into(),
+            },
+            received_at: at(0),
+            heartbeat_at: at(0),
+            deadline: at(3600),
+            ended: None,
+        }
+    }
+
+    fn instance(status: InstanceStatus, tasks: i32) -> ContainerInstance {
+        ContainerInstance {
+            arn: "arn:aws:ecs:us-east-1:1:container-instance/prod/i1".into(),
+            ec2_instance_id: Some("i-0123".into()),
+            status,
+            status_reason: None,
+            agent_connected: true,
+            capacity_provider: Some("general".into()),
+            registered: Resources::default(),
+            remaining: Resources::default(),
+            running_tasks: tasks,
+            pending_tasks: 0,
+            attributes: BTreeMap::new(),
+            version: 1,
+            registered_at: None,
+        }
+    }
+
+    #[test]
+    fn a_hold_ends_when_drained_gone_or_at_the_limit_and_heartbeats_meanwhile() {
+        let settings = HoldSettings::new(Duration::seconds(300), Duration::hours(1));
+        let draining = instance(InstanceStatus::Draining, 2);
+        assert_eq!(
+            decide_hold(&hold(), Some(&draining), at(60), &settings),
+            HoldStep::Wait {
+                heartbeat: false,
+                drain_again: false
+            }
+        );
+        assert_eq!(
+            decide_hold(&hold(), Some(&draining), at(150), &settings),
+            HoldStep::Wait {
+                heartbeat: true,
+                drain_again: false
+            },
+            "at half the hook's timeout"
+        );
+        assert_eq!(
+            decide_hold(
+                &hold(),
+                Some(&instance(InstanceStatus::Draining, 0)),
+                at(10),
+                &settings
+            ),
+            HoldStep::Complete(HoldEndReason::Drained)
+        );
+        assert_eq!(
+            decide_hold(&hold(), Some(&draining), at(3600), &settings),
+            HoldStep::Complete(HoldEndReason::LimitReached)
+        );
+        assert_eq!(
+            decide_hold(&hold(), None, at(10), &settings),
+            HoldStep::Complete(HoldEndReason::InstanceGone)
+        );
+        assert_eq!(
+            decide_hold(
+                &hold(),
+                Some(&instance(InstanceStatus::Active, 3)),
+                at(10),
+                &settings
+            ),
+            HoldStep::Wait {
+                heartbeat: false,
+                drain_again: true
+            },
+            "reactivated by someone: drained again"
+        );
+        // An ACTIVE instance with no task is not "drained": it may take tasks any moment.
+        assert!(!is_drained(&instance(InstanceStatus::Active, 0)));
+    }
+}
