@@ -644,7 +644,12 @@ fn pointers(value: &Value, prefix: &str) -> Vec<String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        // A failure prints its minimal input; no regression file is written into the tree.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn event_parsers_never_panic(raw in prop_oneof![
@@ -680,7 +685,9 @@ proptest! {
     #[test]
     fn random_input_to_every_function_changes_nothing(raw in any_json(), function in prop::sample::select(vec!["instance-events", "task-events", "coverage-check", "deploy", "rollback", "status", "lifecycle-hook"])) {
         // Random JSON is never a valid deploy or event: whatever a function answers, the
-        // cluster and the table stay as they were.
+        // cluster and the table stay as they were. (`{}` is a valid coverage-check invoke,
+        // "every managed cluster", which reconciles and prunes: not random input.)
+        prop_assume!(!(function == "coverage-check" && raw.as_object().is_some_and(|o| o.is_empty())));
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let harness = covered_cluster().await;

@@ -302,6 +302,7 @@ async fn manual_rollback_is_a_rollout_and_refuses_nonsense() {
         cluster: CLUSTER.into(),
         daemon: DAEMON.into(),
         to_revision: to,
+        dry_run: false,
     };
     let error = harness
         .rollback(request(Some(2)))

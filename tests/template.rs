@@ -605,9 +605,14 @@ fn the_sample_invokes_in_events_parse_as_the_readme_shows_them() {
             .unwrap_or_else(|e| panic!("events/{name}: {e}"));
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("events/{name}: {e}"))
     };
-    for name in ["invoke-deploy.json", "invoke-deploy-rollout.json"] {
+    for name in [
+        "invoke-deploy.json",
+        "invoke-deploy-rollout.json",
+        "invoke-deploy-dry-run.json",
+    ] {
         let request: DeployRequest = parse_payload(read(name)).unwrap();
         request.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(request.dry_run, name.contains("dry-run"), "{name}");
     }
     for name in ["invoke-rollback.json", "invoke-rollback-to-revision.json"] {
         let _: RollbackRequest = parse_payload(read(name)).unwrap();
@@ -622,6 +627,7 @@ fn the_sample_invokes_in_events_parse_as_the_readme_shows_them() {
     for name in [
         "invoke-deploy.json",
         "invoke-deploy-rollout.json",
+        "invoke-deploy-dry-run.json",
         "invoke-rollback.json",
         "invoke-status.json",
         "invoke-coverage-check.json",

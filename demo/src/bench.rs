@@ -554,9 +554,86 @@ async fn lambda_figures() -> Vec<Figure> {
     figures
 }
 
+/// 100 instances join at once (start latency 10 s, ECS's token buckets on): how long until
+/// each has all its daemons RUNNING, from its registration, as the functions record it.
+async fn coverage_figures(instances: usize, start_seconds: i64) -> Vec<Figure> {
+    let mut harness = Harness::new(
+        CLUSTER,
+        &["general"],
+        ModelConfig {
+            seed: 42,
+            start_latency: Duration::seconds(start_seconds),
+            rate_limits: true,
+            ..ModelConfig::default()
+        },
+    );
+    let definitions: Vec<String> = ["agent", "logs"]
+        .iter()
+        .map(|family| {
+            harness
+                .model
+                .register_task_definition(TaskDefinitionModel::new(family, 256, 256))
+        })
+        .collect();
+    // Both daemons share a start order, so they start side by side (a later start order
+    // would wait for the earlier daemon's RUNNING by design: one start latency per order).
+    for definition in &definitions {
+        let daemon = definition.split(':').next().unwrap_or_default();
+        harness
+            .deploy(DeployRequest::new(
+                CLUSTER,
+                daemon,
+                definition,
+                &["general"],
+                0,
+            ))
+            .await
+            .expect("deploy");
+    }
+    for _ in 0..instances {
+        harness.model.add_instance(CLUSTER, "general", 4096, 8192);
+    }
+    let seen = harness
+        .run_scheduled(Duration::seconds(120), SCHEDULE_SECONDS)
+        .await;
+    let joined: Vec<_> = seen
+        .iter()
+        .filter_map(|i| i.result.as_ref().ok())
+        .flat_map(|o| o.coverage_times.iter().cloned())
+        .collect();
+    let summary = ecs_daemons::coverage_time::summarise(&joined, harness.model.now());
+    let throttled = harness.model.calls().iter().filter(|c| c.throttled).count();
+    let p99 = summary.covered.p99.unwrap_or(f64::NAN);
+    let parameters = format!(
+        "\"instances\": {instances}, \"daemons\": \"2, same start order\", \"start_latency_s\": {start_seconds}, \"recorded\": {}, \"throttled\": {throttled}",
+        summary.covered.count
+    );
+    vec![
+        Figure {
+            name: "time_to_coverage_p99_s",
+            value: p99,
+            parameters: format!(
+                "{parameters}, \"p50\": {:?}, \"goal\": {}",
+                summary.covered.p50.unwrap_or(f64::NAN),
+                1.2 * start_seconds as f64
+            ),
+        },
+        Figure {
+            name: "time_to_coverage_p99_over_start",
+            value: p99 / start_seconds as f64,
+            parameters: format!("{parameters}, \"goal\": 1.2"),
+        },
+        Figure {
+            name: "time_to_ready_p99_s",
+            value: summary.ready.p99.unwrap_or(f64::NAN),
+            parameters,
+        },
+    ]
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    // `BENCH=plan` (or reconcile, events, rollout, lambda) runs one group only.
+    // `BENCH=plan` (or reconcile, events, rollout, coverage, lambda) runs one group only.
     let only = std::env::var("BENCH").unwrap_or_default();
     let wanted = |group: &str| only.is_empty() || only == group;
     let mut figures = Vec::new();
@@ -571,6 +648,9 @@ async fn main() {
         for drop in [0.0, 0.01, 0.05] {
             figures.extend(rollout_figures(1000, 10, 20, 30, drop).await);
         }
+    }
+    if wanted("coverage") {
+        figures.extend(coverage_figures(100, 10).await);
     }
     if wanted("plan") {
         figures.push(plan_figure());

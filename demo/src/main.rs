@@ -186,6 +186,106 @@ impl Demo {
         self.show(&done);
     }
 
+    /// A deploy with `"dryRun": true`: what it would do, and proof that nothing changed.
+    async fn dry_run(&mut self, request: DeployRequest) {
+        let table = self.harness.store.snapshot();
+        let writes = self
+            .harness
+            .model
+            .calls()
+            .iter()
+            .filter(|c| c.modify)
+            .count();
+        match self.harness.deploy_dry_run(request).await {
+            Ok(plan) => {
+                let names = |ids: &[String]| {
+                    ids.iter()
+                        .map(|id| self.name(id))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                self.note(&format!(
+                    "would record: {} ({} → {}); targeted: {}",
+                    plan.would_record,
+                    plan.from_task_definition.as_deref().unwrap_or("-"),
+                    plan.task_definition,
+                    plan.targeted
+                        .iter()
+                        .map(|(provider, n)| format!("{n} in {provider}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                if let Some(rollout) = &plan.rollout {
+                    for (index, batch) in rollout.batches.iter().enumerate() {
+                        self.note(&format!("batch {}: {}", index + 1, names(batch)));
+                    }
+                }
+                let tight: Vec<&str> = plan
+                    .instances
+                    .iter()
+                    .filter(|i| !i.room_for_second_copy)
+                    .map(|i| i.plan.as_str())
+                    .collect();
+                self.note(&format!(
+                    "room for a second copy on {} of {} instances{}",
+                    plan.instances.len() - tight.len(),
+                    plan.instances.len(),
+                    tight
+                        .first()
+                        .map_or(String::new(), |p| format!("; elsewhere: {p}"))
+                ));
+                self.note(&format!(
+                    "expected wall time {} s; ECS calls about {} ({} StartTask, {} StopTask, {} reads)",
+                    plan.expected_wall_seconds,
+                    plan.ecs_calls.total,
+                    plan.ecs_calls.start_task,
+                    plan.ecs_calls.stop_task,
+                    plan.ecs_calls.reads
+                ));
+            }
+            Err(error) => self.note(&format!("dry run refused: {error}")),
+        }
+        let unchanged = self.harness.store.snapshot() == table
+            && self
+                .harness
+                .model
+                .calls()
+                .iter()
+                .filter(|c| c.modify)
+                .count()
+                == writes;
+        self.note(if unchanged {
+            "nothing changed: no ECS call that mutates, no table write"
+        } else {
+            "THE DRY RUN CHANGED SOMETHING"
+        });
+    }
+
+    /// The time-to-coverage line of `status`.
+    async fn time_to_coverage(&self) {
+        let answer = ecs_daemons::deploy::status(
+            &self.harness.engine,
+            ecs_daemons::deploy::StatusRequest {
+                cluster: CLUSTER.into(),
+                daemon: None,
+            },
+            self.harness.model.now(),
+        )
+        .await;
+        if let Ok(answer) = answer {
+            let t = &answer.time_to_coverage;
+            let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} s"));
+            self.note(&format!(
+                "time to coverage of the {} instances that joined: p50 {}, p90 {}, p99 {} (registration to all daemons RUNNING); ready p99 {}",
+                t.covered.count,
+                show(t.covered.p50),
+                show(t.covered.p90),
+                show(t.covered.p99),
+                show(t.ready.p99)
+            ));
+        }
+    }
+
     async fn deploy(&mut self, request: DeployRequest) {
         let daemon = request.daemon.clone();
         match self.harness.deploy(request).await {
@@ -400,6 +500,7 @@ async fn on_the_model() {
     demo.run(10).await;
     demo.apps(6, &checkout);
     demo.run(8).await;
+    demo.time_to_coverage().await;
 
     demo.headline(
         "Auto Scaling scales asg-general in by 2 (asg-general-01, -02): the terminate hook holds them; applications leave first, the daemon last, then CONTINUE",
@@ -462,6 +563,15 @@ async fn on_the_model() {
         ..RolloutConfig::default()
     };
     demo.headline(&format!(
+        "dry run of the update to revision 2 ({agent_v2}): the plan, with nothing changed"
+    ));
+    demo.dry_run(DeployRequest {
+        rollout: Some(rollout.clone()),
+        dry_run: true,
+        ..request(AGENT, &agent_v2, &["asg-general"], 0)
+    })
+    .await;
+    demo.headline(&format!(
         "update {AGENT} to revision 2 ({agent_v2}) across its {} instances: maxParallel 3, minHealthySeconds 30, new copy first",
         demo.harness.model.instances(CLUSTER).iter().filter(|i| i.capacity_provider.as_deref() == Some("asg-general") && i.status == InstanceStatus::Active).count()
     ));
@@ -489,6 +599,7 @@ async fn on_the_model() {
             cluster: CLUSTER.into(),
             daemon: AGENT.into(),
             to_revision: Some(1),
+            dry_run: false,
         })
         .await
     {

@@ -818,6 +818,7 @@ async fn rollback_until_done(harness: &mut Harness) -> Result<(), String> {
             cluster: CLUSTER.into(),
             daemon: "agent".into(),
             to_revision: None,
+            dry_run: false,
         };
         outcome = harness
             .rollback(rollback)

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::dry_run::DryRunAnswer;
 use crate::ecs::{Ecs, EcsError, EcsErrorKind};
 use crate::engine::{Engine, EngineError, Outcome};
 use crate::model::TaskDefinition;
@@ -39,6 +40,9 @@ pub struct DeployRequest {
     /// How a new revision rolls out (kept for later deploys and rollbacks).
     #[serde(default)]
     pub rollout: Option<RolloutConfig>,
+    /// Change nothing: answer with what the deploy would do (see [`crate::dry_run`]).
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -202,6 +206,7 @@ impl DeployRequest {
             restart: None,
             warn_share: None,
             rollout: None,
+            dry_run: false,
         }
     }
 
@@ -338,13 +343,20 @@ fn check_sizes(
     Ok(warnings)
 }
 
-/// Validates and records a daemon, then reconciles the cluster so coverage starts at once.
-pub async fn deploy<E: Ecs, S: Store>(
+/// What a deploy decided before recording anything: shared by the real run and the dry run.
+struct PreparedDeploy {
+    task_definition: String,
+    warnings: Vec<String>,
+    existing: Option<Versioned<DaemonSpec>>,
+    spec: DaemonSpec,
+}
+
+/// Every check of a deploy, and the spec it would record. Reads only.
+async fn prepare_deploy<E: Ecs, S: Store>(
     engine: &Engine<E, S>,
-    request: DeployRequest,
+    request: &DeployRequest,
     now: DateTime<Utc>,
-    invocation: &str,
-) -> Result<DeployAnswer, DeployError> {
+) -> Result<PreparedDeploy, DeployError> {
     let task_definition = request.validate()?;
     engine.check_cluster(&request.cluster)?;
     let definition = engine
@@ -445,6 +457,27 @@ pub async fn deploy<E: Ecs, S: Store>(
         rollout: config.clone(),
         updated_at: now,
     };
+    Ok(PreparedDeploy {
+        task_definition,
+        warnings,
+        existing,
+        spec,
+    })
+}
+
+/// Validates and records a daemon, then reconciles the cluster so coverage starts at once.
+pub async fn deploy<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    request: DeployRequest,
+    now: DateTime<Utc>,
+    invocation: &str,
+) -> Result<DeployAnswer, DeployError> {
+    let PreparedDeploy {
+        task_definition,
+        warnings,
+        existing,
+        spec,
+    } = prepare_deploy(engine, &request, now).await?;
     let (recorded, rollout) = match &existing {
         Some(current) if current.record.task_definition != task_definition => {
             let rollout =
@@ -479,6 +512,139 @@ pub async fn deploy<E: Ecs, S: Store>(
         warnings,
         reconcile,
     })
+}
+
+/// The rollout record a real run would write (not stored: a dry run's what-if).
+fn hypothetical_rollout(
+    current: &DaemonSpec,
+    spec: &DaemonSpec,
+    kind: RolloutKind,
+    now: DateTime<Utc>,
+) -> Rollout {
+    Rollout {
+        cluster: spec.cluster.clone(),
+        daemon: spec.daemon.clone(),
+        id: "dry-run".into(),
+        kind,
+        from_task_definition: Some(current.task_definition.clone()),
+        to_task_definition: spec.task_definition.clone(),
+        config: spec.rollout.clone(),
+        state: RolloutState::InProgress,
+        counts: Default::default(),
+        failures: Vec::new(),
+        reason: None,
+        started_at: now,
+        updated_at: now,
+        finished_at: None,
+    }
+}
+
+/// The planner's answer for the cluster as it would be with `spec` (and `rollout`) recorded.
+#[allow(clippy::too_many_arguments)]
+async fn dry_run_of<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    cluster: &str,
+    mut spec: DaemonSpec,
+    rollout: Option<Rollout>,
+    would_record: &'static str,
+    warnings: Vec<String>,
+    now: DateTime<Utc>,
+) -> Result<DryRunAnswer, DeployError> {
+    let daemon = spec.daemon.clone();
+    let task_definition = spec.task_definition.clone();
+    let (cpu, memory_mib) = (spec.cpu, spec.memory_mib);
+    let config = spec.rollout.clone();
+    let from = rollout
+        .as_ref()
+        .and_then(|r| r.from_task_definition.clone());
+    if let Some(rollout) = &rollout {
+        spec.active_rollout = Some(rollout.id.clone());
+    }
+    let rolling = rollout.is_some();
+    let observation = engine
+        .observe_cluster_as(cluster, now, Some((spec, rollout)))
+        .await?
+        .ok_or_else(|| invalid("the cluster has no daemon to plan for"))?;
+    let planned = crate::plan::plan(&observation);
+    Ok(crate::dry_run::report(crate::dry_run::DryRunInput {
+        observation: &observation,
+        plan: &planned,
+        daemon: &daemon,
+        task_definition: &task_definition,
+        from_task_definition: from.as_deref(),
+        would_record,
+        warnings,
+        cpu,
+        memory_mib,
+        rollout: rolling.then_some(&config),
+        pacing: crate::pacing::Pacing::share("coverage-check"),
+    }))
+}
+
+/// A deploy with `"dryRun": true`: every check of the real one, then what it would do.
+/// No ECS call that mutates, no table write.
+pub async fn deploy_dry_run<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    request: DeployRequest,
+    now: DateTime<Utc>,
+) -> Result<DryRunAnswer, DeployError> {
+    let PreparedDeploy {
+        warnings,
+        existing,
+        spec,
+        ..
+    } = prepare_deploy(engine, &request, now).await?;
+    let (would_record, rollout) = match &existing {
+        Some(current) if current.record.task_definition != spec.task_definition => (
+            "rollout",
+            Some(hypothetical_rollout(
+                &current.record,
+                &spec,
+                RolloutKind::Update,
+                now,
+            )),
+        ),
+        Some(current)
+            if DaemonSpec {
+                updated_at: now,
+                ..current.record.clone()
+            } == spec =>
+        {
+            ("unchanged", None)
+        }
+        Some(_) => ("updated", None),
+        None => ("created", None),
+    };
+    dry_run_of(
+        engine,
+        &request.cluster,
+        spec,
+        rollout,
+        would_record,
+        warnings,
+        now,
+    )
+    .await
+}
+
+/// A rollback with `"dryRun": true`: its checks, then what it would do. Changes nothing.
+pub async fn rollback_dry_run<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    request: RollbackRequest,
+    now: DateTime<Utc>,
+) -> Result<DryRunAnswer, DeployError> {
+    let PreparedRollback { current, spec, .. } = prepare_rollback(engine, &request).await?;
+    let rollout = hypothetical_rollout(&current.record, &spec, RolloutKind::Rollback, now);
+    dry_run_of(
+        engine,
+        &request.cluster,
+        spec,
+        Some(rollout),
+        "rollback",
+        Vec::new(),
+        now,
+    )
+    .await
 }
 
 /// Starts a rollout of `spec.task_definition`: the one in flight (if any) is superseded,
@@ -582,6 +748,9 @@ pub struct RollbackRequest {
     /// A revision of the daemon's family; by default the last one whose rollout succeeded.
     #[serde(default)]
     pub to_revision: Option<u32>,
+    /// Change nothing: answer with what the rollback would do.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -594,13 +763,18 @@ pub struct RollbackAnswer {
     pub reconcile: Outcome,
 }
 
-/// Rolls a daemon back to its last good revision (or a named one), as a rollout like any other.
-pub async fn rollback<E: Ecs, S: Store>(
+/// What a rollback decided before recording anything.
+struct PreparedRollback {
+    current: Versioned<DaemonSpec>,
+    target: String,
+    spec: DaemonSpec,
+}
+
+/// Every check of a rollback, and the spec it would switch to. Reads only.
+async fn prepare_rollback<E: Ecs, S: Store>(
     engine: &Engine<E, S>,
-    request: RollbackRequest,
-    now: DateTime<Utc>,
-    invocation: &str,
-) -> Result<RollbackAnswer, DeployError> {
+    request: &RollbackRequest,
+) -> Result<PreparedRollback, DeployError> {
     check_name("cluster", &request.cluster, 255)?;
     check_name("daemon", &request.daemon, 64)?;
     if request.to_revision == Some(0) {
@@ -610,8 +784,8 @@ pub async fn rollback<E: Ecs, S: Store>(
     let key = ItemKey::spec(&request.cluster, &request.daemon);
     let Some(current) = engine.store.get::<DaemonSpec>(&key).await? else {
         return Err(DeployError::UnknownDaemon {
-            cluster: request.cluster,
-            daemon: request.daemon,
+            cluster: request.cluster.clone(),
+            daemon: request.daemon.clone(),
         });
     };
     let family = current
@@ -641,7 +815,7 @@ pub async fn rollback<E: Ecs, S: Store>(
     };
     if target == current.record.task_definition {
         return Err(DeployError::AlreadyOn {
-            daemon: request.daemon,
+            daemon: request.daemon.clone(),
             task_definition: target,
         });
     }
@@ -662,6 +836,25 @@ pub async fn rollback<E: Ecs, S: Store>(
     spec.has_health_check = definition.has_health_check();
     spec.cpu = definition.cpu;
     spec.memory_mib = definition.memory_mib;
+    Ok(PreparedRollback {
+        current,
+        target,
+        spec,
+    })
+}
+
+/// Rolls a daemon back to its last good revision (or a named one), as a rollout like any other.
+pub async fn rollback<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    request: RollbackRequest,
+    now: DateTime<Utc>,
+    invocation: &str,
+) -> Result<RollbackAnswer, DeployError> {
+    let PreparedRollback {
+        current,
+        target,
+        spec,
+    } = prepare_rollback(engine, &request).await?;
     let rollout = start_rollout(
         engine,
         &current,
@@ -764,6 +957,8 @@ pub struct SlotTrouble {
 pub struct StatusAnswer {
     pub cluster: String,
     pub daemons: Vec<DaemonStatus>,
+    /// How fast instances that joined recently got their daemons and readiness.
+    pub time_to_coverage: crate::coverage_time::TimeToCoverage,
 }
 
 /// Specs, live coverage per daemon and slots in trouble; changes nothing.
@@ -838,9 +1033,15 @@ pub async fn status<E: Ecs, S: Store>(
             slots_in_trouble,
         });
     }
+    let joined: Vec<Versioned<crate::coverage_time::CoverageTime>> = engine
+        .store
+        .query(&request.cluster, ItemKey::COVERAGE_TIMES)
+        .await?;
+    let joined: Vec<_> = joined.into_iter().map(|r| r.record).collect();
     Ok(StatusAnswer {
         cluster: request.cluster,
         daemons,
+        time_to_coverage: crate::coverage_time::summarise(&joined, now),
     })
 }
 

@@ -153,6 +153,9 @@ pub struct Outcome {
     /// Terminate lifecycle actions held, heartbeated or completed (instances scaled in).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub terminations: Vec<crate::holds::HoldReport>,
+    /// Instances that joined and became ready in this invocation: their time to coverage.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub coverage_times: Vec<crate::coverage_time::CoverageTime>,
     /// Writes lost to another invocation that got there first (harmless).
     pub conflicts: usize,
     /// Actions that failed; the next event or coverage check retries them.
@@ -527,8 +530,29 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         cluster: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<Observation>, EngineError> {
+        self.observe_cluster_as(cluster, now, None).await
+    }
+
+    /// The observation as it would be with `what_if` recorded (a dry run): its spec in place
+    /// of the stored one (version 0: not stored), its rollout the daemon's active one. Reads only.
+    pub(crate) async fn observe_cluster_as(
+        &self,
+        cluster: &str,
+        now: DateTime<Utc>,
+        what_if: Option<(DaemonSpec, Option<Rollout>)>,
+    ) -> Result<Option<Observation>, EngineError> {
         self.check_cluster(cluster)?;
-        let (specs, daemons) = self.specs(cluster).await?;
+        let (mut specs, _) = self.specs(cluster).await?;
+        let mut hypothetical_rollout = None;
+        if let Some((spec, rollout)) = what_if {
+            specs.retain(|s| s.record.daemon != spec.daemon);
+            specs.push(Versioned {
+                record: spec,
+                version: 0,
+            });
+            hypothetical_rollout = rollout;
+        }
+        let daemons: Vec<DaemonView> = specs.iter().map(|spec| view(&spec.record)).collect();
         if daemons.is_empty() {
             return Ok(None);
         }
@@ -536,6 +560,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         for daemon in &daemons {
             rollouts.extend(self.store.query::<Rollout>(cluster, &daemon.name).await?);
         }
+        rollouts.extend(hypothetical_rollout.map(|record| Versioned { record, version: 0 }));
         rollouts.extend(missing_rollouts(&specs, &rollouts));
         let arns = self.ecs.list_container_instances(cluster, None).await?;
         let instances = self
@@ -598,7 +623,29 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         let (reports, errors) = self.keep_holds(cluster, now).await;
         outcome.terminations.extend(reports);
         outcome.errors.extend(errors);
+        if let Err(error) = self.prune_coverage_times(cluster, now).await {
+            outcome.errors.push(error.to_string());
+        }
         Ok(outcome)
+    }
+
+    /// Times to coverage older than status's window are deleted (version-checked).
+    async fn prune_coverage_times(
+        &self,
+        cluster: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let records: Vec<Versioned<crate::coverage_time::CoverageTime>> =
+            self.store.query(cluster, ItemKey::COVERAGE_TIMES).await?;
+        let window = Duration::hours(crate::coverage_time::WINDOW_HOURS);
+        for old in records.iter().filter(|r| now - r.record.ready_at > window) {
+            let key = crate::store::Record::key(&old.record);
+            match self.store.delete(&key, old.version).await {
+                Ok(()) | Err(StoreError::Conflict { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
     }
 
     /// Reconciles one instance now (the lifecycle hook's start of drain-last).
@@ -1174,12 +1221,44 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             let attributes: Vec<InstanceAttribute> = set.iter().map(ready_attribute).collect();
             match self.ecs.put_attributes(cluster, &attributes).await {
                 Ok(()) => {
-                    outcome.ready_set = set.iter().map(|arn| resource_id(arn).to_string()).collect()
+                    outcome.ready_set =
+                        set.iter().map(|arn| resource_id(arn).to_string()).collect();
+                    self.record_coverage_times(observation, &set, &mut outcome)
+                        .await;
                 }
                 Err(error) => outcome.errors.push(error.to_string()),
             }
         }
         outcome
+    }
+
+    /// Joined instances that became ready now: their time to coverage, recorded once each
+    /// (a conditional write: a second readiness of the same instance is not a join).
+    async fn record_coverage_times(
+        &self,
+        observation: &Observation,
+        ready: &[String],
+        outcome: &mut Outcome,
+    ) {
+        for arn in ready {
+            let Some(instance) = observation.instances.iter().find(|i| &i.arn == arn) else {
+                continue;
+            };
+            let Some(time) = crate::coverage_time::measure(
+                &observation.cluster,
+                instance,
+                &observation.daemons,
+                &observation.tasks,
+                observation.now,
+            ) else {
+                continue;
+            };
+            match self.store.put(&time, Expected::Absent).await {
+                Ok(_) => outcome.coverage_times.push(time),
+                Err(StoreError::Conflict { .. }) => {}
+                Err(error) => outcome.errors.push(error.to_string()),
+            }
+        }
     }
 
     /// Conditional slot write; a lost race is counted, not an error.

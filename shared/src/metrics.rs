@@ -28,6 +28,13 @@ pub const DAEMONS_STARTED: &str = "DaemonsStarted";
 pub const DAEMONS_STOPPED: &str = "DaemonsStopped";
 pub const START_FAILURES: &str = "StartFailures";
 pub const ACTION_ERRORS: &str = "ActionErrors";
+/// Seconds from a joining instance's registration until all its daemons ran (per cluster,
+/// and without dimensions for the p99 alarm).
+pub const TIME_TO_COVERAGE: &str = "TimeToCoverage";
+/// Seconds from registration until the instance was ready for applications.
+pub const TIME_TO_READY: &str = "TimeToReady";
+/// Seconds from registration until one daemon's copy ran (per cluster and daemon).
+pub const TIME_TO_DAEMON_RUNNING: &str = "TimeToDaemonRunning";
 /// Terminate lifecycle actions completed (the instance may terminate).
 pub const TERMINATIONS_CONTINUED: &str = "TerminationsContinued";
 /// Of those, completed at the drain limit while tasks still ran: what its alarm watches.
@@ -50,6 +57,9 @@ pub const METRIC_NAMES: &[&str] = &[
     ACTION_ERRORS,
     TERMINATIONS_CONTINUED,
     TERMINATIONS_AT_DRAIN_LIMIT,
+    TIME_TO_COVERAGE,
+    TIME_TO_READY,
+    TIME_TO_DAEMON_RUNNING,
 ];
 
 /// Per daemon, and once more without dimensions so that one alarm covers every cluster and
@@ -155,6 +165,33 @@ pub fn outcome_lines(
                     },
                     count(ROLLOUT_FAILURES, counts.failures),
                 ],
+            ));
+        }
+    }
+    for joined in &outcome.coverage_times {
+        let seconds = |name, value| Figure {
+            name,
+            value,
+            unit: "Seconds",
+        };
+        lines.push(document(
+            namespace,
+            at,
+            PER_CLUSTER,
+            &[
+                ("Cluster", cluster),
+                ("function", function),
+                ("instance", &joined.instance_id),
+            ],
+            &[
+                seconds(TIME_TO_COVERAGE, joined.coverage_seconds()),
+                seconds(TIME_TO_READY, joined.ready_seconds()),
+            ],
+        ));
+        for (daemon, value) in joined.per_daemon_seconds() {
+            lines.push(per_daemon(
+                daemon,
+                &[seconds(TIME_TO_DAEMON_RUNNING, value)],
             ));
         }
     }

@@ -176,6 +176,20 @@ pub struct Plan {
     /// The earliest moment a timed condition (minHealthySeconds, a restart backoff, a
     /// claim's grace) matures: reconciling then moves things on without waiting for the schedule.
     pub wake_at: Option<DateTime<Utc>>,
+    /// Per daemon with a rollout: the instances still to surge, in the order the planner
+    /// takes them, and how many it takes now (the dry run's batch order comes from here).
+    pub rollout_queues: BTreeMap<String, RolloutQueue>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutQueue {
+    /// Instance ARNs: fresh ones first, failed ones to retry after them.
+    pub order: Vec<String>,
+    /// How many of `order` this plan starts.
+    pub now: usize,
+    /// Instances in flight at once once the canary (if any) is done.
+    pub max_parallel: usize,
 }
 
 fn is_live(task: &Task) -> bool {
@@ -1182,6 +1196,14 @@ impl<'a, 'g> Planner<'a, 'g> {
             }
             // Fresh instances first, in a stable order; failed ones retried after them.
             candidates.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+            self.plan.rollout_queues.insert(
+                daemon.name.clone(),
+                RolloutQueue {
+                    order: candidates.iter().map(|(arn, _)| arn.clone()).collect(),
+                    now: budget.min(candidates.len()),
+                    max_parallel: config.max_parallel.of(counts.total as usize),
+                },
+            );
             for (instance_arn, retry) in candidates.into_iter().take(budget) {
                 let instance_id = resource_id(&instance_arn).to_string();
                 let previous = self.slot(daemon, &instance_id);

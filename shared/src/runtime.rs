@@ -193,6 +193,16 @@ fn log_outcome(function: &str, outcome: &Outcome) {
             "rollout progress"
         );
     }
+    for joined in &outcome.coverage_times {
+        tracing::info!(
+            function,
+            cluster = %outcome.cluster,
+            instance = %joined.instance_id,
+            covered_seconds = joined.coverage_seconds(),
+            ready_seconds = joined.ready_seconds(),
+            "time to coverage"
+        );
+    }
     for report in &outcome.terminations {
         tracing::info!(
             function,
@@ -510,6 +520,10 @@ pub async fn deploy<E: crate::ecs::Ecs, S: crate::store::Store>(
     request_id: String,
 ) -> Result<Value, FunctionError> {
     let request: DeployRequest = parse_payload(payload)?;
+    if request.dry_run {
+        let answer = crate::deploy::deploy_dry_run(engine, request, Utc::now()).await?;
+        return Ok(serde_json::to_value(answer)?);
+    }
     let answer = crate::deploy::deploy(engine, request, Utc::now(), &request_id).await?;
     log_outcome("deploy", &answer.reconcile);
     Ok(serde_json::to_value(answer)?)
@@ -521,6 +535,10 @@ pub async fn rollback<E: crate::ecs::Ecs, S: crate::store::Store>(
     request_id: String,
 ) -> Result<Value, FunctionError> {
     let request: crate::deploy::RollbackRequest = parse_payload(payload)?;
+    if request.dry_run {
+        let answer = crate::deploy::rollback_dry_run(engine, request, Utc::now()).await?;
+        return Ok(serde_json::to_value(answer)?);
+    }
     let answer = crate::deploy::rollback(engine, request, Utc::now(), &request_id).await?;
     log_outcome("rollback", &answer.reconcile);
     Ok(serde_json::to_value(answer)?)

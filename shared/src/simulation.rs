@@ -762,6 +762,30 @@ impl Harness {
         answer
     }
 
+    /// `deploy` with `"dryRun": true`.
+    pub async fn deploy_dry_run(
+        &mut self,
+        request: DeployRequest,
+    ) -> Result<crate::dry_run::DryRunAnswer, DeployError> {
+        self.invocation_id();
+        let now = self.model.now();
+        let answer = crate::deploy::deploy_dry_run(&self.manual_engine, request, now).await;
+        self.finish();
+        answer
+    }
+
+    /// `rollback` with `"dryRun": true`.
+    pub async fn rollback_dry_run(
+        &mut self,
+        request: RollbackRequest,
+    ) -> Result<crate::dry_run::DryRunAnswer, DeployError> {
+        self.invocation_id();
+        let now = self.model.now();
+        let answer = crate::deploy::rollback_dry_run(&self.manual_engine, request, now).await;
+        self.finish();
+        answer
+    }
+
     pub async fn rollback(
         &mut self,
         request: RollbackRequest,
@@ -814,6 +838,7 @@ fn merged(outcomes: Vec<Outcome>) -> Outcome {
         all.rollouts_ended.extend(outcome.rollouts_ended);
         all.conflicts += outcome.conflicts;
         all.terminations.extend(outcome.terminations);
+        all.coverage_times.extend(outcome.coverage_times);
         all.errors.extend(outcome.errors);
         all.wake_at = match (all.wake_at, outcome.wake_at) {
             (Some(a), Some(b)) => Some(a.min(b)),

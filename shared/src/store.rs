@@ -64,6 +64,16 @@ impl ItemKey {
         }
     }
 
+    /// Times to coverage, per cluster, apart from every daemon's partition like the holds.
+    pub const COVERAGE_TIMES: &'static str = "#coverage-times";
+
+    pub fn coverage_time(cluster: &str, instance_id: &str) -> Self {
+        Self {
+            pk: Self::daemon_partition(cluster, Self::COVERAGE_TIMES),
+            sk: format!("{}{instance_id}", RecordKind::CoverageTime.prefix()),
+        }
+    }
+
     pub fn event(event_id: &str) -> Self {
         Self {
             pk: format!("EVENT#{event_id}"),
@@ -86,6 +96,8 @@ pub enum RecordKind {
     Slot,
     /// A terminate lifecycle action held until the instance is drained.
     Hold,
+    /// A joined instance's time to coverage.
+    CoverageTime,
 }
 
 impl RecordKind {
@@ -95,6 +107,7 @@ impl RecordKind {
             Self::Rollout => "ROLLOUT",
             Self::Slot => "SLOT",
             Self::Hold => "HOLD",
+            Self::CoverageTime => "COVERAGE_TIME",
         }
     }
 
@@ -105,6 +118,7 @@ impl RecordKind {
             Self::Rollout => "ROLLOUT#",
             Self::Slot => "SLOT#",
             Self::Hold => "HOLD#",
+            Self::CoverageTime => "JOINED#",
         }
     }
 }
