@@ -312,6 +312,42 @@ fn verbose() -> bool {
     std::env::var("SIM_SEED").is_ok() || std::env::var("CAMPAIGN_VERBOSE").is_ok()
 }
 
+/// The invariant that a ready instance never lacks a daemon: how long each (instance, daemon)
+/// pair has been ready but uncovered, and when coverage checks completed cleanly.
+#[derive(Default)]
+struct GapWatch {
+    since: BTreeMap<(String, String), DateTime<Utc>>,
+    clean_checks: Vec<DateTime<Utc>>,
+}
+
+impl GapWatch {
+    /// A gap longer than `tolerance` breaks the invariant once two coverage checks completed
+    /// cleanly since it began (missed and crashed checks stack with lost events: the promise
+    /// is two clean checks, whenever they come); `strict` (after the faults): at once.
+    fn check(
+        &mut self,
+        harness: &Harness,
+        daemons: &[DaemonDecl],
+        now: DateTime<Utc>,
+        tolerance: Duration,
+        strict: bool,
+    ) -> Result<(), String> {
+        let gaps = ready_but_uncovered(harness, daemons);
+        self.since.retain(|key, _| gaps.contains(key));
+        for key in gaps {
+            let since = *self.since.entry(key.clone()).or_insert(now);
+            let clean_since = self.clean_checks.iter().filter(|at| **at > since).count();
+            if now - since > tolerance && (strict || clean_since >= 2) {
+                return Err(format!(
+                    "at {now}: ready instance {} lacks daemon {} since {since}",
+                    key.0, key.1
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Throttling bursts and daemon crash loops, the faults the scenarios drive themselves.
 struct Disturbances {
     /// When the crash loop starts and how long it lasts (none for this seed).
@@ -535,11 +571,10 @@ async fn run_churn(seed: u64) -> Result<SeedReport, String> {
     let end = converge_by + Duration::seconds(60);
     let tolerance =
         Duration::seconds(2 * COVERAGE_INTERVAL) + faults.max_event_delay + Duration::seconds(10);
-    let mut gap_since: BTreeMap<(String, String), DateTime<Utc>> = BTreeMap::new();
+    let mut gaps = GapWatch::default();
     let mut disconnected: Vec<(String, DateTime<Utc>)> = Vec::new();
     let mut faults_on = true;
     let mut converged_at: Option<DateTime<Utc>> = None;
-    let mut clean_checks: Vec<DateTime<Utc>> = Vec::new();
 
     while harness.model.now() < end {
         harness.model.advance(Duration::seconds(1));
@@ -618,7 +653,7 @@ async fn run_churn(seed: u64) -> Result<SeedReport, String> {
                     !check.crashed && check.result.as_ref().is_ok_and(|o| o.errors.is_empty());
                 trace(std::slice::from_ref(&check));
                 if clean {
-                    clean_checks.push(now);
+                    gaps.clean_checks.push(now);
                     let dups = duplicates(&harness);
                     if !dups.is_empty() {
                         return Err(format!(
@@ -644,27 +679,14 @@ async fn run_churn(seed: u64) -> Result<SeedReport, String> {
             ));
         }
         // Invariant: a ready instance never lacks a daemon (beyond what dropped events can hide).
-        let gaps = ready_but_uncovered(&harness, &daemons);
-        gap_since.retain(|key, _| gaps.contains(key));
-        for key in gaps {
-            let since = *gap_since.entry(key.clone()).or_insert(now);
-            let allowed = if now >= converge_by {
-                Duration::zero()
-            } else {
-                tolerance
-            };
-            // Missed and crashed checks stack with lost events: the promise is two clean
-            // coverage checks, whenever they come.
-            let clean_since = clean_checks.iter().filter(|at| **at > since).count();
-            if now - since > allowed && (now >= converge_by || clean_since >= 2) {
-                if verbose() {
-                    dump(&harness, &daemons).await;
-                }
-                return Err(format!(
-                    "at {now}: ready instance {} lacks daemon {} since {since}",
-                    key.0, key.1
-                ));
+        // After convergence is due, no gap at all.
+        let strict = now >= converge_by;
+        let allowed = if strict { Duration::zero() } else { tolerance };
+        if let Err(gap) = gaps.check(&harness, &daemons, now, allowed, strict) {
+            if verbose() {
+                dump(&harness, &daemons).await;
             }
+            return Err(gap);
         }
         if !faults_on && converged_at.is_none() {
             match converged(&harness, &daemons) {
@@ -921,11 +943,10 @@ async fn run_rollout(seed: u64) -> Result<SeedReport, String> {
         .await
         .map_err(|e| format!("update: {e}"))?;
     let mut failed_at: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
-    let mut gap_since: BTreeMap<(String, String), DateTime<Utc>> = BTreeMap::new();
+    let mut gaps = GapWatch::default();
     let tolerance = Duration::seconds(2 * COVERAGE_INTERVAL) + Duration::seconds(30);
     let mut faults_on = true;
     let mut converged_at: Option<DateTime<Utc>> = None;
-    let mut clean_checks: Vec<DateTime<Utc>> = Vec::new();
     while harness.model.now() < end {
         harness.model.advance(Duration::seconds(1));
         let now = harness.model.now();
@@ -964,7 +985,7 @@ async fn run_rollout(seed: u64) -> Result<SeedReport, String> {
             } else {
                 let check = harness.scheduled_check().await;
                 if !check.crashed && check.result.as_ref().is_ok_and(|o| o.errors.is_empty()) {
-                    clean_checks.push(now);
+                    gaps.clean_checks.push(now);
                 }
             }
         }
@@ -999,20 +1020,11 @@ async fn run_rollout(seed: u64) -> Result<SeedReport, String> {
         // A ready instance never lacks a running copy (beyond what dropped events can hide),
         // except the counted gaps of stopFirst.
         if rollout.surge_fallback == SurgeFallback::Fail {
-            let gaps = ready_but_uncovered(&harness, &daemons);
-            gap_since.retain(|key, _| gaps.contains(key));
-            for key in gaps {
-                let since = *gap_since.entry(key.clone()).or_insert(now);
-                let clean_since = clean_checks.iter().filter(|at| **at > since).count();
-                if now - since > tolerance && (!faults_on || clean_since >= 2) {
-                    if verbose() {
-                        dump(&harness, &daemons).await;
-                    }
-                    return Err(format!(
-                        "at {now}: ready instance {} has no running copy since {since}",
-                        key.0
-                    ));
+            if let Err(gap) = gaps.check(&harness, &daemons, now, tolerance, !faults_on) {
+                if verbose() {
+                    dump(&harness, &daemons).await;
                 }
+                return Err(gap);
             }
         }
         // A tripped breaker touches no instance after it.
