@@ -478,27 +478,18 @@ pub async fn deploy<E: Ecs, S: Store>(
         existing,
         spec,
     } = prepare_deploy(engine, &request, now).await?;
-    let (recorded, rollout) = match &existing {
-        Some(current) if current.record.task_definition != task_definition => {
-            let rollout =
-                start_rollout(engine, current, spec, RolloutKind::Update, now, invocation).await?;
-            ("rollout", Some(rollout))
+    let recorded = what_deploy_records(existing.as_ref(), &spec, now);
+    let rollout = match (recorded, &existing) {
+        ("rollout", Some(current)) => {
+            Some(start_rollout(engine, current, spec, RolloutKind::Update, now, invocation).await?)
         }
-        Some(current)
-            if DaemonSpec {
-                updated_at: now,
-                ..current.record.clone()
-            } == spec =>
-        {
-            ("unchanged", None)
-        }
-        Some(current) => {
-            write_spec(engine, &spec, current.expected(), &request.daemon).await?;
-            ("updated", None)
-        }
-        None => {
-            write_spec(engine, &spec, Expected::Absent, &request.daemon).await?;
-            ("created", None)
+        ("unchanged", _) => None,
+        (_, current) => {
+            let expected = current
+                .as_ref()
+                .map_or(Expected::Absent, Versioned::expected);
+            write_spec(engine, &spec, expected, &request.daemon).await?;
+            None
         }
     };
     let reconcile = engine
@@ -514,17 +505,43 @@ pub async fn deploy<E: Ecs, S: Store>(
     })
 }
 
-/// The rollout record a real run would write (not stored: a dry run's what-if).
-fn hypothetical_rollout(
+/// The id of the rollout a dry run plans with (never stored).
+const DRY_RUN_ID: &str = "dry-run";
+
+/// What a deploy of `spec` records: `rollout` (another revision), `unchanged`, `updated`
+/// or `created`. The real run and the dry run decide it here.
+fn what_deploy_records(
+    existing: Option<&Versioned<DaemonSpec>>,
+    spec: &DaemonSpec,
+    now: DateTime<Utc>,
+) -> &'static str {
+    match existing {
+        Some(current) if current.record.task_definition != spec.task_definition => "rollout",
+        Some(current)
+            if DaemonSpec {
+                updated_at: now,
+                ..current.record.clone()
+            } == *spec =>
+        {
+            "unchanged"
+        }
+        Some(_) => "updated",
+        None => "created",
+    }
+}
+
+/// The record of a new rollout from `current` to `spec`'s revision (a dry run's is not stored).
+fn new_rollout(
     current: &DaemonSpec,
     spec: &DaemonSpec,
     kind: RolloutKind,
+    id: String,
     now: DateTime<Utc>,
 ) -> Rollout {
     Rollout {
         cluster: spec.cluster.clone(),
         daemon: spec.daemon.clone(),
-        id: "dry-run".into(),
+        id,
         kind,
         from_task_definition: Some(current.task_definition.clone()),
         to_task_definition: spec.task_definition.clone(),
@@ -594,27 +611,19 @@ pub async fn deploy_dry_run<E: Ecs, S: Store>(
         spec,
         ..
     } = prepare_deploy(engine, &request, now).await?;
-    let (would_record, rollout) = match &existing {
-        Some(current) if current.record.task_definition != spec.task_definition => (
-            "rollout",
-            Some(hypothetical_rollout(
+    let would_record = what_deploy_records(existing.as_ref(), &spec, now);
+    let rollout = existing
+        .as_ref()
+        .filter(|_| would_record == "rollout")
+        .map(|current| {
+            new_rollout(
                 &current.record,
                 &spec,
                 RolloutKind::Update,
+                DRY_RUN_ID.into(),
                 now,
-            )),
-        ),
-        Some(current)
-            if DaemonSpec {
-                updated_at: now,
-                ..current.record.clone()
-            } == spec =>
-        {
-            ("unchanged", None)
-        }
-        Some(_) => ("updated", None),
-        None => ("created", None),
-    };
+            )
+        });
     dry_run_of(
         engine,
         &request.cluster,
@@ -634,7 +643,13 @@ pub async fn rollback_dry_run<E: Ecs, S: Store>(
     now: DateTime<Utc>,
 ) -> Result<DryRunAnswer, DeployError> {
     let PreparedRollback { current, spec, .. } = prepare_rollback(engine, &request).await?;
-    let rollout = hypothetical_rollout(&current.record, &spec, RolloutKind::Rollback, now);
+    let rollout = new_rollout(
+        &current.record,
+        &spec,
+        RolloutKind::Rollback,
+        DRY_RUN_ID.into(),
+        now,
+    );
     dry_run_of(
         engine,
         &request.cluster,
@@ -658,22 +673,13 @@ async fn start_rollout<E: Ecs, S: Store>(
     invocation: &str,
 ) -> Result<Rollout, DeployError> {
     let daemon = spec.daemon.clone();
-    let rollout = Rollout {
-        cluster: spec.cluster.clone(),
-        daemon: daemon.clone(),
-        id: Rollout::new_id(now, invocation),
+    let rollout = new_rollout(
+        &current.record,
+        &spec,
         kind,
-        from_task_definition: Some(current.record.task_definition.clone()),
-        to_task_definition: spec.task_definition.clone(),
-        config: spec.rollout.clone(),
-        state: RolloutState::InProgress,
-        counts: Default::default(),
-        failures: Vec::new(),
-        reason: None,
-        started_at: now,
-        updated_at: now,
-        finished_at: None,
-    };
+        Rollout::new_id(now, invocation),
+        now,
+    );
     // The spec is the switch: once it names the new rollout, that rollout is the one that
     // runs (a reconcile rebuilds its record if this invocation dies before writing it).
     spec.active_rollout = Some(rollout.id.clone());

@@ -255,11 +255,7 @@ pub fn report(input: DryRunInput<'_>) -> DryRunAnswer {
     };
 
     // Batches: what the planner starts now, then the rest of its queue by maxParallel.
-    let queue = observation
-        .daemons
-        .iter()
-        .find(|d| d.name == input.daemon)
-        .and_then(|_| input.plan.rollout_queues.get(input.daemon));
+    let queue = input.plan.rollout_queues.get(input.daemon);
     let batches: Vec<Vec<String>> = match (input.rollout, queue) {
         (Some(_), Some(queue)) => {
             let ids: Vec<String> = queue
