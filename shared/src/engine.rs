@@ -21,10 +21,10 @@ use crate::model::{ContainerInstance, HealthStatus, InstanceStatus, Task, TaskSt
 use crate::plan::{
     plan, Action, DaemonCoverage, DaemonView, Observation, Plan, Scope, READY_ATTRIBUTE,
 };
-use crate::rollout::{RolloutStep, SurgeFallback};
+use crate::rollout::{RolloutState, RolloutStep, SurgeFallback};
 use crate::store::{
-    DaemonSpec, EventSeen, Expected, ItemKey, RestartPolicy, Rollout, Slot, SlotState, Store,
-    StoreError, Versioned,
+    DaemonSpec, EventSeen, Expected, ItemKey, PreparedPut, RestartPolicy, Rollout, Slot, SlotState,
+    Store, StoreError, Versioned,
 };
 
 /// `startedBy` of every daemon task (ECS allows 36 characters).
@@ -182,6 +182,17 @@ pub struct EndedRollout {
     pub state: crate::rollout::RolloutState,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+impl EndedRollout {
+    fn of(rollout: &Rollout) -> Self {
+        Self {
+            daemon: rollout.daemon.clone(),
+            id: rollout.id.clone(),
+            state: rollout.state,
+            reason: rollout.reason.clone(),
+        }
+    }
 }
 
 /// A slot won for a start, waiting for its StartTask batch.
@@ -1407,86 +1418,110 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         self.write_slot(&slot, expected, outcome).await;
     }
 
-    /// Rollout bookkeeping after the instance actions: new rollout records and spec switches
-    /// first, then progress and ends of the running ones. All conditional.
+    /// Rollout bookkeeping after the instance actions: spec switches, then progress and ends
+    /// of the running rollouts. All conditional.
     async fn write_rollouts(
         &self,
         observation: &Observation,
         actions: Vec<Action>,
         outcome: &mut Outcome,
     ) {
-        // A rollout's end is recorded only once the spec switch that goes with it landed:
-        // an ended rollout the spec still names would never be switched away from.
-        let mut switch_failed: BTreeSet<String> = BTreeSet::new();
-        for action in actions {
-            match action {
-                Action::SwitchRevision {
-                    daemon,
-                    task_definition,
-                    active_rollout,
-                    last_good,
-                    new_rollout,
-                } => {
-                    let Some(current) =
-                        observation.specs.iter().find(|s| s.record.daemon == daemon)
-                    else {
-                        continue;
-                    };
-                    if let Some(rollout) = new_rollout {
-                        match self.store.put(rollout.as_ref(), Expected::Absent).await {
-                            Ok(_) => outcome.rollouts_started.push(rollout.id.clone()),
-                            Err(StoreError::Conflict { .. }) => {
-                                outcome.conflicts += 1;
-                                switch_failed.insert(daemon);
-                                continue;
-                            }
-                            Err(error) => {
-                                outcome.errors.push(error.to_string());
-                                switch_failed.insert(daemon);
-                                continue;
-                            }
-                        }
-                    }
-                    let mut spec = current.record.clone();
-                    spec.task_definition = task_definition;
-                    spec.active_rollout = active_rollout;
-                    if last_good.is_some() && last_good != spec.last_good_task_definition {
-                        spec.previous_good_task_definition = spec.last_good_task_definition.take();
-                    }
-                    spec.last_good_task_definition = last_good;
-                    spec.updated_at = observation.now;
-                    match self.store.put(&spec, current.expected()).await {
-                        Ok(_) => {}
-                        Err(StoreError::Conflict { .. }) => {
-                            outcome.conflicts += 1;
-                            switch_failed.insert(daemon);
-                        }
-                        Err(error) => {
-                            outcome.errors.push(error.to_string());
-                            switch_failed.insert(daemon);
-                        }
-                    }
+        let (switches, mut records): (Vec<Action>, Vec<Action>) = actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::SwitchRevision { .. }));
+        for switch in switches {
+            let Action::SwitchRevision { ref daemon, .. } = switch else {
+                continue;
+            };
+            // The end of the rollout this switch closes goes into the same transaction: a
+            // switch that landed without its end would leave a rollout in progress that the
+            // spec no longer names, and its outcome (FAILED, SUCCEEDED) would be lost.
+            let ending = records
+                .iter()
+                .position(|a| {
+                    matches!(a, Action::RecordRollout { rollout, .. }
+                        if &rollout.daemon == daemon && rollout.state != RolloutState::InProgress)
+                })
+                .map(|index| records.remove(index));
+            self.switch_revision(observation, switch, ending, outcome)
+                .await;
+        }
+        for action in records {
+            let Action::RecordRollout { rollout, expected } = action else {
+                continue;
+            };
+            match self.store.put(rollout.as_ref(), expected).await {
+                Ok(_) if rollout.state != RolloutState::InProgress => {
+                    outcome.rollouts_ended.push(EndedRollout::of(&rollout))
                 }
-                Action::RecordRollout { rollout, expected } => {
-                    let ended = rollout.state != crate::rollout::RolloutState::InProgress;
-                    if ended && switch_failed.contains(&rollout.daemon) {
-                        // Still in progress in the table: the next full reconcile decides again.
-                        continue;
-                    }
-                    match self.store.put(rollout.as_ref(), expected).await {
-                        Ok(_) if ended => outcome.rollouts_ended.push(EndedRollout {
-                            daemon: rollout.daemon.clone(),
-                            id: rollout.id.clone(),
-                            state: rollout.state,
-                            reason: rollout.reason.clone(),
-                        }),
-                        Ok(_) => {}
-                        Err(StoreError::Conflict { .. }) => outcome.conflicts += 1,
-                        Err(error) => outcome.errors.push(error.to_string()),
-                    }
-                }
-                _ => {}
+                Ok(_) => {}
+                Err(StoreError::Conflict { .. }) => outcome.conflicts += 1,
+                Err(error) => outcome.errors.push(error.to_string()),
             }
+        }
+    }
+
+    /// One transaction: the rollout the switch starts (if any), the spec, and the end of the
+    /// rollout it closes (if any). Lost or failed, nothing is written and the next full
+    /// reconcile decides again.
+    async fn switch_revision(
+        &self,
+        observation: &Observation,
+        switch: Action,
+        ending: Option<Action>,
+        outcome: &mut Outcome,
+    ) {
+        let Action::SwitchRevision {
+            daemon,
+            task_definition,
+            active_rollout,
+            last_good,
+            new_rollout,
+        } = switch
+        else {
+            return;
+        };
+        let Some(current) = observation.specs.iter().find(|s| s.record.daemon == daemon) else {
+            return;
+        };
+        let mut spec = current.record.clone();
+        spec.task_definition = task_definition;
+        spec.active_rollout = active_rollout;
+        if last_good.is_some() && last_good != spec.last_good_task_definition {
+            spec.previous_good_task_definition = spec.last_good_task_definition.take();
+        }
+        spec.last_good_task_definition = last_good;
+        spec.updated_at = observation.now;
+        let ended = match ending {
+            Some(Action::RecordRollout { rollout, expected }) => Some((rollout, expected)),
+            _ => None,
+        };
+        let puts = new_rollout
+            .as_deref()
+            .map(|rollout| PreparedPut::of(rollout, Expected::Absent))
+            .into_iter()
+            .chain(std::iter::once(PreparedPut::of(&spec, current.expected())))
+            .chain(
+                ended
+                    .as_ref()
+                    .map(|(rollout, expected)| PreparedPut::of(rollout.as_ref(), *expected)),
+            )
+            .collect::<Result<Vec<_>, _>>();
+        let written = match puts {
+            Ok(puts) => self.store.put_all(&puts).await,
+            Err(error) => Err(error),
+        };
+        match written {
+            Ok(_) => {
+                if let Some(rollout) = new_rollout {
+                    outcome.rollouts_started.push(rollout.id.clone());
+                }
+                if let Some((rollout, _)) = ended {
+                    outcome.rollouts_ended.push(EndedRollout::of(&rollout));
+                }
+            }
+            Err(StoreError::Conflict { .. }) => outcome.conflicts += 1,
+            Err(error) => outcome.errors.push(error.to_string()),
         }
     }
 }

@@ -10,6 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
 use crate::cluster_model::{ClusterModel, ModelConfig, Rng};
+use crate::coverage_time::CoverageTime;
 use crate::deploy::{
     deploy, rollback, DeployAnswer, DeployError, DeployRequest, RollbackAnswer, RollbackRequest,
 };
@@ -19,10 +20,12 @@ use crate::ecs::{
 };
 use crate::engine::{Engine, EngineConfig, EngineError, EventKind, Outcome};
 use crate::events::{INSTANCE_STATE_CHANGE, TASK_STATE_CHANGE};
+use crate::holds::TerminationHold;
 use crate::model::{ContainerInstance, InstanceStatus, Task, TaskDefinition};
 use crate::pacing::{Clock, Paced, Pacing};
 use crate::store::{
-    DaemonSpec, EventSeen, Expected, ItemKey, MemoryStore, Record, Store, StoreError, Versioned,
+    DaemonSpec, EventSeen, Expected, ItemKey, MemoryStore, PreparedPut, Record, RecordKind,
+    Rollout, Slot, Store, StoreError, Versioned,
 };
 
 /// Calls an invocation may still make before it "crashes" (negative means no limit), the
@@ -295,6 +298,14 @@ impl<T: Ecs> Ecs for Crashing<T> {
     }
 }
 
+/// Rewrites a stored record unchanged: its version moves on, as after another writer's update.
+async fn touch<T: Store, R: Record>(store: &T, key: &ItemKey) -> Result<(), StoreError> {
+    if let Some(current) = store.get::<R>(key).await? {
+        store.put(&current.record, current.expected()).await?;
+    }
+    Ok(())
+}
+
 impl<T: Store> Store for Crashing<T> {
     async fn get<R: Record>(&self, key: &ItemKey) -> Result<Option<Versioned<R>>, StoreError> {
         self.budget.note_store_call();
@@ -314,6 +325,29 @@ impl<T: Store> Store for Crashing<T> {
             "PutItem",
             crashed_store,
             self.inner.put(record, expected)
+        )
+    }
+    async fn put_all(&self, puts: &[PreparedPut]) -> Result<Vec<u64>, StoreError> {
+        self.budget.note_store_call();
+        let versioned = puts
+            .iter()
+            .find(|p| matches!(p.expected, Expected::Version(_)));
+        if let Some(put) = versioned.filter(|_| self.budget.loses_race()) {
+            // Another invocation updated one of the items a moment earlier (same content,
+            // next version): the whole transaction must fail with Conflict.
+            match put.kind {
+                RecordKind::Spec => touch::<_, DaemonSpec>(&self.inner, &put.key).await?,
+                RecordKind::Rollout => touch::<_, Rollout>(&self.inner, &put.key).await?,
+                RecordKind::Slot => touch::<_, Slot>(&self.inner, &put.key).await?,
+                RecordKind::Hold => touch::<_, TerminationHold>(&self.inner, &put.key).await?,
+                RecordKind::CoverageTime => touch::<_, CoverageTime>(&self.inner, &put.key).await?,
+            }
+        }
+        guarded!(
+            self,
+            "TransactWriteItems",
+            crashed_store,
+            self.inner.put_all(puts)
         )
     }
     async fn delete(&self, key: &ItemKey, expected_version: u64) -> Result<(), StoreError> {

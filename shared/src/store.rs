@@ -208,6 +208,32 @@ impl StoreError {
     }
 }
 
+/// DynamoDB's limit on the items of one `TransactWriteItems`.
+pub const TRANSACTION_MAX_ITEMS: usize = 100;
+
+/// One conditional put of a transaction: the record already encoded, with what it expects.
+/// Records of different kinds go into one [`Store::put_all`] this way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreparedPut {
+    pub key: ItemKey,
+    pub kind: RecordKind,
+    pub data: String,
+    pub cluster_index: Option<String>,
+    pub expected: Expected,
+}
+
+impl PreparedPut {
+    pub fn of<R: Record>(record: &R, expected: Expected) -> Result<Self, StoreError> {
+        Ok(Self {
+            key: record.key(),
+            kind: R::KIND,
+            data: encode(record)?,
+            cluster_index: record.cluster_index().map(str::to_string),
+            expected,
+        })
+    }
+}
+
 /// Whether an event id was seen before (EventBridge delivers at least once).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventSeen {
@@ -229,6 +255,14 @@ pub trait Store: Send + Sync {
         record: &R,
         expected: Expected,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Writes all the puts or none (one transaction, at most [`TRANSACTION_MAX_ITEMS`]), each
+    /// under its own condition; answers the new versions in order. A lost condition is
+    /// `Conflict` naming the first item whose condition failed.
+    fn put_all(
+        &self,
+        puts: &[PreparedPut],
+    ) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send;
 
     /// Deletes a record if it is at the expected version.
     fn delete(
@@ -497,6 +531,12 @@ impl<T: Store> Store for std::sync::Arc<T> {
         expected: Expected,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send {
         (**self).put(record, expected)
+    }
+    fn put_all(
+        &self,
+        puts: &[PreparedPut],
+    ) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send {
+        (**self).put_all(puts)
     }
     fn delete(
         &self,

@@ -8,8 +8,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use crate::rollout::{RolloutKind, RolloutState};
 
 use super::{
-    DaemonSpec, EventSeen, Expected, ItemKey, Record, Rollout, Slot, SlotState, Store, StoreError,
-    Versioned,
+    DaemonSpec, EventSeen, Expected, ItemKey, PreparedPut, Record, Rollout, Slot, SlotState, Store,
+    StoreError, Versioned,
 };
 
 fn at(seconds: i64) -> DateTime<Utc> {
@@ -223,6 +223,73 @@ pub async fn check_store_contract<S: Store>(store: &S, cluster: &str, slots: usi
         store.remember_event("evt-2", at(61), ttl).await,
         Ok(EventSeen::FirstTime),
         "a forgotten event counts again"
+    );
+    check_put_all(store, cluster).await;
+}
+
+/// `put_all` writes records of different kinds together or not at all: a spec switch, the
+/// rollout it ends and the rollout it starts.
+pub async fn check_put_all<S: Store>(store: &S, cluster: &str) {
+    let spec_v1 = spec(cluster, "tx", "tx:1");
+    store.put(&spec_v1, Expected::Absent).await.unwrap();
+    let running = rollout(cluster, "tx", "r1");
+    store.put(&running, Expected::Absent).await.unwrap();
+
+    let mut ended = running.clone();
+    ended.state = RolloutState::Failed;
+    let next = rollout(cluster, "tx", "r2");
+    let mut switched = spec_v1.clone();
+    switched.active_rollout = Some("r2".into());
+    let puts = |rollout_version: u64| {
+        vec![
+            PreparedPut::of(&next, Expected::Absent).unwrap(),
+            PreparedPut::of(&switched, Expected::Version(1)).unwrap(),
+            PreparedPut::of(&ended, Expected::Version(rollout_version)).unwrap(),
+        ]
+    };
+    // One condition lost (the ended rollout moved on meanwhile): nothing is written.
+    store.put(&running, Expected::Version(1)).await.unwrap();
+    match store.put_all(&puts(1)).await {
+        Err(StoreError::Conflict { key, found, .. }) => {
+            assert_eq!(key, ended.key());
+            assert_eq!(found, Some(2), "the conflict names the version found");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(store.get::<Rollout>(&next.key()).await, Ok(None));
+    let spec_now = store
+        .get::<DaemonSpec>(&spec_v1.key())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (spec_now.version, spec_now.record.active_rollout),
+        (1, None)
+    );
+    let rollout_now = store.get::<Rollout>(&running.key()).await.unwrap().unwrap();
+    assert_eq!(
+        (rollout_now.version, rollout_now.record.state),
+        (2, RolloutState::InProgress)
+    );
+
+    // Every condition holds: all three land, with their new versions.
+    assert_eq!(store.put_all(&puts(2)).await, Ok(vec![1, 2, 3]));
+    let ended_now = store.get::<Rollout>(&running.key()).await.unwrap().unwrap();
+    assert_eq!(ended_now.record.state, RolloutState::Failed);
+    let listed = store.list_specs(cluster).await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|s| s.record.active_rollout.as_deref() == Some("r2")),
+        "a spec written in a transaction is listed by cluster: {listed:?}"
+    );
+    assert_eq!(
+        store
+            .get::<Rollout>(&next.key())
+            .await
+            .unwrap()
+            .map(|r| r.version),
+        Some(1)
     );
 }
 

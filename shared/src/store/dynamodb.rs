@@ -10,15 +10,15 @@ use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
-    TableStatus,
+    KeyType, Projection, ProjectionType, Put, ReturnValuesOnConditionCheckFailure,
+    ScalarAttributeType, TableStatus, TransactWriteItem,
 };
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Duration, Utc};
 
 use super::{
-    decode, encode, DaemonSpec, EventSeen, Expected, ItemKey, Record, RecordKind, Store,
-    StoreError, Versioned,
+    decode, encode, DaemonSpec, EventSeen, Expected, ItemKey, PreparedPut, Record, RecordKind,
+    Store, StoreError, Versioned, TRANSACTION_MAX_ITEMS,
 };
 
 pub const SPECS_BY_CLUSTER_INDEX: &str = "specs-by-cluster";
@@ -206,6 +206,88 @@ impl Store for DynamoStore {
                 _ => None,
             }))?;
         Ok(version)
+    }
+
+    async fn put_all(&self, puts: &[PreparedPut]) -> Result<Vec<u64>, StoreError> {
+        let invalid = |message: String| StoreError::Call {
+            operation: "TransactWriteItems",
+            target: format!("{} items", puts.len()),
+            code: "ValidationException".into(),
+            message,
+            retryable: false,
+        };
+        if puts.is_empty() || puts.len() > TRANSACTION_MAX_ITEMS {
+            return Err(invalid(format!(
+                "a transaction takes 1 to {TRANSACTION_MAX_ITEMS} items, got {}",
+                puts.len()
+            )));
+        }
+        let mut items = Vec::with_capacity(puts.len());
+        for put in puts {
+            let mut item = key_item(&put.key);
+            item.insert(KIND.into(), AttributeValue::S(put.kind.as_str().into()));
+            item.insert(
+                VERSION.into(),
+                AttributeValue::N(put.expected.next_version().to_string()),
+            );
+            item.insert(DATA.into(), AttributeValue::S(put.data.clone()));
+            if let Some(cluster) = &put.cluster_index {
+                item.insert(SPEC_CLUSTER.into(), AttributeValue::S(cluster.clone()));
+            }
+            let request = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                );
+            let request = match put.expected {
+                Expected::Absent => request.condition_expression("attribute_not_exists(pk)"),
+                Expected::Version(current) => request
+                    .condition_expression("#version = :expected")
+                    .expression_attribute_names("#version", VERSION)
+                    .expression_attribute_values(
+                        ":expected",
+                        AttributeValue::N(current.to_string()),
+                    ),
+            };
+            let request = request
+                .build()
+                .map_err(|error| invalid(error.to_string()))?;
+            items.push(TransactWriteItem::builder().put(request).build());
+        }
+        let answer = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        if let Err(error) = answer {
+            use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+            // A cancelled transaction names, per item, why: the first lost condition is
+            // the conflict (with the version found); anything else is a call error.
+            if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                error.as_service_error()
+            {
+                let lost = cancelled
+                    .cancellation_reasons()
+                    .iter()
+                    .zip(puts)
+                    .find(|(reason, _)| reason.code() == Some("ConditionalCheckFailed"));
+                if let Some((reason, put)) = lost {
+                    return Err(StoreError::Conflict {
+                        key: put.key.clone(),
+                        expected: put.expected,
+                        found: reason.item().and_then(version_of),
+                    });
+                }
+            }
+            return Err(call_error(
+                "TransactWriteItems",
+                format!("{} items", puts.len()),
+                error,
+            ));
+        }
+        Ok(puts.iter().map(|p| p.expected.next_version()).collect())
     }
 
     async fn delete(&self, key: &ItemKey, expected_version: u64) -> Result<(), StoreError> {

@@ -7,8 +7,8 @@ use std::sync::{Mutex, MutexGuard};
 use chrono::{DateTime, Duration, Utc};
 
 use super::{
-    decode, encode, DaemonSpec, EventSeen, Expected, ItemKey, Record, RecordKind, Store,
-    StoreError, Versioned,
+    decode, encode, DaemonSpec, EventSeen, Expected, ItemKey, PreparedPut, Record, RecordKind,
+    Store, StoreError, Versioned, TRANSACTION_MAX_ITEMS,
 };
 
 #[derive(Clone, Debug)]
@@ -111,6 +111,39 @@ impl Store for MemoryStore {
         };
         items.insert(key, item);
         Ok(version)
+    }
+
+    async fn put_all(&self, puts: &[PreparedPut]) -> Result<Vec<u64>, StoreError> {
+        if puts.len() > TRANSACTION_MAX_ITEMS {
+            return Err(StoreError::Call {
+                operation: "TransactWriteItems",
+                target: format!("{} items", puts.len()),
+                code: "ValidationException".into(),
+                message: format!("at most {TRANSACTION_MAX_ITEMS} items per transaction"),
+                retryable: false,
+            });
+        }
+        // One lock for the whole transaction: every condition holds, then every put lands.
+        let mut items = self.items();
+        for put in puts {
+            Self::check(&put.key, items.get(&put.key), put.expected)?;
+        }
+        let mut versions = Vec::with_capacity(puts.len());
+        for put in puts {
+            let version = put.expected.next_version();
+            items.insert(
+                put.key.clone(),
+                Item {
+                    kind: put.kind.as_str(),
+                    version,
+                    data: put.data.clone(),
+                    spec_cluster: put.cluster_index.clone(),
+                    expires_at: None,
+                },
+            );
+            versions.push(version);
+        }
+        Ok(versions)
     }
 
     async fn delete(&self, key: &ItemKey, expected_version: u64) -> Result<(), StoreError> {
