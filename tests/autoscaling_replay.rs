@@ -111,7 +111,7 @@ fn action() -> LifecycleAction {
     LifecycleAction {
         group: "asg general".into(),
         hook: "ecs-daemons-drain".into(),
-        token: "87654321-4321-4321-4321-210987654321".into(),
+        token: Some("87654321-4321-4321-4321-210987654321".into()),
         ec2_instance_id: "i-0a1b2c3d4e5f60718".into(),
     }
 }

@@ -179,3 +179,181 @@ async fn a_breaker_trip_racing_a_progress_write_is_recorded_failed_not_supersede
         .count();
     assert_eq!(on_denied, 0, "every instance is back on the good revision");
 }
+
+/// A minute of ECS with the functions running: events every second, the schedule every
+/// minute; after every second, no daemon was stopped while an application still ran on its
+/// DRAINING instance and no lifecycle action was completed while a task still ran.
+async fn run_checked(harness: &mut Harness, seconds: i64) {
+    for _ in 0..seconds {
+        harness.model.advance(Duration::seconds(1));
+        harness.deliver_events().await;
+        if harness.model.now().timestamp() % 60 == 0 {
+            harness.scheduled_check().await;
+        } else {
+            harness.wake_if_due().await;
+        }
+        let now = harness.model.now();
+        assert_eq!(
+            harness.model.early_drain_stops(),
+            Vec::<String>::new(),
+            "drain-last broken at {now}"
+        );
+        assert_eq!(
+            harness.model.hook_stats().completed_with_tasks,
+            Vec::<String>::new(),
+            "a lifecycle action completed while a task still ran, at {now}"
+        );
+    }
+}
+
+/// One instance with `agent` (start order 0) and, if asked, `logs` (10), ready, and one
+/// application task on it. Tasks take `stop_seconds` to stop (an application's stop timeout:
+/// ECS sends SIGTERM and waits up to stopTimeout before SIGKILL).
+async fn drained_world(stop_seconds: i64, with_logs: bool) -> (Harness, String, String) {
+    let mut harness = Harness::new(
+        CLUSTER,
+        &["general"],
+        ModelConfig {
+            stop_latency: Duration::seconds(stop_seconds),
+            ..ModelConfig::default()
+        },
+    );
+    harness.model.add_terminate_hook(
+        "general",
+        "asg-general",
+        "ecs-daemons-drain",
+        Duration::seconds(900),
+    );
+    harness.set_terminate_hook(ecs_daemons::autoscaling::TerminateHook {
+        name: "ecs-daemons-drain".into(),
+        groups: vec!["asg-general".into()],
+    });
+    let instance = harness.model.add_instance(CLUSTER, "general", 4096, 8192);
+    let mut daemons = vec![("agent", 0)];
+    if with_logs {
+        daemons.push(("logs", 10));
+    }
+    for (name, order) in daemons {
+        let definition = harness
+            .model
+            .register_task_definition(TaskDefinitionModel::new(name, 256, 256));
+        harness
+            .deploy(DeployRequest::new(
+                CLUSTER,
+                name,
+                &definition,
+                &["general"],
+                order,
+            ))
+            .await
+            .unwrap();
+    }
+    run_checked(&mut harness, 30).await;
+    let app = harness
+        .model
+        .register_task_definition(TaskDefinitionModel::new("app", 512, 512));
+    let task = harness
+        .model
+        .run_service_task(CLUSTER, "web", &app)
+        .expect("the ready instance takes the application");
+    run_checked(&mut harness, 10).await;
+    (harness, instance, task)
+}
+
+fn live_on(harness: &Harness, instance: &str, group: &str) -> usize {
+    let id = ecs_daemons::arn::resource_id(instance);
+    harness
+        .model
+        .tasks(CLUSTER)
+        .iter()
+        .filter(|t| t.instance_id == id && t.group == group && !t.last_status.is_terminal())
+        .count()
+}
+
+/// Cause (churn scenario, seeds 2239, 6639, 9359), first half: drain-last compared the
+/// instance's task counts with its daemon copies, but `runningTasksCount` counts only tasks
+/// whose desired status is RUNNING (API reference, `ContainerInstance`): an application in its
+/// stop timeout is in no count, so the daemons were stopped while it still ran (a log router
+/// losing the application's last lines). The model counted by last status and hid it.
+#[tokio::test]
+async fn drain_last_waits_for_an_application_still_in_its_stop_timeout() {
+    let (mut harness, instance, _) = drained_world(45, false).await;
+    harness.model.drain_instance(CLUSTER, &instance);
+    run_checked(&mut harness, 30).await;
+    assert_eq!(
+        live_on(&harness, &instance, "daemon:agent"),
+        1,
+        "still there"
+    );
+    run_checked(&mut harness, 120).await;
+    assert_eq!(live_on(&harness, &instance, "service:web"), 0);
+    assert_eq!(
+        live_on(&harness, &instance, "daemon:agent"),
+        0,
+        "the daemon stopped last, once the application had stopped"
+    );
+}
+
+/// Cause, second half: the copies drain-last subtracted came partly from older news (a slot
+/// saying RUNNING for a copy whose STOPPED event was lost), so a dead copy was subtracted from
+/// the counts and the application still running was missed (seed 9359).
+#[tokio::test]
+async fn drain_last_never_trusts_a_copy_known_only_from_older_news() {
+    let (mut harness, instance, _) = drained_world(45, true).await;
+    harness.model.drain_instance(CLUSTER, &instance);
+    run_checked(&mut harness, 5).await;
+    // The agent's copy dies and its STOPPED event is lost; then the log router's dies too.
+    let task_of = |harness: &Harness, group: &str| {
+        harness
+            .model
+            .tasks(CLUSTER)
+            .into_iter()
+            .find(|t| t.group == group && !t.last_status.is_terminal())
+            .map(|t| t.id)
+            .expect("a live copy")
+    };
+    let agent = task_of(&harness, "daemon:agent");
+    harness.model.crash_task(CLUSTER, &agent);
+    harness.model.take_due_events();
+    let logs = task_of(&harness, "daemon:logs");
+    harness.model.crash_task(CLUSTER, &logs);
+    run_checked(&mut harness, 180).await;
+    assert_eq!(live_on(&harness, &instance, "service:web"), 0);
+}
+
+/// Neighbour: a held termination completed on counts that leave out a daemon copy still in its
+/// stop timeout: Auto Scaling terminates the instance while the log router flushes.
+#[tokio::test]
+async fn a_held_termination_completes_only_after_the_last_daemon_has_stopped() {
+    let (mut harness, instance, _) = drained_world(20, false).await;
+    harness.model.scale_in(CLUSTER, &instance);
+    run_checked(&mut harness, 240).await;
+    assert!(
+        harness.model.waiting_terminations().is_empty(),
+        "completed once the daemon had stopped"
+    );
+    assert_eq!(harness.model.hook_stats().completed, 1);
+}
+
+/// Cause (churn scenario, seeds 2063, 4952, 5676, 7904): the lifecycle-hook function failed
+/// on all three of Lambda's asynchronous attempts (throttled, then crashed), the event was
+/// gone, and nothing else looked: the instance waited undrained until the hook timed out
+/// (and on AWS then terminated under its applications and daemons).
+#[tokio::test]
+async fn a_termination_whose_event_was_lost_is_adopted_by_the_coverage_check() {
+    let (mut harness, instance, _) = drained_world(5, false).await;
+    harness.model.scale_in(CLUSTER, &instance);
+    // Lambda's three attempts all failed: the event never reaches ecs-daemons.
+    let lost = harness.model.take_due_events();
+    assert!(lost
+        .iter()
+        .any(|e| e["detail-type"] == ecs_daemons::autoscaling::TERMINATE_ACTION));
+    run_checked(&mut harness, 300).await;
+    assert!(
+        harness.model.waiting_terminations().is_empty(),
+        "adopted, drained and completed"
+    );
+    let stats = harness.model.hook_stats();
+    assert_eq!((stats.completed, stats.timed_out), (1, 0), "{stats:?}");
+    assert_eq!(live_on(&harness, &instance, "service:web"), 0);
+}

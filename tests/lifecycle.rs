@@ -217,13 +217,17 @@ async fn stale_tokens_and_completed_hooks_are_logged_not_looped() {
     assert!(answer.terminations[0].detail.contains("stale"));
     assert_eq!(harness.model.waiting_terminations().len(), 1);
     // The same event again (EventBridge delivers at least once): held once, no error.
-    let again = harness.deliver_termination(event(&action.token)).await;
+    let again = harness
+        .deliver_termination(event(action.token.as_deref().unwrap_or_default()))
+        .await;
     assert!(again.result.is_ok(), "{:?}", again.result);
     harness.model.crash_task(CLUSTER, &job);
     harness.run_scheduled(Duration::seconds(120), 60).await;
     assert_eq!(harness.model.hook_stats().completed, 1);
     // After completion: the instance is gone; a late copy of the event is answered, not retried.
-    let late = harness.deliver_termination(event(&action.token)).await;
+    let late = harness
+        .deliver_termination(event(action.token.as_deref().unwrap_or_default()))
+        .await;
     let answer = late.result.expect("a late event is not an error");
     assert_eq!(
         answer.terminations[0].reason,

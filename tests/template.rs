@@ -354,9 +354,13 @@ fn statement_problems(statement: &Value) -> Vec<String> {
                     format!("{action} beyond the groups named in AutoScalingGroupNames"),
                 )]
             }
+            // A read; Auto Scaling's Describe actions take no resource-level permissions.
+            ("autoscaling", "DescribeAutoScalingGroups") => Vec::new(),
             ("autoscaling", _) => vec![(
                 false,
-                format!("{action}: no Auto Scaling action but the two lifecycle calls"),
+                format!(
+                    "{action}: no Auto Scaling action but the two lifecycle calls and the describe"
+                ),
             )],
             _ => Vec::new(),
         };

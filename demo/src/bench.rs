@@ -492,6 +492,7 @@ fn plan_figure() -> Figure {
         slots,
         rollouts: vec![],
         specs: vec![],
+        drain_census: Default::default(),
     };
     let mut times: Vec<f64> = (0..11)
         .map(|_| {

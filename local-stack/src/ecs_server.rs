@@ -153,8 +153,12 @@ async fn dispatch(model: &ClusterModel, operation: &str, input: &Value) -> Resul
             }))
         }
         "ListTasks" => {
+            let stopped = text(input, "desiredStatus") == Some("STOPPED");
             let filter = match (text(input, "startedBy"), text(input, "containerInstance")) {
-                (Some(marker), None) => TaskFilter::StartedBy(marker.into()),
+                (Some(marker), None) if !stopped => TaskFilter::StartedBy(marker.into()),
+                (None, Some(instance)) if stopped => {
+                    TaskFilter::StoppingOnInstance(instance.into())
+                }
                 (None, Some(instance)) => TaskFilter::ContainerInstance(instance.into()),
                 _ => {
                     return Err(invalid(

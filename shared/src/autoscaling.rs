@@ -25,8 +25,29 @@ pub const TERMINATING_TRANSITION: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
 pub struct LifecycleAction {
     pub group: String,
     pub hook: String,
-    pub token: String,
+    /// From the event. None for an action the coverage check adopted because its event never
+    /// arrived: Auto Scaling completes "the lifecycle action for the specified token or
+    /// instance" (API reference, CompleteLifecycleAction), so the instance id names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
     pub ec2_instance_id: String,
+}
+
+/// An instance of a hooked group waiting in `Terminating:Wait`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaitingTermination {
+    pub group: String,
+    pub ec2_instance_id: String,
+}
+
+/// The `LIFECYCLE_HOOK_NAME` default, as the README's setup creates the hook.
+pub const DEFAULT_HOOK_NAME: &str = "ecs-daemons-drain";
+
+/// The terminate hook ecs-daemons holds: its name and the groups that have it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TerminateHook {
+    pub name: String,
+    pub groups: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,8 +86,15 @@ impl AutoScalingError {
 pub type AutoScalingAnswer<'a> =
     Pin<Box<dyn Future<Output = Result<(), AutoScalingError>> + Send + 'a>>;
 
+/// What `waiting_terminations` answers.
+pub type WaitingAnswer<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<WaitingTermination>, AutoScalingError>> + Send + 'a>>;
+
 /// The Auto Scaling API surface of ecs-daemons.
 pub trait AutoScaling: Send + Sync {
+    /// Instances of these groups in `Terminating:Wait` (`DescribeAutoScalingGroups`): how the
+    /// coverage check finds a held termination whose event never reached ecs-daemons.
+    fn waiting_terminations<'a>(&'a self, groups: &'a [String]) -> WaitingAnswer<'a>;
     /// `CompleteLifecycleAction` with `CONTINUE`: the instance may terminate now.
     fn complete_lifecycle_action<'a>(
         &'a self,
@@ -80,6 +108,9 @@ pub trait AutoScaling: Send + Sync {
 }
 
 impl<T: AutoScaling> AutoScaling for std::sync::Arc<T> {
+    fn waiting_terminations<'a>(&'a self, groups: &'a [String]) -> WaitingAnswer<'a> {
+        (**self).waiting_terminations(groups)
+    }
     fn complete_lifecycle_action<'a>(
         &'a self,
         action: &'a LifecycleAction,
@@ -195,7 +226,7 @@ pub fn parse_terminate_event(raw: Value) -> Result<TerminateEvent, EventError> {
         action: LifecycleAction {
             group: detail.auto_scaling_group_name,
             hook: detail.lifecycle_hook_name,
-            token: detail.lifecycle_action_token,
+            token: Some(detail.lifecycle_action_token),
             ec2_instance_id: detail.ec2_instance_id,
         },
     })
@@ -216,7 +247,10 @@ mod tests {
         assert_eq!(event.action.group, "asg-general");
         assert_eq!(event.action.hook, "ecs-daemons-drain");
         assert_eq!(event.action.ec2_instance_id, "i-0a1b2c3d4e5f60718");
-        assert_eq!(event.action.token, "87654321-4321-4321-4321-210987654321");
+        assert_eq!(
+            event.action.token.as_deref(),
+            Some("87654321-4321-4321-4321-210987654321")
+        );
     }
 
     #[test]

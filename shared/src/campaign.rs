@@ -457,6 +457,10 @@ fn hook_terminations(harness: &mut Harness) {
         Duration::seconds(HOOK_HEARTBEAT_TIMEOUT),
         Duration::hours(1),
     ));
+    harness.set_terminate_hook(crate::autoscaling::TerminateHook {
+        name: "ecs-daemons-drain".into(),
+        groups: vec!["asg-general".into()],
+    });
 }
 
 /// The hook invariant, every second: no lifecycle action completed while a task still ran on
@@ -491,15 +495,17 @@ fn hooks_settled(harness: &Harness) -> Result<(), String> {
 fn deregister_drained(harness: &Harness) {
     // A held termination ends when ecs-daemons completes its lifecycle action.
     let held = harness.model.waiting_terminations();
+    let tasks = harness.model.tasks(CLUSTER);
     for instance in harness.model.instances(CLUSTER) {
         let waiting = instance
             .ec2_instance_id
             .as_ref()
             .is_some_and(|ec2| held.contains(ec2));
-        if instance.status == InstanceStatus::Draining
-            && instance.running_tasks + instance.pending_tasks == 0
-            && !waiting
-        {
+        // Every task gone, stopping ones too (the counts leave those out).
+        let empty = !tasks
+            .iter()
+            .any(|t| t.instance_id == instance.id() && !t.last_status.is_terminal());
+        if instance.status == InstanceStatus::Draining && empty && !waiting {
             harness.model.deregister_instance(CLUSTER, &instance.arn);
         }
     }

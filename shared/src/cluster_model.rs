@@ -435,10 +435,17 @@ impl World {
         {
             used.cpu += task.cpu;
             used.memory_mib += task.memory_mib;
+            // API reference, `ContainerInstance`: runningTasksCount is "the number of tasks on
+            // the container instance that have a desired status (desiredStatus) of RUNNING",
+            // pendingTasksCount "the number of tasks ... that are in the PENDING status". So a
+            // task told to stop but still running (its stop timeout) is in neither count, and
+            // a PENDING task meant to run is, read literally, in both: the model takes both
+            // readings, the pessimistic ones for anything that decides from the counts.
+            if task.desired_status == TaskStatus::Running {
+                running += 1;
+            }
             if task.last_status == TaskStatus::Pending {
                 pending += 1;
-            } else {
-                running += 1;
             }
         }
         (used, running, pending)
@@ -1300,14 +1307,25 @@ impl Ecs for ClusterModel {
         let mut world = self.world();
         let target = format!("cluster {cluster} ({filter})");
         let state = world.cluster(cluster, "ListTasks")?;
-        // ECS lists tasks whose desired status is RUNNING unless told otherwise.
+        // ECS lists tasks whose desired status is RUNNING unless told otherwise (API reference,
+        // ListTasks `desiredStatus`); with STOPPED, stopped tasks stay listed for at least an
+        // hour: the model keeps them all, which only costs the reader a longer list.
         let arns: Vec<String> = state
             .tasks
             .values()
-            .filter(|t| t.desired_status == TaskStatus::Running)
             .filter(|t| match filter {
-                TaskFilter::StartedBy(marker) => t.started_by.as_deref() == Some(marker.as_str()),
-                TaskFilter::ContainerInstance(instance) => t.instance_id == resource_id(instance),
+                TaskFilter::StartedBy(marker) => {
+                    t.desired_status == TaskStatus::Running
+                        && t.started_by.as_deref() == Some(marker.as_str())
+                }
+                TaskFilter::ContainerInstance(instance) => {
+                    t.desired_status == TaskStatus::Running
+                        && t.instance_id == resource_id(instance)
+                }
+                TaskFilter::StoppingOnInstance(instance) => {
+                    t.desired_status == TaskStatus::Stopped
+                        && t.instance_id == resource_id(instance)
+                }
             })
             .map(|t| task_arn(cluster, &t.id))
             .collect();

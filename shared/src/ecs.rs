@@ -132,6 +132,9 @@ pub enum TaskFilter {
     StartedBy(String),
     /// Every task on one container instance (desired status RUNNING).
     ContainerInstance(String),
+    /// Every task on one container instance that was asked to stop (desired status STOPPED):
+    /// still stopping, or stopped recently (ECS lists a stopped task for at least an hour).
+    StoppingOnInstance(String),
 }
 
 impl fmt::Display for TaskFilter {
@@ -139,6 +142,9 @@ impl fmt::Display for TaskFilter {
         match self {
             Self::StartedBy(marker) => write!(f, "startedBy={marker}"),
             Self::ContainerInstance(instance) => write!(f, "containerInstance={instance}"),
+            Self::StoppingOnInstance(instance) => {
+                write!(f, "containerInstance={instance}, desiredStatus=STOPPED")
+            }
         }
     }
 }
@@ -241,6 +247,41 @@ pub trait Ecs: Send + Sync {
                     None => return Ok(arns),
                 }
             }
+        }
+    }
+
+    /// Every task on one container instance, whoever started it, read fresh: the tasks meant
+    /// to run, those still stopping, and those stopped within the last hour (so that older
+    /// news about them is corrected). The instance's
+    /// `runningTasksCount` cannot tell this: it counts only tasks whose desired status is
+    /// RUNNING (API reference, `ContainerInstance`), so a task in its stop timeout (an
+    /// application flushing its last logs, a daemon copy told to stop) is in no count.
+    /// Two ListTasks (desired RUNNING, desired STOPPED) and one DescribeTasks per 100.
+    fn tasks_on_instance(
+        &self,
+        cluster: &str,
+        instance: &str,
+    ) -> impl Future<Output = Result<Vec<Task>, EcsError>> + Send {
+        async move {
+            let mut arns = self
+                .list_tasks(
+                    cluster,
+                    &TaskFilter::ContainerInstance(instance.to_string()),
+                )
+                .await?;
+            arns.extend(
+                self.list_tasks(
+                    cluster,
+                    &TaskFilter::StoppingOnInstance(instance.to_string()),
+                )
+                .await?,
+            );
+            arns.sort();
+            arns.dedup();
+            if arns.is_empty() {
+                return Ok(Vec::new());
+            }
+            self.describe_tasks(cluster, &arns).await
         }
     }
 

@@ -81,6 +81,9 @@ pub struct EngineConfig {
     pub clusters: Vec<String>,
     /// Terminate lifecycle hooks: heartbeat interval and drain limit.
     pub holds: crate::holds::HoldSettings,
+    /// The terminate hook and its groups, for the coverage check to adopt terminations whose
+    /// event never arrived (none: only events start holds).
+    pub terminate_hook: Option<crate::autoscaling::TerminateHook>,
 }
 
 impl Default for EngineConfig {
@@ -90,6 +93,7 @@ impl Default for EngineConfig {
             event_ttl: Duration::seconds(EVENT_MARKER_SECONDS),
             clusters: Vec::new(),
             holds: crate::holds::HoldSettings::default(),
+            terminate_hook: None,
         }
     }
 }
@@ -614,6 +618,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             instances,
             tasks,
             slots,
+            drain_census: BTreeMap::new(),
         }))
     }
 
@@ -624,13 +629,20 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         now: DateTime<Utc>,
         invocation: &str,
     ) -> Result<Outcome, EngineError> {
+        let mut instances = Vec::new();
         let mut outcome = match self.observe_cluster(cluster, now).await? {
             Some(observation) => {
-                let planned = plan(&observation);
-                self.act(&observation, planned, invocation, None).await
+                let (observation, planned, errors) = self.plan_drains_fresh(observation).await;
+                let mut outcome = self.act(&observation, planned, invocation, None).await;
+                outcome.errors.extend(errors);
+                instances = observation.instances;
+                outcome
             }
             None => Outcome::skipped(cluster, None, "no daemon is declared for this cluster"),
         };
+        let (reports, errors) = self.adopt_terminations(cluster, &instances, now).await;
+        outcome.terminations.extend(reports);
+        outcome.errors.extend(errors);
         let (reports, errors) = self.keep_holds(cluster, now).await;
         outcome.terminations.extend(reports);
         outcome.errors.extend(errors);
@@ -776,10 +788,60 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             instances: chosen.into_iter().map(|(instance, _)| instance).collect(),
             tasks,
             slots,
+            drain_census: BTreeMap::new(),
         };
-        let planned = plan(&observation);
-        outcomes.push(self.act(&observation, planned, invocation, instance).await);
+        let (observation, planned, errors) = self.plan_drains_fresh(observation).await;
+        let mut outcome = self.act(&observation, planned, invocation, instance).await;
+        outcome.errors.extend(errors);
+        outcomes.push(outcome);
         Ok(outcomes)
+    }
+
+    /// Plans; where drain-last would stop daemons, reads every task on those instances fresh
+    /// and plans again on that (never trust older news for a destructive step). An instance
+    /// whose read fails keeps its daemons this time (reported; the next reconcile tries again).
+    async fn plan_drains_fresh(
+        &self,
+        mut observation: Observation,
+    ) -> (Observation, Plan, Vec<String>) {
+        let planned = plan(&observation);
+        if planned.drain_checks.is_empty() {
+            return (observation, planned, Vec::new());
+        }
+        let mut errors = Vec::new();
+        let mut fresh = Vec::new();
+        for instance_arn in &planned.drain_checks {
+            match self
+                .ecs
+                .tasks_on_instance(&observation.cluster, instance_arn)
+                .await
+            {
+                Ok(tasks) => {
+                    let (ours, others): (Vec<Task>, Vec<Task>) =
+                        tasks.into_iter().partition(|t| self.owns(t));
+                    let still_there = others
+                        .iter()
+                        .filter(|t| !t.last_status.is_terminal())
+                        .count();
+                    observation
+                        .drain_census
+                        .insert(resource_id(instance_arn).to_string(), still_there);
+                    fresh.extend(ours);
+                }
+                Err(error) => errors.push(format!(
+                    "drain-last of {} waits for a fresh read of its tasks: {error}",
+                    resource_id(instance_arn)
+                )),
+            }
+        }
+        if observation.drain_census.is_empty() {
+            return (observation, planned, errors);
+        }
+        let mut tasks = std::mem::take(&mut observation.tasks);
+        tasks.extend(fresh);
+        observation.tasks = newest_per_task(tasks);
+        let replanned = plan(&observation);
+        (observation, replanned, errors)
     }
 
     /// The slots of some instances: one GetItem each for a few instances, one paginated

@@ -100,15 +100,20 @@ pub enum HoldStep {
     Complete(HoldEndReason),
 }
 
+/// `emptied`: a fresh read of the instance's tasks found none left, stopping ones included
+/// (asked for only where [`looks_drained`]).
 pub fn decide_hold(
     hold: &TerminationHold,
     instance: Option<&ContainerInstance>,
+    emptied: bool,
     now: DateTime<Utc>,
     settings: &HoldSettings,
 ) -> HoldStep {
     match instance {
         None => HoldStep::Complete(HoldEndReason::InstanceGone),
-        Some(instance) if is_drained(instance) => HoldStep::Complete(HoldEndReason::Drained),
+        Some(instance) if looks_drained(instance) && emptied => {
+            HoldStep::Complete(HoldEndReason::Drained)
+        }
         Some(_) if now >= hold.deadline => HoldStep::Complete(HoldEndReason::LimitReached),
         Some(instance) => HoldStep::Wait {
             heartbeat: now >= hold.heartbeat_at + settings.heartbeat_every,
@@ -117,8 +122,11 @@ pub fn decide_hold(
     }
 }
 
-/// DRAINING with no task left: applications gone and daemons stopped.
-pub fn is_drained(instance: &ContainerInstance) -> bool {
+/// DRAINING with no task left by the counts. Only a candidate: the counts leave out tasks told
+/// to stop that still run (`runningTasksCount` counts desired status RUNNING, API reference
+/// `ContainerInstance`), such as a daemon copy flushing its last logs; a fresh read of the
+/// instance's tasks decides (`Engine::emptied`).
+pub fn looks_drained(instance: &ContainerInstance) -> bool {
     instance.status == InstanceStatus::Draining
         && instance.running_tasks == 0
         && instance.pending_tasks == 0
@@ -266,7 +274,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 }
                 let detail = format!(
                     "stale event: Auto Scaling has no pending action for token {}; the hold of {} stays as it is",
-                    action.token,
+                    action.token.as_deref().unwrap_or("(none)"),
                     instance.id()
                 );
                 tracing::warn!(ec2_instance = %action.ec2_instance_id, "{detail}");
@@ -339,7 +347,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         if self.autoscaling.is_none() {
             return (reports, errors);
         }
-        for instance in instances.iter().filter(|i| is_drained(i)) {
+        for instance in instances.iter().filter(|i| looks_drained(i)) {
             let hold = match self
                 .store
                 .get::<TerminationHold>(&ItemKey::hold(cluster, instance.id()))
@@ -352,12 +360,138 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                     continue;
                 }
             };
+            match self.emptied(cluster, instance).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(error) => {
+                    errors.push(error.to_string());
+                    continue;
+                }
+            }
             match self
                 .end_hold(hold, Some(instance), HoldEndReason::Drained, now)
                 .await
             {
                 Ok(report) => reports.push(report),
                 Err(error) => errors.push(error.to_string()),
+            }
+        }
+        (reports, errors)
+    }
+
+    /// The safety net for lost lifecycle events: instances of the hooked groups waiting in
+    /// `Terminating:Wait` that are container instances of this cluster and have no hold are
+    /// adopted. A heartbeat by instance id confirms that ecs-daemons' hook is the one waiting
+    /// (and restarts its timeout, which ran since the event was lost); then the hold is
+    /// recorded and the instance drained, and drain-last goes on as for any held termination.
+    /// One DescribeAutoScalingGroups per 50 groups, one GetItem per waiting instance.
+    pub(crate) async fn adopt_terminations(
+        &self,
+        cluster: &str,
+        instances: &[ContainerInstance],
+        now: DateTime<Utc>,
+    ) -> (Vec<HoldReport>, Vec<String>) {
+        let mut reports = Vec::new();
+        let mut errors = Vec::new();
+        let (Some(autoscaling), Some(hook)) =
+            (self.autoscaling.as_deref(), &self.config.terminate_hook)
+        else {
+            return (reports, errors);
+        };
+        if hook.groups.is_empty() || instances.is_empty() {
+            return (reports, errors);
+        }
+        let waiting = match autoscaling.waiting_terminations(&hook.groups).await {
+            Ok(waiting) => waiting,
+            Err(error) => return (reports, vec![error.to_string()]),
+        };
+        let mut to_drain = Vec::new();
+        for termination in waiting {
+            let Some(instance) = instances.iter().find(|i| {
+                i.ec2_instance_id.as_deref() == Some(termination.ec2_instance_id.as_str())
+            }) else {
+                continue;
+            };
+            let key = ItemKey::hold(cluster, instance.id());
+            match self.store.get::<TerminationHold>(&key).await {
+                Ok(None) => {}
+                Ok(Some(_)) => continue,
+                Err(error) => {
+                    errors.push(error.to_string());
+                    continue;
+                }
+            }
+            let action = LifecycleAction {
+                group: termination.group.clone(),
+                hook: hook.name.clone(),
+                token: None,
+                ec2_instance_id: termination.ec2_instance_id.clone(),
+            };
+            let mut hold = TerminationHold {
+                cluster: cluster.to_string(),
+                instance_id: instance.id().to_string(),
+                instance_arn: instance.arn.clone(),
+                action: action.clone(),
+                received_at: now,
+                heartbeat_at: now,
+                deadline: now + self.config.holds.limit,
+                ended: None,
+            };
+            let detail = match autoscaling.record_lifecycle_action_heartbeat(&action).await {
+                Ok(()) => {
+                    if instance.status == InstanceStatus::Active {
+                        to_drain.push(instance.arn.clone());
+                    }
+                    format!(
+                        "adopted: {} waits in Terminating:Wait for {} but its event never arrived; draining {}, applications first, daemons last",
+                        action.ec2_instance_id,
+                        hook.name,
+                        instance.id()
+                    )
+                }
+                // Another hook holds it (ours is done or absent): remember, and leave it be.
+                Err(error) if error.kind == AutoScalingErrorKind::NoActiveAction => {
+                    hold.ended = Some(HoldEnd {
+                        at: now,
+                        why: HoldEndReason::AlreadyEnded,
+                    });
+                    format!(
+                        "{} waits in Terminating:Wait, but not for {}: left to its own hook",
+                        action.ec2_instance_id, hook.name
+                    )
+                }
+                Err(error) => {
+                    errors.push(error.to_string());
+                    continue;
+                }
+            };
+            match self.store.put(&hold, Expected::Absent).await {
+                Ok(_) => {
+                    tracing::warn!(ec2_instance = %action.ec2_instance_id, group = %action.group, "{detail}");
+                    reports.push(HoldReport {
+                        ec2_instance_id: action.ec2_instance_id.clone(),
+                        instance_id: Some(instance.id().to_string()),
+                        group: action.group.clone(),
+                        action: if hold.ended.is_none() {
+                            "held"
+                        } else {
+                            "completed"
+                        },
+                        reason: hold.ended.as_ref().map(|end| end.why),
+                        detail,
+                    });
+                }
+                // The lifecycle-hook function recorded it meanwhile: its hold stands.
+                Err(error) if error.is_conflict() => to_drain.retain(|arn| arn != &instance.arn),
+                Err(error) => {
+                    to_drain.retain(|arn| arn != &instance.arn);
+                    errors.push(error.to_string());
+                }
+            }
+        }
+        if !to_drain.is_empty() {
+            if let Err(error) = self.ecs.drain_container_instances(cluster, &to_drain).await {
+                errors.push(error.to_string());
             }
         }
         (reports, errors)
@@ -398,7 +532,19 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 .iter()
                 .find(|i| i.id() == hold.record.instance_id)
                 .filter(|i| i.status != InstanceStatus::Inactive);
-            match decide_hold(&hold.record, instance, now, &self.config.holds) {
+            let emptied = match instance {
+                Some(instance) if looks_drained(instance) => {
+                    match self.emptied(cluster, instance).await {
+                        Ok(emptied) => emptied,
+                        Err(error) => {
+                            errors.push(error.to_string());
+                            continue;
+                        }
+                    }
+                }
+                _ => false,
+            };
+            match decide_hold(&hold.record, instance, emptied, now, &self.config.holds) {
                 HoldStep::Complete(why) => match self.end_hold(hold, instance, why, now).await {
                     Ok(report) => reports.push(report),
                     Err(error) => errors.push(error.to_string()),
@@ -426,6 +572,16 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             }
         }
         (reports, errors)
+    }
+
+    /// No task left on the instance at all, on a fresh read (stopping ones count as left).
+    pub(crate) async fn emptied(
+        &self,
+        cluster: &str,
+        instance: &ContainerInstance,
+    ) -> Result<bool, EngineError> {
+        let tasks = self.ecs.tasks_on_instance(cluster, &instance.arn).await?;
+        Ok(tasks.iter().all(|task| task.last_status.is_terminal()))
     }
 
     async fn heartbeat(
@@ -543,7 +699,7 @@ mod tests {
             action: LifecycleAction {
                 group: "asg".into(),
                 hook: "drain".into(),
-                token: "t".into(),
+                token: Some("t".into()),
                 ec2_instance_id: "i-0123".into(),
             },
             received_at: at(0),
@@ -576,14 +732,14 @@ mod tests {
         let settings = HoldSettings::new(Duration::seconds(300), Duration::hours(1));
         let draining = instance(InstanceStatus::Draining, 2);
         assert_eq!(
-            decide_hold(&hold(), Some(&draining), at(60), &settings),
+            decide_hold(&hold(), Some(&draining), false, at(60), &settings),
             HoldStep::Wait {
                 heartbeat: false,
                 drain_again: false
             }
         );
         assert_eq!(
-            decide_hold(&hold(), Some(&draining), at(150), &settings),
+            decide_hold(&hold(), Some(&draining), false, at(150), &settings),
             HoldStep::Wait {
                 heartbeat: true,
                 drain_again: false
@@ -594,23 +750,39 @@ mod tests {
             decide_hold(
                 &hold(),
                 Some(&instance(InstanceStatus::Draining, 0)),
+                true,
                 at(10),
                 &settings
             ),
             HoldStep::Complete(HoldEndReason::Drained)
         );
         assert_eq!(
-            decide_hold(&hold(), Some(&draining), at(3600), &settings),
+            decide_hold(
+                &hold(),
+                Some(&instance(InstanceStatus::Draining, 0)),
+                false,
+                at(10),
+                &settings
+            ),
+            HoldStep::Wait {
+                heartbeat: false,
+                drain_again: false
+            },
+            "the counts say empty, but a fresh read found a task still stopping"
+        );
+        assert_eq!(
+            decide_hold(&hold(), Some(&draining), false, at(3600), &settings),
             HoldStep::Complete(HoldEndReason::LimitReached)
         );
         assert_eq!(
-            decide_hold(&hold(), None, at(10), &settings),
+            decide_hold(&hold(), None, false, at(10), &settings),
             HoldStep::Complete(HoldEndReason::InstanceGone)
         );
         assert_eq!(
             decide_hold(
                 &hold(),
                 Some(&instance(InstanceStatus::Active, 3)),
+                false,
                 at(10),
                 &settings
             ),
@@ -621,6 +793,6 @@ mod tests {
             "reactivated by someone: drained again"
         );
         // An ACTIVE instance with no task is not "drained": it may take tasks any moment.
-        assert!(!is_drained(&instance(InstanceStatus::Active, 0)));
+        assert!(!looks_drained(&instance(InstanceStatus::Active, 0)));
     }
 }

@@ -74,6 +74,9 @@ pub struct Observation {
     pub rollouts: Vec<Versioned<Rollout>>,
     /// The specs behind `daemons`, with their versions (for the engine's spec writes).
     pub specs: Vec<Versioned<DaemonSpec>>,
+    /// Per DRAINING instance id, read fresh for drain-last ([`Plan::drain_checks`]): how many
+    /// tasks that are not ours have not stopped yet, stopping ones included.
+    pub drain_census: BTreeMap<String, usize>,
 }
 
 /// One step the engine carries out, in the order given.
@@ -179,6 +182,10 @@ pub struct Plan {
     /// Per daemon with a rollout: the instances still to surge, in the order the planner
     /// takes them, and how many it takes now (the dry run's batch order comes from here).
     pub rollout_queues: BTreeMap<String, RolloutQueue>,
+    /// DRAINING instances (ARNs) whose counts say only daemons are left: drain-last stops
+    /// them only on a fresh read of every task there ([`Observation::drain_census`]), since
+    /// the counts leave out stopping tasks and the daemon copies may come from older news.
+    pub drain_checks: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -1291,11 +1298,6 @@ impl<'a, 'g> Planner<'a, 'g> {
                 reason: "instance is DRAINING".into(),
             });
         }
-        let daemon_tasks_here = self.items(instance_id).map_or(0, |items| {
-            items.tasks.iter().filter(|(_, _, t)| occupies(t)).count()
-        }) as i64;
-        let others = i64::from(instance.running_tasks) + i64::from(instance.pending_tasks)
-            - daemon_tasks_here;
         let (with_copies, without): (Vec<&DaemonView>, Vec<&DaemonView>) =
             self.daemons.iter().copied().partition(|d| {
                 self.daemon_tasks(d, instance_id)
@@ -1310,6 +1312,25 @@ impl<'a, 'g> Planner<'a, 'g> {
                 });
             }
         }
+        if with_copies.is_empty() {
+            return;
+        }
+        let others = match self.observation.drain_census.get(instance_id) {
+            Some(&others) => others as i64,
+            None => {
+                // The counts only rule a stop out; stopping takes the fresh read.
+                let daemon_tasks_here = self.items(instance_id).map_or(0, |items| {
+                    items.tasks.iter().filter(|(_, _, t)| occupies(t)).count()
+                }) as i64;
+                let counted = i64::from(instance.running_tasks) + i64::from(instance.pending_tasks)
+                    - daemon_tasks_here;
+                if counted <= 0 {
+                    self.plan.drain_checks.push(instance.arn.clone());
+                    return;
+                }
+                counted
+            }
+        };
         if others > 0 {
             for daemon in with_copies {
                 self.trouble(
@@ -1579,6 +1600,7 @@ mod tests {
             slots: vec![],
             rollouts: vec![],
             specs: vec![],
+            drain_census: BTreeMap::new(),
         }
     }
 

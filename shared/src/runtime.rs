@@ -102,7 +102,32 @@ pub fn engine_config_from(
         config.started_by = marker;
     }
     config.holds = hold_settings_from(&lookup)?;
+    config.terminate_hook = terminate_hook_from(&lookup);
     Ok((table, config))
+}
+
+/// `AUTO_SCALING_GROUP_NAMES` (comma-separated, as template.yaml joins them) and
+/// `LIFECYCLE_HOOK_NAME`: the hook whose lost events the coverage check adopts.
+fn terminate_hook_from(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Option<crate::autoscaling::TerminateHook> {
+    let groups: Vec<String> = lookup("AUTO_SCALING_GROUP_NAMES")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(str::to_string)
+        .collect();
+    if groups.is_empty() {
+        return None;
+    }
+    let name = lookup("LIFECYCLE_HOOK_NAME")
+        .filter(|n| !n.trim().is_empty())
+        .map_or_else(
+            || crate::autoscaling::DEFAULT_HOOK_NAME.to_string(),
+            |n| n.trim().to_string(),
+        );
+    Some(crate::autoscaling::TerminateHook { name, groups })
 }
 
 /// `LIFECYCLE_HEARTBEAT_TIMEOUT_SECONDS` (the hook's heartbeat timeout) and

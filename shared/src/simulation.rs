@@ -402,6 +402,22 @@ impl<T: Store> Store for Crashing<T> {
 }
 
 impl<T: crate::autoscaling::AutoScaling> crate::autoscaling::AutoScaling for Crashing<T> {
+    fn waiting_terminations<'a>(
+        &'a self,
+        groups: &'a [String],
+    ) -> crate::autoscaling::WaitingAnswer<'a> {
+        if !self.budget.spend() {
+            let error = crate::autoscaling::AutoScalingError {
+                operation: "DescribeAutoScalingGroups",
+                instance: groups.join(","),
+                kind: crate::autoscaling::AutoScalingErrorKind::Transient,
+                code: "InjectedCrash".into(),
+                message: "the invocation crashed before this call".into(),
+            };
+            return Box::pin(async move { Err(error) });
+        }
+        self.inner.waiting_terminations(groups)
+    }
     fn complete_lifecycle_action<'a>(
         &'a self,
         action: &'a crate::autoscaling::LifecycleAction,
@@ -686,6 +702,19 @@ impl Harness {
     }
 
     /// Every function's heartbeat interval and drain limit for held terminations.
+    /// The terminate hook whose lost events the coverage check adopts.
+    pub fn set_terminate_hook(&mut self, hook: crate::autoscaling::TerminateHook) {
+        for engine in [
+            &mut self.engine,
+            &mut self.instance_engine,
+            &mut self.check_engine,
+            &mut self.manual_engine,
+            &mut self.lifecycle_engine,
+        ] {
+            engine.config.terminate_hook = Some(hook.clone());
+        }
+    }
+
     pub fn set_hold_settings(&mut self, settings: crate::holds::HoldSettings) {
         for engine in [
             &mut self.engine,

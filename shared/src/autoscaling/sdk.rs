@@ -5,7 +5,11 @@ use aws_sdk_autoscaling::error::{DisplayErrorContext, ProvideErrorMetadata, SdkE
 
 use super::{
     AutoScaling, AutoScalingAnswer, AutoScalingError, AutoScalingErrorKind, LifecycleAction,
+    WaitingAnswer, WaitingTermination,
 };
+
+/// `DescribeAutoScalingGroups` takes this many group names per call (API reference).
+const GROUP_NAMES_PER_CALL: usize = 50;
 
 /// The production `AutoScaling`: one SDK client for the process.
 #[derive(Clone, Debug)]
@@ -26,7 +30,7 @@ impl SdkAutoScaling {
 /// Maps an SDK error, classifying by Auto Scaling's error code and message.
 fn call_error<E>(
     operation: &'static str,
-    action: &LifecycleAction,
+    instance: &str,
     error: SdkError<E, HttpResponse>,
 ) -> AutoScalingError
 where
@@ -68,7 +72,7 @@ where
     };
     AutoScalingError {
         operation,
-        instance: action.ec2_instance_id.clone(),
+        instance: instance.to_string(),
         kind,
         code,
         message,
@@ -76,6 +80,49 @@ where
 }
 
 impl AutoScaling for SdkAutoScaling {
+    fn waiting_terminations<'a>(&'a self, groups: &'a [String]) -> WaitingAnswer<'a> {
+        Box::pin(async move {
+            let mut waiting = Vec::new();
+            for names in groups.chunks(GROUP_NAMES_PER_CALL) {
+                let mut next_token = None;
+                loop {
+                    let page = self
+                        .client
+                        .describe_auto_scaling_groups()
+                        .set_auto_scaling_group_names(Some(names.to_vec()))
+                        .set_next_token(next_token)
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            call_error("DescribeAutoScalingGroups", &names.join(","), e)
+                        })?;
+                    for group in page.auto_scaling_groups() {
+                        let name = group.auto_scaling_group_name().unwrap_or_default();
+                        waiting.extend(
+                            group
+                                .instances()
+                                .iter()
+                                .filter(|i| {
+                                    i.lifecycle_state()
+                                        == Some(&aws_sdk_autoscaling::types::LifecycleState::TerminatingWait)
+                                })
+                                .filter_map(|i| i.instance_id())
+                                .map(|id| WaitingTermination {
+                                    group: name.to_string(),
+                                    ec2_instance_id: id.to_string(),
+                                }),
+                        );
+                    }
+                    match page.next_token() {
+                        Some(token) => next_token = Some(token.to_string()),
+                        None => break,
+                    }
+                }
+            }
+            Ok(waiting)
+        })
+    }
+
     fn complete_lifecycle_action<'a>(
         &'a self,
         action: &'a LifecycleAction,
@@ -85,12 +132,12 @@ impl AutoScaling for SdkAutoScaling {
                 .complete_lifecycle_action()
                 .auto_scaling_group_name(&action.group)
                 .lifecycle_hook_name(&action.hook)
-                .lifecycle_action_token(&action.token)
+                .set_lifecycle_action_token(action.token.clone())
                 .instance_id(&action.ec2_instance_id)
                 .lifecycle_action_result("CONTINUE")
                 .send()
                 .await
-                .map_err(|e| call_error("CompleteLifecycleAction", action, e))?;
+                .map_err(|e| call_error("CompleteLifecycleAction", &action.ec2_instance_id, e))?;
             Ok(())
         })
     }
@@ -104,11 +151,13 @@ impl AutoScaling for SdkAutoScaling {
                 .record_lifecycle_action_heartbeat()
                 .auto_scaling_group_name(&action.group)
                 .lifecycle_hook_name(&action.hook)
-                .lifecycle_action_token(&action.token)
+                .set_lifecycle_action_token(action.token.clone())
                 .instance_id(&action.ec2_instance_id)
                 .send()
                 .await
-                .map_err(|e| call_error("RecordLifecycleActionHeartbeat", action, e))?;
+                .map_err(|e| {
+                    call_error("RecordLifecycleActionHeartbeat", &action.ec2_instance_id, e)
+                })?;
             Ok(())
         })
     }

@@ -13,7 +13,8 @@ use super::{iso, ClusterModel, World, ACCOUNT, REGION};
 use crate::arn::resource_id;
 use crate::autoscaling::{
     AutoScaling, AutoScalingAnswer, AutoScalingError, AutoScalingErrorKind, LifecycleAction,
-    AUTOSCALING_SOURCE, TERMINATE_ACTION, TERMINATING_TRANSITION,
+    WaitingAnswer, WaitingTermination, AUTOSCALING_SOURCE, TERMINATE_ACTION,
+    TERMINATING_TRANSITION,
 };
 
 #[derive(Clone, Debug)]
@@ -84,7 +85,7 @@ fn no_action(operation: &'static str, action: &LifecycleAction) -> AutoScalingEr
         code: "ValidationError".into(),
         message: format!(
             "No active Lifecycle Action found with token {}",
-            action.token
+            action.token.as_deref().unwrap_or("(none: by instance id)")
         ),
     }
 }
@@ -132,14 +133,14 @@ impl ClusterModel {
                     let action = LifecycleAction {
                         group: group.clone(),
                         hook: hook.clone(),
-                        token: format!(
+                        token: Some(format!(
                             "{}-{}-{}-{}-{}",
                             &token[0..8],
                             &token[8..12],
                             &token[12..16],
                             &token[16..20],
                             &token[4..16]
-                        ),
+                        )),
                         ec2_instance_id: ec2.clone(),
                     };
                     let now = world.now;
@@ -196,7 +197,33 @@ impl ClusterModel {
     }
 }
 
+/// Whether a call names this pending action: its group and hook, and its token or, without
+/// one, its instance ("the lifecycle action for the specified token or instance", API
+/// reference, CompleteLifecycleAction and RecordLifecycleActionHeartbeat).
+fn names(pending: &LifecycleAction, asked: &LifecycleAction) -> bool {
+    pending.group == asked.group
+        && pending.hook == asked.hook
+        && pending.ec2_instance_id == asked.ec2_instance_id
+        && (asked.token.is_none() || asked.token == pending.token)
+}
+
 impl AutoScaling for ClusterModel {
+    fn waiting_terminations<'a>(&'a self, groups: &'a [String]) -> WaitingAnswer<'a> {
+        Box::pin(async move {
+            let world = self.world();
+            Ok(world
+                .lifecycle
+                .pending
+                .values()
+                .filter(|p| groups.contains(&p.action.group))
+                .map(|p| WaitingTermination {
+                    group: p.action.group.clone(),
+                    ec2_instance_id: p.action.ec2_instance_id.clone(),
+                })
+                .collect())
+        })
+    }
+
     fn complete_lifecycle_action<'a>(
         &'a self,
         action: &'a LifecycleAction,
@@ -208,11 +235,7 @@ impl AutoScaling for ClusterModel {
                     .lifecycle
                     .pending
                     .get(&action.ec2_instance_id)
-                    .is_some_and(|p| {
-                        p.action.token == action.token
-                            && p.action.group == action.group
-                            && p.action.hook == action.hook
-                    });
+                    .is_some_and(|p| names(&p.action, action));
                 if !matches {
                     world.lifecycle.stats.refused += 1;
                     return Err(no_action("CompleteLifecycleAction", action));
@@ -259,7 +282,7 @@ impl AutoScaling for ClusterModel {
             let mut world = self.world();
             let now = world.now;
             let refused = match world.lifecycle.pending.get_mut(&action.ec2_instance_id) {
-                Some(pending) if pending.action.token == action.token => {
+                Some(pending) if names(&pending.action, action) => {
                     pending.expires_at = now + pending.timeout;
                     false
                 }

@@ -433,6 +433,9 @@ impl Ecs for SdkEcs {
         request = match filter {
             TaskFilter::StartedBy(marker) => request.started_by(marker),
             TaskFilter::ContainerInstance(instance) => request.container_instance(instance),
+            TaskFilter::StoppingOnInstance(instance) => request
+                .container_instance(instance)
+                .desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped),
         };
         let page = request
             .send()
