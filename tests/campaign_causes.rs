@@ -357,3 +357,28 @@ async fn a_termination_whose_event_was_lost_is_adopted_by_the_coverage_check() {
     assert_eq!((stats.completed, stats.timed_out), (1, 0), "{stats:?}");
     assert_eq!(live_on(&harness, &instance, "service:web"), 0);
 }
+
+/// Neighbour: a drain decided on a view where an application task had not appeared yet: placed
+/// a moment before the drain, no event about it delivered, the instance drained in the same
+/// second. Drain-last must find it on its fresh read and wait for it to stop.
+#[tokio::test]
+async fn drain_last_finds_an_application_no_event_has_told_of_yet() {
+    let (mut harness, instance, _) = drained_world(30, false).await;
+    let app = harness
+        .model
+        .register_task_definition(TaskDefinitionModel::new("late", 256, 256));
+    let late = harness
+        .model
+        .run_service_task(CLUSTER, "late", &app)
+        .expect("placed on the ready instance");
+    harness.model.drain_instance(CLUSTER, &instance);
+    // The events about the late task are lost; only the drain's news and the schedule remain.
+    harness.model.take_due_events();
+    run_checked(&mut harness, 180).await;
+    assert!(harness
+        .model
+        .tasks(CLUSTER)
+        .iter()
+        .any(|t| t.id == ecs_daemons::arn::resource_id(&late) && t.last_status.is_terminal()));
+    assert_eq!(live_on(&harness, &instance, "daemon:agent"), 0);
+}

@@ -15,8 +15,8 @@ use crate::model::TaskDefinition;
 use crate::plan::DaemonCoverage;
 use crate::rollout::{RolloutConfig, RolloutKind, RolloutState};
 use crate::store::{
-    DaemonSpec, Expected, ItemKey, Record, RestartPolicy, Rollout, Slot, SlotState, Store,
-    StoreError, Versioned,
+    DaemonSpec, Expected, ItemKey, PreparedPut, Record, RestartPolicy, Rollout, Slot, SlotState,
+    Store, StoreError, Versioned,
 };
 
 /// Share of an instance's registered CPU or memory above which a deploy warns.
@@ -681,11 +681,23 @@ async fn start_rollout<E: Ecs, S: Store>(
         now,
     );
     // The spec is the switch: once it names the new rollout, that rollout is the one that
-    // runs (a reconcile rebuilds its record if this invocation dies before writing it).
+    // runs. Both land in one transaction, so a rollout never runs without its record (the
+    // reconcile's rebuild of a missing record stays for tables written before).
     spec.active_rollout = Some(rollout.id.clone());
     spec.updated_at = now;
-    write_spec(engine, &spec, current.expected(), &daemon).await?;
-    write_record(engine, &rollout, Expected::Absent, &daemon).await?;
+    let puts = [
+        PreparedPut::of(&spec, current.expected())?,
+        PreparedPut::of(&rollout, Expected::Absent)?,
+    ];
+    match engine.store.put_all(&puts).await {
+        Ok(_) => {}
+        Err(StoreError::Conflict { .. }) => {
+            return Err(DeployError::Conflict {
+                daemon: daemon.clone(),
+            })
+        }
+        Err(error) => return Err(error.into()),
+    }
     if let Some(active) = &current.record.active_rollout {
         let key = ItemKey::rollout(&spec.cluster, &daemon, active);
         if let Some(running) = engine.store.get::<Rollout>(&key).await? {

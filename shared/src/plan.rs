@@ -1839,13 +1839,26 @@ mod tests {
             .reason
             .contains("1 other task"));
 
+        // The counts say only daemons are left: that takes a fresh read before any stop.
         draining.running_tasks = 2;
         draining.attributes.clear();
-        let apps_gone = plan(&observe(
+        let counted_empty = plan(&observe(
             daemons.clone(),
             vec![draining.clone()],
             vec![agent.clone(), logs.clone()],
         ));
+        assert!(stops(&counted_empty).is_empty(), "no stop on counts alone");
+        assert_eq!(counted_empty.drain_checks, vec![draining.arn.clone()]);
+        // The fresh read finds the application still in its stop timeout: wait.
+        let fresh = |instance: &ContainerInstance, tasks: Vec<Task>, others: usize| {
+            let mut observation = observe(daemons.clone(), vec![instance.clone()], tasks);
+            observation.drain_census.insert("i1".into(), others);
+            plan(&observation)
+        };
+        let app_stopping = fresh(&draining, vec![agent.clone(), logs.clone()], 1);
+        assert!(stops(&app_stopping).is_empty());
+        assert!(app_stopping.drain_checks.is_empty());
+        let apps_gone = fresh(&draining, vec![agent.clone(), logs.clone()], 0);
         assert_eq!(
             stops(&apps_gone),
             vec!["t2"],
@@ -1854,11 +1867,7 @@ mod tests {
 
         let mut logs_stopping = logs;
         logs_stopping.desired_status = TaskStatus::Stopped;
-        let still_stopping = plan(&observe(
-            daemons.clone(),
-            vec![draining.clone()],
-            vec![agent.clone(), logs_stopping.clone()],
-        ));
+        let still_stopping = fresh(&draining, vec![agent.clone(), logs_stopping.clone()], 0);
         assert!(
             stops(&still_stopping).is_empty(),
             "agent waits until logs has really stopped"
@@ -1866,11 +1875,7 @@ mod tests {
 
         logs_stopping.last_status = TaskStatus::Stopped;
         draining.running_tasks = 1;
-        let last = plan(&observe(
-            daemons,
-            vec![draining],
-            vec![agent, logs_stopping],
-        ));
+        let last = fresh(&draining, vec![agent, logs_stopping], 0);
         assert_eq!(stops(&last), vec!["t1"]);
         assert!(
             starts(&last).is_empty(),

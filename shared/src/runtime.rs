@@ -173,7 +173,12 @@ fn hold_settings_from(
 /// The engine of one function's process: its pacing share (`Pacing::share`, or the
 /// `ECS_*` environment), the SDK clients, the table.
 pub async fn production_engine(function: &str) -> Result<ProductionEngine, FunctionError> {
-    let (table, config) = engine_config_from(|name| std::env::var(name).ok())?;
+    let (table, mut config) = engine_config_from(|name| std::env::var(name).ok())?;
+    // Adopting lost terminations is the schedule's work (it alone may describe the groups);
+    // deploy and rollback reconcile too, and must not call what their role does not allow.
+    if function != "coverage-check" {
+        config.terminate_hook = None;
+    }
     let pacing = Pacing::from_env(Pacing::share(function), |name| std::env::var(name).ok())
         .map_err(|error| FunctionError::Config(error.to_string()))?;
     let aws = crate::aws::load_config().await;

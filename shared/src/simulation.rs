@@ -702,17 +702,10 @@ impl Harness {
     }
 
     /// Every function's heartbeat interval and drain limit for held terminations.
-    /// The terminate hook whose lost events the coverage check adopts.
+    /// The terminate hook whose lost events the coverage check adopts (only it, as deployed:
+    /// `runtime::production_engine`).
     pub fn set_terminate_hook(&mut self, hook: crate::autoscaling::TerminateHook) {
-        for engine in [
-            &mut self.engine,
-            &mut self.instance_engine,
-            &mut self.check_engine,
-            &mut self.manual_engine,
-            &mut self.lifecycle_engine,
-        ] {
-            engine.config.terminate_hook = Some(hook.clone());
-        }
+        self.check_engine.config.terminate_hook = Some(hook);
     }
 
     pub fn set_hold_settings(&mut self, settings: crate::holds::HoldSettings) {
