@@ -382,3 +382,106 @@ async fn drain_last_finds_an_application_no_event_has_told_of_yet() {
         .any(|t| t.id == ecs_daemons::arn::resource_id(&late) && t.last_status.is_terminal()));
     assert_eq!(live_on(&harness, &instance, "daemon:agent"), 0);
 }
+
+/// Neighbour: a rollout superseded while slots still point at it (new copies surging and
+/// settling): the new rollout takes those instances over without a third copy, a gap, or a
+/// copy of the superseded revision left behind, and the history says who replaced whom.
+#[tokio::test]
+async fn a_rollout_superseded_mid_flight_hands_its_instances_over() {
+    let mut harness = Harness::new(CLUSTER, &["general"], ModelConfig::default());
+    let revisions: Vec<String> = (0..3)
+        .map(|_| {
+            harness
+                .model
+                .register_task_definition(TaskDefinitionModel::new(DAEMON, 256, 256))
+        })
+        .collect();
+    for _ in 0..6 {
+        harness.model.add_instance(CLUSTER, "general", 2048, 4096);
+    }
+    let request = |task_definition: &str| DeployRequest {
+        rollout: Some(RolloutConfig {
+            max_parallel: Amount::Count(2),
+            min_healthy_seconds: 30,
+            ..RolloutConfig::default()
+        }),
+        ..DeployRequest::new(CLUSTER, DAEMON, task_definition, &["general"], 0)
+    };
+    harness.deploy(request(&revisions[0])).await.unwrap();
+    harness
+        .run_for(Duration::seconds(60), Duration::seconds(1))
+        .await;
+    harness.deploy(request(&revisions[1])).await.unwrap();
+    let mut superseded = false;
+    for second in 0..900 {
+        harness.model.advance(Duration::seconds(1));
+        harness.deliver_events().await;
+        if harness.model.now().timestamp() % 60 == 0 {
+            harness.scheduled_check().await;
+        } else {
+            harness.wake_if_due().await;
+        }
+        let tasks = harness.model.tasks(CLUSTER);
+        let live = |instance: &str| {
+            tasks
+                .iter()
+                .filter(|t| {
+                    t.instance_id == instance
+                        && !t.last_status.is_terminal()
+                        && t.desired_status == ecs_daemons::model::TaskStatus::Running
+                })
+                .count()
+        };
+        let mut in_flight = 0;
+        for instance in harness.model.instances(CLUSTER) {
+            let copies = live(instance.id());
+            assert!(
+                copies <= 2,
+                "{copies} copies on {} at second {second}",
+                instance.id()
+            );
+            in_flight += usize::from(copies == 2);
+        }
+        assert!(
+            in_flight <= 2,
+            "{in_flight} instances in flight at second {second}"
+        );
+        // Supersede while the first rollout has new copies on their way.
+        if !superseded && in_flight > 0 && second > 10 {
+            harness.deploy(request(&revisions[2])).await.unwrap();
+            superseded = true;
+        }
+    }
+    assert!(superseded, "the first rollout had copies in flight");
+    let live: Vec<String> = harness
+        .model
+        .tasks(CLUSTER)
+        .into_iter()
+        .filter(|t| !t.last_status.is_terminal())
+        .map(|t| t.definition)
+        .collect();
+    assert_eq!(
+        live,
+        vec![revisions[2].clone(); 6],
+        "one copy of the last revision each"
+    );
+    let history = rollouts(&harness).await;
+    let first = history
+        .iter()
+        .find(|r| r.to_task_definition == revisions[1])
+        .unwrap();
+    assert_eq!(first.state, RolloutState::Superseded, "{first:?}");
+    assert!(
+        first
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains(&revisions[2])),
+        "{:?}",
+        first.reason
+    );
+    let last = history
+        .iter()
+        .find(|r| r.to_task_definition == revisions[2])
+        .unwrap();
+    assert_eq!(last.state, RolloutState::Succeeded, "{last:?}");
+}
