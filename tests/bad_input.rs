@@ -5,10 +5,10 @@
 //! event and payload parser.
 
 use chrono::Duration;
-use ecs_daemons::cluster_model::{ModelConfig, TaskDefinitionModel};
 use ecs_daemons::deploy::DeployRequest;
 use ecs_daemons::runtime::{self, FunctionError};
-use ecs_daemons::simulation::Harness;
+use ecs_daemons_sim::cluster_model::{ModelConfig, TaskDefinitionModel};
+use ecs_daemons_sim::simulation::Harness;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 

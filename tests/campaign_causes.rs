@@ -10,15 +10,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use ecs_daemons::cluster_model::{ModelConfig, TaskDefinitionModel};
 use ecs_daemons::deploy::DeployRequest;
 use ecs_daemons::engine::Engine;
 use ecs_daemons::rollout::{Amount, RolloutConfig, RolloutKind, RolloutState};
-use ecs_daemons::simulation::Harness;
 use ecs_daemons::store::{
-    DaemonSpec, EventSeen, Expected, ItemKey, MemoryStore, PreparedPut, Record, RecordKind,
-    Rollout, Store, StoreError, Versioned,
+    DaemonSpec, EventSeen, Expected, ItemKey, PreparedPut, Record, RecordKind, Rollout, Store,
+    StoreError, Versioned,
 };
+use ecs_daemons_sim::cluster_model::{ModelConfig, TaskDefinitionModel};
+use ecs_daemons_sim::simulation::Harness;
+use ecs_daemons_sim::MemoryStore;
 
 const CLUSTER: &str = "prod";
 const DAEMON: &str = "agent";

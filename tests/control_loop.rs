@@ -2,11 +2,11 @@
 //! the events the model emits, as the deployed functions would.
 
 use chrono::Duration;
-use ecs_daemons::cluster_model::{ModelConfig, TaskDefinitionModel};
 use ecs_daemons::deploy::DeployRequest;
 use ecs_daemons::model::TaskStatus;
 use ecs_daemons::plan::READY_ATTRIBUTE;
-use ecs_daemons::simulation::{Harness, Invocation};
+use ecs_daemons_sim::cluster_model::{ModelConfig, TaskDefinitionModel};
+use ecs_daemons_sim::simulation::{Harness, Invocation};
 
 const CLUSTER: &str = "prod";
 const CLAIM_GRACE: i64 = ecs_daemons::plan::CLAIM_GRACE_SECONDS;

@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 
 use chrono::Duration;
-use ecs_daemons::cluster_model::{ModelConfig, TaskDefinitionModel};
 use ecs_daemons::deploy::{DeployRequest, RollbackRequest};
 use ecs_daemons::rollout::{Amount, RolloutConfig, RolloutState, SurgeFallback};
-use ecs_daemons::simulation::Harness;
 use ecs_daemons::store::{Rollout, Store, Versioned};
+use ecs_daemons_sim::cluster_model::{ModelConfig, TaskDefinitionModel};
+use ecs_daemons_sim::simulation::Harness;
 
 const CLUSTER: &str = "prod";
 const DAEMON: &str = "agent";

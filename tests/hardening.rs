@@ -4,15 +4,15 @@
 //! record without a version check.
 
 use chrono::Duration;
-use ecs_daemons::cluster_model::{cluster_arn, ModelConfig, TaskDefinitionModel};
 use ecs_daemons::deploy::DeployRequest;
 use ecs_daemons::ecs::{Ecs, InstanceAttribute};
 use ecs_daemons::engine::EventKind;
 use ecs_daemons::model::{InstanceStatus, TaskStatus};
 use ecs_daemons::plan::READY_ATTRIBUTE;
 use ecs_daemons::rollout::{Amount, RolloutConfig, RolloutState};
-use ecs_daemons::simulation::Harness;
 use ecs_daemons::store::{Rollout, Slot, Store, Versioned};
+use ecs_daemons_sim::cluster_model::{cluster_arn, ModelConfig, TaskDefinitionModel};
+use ecs_daemons_sim::simulation::Harness;
 use serde_json::{json, Value};
 
 const CLUSTER: &str = "prod";

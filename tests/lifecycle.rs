@@ -3,11 +3,11 @@
 //! with CONTINUE once the daemons stopped, let go at the limit, and never looped on.
 
 use chrono::Duration;
-use ecs_daemons::cluster_model::{ModelConfig, TaskDefinitionModel};
 use ecs_daemons::deploy::DeployRequest;
 use ecs_daemons::holds::{HoldEndReason, HoldReport, HoldSettings};
 use ecs_daemons::model::TaskStatus;
-use ecs_daemons::simulation::{Harness, Invocation};
+use ecs_daemons_sim::cluster_model::{ModelConfig, TaskDefinitionModel};
+use ecs_daemons_sim::simulation::{Harness, Invocation};
 
 const CLUSTER: &str = "prod";
 

@@ -5,8 +5,8 @@ mod common;
 
 use std::sync::Arc;
 
-use ecs_daemons::store::contract::{check_claim_race, check_store_contract};
 use ecs_daemons::store::{create_table, DynamoStore};
+use ecs_daemons_sim::store_contract::{check_claim_race, check_store_contract};
 
 async fn fresh_store() -> DynamoStore {
     let config = common::sdk_config().await;

@@ -3,12 +3,12 @@
 //! automatic rollback, manual rollback, and the no-room fallbacks.
 
 use chrono::Duration;
-use ecs_daemons::cluster_model::{ModelConfig, TaskDefinitionModel};
 use ecs_daemons::deploy::{status, DeployRequest, RollbackRequest, StatusRequest};
 use ecs_daemons::model::{InstanceStatus, TaskStatus};
 use ecs_daemons::plan::READY_ATTRIBUTE;
 use ecs_daemons::rollout::{Amount, RolloutConfig, RolloutKind, RolloutState, SurgeFallback};
-use ecs_daemons::simulation::Harness;
+use ecs_daemons_sim::cluster_model::{ModelConfig, TaskDefinitionModel};
+use ecs_daemons_sim::simulation::Harness;
 
 const CLUSTER: &str = "prod";
 const DAEMON: &str = "agent";

@@ -1,11 +1,11 @@
-//! The 200-seed slice of the fault campaign (`ecs_daemons::campaign`): both scenarios, every
+//! The 200-seed slice of the fault campaign (`ecs_daemons_sim::campaign`): both scenarios, every
 //! fault kind, every invariant checked after every simulated second.
 //!
 //! Replay one seed: `SIM_SEED=<n> cargo test -p integration-tests --test simulation -- --nocapture`
 //! (or `cargo run --release -p ecs-daemons-demo --bin campaign -- --seed <n>`).
 //! More seeds: `SIM_SEEDS=<count>`; the full campaign is the `campaign` binary.
 
-use ecs_daemons::campaign::{run_campaign, CampaignReport, Scenario};
+use ecs_daemons_sim::campaign::{run_campaign, CampaignReport, Scenario};
 
 fn seeds() -> Vec<u64> {
     match std::env::var("SIM_SEED") {

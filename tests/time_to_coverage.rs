@@ -2,10 +2,10 @@
 //! registration-to-ready times recorded once, published, and summarised by status.
 
 use chrono::Duration;
-use ecs_daemons::cluster_model::{ModelConfig, TaskDefinitionModel};
 use ecs_daemons::deploy::{status, DeployRequest, StatusRequest};
 use ecs_daemons::metrics::{outcome_lines, TIME_TO_COVERAGE, TIME_TO_DAEMON_RUNNING};
-use ecs_daemons::simulation::Harness;
+use ecs_daemons_sim::cluster_model::{ModelConfig, TaskDefinitionModel};
+use ecs_daemons_sim::simulation::Harness;
 
 const CLUSTER: &str = "prod";
 

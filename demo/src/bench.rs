@@ -7,18 +7,18 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use chrono::{Duration, TimeZone, Utc};
-use ecs_daemons::cluster_model::Faults;
-use ecs_daemons::cluster_model::{ModelConfig, TaskDefinitionModel};
 use ecs_daemons::deploy::DeployRequest;
 use ecs_daemons::model::{
     ContainerInstance, HealthStatus, InstanceStatus, Resources, Task, TaskStatus,
 };
 use ecs_daemons::plan::{daemon_group, plan, DaemonView, Observation, Scope};
 use ecs_daemons::rollout::{Amount, RolloutConfig, RolloutState};
-use ecs_daemons::simulation::Harness;
-use ecs_daemons::simulation::Invocation;
 use ecs_daemons::store::{RestartPolicy, Slot, SlotState};
 use ecs_daemons::store::{Rollout, Store, Versioned};
+use ecs_daemons_sim::cluster_model::Faults;
+use ecs_daemons_sim::cluster_model::{ModelConfig, TaskDefinitionModel};
+use ecs_daemons_sim::simulation::Harness;
+use ecs_daemons_sim::simulation::Invocation;
 
 const CLUSTER: &str = "bench";
 const SCHEDULE_SECONDS: i64 = 60;

@@ -9,7 +9,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use ecs_daemons::campaign::{run_campaign, Scenario};
+use ecs_daemons_sim::campaign::{run_campaign, Scenario};
 
 const USAGE: &str = "usage: campaign [--from N] [--seeds N | --full | --seed N] \
                      [--scenario churn|rollout] [--threads N]";

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use ecs_daemons::arn::resource_id;
-use ecs_daemons::cluster_model::{ModelConfig, TaskDefinitionModel};
 use ecs_daemons::deploy::{status, DeployRequest, RollbackRequest, StatusRequest};
 use ecs_daemons::model::{HealthStatus, InstanceStatus, TaskStatus};
 use ecs_daemons::plan::READY_ATTRIBUTE;
 use ecs_daemons::rollout::{Amount, RolloutConfig};
-use ecs_daemons::simulation::{Harness, Invocation};
+use ecs_daemons_sim::cluster_model::{ModelConfig, TaskDefinitionModel};
+use ecs_daemons_sim::simulation::{Harness, Invocation};
 
 const CLUSTER: &str = "prod";
 const AGENT: &str = "cloudwatch-agent-daemon";

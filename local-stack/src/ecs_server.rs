@@ -8,13 +8,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use ecs_daemons::cluster_model::{cluster_arn, ClusterModel};
 use ecs_daemons::ecs::{
     Ecs, EcsError, EcsErrorKind, InstanceAttribute, StartTaskRequest, TaskFilter,
 };
 use ecs_daemons::model::{
     ContainerInstance, Failure, InstanceStatus, Resources, Task, TaskDefinition,
 };
+use ecs_daemons_sim::cluster_model::{cluster_arn, ClusterModel};
 use serde_json::{json, Value};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use ecs_daemons::cluster_model::TaskDefinitionModel;
 use ecs_daemons::events::INSTANCE_STATE_CHANGE;
+use ecs_daemons_sim::cluster_model::TaskDefinitionModel;
 use serde_json::{json, Value};
 use tokio::process::Command;
 

@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use ecs_daemons::arn::resource_id;
-use ecs_daemons::cluster_model::TaskDefinitionModel;
 use ecs_daemons::model::{InstanceStatus, TaskStatus};
 use ecs_daemons::plan::READY_ATTRIBUTE;
+use ecs_daemons_sim::cluster_model::TaskDefinitionModel;
 use serde_json::{json, Value};
 
 use crate::stack::{Delivery, LocalStack, StackError};

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use ecs_daemons::cluster_model::{cluster_arn, ClusterModel, ModelConfig, REGION};
 use ecs_daemons::events::{INSTANCE_STATE_CHANGE, TASK_STATE_CHANGE};
+use ecs_daemons_sim::cluster_model::{cluster_arn, ClusterModel, ModelConfig, REGION};
 use serde_json::{json, Value};
 
 use crate::lambda::{LambdaEmulator, LambdaError};

@@ -3,8 +3,6 @@
 pub mod arn;
 pub mod autoscaling;
 pub mod aws;
-pub mod campaign;
-pub mod cluster_model;
 pub mod coverage_time;
 pub mod deploy;
 pub mod dry_run;
@@ -18,7 +16,6 @@ pub mod pacing;
 pub mod plan;
 pub mod rollout;
 pub mod runtime;
-pub mod simulation;
 pub mod sqs;
 pub mod store;
 pub mod telemetry;

@@ -13,12 +13,8 @@ use crate::rollout::{RolloutConfig, RolloutCounts, RolloutKind, RolloutState, Sl
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-#[cfg(any(test, feature = "test-support"))]
-pub mod contract;
 mod dynamodb;
-mod memory;
 pub use dynamodb::{create_table, DynamoStore, SPECS_BY_CLUSTER_INDEX};
-pub use memory::MemoryStore;
 
 /// The primary key of one item.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -501,7 +497,8 @@ impl Record for Slot {
 }
 
 /// Serialized form of a record, shared by both stores so they agree on what is storable.
-fn encode<R: Record>(record: &R) -> Result<String, StoreError> {
+/// A record as the table stores it (JSON in `data`); every store adapter uses it.
+pub fn encode<R: Record>(record: &R) -> Result<String, StoreError> {
     serde_json::to_string(record).map_err(|error| StoreError::Corrupt {
         key: record.key().to_string(),
         kind: R::KIND.as_str(),
@@ -509,7 +506,8 @@ fn encode<R: Record>(record: &R) -> Result<String, StoreError> {
     })
 }
 
-fn decode<R: Record>(key: &str, data: &str) -> Result<R, StoreError> {
+/// A stored record read back, naming the item if it cannot be read.
+pub fn decode<R: Record>(key: &str, data: &str) -> Result<R, StoreError> {
     serde_json::from_str(data).map_err(|error| StoreError::Corrupt {
         key: key.to_string(),
         kind: R::KIND.as_str(),
@@ -573,19 +571,7 @@ impl<T: Store> Store for std::sync::Arc<T> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-
-    #[tokio::test]
-    async fn memory_store_keeps_the_contract() {
-        contract::check_store_contract(&MemoryStore::new(), "prod", 250).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn memory_store_claim_race_has_one_winner() {
-        contract::check_claim_race(Arc::new(MemoryStore::new()), "prod", 16).await;
-    }
 
     #[test]
     fn keys_follow_the_table_layout() {

@@ -13,22 +13,22 @@ use std::sync::{Mutex, MutexGuard};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{json, Value};
 
-use crate::arn::resource_id;
+use ecs_daemons::arn::resource_id;
 
 mod autoscaling;
-use crate::ecs::{
+pub use autoscaling::HookStats;
+use ecs_daemons::ecs::{
     clip_reason, Ecs, EcsError, EcsErrorKind, InstanceAttribute, Page, StartTaskOutcome,
     StartTaskRequest, TaskFilter, ATTRIBUTE_BATCH, DESCRIBE_BATCH,
 };
-use crate::events::{INSTANCE_STATE_CHANGE, TASK_STATE_CHANGE};
-use crate::model::{
+use ecs_daemons::events::{INSTANCE_STATE_CHANGE, TASK_STATE_CHANGE};
+use ecs_daemons::model::{
     ContainerDefinition, ContainerInstance, Failure, HealthStatus, InstanceStatus, Resources, Task,
     TaskDefinition, TaskStatus,
 };
-pub use autoscaling::HookStats;
 
 pub const ACCOUNT: &str = "111122223333";
-const AUTOSCALING_SOURCE_NAME: &str = crate::autoscaling::AUTOSCALING_SOURCE;
+const AUTOSCALING_SOURCE_NAME: &str = ecs_daemons::autoscaling::AUTOSCALING_SOURCE;
 pub const REGION: &str = "us-east-1";
 
 /// Small, fast, seedable generator (SplitMix64): the model must not depend on a crate's RNG stream.
@@ -1009,7 +1009,7 @@ impl ClusterModel {
             .filter(|i| i.status == InstanceStatus::Active && i.agent_connected)
             .filter(|i| {
                 i.attributes
-                    .get(crate::plan::READY_ATTRIBUTE)
+                    .get(ecs_daemons::plan::READY_ATTRIBUTE)
                     .is_some_and(|v| v.as_deref() == Some("true"))
             })
             .filter(|i| {
@@ -1260,7 +1260,7 @@ impl Ecs for ClusterModel {
         cluster: &str,
         instances: &[String],
     ) -> Result<(), EcsError> {
-        for batch in instances.chunks(crate::ecs::DRAIN_BATCH) {
+        for batch in instances.chunks(ecs_daemons::ecs::DRAIN_BATCH) {
             {
                 let mut world = self.world();
                 world.cluster(cluster, "UpdateContainerInstancesState")?;

@@ -10,8 +10,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
 use super::{iso, ClusterModel, World, ACCOUNT, REGION};
-use crate::arn::resource_id;
-use crate::autoscaling::{
+use ecs_daemons::arn::resource_id;
+use ecs_daemons::autoscaling::{
     AutoScaling, AutoScalingAnswer, AutoScalingError, AutoScalingErrorKind, LifecycleAction,
     WaitingAnswer, WaitingTermination, AUTOSCALING_SOURCE, TERMINATE_ACTION,
     TERMINATING_TRANSITION,

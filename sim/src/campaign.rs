@@ -15,13 +15,13 @@ use std::fmt;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::cluster_model::{Faults, ModelConfig, Rng, TaskDefinitionModel};
-use crate::deploy::{DeployRequest, RollbackRequest};
-use crate::holds::HoldSettings;
-use crate::model::{ContainerInstance, HealthStatus, InstanceStatus, TaskStatus};
-use crate::plan::READY_ATTRIBUTE;
-use crate::rollout::{Amount, RolloutConfig, RolloutState, RolloutStep, SurgeFallback};
 use crate::simulation::Harness;
-use crate::store::{RestartPolicy, Rollout, Slot, Store, Versioned};
+use ecs_daemons::deploy::{DeployRequest, RollbackRequest};
+use ecs_daemons::holds::HoldSettings;
+use ecs_daemons::model::{ContainerInstance, HealthStatus, InstanceStatus, TaskStatus};
+use ecs_daemons::plan::READY_ATTRIBUTE;
+use ecs_daemons::rollout::{Amount, RolloutConfig, RolloutState, RolloutStep, SurgeFallback};
+use ecs_daemons::store::{RestartPolicy, Rollout, Slot, Store, Versioned};
 
 const CLUSTER: &str = "sim";
 const COVERAGE_INTERVAL: i64 = 60;
@@ -457,7 +457,7 @@ fn hook_terminations(harness: &mut Harness) {
         Duration::seconds(HOOK_HEARTBEAT_TIMEOUT),
         Duration::hours(1),
     ));
-    harness.set_terminate_hook(crate::autoscaling::TerminateHook {
+    harness.set_terminate_hook(ecs_daemons::autoscaling::TerminateHook {
         name: "ecs-daemons-drain".into(),
         groups: vec!["asg-general".into()],
     });

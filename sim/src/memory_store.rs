@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::{
+use ecs_daemons::store::{
     decode, encode, DaemonSpec, EventSeen, Expected, ItemKey, PreparedPut, Record, RecordKind,
     Store, StoreError, Versioned, TRANSACTION_MAX_ITEMS,
 };
@@ -211,5 +211,23 @@ impl Store for MemoryStore {
     async fn forget_event(&self, event_id: &str) -> Result<(), StoreError> {
         self.items().remove(&ItemKey::event(event_id));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::MemoryStore;
+    use crate::store_contract::{check_claim_race, check_store_contract};
+
+    #[tokio::test]
+    async fn memory_store_keeps_the_contract() {
+        check_store_contract(&MemoryStore::new(), "prod", 250).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn memory_store_claim_race_has_one_winner() {
+        check_claim_race(Arc::new(MemoryStore::new()), "prod", 16).await;
     }
 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
-use crate::rollout::{RolloutKind, RolloutState};
+use ecs_daemons::rollout::{RolloutKind, RolloutState};
 
-use super::{
+use ecs_daemons::store::{
     DaemonSpec, EventSeen, Expected, ItemKey, PreparedPut, Record, Rollout, Slot, SlotState, Store,
     StoreError, Versioned,
 };

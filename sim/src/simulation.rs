@@ -10,22 +10,23 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
 use crate::cluster_model::{ClusterModel, ModelConfig, Rng};
-use crate::coverage_time::CoverageTime;
-use crate::deploy::{
+use crate::memory_store::MemoryStore;
+use ecs_daemons::coverage_time::CoverageTime;
+use ecs_daemons::deploy::{
     deploy, rollback, DeployAnswer, DeployError, DeployRequest, RollbackAnswer, RollbackRequest,
 };
-use crate::ecs::{
+use ecs_daemons::ecs::{
     Ecs, EcsError, EcsErrorKind, InstanceAttribute, Page, StartTaskOutcome, StartTaskRequest,
     TaskFilter,
 };
-use crate::engine::{Engine, EngineConfig, EngineError, EventKind, Outcome};
-use crate::events::{INSTANCE_STATE_CHANGE, TASK_STATE_CHANGE};
-use crate::holds::TerminationHold;
-use crate::model::{ContainerInstance, InstanceStatus, Task, TaskDefinition};
-use crate::pacing::{Clock, Paced, Pacing};
-use crate::store::{
-    DaemonSpec, EventSeen, Expected, ItemKey, MemoryStore, PreparedPut, Record, RecordKind,
-    Rollout, Slot, Store, StoreError, Versioned,
+use ecs_daemons::engine::{Engine, EngineConfig, EngineError, EventKind, Outcome};
+use ecs_daemons::events::{INSTANCE_STATE_CHANGE, TASK_STATE_CHANGE};
+use ecs_daemons::holds::TerminationHold;
+use ecs_daemons::model::{ContainerInstance, InstanceStatus, Task, TaskDefinition};
+use ecs_daemons::pacing::{Clock, Paced, Pacing};
+use ecs_daemons::store::{
+    DaemonSpec, EventSeen, Expected, ItemKey, PreparedPut, Record, RecordKind, Rollout, Slot,
+    Store, StoreError, Versioned,
 };
 
 /// Calls an invocation may still make before it "crashes" (negative means no limit), the
@@ -401,16 +402,18 @@ impl<T: Store> Store for Crashing<T> {
     }
 }
 
-impl<T: crate::autoscaling::AutoScaling> crate::autoscaling::AutoScaling for Crashing<T> {
+impl<T: ecs_daemons::autoscaling::AutoScaling> ecs_daemons::autoscaling::AutoScaling
+    for Crashing<T>
+{
     fn waiting_terminations<'a>(
         &'a self,
         groups: &'a [String],
-    ) -> crate::autoscaling::WaitingAnswer<'a> {
+    ) -> ecs_daemons::autoscaling::WaitingAnswer<'a> {
         if !self.budget.spend() {
-            let error = crate::autoscaling::AutoScalingError {
+            let error = ecs_daemons::autoscaling::AutoScalingError {
                 operation: "DescribeAutoScalingGroups",
                 instance: groups.join(","),
-                kind: crate::autoscaling::AutoScalingErrorKind::Transient,
+                kind: ecs_daemons::autoscaling::AutoScalingErrorKind::Transient,
                 code: "InjectedCrash".into(),
                 message: "the invocation crashed before this call".into(),
             };
@@ -420,8 +423,8 @@ impl<T: crate::autoscaling::AutoScaling> crate::autoscaling::AutoScaling for Cra
     }
     fn complete_lifecycle_action<'a>(
         &'a self,
-        action: &'a crate::autoscaling::LifecycleAction,
-    ) -> crate::autoscaling::AutoScalingAnswer<'a> {
+        action: &'a ecs_daemons::autoscaling::LifecycleAction,
+    ) -> ecs_daemons::autoscaling::AutoScalingAnswer<'a> {
         if !self.budget.spend() {
             return Box::pin(
                 async move { Err(crashed_autoscaling("CompleteLifecycleAction", action)) },
@@ -431,8 +434,8 @@ impl<T: crate::autoscaling::AutoScaling> crate::autoscaling::AutoScaling for Cra
     }
     fn record_lifecycle_action_heartbeat<'a>(
         &'a self,
-        action: &'a crate::autoscaling::LifecycleAction,
-    ) -> crate::autoscaling::AutoScalingAnswer<'a> {
+        action: &'a ecs_daemons::autoscaling::LifecycleAction,
+    ) -> ecs_daemons::autoscaling::AutoScalingAnswer<'a> {
         if !self.budget.spend() {
             return Box::pin(async move {
                 Err(crashed_autoscaling(
@@ -447,12 +450,12 @@ impl<T: crate::autoscaling::AutoScaling> crate::autoscaling::AutoScaling for Cra
 
 fn crashed_autoscaling(
     operation: &'static str,
-    action: &crate::autoscaling::LifecycleAction,
-) -> crate::autoscaling::AutoScalingError {
-    crate::autoscaling::AutoScalingError {
+    action: &ecs_daemons::autoscaling::LifecycleAction,
+) -> ecs_daemons::autoscaling::AutoScalingError {
+    ecs_daemons::autoscaling::AutoScalingError {
         operation,
         instance: action.ec2_instance_id.clone(),
-        kind: crate::autoscaling::AutoScalingErrorKind::Transient,
+        kind: ecs_daemons::autoscaling::AutoScalingErrorKind::Transient,
         code: "InjectedCrash".into(),
         message: "the invocation crashed before this call".into(),
     }
@@ -600,7 +603,7 @@ impl Harness {
             match event["detail-type"].as_str() {
                 Some(INSTANCE_STATE_CHANGE) => instance_events.push(event),
                 Some(TASK_STATE_CHANGE) => task_events.push(event),
-                Some(crate::autoscaling::TERMINATE_ACTION) => terminations.push(event),
+                Some(ecs_daemons::autoscaling::TERMINATE_ACTION) => terminations.push(event),
                 _ => {}
             }
         }
@@ -704,11 +707,11 @@ impl Harness {
     /// Every function's heartbeat interval and drain limit for held terminations.
     /// The terminate hook whose lost events the coverage check adopts (only it, as deployed:
     /// `runtime::production_engine`).
-    pub fn set_terminate_hook(&mut self, hook: crate::autoscaling::TerminateHook) {
+    pub fn set_terminate_hook(&mut self, hook: ecs_daemons::autoscaling::TerminateHook) {
         self.check_engine.config.terminate_hook = Some(hook);
     }
 
-    pub fn set_hold_settings(&mut self, settings: crate::holds::HoldSettings) {
+    pub fn set_hold_settings(&mut self, settings: ecs_daemons::holds::HoldSettings) {
         for engine in [
             &mut self.engine,
             &mut self.instance_engine,
@@ -760,7 +763,7 @@ impl Harness {
     pub async fn scheduled_check(&mut self) -> Invocation {
         let check = self.coverage_check().await;
         self.window_end =
-            Some(self.model.now() + Duration::seconds(crate::runtime::WAKE_WINDOW_SECONDS));
+            Some(self.model.now() + Duration::seconds(ecs_daemons::runtime::WAKE_WINDOW_SECONDS));
         self.next_wake = check.result.as_ref().ok().and_then(|o| o.wake_at);
         check
     }
@@ -822,10 +825,10 @@ impl Harness {
     pub async fn deploy_dry_run(
         &mut self,
         request: DeployRequest,
-    ) -> Result<crate::dry_run::DryRunAnswer, DeployError> {
+    ) -> Result<ecs_daemons::dry_run::DryRunAnswer, DeployError> {
         self.invocation_id();
         let now = self.model.now();
-        let answer = crate::deploy::deploy_dry_run(&self.manual_engine, request, now).await;
+        let answer = ecs_daemons::deploy::deploy_dry_run(&self.manual_engine, request, now).await;
         self.finish();
         answer
     }
@@ -834,10 +837,10 @@ impl Harness {
     pub async fn rollback_dry_run(
         &mut self,
         request: RollbackRequest,
-    ) -> Result<crate::dry_run::DryRunAnswer, DeployError> {
+    ) -> Result<ecs_daemons::dry_run::DryRunAnswer, DeployError> {
         self.invocation_id();
         let now = self.model.now();
-        let answer = crate::deploy::rollback_dry_run(&self.manual_engine, request, now).await;
+        let answer = ecs_daemons::deploy::rollback_dry_run(&self.manual_engine, request, now).await;
         self.finish();
         answer
     }
