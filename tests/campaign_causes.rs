@@ -12,10 +12,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use ecs_daemons::deploy::DeployRequest;
 use ecs_daemons::engine::Engine;
+use ecs_daemons::rollout::Rollout;
 use ecs_daemons::rollout::{Amount, RolloutConfig, RolloutKind, RolloutState};
+use ecs_daemons::spec::DaemonSpec;
 use ecs_daemons::store::{
-    DaemonSpec, EventSeen, Expected, ItemKey, PreparedPut, Record, RecordKind, Rollout, Store,
-    StoreError, Versioned,
+    EventSeen, Expected, ItemKey, PreparedPut, Record, RecordKind, Store, StoreError, Versioned,
 };
 use ecs_daemons_sim::cluster_model::{ModelConfig, TaskDefinitionModel};
 use ecs_daemons_sim::simulation::Harness;

@@ -386,7 +386,7 @@ async fn a_crashing_daemon_backs_off_then_is_reported_not_hammered() {
         5,
         "five attempts (the default limit), then no more"
     );
-    let policy = ecs_daemons::store::RestartPolicy::default();
+    let policy = ecs_daemons::spec::RestartPolicy::default();
     for (failure, pair) in starts.windows(2).enumerate() {
         let waited = pair[1] - pair[0];
         // start latency 5 s + crash after 3 s, then the backoff of that failure

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use chrono::Duration;
 use ecs_daemons::deploy::{DeployRequest, RollbackRequest};
+use ecs_daemons::rollout::Rollout;
 use ecs_daemons::rollout::{Amount, RolloutConfig, RolloutState, SurgeFallback};
-use ecs_daemons::store::{Rollout, Store, Versioned};
+use ecs_daemons::store::{Store, Versioned};
 use ecs_daemons_sim::cluster_model::{ModelConfig, TaskDefinitionModel};
 use ecs_daemons_sim::simulation::Harness;
 

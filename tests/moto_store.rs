@@ -33,7 +33,7 @@ async fn sixteen_concurrent_claims_of_one_slot_have_one_winner() {
 async fn missing_table_is_a_clear_error() {
     let config = common::sdk_config().await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), "no-such-table");
-    let error = ecs_daemons::store::Store::get::<ecs_daemons::store::DaemonSpec>(
+    let error = ecs_daemons::store::Store::get::<ecs_daemons::spec::DaemonSpec>(
         &store,
         &ecs_daemons::store::ItemKey::spec("prod", "agent"),
     )

@@ -178,7 +178,7 @@ async fn an_update_starts_new_copies_first_three_at_a_time() {
         rollout.from_task_definition.as_deref(),
         Some(revisions[0].as_str())
     );
-    let spec: ecs_daemons::store::Versioned<ecs_daemons::store::DaemonSpec> = {
+    let spec: ecs_daemons::store::Versioned<ecs_daemons::spec::DaemonSpec> = {
         use ecs_daemons::store::Store;
         harness
             .store

@@ -12,9 +12,11 @@ use ecs_daemons::model::{
     ContainerInstance, HealthStatus, InstanceStatus, Resources, Task, TaskStatus,
 };
 use ecs_daemons::plan::{daemon_group, plan, DaemonView, Observation, Scope};
+use ecs_daemons::rollout::Rollout;
 use ecs_daemons::rollout::{Amount, RolloutConfig, RolloutState};
-use ecs_daemons::store::{RestartPolicy, Slot, SlotState};
-use ecs_daemons::store::{Rollout, Store, Versioned};
+use ecs_daemons::slot::{Slot, SlotState};
+use ecs_daemons::spec::RestartPolicy;
+use ecs_daemons::store::{Store, Versioned};
 use ecs_daemons_sim::cluster_model::Faults;
 use ecs_daemons_sim::cluster_model::{ModelConfig, TaskDefinitionModel};
 use ecs_daemons_sim::simulation::Harness;

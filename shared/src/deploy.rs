@@ -13,11 +13,11 @@ use crate::ecs::{Ecs, EcsError, EcsErrorKind};
 use crate::engine::{Engine, EngineError, Outcome};
 use crate::model::TaskDefinition;
 use crate::plan::DaemonCoverage;
+use crate::rollout::Rollout;
 use crate::rollout::{RolloutConfig, RolloutKind, RolloutState};
-use crate::store::{
-    DaemonSpec, Expected, ItemKey, PreparedPut, Record, RestartPolicy, Rollout, Slot, SlotState,
-    Store, StoreError, Versioned,
-};
+use crate::slot::{Slot, SlotState};
+use crate::spec::{DaemonSpec, RestartPolicy};
+use crate::store::{Expected, ItemKey, PreparedPut, Record, Store, StoreError, Versioned};
 
 /// Share of an instance's registered CPU or memory above which a deploy warns.
 pub const DEFAULT_WARN_SHARE: f64 = 0.25;
@@ -935,7 +935,7 @@ pub struct RolloutView {
     pub state: RolloutState,
     pub percent_done: u32,
     pub counts: crate::rollout::RolloutCounts,
-    pub failures: Vec<crate::store::RolloutFailure>,
+    pub failures: Vec<crate::rollout::RolloutFailure>,
     pub reason: Option<String>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,

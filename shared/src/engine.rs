@@ -21,11 +21,11 @@ use crate::model::{ContainerInstance, HealthStatus, InstanceStatus, Task, TaskSt
 use crate::plan::{
     plan, Action, DaemonCoverage, DaemonView, Observation, Plan, Scope, READY_ATTRIBUTE,
 };
+use crate::rollout::Rollout;
 use crate::rollout::{RolloutState, RolloutStep, SurgeFallback};
-use crate::store::{
-    DaemonSpec, EventSeen, Expected, ItemKey, PreparedPut, RestartPolicy, Rollout, Slot, SlotState,
-    Store, StoreError, Versioned,
-};
+use crate::slot::{Slot, SlotState};
+use crate::spec::{DaemonSpec, RestartPolicy};
+use crate::store::{EventSeen, Expected, ItemKey, PreparedPut, Store, StoreError, Versioned};
 
 /// `startedBy` of every daemon task (ECS allows 36 characters).
 pub const STARTED_BY: &str = "ecs-daemons";

@@ -16,6 +16,8 @@ pub mod pacing;
 pub mod plan;
 pub mod rollout;
 pub mod runtime;
+pub mod slot;
+pub mod spec;
 pub mod sqs;
 pub mod store;
 pub mod telemetry;

@@ -10,13 +10,13 @@ use serde::Serialize;
 
 use crate::arn::resource_id;
 use crate::model::{ContainerInstance, HealthStatus, InstanceStatus, Task, TaskStatus};
+use crate::rollout::{Rollout, RolloutFailure};
 use crate::rollout::{
     RolloutCounts, RolloutKind, RolloutState, RolloutStep, SlotRollout, SurgeFallback,
 };
-use crate::store::{
-    DaemonSpec, Expected, ItemKey, RestartPolicy, Rollout, RolloutFailure, Slot, SlotState,
-    Versioned,
-};
+use crate::slot::{Slot, SlotState};
+use crate::spec::{DaemonSpec, RestartPolicy};
+use crate::store::{Expected, ItemKey, Versioned};
 
 /// The custom attribute application services place on.
 pub const READY_ATTRIBUTE: &str = "ecs-daemons.ready";

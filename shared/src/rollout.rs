@@ -209,6 +209,59 @@ impl RolloutCounts {
     }
 }
 
+/// One instance that failed during a rollout, with ECS's own reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutFailure {
+    pub instance_id: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// One rollout of a daemon from one revision to another, and its progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    pub cluster: String,
+    pub daemon: String,
+    /// Sorts by start time, so a query lists history in order.
+    pub id: String,
+    pub kind: RolloutKind,
+    pub from_task_definition: Option<String>,
+    pub to_task_definition: String,
+    pub config: RolloutConfig,
+    pub state: RolloutState,
+    #[serde(default)]
+    pub counts: RolloutCounts,
+    /// The latest failures (at most [`Rollout::FAILURES_KEPT`]).
+    #[serde(default)]
+    pub failures: Vec<RolloutFailure>,
+    /// Why it failed or was superseded.
+    #[serde(default)]
+    pub reason: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Rollout {
+    pub const FAILURES_KEPT: usize = 50;
+    /// Rollout records kept per daemon.
+    pub const HISTORY_KEPT: usize = 20;
+
+    /// A sortable id: start time, then a suffix that tells two starts of one millisecond apart.
+    pub fn new_id(now: DateTime<Utc>, suffix: &str) -> String {
+        let tail: String = suffix
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .rev()
+            .take(6)
+            .collect();
+        format!("{}-{tail}", now.format("%Y%m%dT%H%M%S%3fZ"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,9 @@ use std::future::Future;
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::rollout::{RolloutConfig, RolloutCounts, RolloutKind, RolloutState, SlotRollout};
+use crate::rollout::Rollout;
+use crate::slot::Slot;
+use crate::spec::DaemonSpec;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -292,77 +294,16 @@ pub trait Store: Send + Sync {
     fn forget_event(&self, event_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// A declared daemon: what runs, where, in which order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DaemonSpec {
-    pub cluster: String,
-    pub daemon: String,
-    /// Pinned `family:revision`.
-    pub task_definition: String,
-    pub capacity_providers: Vec<String>,
-    /// Lower starts first and stops last.
-    #[serde(default)]
-    pub start_order: i32,
-    /// Facts of the pinned task definition (revisions are immutable, so they are kept
-    /// here instead of being described on every event).
-    #[serde(default)]
-    pub has_health_check: bool,
-    #[serde(default)]
-    pub cpu: Option<i64>,
-    #[serde(default)]
-    pub memory_mib: Option<i64>,
-    /// The last revision whose rollout succeeded (rollback target).
-    #[serde(default)]
-    pub last_good_task_definition: Option<String>,
-    /// The good revision before that one: where `rollback` goes once the current revision
-    /// has itself succeeded.
-    #[serde(default)]
-    pub previous_good_task_definition: Option<String>,
-    /// The rollout in flight, if any.
-    #[serde(default)]
-    pub active_rollout: Option<String>,
-    #[serde(default)]
-    pub restart: RestartPolicy,
-    /// How revisions of this daemon roll out (the latest deploy's choice).
-    #[serde(default)]
-    pub rollout: RolloutConfig,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// How a daemon that stops unexpectedly is restarted on its instance.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct RestartPolicy {
-    /// After this many failures in a row the slot is crash-looping: reported, not restarted.
-    pub max_consecutive_failures: u32,
-    /// The second restart waits this long, every further one twice as long as the one before.
-    pub base_backoff_seconds: u32,
-    pub max_backoff_seconds: u32,
-    /// A copy that ran (healthy) this long clears the failure count.
-    pub stable_after_seconds: u32,
-}
-
-impl Default for RestartPolicy {
-    fn default() -> Self {
-        Self {
-            max_consecutive_failures: 5,
-            base_backoff_seconds: 10,
-            max_backoff_seconds: 300,
-            stable_after_seconds: 60,
-        }
+impl Slot {
+    pub fn key_of(&self) -> ItemKey {
+        ItemKey::slot(&self.cluster, &self.daemon, &self.instance_id)
     }
 }
 
-impl RestartPolicy {
-    /// Wait before restart number `failures` (1-based): the first restart is immediate.
-    pub fn backoff(&self, failures: u32) -> Duration {
-        if failures <= 1 {
-            return Duration::zero();
-        }
-        let doubled =
-            u64::from(self.base_backoff_seconds).saturating_mul(1u64 << (failures - 2).min(20));
-        Duration::seconds(doubled.min(u64::from(self.max_backoff_seconds)) as i64)
+impl Record for Slot {
+    const KIND: RecordKind = RecordKind::Slot;
+    fn key(&self) -> ItemKey {
+        ItemKey::slot(&self.cluster, &self.daemon, &self.instance_id)
     }
 }
 
@@ -376,123 +317,10 @@ impl Record for DaemonSpec {
     }
 }
 
-/// One instance that failed during a rollout, with ECS's own reason.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RolloutFailure {
-    pub instance_id: String,
-    pub reason: String,
-    pub at: DateTime<Utc>,
-}
-
-/// One rollout of a daemon from one revision to another, and its progress.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Rollout {
-    pub cluster: String,
-    pub daemon: String,
-    /// Sorts by start time, so a query lists history in order.
-    pub id: String,
-    pub kind: RolloutKind,
-    pub from_task_definition: Option<String>,
-    pub to_task_definition: String,
-    pub config: RolloutConfig,
-    pub state: RolloutState,
-    #[serde(default)]
-    pub counts: RolloutCounts,
-    /// The latest failures (at most [`Rollout::FAILURES_KEPT`]).
-    #[serde(default)]
-    pub failures: Vec<RolloutFailure>,
-    /// Why it failed or was superseded.
-    #[serde(default)]
-    pub reason: Option<String>,
-    pub started_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    #[serde(default)]
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-impl Rollout {
-    pub const FAILURES_KEPT: usize = 50;
-    /// Rollout records kept per daemon.
-    pub const HISTORY_KEPT: usize = 20;
-
-    /// A sortable id: start time, then a suffix that tells two starts of one millisecond apart.
-    pub fn new_id(now: DateTime<Utc>, suffix: &str) -> String {
-        let tail: String = suffix
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .rev()
-            .take(6)
-            .collect();
-        format!("{}-{tail}", now.format("%Y%m%dT%H%M%S%3fZ"))
-    }
-}
-
 impl Record for Rollout {
     const KIND: RecordKind = RecordKind::Rollout;
     fn key(&self) -> ItemKey {
         ItemKey::rollout(&self.cluster, &self.daemon, &self.id)
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum SlotState {
-    /// Won by an invocation that is about to call StartTask.
-    Claimed,
-    /// StartTask answered with a task that is not RUNNING yet.
-    Starting,
-    Running,
-    /// The copy stopped unexpectedly; restarted after `retry_after`.
-    Stopped,
-    /// Asked to stop (drain-last, untargeted instance, replaced copy).
-    Stopping,
-    /// Stopped too often in a row: left alone and reported.
-    CrashLooping,
-}
-
-/// The state of one daemon on one container instance.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Slot {
-    pub cluster: String,
-    pub daemon: String,
-    pub instance_id: String,
-    pub state: SlotState,
-    #[serde(default)]
-    pub task_arn: Option<String>,
-    #[serde(default)]
-    pub task_definition: Option<String>,
-    /// Who claimed the slot (invocation / request id), for finding half-done starts.
-    #[serde(default)]
-    pub claimed_by: Option<String>,
-    /// `version` of the task as ECS last reported it here; older events are ignored.
-    #[serde(default)]
-    pub task_version: i64,
-    #[serde(default)]
-    pub consecutive_failures: u32,
-    #[serde(default)]
-    pub last_stop_reason: Option<String>,
-    /// No restart before this time (exponential backoff).
-    #[serde(default)]
-    pub retry_after: Option<DateTime<Utc>>,
-    /// This instance's step in the daemon's rollouts.
-    #[serde(default)]
-    pub rollout: Option<SlotRollout>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl Slot {
-    pub fn key_of(&self) -> ItemKey {
-        ItemKey::slot(&self.cluster, &self.daemon, &self.instance_id)
-    }
-}
-
-impl Record for Slot {
-    const KIND: RecordKind = RecordKind::Slot;
-    fn key(&self) -> ItemKey {
-        ItemKey::slot(&self.cluster, &self.daemon, &self.instance_id)
     }
 }
 

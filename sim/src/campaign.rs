@@ -20,8 +20,11 @@ use ecs_daemons::deploy::{DeployRequest, RollbackRequest};
 use ecs_daemons::holds::HoldSettings;
 use ecs_daemons::model::{ContainerInstance, HealthStatus, InstanceStatus, TaskStatus};
 use ecs_daemons::plan::READY_ATTRIBUTE;
+use ecs_daemons::rollout::Rollout;
 use ecs_daemons::rollout::{Amount, RolloutConfig, RolloutState, RolloutStep, SurgeFallback};
-use ecs_daemons::store::{RestartPolicy, Rollout, Slot, Store, Versioned};
+use ecs_daemons::slot::Slot;
+use ecs_daemons::spec::RestartPolicy;
+use ecs_daemons::store::{Store, Versioned};
 
 const CLUSTER: &str = "sim";
 const COVERAGE_INTERVAL: i64 = 60;

@@ -6,9 +6,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, Duration, Utc};
 
+use ecs_daemons::spec::DaemonSpec;
 use ecs_daemons::store::{
-    decode, encode, DaemonSpec, EventSeen, Expected, ItemKey, PreparedPut, Record, RecordKind,
-    Store, StoreError, Versioned, TRANSACTION_MAX_ITEMS,
+    decode, encode, EventSeen, Expected, ItemKey, PreparedPut, Record, RecordKind, Store,
+    StoreError, Versioned, TRANSACTION_MAX_ITEMS,
 };
 
 #[derive(Clone, Debug)]

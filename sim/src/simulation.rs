@@ -24,9 +24,11 @@ use ecs_daemons::events::{INSTANCE_STATE_CHANGE, TASK_STATE_CHANGE};
 use ecs_daemons::holds::TerminationHold;
 use ecs_daemons::model::{ContainerInstance, InstanceStatus, Task, TaskDefinition};
 use ecs_daemons::pacing::{Clock, Paced, Pacing};
+use ecs_daemons::rollout::Rollout;
+use ecs_daemons::slot::Slot;
+use ecs_daemons::spec::DaemonSpec;
 use ecs_daemons::store::{
-    DaemonSpec, EventSeen, Expected, ItemKey, PreparedPut, Record, RecordKind, Rollout, Slot,
-    Store, StoreError, Versioned,
+    EventSeen, Expected, ItemKey, PreparedPut, Record, RecordKind, Store, StoreError, Versioned,
 };
 
 /// Calls an invocation may still make before it "crashes" (negative means no limit), the

@@ -7,9 +7,11 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use ecs_daemons::rollout::{RolloutKind, RolloutState};
 
+use ecs_daemons::rollout::Rollout;
+use ecs_daemons::slot::{Slot, SlotState};
+use ecs_daemons::spec::DaemonSpec;
 use ecs_daemons::store::{
-    DaemonSpec, EventSeen, Expected, ItemKey, PreparedPut, Record, Rollout, Slot, SlotState, Store,
-    StoreError, Versioned,
+    EventSeen, Expected, ItemKey, PreparedPut, Record, Store, StoreError, Versioned,
 };
 
 fn at(seconds: i64) -> DateTime<Utc> {

@@ -1,0 +1,81 @@
+//! A declared daemon and how its copies restart: the records a deploy writes and the planner
+//! reads. Pure data and rules; how they are stored is `store`'s business.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::rollout::RolloutConfig;
+
+/// A declared daemon: what runs, where, in which order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonSpec {
+    pub cluster: String,
+    pub daemon: String,
+    /// Pinned `family:revision`.
+    pub task_definition: String,
+    pub capacity_providers: Vec<String>,
+    /// Lower starts first and stops last.
+    #[serde(default)]
+    pub start_order: i32,
+    /// Facts of the pinned task definition (revisions are immutable, so they are kept
+    /// here instead of being described on every event).
+    #[serde(default)]
+    pub has_health_check: bool,
+    #[serde(default)]
+    pub cpu: Option<i64>,
+    #[serde(default)]
+    pub memory_mib: Option<i64>,
+    /// The last revision whose rollout succeeded (rollback target).
+    #[serde(default)]
+    pub last_good_task_definition: Option<String>,
+    /// The good revision before that one: where `rollback` goes once the current revision
+    /// has itself succeeded.
+    #[serde(default)]
+    pub previous_good_task_definition: Option<String>,
+    /// The rollout in flight, if any.
+    #[serde(default)]
+    pub active_rollout: Option<String>,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// How revisions of this daemon roll out (the latest deploy's choice).
+    #[serde(default)]
+    pub rollout: RolloutConfig,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// How a daemon that stops unexpectedly is restarted on its instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RestartPolicy {
+    /// After this many failures in a row the slot is crash-looping: reported, not restarted.
+    pub max_consecutive_failures: u32,
+    /// The second restart waits this long, every further one twice as long as the one before.
+    pub base_backoff_seconds: u32,
+    pub max_backoff_seconds: u32,
+    /// A copy that ran (healthy) this long clears the failure count.
+    pub stable_after_seconds: u32,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            max_consecutive_failures: 5,
+            base_backoff_seconds: 10,
+            max_backoff_seconds: 300,
+            stable_after_seconds: 60,
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// Wait before restart number `failures` (1-based): the first restart is immediate.
+    pub fn backoff(&self, failures: u32) -> Duration {
+        if failures <= 1 {
+            return Duration::zero();
+        }
+        let doubled =
+            u64::from(self.base_backoff_seconds).saturating_mul(1u64 << (failures - 2).min(20));
+        Duration::seconds(doubled.min(u64::from(self.max_backoff_seconds)) as i64)
+    }
+}
