@@ -67,6 +67,10 @@ impl EngineError {
 /// See [`EngineConfig::event_ttl`]; template.yaml's queue visibility timeout must exceed it.
 pub const EVENT_MARKER_SECONDS: i64 = 60;
 
+/// ECS calls of one drain-last read of an instance: ListTasks desired RUNNING, ListTasks
+/// desired STOPPED, one DescribeTasks.
+pub const DRAIN_READ_CALLS: usize = 3;
+
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     pub started_by: String,
@@ -157,6 +161,10 @@ pub struct Outcome {
     /// Terminate lifecycle actions held, heartbeated or completed (instances scaled in).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub terminations: Vec<crate::holds::HoldReport>,
+    /// DRAINING instances whose every task was read fresh before a drain-last decision
+    /// ([`DRAIN_READ_CALLS`] ECS calls each, a DescribeTasks more past 100 tasks).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drain_reads: Vec<String>,
     /// Instances that joined and became ready in this invocation: their time to coverage.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub coverage_times: Vec<crate::coverage_time::CoverageTime>,
@@ -632,9 +640,10 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         let mut instances = Vec::new();
         let mut outcome = match self.observe_cluster(cluster, now).await? {
             Some(observation) => {
-                let (observation, planned, errors) = self.plan_drains_fresh(observation).await;
+                let (observation, planned, reads) = self.plan_drains_fresh(observation).await;
                 let mut outcome = self.act(&observation, planned, invocation, None).await;
-                outcome.errors.extend(errors);
+                outcome.drain_reads = reads.drain_reads;
+                outcome.errors.extend(reads.errors);
                 instances = observation.instances;
                 outcome
             }
@@ -790,9 +799,10 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             slots,
             drain_census: BTreeMap::new(),
         };
-        let (observation, planned, errors) = self.plan_drains_fresh(observation).await;
+        let (observation, planned, reads) = self.plan_drains_fresh(observation).await;
         let mut outcome = self.act(&observation, planned, invocation, instance).await;
-        outcome.errors.extend(errors);
+        outcome.drain_reads = reads.drain_reads;
+        outcome.errors.extend(reads.errors);
         outcomes.push(outcome);
         Ok(outcomes)
     }
@@ -803,12 +813,12 @@ impl<E: Ecs, S: Store> Engine<E, S> {
     async fn plan_drains_fresh(
         &self,
         mut observation: Observation,
-    ) -> (Observation, Plan, Vec<String>) {
+    ) -> (Observation, Plan, Outcome) {
+        let mut reads = Outcome::default();
         let planned = plan(&observation);
         if planned.drain_checks.is_empty() {
-            return (observation, planned, Vec::new());
+            return (observation, planned, reads);
         }
-        let mut errors = Vec::new();
         let mut fresh = Vec::new();
         for instance_arn in &planned.drain_checks {
             match self
@@ -823,25 +833,25 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                         .iter()
                         .filter(|t| !t.last_status.is_terminal())
                         .count();
-                    observation
-                        .drain_census
-                        .insert(resource_id(instance_arn).to_string(), still_there);
+                    let id = resource_id(instance_arn).to_string();
+                    observation.drain_census.insert(id.clone(), still_there);
+                    reads.drain_reads.push(id);
                     fresh.extend(ours);
                 }
-                Err(error) => errors.push(format!(
+                Err(error) => reads.errors.push(format!(
                     "drain-last of {} waits for a fresh read of its tasks: {error}",
                     resource_id(instance_arn)
                 )),
             }
         }
         if observation.drain_census.is_empty() {
-            return (observation, planned, errors);
+            return (observation, planned, reads);
         }
         let mut tasks = std::mem::take(&mut observation.tasks);
         tasks.extend(fresh);
         observation.tasks = newest_per_task(tasks);
         let replanned = plan(&observation);
-        (observation, replanned, errors)
+        (observation, replanned, reads)
     }
 
     /// The slots of some instances: one GetItem each for a few instances, one paginated

@@ -900,6 +900,7 @@ fn merged(outcomes: Vec<Outcome>) -> Outcome {
         all.conflicts += outcome.conflicts;
         all.terminations.extend(outcome.terminations);
         all.coverage_times.extend(outcome.coverage_times);
+        all.drain_reads.extend(outcome.drain_reads);
         all.errors.extend(outcome.errors);
         all.wake_at = match (all.wake_at, outcome.wake_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
