@@ -219,3 +219,104 @@ async fn a_stale_or_completed_action_is_told_apart_from_failures() {
         .unwrap_err();
     assert_eq!(invalid.kind, AutoScalingErrorKind::Invalid, "{invalid}");
 }
+
+/// One group of a `DescribeAutoScalingGroups` answer, as the API reference documents it.
+fn group_xml(name: &str, instances: &[(&str, &str)]) -> String {
+    let members: String = instances
+        .iter()
+        .map(|(id, state)| {
+            format!(
+                "<member><InstanceId>{id}</InstanceId><InstanceType>m6i.large</InstanceType><AvailabilityZone>us-east-1a</AvailabilityZone><LifecycleState>{state}</LifecycleState><HealthStatus>Healthy</HealthStatus><ProtectedFromScaleIn>false</ProtectedFromScaleIn></member>"
+            )
+        })
+        .collect();
+    format!(
+        "<member><AutoScalingGroupName>{name}</AutoScalingGroupName><AutoScalingGroupARN>arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:4e1ad2d3-5e7b-4a3b-8c2f-1f0b2d3c4e5f:autoScalingGroupName/{name}</AutoScalingGroupARN><MinSize>0</MinSize><MaxSize>10</MaxSize><DesiredCapacity>2</DesiredCapacity><DefaultCooldown>300</DefaultCooldown><AvailabilityZones><member>us-east-1a</member></AvailabilityZones><HealthCheckType>EC2</HealthCheckType><CreatedTime>2026-11-01T10:00:00.000Z</CreatedTime><Instances>{members}</Instances></member>"
+    )
+}
+
+fn groups_page(groups: &[String], next_token: Option<&str>) -> ReplayEvent {
+    let token = next_token.map_or(String::new(), |t| format!("<NextToken>{t}</NextToken>"));
+    answer(
+        200,
+        format!(
+            r#"<DescribeAutoScalingGroupsResponse xmlns="{NS}"><DescribeAutoScalingGroupsResult><AutoScalingGroups>{}</AutoScalingGroups>{token}</DescribeAutoScalingGroupsResult><ResponseMetadata><RequestId>7c6e177f-f082-11e1-ac58-3714bEXAMPLE</RequestId></ResponseMetadata></DescribeAutoScalingGroupsResponse>"#,
+            groups.concat()
+        ),
+    )
+}
+
+/// The coverage check's safety net for lost lifecycle events: instances of the named groups
+/// in `Terminating:Wait`, every page followed, and only those.
+#[tokio::test]
+async fn waiting_terminations_are_read_from_every_page_of_the_named_groups() {
+    let (autoscaling, client) = replay(vec![
+        groups_page(
+            &[group_xml(
+                "asg-general",
+                &[("i-0aaa", "InService"), ("i-0bbb", "Terminating:Wait")],
+            )],
+            Some("page-2"),
+        ),
+        groups_page(
+            &[group_xml(
+                "asg-gpu",
+                &[
+                    ("i-0ccc", "Terminating:Wait"),
+                    ("i-0ddd", "Terminating:Proceed"),
+                ],
+            )],
+            None,
+        ),
+    ]);
+    let groups = vec!["asg-general".to_string(), "asg-gpu".to_string()];
+    let waiting = autoscaling.waiting_terminations(&groups).await.unwrap();
+    let found: Vec<(String, String)> = waiting
+        .into_iter()
+        .map(|w| (w.group, w.ec2_instance_id))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("asg-general".to_string(), "i-0bbb".to_string()),
+            ("asg-gpu".to_string(), "i-0ccc".to_string())
+        ]
+    );
+    let sent = forms(&client);
+    assert_eq!(sent.len(), 2, "both pages read");
+    let field = |form: &Vec<(String, String)>, key: &str| {
+        form.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        field(&sent[0], "Action").as_deref(),
+        Some("DescribeAutoScalingGroups")
+    );
+    assert_eq!(
+        field(&sent[0], "AutoScalingGroupNames.member.1").as_deref(),
+        Some("asg-general")
+    );
+    assert_eq!(
+        field(&sent[0], "AutoScalingGroupNames.member.2").as_deref(),
+        Some("asg-gpu")
+    );
+    assert_eq!(field(&sent[1], "NextToken").as_deref(), Some("page-2"));
+}
+
+/// An action adopted without its event is completed by instance id: no token is sent.
+#[tokio::test]
+async fn an_adopted_action_is_completed_by_instance_id() {
+    let (autoscaling, client) = replay(vec![ok("CompleteLifecycleAction")]);
+    let adopted = LifecycleAction {
+        token: None,
+        ..action()
+    };
+    autoscaling
+        .complete_lifecycle_action(&adopted)
+        .await
+        .unwrap();
+    let sent = forms(&client);
+    assert!(sent[0].iter().all(|(k, _)| k != "LifecycleActionToken"));
+    assert!(sent[0]
+        .iter()
+        .any(|(k, v)| k == "InstanceId" && v == &adopted.ec2_instance_id));
+}

@@ -186,6 +186,22 @@ async fn daemon_tasks_start_list_describe_and_stop() {
         again[0].stopped_reason.as_deref(),
         Some("replaced by revision 2")
     );
+
+    // Drain-last's fresh read: every task on the instance, the one told to stop included
+    // (ListTasks desired RUNNING, ListTasks desired STOPPED, DescribeTasks).
+    let fresh = f
+        .ecs
+        .tasks_on_instance(&f.cluster, &f.instances[0])
+        .await
+        .unwrap();
+    let mut arns: Vec<&str> = fresh.iter().map(|t| t.arn.as_str()).collect();
+    arns.sort_unstable();
+    let mut expected: Vec<&str> = on_first.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(arns, expected, "the stopped task among them, listed once");
+    assert!(fresh
+        .iter()
+        .any(|t| t.arn == started[0] && t.desired_status == TaskStatus::Stopped));
 }
 
 #[tokio::test]
