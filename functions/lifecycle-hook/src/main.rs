@@ -1,5 +1,8 @@
 //! EC2 Instance-terminate Lifecycle Action → drain the instance, hold the termination until
 //! the applications left and the daemons stopped last, then CONTINUE.
+//!
+//! Input: `ecs_daemons::autoscaling::TerminateEvent` (the EventBridge event); answer:
+//! `ecs_daemons::holds::TerminateOutcome`.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

@@ -1,0 +1,25 @@
+//! `rollback`. Input: `deploy::RollbackRequest` (`toRevision`, `dryRun`).
+
+use chrono::Utc;
+use serde_json::Value;
+
+use crate::deploy::parse_payload;
+use crate::engine::Engine;
+use crate::runtime::logging::log_outcome;
+use crate::runtime::FunctionError;
+
+/// Rolls a daemon back to its previous good revision (or the one named).
+pub async fn rollback<E: crate::ecs::Ecs, S: crate::store::Store>(
+    engine: &Engine<E, S>,
+    payload: Value,
+    request_id: String,
+) -> Result<Value, FunctionError> {
+    let request: crate::deploy::RollbackRequest = parse_payload(payload)?;
+    if request.dry_run {
+        let answer = crate::deploy::rollback_dry_run(engine, request, Utc::now()).await?;
+        return Ok(serde_json::to_value(answer)?);
+    }
+    let answer = crate::deploy::rollback(engine, request, Utc::now(), &request_id).await?;
+    log_outcome("rollback", &answer.reconcile);
+    Ok(serde_json::to_value(answer)?)
+}

@@ -1,0 +1,19 @@
+//! The Lambda layer shared by every function: configuration from the environment and the
+//! production engine (`config`), the error a caller sees (`error`), JSON logs and metrics
+//! (`logging`), the runtime loop (`serving`), and one handler per function (`handlers`).
+//! Each `functions/*/src/main.rs` is one line: `serve(name, handler)`.
+
+mod config;
+mod error;
+mod handlers;
+mod logging;
+mod serving;
+
+pub use config::{engine_config_from, production_engine, ProductionEngine};
+pub use error::FunctionError;
+pub use handlers::{
+    coverage_check, deploy, ecs_events, instance_event, lifecycle_hook, rollback, status,
+    task_event, WAKE_WINDOW_SECONDS,
+};
+pub use logging::InvocationContext;
+pub use serving::serve;
