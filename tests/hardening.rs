@@ -445,6 +445,28 @@ fn every_dynamodb_write_is_conditional() {
                 continue;
             }
             checked += 1;
+            if write == ".transact_write_items()" {
+                // A transaction's items are built before the call: each one a Put under a
+                // condition, "absent" or "exactly the expected version", like put_item's.
+                let start = adapter[..at].rfind("async fn ").expect("inside a function");
+                let body = &adapter[start..at];
+                assert_eq!(
+                    body.matches("Put::builder()").count(),
+                    1,
+                    "{function}: one kind of item"
+                );
+                assert!(
+                    !body.contains("Delete::builder()") && !body.contains("Update::builder()"),
+                    "{function}: only conditional puts in a transaction"
+                );
+                let put = &body[body.find("Put::builder()").unwrap_or(0)..];
+                assert!(
+                    put.contains(r#".condition_expression("attribute_not_exists(pk)")"#)
+                        && put.contains(r##".condition_expression("#version = :expected")"##),
+                    "{function}: a transaction item without its condition"
+                );
+                continue;
+            }
             assert!(
                 request.contains(".condition_expression("),
                 "{function}: {write} without a condition"
