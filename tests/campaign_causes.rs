@@ -87,6 +87,34 @@ impl Store for ProgressRacesSpecSwitch {
     }
 }
 
+/// A cluster of `instances` general instances, nothing deployed yet.
+fn world_of(instances: usize) -> Harness {
+    let harness = Harness::new(CLUSTER, &["general"], ModelConfig::default());
+    for _ in 0..instances {
+        harness.model.add_instance(CLUSTER, "general", 2048, 4096);
+    }
+    harness
+}
+
+/// The agent on every general instance, rolled out as `rollout` says.
+fn agent_request(task_definition: &str, rollout: RolloutConfig) -> DeployRequest {
+    DeployRequest {
+        rollout: Some(rollout),
+        ..DeployRequest::new(CLUSTER, DAEMON, task_definition, &["general"], 0)
+    }
+}
+
+/// One second of ECS with the functions running: events, and the schedule every minute.
+async fn one_second(harness: &mut Harness) {
+    harness.model.advance(Duration::seconds(1));
+    harness.deliver_events().await;
+    if harness.model.now().timestamp() % 60 == 0 {
+        harness.scheduled_check().await;
+    } else {
+        harness.wake_if_due().await;
+    }
+}
+
 async fn rollouts(harness: &Harness) -> Vec<Rollout> {
     let records: Vec<Versioned<Rollout>> = harness.store.query(CLUSTER, DAEMON).await.unwrap();
     records.into_iter().map(|r| r.record).collect()
@@ -99,7 +127,7 @@ async fn rollouts(harness: &Harness) -> Vec<Rollout> {
 /// old revision vanished from the history.
 #[tokio::test]
 async fn a_breaker_trip_racing_a_progress_write_is_recorded_failed_not_superseded() {
-    let mut harness = Harness::new(CLUSTER, &["general"], ModelConfig::default());
+    let mut harness = world_of(4);
     let good = harness
         .model
         .register_task_definition(TaskDefinitionModel::new(DAEMON, 256, 256));
@@ -107,18 +135,17 @@ async fn a_breaker_trip_racing_a_progress_write_is_recorded_failed_not_supersede
         execution_role_denied: true,
         ..TaskDefinitionModel::new(DAEMON, 256, 256)
     });
-    for _ in 0..4 {
-        harness.model.add_instance(CLUSTER, "general", 2048, 4096);
-    }
-    let request = |task_definition: &str| DeployRequest {
-        rollout: Some(RolloutConfig {
-            max_parallel: Amount::Count(1),
-            min_healthy_seconds: 10,
-            failure_threshold: Amount::Count(1),
-            auto_rollback: true,
-            ..RolloutConfig::default()
-        }),
-        ..DeployRequest::new(CLUSTER, DAEMON, task_definition, &["general"], 0)
+    let request = |task_definition: &str| {
+        agent_request(
+            task_definition,
+            RolloutConfig {
+                max_parallel: Amount::Count(1),
+                min_healthy_seconds: 10,
+                failure_threshold: Amount::Count(1),
+                auto_rollback: true,
+                ..RolloutConfig::default()
+            },
+        )
     };
     harness.deploy(request(&good)).await.unwrap();
     harness
@@ -187,13 +214,7 @@ async fn a_breaker_trip_racing_a_progress_write_is_recorded_failed_not_supersede
 /// DRAINING instance and no lifecycle action was completed while a task still ran.
 async fn run_checked(harness: &mut Harness, seconds: i64) {
     for _ in 0..seconds {
-        harness.model.advance(Duration::seconds(1));
-        harness.deliver_events().await;
-        if harness.model.now().timestamp() % 60 == 0 {
-            harness.scheduled_check().await;
-        } else {
-            harness.wake_if_due().await;
-        }
+        one_second(harness).await;
         let now = harness.model.now();
         assert_eq!(
             harness.model.early_drain_stops(),
@@ -390,7 +411,7 @@ async fn drain_last_finds_an_application_no_event_has_told_of_yet() {
 /// copy of the superseded revision left behind, and the history says who replaced whom.
 #[tokio::test]
 async fn a_rollout_superseded_mid_flight_hands_its_instances_over() {
-    let mut harness = Harness::new(CLUSTER, &["general"], ModelConfig::default());
+    let mut harness = world_of(6);
     let revisions: Vec<String> = (0..3)
         .map(|_| {
             harness
@@ -398,16 +419,15 @@ async fn a_rollout_superseded_mid_flight_hands_its_instances_over() {
                 .register_task_definition(TaskDefinitionModel::new(DAEMON, 256, 256))
         })
         .collect();
-    for _ in 0..6 {
-        harness.model.add_instance(CLUSTER, "general", 2048, 4096);
-    }
-    let request = |task_definition: &str| DeployRequest {
-        rollout: Some(RolloutConfig {
-            max_parallel: Amount::Count(2),
-            min_healthy_seconds: 30,
-            ..RolloutConfig::default()
-        }),
-        ..DeployRequest::new(CLUSTER, DAEMON, task_definition, &["general"], 0)
+    let request = |task_definition: &str| {
+        agent_request(
+            task_definition,
+            RolloutConfig {
+                max_parallel: Amount::Count(2),
+                min_healthy_seconds: 30,
+                ..RolloutConfig::default()
+            },
+        )
     };
     harness.deploy(request(&revisions[0])).await.unwrap();
     harness
@@ -416,13 +436,7 @@ async fn a_rollout_superseded_mid_flight_hands_its_instances_over() {
     harness.deploy(request(&revisions[1])).await.unwrap();
     let mut superseded = false;
     for second in 0..900 {
-        harness.model.advance(Duration::seconds(1));
-        harness.deliver_events().await;
-        if harness.model.now().timestamp() % 60 == 0 {
-            harness.scheduled_check().await;
-        } else {
-            harness.wake_if_due().await;
-        }
+        one_second(&mut harness).await;
         let tasks = harness.model.tasks(CLUSTER);
         let live = |instance: &str| {
             tasks
