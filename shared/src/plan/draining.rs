@@ -1,0 +1,103 @@
+//! Drain-last: a DRAINING instance loses readiness at once; its daemons stop in reverse
+//! start order once nothing else is left, and only on a fresh read of its tasks.
+
+use super::*;
+
+impl<'a, 'g> Planner<'a, 'g> {
+    /// Stops every live copy of a daemon on an instance and marks the slot stopping.
+    pub(super) fn stop_all(&mut self, daemon: &DaemonView, instance_id: &str, reason: &str) {
+        let previous = self.slot(daemon, instance_id);
+        let live = self.live_tasks(daemon, instance_id);
+        for task in &live {
+            self.push(Action::Stop {
+                task_arn: task.arn.clone(),
+                instance_id: instance_id.into(),
+                daemon: daemon.name.clone(),
+                reason: reason.into(),
+            });
+        }
+        if let Some(p) = previous {
+            if live.is_empty() {
+                // Nothing left to stop: the slot has done its job.
+                self.push(Action::DeleteSlot {
+                    key: p.record.key_of(),
+                    version: p.version,
+                });
+            } else if p.record.state != SlotState::Stopping {
+                let mut slot = self.new_slot(daemon, instance_id, previous);
+                slot.state = SlotState::Stopping;
+                self.record(slot, previous);
+            }
+        }
+    }
+
+    pub(super) fn draining(&mut self, instance: &'a ContainerInstance) {
+        let instance_id = instance.id();
+        self.current = self
+            .by_instance
+            .get(instance_id)
+            .map(|items| (instance_id, items));
+        if is_ready(instance) {
+            self.push(Action::ClearReady {
+                instance_arn: instance.arn.clone(),
+                reason: "instance is DRAINING".into(),
+            });
+        }
+        let (with_copies, without): (Vec<&DaemonView>, Vec<&DaemonView>) =
+            self.daemons.iter().copied().partition(|d| {
+                self.daemon_tasks(d, instance_id)
+                    .iter()
+                    .any(|t| occupies(t))
+            });
+        for daemon in without {
+            if let Some(slot) = self.slot(daemon, instance_id) {
+                self.push(Action::DeleteSlot {
+                    key: slot.record.key_of(),
+                    version: slot.version,
+                });
+            }
+        }
+        if with_copies.is_empty() {
+            return;
+        }
+        let others = match self.observation.drain_census.get(instance_id) {
+            Some(&others) => others as i64,
+            None => {
+                // The counts only rule a stop out; stopping takes the fresh read.
+                let daemon_tasks_here = self.items(instance_id).map_or(0, |items| {
+                    items.tasks.iter().filter(|(_, _, t)| occupies(t)).count()
+                }) as i64;
+                let counted = i64::from(instance.running_tasks) + i64::from(instance.pending_tasks)
+                    - daemon_tasks_here;
+                if counted <= 0 {
+                    self.plan.drain_checks.push(instance.arn.clone());
+                    return;
+                }
+                counted
+            }
+        };
+        if others > 0 {
+            for daemon in with_copies {
+                self.trouble(
+                    daemon,
+                    instance_id,
+                    "DRAINING",
+                    format!("kept running until {others} other task(s) leave the instance"),
+                );
+            }
+            return;
+        }
+        // Reverse start order: only the latest-starting daemons still present stop now.
+        let last_order = with_copies.iter().map(|d| d.start_order).max();
+        for daemon in with_copies
+            .into_iter()
+            .filter(|d| Some(d.start_order) == last_order)
+        {
+            self.stop_all(
+                daemon,
+                instance_id,
+                "ecs-daemons: drain-last, no other task left on the DRAINING instance",
+            );
+        }
+    }
+}

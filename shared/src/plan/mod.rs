@@ -1,0 +1,317 @@
+//! The pure planner: observed instances, daemon tasks, specs and slots in; the
+//! actions that bring the cluster to "exactly one running copy of every daemon
+//! on every targeted instance, started first, drained last" out. No I/O: the
+//! same inputs always give the same actions.
+//!
+//! Where each behaviour lives:
+//! - `index.rs`: tasks and slots grouped per instance, daemons by position (once per plan);
+//! - `planner.rs`: the planner's state and lookups, and the run (instances, rollouts, clean-ups);
+//! - `steady.rs`: exactly one copy per targeted ACTIVE instance, start order, restarts, readiness;
+//! - `rolling.rs`: one instance's rollout step, and the tally of all of them;
+//! - `rollouts.rs`: the breaker, ends, automatic rollback, superseded rollouts, the next batch;
+//! - `draining.rs`: drain-last on DRAINING instances.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+mod draining;
+mod index;
+mod planner;
+mod rolling;
+mod rollouts;
+mod steady;
+
+use index::{group, planning_order, FastHash, Groups};
+use planner::{InstanceItems, Planner, Tally};
+
+use crate::arn::resource_id;
+use crate::model::{ContainerInstance, HealthStatus, InstanceStatus, Task, TaskStatus};
+use crate::rollout::{Rollout, RolloutFailure};
+use crate::rollout::{
+    RolloutCounts, RolloutKind, RolloutState, RolloutStep, SlotRollout, SurgeFallback,
+};
+use crate::slot::{Slot, SlotState};
+use crate::spec::{DaemonSpec, RestartPolicy};
+use crate::store::{Expected, ItemKey, Versioned};
+
+/// How one daemon stands on one instance, as the planner counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Coverage {
+    Up,
+    OnItsWay,
+    Missing,
+    CrashLooping,
+}
+
+/// The custom attribute application services place on.
+pub const READY_ATTRIBUTE: &str = "ecs-daemons.ready";
+/// A claim whose StartTask never showed a task is taken over after this long.
+pub const CLAIM_GRACE_SECONDS: i64 = 60;
+const GROUP_PREFIX: &str = "daemon:";
+
+/// The task `group` of a daemon's copies.
+pub fn daemon_group(daemon: &str) -> String {
+    format!("{GROUP_PREFIX}{daemon}")
+}
+
+/// A deployed daemon as the planner needs it: the spec plus facts of its task definition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonView {
+    pub name: String,
+    /// Pinned `family:revision`.
+    pub task_definition: String,
+    pub capacity_providers: Vec<String>,
+    pub start_order: i32,
+    pub has_health_check: bool,
+    pub restart: RestartPolicy,
+    /// The rollout in flight (its record is in `Observation::rollouts`).
+    pub active_rollout: Option<String>,
+    /// The last revision whose rollout succeeded: where the breaker rolls back to.
+    pub last_good: Option<String>,
+}
+
+/// While a rollout has copies on their way, a full reconcile runs again after this long.
+pub const ROLLOUT_POLL_SECONDS: i64 = 10;
+
+/// A failed instance is tried again in a rollout after this long.
+pub const FAILED_RETRY_SECONDS: i64 = 60;
+
+/// Whether the observation covers the whole cluster or only some instances
+/// (an event). Clean-ups that need the whole picture run only on `Full`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Full,
+    Instances,
+}
+
+/// Everything the planner looks at.
+#[derive(Clone, Debug)]
+pub struct Observation {
+    pub cluster: String,
+    pub now: DateTime<Utc>,
+    pub scope: Scope,
+    pub daemons: Vec<DaemonView>,
+    pub instances: Vec<ContainerInstance>,
+    /// Tasks started with the system's marker, recently stopped ones included.
+    pub tasks: Vec<Task>,
+    pub slots: Vec<Versioned<Slot>>,
+    /// Rollout records of the observed daemons (the active ones at least).
+    pub rollouts: Vec<Versioned<Rollout>>,
+    /// The specs behind `daemons`, with their versions (for the engine's spec writes).
+    pub specs: Vec<Versioned<DaemonSpec>>,
+    /// Per DRAINING instance id, read fresh for drain-last ([`Plan::drain_checks`]): how many
+    /// tasks that are not ours have not stopped yet, stopping ones included.
+    pub drain_census: BTreeMap<String, usize>,
+}
+
+/// One step the engine carries out, in the order given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum Action {
+    /// Remove the readiness attribute (first, so no application lands meanwhile).
+    ClearReady {
+        instance_arn: String,
+        reason: String,
+    },
+    /// Write a slot (bookkeeping: adopted copy, failure, stopping).
+    RecordSlot { slot: Slot, expected: Expected },
+    /// Forget a slot whose instance is gone or no longer targeted.
+    DeleteSlot { key: ItemKey, version: u64 },
+    /// Stop one task the system owns.
+    Stop {
+        task_arn: String,
+        instance_id: String,
+        daemon: String,
+        reason: String,
+    },
+    /// Claim the slot with a conditional write, then StartTask on the instance.
+    Start {
+        instance_arn: String,
+        task_definition: String,
+        claim: Slot,
+        expected: Expected,
+        /// A rollout's second copy next to the old one, and what to do without room for it.
+        surge: Option<SurgeFallback>,
+    },
+    /// Put the readiness attribute (last: every daemon of the instance runs).
+    SetReady { instance_arn: String },
+    /// Point the daemon at another revision or rollout (rollback, success); a new rollout
+    /// record is written first.
+    SwitchRevision {
+        daemon: String,
+        task_definition: String,
+        active_rollout: Option<String>,
+        last_good: Option<String>,
+        new_rollout: Option<Box<Rollout>>,
+    },
+    /// Write a rollout's progress or end.
+    RecordRollout {
+        rollout: Box<Rollout>,
+        expected: Expected,
+    },
+}
+
+impl Action {
+    fn rank(&self) -> u8 {
+        match self {
+            Self::ClearReady { .. } => 0,
+            Self::RecordSlot { .. } => 1,
+            Self::DeleteSlot { .. } => 2,
+            Self::Stop { .. } => 3,
+            Self::Start { .. } => 4,
+            Self::SetReady { .. } => 5,
+            Self::SwitchRevision { .. } => 6,
+            Self::RecordRollout { .. } => 7,
+        }
+    }
+}
+
+/// A slot that needs a person: the reason is ECS's own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Trouble {
+    pub instance_id: String,
+    pub state: String,
+    pub reason: String,
+}
+
+/// Per-daemon coverage as observed before the plan's actions.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonCoverage {
+    /// ACTIVE, agent-connected instances of the daemon's capacity providers.
+    pub targeted: usize,
+    /// Of those, with a RUNNING (and HEALTHY where checked) copy.
+    pub covered: usize,
+    /// A copy is on its way (pending, claimed, or waiting for an earlier daemon).
+    pub starting: usize,
+    /// No copy and none on its way (backing off, or about to be started by this plan).
+    pub missing: usize,
+    /// Extra copies found (and stopped by this plan).
+    pub duplicates: usize,
+    pub crash_looping: usize,
+    /// Instances in trouble, with reasons.
+    pub trouble: Vec<Trouble>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub coverage: BTreeMap<String, DaemonCoverage>,
+    /// Progress of each active rollout as observed (full reconciles only).
+    pub rollouts: BTreeMap<String, RolloutCounts>,
+    /// The earliest moment a timed condition (minHealthySeconds, a restart backoff, a
+    /// claim's grace) matures: reconciling then moves things on without waiting for the schedule.
+    pub wake_at: Option<DateTime<Utc>>,
+    /// Per daemon with a rollout: the instances still to surge, in the order the planner
+    /// takes them, and how many it takes now (the dry run's batch order comes from here).
+    pub rollout_queues: BTreeMap<String, RolloutQueue>,
+    /// DRAINING instances (ARNs) whose counts say only daemons are left: drain-last stops
+    /// them only on a fresh read of every task there ([`Observation::drain_census`]), since
+    /// the counts leave out stopping tasks and the daemon copies may come from older news.
+    pub drain_checks: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutQueue {
+    /// Instance ARNs: fresh ones first, failed ones to retry after them.
+    pub order: Vec<String>,
+    /// How many of `order` this plan starts.
+    pub now: usize,
+    /// Instances in flight at once once the canary (if any) is done.
+    pub max_parallel: usize,
+}
+
+fn is_live(task: &Task) -> bool {
+    !task.last_status.is_terminal() && task.desired_status != TaskStatus::Stopped
+}
+
+/// Still on the instance (ECS counts it) even if asked to stop.
+fn occupies(task: &Task) -> bool {
+    !task.last_status.is_terminal()
+}
+
+fn is_up(task: &Task, daemon: &DaemonView) -> bool {
+    task.last_status == TaskStatus::Running
+        && (!daemon.has_health_check || task.health == HealthStatus::Healthy)
+}
+
+/// Higher is better: running, healthy, the declared revision, newest.
+fn keeper_rank(task: &Task, daemon: &DaemonView) -> (u8, u8, bool, Option<DateTime<Utc>>, String) {
+    let status = match task.last_status {
+        TaskStatus::Running => 2,
+        TaskStatus::Deactivating | TaskStatus::Stopping => 0,
+        _ => 1,
+    };
+    let health = match task.health {
+        HealthStatus::Healthy => 2,
+        HealthStatus::Unknown | HealthStatus::Other(_) => 1,
+        HealthStatus::Unhealthy => 0,
+    };
+    let declared = revision_of(task) == daemon.task_definition;
+    (
+        status,
+        health,
+        declared,
+        task.started_at.or(task.created_at),
+        task.arn.clone(),
+    )
+}
+
+fn stop_reason(task: &Task) -> String {
+    match (&task.stop_code, &task.stopped_reason) {
+        (Some(code), Some(reason)) => format!("{code}: {reason}"),
+        (None, Some(reason)) => reason.clone(),
+        (Some(code), None) => code.clone(),
+        (None, None) => "stopped without a reason from ECS".into(),
+    }
+}
+
+/// A stable order for clean-up actions gathered from a hash map.
+fn action_key(action: &Action) -> (&str, &str) {
+    match action {
+        Action::DeleteSlot { key, .. } => (&key.pk, &key.sk),
+        Action::Stop {
+            task_arn, daemon, ..
+        } => (daemon, task_arn),
+        _ => ("", ""),
+    }
+}
+
+/// `family:revision` of a task (its task definition ARN ends with it).
+pub fn revision_of(task: &Task) -> &str {
+    task.task_definition_arn
+        .rsplit('/')
+        .next()
+        .unwrap_or(&task.task_definition_arn)
+}
+
+fn fail(mut step: SlotRollout, now: DateTime<Utc>, reason: String) -> SlotRollout {
+    step.step = RolloutStep::Failed;
+    step.since = now;
+    step.failures += 1;
+    step.last_failure = Some(reason);
+    step.new_task_arn = None;
+    step
+}
+
+fn is_ready(instance: &ContainerInstance) -> bool {
+    instance
+        .attributes
+        .get(READY_ATTRIBUTE)
+        .is_some_and(|value| value.as_deref() == Some("true"))
+}
+
+/// Plans one cluster (or some of its instances).
+pub fn plan(observation: &Observation) -> Plan {
+    let daemons = planning_order(observation);
+    let groups = group(observation, &daemons);
+    Planner::new(observation, daemons, &groups).run()
+}
+
+#[cfg(test)]
+mod tests;

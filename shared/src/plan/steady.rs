@@ -1,0 +1,240 @@
+//! Steady coverage: exactly one copy of every daemon on every targeted ACTIVE instance, in
+//! start order, restarted with backoff, readiness once all are up.
+
+use super::*;
+
+impl<'a, 'g> Planner<'a, 'g> {
+    /// The keeper among a daemon's live copies on an instance; the others are stopped.
+    pub(super) fn keep_one(
+        &mut self,
+        daemon: &DaemonView,
+        instance_id: &str,
+        live: Vec<&'a Task>,
+    ) -> Option<&'a Task> {
+        let mut live = live;
+        live.sort_by_key(|task| std::cmp::Reverse(keeper_rank(task, daemon)));
+        let mut copies = live.into_iter();
+        let keeper = copies.next()?;
+        // The same task twice is one copy: never stop the keeper as its own duplicate.
+        for extra in copies.filter(|extra| extra.arn != keeper.arn) {
+            self.coverage(daemon).duplicates += 1;
+            self.push(Action::Stop {
+                task_arn: extra.arn.clone(),
+                instance_id: instance_id.into(),
+                daemon: daemon.name.clone(),
+                reason: format!(
+                    "ecs-daemons: duplicate copy of {} (kept {})",
+                    daemon.name,
+                    keeper.id()
+                ),
+            });
+        }
+        Some(keeper)
+    }
+
+    /// An eligible instance: make sure the daemon runs exactly once. Returns whether it is up.
+    pub(super) fn cover(
+        &mut self,
+        daemon: &DaemonView,
+        instance: &ContainerInstance,
+        earlier_settled: bool,
+    ) -> Coverage {
+        let instance_id = instance.id();
+        let previous = self.slot(daemon, instance_id);
+        let now = self.observation.now;
+        self.coverage(daemon).targeted += 1;
+
+        let live = self.live_tasks(daemon, instance_id);
+        if let Some(rollout) = self.rollout_of(daemon) {
+            if let Some(coverage) =
+                self.cover_rolling(daemon, rollout, instance, previous, live.clone())
+            {
+                return self.count(daemon, coverage);
+            }
+        } else if let Some(keeper) = self.keep_one(daemon, instance_id, live) {
+            self.track_keeper(daemon, instance_id, previous, keeper, None);
+            let coverage = if is_up(keeper, daemon) {
+                Coverage::Up
+            } else {
+                Coverage::OnItsWay
+            };
+            return self.count(daemon, coverage);
+        }
+
+        // No live copy. Did the one we knew of stop (a failure), or is a start in flight?
+        let mut slot = self.new_slot(daemon, instance_id, previous);
+        let mut failed_now = false;
+        if let Some(p) = previous {
+            let known_task = p.record.task_arn.as_deref();
+            let task_gone = known_task.is_some_and(|arn| match self.task_by_arn(arn) {
+                Some(task) => !is_live(task),
+                // Not even a stopped task: ECS forgot it, or it never started.
+                None => self.observation.scope == Scope::Full,
+            });
+            let in_flight = matches!(p.record.state, SlotState::Claimed | SlotState::Starting)
+                && p.record.updated_at + Duration::seconds(CLAIM_GRACE_SECONDS) > now;
+            if matches!(p.record.state, SlotState::Starting | SlotState::Running) && task_gone {
+                let reason = known_task
+                    .and_then(|arn| self.task_by_arn(arn))
+                    .map_or_else(
+                        || "the task is no longer known to ECS".to_string(),
+                        stop_reason,
+                    );
+                // A rollout's new copy that dies before it settled is a rollout failure too
+                // (with stopFirst it is the instance's only copy): the breaker counts it.
+                let active = self.rollout_of(daemon).map(|r| r.record.id.clone());
+                let on_target =
+                    p.record.task_definition.as_deref() == Some(daemon.task_definition.as_str());
+                if let Some(step) = slot.rollout.as_mut().filter(|step| {
+                    on_target
+                        && Some(&step.rollout_id) == active.as_ref()
+                        && matches!(
+                            step.step,
+                            RolloutStep::Surging | RolloutStep::Settling | RolloutStep::Failed
+                        )
+                }) {
+                    *step = fail(
+                        step.clone(),
+                        now,
+                        format!("the new copy stopped before it was healthy: {reason}"),
+                    );
+                }
+                slot.consecutive_failures += 1;
+                slot.last_stop_reason = Some(reason);
+                slot.retry_after = Some(now + daemon.restart.backoff(slot.consecutive_failures));
+                slot.state = if slot.consecutive_failures >= daemon.restart.max_consecutive_failures
+                {
+                    SlotState::CrashLooping
+                } else {
+                    SlotState::Stopped
+                };
+                failed_now = true;
+            } else if in_flight && !task_gone {
+                self.wake_at(p.record.updated_at + Duration::seconds(CLAIM_GRACE_SECONDS));
+                self.coverage(daemon).starting += 1;
+                return Coverage::OnItsWay;
+            }
+        }
+
+        if slot.state == SlotState::CrashLooping
+            && slot.task_definition.as_deref() == Some(daemon.task_definition.as_str())
+        {
+            let reason = slot.last_stop_reason.clone().unwrap_or_default();
+            self.trouble(
+                daemon,
+                instance_id,
+                "CRASH_LOOPING",
+                format!(
+                    "stopped {} times in a row; last: {reason}",
+                    slot.consecutive_failures
+                ),
+            );
+            self.coverage(daemon).crash_looping += 1;
+            if failed_now {
+                self.record(slot, previous);
+            }
+            return Coverage::CrashLooping;
+        }
+        if slot.state == SlotState::CrashLooping {
+            // A new revision was declared: give it a fresh start.
+            slot.consecutive_failures = 0;
+            slot.retry_after = None;
+        }
+        if !earlier_settled {
+            if failed_now {
+                self.record(slot, previous);
+            }
+            self.coverage(daemon).starting += 1;
+            return Coverage::OnItsWay;
+        }
+        if let Some(wait_until) = slot.retry_after.filter(|at| *at > now) {
+            self.wake_at(wait_until);
+            let reason = slot.last_stop_reason.clone().unwrap_or_default();
+            self.trouble(
+                daemon,
+                instance_id,
+                "BACKING_OFF",
+                format!(
+                    "restart {} at {wait_until}; last stop: {reason}",
+                    slot.consecutive_failures + 1
+                ),
+            );
+            self.coverage(daemon).missing += 1;
+            if failed_now {
+                self.record(slot, previous);
+            }
+            return Coverage::Missing;
+        }
+        slot.state = SlotState::Claimed;
+        slot.task_arn = None;
+        slot.task_definition = Some(daemon.task_definition.clone());
+        slot.task_version = 0;
+        if let Some(step) = slot
+            .rollout
+            .as_mut()
+            .filter(|r| r.step == RolloutStep::GapStopping)
+        {
+            // stopFirst: the old copy is gone, the new one starts now (its instance counts as surging).
+            step.step = RolloutStep::Surging;
+            step.since = now;
+        }
+        self.coverage(daemon).missing += 1;
+        self.push(Action::Start {
+            instance_arn: instance.arn.clone(),
+            task_definition: daemon.task_definition.clone(),
+            claim: slot,
+            expected: previous.map_or(Expected::Absent, Versioned::expected),
+            surge: None,
+        });
+        Coverage::Missing
+    }
+
+    pub(super) fn active(&mut self, instance: &'a ContainerInstance) {
+        let instance_id = instance.id();
+        self.current = self
+            .by_instance
+            .get(instance_id)
+            .map(|items| (instance_id, items));
+        let provider = instance.capacity_provider.as_deref();
+        let mut all_up = true;
+        let mut settled_below = true;
+        let mut order_settled: Option<(i32, bool)> = None;
+        for daemon in self.daemons.clone() {
+            let targeted =
+                provider.is_some_and(|p| daemon.capacity_providers.iter().any(|c| c == p));
+            if !targeted {
+                let reason = format!(
+                    "ecs-daemons: capacity provider {} is not targeted by daemon {}",
+                    provider.unwrap_or("(none)"),
+                    daemon.name
+                );
+                self.stop_all(daemon, instance_id, &reason);
+                continue;
+            }
+            // Daemons of one start order start together; the next order waits for them.
+            if let Some((order, settled)) = order_settled {
+                if order != daemon.start_order {
+                    settled_below = settled_below && settled;
+                    order_settled = None;
+                }
+            }
+            let outcome = self.cover(daemon, instance, settled_below);
+            let settled = matches!(outcome, Coverage::Up | Coverage::CrashLooping);
+            all_up &= outcome == Coverage::Up;
+            order_settled = Some(match order_settled {
+                Some((order, so_far)) => (order, so_far && settled),
+                None => (daemon.start_order, settled),
+            });
+        }
+        match (all_up, is_ready(instance)) {
+            (true, false) => self.push(Action::SetReady {
+                instance_arn: instance.arn.clone(),
+            }),
+            (false, true) => self.push(Action::ClearReady {
+                instance_arn: instance.arn.clone(),
+                reason: "a daemon of the instance is not running".into(),
+            }),
+            _ => {}
+        }
+    }
+}
