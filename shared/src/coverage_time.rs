@@ -81,7 +81,7 @@ pub fn measure(
         .iter()
         .filter(|d| d.capacity_providers.iter().any(|p| p == provider))
     {
-        let group = format!("daemon:{}", daemon.name);
+        let group = crate::plan::daemon_group(&daemon.name);
         let started = tasks
             .iter()
             .filter(|t| t.container_instance_arn.as_deref() == Some(instance.arn.as_str()))

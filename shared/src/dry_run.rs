@@ -189,7 +189,7 @@ fn step(action: &Action) -> PlannedStep {
 
 /// The observed start latency of the daemon's current copies (median), if any started.
 fn observed_start_seconds(observation: &Observation, daemon: &str) -> Option<f64> {
-    let group = format!("daemon:{daemon}");
+    let group = crate::plan::daemon_group(daemon);
     let mut latencies: Vec<f64> = observation
         .tasks
         .iter()
@@ -239,7 +239,7 @@ pub fn report(input: DryRunInput<'_>) -> DryRunAnswer {
             .entry(instance.capacity_provider.clone().unwrap_or_default())
             .or_default() += 1;
     }
-    let group = format!("daemon:{}", input.daemon);
+    let group = crate::plan::daemon_group(&input.daemon);
     let current = |instance: &ContainerInstance| {
         observation
             .tasks

@@ -524,7 +524,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             && task
                 .group
                 .as_deref()
-                .is_some_and(|g| g.starts_with("daemon:"))
+                .is_some_and(|g| g.starts_with(crate::plan::GROUP_PREFIX))
     }
 
     /// Refuses clusters outside the configured list, whatever an event or invoke says.

@@ -1,6 +1,6 @@
 //! Rolling updates: the configuration a deploy carries, the per-instance steps
 //! kept in slots, and the rollout record's vocabulary. The decisions themselves
-//! are in the planner (per instance) and `plan::plan_rollouts` (per rollout).
+//! are in the planner: `plan/rolling.rs` (per instance) and `plan/rollouts.rs` (per rollout).
 
 use std::fmt;
 

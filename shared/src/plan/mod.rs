@@ -49,7 +49,8 @@ enum Coverage {
 pub const READY_ATTRIBUTE: &str = "ecs-daemons.ready";
 /// A claim whose StartTask never showed a task is taken over after this long.
 pub const CLAIM_GRACE_SECONDS: i64 = 60;
-const GROUP_PREFIX: &str = "daemon:";
+/// The task `group` prefix of every daemon copy (`daemon:<name>`).
+pub const GROUP_PREFIX: &str = "daemon:";
 
 /// The task `group` of a daemon's copies.
 pub fn daemon_group(daemon: &str) -> String {
