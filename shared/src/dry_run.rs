@@ -239,7 +239,7 @@ pub fn report(input: DryRunInput<'_>) -> DryRunAnswer {
             .entry(instance.capacity_provider.clone().unwrap_or_default())
             .or_default() += 1;
     }
-    let group = crate::plan::daemon_group(&input.daemon);
+    let group = crate::plan::daemon_group(input.daemon);
     let current = |instance: &ContainerInstance| {
         observation
             .tasks
