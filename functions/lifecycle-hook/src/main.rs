@@ -2,7 +2,7 @@
 //! the applications left and the daemons stopped last, then CONTINUE.
 //!
 //! Input: `ecs_daemons::autoscaling::TerminateEvent` (the EventBridge event); answer:
-//! `ecs_daemons::holds::TerminateOutcome`.
+//! `ecs_daemons::engine::TerminateOutcome`.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

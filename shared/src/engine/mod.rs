@@ -1,0 +1,350 @@
+//! The engine: the only code that mixes I/O and planning. Observe (`Ecs`,
+//! `Store`), plan (pure), act, record. Every action is idempotent and guarded
+//! by conditional writes, so concurrent or repeated invocations converge
+//! instead of doubling work.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::arn::{cluster_name, resource_id};
+use crate::ecs::{
+    Ecs, EcsError, InstanceAttribute, StartTaskRequest, TaskFilter, START_TASK_MAX_INSTANCES,
+};
+use crate::events::{
+    parse_ecs_event, parse_instance_event, parse_task_event, AnyEcsEvent, EventError,
+    TaskStateChange,
+};
+use crate::model::{ContainerInstance, HealthStatus, InstanceStatus, Task, TaskStatus};
+use crate::plan::{
+    plan, Action, DaemonCoverage, DaemonView, Observation, Plan, Scope, READY_ATTRIBUTE,
+};
+use crate::rollout::Rollout;
+use crate::rollout::{RolloutState, RolloutStep, SurgeFallback};
+use crate::slot::{Slot, SlotState};
+use crate::spec::{DaemonSpec, RestartPolicy};
+use crate::store::{EventSeen, Expected, ItemKey, PreparedPut, Store, StoreError, Versioned};
+
+mod act;
+mod batches;
+mod holds;
+mod observe;
+mod rollouts;
+#[cfg(test)]
+mod tests;
+
+pub use holds::TerminateOutcome;
+use observe::*;
+
+/// `startedBy` of every daemon task (ECS allows 36 characters).
+pub const STARTED_BY: &str = "ecs-daemons";
+
+/// Tag naming the daemon on each of its tasks.
+pub const DAEMON_TAG: &str = "ecs-daemons:daemon";
+
+/// Tag naming the rollout a copy was started for (absent outside rollouts).
+pub const ROLLOUT_TAG: &str = "ecs-daemons:rollout";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Event(#[from] EventError),
+    #[error(transparent)]
+    Ecs(#[from] EcsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    AutoScaling(#[from] crate::autoscaling::AutoScalingError),
+    #[error(
+        "this function has no Auto Scaling client, so it cannot complete lifecycle actions (a deployment error)"
+    )]
+    NoAutoScaling,
+    #[error("cluster {cluster} is not managed by this deployment (managed: {managed}); add its ARN to the stack's ClusterArns parameter")]
+    ClusterNotManaged { cluster: String, managed: String },
+}
+
+impl EngineError {
+    /// Worth another delivery of the same event (EventBridge retries failed invocations).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Ecs(error) => error.is_retryable(),
+            Self::Store(StoreError::Call { retryable, .. }) => *retryable,
+            Self::AutoScaling(error) => error.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// See [`EngineConfig::event_ttl`]; template.yaml's queue visibility timeout must exceed it.
+pub const EVENT_MARKER_SECONDS: i64 = 60;
+
+/// ECS calls of one drain-last read of an instance: ListTasks desired RUNNING, ListTasks
+/// desired STOPPED, one DescribeTasks.
+pub const DRAIN_READ_CALLS: usize = 3;
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub started_by: String,
+    /// How long an event id is remembered. Short on purpose: a marker is written before the
+    /// event's work, so an invocation that dies mid-way leaves one behind; it must be gone by
+    /// the time SQS delivers the message again (visibility timeout 180 s, template.yaml), or
+    /// the retry would be skipped as a duplicate. Twice the event functions' 30 s timeout.
+    /// A duplicate after that is handled again, which is harmless: every decision re-reads ECS
+    /// and stale task versions are ignored.
+    pub event_ttl: Duration,
+    /// Clusters this deployment may act on; empty means any.
+    pub clusters: Vec<String>,
+    /// Terminate lifecycle hooks: heartbeat interval and drain limit.
+    pub holds: crate::holds::HoldSettings,
+    /// The terminate hook and its groups, for the coverage check to adopt terminations whose
+    /// event never arrived (none: only events start holds).
+    pub terminate_hook: Option<crate::autoscaling::TerminateHook>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            started_by: STARTED_BY.into(),
+            event_ttl: Duration::seconds(EVENT_MARKER_SECONDS),
+            clusters: Vec::new(),
+            holds: crate::holds::HoldSettings::default(),
+            terminate_hook: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartedCopy {
+    pub daemon: String,
+    pub instance_id: String,
+    pub task_arn: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedStart {
+    pub daemon: String,
+    pub instance_id: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoppedCopy {
+    pub daemon: String,
+    pub instance_id: String,
+    pub task_arn: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClearedReady {
+    pub instance_id: String,
+    pub reason: String,
+}
+
+/// What one invocation saw and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub cluster: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Why nothing was done (duplicate event, not a daemon task, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    pub coverage: BTreeMap<String, DaemonCoverage>,
+    pub started: Vec<StartedCopy>,
+    pub start_failures: Vec<FailedStart>,
+    pub stopped: Vec<StoppedCopy>,
+    pub ready_set: Vec<String>,
+    pub ready_cleared: Vec<ClearedReady>,
+    /// Rollouts this invocation started (automatic rollbacks) or ended.
+    pub rollouts_started: Vec<String>,
+    pub rollouts_ended: Vec<EndedRollout>,
+    /// Progress of each active rollout (full reconciles).
+    pub rollouts: BTreeMap<String, crate::rollout::RolloutCounts>,
+    /// When reconciling again moves things on (a timed condition matures).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<DateTime<Utc>>,
+    /// Terminate lifecycle actions held, heartbeated or completed (instances scaled in).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub terminations: Vec<crate::holds::HoldReport>,
+    /// DRAINING instances whose every task was read fresh before a drain-last decision
+    /// ([`DRAIN_READ_CALLS`] ECS calls each, a DescribeTasks more past 100 tasks).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drain_reads: Vec<String>,
+    /// Instances that joined and became ready in this invocation: their time to coverage.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub coverage_times: Vec<crate::coverage_time::CoverageTime>,
+    /// Writes lost to another invocation that got there first (harmless).
+    pub conflicts: usize,
+    /// Actions that failed; the next event or coverage check retries them.
+    pub errors: Vec<String>,
+}
+
+impl Outcome {
+    pub(super) fn skipped(cluster: &str, instance: Option<&str>, why: impl Into<String>) -> Self {
+        Self {
+            cluster: cluster.into(),
+            instance: instance.map(str::to_string),
+            skipped: Some(why.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// A rollout this invocation ended (succeeded, failed, superseded).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndedRollout {
+    pub daemon: String,
+    pub id: String,
+    pub state: crate::rollout::RolloutState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl EndedRollout {
+    pub(super) fn of(rollout: &Rollout) -> Self {
+        Self {
+            daemon: rollout.daemon.clone(),
+            id: rollout.id.clone(),
+            state: rollout.state,
+            reason: rollout.reason.clone(),
+        }
+    }
+}
+
+/// Which ECS events a function takes (its rule's detail-type), or either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Instance,
+    Task,
+    Any,
+}
+
+/// Events of a batch whose work failed together, by position in the batch.
+#[derive(Debug)]
+pub struct BatchFailure {
+    pub positions: Vec<usize>,
+    pub error: EngineError,
+}
+
+/// What one batch of events led to.
+#[derive(Debug, Default)]
+pub struct EventBatch {
+    /// One per cluster reconcile, and one per skipped event or instance.
+    pub outcomes: Vec<Outcome>,
+    pub failures: Vec<BatchFailure>,
+}
+
+pub struct Engine<E, S> {
+    pub ecs: E,
+    pub store: S,
+    pub config: EngineConfig,
+    /// Terminate lifecycle hooks held until drain-last is done (none: no hook is held).
+    pub autoscaling: Option<std::sync::Arc<dyn crate::autoscaling::AutoScaling>>,
+}
+
+impl<E: Ecs, S: Store> Engine<E, S> {
+    pub fn new(ecs: E, store: S, config: EngineConfig) -> Self {
+        Self {
+            ecs,
+            store,
+            config,
+            autoscaling: None,
+        }
+    }
+
+    /// Holds terminate lifecycle actions through `autoscaling` (see [`crate::holds`]).
+    pub fn with_autoscaling(
+        mut self,
+        autoscaling: std::sync::Arc<dyn crate::autoscaling::AutoScaling>,
+    ) -> Self {
+        self.autoscaling = Some(autoscaling);
+        self
+    }
+
+    pub(super) fn owns(&self, task: &Task) -> bool {
+        task.started_by.as_deref() == Some(self.config.started_by.as_str())
+            && task
+                .group
+                .as_deref()
+                .is_some_and(|g| g.starts_with(crate::plan::GROUP_PREFIX))
+    }
+
+    /// Refuses clusters outside the configured list, whatever an event or invoke says.
+    pub fn check_cluster(&self, cluster: &str) -> Result<(), EngineError> {
+        if self.config.clusters.is_empty() || self.config.clusters.iter().any(|c| c == cluster) {
+            return Ok(());
+        }
+        Err(EngineError::ClusterNotManaged {
+            cluster: cluster.into(),
+            managed: self.config.clusters.join(", "),
+        })
+    }
+
+    /// Full reconcile of every daemon on every instance of a cluster.
+    pub async fn reconcile_cluster(
+        &self,
+        cluster: &str,
+        now: DateTime<Utc>,
+        invocation: &str,
+    ) -> Result<Outcome, EngineError> {
+        let mut instances = Vec::new();
+        let mut outcome = match self.observe_cluster(cluster, now).await? {
+            Some(observation) => {
+                let (observation, planned, reads) = self.plan_drains_fresh(observation).await;
+                let mut outcome = self.act(&observation, planned, invocation, None).await;
+                outcome.drain_reads = reads.drain_reads;
+                outcome.errors.extend(reads.errors);
+                instances = observation.instances;
+                outcome
+            }
+            None => Outcome::skipped(cluster, None, "no daemon is declared for this cluster"),
+        };
+        let (reports, errors) = self.adopt_terminations(cluster, &instances, now).await;
+        outcome.terminations.extend(reports);
+        outcome.errors.extend(errors);
+        let (reports, errors) = self.keep_holds(cluster, now).await;
+        outcome.terminations.extend(reports);
+        outcome.errors.extend(errors);
+        if let Err(error) = self.prune_coverage_times(cluster, now).await {
+            outcome.errors.push(error.to_string());
+        }
+        Ok(outcome)
+    }
+
+    /// Times to coverage older than status's window are deleted (version-checked).
+    pub(super) async fn prune_coverage_times(
+        &self,
+        cluster: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let records: Vec<Versioned<crate::coverage_time::CoverageTime>> =
+            self.store.query(cluster, ItemKey::COVERAGE_TIMES).await?;
+        let window = Duration::hours(crate::coverage_time::WINDOW_HOURS);
+        for old in records.iter().filter(|r| now - r.record.ready_at > window) {
+            let key = crate::store::Record::key(&old.record);
+            match self.store.delete(&key, old.version).await {
+                Ok(()) | Err(StoreError::Conflict { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// Coverage and rollout progress as the next reconcile would see them, changing nothing.
+    pub async fn preview(&self, cluster: &str, now: DateTime<Utc>) -> Result<Plan, EngineError> {
+        Ok(self
+            .observe_cluster(cluster, now)
+            .await?
+            .map(|observation| plan(&observation))
+            .unwrap_or_default())
+    }
+}

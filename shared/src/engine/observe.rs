@@ -1,0 +1,252 @@
+//! What the engine reads before it plans: specs, rollouts, slots, instances and tasks of a
+//! cluster (or as they would be, for a dry run), and the fresh reads drain-last needs.
+
+use super::*;
+
+pub(super) fn view(spec: &DaemonSpec) -> DaemonView {
+    DaemonView {
+        name: spec.daemon.clone(),
+        task_definition: spec.task_definition.clone(),
+        capacity_providers: spec.capacity_providers.clone(),
+        start_order: spec.start_order,
+        has_health_check: spec.has_health_check,
+        restart: spec.restart.clone(),
+        active_rollout: spec.active_rollout.clone(),
+        last_good: spec.last_good_task_definition.clone(),
+    }
+}
+
+/// One entry per task, the newest word about it (highest version; a stopped one wins a tie):
+/// a task read twice (a slot and a describe, or a describe naming it twice) must never look
+/// like two copies, or the planner would stop one of them as a duplicate of itself.
+pub(super) fn newest_per_task(tasks: Vec<Task>) -> Vec<Task> {
+    let mut newest: BTreeMap<String, Task> = BTreeMap::new();
+    for task in tasks {
+        let rank = |t: &Task| (t.version, t.last_status == TaskStatus::Stopped);
+        match newest.get(&task.arn) {
+            Some(kept) if rank(kept) >= rank(&task) => {}
+            _ => {
+                newest.insert(task.arn.clone(), task);
+            }
+        }
+    }
+    newest.into_values().collect()
+}
+
+/// A task as its slot last recorded it (used where the event already told us what changed).
+/// The active rollout a spec names, rebuilt (version 0: not stored) when the deploy that
+/// switched the spec died before writing its record.
+pub(super) fn missing_rollouts(
+    specs: &[Versioned<DaemonSpec>],
+    rollouts: &[Versioned<Rollout>],
+) -> Vec<Versioned<Rollout>> {
+    specs
+        .iter()
+        .filter_map(|spec| {
+            let id = spec.record.active_rollout.as_ref()?;
+            if rollouts
+                .iter()
+                .any(|r| &r.record.id == id && r.record.daemon == spec.record.daemon)
+            {
+                return None;
+            }
+            let record = Rollout {
+                cluster: spec.record.cluster.clone(),
+                daemon: spec.record.daemon.clone(),
+                id: id.clone(),
+                kind: crate::rollout::RolloutKind::Update,
+                from_task_definition: None,
+                to_task_definition: spec.record.task_definition.clone(),
+                config: spec.record.rollout.clone(),
+                state: crate::rollout::RolloutState::InProgress,
+                counts: Default::default(),
+                failures: Vec::new(),
+                reason: Some(
+                    "rebuilt: the deploy that started it stopped before recording it".into(),
+                ),
+                started_at: spec.record.updated_at,
+                updated_at: spec.record.updated_at,
+                finished_at: None,
+            };
+            Some(Versioned { record, version: 0 })
+        })
+        .collect()
+}
+
+/// The tasks a slot tracks: its copy, and a rollout's new copy next to it.
+pub(super) fn slot_task_arns(slot: &Slot) -> Vec<String> {
+    let new = slot.rollout.as_ref().and_then(|r| r.new_task_arn.clone());
+    slot.task_arn.clone().into_iter().chain(new).collect()
+}
+
+pub(super) fn task_from_slot(slot: &Slot, instance_arn: &str, started_by: &str) -> Option<Task> {
+    let arn = slot.task_arn.clone()?;
+    let (last_status, desired_status) = match slot.state {
+        SlotState::Running => (TaskStatus::Running, TaskStatus::Running),
+        SlotState::Starting | SlotState::Claimed => (TaskStatus::Pending, TaskStatus::Running),
+        SlotState::Stopping => (TaskStatus::Running, TaskStatus::Stopped),
+        SlotState::Stopped | SlotState::CrashLooping => return None,
+    };
+    Some(Task {
+        arn,
+        task_definition_arn: slot.task_definition.clone().unwrap_or_default(),
+        container_instance_arn: Some(instance_arn.into()),
+        last_status,
+        desired_status,
+        health: if slot.state == SlotState::Running {
+            HealthStatus::Healthy
+        } else {
+            HealthStatus::Unknown
+        },
+        group: Some(crate::plan::daemon_group(&slot.daemon)),
+        started_by: Some(started_by.into()),
+        stop_code: None,
+        stopped_reason: None,
+        version: slot.task_version,
+        created_at: None,
+        started_at: None,
+        stopped_at: None,
+        tags: BTreeMap::new(),
+    })
+}
+
+impl<E: Ecs, S: Store> Engine<E, S> {
+    pub(super) async fn specs(
+        &self,
+        cluster: &str,
+    ) -> Result<(Vec<Versioned<DaemonSpec>>, Vec<DaemonView>), EngineError> {
+        let specs = self.store.list_specs(cluster).await?;
+        let views = specs.iter().map(|spec| view(&spec.record)).collect();
+        Ok((specs, views))
+    }
+
+    /// Everything about a cluster, in batched calls: instances, daemon tasks, specs and slots.
+    pub(super) async fn observe_cluster(
+        &self,
+        cluster: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Observation>, EngineError> {
+        self.observe_cluster_as(cluster, now, None).await
+    }
+
+    /// The observation as it would be with `what_if` recorded (a dry run): its spec in place
+    /// of the stored one (version 0: not stored), its rollout the daemon's active one. Reads only.
+    pub(crate) async fn observe_cluster_as(
+        &self,
+        cluster: &str,
+        now: DateTime<Utc>,
+        what_if: Option<(DaemonSpec, Option<Rollout>)>,
+    ) -> Result<Option<Observation>, EngineError> {
+        self.check_cluster(cluster)?;
+        let (mut specs, _) = self.specs(cluster).await?;
+        let mut hypothetical_rollout = None;
+        if let Some((spec, rollout)) = what_if {
+            specs.retain(|s| s.record.daemon != spec.daemon);
+            specs.push(Versioned {
+                record: spec,
+                version: 0,
+            });
+            hypothetical_rollout = rollout;
+        }
+        let daemons: Vec<DaemonView> = specs.iter().map(|spec| view(&spec.record)).collect();
+        if daemons.is_empty() {
+            return Ok(None);
+        }
+        let mut rollouts = Vec::new();
+        for daemon in &daemons {
+            rollouts.extend(self.store.query::<Rollout>(cluster, &daemon.name).await?);
+        }
+        rollouts.extend(hypothetical_rollout.map(|record| Versioned { record, version: 0 }));
+        rollouts.extend(missing_rollouts(&specs, &rollouts));
+        let arns = self.ecs.list_container_instances(cluster, None).await?;
+        let instances = self
+            .ecs
+            .describe_container_instances(cluster, &arns)
+            .await?;
+        let mut slots = Vec::new();
+        for daemon in &daemons {
+            slots.extend(self.store.query::<Slot>(cluster, &daemon.name).await?);
+        }
+        let mut task_arns = self
+            .ecs
+            .list_tasks(
+                cluster,
+                &TaskFilter::StartedBy(self.config.started_by.clone()),
+            )
+            .await?;
+        // Slot tasks missing from the (eventually consistent) list are described too: a stopped one tells why.
+        let listed: BTreeSet<String> = task_arns.iter().cloned().collect();
+        task_arns.extend(
+            slots
+                .iter()
+                .flat_map(|s| slot_task_arns(&s.record))
+                .filter(|arn| !listed.contains(arn)),
+        );
+        let tasks: Vec<Task> = self
+            .ecs
+            .describe_tasks(cluster, &task_arns)
+            .await?
+            .into_iter()
+            .filter(|t| self.owns(t))
+            .collect();
+        Ok(Some(Observation {
+            cluster: cluster.into(),
+            now,
+            scope: Scope::Full,
+            rollouts,
+            specs,
+            daemons,
+            instances,
+            tasks,
+            slots,
+            drain_census: BTreeMap::new(),
+        }))
+    }
+
+    /// Plans; where drain-last would stop daemons, reads every task on those instances fresh
+    /// and plans again on that (never trust older news for a destructive step). An instance
+    /// whose read fails keeps its daemons this time (reported; the next reconcile tries again).
+    pub(super) async fn plan_drains_fresh(
+        &self,
+        mut observation: Observation,
+    ) -> (Observation, Plan, Outcome) {
+        let mut reads = Outcome::default();
+        let planned = plan(&observation);
+        if planned.drain_checks.is_empty() {
+            return (observation, planned, reads);
+        }
+        let mut fresh = Vec::new();
+        for instance_arn in &planned.drain_checks {
+            match self
+                .ecs
+                .tasks_on_instance(&observation.cluster, instance_arn)
+                .await
+            {
+                Ok(tasks) => {
+                    let (ours, others): (Vec<Task>, Vec<Task>) =
+                        tasks.into_iter().partition(|t| self.owns(t));
+                    let still_there = others
+                        .iter()
+                        .filter(|t| !t.last_status.is_terminal())
+                        .count();
+                    let id = resource_id(instance_arn).to_string();
+                    observation.drain_census.insert(id.clone(), still_there);
+                    reads.drain_reads.push(id);
+                    fresh.extend(ours);
+                }
+                Err(error) => reads.errors.push(format!(
+                    "drain-last of {} waits for a fresh read of its tasks: {error}",
+                    resource_id(instance_arn)
+                )),
+            }
+        }
+        if observation.drain_census.is_empty() {
+            return (observation, planned, reads);
+        }
+        let mut tasks = std::mem::take(&mut observation.tasks);
+        tasks.extend(fresh);
+        observation.tasks = newest_per_task(tasks);
+        let replanned = plan(&observation);
+        (observation, replanned, reads)
+    }
+}

@@ -1,0 +1,135 @@
+use super::batches::{tasks_to_read, InstanceWork};
+use super::*;
+use crate::model::Resources;
+
+const INSTANCE: &str = "arn:aws:ecs:us-east-1:1:container-instance/prod/i1";
+
+fn instance() -> ContainerInstance {
+    ContainerInstance {
+        arn: INSTANCE.into(),
+        ec2_instance_id: None,
+        status: InstanceStatus::Active,
+        status_reason: None,
+        agent_connected: true,
+        capacity_provider: Some("general".into()),
+        registered: Resources {
+            cpu: 2048,
+            memory_mib: 4096,
+        },
+        remaining: Resources {
+            cpu: 1024,
+            memory_mib: 2048,
+        },
+        running_tasks: 2,
+        pending_tasks: 0,
+        attributes: BTreeMap::new(),
+        version: 3,
+        registered_at: None,
+    }
+}
+
+fn slot(daemon: &str, task: Option<&str>, state: SlotState) -> Versioned<Slot> {
+    Versioned {
+        record: Slot {
+            cluster: "prod".into(),
+            daemon: daemon.into(),
+            instance_id: "i1".into(),
+            state,
+            task_arn: task.map(str::to_string),
+            task_definition: Some(format!("{daemon}:1")),
+            claimed_by: None,
+            task_version: 2,
+            consecutive_failures: 0,
+            last_stop_reason: None,
+            retry_after: None,
+            rollout: None,
+            updated_at: Utc::now(),
+        },
+        version: 1,
+    }
+}
+
+fn event_task(arn: &str, daemon: &str, status: TaskStatus, version: i64) -> Task {
+    let mut task = task_from_slot(
+        &slot(daemon, Some(arn), SlotState::Running).record,
+        INSTANCE,
+        STARTED_BY,
+    )
+    .expect("a running slot has a task");
+    task.last_status = status;
+    task.version = version;
+    task
+}
+
+#[test]
+fn a_stop_is_believed_and_the_other_daemons_come_from_their_slots() {
+    let agent = slot("agent", Some("t-agent"), SlotState::Running);
+    let logs = slot("logs", Some("t-logs"), SlotState::Running);
+    let stopped = event_task("t-agent", "agent", TaskStatus::Stopped, 5);
+    let reads = tasks_to_read(&instance(), &[&agent, &logs], &[stopped], STARTED_BY);
+    assert_eq!(reads.trusted.len(), 1);
+    assert!(reads.to_describe.is_empty(), "{reads:?}");
+    assert_eq!(reads.from_slots.len(), 1);
+    assert_eq!(reads.from_slots[0].arn, "t-logs");
+    assert!(!reads.claim_check);
+}
+
+#[test]
+fn news_of_an_unknown_or_older_task_is_described_not_believed() {
+    let agent = slot("agent", Some("t-agent"), SlotState::Running);
+    let stranger = event_task("t-other", "agent", TaskStatus::Running, 9);
+    let older = event_task("t-agent", "agent", TaskStatus::Running, 1);
+    let reads = tasks_to_read(&instance(), &[&agent], &[stranger, older], STARTED_BY);
+    assert!(reads.trusted.is_empty(), "{reads:?}");
+    assert_eq!(
+        reads.to_describe,
+        vec!["t-other", "t-agent"],
+        "each task once"
+    );
+    let newer = event_task("t-agent", "agent", TaskStatus::Running, 3);
+    let reads = tasks_to_read(&instance(), &[&agent], &[newer], STARTED_BY);
+    assert_eq!(reads.trusted.len(), 1);
+    assert!(reads.to_describe.is_empty(), "{reads:?}");
+}
+
+#[test]
+fn a_task_read_twice_is_one_copy_and_the_newest_word_wins() {
+    let running = event_task("t-agent", "agent", TaskStatus::Running, 2);
+    let stopped = event_task("t-agent", "agent", TaskStatus::Stopped, 3);
+    let other = event_task("t-logs", "logs", TaskStatus::Running, 1);
+    let tasks = newest_per_task(vec![running.clone(), other.clone(), stopped, running]);
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    let agent = tasks.iter().find(|t| t.arn == "t-agent").unwrap();
+    assert_eq!(agent.last_status, TaskStatus::Stopped);
+    assert_eq!(agent.version, 3);
+}
+
+#[test]
+fn a_claim_without_a_task_is_looked_for() {
+    let claimed = slot("agent", None, SlotState::Claimed);
+    let reads = tasks_to_read(&instance(), &[&claimed], &[], STARTED_BY);
+    assert!(reads.claim_check);
+}
+
+#[test]
+fn within_a_batch_the_newest_word_about_a_task_wins() {
+    let mut work = InstanceWork {
+        instance_arn: INSTANCE.into(),
+        only_if_draining: true,
+        ..InstanceWork::default()
+    };
+    let running = event_task("t", "agent", TaskStatus::Running, 4);
+    let stopped = event_task("t", "agent", TaskStatus::Stopped, 4);
+    let older = event_task("t", "agent", TaskStatus::Running, 2);
+    work.add(0, "e0".into(), Some(running), false);
+    work.add(1, "e1".into(), Some(stopped), false);
+    work.add(2, "e2".into(), Some(older), false);
+    work.add(3, "e3".into(), None, true);
+    assert_eq!(work.hints.len(), 1);
+    assert_eq!(work.hints[0].last_status, TaskStatus::Stopped);
+    assert!(
+        !work.only_if_draining,
+        "a daemon task event asks for a full look"
+    );
+    assert_eq!(work.positions, vec![0, 1, 2, 3]);
+}
