@@ -501,3 +501,82 @@ async fn a_rollout_superseded_mid_flight_hands_its_instances_over() {
         .unwrap();
     assert_eq!(last.state, RolloutState::Succeeded, "{last:?}");
 }
+
+/// Cause (rollout scenario, seeds 706495 and 709139 of the second range, after the drain-last
+/// fix): an instance drained mid-rollout while its new copy was still PENDING. That copy is in
+/// both of ECS's counts, so drain-last took it for another task and waited with two copies on
+/// the instance while the rollout surged elsewhere: more than maxParallel instances held two.
+#[tokio::test]
+async fn an_instance_drained_while_its_new_copy_starts_stops_both_at_once() {
+    let mut harness = Harness::new(
+        CLUSTER,
+        &["general"],
+        ModelConfig {
+            start_latency: Duration::seconds(30),
+            ..ModelConfig::default()
+        },
+    );
+    for _ in 0..3 {
+        harness.model.add_instance(CLUSTER, "general", 2048, 4096);
+    }
+    let revisions: Vec<String> = (0..2)
+        .map(|_| {
+            harness
+                .model
+                .register_task_definition(TaskDefinitionModel::new(DAEMON, 256, 256))
+        })
+        .collect();
+    let config = RolloutConfig {
+        max_parallel: Amount::Count(1),
+        min_healthy_seconds: 10,
+        ..RolloutConfig::default()
+    };
+    harness
+        .deploy(agent_request(&revisions[0], config.clone()))
+        .await
+        .unwrap();
+    for _ in 0..90 {
+        one_second(&mut harness).await;
+    }
+    harness
+        .deploy(agent_request(&revisions[1], config))
+        .await
+        .unwrap();
+    // The first instance whose new copy is on its way gets drained.
+    let mut drained = None;
+    for _ in 0..120 {
+        one_second(&mut harness).await;
+        let starting = harness.model.tasks(CLUSTER).into_iter().find(|t| {
+            t.definition == revisions[1] && t.last_status == ecs_daemons::model::TaskStatus::Pending
+        });
+        if let Some(task) = starting {
+            let arn = harness
+                .model
+                .instances(CLUSTER)
+                .into_iter()
+                .find(|i| i.id() == task.instance_id)
+                .map(|i| i.arn)
+                .unwrap();
+            harness.model.drain_instance(CLUSTER, &arn);
+            drained = Some(arn);
+            break;
+        }
+    }
+    let drained = drained.expect("a new copy was starting");
+    for _ in 0..5 {
+        one_second(&mut harness).await;
+    }
+    let meant_to_run = harness
+        .model
+        .tasks(CLUSTER)
+        .iter()
+        .filter(|t| {
+            t.instance_id == ecs_daemons::arn::resource_id(&drained)
+                && t.desired_status == ecs_daemons::model::TaskStatus::Running
+        })
+        .count();
+    assert_eq!(
+        meant_to_run, 0,
+        "nothing else runs there: both copies are told to stop at once"
+    );
+}

@@ -984,15 +984,17 @@ async fn run_rollout(seed: u64) -> Result<SeedReport, String> {
                 }
             }
         }
-        harness.deliver_events().await;
+        let delivered = harness.deliver_events().await;
+        trace(&delivered);
         if (now - start).num_seconds() % COVERAGE_INTERVAL != 0 {
-            harness.wake_if_due().await;
+            trace(&harness.wake_if_due().await.into_iter().collect::<Vec<_>>());
         }
         if (now - start).num_seconds() % COVERAGE_INTERVAL == 0 {
             if faults_on && rng.chance(0.1) {
                 report.faults.coverage_checks_missed += 1;
             } else {
                 let check = harness.scheduled_check().await;
+                trace(std::slice::from_ref(&check));
                 if !check.crashed && check.result.as_ref().is_ok_and(|o| o.errors.is_empty()) {
                     gaps.clean_checks.push(now);
                 }

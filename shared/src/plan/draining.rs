@@ -63,12 +63,14 @@ impl<'a, 'g> Planner<'a, 'g> {
         let others = match self.observation.drain_census.get(instance_id) {
             Some(&others) => others as i64,
             None => {
-                // The counts only rule a stop out; stopping takes the fresh read.
-                let daemon_tasks_here = self.items(instance_id).map_or(0, |items| {
-                    items.tasks.iter().filter(|(_, _, t)| occupies(t)).count()
-                }) as i64;
+                // The counts only rule a stop out; stopping takes the fresh read. Our copies are
+                // taken out of the counts as ECS counts them, else a copy still PENDING (in
+                // both counts) would pass for another task and hold the drain up.
+                let ours_in_counts: i64 = self.items(instance_id).map_or(0, |items| {
+                    items.tasks.iter().map(|(_, _, t)| in_counts(t)).sum()
+                });
                 let counted = i64::from(instance.running_tasks) + i64::from(instance.pending_tasks)
-                    - daemon_tasks_here;
+                    - ours_in_counts;
                 if counted <= 0 {
                     self.plan.drain_checks.push(instance.arn.clone());
                     return;
@@ -100,4 +102,12 @@ impl<'a, 'g> Planner<'a, 'g> {
             );
         }
     }
+}
+
+/// How many times a task is in its instance's `runningTasksCount` + `pendingTasksCount`:
+/// "tasks … that have a desired status of RUNNING" and "tasks … in the PENDING status" (API
+/// reference, `ContainerInstance`): a PENDING task meant to run, read literally, in both.
+pub(super) fn in_counts(task: &Task) -> i64 {
+    i64::from(task.desired_status == TaskStatus::Running && !task.last_status.is_terminal())
+        + i64::from(task.last_status == TaskStatus::Pending)
 }

@@ -580,3 +580,24 @@ fn backoff_doubles_up_to_its_cap() {
     assert_eq!(waits, vec![0, 10, 20, 40, 80, 160, 300, 300]);
     assert_eq!(policy.backoff(200).num_seconds(), 300);
 }
+
+/// A copy still PENDING is, read literally, in both of ECS's counts: taken out once, it would
+/// pass for another task and hold the drain up with two copies on the instance (campaign seeds
+/// 706495 and 709139, an instance drained mid-rollout while its new copy was starting).
+#[test]
+fn a_pending_copy_on_a_draining_instance_is_not_taken_for_another_task() {
+    let daemons = vec![daemon("agent", 0)];
+    let old = task("t1", "agent", "i1", TaskStatus::Running);
+    let new = task("t2", "agent", "i1", TaskStatus::Pending);
+    let mut draining = instance("i1", "general");
+    draining.status = InstanceStatus::Draining;
+    // Both meant to run (runningTasksCount 2), one PENDING (pendingTasksCount 1).
+    draining.running_tasks = 2;
+    draining.pending_tasks = 1;
+    let planned = plan(&observe(daemons, vec![draining.clone()], vec![old, new]));
+    assert_eq!(
+        planned.drain_checks,
+        vec![draining.arn],
+        "only our copies are counted: read fresh, then stop"
+    );
+}
