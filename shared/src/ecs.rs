@@ -133,7 +133,8 @@ pub enum TaskFilter {
     /// Every task on one container instance (desired status RUNNING).
     ContainerInstance(String),
     /// Every task on one container instance that was asked to stop (desired status STOPPED):
-    /// still stopping, or stopped recently (ECS lists a stopped task for at least an hour).
+    /// still stopping, and perhaps some stopped recently ("recently stopped tasks might
+    /// appear", API reference, ListTasks).
     StoppingOnInstance(String),
 }
 
@@ -251,8 +252,8 @@ pub trait Ecs: Send + Sync {
     }
 
     /// Every task on one container instance, whoever started it, read fresh: the tasks meant
-    /// to run, those still stopping, and those stopped within the last hour (so that older
-    /// news about them is corrected). The instance's
+    /// to run, those still stopping, and any recently stopped ones ECS still lists (which
+    /// corrects older news about them; nothing depends on their being listed). The instance's
     /// `runningTasksCount` cannot tell this: it counts only tasks whose desired status is
     /// RUNNING (API reference, `ContainerInstance`), so a task in its stop timeout (an
     /// application flushing its last logs, a daemon copy told to stop) is in no count.

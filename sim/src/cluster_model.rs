@@ -1307,9 +1307,11 @@ impl Ecs for ClusterModel {
         let mut world = self.world();
         let target = format!("cluster {cluster} ({filter})");
         let state = world.cluster(cluster, "ListTasks")?;
-        // ECS lists tasks whose desired status is RUNNING unless told otherwise (API reference,
-        // ListTasks `desiredStatus`); with STOPPED, stopped tasks stay listed for at least an
-        // hour: the model keeps them all, which only costs the reader a longer list.
+        // ECS lists tasks whose desired status is RUNNING unless told otherwise; STOPPED "limits
+        // the results to tasks that Amazon ECS has set the desired status to STOPPED", stopping
+        // ones included, and "recently stopped tasks might appear" (API reference, ListTasks;
+        // older editions: "for at least one hour"). The model lists them all, the pessimistic
+        // reading for cost; nothing may rely on a stopped task being listed.
         let arns: Vec<String> = state
             .tasks
             .values()
