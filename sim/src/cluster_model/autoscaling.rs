@@ -208,6 +208,12 @@ fn names(pending: &LifecycleAction, asked: &LifecycleAction) -> bool {
 }
 
 impl AutoScaling for ClusterModel {
+    /// An instance with a pending terminate action is in `Terminating:Wait` until the action is
+    /// completed or its heartbeat timeout passes (EC2 Auto Scaling user guide, "Amazon EC2 Auto
+    /// Scaling lifecycle hooks"; API reference, `Instance.LifecycleState`), and
+    /// DescribeAutoScalingGroups lists it so. The model has one hook per group; with several
+    /// (ECS managed draining's beside ours) the real call lists the instance while any waits,
+    /// which `adopt_terminations` handles by a heartbeat naming our hook.
     fn waiting_terminations<'a>(&'a self, groups: &'a [String]) -> WaitingAnswer<'a> {
         Box::pin(async move {
             let world = self.world();
