@@ -258,3 +258,59 @@ async fn a_terminating_instance_is_looked_up_with_the_cluster_query_and_drained_
         .unwrap_err();
     assert_eq!(error.code, "INACTIVE", "{error}");
 }
+
+#[tokio::test]
+async fn standalone_task_placement_answers_each_instance_in_order_with_ecs_reason() {
+    use ecs_daemons::placement::{CopyAnswer, CopyRequest, Placement, StandaloneTasks};
+    // StartTask's documented answer: placed tasks, and a failure per instance that took none
+    // (its `arn` names the container instance, its `reason` is e.g. RESOURCE:MEMORY).
+    let (ecs, client) = replay(vec![answer(
+        200,
+        r#"{"tasks":[{"taskArn":"arn:aws:ecs:us-east-1:111122223333:task/prod/t2",
+             "taskDefinitionArn":"arn:aws:ecs:us-east-1:111122223333:task-definition/agent:3",
+             "containerInstanceArn":"arn:aws:ecs:us-east-1:111122223333:container-instance/prod/ci-2",
+             "lastStatus":"PENDING","desiredStatus":"RUNNING","group":"daemon:agent",
+             "startedBy":"ecs-daemons","version":1}],
+           "failures":[{"arn":"arn:aws:ecs:us-east-1:111122223333:container-instance/prod/ci-1",
+             "reason":"RESOURCE:MEMORY"}]}"#,
+    )]);
+    let placement = StandaloneTasks {
+        ecs: &ecs,
+        started_by: "ecs-daemons",
+    };
+    let instances = vec![
+        "arn:aws:ecs:us-east-1:111122223333:container-instance/prod/ci-1".to_string(),
+        "arn:aws:ecs:us-east-1:111122223333:container-instance/prod/ci-2".to_string(),
+        "arn:aws:ecs:us-east-1:111122223333:container-instance/prod/ci-3".to_string(),
+    ];
+    let request = CopyRequest {
+        daemon: "agent",
+        task_definition: "agent:3",
+        instances: &instances,
+        rollout_id: Some("r-7"),
+    };
+    let answers = placement.make_copies("prod", &request).await.unwrap();
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    assert!(
+        matches!(&answers[0], CopyAnswer::Refused(reason) if reason.contains("RESOURCE:MEMORY")),
+        "{answers:?}"
+    );
+    match &answers[1] {
+        CopyAnswer::Started(task) => {
+            assert!(task.arn.ends_with("/t2"));
+            assert!(placement.is_copy(task), "our marker and daemon group");
+        }
+        other => panic!("ci-2 got its copy: {other:?}"),
+    }
+    assert_eq!(
+        answers[2],
+        CopyAnswer::Refused("StartTask placed no task on the instance".into())
+    );
+    let sent = &bodies(&client)[0];
+    assert_eq!(sent["startedBy"], "ecs-daemons");
+    assert_eq!(sent["group"], "daemon:agent");
+    assert_eq!(sent["containerInstances"].as_array().unwrap().len(), 3);
+    let tags = sent["tags"].to_string();
+    assert!(tags.contains("ecs-daemons:daemon") && tags.contains("agent"), "{tags}");
+    assert!(tags.contains("ecs-daemons:rollout") && tags.contains("r-7"), "{tags}");
+}

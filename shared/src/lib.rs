@@ -13,6 +13,7 @@ pub mod holds;
 pub mod metrics;
 pub mod model;
 pub mod pacing;
+pub mod placement;
 pub mod plan;
 pub mod rollout;
 pub mod runtime;

@@ -11,6 +11,25 @@ pub(super) struct Claimed {
     pub(super) surge: Option<SurgeFallback>,
 }
 
+fn ready_attribute(instance_arn: &str) -> InstanceAttribute {
+    InstanceAttribute {
+        container_instance: instance_arn.into(),
+        name: READY_ATTRIBUTE.into(),
+        value: Some("true".into()),
+    }
+}
+
+/// A plan's actions sorted for carrying out: readiness cleared first (one batch), then
+/// slot writes, stops and starts, rollout records, and readiness set last (one batch).
+#[derive(Default)]
+struct Work {
+    clear_ready: Vec<(String, String)>,
+    set_ready: Vec<String>,
+    starts: BTreeMap<String, Vec<Claimed>>,
+    rollout_writes: Vec<Action>,
+    stops_failed: bool,
+}
+
 impl<E: Ecs, S: Store> Engine<E, S> {
     pub(super) async fn act(
         &self,
@@ -28,155 +47,208 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             wake_at: planned.wake_at,
             ..Outcome::default()
         };
-        let owned: BTreeSet<&str> = observation
-            .tasks
-            .iter()
-            .filter(|t| self.owns(t))
-            .map(|t| t.arn.as_str())
-            .collect();
-        let ready_attribute = |instance_arn: &String| InstanceAttribute {
-            container_instance: instance_arn.clone(),
-            name: READY_ATTRIBUTE.into(),
-            value: Some("true".into()),
-        };
-
-        // Readiness goes first, in one batch, so no application lands while copies change.
+        let mut work = Work::default();
         let (clears, actions): (Vec<Action>, Vec<Action>) = planned
             .actions
             .into_iter()
             .partition(|a| matches!(a, Action::ClearReady { .. }));
-        let clear: Vec<(String, String)> = clears
-            .into_iter()
-            .filter_map(|a| match a {
-                Action::ClearReady {
-                    instance_arn,
-                    reason,
-                } => Some((instance_arn, reason)),
-                _ => None,
-            })
-            .collect();
-        if !clear.is_empty() {
-            let attributes: Vec<InstanceAttribute> =
-                clear.iter().map(|(arn, _)| ready_attribute(arn)).collect();
-            match self.ecs.delete_attributes(cluster, &attributes).await {
-                Ok(()) => {
-                    outcome.ready_cleared = clear
-                        .into_iter()
-                        .map(|(arn, reason)| ClearedReady {
-                            instance_id: resource_id(&arn).to_string(),
-                            reason,
-                        })
-                        .collect()
-                }
-                Err(error) => outcome.errors.push(error.to_string()),
+        for action in clears {
+            if let Action::ClearReady {
+                instance_arn,
+                reason,
+            } = action
+            {
+                work.clear_ready.push((instance_arn, reason));
             }
         }
-        let mut set = Vec::new();
-        let mut starts: BTreeMap<String, Vec<Claimed>> = BTreeMap::new();
-        let mut rollout_writes = Vec::new();
-        let mut stops_failed = false;
+        // Readiness goes first, in one batch, so no application lands while copies change.
+        self.clear_ready(cluster, &work.clear_ready, &mut outcome)
+            .await;
         for action in actions {
-            match action {
-                Action::ClearReady { .. } => {}
-                Action::SetReady { instance_arn } => set.push(instance_arn),
-                Action::RecordSlot { slot, expected } => {
-                    self.write_slot(&slot, expected, &mut outcome).await;
-                }
-                Action::DeleteSlot { key, version } => match self.store.delete(&key, version).await
-                {
-                    Ok(()) => {}
-                    Err(StoreError::Conflict { .. }) => outcome.conflicts += 1,
-                    Err(error) => outcome.errors.push(error.to_string()),
-                },
-                Action::Stop {
-                    task_arn,
-                    instance_id,
+            self.act_on(observation, action, invocation, &mut work, &mut outcome)
+                .await;
+        }
+        if work.stops_failed {
+            // A stop that did not go through leaves an instance with two copies: no new
+            // surge until it is gone, so a rollout never has more than maxParallel in flight.
+            for claims in work.starts.values_mut() {
+                claims.retain(|c| c.surge.is_none());
+            }
+        }
+        self.start_claimed(observation, &work.starts, &mut outcome)
+            .await;
+        self.write_rollouts(observation, work.rollout_writes, &mut outcome)
+            .await;
+        self.set_ready(observation, &work.set_ready, &mut outcome)
+            .await;
+        outcome
+    }
+
+    /// One action of the plan's body: slot writes, stops and claims now; starts, rollout
+    /// writes and readiness gathered into `work` for their batches.
+    async fn act_on(
+        &self,
+        observation: &Observation,
+        action: Action,
+        invocation: &str,
+        work: &mut Work,
+        outcome: &mut Outcome,
+    ) {
+        match action {
+            Action::ClearReady { .. } => {}
+            Action::SetReady { instance_arn } => work.set_ready.push(instance_arn),
+            Action::RecordSlot { slot, expected } => {
+                self.write_slot(&slot, expected, outcome).await;
+            }
+            Action::DeleteSlot { key, version } => match self.store.delete(&key, version).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict { .. }) => outcome.conflicts += 1,
+                Err(error) => outcome.errors.push(error.to_string()),
+            },
+            Action::Stop {
+                task_arn,
+                instance_id,
+                daemon,
+                reason,
+            } => {
+                let stopped = StoppedCopy {
                     daemon,
+                    instance_id,
+                    task_arn,
                     reason,
-                } => {
-                    if !owned.contains(task_arn.as_str()) {
-                        outcome.errors.push(format!(
-                            "refused to stop {task_arn}: not a task of ecs-daemons"
-                        ));
-                        continue;
-                    }
-                    match self.ecs.stop_task(cluster, &task_arn, &reason).await {
-                        Ok(_) => outcome.stopped.push(StoppedCopy {
-                            daemon,
-                            instance_id,
-                            task_arn,
-                            reason,
-                        }),
-                        Err(error) => {
-                            stops_failed = true;
-                            outcome.errors.push(error.to_string());
-                        }
-                    }
+                };
+                if !self.stop_copy(observation, stopped, outcome).await {
+                    work.stops_failed = true;
                 }
-                Action::Start {
-                    instance_arn,
-                    task_definition,
-                    mut claim,
-                    expected,
-                    surge,
-                } => {
-                    claim.claimed_by = Some(invocation.into());
-                    if let Some(version) = self.write_slot(&claim, expected, &mut outcome).await {
-                        starts.entry(task_definition).or_default().push(Claimed {
+            }
+            Action::Start {
+                instance_arn,
+                task_definition,
+                mut claim,
+                expected,
+                surge,
+            } => {
+                claim.claimed_by = Some(invocation.into());
+                if let Some(version) = self.write_slot(&claim, expected, outcome).await {
+                    work.starts
+                        .entry(task_definition)
+                        .or_default()
+                        .push(Claimed {
                             instance_arn,
                             slot: claim,
                             expected: Expected::Version(version),
                             surge,
                         });
-                    }
-                }
-                rollout @ (Action::SwitchRevision { .. } | Action::RecordRollout { .. }) => {
-                    rollout_writes.push(rollout)
                 }
             }
-        }
-        if stops_failed {
-            // A stop that did not go through leaves an instance with two copies: no new
-            // surge until it is gone, so a rollout never has more than maxParallel in flight.
-            for claims in starts.values_mut() {
-                claims.retain(|c| c.surge.is_none());
+            rollout @ (Action::SwitchRevision { .. } | Action::RecordRollout { .. }) => {
+                work.rollout_writes.push(rollout)
             }
         }
+    }
+
+    async fn clear_ready(&self, cluster: &str, clear: &[(String, String)], outcome: &mut Outcome) {
+        if clear.is_empty() {
+            return;
+        }
+        let attributes: Vec<InstanceAttribute> =
+            clear.iter().map(|(arn, _)| ready_attribute(arn)).collect();
+        match self.ecs.delete_attributes(cluster, &attributes).await {
+            Ok(()) => {
+                outcome.ready_cleared = clear
+                    .iter()
+                    .map(|(arn, reason)| ClearedReady {
+                        instance_id: resource_id(arn).to_string(),
+                        reason: reason.clone(),
+                    })
+                    .collect()
+            }
+            Err(error) => outcome.errors.push(error.to_string()),
+        }
+    }
+
+    async fn set_ready(&self, observation: &Observation, set: &[String], outcome: &mut Outcome) {
+        if set.is_empty() {
+            return;
+        }
+        let attributes: Vec<InstanceAttribute> =
+            set.iter().map(|arn| ready_attribute(arn)).collect();
+        match self
+            .ecs
+            .put_attributes(&observation.cluster, &attributes)
+            .await
+        {
+            Ok(()) => {
+                outcome.ready_set = set.iter().map(|arn| resource_id(arn).to_string()).collect();
+                self.record_coverage_times(observation, set, outcome).await;
+            }
+            Err(error) => outcome.errors.push(error.to_string()),
+        }
+    }
+
+    /// Stops one copy through the placement; false if the stop did not go through. Only a
+    /// task observed as one of this placement's copies is ever stopped.
+    async fn stop_copy(
+        &self,
+        observation: &Observation,
+        stop: StoppedCopy,
+        outcome: &mut Outcome,
+    ) -> bool {
+        let owned = observation
+            .tasks
+            .iter()
+            .any(|t| t.arn == stop.task_arn && self.owns(t));
+        if !owned {
+            outcome.errors.push(format!(
+                "refused to stop {}: not a task of ecs-daemons",
+                stop.task_arn
+            ));
+            return true;
+        }
+        let placement = self.placement();
+        match placement
+            .remove_copy(&observation.cluster, &stop.task_arn, &stop.reason)
+            .await
+        {
+            Ok(()) => {
+                outcome.stopped.push(stop);
+                true
+            }
+            Err(error) => {
+                outcome.errors.push(error.to_string());
+                false
+            }
+        }
+    }
+
+    /// The won claims, in requests of the placement's size per daemon revision.
+    async fn start_claimed(
+        &self,
+        observation: &Observation,
+        starts: &BTreeMap<String, Vec<Claimed>>,
+        outcome: &mut Outcome,
+    ) {
+        let per_request = self.placement().max_instances_per_request();
         for (task_definition, claims) in starts {
-            for batch in claims.chunks(START_TASK_MAX_INSTANCES) {
+            for batch in claims.chunks(per_request) {
                 let daemon = &batch[0].slot.daemon;
                 let policy = observation
                     .daemons
                     .iter()
                     .find(|d| &d.name == daemon)
-                    .map(|d| &d.restart);
-                let policy = policy.cloned().unwrap_or_default();
+                    .map(|d| d.restart.clone())
+                    .unwrap_or_default();
                 self.start_batch(
-                    cluster,
-                    &task_definition,
+                    &observation.cluster,
+                    task_definition,
                     batch,
                     &policy,
                     observation.now,
-                    &mut outcome,
+                    outcome,
                 )
                 .await;
             }
         }
-        self.write_rollouts(observation, rollout_writes, &mut outcome)
-            .await;
-        if !set.is_empty() {
-            let attributes: Vec<InstanceAttribute> = set.iter().map(ready_attribute).collect();
-            match self.ecs.put_attributes(cluster, &attributes).await {
-                Ok(()) => {
-                    outcome.ready_set =
-                        set.iter().map(|arn| resource_id(arn).to_string()).collect();
-                    self.record_coverage_times(observation, &set, &mut outcome)
-                        .await;
-                }
-                Err(error) => outcome.errors.push(error.to_string()),
-            }
-        }
-        outcome
     }
 
     /// Joined instances that became ready now: their time to coverage, recorded once each
@@ -238,20 +310,19 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         outcome: &mut Outcome,
     ) {
         let daemon = batch[0].slot.daemon.clone();
-        let mut tags = vec![(DAEMON_TAG.into(), daemon.clone())];
-        // One batch is one daemon and revision, so one rollout at most.
-        if let Some(rollout) = batch.iter().find_map(|c| c.slot.rollout.as_ref()) {
-            tags.push((ROLLOUT_TAG.into(), rollout.rollout_id.clone()));
-        }
-        let request = StartTaskRequest {
-            task_definition: task_definition.into(),
-            container_instances: batch.iter().map(|c| c.instance_arn.clone()).collect(),
-            started_by: self.config.started_by.clone(),
-            group: crate::plan::daemon_group(&daemon),
-            tags,
+        let instances: Vec<String> = batch.iter().map(|c| c.instance_arn.clone()).collect();
+        let request = CopyRequest {
+            daemon: &daemon,
+            task_definition,
+            instances: &instances,
+            // One batch is one daemon and revision, so one rollout at most.
+            rollout_id: batch
+                .iter()
+                .find_map(|c| c.slot.rollout.as_ref())
+                .map(|r| r.rollout_id.as_str()),
         };
-        let answer = match self.ecs.start_task(cluster, &request).await {
-            Ok(answer) => answer,
+        let answers = match self.placement().make_copies(cluster, &request).await {
+            Ok(answers) => answers,
             Err(error) if error.is_retryable() => {
                 // The start may or may not have happened (StartTask has no idempotency token):
                 // the claims stay, and the next reconcile looks for the task before retrying.
@@ -267,41 +338,43 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 return;
             }
         };
-        for claimed in batch {
-            let instance_id = resource_id(&claimed.instance_arn);
-            let started = answer.tasks.iter().find(|t| {
-                t.container_instance_arn.as_deref().map(resource_id) == Some(instance_id)
-            });
-            if let Some(task) = started {
-                let mut slot = claimed.slot.clone();
-                match slot.rollout.as_mut().filter(|_| claimed.surge.is_some()) {
-                    // The old copy stays the slot's task until the new one has proven itself.
-                    Some(step) => step.new_task_arn = Some(task.arn.clone()),
-                    None => {
-                        slot.state = SlotState::Starting;
-                        slot.task_arn = Some(task.arn.clone());
-                        slot.task_version = task.version;
-                    }
+        if answers.len() != batch.len() {
+            // A placement answers once per instance; anything else is its defect. The claims
+            // stay, so the next reconcile looks for the copies before starting any again.
+            outcome.errors.push(format!(
+                "{:?} placement answered {} of {} instances for {daemon}",
+                self.placement().kind(),
+                answers.len(),
+                batch.len()
+            ));
+            return;
+        }
+        for (claimed, answer) in batch.iter().zip(answers) {
+            let task = match answer {
+                CopyAnswer::Started(task) => task,
+                CopyAnswer::Refused(reason) => {
+                    self.record_failed_start(claimed, policy, &reason, now, outcome)
+                        .await;
+                    continue;
                 }
-                slot.updated_at = now;
-                self.write_slot(&slot, claimed.expected, outcome).await;
-                outcome.started.push(StartedCopy {
-                    daemon: daemon.clone(),
-                    instance_id: instance_id.into(),
-                    task_arn: task.arn.clone(),
-                });
-                continue;
+            };
+            let mut slot = claimed.slot.clone();
+            match slot.rollout.as_mut().filter(|_| claimed.surge.is_some()) {
+                // The old copy stays the slot's task until the new one has proven itself.
+                Some(step) => step.new_task_arn = Some(task.arn.clone()),
+                None => {
+                    slot.state = SlotState::Starting;
+                    slot.task_arn = Some(task.arn.clone());
+                    slot.task_version = task.version;
+                }
             }
-            let reason = answer
-                .failures
-                .iter()
-                .find(|f| f.arn.as_deref().map(resource_id) == Some(instance_id))
-                .map_or_else(
-                    || "StartTask placed no task on the instance".to_string(),
-                    |f| format!("StartTask failed: {f}"),
-                );
-            self.record_failed_start(claimed, policy, &reason, now, outcome)
-                .await;
+            slot.updated_at = now;
+            self.write_slot(&slot, claimed.expected, outcome).await;
+            outcome.started.push(StartedCopy {
+                daemon: daemon.clone(),
+                instance_id: resource_id(&claimed.instance_arn).into(),
+                task_arn: task.arn,
+            });
         }
     }
 

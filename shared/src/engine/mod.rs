@@ -10,14 +10,13 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::arn::{cluster_name, resource_id};
-use crate::ecs::{
-    Ecs, EcsError, InstanceAttribute, StartTaskRequest, TaskFilter, START_TASK_MAX_INSTANCES,
-};
+use crate::ecs::{Ecs, EcsError, InstanceAttribute, TaskFilter};
 use crate::events::{
     parse_ecs_event, parse_instance_event, parse_task_event, AnyEcsEvent, EventError,
     TaskStateChange,
 };
 use crate::model::{ContainerInstance, HealthStatus, InstanceStatus, Task, TaskStatus};
+use crate::placement::{CopyAnswer, CopyRequest, Placement};
 use crate::plan::{
     plan, Action, DaemonCoverage, DaemonView, Observation, Plan, Scope, READY_ATTRIBUTE,
 };
@@ -41,11 +40,7 @@ use observe::*;
 /// `startedBy` of every daemon task (ECS allows 36 characters).
 pub const STARTED_BY: &str = "ecs-daemons";
 
-/// Tag naming the daemon on each of its tasks.
-pub const DAEMON_TAG: &str = "ecs-daemons:daemon";
-
-/// Tag naming the rollout a copy was started for (absent outside rollouts).
-pub const ROLLOUT_TAG: &str = "ecs-daemons:rollout";
+pub use crate::placement::{DAEMON_TAG, ROLLOUT_TAG};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -270,12 +265,17 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         self
     }
 
+    /// How this engine's copies exist: standalone tasks on every capacity provider, the
+    /// placement the planner's per-instance actions are carried out through.
+    pub(super) fn placement(&self) -> crate::placement::StandaloneTasks<'_, E> {
+        crate::placement::StandaloneTasks {
+            ecs: &self.ecs,
+            started_by: &self.config.started_by,
+        }
+    }
+
     pub(super) fn owns(&self, task: &Task) -> bool {
-        task.started_by.as_deref() == Some(self.config.started_by.as_str())
-            && task
-                .group
-                .as_deref()
-                .is_some_and(|g| g.starts_with(crate::plan::GROUP_PREFIX))
+        self.placement().is_copy(task)
     }
 
     /// Refuses clusters outside the configured list, whatever an event or invoke says.

@@ -167,13 +167,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         for daemon in &daemons {
             slots.extend(self.store.query::<Slot>(cluster, &daemon.name).await?);
         }
-        let mut task_arns = self
-            .ecs
-            .list_tasks(
-                cluster,
-                &TaskFilter::StartedBy(self.config.started_by.clone()),
-            )
-            .await?;
+        let mut task_arns = self.placement().list_copies(cluster).await?;
         // Slot tasks missing from the (eventually consistent) list are described too: a stopped one tells why.
         let listed: BTreeSet<String> = task_arns.iter().cloned().collect();
         task_arns.extend(
