@@ -3,9 +3,278 @@
 
 use super::*;
 
+/// What one instance's rolling step sees of one copy.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CopySeen<'t> {
+    pub arn: &'t str,
+    /// RUNNING, and HEALTHY where the daemon has a health check.
+    pub up: bool,
+    /// When ECS says it started (RUNNING).
+    pub started_at: Option<DateTime<Utc>>,
+    /// Already told to stop (desired STOPPED).
+    pub stopping: bool,
+}
+
+/// Everything one instance's rolling step is decided from.
+#[derive(Clone, Debug)]
+pub(crate) struct StepInput<'t> {
+    pub rollout_id: &'t str,
+    /// The revision being rolled out (`family:revision`).
+    pub target: &'t str,
+    /// This rollout's step on the instance's slot, if it has one.
+    pub step: Option<SlotRollout>,
+    /// The best live copy of another revision, and of the target revision.
+    pub old: Option<CopySeen<'t>>,
+    pub new: Option<CopySeen<'t>>,
+    pub has_health_check: bool,
+    pub min_healthy: Duration,
+    pub now: DateTime<Utc>,
+    /// Why the surged copy the step names is gone (ECS's stop reason), for when it is.
+    pub new_copy_gone: Option<String>,
+}
+
+/// One of the instance's two copies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Which {
+    Old,
+    New,
+}
+
+/// What one instance's rolling step decides.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct StepOutcome {
+    /// The slot's step from now on (`None`: back among the instances still to do).
+    pub next: Option<SlotRollout>,
+    /// A copy to stop, and why.
+    pub stop: Option<(Which, String)>,
+    /// The copy the slot records as its task.
+    pub keeper: Option<Which>,
+    /// When this instance's step can move on by itself.
+    pub wake_at: Option<DateTime<Utc>>,
+    /// Ready for a surge in the next batch (`true`: a retry after a failure).
+    pub candidate: Option<bool>,
+    /// Whether a copy serves the instance (`None`: no copy is live at all).
+    pub coverage: Option<Coverage>,
+}
+
+fn coverage_of(up: bool) -> Coverage {
+    if up {
+        Coverage::Up
+    } else {
+        Coverage::OnItsWay
+    }
+}
+
+/// One instance's rolling step: the new copy beside the old, Surging → Settling → Done
+/// once it has been up for minHealthySeconds (the old copy is then stopped), Failed when it
+/// stops first. Pure: the planner applies the outcome.
+pub(crate) fn next_step(input: &StepInput<'_>) -> StepOutcome {
+    let mut outcome = StepOutcome {
+        next: input.step.clone(),
+        ..StepOutcome::default()
+    };
+    match (input.old, input.new) {
+        (None, None) => {}
+        (None, Some(new)) => new_copy_alone(input, new, &mut outcome),
+        (Some(old), None) => old_copy_alone(input, old, &mut outcome),
+        (Some(old), Some(new)) => both_copies(input, old, new, &mut outcome),
+    }
+    outcome
+}
+
+fn fresh_step(input: &StepInput<'_>, kind: RolloutStep) -> SlotRollout {
+    SlotRollout {
+        rollout_id: input.rollout_id.into(),
+        step: kind,
+        since: input.now,
+        new_task_arn: None,
+        failures: 0,
+        last_failure: None,
+        gap: false,
+    }
+}
+
+/// Up since ECS says it started (RUNNING), however late the news came; a health-checked
+/// copy counts from when it was seen HEALTHY.
+fn up_since(input: &StepInput<'_>, copy: CopySeen<'_>) -> DateTime<Utc> {
+    if input.has_health_check {
+        return input.now;
+    }
+    copy.started_at
+        .filter(|started| *started <= input.now)
+        .unwrap_or(input.now)
+}
+
+/// Only the target revision runs: a surge whose old copy is gone, a stopFirst gap, a restart,
+/// or an instance that joined. Done once it has been up for minHealthySeconds, so a
+/// revision that never runs trips the breaker instead of passing.
+fn new_copy_alone(input: &StepInput<'_>, new: CopySeen<'_>, outcome: &mut StepOutcome) {
+    let now = input.now;
+    let mut current = input
+        .step
+        .clone()
+        .unwrap_or_else(|| fresh_step(input, RolloutStep::Surging));
+    current.new_task_arn = None;
+    if current.step != RolloutStep::Done {
+        if new.up {
+            let since = match current.step {
+                RolloutStep::Settling => current.since,
+                _ => up_since(input, new),
+            };
+            if now - since >= input.min_healthy {
+                current.step = RolloutStep::Done;
+                current.since = now;
+            } else {
+                if current.step != RolloutStep::Failed {
+                    current.step = RolloutStep::Settling;
+                    current.since = since;
+                }
+                outcome.wake_at = Some(since + input.min_healthy);
+            }
+        } else if current.step != RolloutStep::Failed {
+            current.step = RolloutStep::Surging;
+        }
+    }
+    outcome.next = Some(current);
+    outcome.keeper = Some(Which::New);
+    outcome.coverage = Some(coverage_of(new.up));
+}
+
+/// Only another revision runs: not begun, waiting to retry, a surge whose new copy is gone,
+/// or a stopFirst gap about to open.
+fn old_copy_alone(input: &StepInput<'_>, old: CopySeen<'_>, outcome: &mut StepOutcome) {
+    let now = input.now;
+    let step = input.step.as_ref();
+    match step.map(|s| s.step) {
+        None => outcome.candidate = Some(false),
+        Some(RolloutStep::Failed) => {
+            let retry_at = step.map(|s| s.since + Duration::seconds(FAILED_RETRY_SECONDS));
+            match retry_at {
+                Some(at) if at <= now => outcome.candidate = Some(true),
+                at => outcome.wake_at = at,
+            }
+        }
+        Some(RolloutStep::Surging | RolloutStep::Settling) => {
+            let current = input
+                .step
+                .clone()
+                .unwrap_or_else(|| fresh_step(input, RolloutStep::Surging));
+            let claim_expires = current.since + Duration::seconds(CLAIM_GRACE_SECONDS);
+            if current.new_task_arn.is_some() {
+                let reason = input
+                    .new_copy_gone
+                    .clone()
+                    .unwrap_or_else(|| "the new copy is no longer known to ECS".into());
+                outcome.next = Some(fail(
+                    current,
+                    now,
+                    format!("the new copy stopped before it was healthy: {reason}"),
+                ));
+            } else if claim_expires <= now {
+                // A claim whose start never showed a task: try this instance again.
+                outcome.next = None;
+                outcome.candidate = Some(false);
+            } else {
+                outcome.wake_at = Some(claim_expires);
+            }
+        }
+        Some(RolloutStep::GapStopping) => {
+            if !old.stopping {
+                outcome.stop = Some((
+                    Which::Old,
+                    format!(
+                        "ecs-daemons: no room for {} next to this copy; stopping it first (surgeFallback stopFirst)",
+                        input.target
+                    ),
+                ));
+            }
+        }
+        Some(RolloutStep::Done) => {
+            let current = input
+                .step
+                .clone()
+                .unwrap_or_else(|| fresh_step(input, RolloutStep::Done));
+            outcome.next = Some(fail(
+                current,
+                now,
+                "the new copy stopped after the instance was done".into(),
+            ));
+        }
+    }
+    outcome.keeper = Some(Which::Old);
+    outcome.coverage = Some(coverage_of(old.up));
+}
+
+/// Both revisions run: the surge in flight, settling, or a stop still owed.
+fn both_copies(
+    input: &StepInput<'_>,
+    old: CopySeen<'_>,
+    new: CopySeen<'_>,
+    outcome: &mut StepOutcome,
+) {
+    let now = input.now;
+    let target = input.target;
+    outcome.coverage = Some(coverage_of(old.up || new.up));
+    outcome.keeper = Some(Which::Old);
+    match input.step.as_ref().map(|s| s.step) {
+        Some(RolloutStep::Failed) => {
+            outcome.stop = Some((
+                Which::New,
+                format!("ecs-daemons: the rollout to {target} failed on this instance"),
+            ));
+        }
+        Some(RolloutStep::Done) => {
+            // Done already (an earlier stop of the old copy did not go through): stop it now.
+            outcome.stop = Some((Which::Old, format!("ecs-daemons: replaced by {target}")));
+            outcome.keeper = Some(Which::New);
+        }
+        _ if new.up => {
+            let since = match &input.step {
+                Some(s) if matches!(s.step, RolloutStep::Settling | RolloutStep::Done) => s.since,
+                Some(_) => up_since(input, new),
+                // A copy found, not started here (adopted): its own start time counts.
+                None => new.started_at.unwrap_or(now),
+            };
+            let mut settling = input
+                .step
+                .clone()
+                .unwrap_or_else(|| fresh_step(input, RolloutStep::Settling));
+            if now - since >= input.min_healthy {
+                outcome.stop = Some((
+                    Which::Old,
+                    format!(
+                        "ecs-daemons: replaced by {target}, healthy for {}s",
+                        (now - since).num_seconds()
+                    ),
+                ));
+                settling.step = RolloutStep::Done;
+                settling.since = now;
+                settling.new_task_arn = None;
+                outcome.keeper = Some(Which::New);
+            } else {
+                settling.step = RolloutStep::Settling;
+                settling.since = since;
+                settling.new_task_arn = Some(new.arn.into());
+                outcome.wake_at = Some(since + input.min_healthy);
+            }
+            outcome.next = Some(settling);
+        }
+        _ => {
+            let mut surging = input
+                .step
+                .clone()
+                .unwrap_or_else(|| fresh_step(input, RolloutStep::Surging));
+            surging.step = RolloutStep::Surging;
+            surging.new_task_arn = Some(new.arn.into());
+            outcome.next = Some(surging);
+        }
+    }
+}
+
 impl<'a, 'g> Planner<'a, 'g> {
-    /// A daemon with a rollout in flight on an eligible instance. `None` when no copy is
-    /// live at all: the missing path then starts the new revision.
+    /// A daemon with a rollout in flight on an eligible instance: [`next_step`] decides, this
+    /// carries it out. `None` when no copy is live at all: the missing path then starts the
+    /// new revision.
     pub(super) fn cover_rolling(
         &mut self,
         daemon: &DaemonView,
@@ -14,231 +283,68 @@ impl<'a, 'g> Planner<'a, 'g> {
         previous: Option<&Versioned<Slot>>,
         live: Vec<&'a Task>,
     ) -> Option<Coverage> {
-        let now = self.observation.now;
         let instance_id = instance.id();
-        let config = &rollout.record.config;
         let target = daemon.task_definition.as_str();
         let step = previous
             .and_then(|p| p.record.rollout.clone())
             .filter(|r| r.rollout_id == rollout.record.id);
-        let fresh = |kind: RolloutStep| SlotRollout {
-            rollout_id: rollout.record.id.clone(),
-            step: kind,
-            since: now,
-            new_task_arn: None,
-            failures: 0,
-            last_failure: None,
-            gap: false,
-        };
         let (new, old): (Vec<&Task>, Vec<&Task>) =
             live.into_iter().partition(|t| revision_of(t) == target);
         // Never more than two copies: one of each revision at most.
         let best_new = self.keep_one(daemon, instance_id, new);
         let best_old = self.keep_one(daemon, instance_id, old);
-        let mut next = step.clone();
-        let mut candidate = None;
-        let coverage = match (best_old, best_new) {
-            (None, None) => {
-                self.tally(daemon, step.as_ref(), instance_id);
-                return None;
-            }
-            (None, Some(new)) => {
-                // A copy on the target that this rollout did not surge (a restart, an instance
-                // that joined) is watched like a surge: done once it has been up long enough.
-                let mut current = step.clone().unwrap_or_else(|| fresh(RolloutStep::Surging));
-                current.new_task_arn = None;
-                match current.step {
-                    // The new copy is alone (stopFirst, or the old copy died meanwhile): the
-                    // instance is done only once it has been up for minHealthySeconds, so a
-                    // revision that never runs trips the breaker instead of passing.
-                    RolloutStep::Surging
-                    | RolloutStep::Settling
-                    | RolloutStep::GapStopping
-                    | RolloutStep::Failed => {
-                        if is_up(new, daemon) {
-                            let since = match current.step {
-                                RolloutStep::Settling => current.since,
-                                _ if !daemon.has_health_check => new
-                                    .started_at
-                                    .filter(|started| *started <= now)
-                                    .unwrap_or(now),
-                                _ => now,
-                            };
-                            let settle = Duration::seconds(i64::from(config.min_healthy_seconds));
-                            if now - since >= settle {
-                                current.step = RolloutStep::Done;
-                                current.since = now;
-                            } else if current.step != RolloutStep::Failed {
-                                current.step = RolloutStep::Settling;
-                                current.since = since;
-                                self.wake_at(since + settle);
-                            } else {
-                                self.wake_at(since + settle);
-                            }
-                        } else if current.step != RolloutStep::Failed {
-                            current.step = RolloutStep::Surging;
-                        }
-                    }
-                    RolloutStep::Done => {}
-                }
-                next = Some(current);
-                self.track_keeper(daemon, instance_id, previous, new, next.clone());
-                if is_up(new, daemon) {
-                    Coverage::Up
-                } else {
-                    Coverage::OnItsWay
-                }
-            }
-            (Some(old), None) => {
-                match step.as_ref().map(|s| s.step) {
-                    None => candidate = Some(false),
-                    Some(RolloutStep::Failed) => {
-                        let due = step.as_ref().is_some_and(|s| {
-                            s.since + Duration::seconds(FAILED_RETRY_SECONDS) <= now
-                        });
-                        if due {
-                            candidate = Some(true);
-                        } else if let Some(s) = &step {
-                            self.wake_at(s.since + Duration::seconds(FAILED_RETRY_SECONDS));
-                        }
-                    }
-                    Some(RolloutStep::Surging | RolloutStep::Settling) => {
-                        let current = step.clone().unwrap_or_else(|| fresh(RolloutStep::Surging));
-                        match current.new_task_arn.as_deref() {
-                            Some(arn) => {
-                                let reason = self.task_by_arn(arn).map_or_else(
-                                    || "the new copy is no longer known to ECS".to_string(),
-                                    stop_reason,
-                                );
-                                next = Some(fail(
-                                    current,
-                                    now,
-                                    format!("the new copy stopped before it was healthy: {reason}"),
-                                ));
-                            }
-                            None if current.since + Duration::seconds(CLAIM_GRACE_SECONDS)
-                                <= now =>
-                            {
-                                // A claim whose start never showed a task: try this instance again.
-                                next = None;
-                                candidate = Some(false);
-                            }
-                            None => {
-                                self.wake_at(current.since + Duration::seconds(CLAIM_GRACE_SECONDS))
-                            }
-                        }
-                    }
-                    Some(RolloutStep::GapStopping) => {
-                        if old.desired_status != TaskStatus::Stopped {
-                            self.push(Action::Stop {
-                                task_arn: old.arn.clone(),
-                                instance_id: instance_id.into(),
-                                daemon: daemon.name.clone(),
-                                reason: format!(
-                                    "ecs-daemons: no room for {target} next to this copy; stopping it first (surgeFallback stopFirst)"
-                                ),
-                            });
-                        }
-                    }
-                    Some(RolloutStep::Done) => {
-                        let current = step.clone().unwrap_or_else(|| fresh(RolloutStep::Done));
-                        next = Some(fail(
-                            current,
-                            now,
-                            "the new copy stopped after the instance was done".into(),
-                        ));
-                    }
-                }
-                self.track_keeper(daemon, instance_id, previous, old, next.clone());
-                if is_up(old, daemon) {
-                    Coverage::Up
-                } else {
-                    Coverage::OnItsWay
-                }
-            }
-            (Some(old), Some(new)) => {
-                let either_up = is_up(old, daemon) || is_up(new, daemon);
-                let kind = step.as_ref().map(|s| s.step);
-                if kind == Some(RolloutStep::Failed) {
-                    self.push(Action::Stop {
-                        task_arn: new.arn.clone(),
-                        instance_id: instance_id.into(),
-                        daemon: daemon.name.clone(),
-                        reason: format!(
-                            "ecs-daemons: the rollout to {target} failed on this instance"
-                        ),
-                    });
-                    self.track_keeper(daemon, instance_id, previous, old, next.clone());
-                } else if kind == Some(RolloutStep::Done) {
-                    // Done already (an earlier stop of the old copy did not go through): stop it now.
-                    self.push(Action::Stop {
-                        task_arn: old.arn.clone(),
-                        instance_id: instance_id.into(),
-                        daemon: daemon.name.clone(),
-                        reason: format!("ecs-daemons: replaced by {target}"),
-                    });
-                    self.track_keeper(daemon, instance_id, previous, new, next.clone());
-                } else if is_up(new, daemon) {
-                    let since = match &step {
-                        Some(s) if matches!(s.step, RolloutStep::Settling | RolloutStep::Done) => {
-                            s.since
-                        }
-                        // Up since ECS says it started (RUNNING), however late the news came;
-                        // a health-checked copy counts from when it was seen HEALTHY.
-                        Some(_) if !daemon.has_health_check => new
-                            .started_at
-                            .filter(|started| *started <= now)
-                            .unwrap_or(now),
-                        Some(_) => now,
-                        // A copy found, not started here (adopted): its own start time counts.
-                        None => new.started_at.unwrap_or(now),
-                    };
-                    let mut settling = step.clone().unwrap_or_else(|| fresh(RolloutStep::Settling));
-                    settling.new_task_arn = Some(new.arn.clone());
-                    if now - since >= Duration::seconds(i64::from(config.min_healthy_seconds)) {
-                        self.push(Action::Stop {
-                            task_arn: old.arn.clone(),
-                            instance_id: instance_id.into(),
-                            daemon: daemon.name.clone(),
-                            reason: format!(
-                                "ecs-daemons: replaced by {target}, healthy for {}s",
-                                (now - since).num_seconds()
-                            ),
-                        });
-                        settling.step = RolloutStep::Done;
-                        settling.since = now;
-                        settling.new_task_arn = None;
-                        next = Some(settling);
-                        self.track_keeper(daemon, instance_id, previous, new, next.clone());
-                    } else {
-                        settling.step = RolloutStep::Settling;
-                        settling.since = since;
-                        self.wake_at(
-                            since + Duration::seconds(i64::from(config.min_healthy_seconds)),
-                        );
-                        next = Some(settling);
-                        self.track_keeper(daemon, instance_id, previous, old, next.clone());
-                    }
-                } else {
-                    let mut surging = step.clone().unwrap_or_else(|| fresh(RolloutStep::Surging));
-                    surging.step = RolloutStep::Surging;
-                    surging.new_task_arn = Some(new.arn.clone());
-                    next = Some(surging);
-                    self.track_keeper(daemon, instance_id, previous, old, next.clone());
-                }
-                if either_up {
-                    Coverage::Up
-                } else {
-                    Coverage::OnItsWay
-                }
-            }
+        let seen = |task: &'a Task| CopySeen {
+            arn: &task.arn,
+            up: is_up(task, daemon),
+            started_at: task.started_at,
+            stopping: task.desired_status == TaskStatus::Stopped,
         };
-        self.tally(daemon, next.as_ref(), instance_id);
-        if let Some(retry) = candidate {
+        let new_copy_gone = step
+            .as_ref()
+            .and_then(|s| s.new_task_arn.as_deref())
+            .and_then(|arn| self.task_by_arn(arn))
+            .map(stop_reason);
+        let input = StepInput {
+            rollout_id: &rollout.record.id,
+            target,
+            step,
+            old: best_old.map(seen),
+            new: best_new.map(seen),
+            has_health_check: daemon.has_health_check,
+            min_healthy: Duration::seconds(i64::from(
+                rollout.record.config.min_healthy_seconds,
+            )),
+            now: self.observation.now,
+            new_copy_gone,
+        };
+        let decided = next_step(&input);
+        let copy = |which: Which| match which {
+            Which::Old => best_old,
+            Which::New => best_new,
+        };
+        if let Some((task, reason)) = decided
+            .stop
+            .and_then(|(which, reason)| Some((copy(which)?, reason)))
+        {
+            self.push(Action::Stop {
+                task_arn: task.arn.clone(),
+                instance_id: instance_id.into(),
+                daemon: daemon.name.clone(),
+                reason,
+            });
+        }
+        if let Some(keeper) = decided.keeper.and_then(copy) {
+            self.track_keeper(daemon, instance_id, previous, keeper, decided.next.clone());
+        }
+        if let Some(at) = decided.wake_at {
+            self.wake_at(at);
+        }
+        self.tally(daemon, decided.next.as_ref(), instance_id);
+        if let Some(retry) = decided.candidate {
             let tally = self.tallies.entry(daemon.name.clone()).or_default();
             tally.candidates.push((instance.arn.clone(), retry));
         }
-        Some(coverage)
+        decided.coverage
     }
 
     pub(super) fn tally(
@@ -268,5 +374,307 @@ impl<'a, 'g> Planner<'a, 'g> {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::UNIX_EPOCH + Duration::seconds(seconds)
+    }
+
+    fn step(kind: RolloutStep, since: i64, new_task: Option<&str>) -> SlotRollout {
+        SlotRollout {
+            rollout_id: "r1".into(),
+            step: kind,
+            since: at(since),
+            new_task_arn: new_task.map(str::to_string),
+            failures: 0,
+            last_failure: None,
+            gap: false,
+        }
+    }
+
+    fn copy(arn: &'static str, up: bool, started: i64) -> Option<CopySeen<'static>> {
+        Some(CopySeen {
+            arn,
+            up,
+            started_at: Some(at(started)),
+            stopping: false,
+        })
+    }
+
+    fn input(
+        step: Option<SlotRollout>,
+        old: Option<CopySeen<'static>>,
+        new: Option<CopySeen<'static>>,
+        now: i64,
+    ) -> StepInput<'static> {
+        StepInput {
+            rollout_id: "r1",
+            target: "agent:2",
+            step,
+            old,
+            new,
+            has_health_check: false,
+            min_healthy: Duration::seconds(30),
+            now: at(now),
+            new_copy_gone: None,
+        }
+    }
+
+    use RolloutStep::*;
+
+    /// Each row: the step and copies seen at a time → the step after, the copy stopped, the
+    /// copy kept in the slot, the wake-up, and whether the instance joins the next batch.
+    #[test]
+    fn each_instance_step_follows_the_table() {
+        struct Row {
+            name: &'static str,
+            given: StepInput<'static>,
+            next: Option<RolloutStep>,
+            stop: Option<Which>,
+            keeper: Option<Which>,
+            wake_at: Option<i64>,
+            candidate: Option<bool>,
+        }
+        let rows = [
+            Row {
+                name: "not begun: a candidate for the next batch",
+                given: input(None, copy("old", true, 0), None, 100),
+                next: None,
+                stop: None,
+                keeper: Some(Which::Old),
+                wake_at: None,
+                candidate: Some(false),
+            },
+            Row {
+                name: "surged copy still starting: surging, the old copy kept",
+                given: input(
+                    Some(step(Surging, 90, Some("new"))),
+                    copy("old", true, 0),
+                    copy("new", false, 95),
+                    100,
+                ),
+                next: Some(Surging),
+                stop: None,
+                keeper: Some(Which::Old),
+                wake_at: None,
+                candidate: None,
+            },
+            Row {
+                name: "surged copy up for less than minHealthySeconds: settling, wake when it is",
+                given: input(
+                    Some(step(Surging, 90, Some("new"))),
+                    copy("old", true, 0),
+                    copy("new", true, 95),
+                    100,
+                ),
+                next: Some(Settling),
+                stop: None,
+                keeper: Some(Which::Old),
+                wake_at: Some(125),
+                candidate: None,
+            },
+            Row {
+                name: "settled for minHealthySeconds: done, the old copy stopped",
+                given: input(
+                    Some(step(Settling, 95, Some("new"))),
+                    copy("old", true, 0),
+                    copy("new", true, 95),
+                    125,
+                ),
+                next: Some(Done),
+                stop: Some(Which::Old),
+                keeper: Some(Which::New),
+                wake_at: None,
+                candidate: None,
+            },
+            Row {
+                name: "done but the old copy's stop did not go through: stop it again",
+                given: input(
+                    Some(step(Done, 125, None)),
+                    copy("old", true, 0),
+                    copy("new", true, 95),
+                    130,
+                ),
+                next: Some(Done),
+                stop: Some(Which::Old),
+                keeper: Some(Which::New),
+                wake_at: None,
+                candidate: None,
+            },
+            Row {
+                name: "surged copy gone before healthy: failed",
+                given: input(
+                    Some(step(Surging, 90, Some("new"))),
+                    copy("old", true, 0),
+                    None,
+                    100,
+                ),
+                next: Some(Failed),
+                stop: None,
+                keeper: Some(Which::Old),
+                wake_at: None,
+                candidate: None,
+            },
+            Row {
+                name: "a claim that never showed a task: back in the queue after the grace",
+                given: input(
+                    Some(step(Surging, 0, None)),
+                    copy("old", true, 0),
+                    None,
+                    CLAIM_GRACE_SECONDS,
+                ),
+                next: None,
+                stop: None,
+                keeper: Some(Which::Old),
+                wake_at: None,
+                candidate: Some(false),
+            },
+            Row {
+                name: "a claim within its grace: wait",
+                given: input(
+                    Some(step(Surging, 0, None)),
+                    copy("old", true, 0),
+                    None,
+                    10,
+                ),
+                next: Some(Surging),
+                stop: None,
+                keeper: Some(Which::Old),
+                wake_at: Some(CLAIM_GRACE_SECONDS),
+                candidate: None,
+            },
+            Row {
+                name: "failed, new copy still there: stop the new copy",
+                given: input(
+                    Some(step(Failed, 100, Some("new"))),
+                    copy("old", true, 0),
+                    copy("new", false, 95),
+                    101,
+                ),
+                next: Some(Failed),
+                stop: Some(Which::New),
+                keeper: Some(Which::Old),
+                wake_at: None,
+                candidate: None,
+            },
+            Row {
+                name: "failed, waiting out the retry delay",
+                given: input(
+                    Some(step(Failed, 100, None)),
+                    copy("old", true, 0),
+                    None,
+                    110,
+                ),
+                next: Some(Failed),
+                stop: None,
+                keeper: Some(Which::Old),
+                wake_at: Some(100 + FAILED_RETRY_SECONDS),
+                candidate: None,
+            },
+            Row {
+                name: "failed, retry delay over: a retry candidate",
+                given: input(
+                    Some(step(Failed, 100, None)),
+                    copy("old", true, 0),
+                    None,
+                    100 + FAILED_RETRY_SECONDS,
+                ),
+                next: Some(Failed),
+                stop: None,
+                keeper: Some(Which::Old),
+                wake_at: None,
+                candidate: Some(true),
+            },
+            Row {
+                name: "no room for two (stopFirst): stop the old copy first",
+                given: input(
+                    Some(step(GapStopping, 100, None)),
+                    copy("old", true, 0),
+                    None,
+                    101,
+                ),
+                next: Some(GapStopping),
+                stop: Some(Which::Old),
+                keeper: Some(Which::Old),
+                wake_at: None,
+                candidate: None,
+            },
+            Row {
+                name: "the new copy alone and up long enough: done",
+                given: input(
+                    Some(step(GapStopping, 100, None)),
+                    None,
+                    copy("new", true, 101),
+                    131,
+                ),
+                next: Some(Done),
+                stop: None,
+                keeper: Some(Which::New),
+                wake_at: None,
+                candidate: None,
+            },
+            Row {
+                name: "the new copy alone after a failure stays failed while it settles",
+                given: input(
+                    Some(step(Failed, 100, None)),
+                    None,
+                    copy("new", true, 110),
+                    120,
+                ),
+                next: Some(Failed),
+                stop: None,
+                keeper: Some(Which::New),
+                wake_at: Some(140),
+                candidate: None,
+            },
+            Row {
+                name: "done, then the new copy stopped: failed",
+                given: input(Some(step(Done, 100, None)), copy("old", true, 0), None, 120),
+                next: Some(Failed),
+                stop: None,
+                keeper: Some(Which::Old),
+                wake_at: None,
+                candidate: None,
+            },
+        ];
+        for row in rows {
+            let outcome = next_step(&row.given);
+            assert_eq!(outcome.next.as_ref().map(|s| s.step), row.next, "{}", row.name);
+            assert_eq!(outcome.stop.as_ref().map(|s| s.0), row.stop, "{}", row.name);
+            assert_eq!(outcome.keeper, row.keeper, "{}", row.name);
+            assert_eq!(outcome.wake_at, row.wake_at.map(at), "{}", row.name);
+            assert_eq!(outcome.candidate, row.candidate, "{}", row.name);
+        }
+    }
+
+    #[test]
+    fn no_live_copy_decides_nothing() {
+        let outcome = next_step(&input(Some(step(Surging, 0, Some("new"))), None, None, 10));
+        assert_eq!(outcome.coverage, None);
+        assert_eq!(outcome.keeper, None);
+        assert_eq!(outcome.stop, None);
+        assert_eq!(outcome.next.map(|s| s.step), Some(Surging));
+    }
+
+    #[test]
+    fn a_failed_surge_says_why_in_ecs_words() {
+        let mut given = input(
+            Some(step(Surging, 90, Some("new"))),
+            copy("old", true, 0),
+            None,
+            100,
+        );
+        given.new_copy_gone = Some("EssentialContainerExited: exit 1".into());
+        let next = next_step(&given).next.unwrap();
+        assert_eq!(next.failures, 1);
+        assert_eq!(
+            next.last_failure.as_deref(),
+            Some("the new copy stopped before it was healthy: EssentialContainerExited: exit 1")
+        );
     }
 }
