@@ -311,6 +311,12 @@ async fn standalone_task_placement_answers_each_instance_in_order_with_ecs_reaso
     assert_eq!(sent["group"], "daemon:agent");
     assert_eq!(sent["containerInstances"].as_array().unwrap().len(), 3);
     let tags = sent["tags"].to_string();
-    assert!(tags.contains("ecs-daemons:daemon") && tags.contains("agent"), "{tags}");
-    assert!(tags.contains("ecs-daemons:rollout") && tags.contains("r-7"), "{tags}");
+    assert!(
+        tags.contains("ecs-daemons:daemon") && tags.contains("agent"),
+        "{tags}"
+    );
+    assert!(
+        tags.contains("ecs-daemons:rollout") && tags.contains("r-7"),
+        "{tags}"
+    );
 }

@@ -311,9 +311,7 @@ impl<'a, 'g> Planner<'a, 'g> {
             old: best_old.map(seen),
             new: best_new.map(seen),
             has_health_check: daemon.has_health_check,
-            min_healthy: Duration::seconds(i64::from(
-                rollout.record.config.min_healthy_seconds,
-            )),
+            min_healthy: Duration::seconds(i64::from(rollout.record.config.min_healthy_seconds)),
             now: self.observation.now,
             new_copy_gone,
         };
@@ -536,12 +534,7 @@ mod tests {
             },
             Row {
                 name: "a claim within its grace: wait",
-                given: input(
-                    Some(step(Surging, 0, None)),
-                    copy("old", true, 0),
-                    None,
-                    10,
-                ),
+                given: input(Some(step(Surging, 0, None)), copy("old", true, 0), None, 10),
                 next: Some(Surging),
                 stop: None,
                 keeper: Some(Which::Old),
@@ -644,7 +637,12 @@ mod tests {
         ];
         for row in rows {
             let outcome = next_step(&row.given);
-            assert_eq!(outcome.next.as_ref().map(|s| s.step), row.next, "{}", row.name);
+            assert_eq!(
+                outcome.next.as_ref().map(|s| s.step),
+                row.next,
+                "{}",
+                row.name
+            );
             assert_eq!(outcome.stop.as_ref().map(|s| s.0), row.stop, "{}", row.name);
             assert_eq!(outcome.keeper, row.keeper, "{}", row.name);
             assert_eq!(outcome.wake_at, row.wake_at.map(at), "{}", row.name);

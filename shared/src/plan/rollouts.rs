@@ -3,11 +3,95 @@
 
 use super::*;
 
+/// The rollout's failure history with this reconcile's failures added once each, oldest
+/// first, the newest [`Rollout::FAILURES_KEPT`] kept.
+fn merge_failures(record: &mut Rollout, failures: Vec<RolloutFailure>) {
+    for failure in failures {
+        if !record
+            .failures
+            .iter()
+            .any(|f| f.instance_id == failure.instance_id && f.at == failure.at)
+        {
+            record.failures.push(failure);
+        }
+    }
+    record.failures.sort_by_key(|f| f.at);
+    let excess = record.failures.len().saturating_sub(Rollout::FAILURES_KEPT);
+    record.failures.drain(..excess);
+}
+
+/// How many more instances may start their surge now: maxParallel less those in flight,
+/// and, until the canary batch is done, only canaries (a failed one is replaced).
+fn surge_budget(config: &crate::rollout::RolloutConfig, counts: &RolloutCounts) -> usize {
+    let in_flight = (counts.surging + counts.settling) as usize;
+    let mut budget = config
+        .max_parallel
+        .of(counts.total as usize)
+        .saturating_sub(in_flight);
+    if let Some(canary) = config.canary {
+        let canary = (canary as usize).min(counts.total as usize);
+        if (counts.done as usize) < canary {
+            budget = budget.min(canary.saturating_sub(counts.done as usize + in_flight));
+        }
+    }
+    budget
+}
+
+/// The rollout that rolls back to `good` after the breaker tripped on `record` (whose
+/// daemon runs `target`).
+fn automatic_rollback(record: &Rollout, target: &str, good: &str, now: DateTime<Utc>) -> Rollout {
+    Rollout {
+        cluster: record.cluster.clone(),
+        daemon: record.daemon.clone(),
+        id: Rollout::new_id(now, &format!("{}auto", record.id)),
+        kind: RolloutKind::AutoRollback,
+        from_task_definition: Some(target.into()),
+        to_task_definition: good.into(),
+        config: record.config.clone(),
+        state: RolloutState::InProgress,
+        counts: RolloutCounts::default(),
+        failures: Vec::new(),
+        reason: Some(format!("the circuit breaker tripped on {target}")),
+        started_at: now,
+        updated_at: now,
+        finished_at: None,
+    }
+}
+
 impl<'a, 'g> Planner<'a, 'g> {
     /// Full reconciles only: trip the breaker, finish, or start the next surges of each rollout.
     pub(super) fn advance_rollouts(&mut self) {
+        self.supersede_stale_rollouts();
+        for daemon in self.daemons.clone() {
+            let Some(rollout) = self.rollout_of(daemon) else {
+                continue;
+            };
+            let Tally {
+                mut counts,
+                candidates,
+                failures,
+            } = self.tallies.remove(&daemon.name).unwrap_or_default();
+            counts.threshold = rollout
+                .record
+                .config
+                .failure_threshold
+                .of(counts.total as usize) as u32;
+            let mut record = rollout.record.clone();
+            record.updated_at = self.observation.now;
+            merge_failures(&mut record, failures);
+            if counts.failures >= counts.threshold {
+                self.trip_breaker(daemon, rollout, record, counts);
+            } else if counts.done == counts.total {
+                self.succeed(daemon, rollout, record, counts);
+            } else {
+                self.surge_next(daemon, rollout, record, counts, candidates);
+            }
+        }
+    }
+
+    /// Rollouts left in progress that the spec no longer names were replaced.
+    fn supersede_stale_rollouts(&mut self) {
         let now = self.observation.now;
-        // Rollouts left in progress that the spec no longer names were replaced.
         for stale in &self.observation.rollouts {
             let active = self
                 .daemons
@@ -33,183 +117,290 @@ impl<'a, 'g> Planner<'a, 'g> {
                 });
             }
         }
-        for daemon in self.daemons.clone() {
-            let Some(rollout) = self.rollout_of(daemon) else {
-                continue;
-            };
-            let Tally {
-                mut counts,
-                mut candidates,
-                failures,
-            } = self.tallies.remove(&daemon.name).unwrap_or_default();
-            let config = &rollout.record.config;
-            let target = daemon.task_definition.clone();
-            counts.threshold = config.failure_threshold.of(counts.total as usize) as u32;
-            let mut record = rollout.record.clone();
-            record.updated_at = now;
-            for failure in failures {
-                if !record
-                    .failures
-                    .iter()
-                    .any(|f| f.instance_id == failure.instance_id && f.at == failure.at)
-                {
-                    record.failures.push(failure);
-                }
-            }
-            record.failures.sort_by_key(|f| f.at);
-            let excess = record.failures.len().saturating_sub(Rollout::FAILURES_KEPT);
-            record.failures.drain(..excess);
+    }
 
-            if counts.failures >= counts.threshold {
-                let last = record.failures.last().map_or_else(String::new, |f| {
-                    format!("; last on {}: {}", f.instance_id, f.reason)
-                });
-                record.state = RolloutState::Failed;
-                record.reason = Some(format!(
-                    "the circuit breaker tripped: {} failure(s) reached the threshold of {}{last}",
-                    counts.failures, counts.threshold
-                ));
-                record.finished_at = Some(now);
-                record.counts = counts.clone();
-                // Restarts this plan meant on the failing revision are dropped: it must not
-                // spread further; the instances get the good revision from the next reconcile.
-                self.plan.actions.retain(|action| {
-                    !matches!(action, Action::Start { task_definition, claim, .. }
-                        if *task_definition == target && claim.daemon == daemon.name)
-                });
-                let back = daemon
-                    .last_good
-                    .clone()
-                    .filter(|good| *good != target && config.auto_rollback);
-                let switch = match back {
-                    Some(good) => {
-                        let rollback = Rollout {
-                            cluster: record.cluster.clone(),
-                            daemon: daemon.name.clone(),
-                            id: Rollout::new_id(now, &format!("{}auto", record.id)),
-                            kind: RolloutKind::AutoRollback,
-                            from_task_definition: Some(target.clone()),
-                            to_task_definition: good.clone(),
-                            config: config.clone(),
-                            state: RolloutState::InProgress,
-                            counts: RolloutCounts::default(),
-                            failures: Vec::new(),
-                            reason: Some(format!("the circuit breaker tripped on {target}")),
-                            started_at: now,
-                            updated_at: now,
-                            finished_at: None,
-                        };
-                        Action::SwitchRevision {
-                            daemon: daemon.name.clone(),
-                            task_definition: good,
-                            active_rollout: Some(rollback.id.clone()),
-                            last_good: daemon.last_good.clone(),
-                            new_rollout: Some(Box::new(rollback)),
-                        }
-                    }
-                    // No rollback: instances stay where they are, and instances that join get
-                    // the last good revision rather than the one that just failed.
-                    None => Action::SwitchRevision {
-                        daemon: daemon.name.clone(),
-                        task_definition: daemon.last_good.clone().unwrap_or_else(|| target.clone()),
-                        active_rollout: None,
-                        last_good: daemon.last_good.clone(),
-                        new_rollout: None,
-                    },
-                };
-                self.push(switch);
-                self.plan.rollouts.insert(daemon.name.clone(), counts);
-                self.push(Action::RecordRollout {
-                    rollout: Box::new(record),
-                    expected: rollout.expected(),
-                });
-                continue;
-            }
-            if counts.done == counts.total {
-                record.state = RolloutState::Succeeded;
-                record.finished_at = Some(now);
-                record.counts = counts.clone();
-                self.push(Action::SwitchRevision {
+    /// The breaker tripped: the rollout fails, and the daemon switches back to its last good
+    /// revision (with an automatic rollback where configured).
+    fn trip_breaker(
+        &mut self,
+        daemon: &DaemonView,
+        rollout: &Versioned<Rollout>,
+        mut record: Rollout,
+        counts: RolloutCounts,
+    ) {
+        let now = self.observation.now;
+        let target = daemon.task_definition.clone();
+        let last = record.failures.last().map_or_else(String::new, |f| {
+            format!("; last on {}: {}", f.instance_id, f.reason)
+        });
+        record.state = RolloutState::Failed;
+        record.reason = Some(format!(
+            "the circuit breaker tripped: {} failure(s) reached the threshold of {}{last}",
+            counts.failures, counts.threshold
+        ));
+        record.finished_at = Some(now);
+        record.counts = counts.clone();
+        // Restarts this plan meant on the failing revision are dropped: it must not
+        // spread further; the instances get the good revision from the next reconcile.
+        self.plan.actions.retain(|action| {
+            !matches!(action, Action::Start { task_definition, claim, .. }
+                if *task_definition == target && claim.daemon == daemon.name)
+        });
+        let back = daemon
+            .last_good
+            .clone()
+            .filter(|good| *good != target && record.config.auto_rollback);
+        let switch = match back {
+            Some(good) => {
+                let rollback = automatic_rollback(&record, &target, &good, now);
+                Action::SwitchRevision {
                     daemon: daemon.name.clone(),
-                    task_definition: target.clone(),
-                    active_rollout: None,
-                    last_good: Some(target.clone()),
-                    new_rollout: None,
-                });
-                self.plan.rollouts.insert(daemon.name.clone(), counts);
-                self.push(Action::RecordRollout {
-                    rollout: Box::new(record),
-                    expected: rollout.expected(),
-                });
-                continue;
-            }
-            let in_flight = (counts.surging + counts.settling) as usize;
-            let mut budget = config
-                .max_parallel
-                .of(counts.total as usize)
-                .saturating_sub(in_flight);
-            if let Some(canary) = config.canary {
-                // Until the canary batch is done, only canaries run (a failed one is replaced).
-                let canary = (canary as usize).min(counts.total as usize);
-                if (counts.done as usize) < canary {
-                    budget = budget.min(canary.saturating_sub(counts.done as usize + in_flight));
+                    task_definition: good,
+                    active_rollout: Some(rollback.id.clone()),
+                    last_good: daemon.last_good.clone(),
+                    new_rollout: Some(Box::new(rollback)),
                 }
             }
-            // Fresh instances first, in a stable order; failed ones retried after them.
-            candidates.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
-            self.plan.rollout_queues.insert(
-                daemon.name.clone(),
-                RolloutQueue {
-                    order: candidates.iter().map(|(arn, _)| arn.clone()).collect(),
-                    now: budget.min(candidates.len()),
-                    max_parallel: config.max_parallel.of(counts.total as usize),
-                },
-            );
-            for (instance_arn, retry) in candidates.into_iter().take(budget) {
-                let instance_id = resource_id(&instance_arn).to_string();
-                let previous = self.slot(daemon, &instance_id);
-                let mut claim = self.new_slot(daemon, &instance_id, previous);
-                let failures = claim
-                    .rollout
-                    .as_ref()
-                    .filter(|r| r.rollout_id == record.id)
-                    .map_or(0, |r| r.failures);
-                claim.rollout = Some(SlotRollout {
-                    rollout_id: record.id.clone(),
-                    step: RolloutStep::Surging,
-                    since: now,
-                    new_task_arn: None,
-                    failures,
-                    last_failure: None,
-                    gap: false,
-                });
-                if retry {
-                    counts.failed -= 1;
-                } else {
-                    counts.pending -= 1;
-                }
-                counts.surging += 1;
-                self.push(Action::Start {
-                    instance_arn,
-                    task_definition: target.clone(),
-                    claim,
-                    expected: previous.map_or(Expected::Absent, Versioned::expected),
-                    surge: Some(config.surge_fallback),
-                });
+            // No rollback: instances stay where they are, and instances that join get
+            // the last good revision rather than the one that just failed.
+            None => Action::SwitchRevision {
+                daemon: daemon.name.clone(),
+                task_definition: daemon.last_good.clone().unwrap_or_else(|| target.clone()),
+                active_rollout: None,
+                last_good: daemon.last_good.clone(),
+                new_rollout: None,
+            },
+        };
+        self.push(switch);
+        self.plan.rollouts.insert(daemon.name.clone(), counts);
+        self.push(Action::RecordRollout {
+            rollout: Box::new(record),
+            expected: rollout.expected(),
+        });
+    }
+
+    /// Every instance is done: the rollout succeeds and its revision becomes the last good.
+    fn succeed(
+        &mut self,
+        daemon: &DaemonView,
+        rollout: &Versioned<Rollout>,
+        mut record: Rollout,
+        counts: RolloutCounts,
+    ) {
+        let target = daemon.task_definition.clone();
+        record.state = RolloutState::Succeeded;
+        record.finished_at = Some(self.observation.now);
+        record.counts = counts.clone();
+        self.push(Action::SwitchRevision {
+            daemon: daemon.name.clone(),
+            task_definition: target.clone(),
+            active_rollout: None,
+            last_good: Some(target),
+            new_rollout: None,
+        });
+        self.plan.rollouts.insert(daemon.name.clone(), counts);
+        self.push(Action::RecordRollout {
+            rollout: Box::new(record),
+            expected: rollout.expected(),
+        });
+    }
+
+    /// The next batch: claims up to the budget, fresh instances first in a stable order,
+    /// failed ones retried after them; the rollout's progress recorded where it changed.
+    fn surge_next(
+        &mut self,
+        daemon: &DaemonView,
+        rollout: &Versioned<Rollout>,
+        mut record: Rollout,
+        mut counts: RolloutCounts,
+        mut candidates: Vec<(String, bool)>,
+    ) {
+        let now = self.observation.now;
+        let config = &rollout.record.config;
+        let budget = surge_budget(config, &counts);
+        candidates.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        self.plan.rollout_queues.insert(
+            daemon.name.clone(),
+            RolloutQueue {
+                order: candidates.iter().map(|(arn, _)| arn.clone()).collect(),
+                now: budget.min(candidates.len()),
+                max_parallel: config.max_parallel.of(counts.total as usize),
+            },
+        );
+        for (instance_arn, retry) in candidates.into_iter().take(budget) {
+            if retry {
+                counts.failed -= 1;
+            } else {
+                counts.pending -= 1;
             }
-            // New copies report RUNNING on their own time: look again soon while any are on
-            // the way. Settling copies wake the check at their own moment (minHealthySeconds).
-            if counts.surging > 0 {
-                self.wake_at(now + Duration::seconds(ROLLOUT_POLL_SECONDS));
-            }
-            record.counts = counts.clone();
-            self.plan.rollouts.insert(daemon.name.clone(), counts);
-            if record != rollout.record {
-                self.push(Action::RecordRollout {
-                    rollout: Box::new(record),
-                    expected: rollout.expected(),
-                });
-            }
+            counts.surging += 1;
+            self.claim_surge(daemon, &record.id, instance_arn, config.surge_fallback);
         }
+        // New copies report RUNNING on their own time: look again soon while any are on
+        // the way. Settling copies wake the check at their own moment (minHealthySeconds).
+        if counts.surging > 0 {
+            self.wake_at(now + Duration::seconds(ROLLOUT_POLL_SECONDS));
+        }
+        record.counts = counts.clone();
+        self.plan.rollouts.insert(daemon.name.clone(), counts);
+        if record != rollout.record {
+            self.push(Action::RecordRollout {
+                rollout: Box::new(record),
+                expected: rollout.expected(),
+            });
+        }
+    }
+
+    /// Claims one instance's slot for the new copy beside the old one.
+    fn claim_surge(
+        &mut self,
+        daemon: &DaemonView,
+        rollout_id: &str,
+        instance_arn: String,
+        fallback: SurgeFallback,
+    ) {
+        let instance_id = resource_id(&instance_arn).to_string();
+        let previous = self.slot(daemon, &instance_id);
+        let mut claim = self.new_slot(daemon, &instance_id, previous);
+        let failures = claim
+            .rollout
+            .as_ref()
+            .filter(|r| r.rollout_id == rollout_id)
+            .map_or(0, |r| r.failures);
+        claim.rollout = Some(SlotRollout {
+            rollout_id: rollout_id.into(),
+            step: RolloutStep::Surging,
+            since: self.observation.now,
+            new_task_arn: None,
+            failures,
+            last_failure: None,
+            gap: false,
+        });
+        self.push(Action::Start {
+            instance_arn,
+            task_definition: daemon.task_definition.clone(),
+            claim,
+            expected: previous.map_or(Expected::Absent, Versioned::expected),
+            surge: Some(fallback),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::{Amount, RolloutConfig};
+
+    fn counts(total: u32, surging: u32, settling: u32, done: u32) -> RolloutCounts {
+        RolloutCounts {
+            total,
+            surging,
+            settling,
+            done,
+            ..RolloutCounts::default()
+        }
+    }
+
+    #[test]
+    fn the_budget_is_max_parallel_less_in_flight_and_canaries_first() {
+        let config = RolloutConfig {
+            max_parallel: Amount::Count(4),
+            ..RolloutConfig::default()
+        };
+        assert_eq!(surge_budget(&config, &counts(20, 0, 0, 0)), 4);
+        assert_eq!(surge_budget(&config, &counts(20, 1, 2, 5)), 1);
+        assert_eq!(
+            surge_budget(&config, &counts(20, 3, 2, 5)),
+            0,
+            "never below zero"
+        );
+        let canary = RolloutConfig {
+            canary: Some(2),
+            ..config
+        };
+        assert_eq!(
+            surge_budget(&canary, &counts(20, 0, 0, 0)),
+            2,
+            "canaries only"
+        );
+        assert_eq!(surge_budget(&canary, &counts(20, 1, 0, 0)), 1);
+        assert_eq!(
+            surge_budget(&canary, &counts(20, 0, 1, 1)),
+            0,
+            "canary still settling"
+        );
+        assert_eq!(
+            surge_budget(&canary, &counts(20, 0, 0, 2)),
+            4,
+            "canaries done"
+        );
+        assert_eq!(
+            surge_budget(&canary, &counts(1, 0, 0, 0)),
+            1,
+            "a one-instance canary"
+        );
+    }
+
+    #[test]
+    fn failures_are_kept_once_each_oldest_dropped_first() {
+        let at = |s: i64| DateTime::<Utc>::UNIX_EPOCH + Duration::seconds(s);
+        let failure = |instance: &str, s: i64| RolloutFailure {
+            instance_id: instance.into(),
+            reason: "exit 1".into(),
+            at: at(s),
+        };
+        let mut record = failed_update();
+        merge_failures(&mut record, vec![failure("i-1", 5), failure("i-2", 3)]);
+        merge_failures(&mut record, vec![failure("i-1", 5)]);
+        let seen: Vec<_> = record
+            .failures
+            .iter()
+            .map(|f| f.instance_id.as_str())
+            .collect();
+        assert_eq!(seen, ["i-2", "i-1"], "sorted by time, a repeat not added");
+        let many = (0..Rollout::FAILURES_KEPT as i64 + 3)
+            .map(|s| failure(&format!("i-{s}"), 100 + s))
+            .collect();
+        merge_failures(&mut record, many);
+        assert_eq!(record.failures.len(), Rollout::FAILURES_KEPT);
+        assert_eq!(
+            record.failures.last().map(|f| f.at),
+            Some(at(100 + Rollout::FAILURES_KEPT as i64 + 2)),
+            "the newest are kept"
+        );
+    }
+
+    fn failed_update() -> Rollout {
+        Rollout {
+            cluster: "prod".into(),
+            daemon: "agent".into(),
+            id: "r1".into(),
+            kind: RolloutKind::Update,
+            from_task_definition: Some("agent:1".into()),
+            to_task_definition: "agent:2".into(),
+            config: RolloutConfig::default(),
+            state: RolloutState::Failed,
+            counts: RolloutCounts::default(),
+            failures: Vec::new(),
+            reason: None,
+            started_at: DateTime::<Utc>::UNIX_EPOCH,
+            updated_at: DateTime::<Utc>::UNIX_EPOCH,
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn an_automatic_rollback_goes_from_the_failed_revision_to_the_last_good() {
+        let rollback = automatic_rollback(
+            &failed_update(),
+            "agent:2",
+            "agent:1",
+            DateTime::<Utc>::UNIX_EPOCH,
+        );
+        assert_eq!(rollback.kind, RolloutKind::AutoRollback);
+        assert_eq!(rollback.state, RolloutState::InProgress);
+        assert_eq!(rollback.to_task_definition, "agent:1");
+        assert_eq!(rollback.from_task_definition.as_deref(), Some("agent:2"));
+        assert_ne!(rollback.id, "r1");
     }
 }

@@ -3,6 +3,16 @@
 
 use super::*;
 
+/// What became of the copy a slot knew of, when none is live.
+enum LastCopy {
+    /// It stopped (or ECS forgot it): ECS's reason.
+    Stopped(String),
+    /// A start is in flight and its claim still holds.
+    Starting { claim_expires: DateTime<Utc> },
+    /// Neither: nothing known to wait for.
+    Unknown,
+}
+
 impl<'a, 'g> Planner<'a, 'g> {
     /// The keeper among a daemon's live copies on an instance; the others are stopped.
     pub(super) fn keep_one(
@@ -41,7 +51,6 @@ impl<'a, 'g> Planner<'a, 'g> {
     ) -> Coverage {
         let instance_id = instance.id();
         let previous = self.slot(daemon, instance_id);
-        let now = self.observation.now;
         self.coverage(daemon).targeted += 1;
 
         let live = self.live_tasks(daemon, instance_id);
@@ -60,111 +69,152 @@ impl<'a, 'g> Planner<'a, 'g> {
             };
             return self.count(daemon, coverage);
         }
+        self.cover_missing(daemon, instance, previous, earlier_settled)
+    }
 
-        // No live copy. Did the one we knew of stop (a failure), or is a start in flight?
+    /// What became of the copy a slot knew of, now that no copy is live.
+    fn last_copy(&self, previous: &Versioned<Slot>) -> LastCopy {
+        let known_task = previous.record.task_arn.as_deref();
+        let task_gone = known_task.is_some_and(|arn| match self.task_by_arn(arn) {
+            Some(task) => !is_live(task),
+            // Not even a stopped task: ECS forgot it, or it never started.
+            None => self.observation.scope == Scope::Full,
+        });
+        let claim_expires = previous.record.updated_at + Duration::seconds(CLAIM_GRACE_SECONDS);
+        let state = &previous.record.state;
+        if matches!(state, SlotState::Starting | SlotState::Running) && task_gone {
+            let reason = known_task
+                .and_then(|arn| self.task_by_arn(arn))
+                .map_or_else(
+                    || "the task is no longer known to ECS".to_string(),
+                    stop_reason,
+                );
+            return LastCopy::Stopped(reason);
+        }
+        let in_flight = matches!(state, SlotState::Claimed | SlotState::Starting)
+            && claim_expires > self.observation.now;
+        if in_flight && !task_gone {
+            return LastCopy::Starting { claim_expires };
+        }
+        LastCopy::Unknown
+    }
+
+    /// A copy stopped: one more consecutive failure, a backoff before the next start, crash
+    /// looping after too many. A rollout's new copy that dies before it settled is a rollout
+    /// failure too (with stopFirst it is the instance's only copy): the breaker counts it.
+    fn count_failure(
+        &self,
+        daemon: &DaemonView,
+        previous: &Versioned<Slot>,
+        slot: &mut Slot,
+        reason: String,
+    ) {
+        let now = self.observation.now;
+        let active = self.rollout_of(daemon).map(|r| r.record.id.clone());
+        let on_target =
+            previous.record.task_definition.as_deref() == Some(daemon.task_definition.as_str());
+        if let Some(step) = slot.rollout.as_mut().filter(|step| {
+            on_target
+                && Some(&step.rollout_id) == active.as_ref()
+                && matches!(
+                    step.step,
+                    RolloutStep::Surging | RolloutStep::Settling | RolloutStep::Failed
+                )
+        }) {
+            *step = fail(
+                step.clone(),
+                now,
+                format!("the new copy stopped before it was healthy: {reason}"),
+            );
+        }
+        slot.consecutive_failures += 1;
+        slot.last_stop_reason = Some(reason);
+        slot.retry_after = Some(now + daemon.restart.backoff(slot.consecutive_failures));
+        slot.state = if slot.consecutive_failures >= daemon.restart.max_consecutive_failures {
+            SlotState::CrashLooping
+        } else {
+            SlotState::Stopped
+        };
+    }
+
+    /// No live copy: count a stopped one as a failure, wait for one starting, or start one
+    /// unless the daemon crash-loops, an earlier daemon has not settled, or it backs off.
+    fn cover_missing(
+        &mut self,
+        daemon: &DaemonView,
+        instance: &ContainerInstance,
+        previous: Option<&'g Versioned<Slot>>,
+        earlier_settled: bool,
+    ) -> Coverage {
+        let instance_id = instance.id();
+        let now = self.observation.now;
         let mut slot = self.new_slot(daemon, instance_id, previous);
         let mut failed_now = false;
         if let Some(p) = previous {
-            let known_task = p.record.task_arn.as_deref();
-            let task_gone = known_task.is_some_and(|arn| match self.task_by_arn(arn) {
-                Some(task) => !is_live(task),
-                // Not even a stopped task: ECS forgot it, or it never started.
-                None => self.observation.scope == Scope::Full,
-            });
-            let in_flight = matches!(p.record.state, SlotState::Claimed | SlotState::Starting)
-                && p.record.updated_at + Duration::seconds(CLAIM_GRACE_SECONDS) > now;
-            if matches!(p.record.state, SlotState::Starting | SlotState::Running) && task_gone {
-                let reason = known_task
-                    .and_then(|arn| self.task_by_arn(arn))
-                    .map_or_else(
-                        || "the task is no longer known to ECS".to_string(),
-                        stop_reason,
-                    );
-                // A rollout's new copy that dies before it settled is a rollout failure too
-                // (with stopFirst it is the instance's only copy): the breaker counts it.
-                let active = self.rollout_of(daemon).map(|r| r.record.id.clone());
-                let on_target =
-                    p.record.task_definition.as_deref() == Some(daemon.task_definition.as_str());
-                if let Some(step) = slot.rollout.as_mut().filter(|step| {
-                    on_target
-                        && Some(&step.rollout_id) == active.as_ref()
-                        && matches!(
-                            step.step,
-                            RolloutStep::Surging | RolloutStep::Settling | RolloutStep::Failed
-                        )
-                }) {
-                    *step = fail(
-                        step.clone(),
-                        now,
-                        format!("the new copy stopped before it was healthy: {reason}"),
-                    );
+            match self.last_copy(p) {
+                LastCopy::Stopped(reason) => {
+                    self.count_failure(daemon, p, &mut slot, reason);
+                    failed_now = true;
                 }
-                slot.consecutive_failures += 1;
-                slot.last_stop_reason = Some(reason);
-                slot.retry_after = Some(now + daemon.restart.backoff(slot.consecutive_failures));
-                slot.state = if slot.consecutive_failures >= daemon.restart.max_consecutive_failures
-                {
-                    SlotState::CrashLooping
-                } else {
-                    SlotState::Stopped
-                };
-                failed_now = true;
-            } else if in_flight && !task_gone {
-                self.wake_at(p.record.updated_at + Duration::seconds(CLAIM_GRACE_SECONDS));
-                self.coverage(daemon).starting += 1;
-                return Coverage::OnItsWay;
+                LastCopy::Starting { claim_expires } => {
+                    self.wake_at(claim_expires);
+                    self.coverage(daemon).starting += 1;
+                    return Coverage::OnItsWay;
+                }
+                LastCopy::Unknown => {}
             }
         }
-
-        if slot.state == SlotState::CrashLooping
-            && slot.task_definition.as_deref() == Some(daemon.task_definition.as_str())
-        {
+        let on_target = slot.task_definition.as_deref() == Some(daemon.task_definition.as_str());
+        let waiting = if slot.state == SlotState::CrashLooping && on_target {
             let reason = slot.last_stop_reason.clone().unwrap_or_default();
-            self.trouble(
-                daemon,
-                instance_id,
-                "CRASH_LOOPING",
-                format!(
-                    "stopped {} times in a row; last: {reason}",
-                    slot.consecutive_failures
-                ),
+            let detail = format!(
+                "stopped {} times in a row; last: {reason}",
+                slot.consecutive_failures
             );
+            self.trouble(daemon, instance_id, "CRASH_LOOPING", detail);
             self.coverage(daemon).crash_looping += 1;
-            if failed_now {
-                self.record(slot, previous);
+            Some(Coverage::CrashLooping)
+        } else {
+            if slot.state == SlotState::CrashLooping {
+                // A new revision was declared: give it a fresh start.
+                slot.consecutive_failures = 0;
+                slot.retry_after = None;
             }
-            return Coverage::CrashLooping;
-        }
-        if slot.state == SlotState::CrashLooping {
-            // A new revision was declared: give it a fresh start.
-            slot.consecutive_failures = 0;
-            slot.retry_after = None;
-        }
-        if !earlier_settled {
-            if failed_now {
-                self.record(slot, previous);
-            }
-            self.coverage(daemon).starting += 1;
-            return Coverage::OnItsWay;
-        }
-        if let Some(wait_until) = slot.retry_after.filter(|at| *at > now) {
-            self.wake_at(wait_until);
-            let reason = slot.last_stop_reason.clone().unwrap_or_default();
-            self.trouble(
-                daemon,
-                instance_id,
-                "BACKING_OFF",
-                format!(
+            if !earlier_settled {
+                self.coverage(daemon).starting += 1;
+                Some(Coverage::OnItsWay)
+            } else if let Some(wait_until) = slot.retry_after.filter(|at| *at > now) {
+                self.wake_at(wait_until);
+                let reason = slot.last_stop_reason.clone().unwrap_or_default();
+                let detail = format!(
                     "restart {} at {wait_until}; last stop: {reason}",
                     slot.consecutive_failures + 1
-                ),
-            );
-            self.coverage(daemon).missing += 1;
+                );
+                self.trouble(daemon, instance_id, "BACKING_OFF", detail);
+                self.coverage(daemon).missing += 1;
+                Some(Coverage::Missing)
+            } else {
+                None
+            }
+        };
+        if let Some(coverage) = waiting {
             if failed_now {
                 self.record(slot, previous);
             }
-            return Coverage::Missing;
+            return coverage;
         }
+        self.start_copy(daemon, instance, slot, previous);
+        Coverage::Missing
+    }
+
+    /// Claims the slot for a new copy of the daemon's revision.
+    fn start_copy(
+        &mut self,
+        daemon: &DaemonView,
+        instance: &ContainerInstance,
+        mut slot: Slot,
+        previous: Option<&'g Versioned<Slot>>,
+    ) {
         slot.state = SlotState::Claimed;
         slot.task_arn = None;
         slot.task_definition = Some(daemon.task_definition.clone());
@@ -176,7 +226,7 @@ impl<'a, 'g> Planner<'a, 'g> {
         {
             // stopFirst: the old copy is gone, the new one starts now (its instance counts as surging).
             step.step = RolloutStep::Surging;
-            step.since = now;
+            step.since = self.observation.now;
         }
         self.coverage(daemon).missing += 1;
         self.push(Action::Start {
@@ -186,7 +236,6 @@ impl<'a, 'g> Planner<'a, 'g> {
             expected: previous.map_or(Expected::Absent, Versioned::expected),
             surge: None,
         });
-        Coverage::Missing
     }
 
     pub(super) fn active(&mut self, instance: &'a ContainerInstance) {
