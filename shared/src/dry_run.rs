@@ -224,109 +224,101 @@ fn targeted(observation: &Observation, providers: &[String]) -> Vec<ContainerIns
         .collect()
 }
 
-pub fn report(input: DryRunInput<'_>) -> DryRunAnswer {
-    let observation = input.observation;
-    let providers = observation
-        .daemons
-        .iter()
-        .find(|d| d.name == input.daemon)
-        .map(|d| d.capacity_providers.clone())
-        .unwrap_or_default();
-    let instances = targeted(observation, &providers);
-    let mut per_provider: BTreeMap<String, usize> = BTreeMap::new();
-    for instance in &instances {
-        *per_provider
-            .entry(instance.capacity_provider.clone().unwrap_or_default())
-            .or_default() += 1;
-    }
-    let group = crate::plan::daemon_group(input.daemon);
-    let current = |instance: &ContainerInstance| {
-        observation
-            .tasks
-            .iter()
-            .filter(|t| t.container_instance_arn.as_deref() == Some(instance.arn.as_str()))
-            .filter(|t| t.group.as_deref() == Some(group.as_str()) && !t.last_status.is_terminal())
-            .map(|t| revision_of(t).to_string())
-            .next()
-    };
-    let fits = |instance: &ContainerInstance| {
-        instance.remaining.cpu >= input.cpu.unwrap_or(0)
-            && instance.remaining.memory_mib >= input.memory_mib.unwrap_or(0)
-    };
-
-    // Batches: what the planner starts now, then the rest of its queue by maxParallel.
+/// The rollout's batches as instance ids: what the planner starts now, then the rest of its
+/// queue by maxParallel.
+fn batches(input: &DryRunInput<'_>) -> Vec<Vec<String>> {
     let queue = input.plan.rollout_queues.get(input.daemon);
-    let batches: Vec<Vec<String>> = match (input.rollout, queue) {
-        (Some(_), Some(queue)) => {
-            let ids: Vec<String> = queue
-                .order
-                .iter()
-                .map(|a| resource_id(a).to_string())
-                .collect();
-            let first = queue.now.min(ids.len());
-            let mut batches = Vec::new();
-            if first > 0 {
-                batches.push(ids[..first].to_vec());
-            }
-            batches.extend(
-                ids[first..]
-                    .chunks(queue.max_parallel.max(1))
-                    .map(<[String]>::to_vec),
-            );
-            batches
-        }
-        _ => Vec::new(),
+    let (Some(_), Some(queue)) = (input.rollout, queue) else {
+        return Vec::new();
     };
-    let batch_of = |id: &str| {
-        batches
-            .iter()
-            .position(|b| b.iter().any(|i| i == id))
-            .map(|b| b + 1)
-    };
-
-    let plans: Vec<InstancePlan> = instances
+    let ids: Vec<String> = queue
+        .order
         .iter()
-        .map(|instance| {
-            let now = current(instance);
-            let room = fits(instance);
-            let plan = match (input.rollout, &now) {
-                (None, None) if room => format!("start {}", input.task_definition),
-                (None, None) => format!(
-                    "start {}: no room now ({} CPU units, {} MiB free); retried until room frees up",
-                    input.task_definition, instance.remaining.cpu, instance.remaining.memory_mib
-                ),
-                (None, Some(revision)) if revision == input.task_definition => "unchanged: already runs it".into(),
-                (None, Some(revision)) => format!("keeps {revision}"),
-                (Some(_), Some(revision)) if revision == input.task_definition => "already on the target revision".into(),
-                (Some(_), _) if room => format!(
-                    "new copy of {} next to {}, the old one stops after minHealthySeconds",
-                    input.task_definition,
-                    now.as_deref().unwrap_or("nothing")
-                ),
-                (Some(config), _) => match config.surge_fallback {
-                    SurgeFallback::Fail => format!(
-                        "no room for a second copy: counted as a failure, keeps {} (surgeFallback fail)",
-                        now.as_deref().unwrap_or("no copy")
-                    ),
-                    SurgeFallback::StopFirst => format!(
-                        "no room for a second copy: the old copy stops first, then {} starts (a counted gap, surgeFallback stopFirst)",
-                        input.task_definition
-                    ),
-                },
-            };
-            InstancePlan {
-                instance_id: instance.id().to_string(),
-                capacity_provider: instance.capacity_provider.clone().unwrap_or_default(),
-                current: now,
-                remaining_cpu: instance.remaining.cpu,
-                remaining_memory_mib: instance.remaining.memory_mib,
-                room_for_second_copy: room,
-                plan,
-                batch: batch_of(instance.id()),
-            }
-        })
+        .map(|a| resource_id(a).to_string())
         .collect();
+    let first = queue.now.min(ids.len());
+    let mut batches = Vec::new();
+    if first > 0 {
+        batches.push(ids[..first].to_vec());
+    }
+    batches.extend(
+        ids[first..]
+            .chunks(queue.max_parallel.max(1))
+            .map(<[String]>::to_vec),
+    );
+    batches
+}
 
+/// The revision of the daemon's live copy on the instance, if any.
+fn current_revision(input: &DryRunInput<'_>, instance: &ContainerInstance) -> Option<String> {
+    let group = crate::plan::daemon_group(input.daemon);
+    input
+        .observation
+        .tasks
+        .iter()
+        .filter(|t| t.container_instance_arn.as_deref() == Some(instance.arn.as_str()))
+        .filter(|t| t.group.as_deref() == Some(group.as_str()) && !t.last_status.is_terminal())
+        .map(|t| revision_of(t).to_string())
+        .next()
+}
+
+/// What happens on one instance, in words.
+fn instance_plan(
+    input: &DryRunInput<'_>,
+    instance: &ContainerInstance,
+    batches: &[Vec<String>],
+) -> InstancePlan {
+    let now = current_revision(input, instance);
+    let room = instance.remaining.cpu >= input.cpu.unwrap_or(0)
+        && instance.remaining.memory_mib >= input.memory_mib.unwrap_or(0);
+    let target = input.task_definition;
+    let plan = match (input.rollout, &now) {
+        (None, None) if room => format!("start {target}"),
+        (None, None) => format!(
+            "start {target}: no room now ({} CPU units, {} MiB free); retried until room frees up",
+            instance.remaining.cpu, instance.remaining.memory_mib
+        ),
+        (None, Some(revision)) if revision == target => "unchanged: already runs it".into(),
+        (None, Some(revision)) => format!("keeps {revision}"),
+        (Some(_), Some(revision)) if revision == target => "already on the target revision".into(),
+        (Some(_), _) if room => format!(
+            "new copy of {target} next to {}, the old one stops after minHealthySeconds",
+            now.as_deref().unwrap_or("nothing")
+        ),
+        (Some(config), _) => match config.surge_fallback {
+            SurgeFallback::Fail => format!(
+                "no room for a second copy: counted as a failure, keeps {} (surgeFallback fail)",
+                now.as_deref().unwrap_or("no copy")
+            ),
+            SurgeFallback::StopFirst => format!(
+                "no room for a second copy: the old copy stops first, then {target} starts (a counted gap, surgeFallback stopFirst)"
+            ),
+        },
+    };
+    InstancePlan {
+        instance_id: instance.id().to_string(),
+        capacity_provider: instance.capacity_provider.clone().unwrap_or_default(),
+        current: now,
+        remaining_cpu: instance.remaining.cpu,
+        remaining_memory_mib: instance.remaining.memory_mib,
+        room_for_second_copy: room,
+        plan,
+        batch: batches
+            .iter()
+            .position(|b| b.iter().any(|i| i == instance.id()))
+            .map(|b| b + 1),
+    }
+}
+
+/// How long it takes and what it calls, with the assumptions in words.
+struct Estimate {
+    wall_seconds: f64,
+    calls: CallEstimate,
+    assumptions: Vec<String>,
+}
+
+fn estimate(input: &DryRunInput<'_>, batches: &[Vec<String>], plans: &[InstancePlan]) -> Estimate {
+    let observation = input.observation;
     let (start_seconds, start_basis) = match observed_start_seconds(observation, input.daemon) {
         Some(seconds) => (seconds, format!("start latency {seconds:.0} s: the median of the daemon's current copies (StartTask to RUNNING)")),
         None => (DEFAULT_START_SECONDS, format!("start latency {DEFAULT_START_SECONDS:.0} s assumed: no copy of the daemon has started yet")),
@@ -343,7 +335,7 @@ pub fn report(input: DryRunInput<'_>) -> DryRunAnswer {
     match input.rollout {
         Some(config) => {
             let mut seconds = 0.0;
-            for batch in &batches {
+            for batch in batches {
                 let starts = batch.len().div_ceil(START_TASK_MAX_INSTANCES);
                 calls.start_task += starts;
                 calls.stop_task += batch.len();
@@ -381,6 +373,35 @@ pub fn report(input: DryRunInput<'_>) -> DryRunAnswer {
         }
     }
     calls.total = calls.start_task + calls.stop_task + calls.attributes + calls.reads;
+    Estimate {
+        wall_seconds: wall,
+        calls,
+        assumptions,
+    }
+}
+
+pub fn report(input: DryRunInput<'_>) -> DryRunAnswer {
+    let observation = input.observation;
+    let providers = observation
+        .daemons
+        .iter()
+        .find(|d| d.name == input.daemon)
+        .map(|d| d.capacity_providers.clone())
+        .unwrap_or_default();
+    let instances = targeted(observation, &providers);
+    let mut per_provider: BTreeMap<String, usize> = BTreeMap::new();
+    for instance in &instances {
+        *per_provider
+            .entry(instance.capacity_provider.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
+    let batches = batches(&input);
+    let plans: Vec<InstancePlan> = instances
+        .iter()
+        .map(|instance| instance_plan(&input, instance, &batches))
+        .collect();
+    let estimate = estimate(&input, &batches, &plans);
+    let queue = input.plan.rollout_queues.get(input.daemon);
     DryRunAnswer {
         dry_run: true,
         cluster: observation.cluster.clone(),
@@ -397,11 +418,11 @@ pub fn report(input: DryRunInput<'_>) -> DryRunAnswer {
             min_healthy_seconds: config.min_healthy_seconds,
             surge_fallback: config.surge_fallback,
             failure_threshold: config.failure_threshold.of(instances.len()),
-            batches: batches.clone(),
+            batches,
         }),
         first_step: input.plan.actions.iter().map(step).collect(),
-        expected_wall_seconds: wall.ceil() as u64,
-        ecs_calls: calls,
-        assumptions,
+        expected_wall_seconds: estimate.wall_seconds.ceil() as u64,
+        ecs_calls: estimate.calls,
+        assumptions: estimate.assumptions,
     }
 }

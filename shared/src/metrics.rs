@@ -113,37 +113,43 @@ fn document(
     Value::Object(line)
 }
 
-/// The EMF lines for one engine outcome. Coverage and rollout progress are published from
-/// full reconciles only (an event's outcome sees one instance, not the fleet); activity
-/// (starts, stops, failures, errors) and ended rollouts from every invocation that had some.
-pub fn outcome_lines(
-    namespace: &str,
-    function: &str,
-    outcome: &Outcome,
+/// Where one outcome's lines go: the namespace, the function and cluster dimensions, the time.
+struct Emitter<'a> {
+    namespace: &'a str,
+    function: &'a str,
+    cluster: &'a str,
     at: DateTime<Utc>,
-) -> Vec<Value> {
-    let cluster = outcome.cluster.as_str();
-    let full_reconcile = outcome.instance.is_none() && outcome.skipped.is_none();
-    let per_daemon = |daemon: &str, figures: &[Figure]| {
-        document(
-            namespace,
-            at,
-            PER_DAEMON,
-            &[
-                ("Cluster", cluster),
-                ("Daemon", daemon),
-                ("function", function),
-            ],
-            figures,
-        )
-    };
-    let mut lines = Vec::new();
-    if full_reconcile {
+    lines: Vec<Value>,
+}
+
+impl Emitter<'_> {
+    fn per_daemon(&mut self, daemon: &str, figures: &[Figure]) {
+        let root = [
+            ("Cluster", self.cluster),
+            ("Daemon", daemon),
+            ("function", self.function),
+        ];
+        let line = document(self.namespace, self.at, PER_DAEMON, &root, figures);
+        self.lines.push(line);
+    }
+
+    fn per_cluster(&mut self, instance: &str, figures: &[Figure]) {
+        let root = [
+            ("Cluster", self.cluster),
+            ("function", self.function),
+            ("instance", instance),
+        ];
+        let line = document(self.namespace, self.at, PER_CLUSTER, &root, figures);
+        self.lines.push(line);
+    }
+
+    /// Coverage and rollout progress of every daemon (full reconciles only).
+    fn fleet(&mut self, outcome: &Outcome) {
         for (daemon, coverage) in &outcome.coverage {
             let without = coverage
                 .targeted
                 .saturating_sub(coverage.covered + coverage.starting);
-            lines.push(per_daemon(
+            self.per_daemon(
                 daemon,
                 &[
                     count(INSTANCES_TARGETED, coverage.targeted as f64),
@@ -152,10 +158,10 @@ pub fn outcome_lines(
                     count(DUPLICATE_COPIES, coverage.duplicates as f64),
                     count(CRASH_LOOPING_INSTANCES, coverage.crash_looping as f64),
                 ],
-            ));
+            );
         }
         for (daemon, counts) in &outcome.rollouts {
-            lines.push(per_daemon(
+            self.per_daemon(
                 daemon,
                 &[
                     Figure {
@@ -165,92 +171,110 @@ pub fn outcome_lines(
                     },
                     count(ROLLOUT_FAILURES, counts.failures),
                 ],
-            ));
+            );
         }
     }
-    for joined in &outcome.coverage_times {
+
+    /// Times to coverage of the instances that became ready.
+    fn coverage_times(&mut self, outcome: &Outcome) {
         let seconds = |name, value| Figure {
             name,
             value,
             unit: "Seconds",
         };
-        lines.push(document(
-            namespace,
-            at,
-            PER_CLUSTER,
-            &[
-                ("Cluster", cluster),
-                ("function", function),
-                ("instance", &joined.instance_id),
-            ],
-            &[
-                seconds(TIME_TO_COVERAGE, joined.coverage_seconds()),
-                seconds(TIME_TO_READY, joined.ready_seconds()),
-            ],
-        ));
-        for (daemon, value) in joined.per_daemon_seconds() {
-            lines.push(per_daemon(
-                daemon,
-                &[seconds(TIME_TO_DAEMON_RUNNING, value)],
-            ));
+        for joined in &outcome.coverage_times {
+            self.per_cluster(
+                &joined.instance_id,
+                &[
+                    seconds(TIME_TO_COVERAGE, joined.coverage_seconds()),
+                    seconds(TIME_TO_READY, joined.ready_seconds()),
+                ],
+            );
+            for (daemon, value) in joined.per_daemon_seconds() {
+                self.per_daemon(daemon, &[seconds(TIME_TO_DAEMON_RUNNING, value)]);
+            }
         }
     }
-    for ended in &outcome.rollouts_ended {
-        let name = match ended.state {
-            RolloutState::Failed => ROLLOUTS_FAILED,
-            RolloutState::Succeeded => ROLLOUTS_SUCCEEDED,
-            RolloutState::InProgress | RolloutState::Superseded => continue,
-        };
-        lines.push(document(
-            namespace,
-            at,
-            PER_DAEMON,
-            &[
-                ("Cluster", cluster),
-                ("Daemon", &ended.daemon),
-                ("function", function),
-                ("rollout", &ended.id),
-            ],
-            &[count(name, 1)],
-        ));
+
+    /// One line per rollout that succeeded or failed, with the rollout as a property.
+    fn ended_rollouts(&mut self, outcome: &Outcome) {
+        for ended in &outcome.rollouts_ended {
+            let name = match ended.state {
+                RolloutState::Failed => ROLLOUTS_FAILED,
+                RolloutState::Succeeded => ROLLOUTS_SUCCEEDED,
+                RolloutState::InProgress | RolloutState::Superseded => continue,
+            };
+            let root = [
+                ("Cluster", self.cluster),
+                ("Daemon", ended.daemon.as_str()),
+                ("function", self.function),
+                ("rollout", ended.id.as_str()),
+            ];
+            let line = document(
+                self.namespace,
+                self.at,
+                PER_DAEMON,
+                &root,
+                &[count(name, 1)],
+            );
+            self.lines.push(line);
+        }
     }
-    let continued = || {
-        outcome
-            .terminations
-            .iter()
-            .filter(|r| r.action == "completed")
-    };
-    let activity = [
-        (DAEMONS_STARTED, outcome.started.len()),
-        (DAEMONS_STOPPED, outcome.stopped.len()),
-        (START_FAILURES, outcome.start_failures.len()),
-        (ACTION_ERRORS, outcome.errors.len()),
-        (TERMINATIONS_CONTINUED, continued().count()),
-        (
-            TERMINATIONS_AT_DRAIN_LIMIT,
-            continued()
-                .filter(|r| r.reason == Some(crate::holds::HoldEndReason::LimitReached))
-                .count(),
-        ),
-    ];
-    if activity.iter().any(|(_, n)| *n > 0) {
-        let instance = outcome.instance.as_deref().unwrap_or("");
-        lines.push(document(
-            namespace,
-            at,
-            PER_CLUSTER,
-            &[
-                ("Cluster", cluster),
-                ("function", function),
-                ("instance", instance),
-            ],
-            &activity
+
+    /// Starts, stops, failures, errors and terminations let go, when there were any.
+    fn activity(&mut self, outcome: &Outcome) {
+        let continued = || {
+            outcome
+                .terminations
+                .iter()
+                .filter(|r| r.action == "completed")
+        };
+        let activity = [
+            (DAEMONS_STARTED, outcome.started.len()),
+            (DAEMONS_STOPPED, outcome.stopped.len()),
+            (START_FAILURES, outcome.start_failures.len()),
+            (ACTION_ERRORS, outcome.errors.len()),
+            (TERMINATIONS_CONTINUED, continued().count()),
+            (
+                TERMINATIONS_AT_DRAIN_LIMIT,
+                continued()
+                    .filter(|r| r.reason == Some(crate::holds::HoldEndReason::LimitReached))
+                    .count(),
+            ),
+        ];
+        if activity.iter().any(|(_, n)| *n > 0) {
+            let figures: Vec<Figure> = activity
                 .iter()
                 .map(|(name, n)| count(name, *n as f64))
-                .collect::<Vec<_>>(),
-        ));
+                .collect();
+            self.per_cluster(outcome.instance.as_deref().unwrap_or(""), &figures);
+        }
     }
-    lines
+}
+
+/// The EMF lines for one engine outcome. Coverage and rollout progress are published from
+/// full reconciles only (an event's outcome sees one instance, not the fleet); activity
+/// (starts, stops, failures, errors) and ended rollouts from every invocation that had some.
+pub fn outcome_lines(
+    namespace: &str,
+    function: &str,
+    outcome: &Outcome,
+    at: DateTime<Utc>,
+) -> Vec<Value> {
+    let mut emitter = Emitter {
+        namespace,
+        function,
+        cluster: &outcome.cluster,
+        at,
+        lines: Vec::new(),
+    };
+    if outcome.instance.is_none() && outcome.skipped.is_none() {
+        emitter.fleet(outcome);
+    }
+    emitter.coverage_times(outcome);
+    emitter.ended_rollouts(outcome);
+    emitter.activity(outcome);
+    emitter.lines
 }
 
 /// Writes the lines to stdout, where Lambda hands them to CloudWatch Logs.

@@ -64,45 +64,8 @@ impl<E: Ecs, S: Store> Engine<E, S> {
     ) -> Result<TerminateOutcome, EngineError> {
         let event = parse_terminate_event(raw).map_err(EngineError::from)?;
         let action = event.action;
-        let mut found = None;
-        for cluster in &self.config.clusters {
-            let arns = self
-                .ecs
-                .list_container_instances_of_ec2(cluster, &action.ec2_instance_id)
-                .await?;
-            if arns.is_empty() {
-                continue;
-            }
-            // Checked again on the description: the filter is ECS's, the decision ours.
-            let instance = self
-                .ecs
-                .describe_container_instances(cluster, &arns)
-                .await?
-                .into_iter()
-                .find(|i| i.ec2_instance_id.as_deref() == Some(action.ec2_instance_id.as_str()));
-            if let Some(instance) = instance {
-                found = Some((cluster.clone(), instance));
-                break;
-            }
-        }
-        let Some((cluster, instance)) = found else {
-            let why = self.complete_action(&action).await?;
-            let detail = format!(
-                "{} is not a container instance of a managed cluster ({}): nothing to drain, termination continues",
-                action.ec2_instance_id,
-                self.config.clusters.join(", ")
-            );
-            tracing::warn!(ec2_instance = %action.ec2_instance_id, group = %action.group, "{detail}");
-            let why = if why == HoldEndReason::AlreadyEnded {
-                why
-            } else {
-                HoldEndReason::InstanceGone
-            };
-            return Ok(TerminateOutcome {
-                cluster: None,
-                terminations: vec![completed(&action, None, why, detail)],
-                reconcile: None,
-            });
+        let Some((cluster, instance)) = self.find_container_instance(&action).await? else {
+            return self.let_go_unknown(&action).await;
         };
         let key = ItemKey::hold(&cluster, instance.id());
         let existing = self.store.get::<TerminationHold>(&key).await?;
@@ -113,29 +76,10 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             .as_ref()
             .is_some_and(|h| !same_action && h.record.ended.is_none());
         if other_open {
-            // Two tokens for one instance: one is stale. Auto Scaling knows which.
-            if let Err(error) = self
-                .lifecycle()?
-                .record_lifecycle_action_heartbeat(&action)
-                .await
-            {
-                if error.kind != AutoScalingErrorKind::NoActiveAction {
-                    return Err(error.into());
-                }
-                let detail = format!(
-                    "stale event: Auto Scaling has no pending action for token {}; the hold of {} stays as it is",
-                    action.token.as_deref().unwrap_or("(none)"),
-                    instance.id()
-                );
-                tracing::warn!(ec2_instance = %action.ec2_instance_id, "{detail}");
+            if let Some(stale) = self.stale_token(&action, &instance).await? {
                 return Ok(TerminateOutcome {
                     cluster: Some(cluster),
-                    terminations: vec![completed(
-                        &action,
-                        Some(instance.id()),
-                        HoldEndReason::AlreadyEnded,
-                        detail,
-                    )],
+                    terminations: vec![stale],
                     reconcile: None,
                 });
             }
@@ -182,6 +126,89 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             terminations,
             reconcile: Some(reconcile),
         })
+    }
+
+    /// The container instance of the action's EC2 instance, in the first managed cluster
+    /// that has it.
+    async fn find_container_instance(
+        &self,
+        action: &LifecycleAction,
+    ) -> Result<Option<(String, ContainerInstance)>, EngineError> {
+        for cluster in &self.config.clusters {
+            let arns = self
+                .ecs
+                .list_container_instances_of_ec2(cluster, &action.ec2_instance_id)
+                .await?;
+            if arns.is_empty() {
+                continue;
+            }
+            // Checked again on the description: the filter is ECS's, the decision ours.
+            let instance = self
+                .ecs
+                .describe_container_instances(cluster, &arns)
+                .await?
+                .into_iter()
+                .find(|i| i.ec2_instance_id.as_deref() == Some(action.ec2_instance_id.as_str()));
+            if let Some(instance) = instance {
+                return Ok(Some((cluster.clone(), instance)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// An instance no managed cluster knows: nothing to drain, the termination continues.
+    async fn let_go_unknown(
+        &self,
+        action: &LifecycleAction,
+    ) -> Result<TerminateOutcome, EngineError> {
+        let why = self.complete_action(action).await?;
+        let detail = format!(
+            "{} is not a container instance of a managed cluster ({}): nothing to drain, termination continues",
+            action.ec2_instance_id,
+            self.config.clusters.join(", ")
+        );
+        tracing::warn!(ec2_instance = %action.ec2_instance_id, group = %action.group, "{detail}");
+        let why = if why == HoldEndReason::AlreadyEnded {
+            why
+        } else {
+            HoldEndReason::InstanceGone
+        };
+        Ok(TerminateOutcome {
+            cluster: None,
+            terminations: vec![completed(action, None, why, detail)],
+            reconcile: None,
+        })
+    }
+
+    /// Two tokens for one instance: one is stale, and Auto Scaling knows which. A heartbeat
+    /// on the event's token tells; the report when it is the stale one.
+    async fn stale_token(
+        &self,
+        action: &LifecycleAction,
+        instance: &ContainerInstance,
+    ) -> Result<Option<HoldReport>, EngineError> {
+        let Err(error) = self
+            .lifecycle()?
+            .record_lifecycle_action_heartbeat(action)
+            .await
+        else {
+            return Ok(None);
+        };
+        if error.kind != AutoScalingErrorKind::NoActiveAction {
+            return Err(error.into());
+        }
+        let detail = format!(
+            "stale event: Auto Scaling has no pending action for token {}; the hold of {} stays as it is",
+            action.token.as_deref().unwrap_or("(none)"),
+            instance.id()
+        );
+        tracing::warn!(ec2_instance = %action.ec2_instance_id, "{detail}");
+        Ok(Some(completed(
+            action,
+            Some(instance.id()),
+            HoldEndReason::AlreadyEnded,
+            detail,
+        )))
     }
 
     /// Completes the holds of the instances that are drained now (called by every reconcile
@@ -262,81 +289,18 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             }) else {
                 continue;
             };
-            let key = ItemKey::hold(cluster, instance.id());
-            match self.store.get::<TerminationHold>(&key).await {
+            match self
+                .adopt_one(cluster, instance, &termination, hook, autoscaling, now)
+                .await
+            {
                 Ok(None) => {}
-                Ok(Some(_)) => continue,
-                Err(error) => {
-                    errors.push(error.to_string());
-                    continue;
-                }
-            }
-            let action = LifecycleAction {
-                group: termination.group.clone(),
-                hook: hook.name.clone(),
-                token: None,
-                ec2_instance_id: termination.ec2_instance_id.clone(),
-            };
-            let mut hold = TerminationHold {
-                cluster: cluster.to_string(),
-                instance_id: instance.id().to_string(),
-                instance_arn: instance.arn.clone(),
-                action: action.clone(),
-                received_at: now,
-                heartbeat_at: now,
-                deadline: now + self.config.holds.limit,
-                ended: None,
-            };
-            let detail = match autoscaling.record_lifecycle_action_heartbeat(&action).await {
-                Ok(()) => {
-                    if instance.status == InstanceStatus::Active {
+                Ok(Some(report)) => {
+                    if report.action == "held" && instance.status == InstanceStatus::Active {
                         to_drain.push(instance.arn.clone());
                     }
-                    format!(
-                        "adopted: {} waits in Terminating:Wait for {} but its event never arrived; draining {}, applications first, daemons last",
-                        action.ec2_instance_id,
-                        hook.name,
-                        instance.id()
-                    )
+                    reports.push(report);
                 }
-                // Another hook holds it (ours is done or absent): remember, and leave it be.
-                Err(error) if error.kind == AutoScalingErrorKind::NoActiveAction => {
-                    hold.ended = Some(HoldEnd {
-                        at: now,
-                        why: HoldEndReason::AlreadyEnded,
-                    });
-                    format!(
-                        "{} waits in Terminating:Wait, but not for {}: left to its own hook",
-                        action.ec2_instance_id, hook.name
-                    )
-                }
-                Err(error) => {
-                    errors.push(error.to_string());
-                    continue;
-                }
-            };
-            match self.store.put(&hold, Expected::Absent).await {
-                Ok(_) => {
-                    tracing::warn!(ec2_instance = %action.ec2_instance_id, group = %action.group, "{detail}");
-                    reports.push(HoldReport {
-                        ec2_instance_id: action.ec2_instance_id.clone(),
-                        instance_id: Some(instance.id().to_string()),
-                        group: action.group.clone(),
-                        action: if hold.ended.is_none() {
-                            "held"
-                        } else {
-                            "completed"
-                        },
-                        reason: hold.ended.as_ref().map(|end| end.why),
-                        detail,
-                    });
-                }
-                // The lifecycle-hook function recorded it meanwhile: its hold stands.
-                Err(error) if error.is_conflict() => to_drain.retain(|arn| arn != &instance.arn),
-                Err(error) => {
-                    to_drain.retain(|arn| arn != &instance.arn);
-                    errors.push(error.to_string());
-                }
+                Err(error) => errors.push(error),
             }
         }
         if !to_drain.is_empty() {
@@ -345,6 +309,85 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             }
         }
         (reports, errors)
+    }
+
+    /// Adopts one termination waiting for our hook whose event never arrived: a hold,
+    /// recorded only if none exists (the lifecycle-hook function's stands). `None` when there
+    /// is already a hold; a report of "held" (to drain) or "completed" (another hook's).
+    async fn adopt_one(
+        &self,
+        cluster: &str,
+        instance: &ContainerInstance,
+        termination: &crate::autoscaling::WaitingTermination,
+        hook: &crate::autoscaling::TerminateHook,
+        autoscaling: &dyn crate::autoscaling::AutoScaling,
+        now: DateTime<Utc>,
+    ) -> Result<Option<HoldReport>, String> {
+        let key = ItemKey::hold(cluster, instance.id());
+        if self
+            .store
+            .get::<TerminationHold>(&key)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            return Ok(None);
+        }
+        let action = LifecycleAction {
+            group: termination.group.clone(),
+            hook: hook.name.clone(),
+            token: None,
+            ec2_instance_id: termination.ec2_instance_id.clone(),
+        };
+        let mut hold = TerminationHold {
+            cluster: cluster.to_string(),
+            instance_id: instance.id().to_string(),
+            instance_arn: instance.arn.clone(),
+            action: action.clone(),
+            received_at: now,
+            heartbeat_at: now,
+            deadline: now + self.config.holds.limit,
+            ended: None,
+        };
+        let detail = match autoscaling.record_lifecycle_action_heartbeat(&action).await {
+            Ok(()) => format!(
+                "adopted: {} waits in Terminating:Wait for {} but its event never arrived; draining {}, applications first, daemons last",
+                action.ec2_instance_id,
+                hook.name,
+                instance.id()
+            ),
+            // Another hook holds it (ours is done or absent): remember, and leave it be.
+            Err(error) if error.kind == AutoScalingErrorKind::NoActiveAction => {
+                hold.ended = Some(HoldEnd {
+                    at: now,
+                    why: HoldEndReason::AlreadyEnded,
+                });
+                format!(
+                    "{} waits in Terminating:Wait, but not for {}: left to its own hook",
+                    action.ec2_instance_id, hook.name
+                )
+            }
+            Err(error) => return Err(error.to_string()),
+        };
+        match self.store.put(&hold, Expected::Absent).await {
+            Ok(_) => {}
+            // The lifecycle-hook function recorded it meanwhile: its hold stands.
+            Err(error) if error.is_conflict() => return Ok(None),
+            Err(error) => return Err(error.to_string()),
+        }
+        tracing::warn!(ec2_instance = %action.ec2_instance_id, group = %action.group, "{detail}");
+        Ok(Some(HoldReport {
+            ec2_instance_id: action.ec2_instance_id.clone(),
+            instance_id: Some(instance.id().to_string()),
+            group: action.group.clone(),
+            action: if hold.ended.is_none() {
+                "held"
+            } else {
+                "completed"
+            },
+            reason: hold.ended.as_ref().map(|end| end.why),
+            detail,
+        }))
     }
 
     /// The coverage-check's pass over a cluster's open holds: heartbeats, the limit,
