@@ -160,7 +160,7 @@ async fn a_breaker_trip_racing_a_progress_write_is_recorded_failed_not_supersede
             inner: Arc::clone(&harness.store),
             raced: AtomicBool::new(false),
         },
-        harness.engine.config.clone(),
+        harness.engine.config().clone(),
     );
     for second in 0..600 {
         harness.model.advance(Duration::seconds(1));

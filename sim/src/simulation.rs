@@ -710,7 +710,8 @@ impl Harness {
     /// The terminate hook whose lost events the coverage check adopts (only it, as deployed:
     /// `runtime::production_engine`).
     pub fn set_terminate_hook(&mut self, hook: ecs_daemons::autoscaling::TerminateHook) {
-        self.check_engine.config.terminate_hook = Some(hook);
+        self.check_engine
+            .configure(|config| config.terminate_hook = Some(hook));
     }
 
     pub fn set_hold_settings(&mut self, settings: ecs_daemons::holds::HoldSettings) {
@@ -721,7 +722,7 @@ impl Harness {
             &mut self.manual_engine,
             &mut self.lifecycle_engine,
         ] {
-            engine.config.holds = settings;
+            engine.configure(|config| config.holds = settings);
         }
     }
 
@@ -734,7 +735,7 @@ impl Harness {
             &self.manual_engine,
         ]
         .iter()
-        .map(|engine| engine.ecs.waited_seconds())
+        .map(|engine| engine.ecs().waited_seconds())
         .sum()
     }
 

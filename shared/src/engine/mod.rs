@@ -30,6 +30,7 @@ mod act;
 mod batches;
 mod holds;
 mod observe;
+mod records;
 mod rollouts;
 #[cfg(test)]
 mod tests;
@@ -238,12 +239,14 @@ pub struct EventBatch {
     pub failures: Vec<BatchFailure>,
 }
 
+/// Observe, plan, act. Deploy, rollback and status reach the records through its named
+/// methods (`engine/records.rs`) and ECS through [`Engine::ecs`], for reads.
 pub struct Engine<E, S> {
-    pub ecs: E,
-    pub store: S,
-    pub config: EngineConfig,
+    ecs: E,
+    store: S,
+    config: EngineConfig,
     /// Terminate lifecycle hooks held until drain-last is done (none: no hook is held).
-    pub autoscaling: Option<std::sync::Arc<dyn crate::autoscaling::AutoScaling>>,
+    autoscaling: Option<std::sync::Arc<dyn crate::autoscaling::AutoScaling>>,
 }
 
 impl<E: Ecs, S: Store> Engine<E, S> {
@@ -254,6 +257,20 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             config,
             autoscaling: None,
         }
+    }
+
+    /// The ECS client: deploy's validation reads, a harness's pacing figures.
+    pub fn ecs(&self) -> &E {
+        &self.ecs
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Changes the configuration (a harness setting hold limits or the terminate hook).
+    pub fn configure(&mut self, change: impl FnOnce(&mut EngineConfig)) {
+        change(&mut self.config);
     }
 
     /// Holds terminate lifecycle actions through `autoscaling` (see [`crate::holds`]).

@@ -25,7 +25,7 @@ pub async fn coverage_check<E: crate::ecs::Ecs, S: crate::store::Store>(
     let scheduled = payload.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event");
     let clusters = match payload.get("cluster").and_then(Value::as_str) {
         Some(cluster) => vec![cluster.to_string()],
-        None if scheduled || payload.as_object().is_some_and(|o| o.is_empty()) => engine.config.clusters.clone(),
+        None if scheduled || payload.as_object().is_some_and(|o| o.is_empty()) => engine.config().clusters.clone(),
         None => {
             return Err(DeployError::InvalidRequest(
                 "coverage-check takes a scheduled event, {} for every managed cluster, or {\"cluster\": \"name\"}".into(),

@@ -1,0 +1,296 @@
+//! `deploy` and `status` invokes: validate a daemon declaration against the
+//! cluster before anything runs, record it, and report coverage. Every error a
+//! user can cause says what is wrong and how to fix it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::dry_run::DryRunAnswer;
+use crate::ecs::{Ecs, EcsError, EcsErrorKind};
+use crate::engine::{Engine, EngineError, Outcome};
+use crate::model::TaskDefinition;
+use crate::plan::DaemonCoverage;
+use crate::rollout::Rollout;
+use crate::rollout::{RolloutConfig, RolloutKind, RolloutState};
+use crate::slot::SlotState;
+use crate::spec::{DaemonSpec, RestartPolicy};
+use crate::store::{Expected, Store, StoreError, Versioned};
+
+/// Share of an instance's registered CPU or memory above which a deploy warns.
+pub const DEFAULT_WARN_SHARE: f64 = 0.25;
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeployRequest {
+    pub cluster: String,
+    pub daemon: String,
+    /// `family:revision`, or its ARN.
+    pub task_definition: String,
+    pub capacity_providers: Vec<String>,
+    #[serde(default)]
+    pub start_order: i32,
+    #[serde(default)]
+    pub restart: Option<RestartPolicy>,
+    /// Warn when the daemon takes more than this share of an instance (0–1).
+    #[serde(default)]
+    pub warn_share: Option<f64>,
+    /// How a new revision rolls out (kept for later deploys and rollbacks).
+    #[serde(default)]
+    pub rollout: Option<RolloutConfig>,
+    /// Change nothing: answer with what the deploy would do (see [`crate::dry_run`]).
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StatusRequest {
+    pub cluster: String,
+    #[serde(default)]
+    pub daemon: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("task definition {0} was not found in this account and region: register it, or fix the family or revision")]
+    TaskDefinitionNotFound(String),
+    #[error(
+        "task definition {0} has no execution role: daemons pull images and write logs with it; \
+         register a revision with executionRoleArn set (and list that role in the stack's DaemonRoleArns parameter)"
+    )]
+    NoExecutionRole(String),
+    #[error("cluster {cluster} does not exist in this account and region: check the name")]
+    ClusterNotFound { cluster: String },
+    #[error(
+        "capacity provider {provider} is not attached to cluster {cluster} (attached: {attached}): \
+         attach it with PutClusterCapacityProviders, or fix the name"
+    )]
+    CapacityProviderNotInCluster {
+        provider: String,
+        cluster: String,
+        attached: String,
+    },
+    #[error("{0}")]
+    TooLarge(Box<TooLarge>),
+    #[error(
+        "daemon {daemon} has no revision whose rollout succeeded yet: name one with toRevision"
+    )]
+    NoGoodRevision { daemon: String },
+    #[error("daemon {daemon} is already on {task_definition}: nothing to roll back to")]
+    AlreadyOn {
+        daemon: String,
+        task_definition: String,
+    },
+    #[error("daemon {daemon} was changed by someone else meanwhile: read it again with status and retry")]
+    Conflict { daemon: String },
+    #[error("unknown daemon {daemon} in cluster {cluster}: deploy it first (status lists the declared ones)")]
+    UnknownDaemon { cluster: String, daemon: String },
+    #[error(transparent)]
+    Ecs(#[from] EcsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// A daemon that cannot fit on an instance it targets.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "daemon {daemon} needs {needed} but instance {instance} of capacity provider {provider} registers only {available}: \
+     lower the task definition's {resource}, or target larger instances"
+)]
+pub struct TooLarge {
+    pub daemon: String,
+    pub instance: String,
+    pub provider: String,
+    pub resource: &'static str,
+    pub needed: String,
+    pub available: String,
+}
+
+fn invalid(message: impl Into<String>) -> DeployError {
+    DeployError::InvalidRequest(message.into())
+}
+
+/// Parses an invoke payload, naming the field at fault.
+pub fn parse_payload<T: serde::de::DeserializeOwned>(payload: Value) -> Result<T, DeployError> {
+    if !payload.is_object() {
+        return Err(invalid("the payload must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(payload).map_err(|error| {
+        let path = cut_short(&error.path().to_string(), 200);
+        let inner = cut_short(&error.into_inner().to_string(), 400);
+        if path == "." {
+            invalid(inner)
+        } else {
+            invalid(format!("`{path}`: {inner}"))
+        }
+    })
+}
+
+/// A value as an error message shows it: quoted, and cut short when it is long (a hostile
+/// payload must not turn into a megabyte of log line).
+fn shown(value: &str) -> String {
+    cut_short(&format!("{value:?}"), 80)
+}
+
+fn cut_short(text: &str, keep: usize) -> String {
+    match text.char_indices().nth(keep) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &text[..cut], text.len()),
+        None => text.to_string(),
+    }
+}
+
+/// Most capacity providers one daemon may target (its spec is one DynamoDB item).
+pub const MAX_CAPACITY_PROVIDERS: usize = 50;
+
+fn check_name(field: &str, value: &str, max: usize) -> Result<(), DeployError> {
+    let valid = !value.is_empty()
+        && value.len() <= max
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "`{field}` must be 1 to {max} letters, digits, hyphens or underscores, got {}",
+            shown(value)
+        )))
+    }
+}
+
+/// `family:revision` (or its ARN) → `family:revision`; anything not pinned is refused.
+pub fn pinned_task_definition(reference: &str) -> Result<String, DeployError> {
+    let bare = reference
+        .split_once(":task-definition/")
+        .map_or(reference, |(_, rest)| rest);
+    let pinned = bare.split_once(':').and_then(|(family, revision)| {
+        let family_ok = !family.is_empty()
+            && family.len() <= 255
+            && family
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let revision_ok = revision.parse::<u32>().is_ok_and(|r| r > 0);
+        (family_ok && revision_ok).then(|| format!("{family}:{revision}"))
+    });
+    pinned.ok_or_else(|| {
+        invalid(format!(
+            "`taskDefinition` must be pinned to a revision as family:revision (for example cloudwatch-agent:3), got {}; \
+             daemons never follow the latest revision on their own",
+            shown(reference)
+        ))
+    })
+}
+
+impl DeployRequest {
+    /// A request with the default restart policy and warning share.
+    pub fn new(
+        cluster: &str,
+        daemon: &str,
+        task_definition: &str,
+        capacity_providers: &[&str],
+        start_order: i32,
+    ) -> Self {
+        Self {
+            cluster: cluster.into(),
+            daemon: daemon.into(),
+            task_definition: task_definition.into(),
+            capacity_providers: capacity_providers.iter().map(|p| p.to_string()).collect(),
+            start_order,
+            restart: None,
+            warn_share: None,
+            rollout: None,
+            dry_run: false,
+        }
+    }
+
+    /// Checks that need no AWS call.
+    pub fn validate(&self) -> Result<String, DeployError> {
+        check_name("cluster", &self.cluster, 255)?;
+        check_name("daemon", &self.daemon, 64)?;
+        let pinned = pinned_task_definition(&self.task_definition)?;
+        if self.capacity_providers.is_empty() {
+            return Err(invalid(
+                "`capacityProviders` must name at least one capacity provider of the cluster",
+            ));
+        }
+        if self.capacity_providers.len() > MAX_CAPACITY_PROVIDERS {
+            return Err(invalid(format!(
+                "`capacityProviders` names {} capacity providers; at most {MAX_CAPACITY_PROVIDERS}",
+                self.capacity_providers.len()
+            )));
+        }
+        for (index, provider) in self.capacity_providers.iter().enumerate() {
+            check_name(&format!("capacityProviders[{index}]"), provider, 255)?;
+            if self.capacity_providers[..index].contains(provider) {
+                return Err(invalid(format!(
+                    "`capacityProviders` names {provider} twice"
+                )));
+            }
+        }
+        if !(-1000..=1000).contains(&self.start_order) {
+            return Err(invalid(format!(
+                "`startOrder` must be between -1000 and 1000, got {}",
+                self.start_order
+            )));
+        }
+        if let Some(share) = self.warn_share {
+            if !(share > 0.0 && share <= 1.0) {
+                return Err(invalid(format!(
+                    "`warnShare` must be above 0 and at most 1, got {share}"
+                )));
+            }
+        }
+        if let Some(rollout) = &self.rollout {
+            rollout.validate().map_err(invalid)?;
+        }
+        if let Some(restart) = &self.restart {
+            if restart.max_consecutive_failures == 0 || restart.max_consecutive_failures > 100 {
+                return Err(invalid("`restart.maxConsecutiveFailures` must be 1 to 100"));
+            }
+            if restart.base_backoff_seconds > restart.max_backoff_seconds
+                || restart.max_backoff_seconds > 86_400
+            {
+                return Err(invalid(
+                    "`restart.baseBackoffSeconds` must not exceed `restart.maxBackoffSeconds`, which must be at most 86400",
+                ));
+            }
+        }
+        Ok(pinned)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployAnswer {
+    pub daemon: String,
+    pub task_definition: String,
+    /// `created`, `updated`, `unchanged`, or `rollout` (a new revision rolls out).
+    pub recorded: &'static str,
+    pub rollout: Option<Rollout>,
+    pub warnings: Vec<String>,
+    /// The first reconcile, run right away.
+    pub reconcile: Outcome,
+}
+
+mod preview;
+mod record;
+mod rollback;
+mod status;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+pub use preview::{deploy_dry_run, rollback_dry_run};
+pub use record::deploy;
+use record::*;
+use rollback::*;
+pub use rollback::{rollback, RollbackAnswer, RollbackRequest};
+pub use status::{status, DaemonStatus, RolloutView, SlotTrouble, StatusAnswer};
+use validate::*;

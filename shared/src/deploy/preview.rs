@@ -1,0 +1,110 @@
+//! Dry runs of deploy and rollback: their checks, then the planner's answer for the
+//! cluster as it would be. No ECS call that mutates, no table write.
+
+use super::*;
+
+/// The planner's answer for the cluster as it would be with `spec` (and `rollout`) recorded.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn dry_run_of<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    cluster: &str,
+    mut spec: DaemonSpec,
+    rollout: Option<Rollout>,
+    would_record: &'static str,
+    warnings: Vec<String>,
+    now: DateTime<Utc>,
+) -> Result<DryRunAnswer, DeployError> {
+    let daemon = spec.daemon.clone();
+    let task_definition = spec.task_definition.clone();
+    let (cpu, memory_mib) = (spec.cpu, spec.memory_mib);
+    let config = spec.rollout.clone();
+    let from = rollout
+        .as_ref()
+        .and_then(|r| r.from_task_definition.clone());
+    if let Some(rollout) = &rollout {
+        spec.active_rollout = Some(rollout.id.clone());
+    }
+    let rolling = rollout.is_some();
+    let observation = engine
+        .observe_cluster_as(cluster, now, Some((spec, rollout)))
+        .await?
+        .ok_or_else(|| invalid("the cluster has no daemon to plan for"))?;
+    let planned = crate::plan::plan(&observation);
+    Ok(crate::dry_run::report(crate::dry_run::DryRunInput {
+        observation: &observation,
+        plan: &planned,
+        daemon: &daemon,
+        task_definition: &task_definition,
+        from_task_definition: from.as_deref(),
+        would_record,
+        warnings,
+        cpu,
+        memory_mib,
+        rollout: rolling.then_some(&config),
+        pacing: crate::pacing::Pacing::share("coverage-check"),
+    }))
+}
+
+/// A deploy with `"dryRun": true`: every check of the real one, then what it would do.
+/// No ECS call that mutates, no table write.
+pub async fn deploy_dry_run<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    request: DeployRequest,
+    now: DateTime<Utc>,
+) -> Result<DryRunAnswer, DeployError> {
+    let PreparedDeploy {
+        warnings,
+        existing,
+        spec,
+        ..
+    } = prepare_deploy(engine, &request, now).await?;
+    let would_record = what_deploy_records(existing.as_ref(), &spec, now);
+    let rollout = existing
+        .as_ref()
+        .filter(|_| would_record == "rollout")
+        .map(|current| {
+            new_rollout(
+                &current.record,
+                &spec,
+                RolloutKind::Update,
+                DRY_RUN_ID.into(),
+                now,
+            )
+        });
+    dry_run_of(
+        engine,
+        &request.cluster,
+        spec,
+        rollout,
+        would_record,
+        warnings,
+        now,
+    )
+    .await
+}
+
+/// A rollback with `"dryRun": true`: its checks, then what it would do. Changes nothing.
+pub async fn rollback_dry_run<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    request: RollbackRequest,
+    now: DateTime<Utc>,
+) -> Result<DryRunAnswer, DeployError> {
+    let PreparedRollback { current, spec, .. } = prepare_rollback(engine, &request).await?;
+    let rollout = new_rollout(
+        &current.record,
+        &spec,
+        RolloutKind::Rollback,
+        DRY_RUN_ID.into(),
+        now,
+    );
+    dry_run_of(
+        engine,
+        &request.cluster,
+        spec,
+        Some(rollout),
+        "rollback",
+        Vec::new(),
+        now,
+    )
+    .await
+}

@@ -1,0 +1,189 @@
+//! Recording a deploy: the declaration and the rollout it starts in one transaction, the
+//! rollout it supersedes, the history kept.
+
+use super::*;
+
+/// Validates and records a daemon, then reconciles the cluster so coverage starts at once.
+pub async fn deploy<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    request: DeployRequest,
+    now: DateTime<Utc>,
+    invocation: &str,
+) -> Result<DeployAnswer, DeployError> {
+    let PreparedDeploy {
+        task_definition,
+        warnings,
+        existing,
+        spec,
+    } = prepare_deploy(engine, &request, now).await?;
+    let recorded = what_deploy_records(existing.as_ref(), &spec, now);
+    let rollout = match (recorded, &existing) {
+        ("rollout", Some(current)) => {
+            Some(start_rollout(engine, current, spec, RolloutKind::Update, now, invocation).await?)
+        }
+        ("unchanged", _) => None,
+        (_, current) => {
+            let expected = current
+                .as_ref()
+                .map_or(Expected::Absent, Versioned::expected);
+            write_spec(engine, &spec, expected, &request.daemon).await?;
+            None
+        }
+    };
+    let reconcile = engine
+        .reconcile_cluster(&request.cluster, now, invocation)
+        .await?;
+    Ok(DeployAnswer {
+        daemon: request.daemon,
+        task_definition,
+        recorded,
+        rollout,
+        warnings,
+        reconcile,
+    })
+}
+
+/// The id of the rollout a dry run plans with (never stored).
+pub(super) const DRY_RUN_ID: &str = "dry-run";
+
+/// What a deploy of `spec` records: `rollout` (another revision), `unchanged`, `updated`
+/// or `created`. The real run and the dry run decide it here.
+pub(super) fn what_deploy_records(
+    existing: Option<&Versioned<DaemonSpec>>,
+    spec: &DaemonSpec,
+    now: DateTime<Utc>,
+) -> &'static str {
+    match existing {
+        Some(current) if current.record.task_definition != spec.task_definition => "rollout",
+        Some(current)
+            if DaemonSpec {
+                updated_at: now,
+                ..current.record.clone()
+            } == *spec =>
+        {
+            "unchanged"
+        }
+        Some(_) => "updated",
+        None => "created",
+    }
+}
+
+/// The record of a new rollout from `current` to `spec`'s revision (a dry run's is not stored).
+pub(super) fn new_rollout(
+    current: &DaemonSpec,
+    spec: &DaemonSpec,
+    kind: RolloutKind,
+    id: String,
+    now: DateTime<Utc>,
+) -> Rollout {
+    Rollout {
+        cluster: spec.cluster.clone(),
+        daemon: spec.daemon.clone(),
+        id,
+        kind,
+        from_task_definition: Some(current.task_definition.clone()),
+        to_task_definition: spec.task_definition.clone(),
+        config: spec.rollout.clone(),
+        state: RolloutState::InProgress,
+        counts: Default::default(),
+        failures: Vec::new(),
+        reason: None,
+        started_at: now,
+        updated_at: now,
+        finished_at: None,
+    }
+}
+
+/// Starts a rollout of `spec.task_definition`: the one in flight (if any) is superseded,
+/// the new record written, then the spec switched to it (conditionally).
+pub(super) async fn start_rollout<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    current: &Versioned<DaemonSpec>,
+    mut spec: DaemonSpec,
+    kind: RolloutKind,
+    now: DateTime<Utc>,
+    invocation: &str,
+) -> Result<Rollout, DeployError> {
+    let daemon = spec.daemon.clone();
+    let rollout = new_rollout(
+        &current.record,
+        &spec,
+        kind,
+        Rollout::new_id(now, invocation),
+        now,
+    );
+    // The spec is the switch: once it names the new rollout, that rollout is the one that
+    // runs. Both land in one transaction, so a rollout never runs without its record (the
+    // reconcile's rebuild of a missing record stays for tables written before).
+    spec.active_rollout = Some(rollout.id.clone());
+    spec.updated_at = now;
+    match engine
+        .switch_to_rollout(&spec, current.expected(), &rollout)
+        .await
+    {
+        Ok(_) => {}
+        Err(StoreError::Conflict { .. }) => {
+            return Err(DeployError::Conflict {
+                daemon: daemon.clone(),
+            })
+        }
+        Err(error) => return Err(error.into()),
+    }
+    if let Some(active) = &current.record.active_rollout {
+        if let Some(running) = engine.rollout(&spec.cluster, &daemon, active).await? {
+            if running.record.state == RolloutState::InProgress {
+                let mut ended = running.record.clone();
+                ended.state = RolloutState::Superseded;
+                ended.reason = Some(
+                    format!("superseded by a {kind:?} to {}", rollout.to_task_definition)
+                        .to_lowercase(),
+                );
+                ended.finished_at = Some(now);
+                ended.updated_at = now;
+                // Lost to a reconcile that updated it meanwhile: that reconcile supersedes it too.
+                if let Err(error) = write_record(engine, &ended, running.expected(), &daemon).await
+                {
+                    tracing::warn!(rollout = %ended.id, error = %error, "could not mark the superseded rollout");
+                }
+            }
+        }
+    }
+    prune_history(engine, &spec.cluster, &daemon).await?;
+    Ok(rollout)
+}
+
+pub(super) async fn write_record<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    rollout: &Rollout,
+    expected: Expected,
+    daemon: &str,
+) -> Result<(), DeployError> {
+    match engine.write_rollout(rollout, expected).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::Conflict { .. }) => Err(DeployError::Conflict {
+            daemon: daemon.into(),
+        }),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Keeps the newest [`Rollout::HISTORY_KEPT`] finished rollouts of a daemon.
+pub(super) async fn prune_history<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    cluster: &str,
+    daemon: &str,
+) -> Result<(), DeployError> {
+    let rollouts = engine.rollouts(cluster, daemon).await?;
+    let excess = rollouts.len().saturating_sub(Rollout::HISTORY_KEPT);
+    for old in rollouts
+        .iter()
+        .take(excess)
+        .filter(|r| r.record.state != RolloutState::InProgress)
+    {
+        match engine.forget_rollout(old).await {
+            Ok(()) | Err(StoreError::Conflict { .. }) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
+}

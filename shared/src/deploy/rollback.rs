@@ -1,0 +1,145 @@
+//! Rollback: back to the last good revision (or a named one), as a rollout like any other.
+
+use super::*;
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RollbackRequest {
+    pub cluster: String,
+    pub daemon: String,
+    /// A revision of the daemon's family; by default the last one whose rollout succeeded.
+    #[serde(default)]
+    pub to_revision: Option<u32>,
+    /// Change nothing: answer with what the rollback would do.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackAnswer {
+    pub daemon: String,
+    pub from_task_definition: String,
+    pub task_definition: String,
+    pub rollout: Rollout,
+    pub reconcile: Outcome,
+}
+
+/// What a rollback decided before recording anything.
+pub(super) struct PreparedRollback {
+    pub(super) current: Versioned<DaemonSpec>,
+    pub(super) target: String,
+    pub(super) spec: DaemonSpec,
+}
+
+/// Every check of a rollback, and the spec it would switch to. Reads only.
+pub(super) async fn prepare_rollback<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    request: &RollbackRequest,
+) -> Result<PreparedRollback, DeployError> {
+    check_name("cluster", &request.cluster, 255)?;
+    check_name("daemon", &request.daemon, 64)?;
+    if request.to_revision == Some(0) {
+        return Err(invalid("`toRevision` must be a revision number, 1 or more"));
+    }
+    engine.check_cluster(&request.cluster)?;
+    let Some(current) = engine
+        .declaration(&request.cluster, &request.daemon)
+        .await?
+    else {
+        return Err(DeployError::UnknownDaemon {
+            cluster: request.cluster.clone(),
+            daemon: request.daemon.clone(),
+        });
+    };
+    let family = current
+        .record
+        .task_definition
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let target = match request.to_revision {
+        Some(revision) => format!("{family}:{revision}"),
+        // After a failed or running update: the last good revision. Once the current revision
+        // is itself the good one (its rollout succeeded): the good one before it.
+        None => {
+            let record = &current.record;
+            let last_good = record.last_good_task_definition.as_ref();
+            let target = if last_good == Some(&record.task_definition) {
+                // Nothing good before it: "already on" says so below.
+                record.previous_good_task_definition.as_ref().or(last_good)
+            } else {
+                last_good
+            };
+            target.cloned().ok_or_else(|| DeployError::NoGoodRevision {
+                daemon: request.daemon.clone(),
+            })?
+        }
+    };
+    if target == current.record.task_definition {
+        return Err(DeployError::AlreadyOn {
+            daemon: request.daemon.clone(),
+            task_definition: target,
+        });
+    }
+    let definition = runnable_definition(engine, &target).await?;
+    let mut spec = current.record.clone();
+    spec.task_definition = target.clone();
+    spec.has_health_check = definition.has_health_check();
+    spec.cpu = definition.cpu;
+    spec.memory_mib = definition.memory_mib;
+    Ok(PreparedRollback {
+        current,
+        target,
+        spec,
+    })
+}
+
+/// Rolls a daemon back to its last good revision (or a named one), as a rollout like any other.
+pub async fn rollback<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    request: RollbackRequest,
+    now: DateTime<Utc>,
+    invocation: &str,
+) -> Result<RollbackAnswer, DeployError> {
+    let PreparedRollback {
+        current,
+        target,
+        spec,
+    } = prepare_rollback(engine, &request).await?;
+    let rollout = start_rollout(
+        engine,
+        &current,
+        spec,
+        RolloutKind::Rollback,
+        now,
+        invocation,
+    )
+    .await?;
+    let reconcile = engine
+        .reconcile_cluster(&request.cluster, now, invocation)
+        .await?;
+    Ok(RollbackAnswer {
+        daemon: request.daemon,
+        from_task_definition: current.record.task_definition,
+        task_definition: target,
+        rollout,
+        reconcile,
+    })
+}
+
+pub(super) async fn write_spec<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    spec: &DaemonSpec,
+    expected: Expected,
+    daemon: &str,
+) -> Result<(), DeployError> {
+    match engine.write_declaration(spec, expected).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::Conflict { .. }) => Err(DeployError::Conflict {
+            daemon: daemon.into(),
+        }),
+        Err(error) => Err(error.into()),
+    }
+}

@@ -1,0 +1,152 @@
+//! Status: coverage, the rollout in flight and its history, slots in trouble, times to
+//! coverage, per daemon.
+
+use super::*;
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonStatus {
+    pub daemon: String,
+    pub task_definition: String,
+    pub capacity_providers: Vec<String>,
+    pub start_order: i32,
+    pub coverage: DaemonCoverage,
+    /// Slots recorded as crash-looping or backing off, with ECS's reasons.
+    pub slots_in_trouble: Vec<SlotTrouble>,
+    /// The rollout in flight, else the latest one.
+    pub rollout: Option<RolloutView>,
+    /// Earlier rollouts, newest first.
+    pub history: Vec<RolloutView>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutView {
+    pub id: String,
+    pub kind: RolloutKind,
+    pub from_task_definition: Option<String>,
+    pub to_task_definition: String,
+    pub state: RolloutState,
+    pub percent_done: u32,
+    pub counts: crate::rollout::RolloutCounts,
+    pub failures: Vec<crate::rollout::RolloutFailure>,
+    pub reason: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl RolloutView {
+    fn of(rollout: Rollout, live: Option<&crate::rollout::RolloutCounts>) -> Self {
+        let counts = live.cloned().unwrap_or(rollout.counts);
+        Self {
+            percent_done: counts.percent_done(),
+            counts,
+            id: rollout.id,
+            kind: rollout.kind,
+            from_task_definition: rollout.from_task_definition,
+            to_task_definition: rollout.to_task_definition,
+            state: rollout.state,
+            failures: rollout.failures,
+            reason: rollout.reason,
+            started_at: rollout.started_at,
+            finished_at: rollout.finished_at,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotTrouble {
+    pub instance_id: String,
+    pub state: SlotState,
+    pub consecutive_failures: u32,
+    pub last_stop_reason: Option<String>,
+    pub retry_after: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusAnswer {
+    pub cluster: String,
+    pub daemons: Vec<DaemonStatus>,
+    /// How fast instances that joined recently got their daemons and readiness.
+    pub time_to_coverage: crate::coverage_time::TimeToCoverage,
+}
+
+/// Specs, live coverage per daemon and slots in trouble; changes nothing.
+pub async fn status<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    request: StatusRequest,
+    now: DateTime<Utc>,
+) -> Result<StatusAnswer, DeployError> {
+    check_name("cluster", &request.cluster, 255)?;
+    engine.check_cluster(&request.cluster)?;
+    let mut specs = engine.declarations(&request.cluster).await?;
+    if let Some(daemon) = &request.daemon {
+        check_name("daemon", daemon, 64)?;
+        specs.retain(|s| &s.record.daemon == daemon);
+        if specs.is_empty() {
+            return Err(DeployError::UnknownDaemon {
+                cluster: request.cluster,
+                daemon: daemon.clone(),
+            });
+        }
+    }
+    let preview = engine.preview(&request.cluster, now).await?;
+    let mut coverage: BTreeMap<String, DaemonCoverage> = preview.coverage;
+    let mut daemons = Vec::new();
+    specs.sort_by(|a, b| {
+        (a.record.start_order, &a.record.daemon).cmp(&(b.record.start_order, &b.record.daemon))
+    });
+    for spec in specs {
+        let spec = spec.record;
+        let slots = engine.slots(&request.cluster, &spec.daemon).await?;
+        let slots_in_trouble = slots
+            .into_iter()
+            .map(|s| s.record)
+            .filter(|s| matches!(s.state, SlotState::CrashLooping | SlotState::Stopped))
+            .map(|s| SlotTrouble {
+                instance_id: s.instance_id,
+                state: s.state,
+                consecutive_failures: s.consecutive_failures,
+                last_stop_reason: s.last_stop_reason,
+                retry_after: s.retry_after,
+            })
+            .collect();
+        let mut rollouts = engine.rollouts(&request.cluster, &spec.daemon).await?;
+        rollouts.reverse();
+        let mut history: Vec<RolloutView> = rollouts
+            .into_iter()
+            .map(|r| {
+                let live = (Some(&r.record.id) == spec.active_rollout.as_ref())
+                    .then(|| preview.rollouts.get(&spec.daemon))
+                    .flatten();
+                RolloutView::of(r.record, live)
+            })
+            .collect();
+        let current = match history
+            .iter()
+            .position(|r| Some(&r.id) == spec.active_rollout.as_ref())
+        {
+            Some(index) => Some(history.remove(index)),
+            None if !history.is_empty() => Some(history.remove(0)),
+            None => None,
+        };
+        daemons.push(DaemonStatus {
+            rollout: current,
+            history,
+            coverage: coverage.remove(&spec.daemon).unwrap_or_default(),
+            daemon: spec.daemon,
+            task_definition: spec.task_definition,
+            capacity_providers: spec.capacity_providers,
+            start_order: spec.start_order,
+            slots_in_trouble,
+        });
+    }
+    let joined = engine.coverage_times(&request.cluster).await?;
+    Ok(StatusAnswer {
+        cluster: request.cluster,
+        daemons,
+        time_to_coverage: crate::coverage_time::summarise(&joined, now),
+    })
+}

@@ -1,0 +1,78 @@
+use super::*;
+use serde_json::json;
+
+fn request() -> Value {
+    json!({"cluster": "prod", "daemon": "cloudwatch-agent", "taskDefinition": "cloudwatch-agent:3", "capacityProviders": ["asg-general"]})
+}
+
+fn parse(value: Value) -> Result<String, DeployError> {
+    parse_payload::<DeployRequest>(value)?.validate()
+}
+
+#[test]
+fn a_good_request_is_pinned() {
+    assert_eq!(parse(request()).unwrap(), "cloudwatch-agent:3");
+    let mut arn = request();
+    arn["taskDefinition"] = json!("arn:aws:ecs:us-east-1:1:task-definition/cloudwatch-agent:3");
+    assert_eq!(parse(arn).unwrap(), "cloudwatch-agent:3");
+}
+
+#[test]
+fn bad_requests_name_the_problem() {
+    let cases: Vec<(Value, &str)> = vec![
+        (json!([1]), "must be a JSON object"),
+        (json!({"cluster": "prod"}), "missing field `daemon`"),
+        (
+            json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": ["p"], "colour": "red"}),
+            "unknown field `colour`",
+        ),
+        (
+            json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": "p"}),
+            "`capacityProviders`",
+        ),
+        (
+            json!({"cluster": "prod", "daemon": "bad#name", "taskDefinition": "x:1", "capacityProviders": ["p"]}),
+            "`daemon` must be",
+        ),
+        (
+            json!({"cluster": "prod", "daemon": "a", "taskDefinition": "cloudwatch-agent", "capacityProviders": ["p"]}),
+            "pinned to a revision",
+        ),
+        (
+            json!({"cluster": "prod", "daemon": "a", "taskDefinition": "cloudwatch-agent:latest", "capacityProviders": ["p"]}),
+            "pinned to a revision",
+        ),
+        (
+            json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:0", "capacityProviders": ["p"]}),
+            "pinned to a revision",
+        ),
+        (
+            json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": []}),
+            "at least one",
+        ),
+        (
+            json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": ["p", "p"]}),
+            "twice",
+        ),
+        (
+            json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": ["p"], "startOrder": 5000}),
+            "`startOrder`",
+        ),
+        (
+            json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": ["p"], "warnShare": 3}),
+            "`warnShare`",
+        ),
+        (
+            json!({"cluster": "", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": ["p"]}),
+            "`cluster` must be",
+        ),
+        (
+            json!({"cluster": "prod", "daemon": "a", "taskDefinition": "x:1", "capacityProviders": ["p"], "restart": {"maxConsecutiveFailures": 0}}),
+            "maxConsecutiveFailures",
+        ),
+    ];
+    for (payload, expected) in cases {
+        let error = parse(payload.clone()).unwrap_err().to_string();
+        assert!(error.contains(expected), "{payload}: {error}");
+    }
+}

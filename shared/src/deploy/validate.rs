@@ -1,0 +1,225 @@
+//! Every check of a deploy before anything is recorded: the request, the task definition
+//! (execution role, size against every targeted instance), the cluster and its capacity
+//! providers.
+
+use super::*;
+
+pub(super) fn describe_error(task_definition: &str, error: EcsError) -> DeployError {
+    if error.kind == EcsErrorKind::NotFound {
+        DeployError::TaskDefinitionNotFound(task_definition.into())
+    } else {
+        DeployError::Ecs(error)
+    }
+}
+
+/// Checks the daemon's size against every targeted instance; returns warnings.
+pub(super) fn check_sizes(
+    daemon: &str,
+    definition: &TaskDefinition,
+    instances: &[crate::model::ContainerInstance],
+    warn_share: f64,
+) -> Result<Vec<String>, DeployError> {
+    let mut warnings = Vec::new();
+    if definition.cpu.is_none() {
+        warnings.push(format!(
+            "{} reserves no CPU: set cpu so the daemon keeps its share",
+            definition.family_revision()
+        ));
+    }
+    if definition.memory_mib.is_none() {
+        warnings.push(format!(
+            "{} reserves no memory: set memory so the daemon keeps its share",
+            definition.family_revision()
+        ));
+    }
+    for instance in instances {
+        let provider = instance.capacity_provider.clone().unwrap_or_default();
+        let checks = [
+            ("cpu", definition.cpu, instance.registered.cpu, "CPU units"),
+            (
+                "memory",
+                definition.memory_mib,
+                instance.registered.memory_mib,
+                "MiB",
+            ),
+        ];
+        for (resource, needed, available, unit) in checks {
+            let Some(needed) = needed else { continue };
+            if available > 0 && needed > available {
+                return Err(DeployError::TooLarge(Box::new(TooLarge {
+                    daemon: daemon.into(),
+                    instance: instance.id().into(),
+                    provider,
+                    resource,
+                    needed: format!("{needed} {unit}"),
+                    available: format!("{available} {unit}"),
+                })));
+            }
+            if available > 0 && needed as f64 > warn_share * available as f64 {
+                warnings.push(format!(
+                    "daemon {daemon} takes {needed} of the {available} {unit} of instance {} ({:.0} %), more than the {:.0} % warning share",
+                    instance.id(),
+                    100.0 * needed as f64 / available as f64,
+                    100.0 * warn_share
+                ));
+            }
+        }
+    }
+    Ok(warnings)
+}
+
+/// What a deploy decided before recording anything: shared by the real run and the dry run.
+pub(super) struct PreparedDeploy {
+    pub(super) task_definition: String,
+    pub(super) warnings: Vec<String>,
+    pub(super) existing: Option<Versioned<DaemonSpec>>,
+    pub(super) spec: DaemonSpec,
+}
+
+/// Every check of a deploy, and the spec it would record. Reads only.
+pub(super) async fn prepare_deploy<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    request: &DeployRequest,
+    now: DateTime<Utc>,
+) -> Result<PreparedDeploy, DeployError> {
+    let task_definition = request.validate()?;
+    engine.check_cluster(&request.cluster)?;
+    let definition = runnable_definition(engine, &task_definition).await?;
+    check_capacity_providers(engine, request).await?;
+    let arns = engine
+        .ecs()
+        .list_container_instances(&request.cluster, None)
+        .await?;
+    let instances: Vec<_> = engine
+        .ecs()
+        .describe_container_instances(&request.cluster, &arns)
+        .await?
+        .into_iter()
+        .filter(|i| {
+            i.capacity_provider
+                .as_ref()
+                .is_some_and(|p| request.capacity_providers.contains(p))
+        })
+        .collect();
+    let mut warnings = check_sizes(
+        &request.daemon,
+        &definition,
+        &instances,
+        request.warn_share.unwrap_or(DEFAULT_WARN_SHARE),
+    )?;
+    if instances.is_empty() {
+        warnings.push(format!(
+            "no instance of {} is registered yet: the daemon starts on each one as it joins",
+            request.capacity_providers.join(", ")
+        ));
+    }
+    let existing = engine
+        .declaration(&request.cluster, &request.daemon)
+        .await?;
+    let spec = declared_spec(
+        request,
+        &task_definition,
+        &definition,
+        existing.as_ref(),
+        now,
+    );
+    Ok(PreparedDeploy {
+        task_definition,
+        warnings,
+        existing,
+        spec,
+    })
+}
+
+/// The task definition, if ECS has it and it names an execution role (every daemon pulls
+/// its image and ships its output with one).
+pub(super) async fn runnable_definition<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    task_definition: &str,
+) -> Result<TaskDefinition, DeployError> {
+    let definition = engine
+        .ecs()
+        .describe_task_definition(task_definition)
+        .await
+        .map_err(|error| describe_error(task_definition, error))?;
+    if definition
+        .execution_role_arn
+        .as_deref()
+        .is_none_or(str::is_empty)
+    {
+        return Err(DeployError::NoExecutionRole(task_definition.into()));
+    }
+    Ok(definition)
+}
+
+/// Every capacity provider the request names is attached to the cluster.
+async fn check_capacity_providers<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    request: &DeployRequest,
+) -> Result<(), DeployError> {
+    let attached = engine
+        .ecs()
+        .cluster_capacity_providers(&request.cluster)
+        .await
+        .map_err(|error| {
+            if error.kind == EcsErrorKind::NotFound {
+                DeployError::ClusterNotFound {
+                    cluster: request.cluster.clone(),
+                }
+            } else {
+                DeployError::Ecs(error)
+            }
+        })?;
+    match request
+        .capacity_providers
+        .iter()
+        .find(|provider| !attached.contains(provider))
+    {
+        Some(provider) => Err(DeployError::CapacityProviderNotInCluster {
+            provider: provider.clone(),
+            cluster: request.cluster.clone(),
+            attached: if attached.is_empty() {
+                "none".into()
+            } else {
+                attached.join(", ")
+            },
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The declaration a deploy records: the request, what the task definition says, and what
+/// the existing declaration keeps (good revisions, the rollout in flight).
+fn declared_spec(
+    request: &DeployRequest,
+    task_definition: &str,
+    definition: &TaskDefinition,
+    existing: Option<&Versioned<DaemonSpec>>,
+    now: DateTime<Utc>,
+) -> DaemonSpec {
+    let config = request
+        .rollout
+        .clone()
+        .or_else(|| existing.map(|e| e.record.rollout.clone()))
+        .unwrap_or_default();
+    DaemonSpec {
+        cluster: request.cluster.clone(),
+        daemon: request.daemon.clone(),
+        task_definition: task_definition.into(),
+        capacity_providers: request.capacity_providers.clone(),
+        start_order: request.start_order,
+        has_health_check: definition.has_health_check(),
+        cpu: definition.cpu,
+        memory_mib: definition.memory_mib,
+        // The first revision counts as good: it is where a failed update returns to.
+        last_good_task_definition: existing.map_or(Some(task_definition.into()), |e| {
+            e.record.last_good_task_definition.clone()
+        }),
+        previous_good_task_definition: existing
+            .and_then(|e| e.record.previous_good_task_definition.clone()),
+        active_rollout: existing.and_then(|e| e.record.active_rollout.clone()),
+        restart: request.restart.clone().unwrap_or_default(),
+        rollout: config,
+        updated_at: now,
+    }
+}

@@ -1,0 +1,101 @@
+//! The records deploy, rollback and status read and write, by name: declarations, rollouts,
+//! slots and times to coverage. Every write is conditional on the version read.
+
+use super::*;
+
+impl<E: Ecs, S: Store> Engine<E, S> {
+    /// A daemon's declaration, if it is declared in the cluster.
+    pub async fn declaration(
+        &self,
+        cluster: &str,
+        daemon: &str,
+    ) -> Result<Option<Versioned<DaemonSpec>>, StoreError> {
+        self.store.get(&ItemKey::spec(cluster, daemon)).await
+    }
+
+    /// Every daemon declared in the cluster.
+    pub async fn declarations(
+        &self,
+        cluster: &str,
+    ) -> Result<Vec<Versioned<DaemonSpec>>, StoreError> {
+        self.store.list_specs(cluster).await
+    }
+
+    /// Writes a declaration if it is still at the version read.
+    pub async fn write_declaration(
+        &self,
+        spec: &DaemonSpec,
+        expected: Expected,
+    ) -> Result<u64, StoreError> {
+        self.store.put(spec, expected).await
+    }
+
+    /// Switches a declaration to a new rollout: the declaration (if still at the version
+    /// read) and the rollout's first record land together or not at all.
+    pub async fn switch_to_rollout(
+        &self,
+        spec: &DaemonSpec,
+        expected: Expected,
+        rollout: &Rollout,
+    ) -> Result<(), StoreError> {
+        let puts = [
+            PreparedPut::of(spec, expected)?,
+            PreparedPut::of(rollout, Expected::Absent)?,
+        ];
+        self.store.put_all(&puts).await.map(|_| ())
+    }
+
+    /// One rollout of a daemon.
+    pub async fn rollout(
+        &self,
+        cluster: &str,
+        daemon: &str,
+        id: &str,
+    ) -> Result<Option<Versioned<Rollout>>, StoreError> {
+        self.store.get(&ItemKey::rollout(cluster, daemon, id)).await
+    }
+
+    /// A daemon's rollouts, oldest first.
+    pub async fn rollouts(
+        &self,
+        cluster: &str,
+        daemon: &str,
+    ) -> Result<Vec<Versioned<Rollout>>, StoreError> {
+        self.store.query(cluster, daemon).await
+    }
+
+    /// Writes a rollout's record if it is still at the version read.
+    pub async fn write_rollout(
+        &self,
+        rollout: &Rollout,
+        expected: Expected,
+    ) -> Result<u64, StoreError> {
+        self.store.put(rollout, expected).await
+    }
+
+    /// Deletes a finished rollout's record if it is still at the version read.
+    pub async fn forget_rollout(&self, rollout: &Versioned<Rollout>) -> Result<(), StoreError> {
+        self.store
+            .delete(&crate::store::Record::key(&rollout.record), rollout.version)
+            .await
+    }
+
+    /// A daemon's slots: one per instance it has been on.
+    pub async fn slots(
+        &self,
+        cluster: &str,
+        daemon: &str,
+    ) -> Result<Vec<Versioned<Slot>>, StoreError> {
+        self.store.query(cluster, daemon).await
+    }
+
+    /// The cluster's recorded times to coverage (status's window).
+    pub async fn coverage_times(
+        &self,
+        cluster: &str,
+    ) -> Result<Vec<crate::coverage_time::CoverageTime>, StoreError> {
+        let records: Vec<Versioned<crate::coverage_time::CoverageTime>> =
+            self.store.query(cluster, ItemKey::COVERAGE_TIMES).await?;
+        Ok(records.into_iter().map(|r| r.record).collect())
+    }
+}
