@@ -29,6 +29,7 @@ use crate::store::{EventSeen, Expected, ItemKey, PreparedPut, Store, StoreError,
 mod act;
 mod batches;
 mod holds;
+mod instances;
 mod observe;
 mod records;
 mod rollouts;

@@ -1,4 +1,5 @@
-use super::batches::{tasks_to_read, InstanceWork};
+use super::batches::InstanceWork;
+use super::instances::tasks_to_read;
 use super::*;
 use crate::model::Resources;
 

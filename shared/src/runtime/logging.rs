@@ -8,6 +8,33 @@ use crate::engine::Outcome;
 
 /// Logs what one engine run saw and did, and publishes its figures as EMF lines.
 pub(super) fn log_outcome(function: &str, outcome: &Outcome) {
+    log_progress(function, outcome);
+    log_changes(function, outcome);
+    tracing::info!(
+        function,
+        cluster = %outcome.cluster,
+        instance = outcome.instance.as_deref().unwrap_or(""),
+        skipped = outcome.skipped.as_deref().unwrap_or(""),
+        started = outcome.started.len(),
+        start_failures = outcome.start_failures.len(),
+        stopped = outcome.stopped.len(),
+        ready_set = outcome.ready_set.len(),
+        ready_cleared = outcome.ready_cleared.len(),
+        rollouts_started = ?outcome.rollouts_started,
+        conflicts = outcome.conflicts,
+        errors = ?outcome.errors,
+        "done"
+    );
+    crate::metrics::publish(&crate::metrics::outcome_lines(
+        metrics_namespace(),
+        function,
+        outcome,
+        Utc::now(),
+    ));
+}
+
+/// Coverage and rollout progress per daemon.
+fn log_progress(function: &str, outcome: &Outcome) {
     for (daemon, coverage) in &outcome.coverage {
         tracing::info!(
             function,
@@ -37,6 +64,10 @@ pub(super) fn log_outcome(function: &str, outcome: &Outcome) {
             "rollout progress"
         );
     }
+}
+
+/// Instances covered, terminations held or let go, rollouts ended.
+fn log_changes(function: &str, outcome: &Outcome) {
     for joined in &outcome.coverage_times {
         tracing::info!(
             function,
@@ -71,27 +102,6 @@ pub(super) fn log_outcome(function: &str, outcome: &Outcome) {
             "rollout ended"
         );
     }
-    tracing::info!(
-        function,
-        cluster = %outcome.cluster,
-        instance = outcome.instance.as_deref().unwrap_or(""),
-        skipped = outcome.skipped.as_deref().unwrap_or(""),
-        started = outcome.started.len(),
-        start_failures = outcome.start_failures.len(),
-        stopped = outcome.stopped.len(),
-        ready_set = outcome.ready_set.len(),
-        ready_cleared = outcome.ready_cleared.len(),
-        rollouts_started = ?outcome.rollouts_started,
-        conflicts = outcome.conflicts,
-        errors = ?outcome.errors,
-        "done"
-    );
-    crate::metrics::publish(&crate::metrics::outcome_lines(
-        metrics_namespace(),
-        function,
-        outcome,
-        Utc::now(),
-    ));
 }
 
 /// `METRICS_NAMESPACE` (template.yaml sets it), read once.

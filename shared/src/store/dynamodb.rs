@@ -161,6 +161,37 @@ where
     call_error(operation, key.to_string(), error)
 }
 
+impl DynamoStore {
+    /// One conditional put of a transaction, conditioned as `put` is.
+    fn transaction_put(
+        &self,
+        put: &PreparedPut,
+    ) -> Result<Put, aws_sdk_dynamodb::error::BuildError> {
+        let mut item = key_item(&put.key);
+        item.insert(KIND.into(), AttributeValue::S(put.kind.as_str().into()));
+        item.insert(
+            VERSION.into(),
+            AttributeValue::N(put.expected.next_version().to_string()),
+        );
+        item.insert(DATA.into(), AttributeValue::S(put.data.clone()));
+        if let Some(cluster) = &put.cluster_index {
+            item.insert(SPEC_CLUSTER.into(), AttributeValue::S(cluster.clone()));
+        }
+        let request = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let request = match put.expected {
+            Expected::Absent => request.condition_expression("attribute_not_exists(pk)"),
+            Expected::Version(current) => request
+                .condition_expression("#version = :expected")
+                .expression_attribute_names("#version", VERSION)
+                .expression_attribute_values(":expected", AttributeValue::N(current.to_string())),
+        };
+        request.build()
+    }
+}
+
 impl Store for DynamoStore {
     async fn get<R: Record>(&self, key: &ItemKey) -> Result<Option<Versioned<R>>, StoreError> {
         let answer = self
@@ -224,34 +255,8 @@ impl Store for DynamoStore {
         }
         let mut items = Vec::with_capacity(puts.len());
         for put in puts {
-            let mut item = key_item(&put.key);
-            item.insert(KIND.into(), AttributeValue::S(put.kind.as_str().into()));
-            item.insert(
-                VERSION.into(),
-                AttributeValue::N(put.expected.next_version().to_string()),
-            );
-            item.insert(DATA.into(), AttributeValue::S(put.data.clone()));
-            if let Some(cluster) = &put.cluster_index {
-                item.insert(SPEC_CLUSTER.into(), AttributeValue::S(cluster.clone()));
-            }
-            let request = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                );
-            let request = match put.expected {
-                Expected::Absent => request.condition_expression("attribute_not_exists(pk)"),
-                Expected::Version(current) => request
-                    .condition_expression("#version = :expected")
-                    .expression_attribute_names("#version", VERSION)
-                    .expression_attribute_values(
-                        ":expected",
-                        AttributeValue::N(current.to_string()),
-                    ),
-            };
-            let request = request
-                .build()
+            let request = self
+                .transaction_put(put)
                 .map_err(|error| invalid(error.to_string()))?;
             items.push(TransactWriteItem::builder().put(request).build());
         }
