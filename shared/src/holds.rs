@@ -30,6 +30,28 @@ pub struct TerminationHold {
     pub ended: Option<HoldEnd>,
 }
 
+impl TerminationHold {
+    /// A new hold of `instance` for `action`, received `now`, ended at `limit` at the latest.
+    pub fn new(
+        cluster: &str,
+        instance: &crate::model::ContainerInstance,
+        action: LifecycleAction,
+        now: DateTime<Utc>,
+        limit: chrono::Duration,
+    ) -> Self {
+        Self {
+            cluster: cluster.into(),
+            instance_id: instance.id().to_string(),
+            instance_arn: instance.arn.clone(),
+            action,
+            received_at: now,
+            heartbeat_at: now,
+            deadline: now + limit,
+            ended: None,
+        }
+    }
+}
+
 impl Record for TerminationHold {
     const KIND: RecordKind = RecordKind::Hold;
     fn key(&self) -> ItemKey {

@@ -26,7 +26,10 @@ pub async fn deploy<E: Ecs, S: Store>(
             let expected = current
                 .as_ref()
                 .map_or(Expected::Absent, Versioned::expected);
-            write_spec(engine, &spec, expected, &request.daemon).await?;
+            conflict_for(
+                &request.daemon,
+                engine.write_declaration(&spec, expected).await,
+            )?;
             None
         }
     };
@@ -141,8 +144,10 @@ pub(super) async fn start_rollout<E: Ecs, S: Store>(
                 ended.finished_at = Some(now);
                 ended.updated_at = now;
                 // Lost to a reconcile that updated it meanwhile: that reconcile supersedes it too.
-                if let Err(error) = write_record(engine, &ended, running.expected(), &daemon).await
-                {
+                if let Err(error) = conflict_for(
+                    &daemon,
+                    engine.write_rollout(&ended, running.expected()).await,
+                ) {
                     tracing::warn!(rollout = %ended.id, error = %error, "could not mark the superseded rollout");
                 }
             }
@@ -152,13 +157,12 @@ pub(super) async fn start_rollout<E: Ecs, S: Store>(
     Ok(rollout)
 }
 
-pub(super) async fn write_record<E: Ecs, S: Store>(
-    engine: &Engine<E, S>,
-    rollout: &Rollout,
-    expected: Expected,
+/// A write lost to another writer is the user's conflict ("deployed meanwhile, try again").
+pub(super) fn conflict_for(
     daemon: &str,
+    written: Result<u64, StoreError>,
 ) -> Result<(), DeployError> {
-    match engine.write_rollout(rollout, expected).await {
+    match written {
         Ok(_) => Ok(()),
         Err(StoreError::Conflict { .. }) => Err(DeployError::Conflict {
             daemon: daemon.into(),

@@ -128,18 +128,3 @@ pub async fn rollback<E: Ecs, S: Store>(
         reconcile,
     })
 }
-
-pub(super) async fn write_spec<E: Ecs, S: Store>(
-    engine: &Engine<E, S>,
-    spec: &DaemonSpec,
-    expected: Expected,
-    daemon: &str,
-) -> Result<(), DeployError> {
-    match engine.write_declaration(spec, expected).await {
-        Ok(_) => Ok(()),
-        Err(StoreError::Conflict { .. }) => Err(DeployError::Conflict {
-            daemon: daemon.into(),
-        }),
-        Err(error) => Err(error.into()),
-    }
-}

@@ -85,16 +85,13 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             }
         }
         if !same_action {
-            let hold = TerminationHold {
-                cluster: cluster.clone(),
-                instance_id: instance.id().to_string(),
-                instance_arn: instance.arn.clone(),
-                action: action.clone(),
-                received_at: now,
-                heartbeat_at: now,
-                deadline: now + self.config.holds.limit,
-                ended: None,
-            };
+            let hold = TerminationHold::new(
+                &cluster,
+                &instance,
+                action.clone(),
+                now,
+                self.config.holds.limit,
+            );
             let expected = existing
                 .as_ref()
                 .map_or(Expected::Absent, Versioned::expected);
@@ -339,16 +336,13 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             token: None,
             ec2_instance_id: termination.ec2_instance_id.clone(),
         };
-        let mut hold = TerminationHold {
-            cluster: cluster.to_string(),
-            instance_id: instance.id().to_string(),
-            instance_arn: instance.arn.clone(),
-            action: action.clone(),
-            received_at: now,
-            heartbeat_at: now,
-            deadline: now + self.config.holds.limit,
-            ended: None,
-        };
+        let mut hold = TerminationHold::new(
+            cluster,
+            instance,
+            action.clone(),
+            now,
+            self.config.holds.limit,
+        );
         let detail = match autoscaling.record_lifecycle_action_heartbeat(&action).await {
             Ok(()) => format!(
                 "adopted: {} waits in Terminating:Wait for {} but its event never arrived; draining {}, applications first, daemons last",
