@@ -7,7 +7,7 @@
 //! - `index.rs`: tasks and slots grouped per instance, daemons by position (once per plan);
 //! - `planner.rs`: the planner's state and lookups, and the run (instances, rollouts, clean-ups);
 //! - `steady.rs`: exactly one copy per targeted ACTIVE instance, start order, restarts, readiness;
-//! - `rolling.rs`: one instance's rollout step, and the tally of all of them;
+//! - `rolling.rs`: one instance's rollout step (`next_step`, pure, table-tested), and the tally;
 //! - `rollouts.rs`: the breaker, ends, automatic rollback, superseded rollouts, the next batch;
 //! - `draining.rs`: drain-last on DRAINING instances.
 
