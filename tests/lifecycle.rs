@@ -165,9 +165,12 @@ async fn a_drain_past_the_limit_is_let_go_and_reported() {
 async fn an_instance_outside_the_managed_clusters_continues_at_once() {
     let mut harness = Harness::new(CLUSTER, &["general"], ModelConfig::default());
     harness.model.create_cluster("unmanaged", &["general"]);
-    harness
-        .model
-        .add_terminate_hook("general", "asg-general", "drain", Duration::seconds(300));
+    harness.model.add_terminate_hook(
+        "general",
+        "asg-general",
+        "ecs-daemons-drain",
+        Duration::seconds(300),
+    );
     let stranger = harness
         .model
         .add_instance("unmanaged", "general", 4096, 8192);
@@ -243,4 +246,51 @@ async fn stale_tokens_and_completed_hooks_are_logged_not_looped() {
             .count(),
         0
     );
+}
+
+#[tokio::test]
+async fn another_hooks_event_is_ignored_never_completed() {
+    // ECS managed draining adds its own terminate hook to the group; Auto Scaling sends an
+    // event per hook. Only ecs-daemons' own (LIFECYCLE_HOOK_NAME) is acted on.
+    let (mut harness, victim, _job) = setup(Duration::hours(1)).await;
+    let ec2_instance_id = harness
+        .model
+        .instances(CLUSTER)
+        .into_iter()
+        .find(|i| i.arn == victim)
+        .and_then(|i| i.ec2_instance_id)
+        .unwrap();
+    let event = serde_json::json!({
+        "version": "0", "id": "other-hook-1", "detail-type": "EC2 Instance-terminate Lifecycle Action",
+        "source": "aws.autoscaling", "account": "111122223333", "time": "2026-11-24T09:01:00Z", "region": "us-east-1",
+        "resources": [], "detail": {
+            "LifecycleActionToken": "6f1c2d3e-0000-4000-8000-000000000001", "AutoScalingGroupName": "asg-general",
+            "LifecycleHookName": "ecs-managed-draining-termination-hook",
+            "EC2InstanceId": ec2_instance_id, "LifecycleTransition": "autoscaling:EC2_INSTANCE_TERMINATING"
+        }
+    });
+    let answer = harness
+        .deliver_termination(event)
+        .await
+        .result
+        .expect("answered, not failed");
+    assert_eq!(answer.terminations.len(), 1, "{:?}", answer.terminations);
+    assert_eq!(answer.terminations[0].action, "ignored");
+    assert!(answer.terminations[0]
+        .detail
+        .contains("ecs-managed-draining-termination-hook"));
+    let stats = harness.model.hook_stats();
+    assert_eq!((stats.heartbeats, stats.completed), (0, 0), "{stats:?}");
+    let instance = harness
+        .model
+        .instances(CLUSTER)
+        .into_iter()
+        .find(|i| i.arn == victim)
+        .unwrap();
+    assert_eq!(
+        instance.status,
+        ecs_daemons::model::InstanceStatus::Active,
+        "not drained for another hook's event"
+    );
+    assert_eq!(daemons_on(&harness, &victim), 1);
 }

@@ -669,3 +669,34 @@ fn every_skipped_security_check_says_why() {
     }
     assert!(skipped > 0, "the template names its skipped checks");
 }
+
+#[test]
+fn the_lifecycle_rule_takes_only_our_hooks_events() {
+    let template = template();
+    let rules: Vec<Value> = resources_of_type(&template, "AWS::Serverless::Function")
+        .into_iter()
+        .flat_map(|(_, f)| {
+            f["Properties"]["Events"]
+                .as_object()
+                .into_iter()
+                .flat_map(|events| events.values().cloned())
+        })
+        .filter(|e| {
+            e["Properties"]["Pattern"]["detail-type"]
+                .to_string()
+                .contains("EC2 Instance-terminate Lifecycle Action")
+        })
+        .collect();
+    assert_eq!(rules.len(), 1, "one rule for terminate lifecycle actions");
+    let detail = &rules[0]["Properties"]["Pattern"]["detail"];
+    assert_eq!(
+        detail["LifecycleHookName"],
+        json!([reference("LifecycleHookName")]),
+        "a group's other terminate hooks must not reach lifecycle-hook: {detail}"
+    );
+    assert_eq!(
+        template["Globals"]["Function"]["Environment"]["Variables"]["LIFECYCLE_HOOK_NAME"],
+        reference("LifecycleHookName"),
+        "the functions filter on the same name"
+    );
+}

@@ -156,7 +156,7 @@ pub struct HoldReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,
     pub group: String,
-    /// `held`, `heartbeat` or `completed`.
+    /// `held`, `heartbeat`, `completed`, or `ignored` (another hook's event).
     pub action: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<HoldEndReason>,

@@ -710,6 +710,15 @@ impl Harness {
     /// The terminate hook whose lost events the coverage check adopts (only it, as deployed:
     /// `runtime::production_engine`).
     pub fn set_terminate_hook(&mut self, hook: ecs_daemons::autoscaling::TerminateHook) {
+        for engine in [
+            &mut self.engine,
+            &mut self.instance_engine,
+            &mut self.check_engine,
+            &mut self.manual_engine,
+            &mut self.lifecycle_engine,
+        ] {
+            engine.configure(|config| config.hook_name = hook.name.clone());
+        }
         self.check_engine
             .configure(|config| config.terminate_hook = Some(hook));
     }

@@ -64,6 +64,9 @@ impl<E: Ecs, S: Store> Engine<E, S> {
     ) -> Result<TerminateOutcome, EngineError> {
         let event = parse_terminate_event(raw).map_err(EngineError::from)?;
         let action = event.action;
+        if action.hook != self.config.hook_name {
+            return Ok(self.ignore_other_hook(&action));
+        }
         let Some((cluster, instance)) = self.find_container_instance(&action).await? else {
             return self.let_go_unknown(&action).await;
         };
@@ -123,6 +126,30 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             terminations,
             reconcile: Some(reconcile),
         })
+    }
+
+    /// An event for another terminate hook of the group: its action is not ours to heartbeat
+    /// or complete, and its instance is drained by ours (whose own event comes too).
+    fn ignore_other_hook(&self, action: &LifecycleAction) -> TerminateOutcome {
+        let detail = format!(
+            "event for lifecycle hook {:?} of {}, not ecs-daemons' {:?}: ignored",
+            action.hook.chars().take(255).collect::<String>(),
+            action.group,
+            self.config.hook_name
+        );
+        tracing::info!(ec2_instance = %action.ec2_instance_id, group = %action.group, "{detail}");
+        TerminateOutcome {
+            cluster: None,
+            terminations: vec![HoldReport {
+                ec2_instance_id: action.ec2_instance_id.clone(),
+                instance_id: None,
+                group: action.group.clone(),
+                action: "ignored",
+                reason: None,
+                detail,
+            }],
+            reconcile: None,
+        }
     }
 
     /// The container instance of the action's EC2 instance, in the first managed cluster

@@ -98,6 +98,10 @@ pub struct EngineConfig {
     /// The terminate hook and its groups, for the coverage check to adopt terminations whose
     /// event never arrived (none: only events start holds).
     pub terminate_hook: Option<crate::autoscaling::TerminateHook>,
+    /// The name of ecs-daemons' terminate lifecycle hook. A group may have other terminate
+    /// hooks (ECS managed draining's, a person's); their events are ignored, never acted on:
+    /// completing another hook's action would end its wait early.
+    pub hook_name: String,
 }
 
 impl Default for EngineConfig {
@@ -108,6 +112,7 @@ impl Default for EngineConfig {
             clusters: Vec::new(),
             holds: crate::holds::HoldSettings::default(),
             terminate_hook: None,
+            hook_name: crate::autoscaling::DEFAULT_HOOK_NAME.into(),
         }
     }
 }

@@ -39,14 +39,18 @@ pub fn engine_config_from(
         config.started_by = marker;
     }
     config.holds = hold_settings_from(&lookup)?;
-    config.terminate_hook = terminate_hook_from(&lookup);
+    if let Some(name) = lookup("LIFECYCLE_HOOK_NAME").filter(|n| !n.trim().is_empty()) {
+        config.hook_name = name.trim().to_string();
+    }
+    config.terminate_hook = terminate_hook_from(&lookup, &config.hook_name);
     Ok((table, config))
 }
 
 /// `AUTO_SCALING_GROUP_NAMES` (comma-separated, as template.yaml joins them) and
-/// `LIFECYCLE_HOOK_NAME`: the hook whose lost events the coverage check adopts.
+/// the hook (`LIFECYCLE_HOOK_NAME`) whose lost events the coverage check adopts.
 fn terminate_hook_from(
     lookup: &impl Fn(&str) -> Option<String>,
+    hook_name: &str,
 ) -> Option<crate::autoscaling::TerminateHook> {
     let groups: Vec<String> = lookup("AUTO_SCALING_GROUP_NAMES")
         .unwrap_or_default()
@@ -58,13 +62,10 @@ fn terminate_hook_from(
     if groups.is_empty() {
         return None;
     }
-    let name = lookup("LIFECYCLE_HOOK_NAME")
-        .filter(|n| !n.trim().is_empty())
-        .map_or_else(
-            || crate::autoscaling::DEFAULT_HOOK_NAME.to_string(),
-            |n| n.trim().to_string(),
-        );
-    Some(crate::autoscaling::TerminateHook { name, groups })
+    Some(crate::autoscaling::TerminateHook {
+        name: hook_name.into(),
+        groups,
+    })
 }
 
 /// `LIFECYCLE_HEARTBEAT_TIMEOUT_SECONDS` (the hook's heartbeat timeout) and
@@ -152,5 +153,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(no_clusters.contains("MANAGED_CLUSTERS"), "{no_clusters}");
+    }
+
+    #[test]
+    fn the_hook_name_comes_from_the_environment_for_every_function() {
+        let env = |hook: Option<&'static str>, groups: Option<&'static str>| {
+            move |name: &str| match name {
+                "TABLE_NAME" => Some("t".to_string()),
+                "MANAGED_CLUSTERS" => Some("prod".to_string()),
+                "LIFECYCLE_HOOK_NAME" => hook.map(str::to_string),
+                "AUTO_SCALING_GROUP_NAMES" => groups.map(str::to_string),
+                _ => None,
+            }
+        };
+        let (_, config) = engine_config_from(env(None, None)).unwrap();
+        assert_eq!(config.hook_name, crate::autoscaling::DEFAULT_HOOK_NAME);
+        assert_eq!(config.terminate_hook, None, "no groups: nothing to adopt");
+        let (_, config) = engine_config_from(env(Some(" drain-for-agents "), Some("a,b"))).unwrap();
+        assert_eq!(config.hook_name, "drain-for-agents");
+        let hook = config.terminate_hook.unwrap();
+        assert_eq!(hook.name, "drain-for-agents");
+        assert_eq!(hook.groups, ["a", "b"]);
     }
 }
