@@ -320,3 +320,36 @@ async fn standalone_task_placement_answers_each_instance_in_order_with_ecs_reaso
         "{tags}"
     );
 }
+
+#[tokio::test]
+async fn the_lookup_by_ec2_id_reads_past_empty_pages_and_bounds_the_reading() {
+    // A filtered ListContainerInstances may answer fewer results than maxResults, even none,
+    // with a nextToken (API reference): the instance is on a later page.
+    let found = "arn:aws:ecs:us-east-1:111122223333:container-instance/prod/ci-9";
+    let (ecs, client) = replay(vec![
+        answer(200, r#"{"containerInstanceArns":[],"nextToken":"t1"}"#),
+        answer(200, r#"{"containerInstanceArns":[],"nextToken":"t2"}"#),
+        answer(200, &format!(r#"{{"containerInstanceArns":["{found}"]}}"#)),
+    ]);
+    let arns = ecs
+        .list_container_instances_of_ec2("prod", "i-0abc123")
+        .await
+        .unwrap();
+    assert_eq!(arns, vec![found.to_string()]);
+    let sent = bodies(&client);
+    assert_eq!(sent.len(), 3);
+    assert_eq!(sent[0]["filter"], "ec2InstanceId == i-0abc123");
+    assert_eq!(sent[1]["nextToken"], "t1");
+    assert_eq!(sent[2]["nextToken"], "t2");
+
+    // A list that never ends is an error to retry, never "not a container instance".
+    let endless = (0..200)
+        .map(|_| answer(200, r#"{"containerInstanceArns":[],"nextToken":"again"}"#))
+        .collect();
+    let (ecs, _) = replay(endless);
+    let error = ecs
+        .list_container_instances_of_ec2("prod", "i-0abc123")
+        .await
+        .unwrap_err();
+    assert!(error.is_retryable(), "{error}");
+}

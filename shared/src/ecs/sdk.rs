@@ -27,6 +27,10 @@ impl SdkEcs {
 }
 
 mod convert;
+
+/// Pages of a lookup by EC2 instance id before giving up (with an error to retry): a cluster
+/// holds at most 5,000 container instances (service quotas), 50 pages of 100.
+const EC2_LOOKUP_MAX_PAGES: usize = 100;
 use convert::*;
 
 impl Ecs for SdkEcs {
@@ -76,16 +80,41 @@ impl Ecs for SdkEcs {
                 format!("{ec2_instance_id:?} is not an EC2 instance id"),
             ));
         }
-        let page = self
-            .client
-            .list_container_instances()
-            .cluster(cluster)
-            .filter(format!("ec2InstanceId == {ec2_instance_id}"))
-            .max_results(100)
-            .send()
-            .await
-            .map_err(|e| call_error("ListContainerInstances", format!("cluster {cluster}"), e))?;
-        Ok(page.container_instance_arns().to_vec())
+        // A filtered list may answer a page with fewer results than asked, even none, and a
+        // nextToken ("If maxResults was provided, it's possible the number of results to be
+        // fewer than maxResults", API reference, ListContainerInstances): "not found" is
+        // final only once nextToken is null. Bounded: an endless list is an error to retry,
+        // never "no such instance" (which would let the instance terminate undrained).
+        let mut arns = Vec::new();
+        let mut next_token: Option<String> = None;
+        for _ in 0..EC2_LOOKUP_MAX_PAGES {
+            let page = self
+                .client
+                .list_container_instances()
+                .cluster(cluster)
+                .filter(format!("ec2InstanceId == {ec2_instance_id}"))
+                .max_results(100)
+                .set_next_token(next_token.take())
+                .send()
+                .await
+                .map_err(|e| {
+                    call_error("ListContainerInstances", format!("cluster {cluster}"), e)
+                })?;
+            arns.extend(page.container_instance_arns().iter().cloned());
+            match page.next_token() {
+                Some(token) if !token.is_empty() => next_token = Some(token.to_string()),
+                _ => return Ok(arns),
+            }
+        }
+        Err(EcsError::new(
+            "ListContainerInstances",
+            format!("cluster {cluster}"),
+            EcsErrorKind::Transient,
+            "TooManyPages",
+            format!(
+                "ec2InstanceId == {ec2_instance_id} still had more pages after {EC2_LOOKUP_MAX_PAGES}"
+            ),
+        ))
     }
 
     async fn drain_container_instances(
