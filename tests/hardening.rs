@@ -449,7 +449,18 @@ fn every_dynamodb_write_is_conditional() {
                 // A transaction's items are built before the call: each one a Put under a
                 // condition, "absent" or "exactly the expected version", like put_item's.
                 let start = adapter[..at].rfind("async fn ").expect("inside a function");
-                let body = &adapter[start..at];
+                let mut body = adapter[start..at].to_string();
+                // Items built by a helper of the adapter are read where that helper is.
+                if let Some(helper) = body
+                    .find(".transaction_put(")
+                    .and(adapter.find("fn transaction_put("))
+                {
+                    let end = adapter[helper..]
+                        .find("\n    }\n")
+                        .map_or(adapter.len(), |e| helper + e);
+                    body.push_str(&adapter[helper..end]);
+                }
+                let body = body.as_str();
                 assert_eq!(
                     body.matches("Put::builder()").count(),
                     1,

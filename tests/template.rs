@@ -403,6 +403,30 @@ fn identity_statements(template: &Value) -> Vec<(String, Value)> {
     statements
 }
 
+/// The IAM actions a function's policies allow (each by Ref to the template's own).
+fn allowed_actions(
+    template: &Value,
+    policies: &BTreeMap<&str, &Value>,
+    resource: &str,
+) -> BTreeSet<String> {
+    let mut actions = BTreeSet::new();
+    for policy in as_list(&template["Resources"][resource]["Properties"]["Policies"]) {
+        let name = policy["Ref"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{resource}: policies by Ref to the template's own"));
+        let document = &policies
+            .get(name)
+            .unwrap_or_else(|| panic!("{resource}: {name} is not a managed policy here"))
+            ["Properties"]["PolicyDocument"];
+        for statement in as_list(&document["Statement"]) {
+            for action in as_list(&statement["Action"]) {
+                actions.insert(action.as_str().unwrap_or_default().to_string());
+            }
+        }
+    }
+    actions
+}
+
 #[test]
 fn iam_is_least_privilege() {
     let template = template();
@@ -438,21 +462,7 @@ fn iam_is_least_privilege() {
         .into_iter()
         .collect();
     for (resource, binary) in functions(&template) {
-        let mut actions = BTreeSet::new();
-        for policy in as_list(&template["Resources"][&resource]["Properties"]["Policies"]) {
-            let name = policy["Ref"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{resource}: policies by Ref to the template's own"));
-            let document = &policies
-                .get(name)
-                .unwrap_or_else(|| panic!("{resource}: {name} is not a managed policy here"))
-                ["Properties"]["PolicyDocument"];
-            for statement in as_list(&document["Statement"]) {
-                for action in as_list(&statement["Action"]) {
-                    actions.insert(action.as_str().unwrap_or_default().to_string());
-                }
-            }
-        }
+        let actions = allowed_actions(&template, &policies, &resource);
         if binary == "status" {
             let writes: Vec<_> = actions
                 .iter()
@@ -699,4 +709,164 @@ fn the_lifecycle_rule_takes_only_our_hooks_events() {
         reference("LifecycleHookName"),
         "the functions filter on the same name"
     );
+}
+
+/// The IAM actions one API operation needs.
+fn iam_actions(operation: &str) -> Vec<String> {
+    let ecs = |o: &str| format!("ecs:{o}");
+    match operation {
+        // "Permissions for Put, Update, Delete, and Get actions are governed by the
+        // permissions used for the underlying PutItem, UpdateItem, DeleteItem, and GetItem
+        // operations" (DynamoDB developer guide, Using IAM with DynamoDB transactions).
+        "TransactWriteItems" => vec!["dynamodb:PutItem".into()],
+        "GetItem" | "PutItem" | "DeleteItem" | "Query" => vec![format!("dynamodb:{operation}")],
+        "CompleteLifecycleAction"
+        | "RecordLifecycleActionHeartbeat"
+        | "DescribeAutoScalingGroups" => {
+            vec![format!("autoscaling:{operation}")]
+        }
+        // Copies are tagged at launch, which needs ecs:TagResource too (ECS developer guide,
+        // "Grant permission to tag resources on creation").
+        "StartTask" => vec![ecs("StartTask"), ecs("TagResource")],
+        other => vec![ecs(other)],
+    }
+}
+
+#[tokio::test]
+async fn every_call_a_function_makes_is_allowed_by_its_policies() {
+    use chrono::Duration;
+    use ecs_daemons::deploy::{DeployRequest, RollbackRequest, StatusRequest};
+    use ecs_daemons::holds::HoldSettings;
+    use ecs_daemons_sim::cluster_model::{ModelConfig, TaskDefinitionModel};
+    use ecs_daemons_sim::simulation::Harness;
+
+    // Every function runs its paths against the model; the harness records each AWS
+    // operation per function, so the list comes from the code, not from a hand-kept table.
+    let cluster = "prod";
+    let mut harness = Harness::new(cluster, &["general"], ModelConfig::default());
+    harness.model.add_terminate_hook(
+        "general",
+        "asg-general",
+        "ecs-daemons-drain",
+        Duration::seconds(300),
+    );
+    harness.set_hold_settings(HoldSettings::new(
+        Duration::seconds(300),
+        Duration::hours(1),
+    ));
+    harness.set_terminate_hook(ecs_daemons::autoscaling::TerminateHook {
+        name: "ecs-daemons-drain".into(),
+        groups: vec!["asg-general".into()],
+    });
+    let agent = |harness: &Harness| {
+        harness
+            .model
+            .register_task_definition(TaskDefinitionModel::new("agent", 512, 512))
+    };
+    let first = agent(&harness);
+    let job = harness
+        .model
+        .register_task_definition(TaskDefinitionModel::new("batch", 256, 256));
+    for _ in 0..3 {
+        harness.model.add_instance(cluster, "general", 4096, 8192);
+    }
+    harness
+        .deploy(DeployRequest::new(
+            cluster,
+            "agent",
+            &first,
+            &["general"],
+            0,
+        ))
+        .await
+        .unwrap();
+    harness.run_scheduled(Duration::seconds(60), 60).await;
+    let victim = harness.model.instances(cluster)[0].arn.clone();
+    let batch = harness
+        .model
+        .start_foreign_task(cluster, &victim, &job, "family:batch", Some("nightly"))
+        .unwrap();
+    harness
+        .run_for(Duration::seconds(10), Duration::seconds(1))
+        .await;
+    harness
+        .model
+        .scale_in(cluster, &victim)
+        .expect("the hook holds it");
+    // The hold is open and its heartbeat due when deploy and rollback reconcile.
+    harness
+        .run_for(Duration::seconds(200), Duration::seconds(5))
+        .await;
+    let second = agent(&harness);
+    harness
+        .deploy(DeployRequest::new(
+            cluster,
+            "agent",
+            &second,
+            &["general"],
+            0,
+        ))
+        .await
+        .unwrap();
+    harness.run_scheduled(Duration::seconds(120), 60).await;
+    harness
+        .rollback(RollbackRequest {
+            cluster: cluster.into(),
+            daemon: "agent".into(),
+            to_revision: None,
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    harness.model.crash_task(cluster, &batch);
+    harness.run_scheduled(Duration::seconds(300), 60).await;
+    harness
+        .status(StatusRequest {
+            cluster: cluster.into(),
+            daemon: None,
+        })
+        .await
+        .unwrap();
+
+    let template = template();
+    let policies: BTreeMap<&str, &Value> = resources_of_type(&template, "AWS::IAM::ManagedPolicy")
+        .into_iter()
+        .collect();
+    let resource_of: BTreeMap<String, String> = functions(&template)
+        .into_iter()
+        .map(|(resource, binary)| (binary, resource))
+        .collect();
+    let made = harness.operations_by_function();
+    let mut denied = Vec::new();
+    for (function, operations) in made {
+        let resource = resource_of
+            .get(*function)
+            .unwrap_or_else(|| panic!("{function} is not a function of the template"));
+        let allowed = allowed_actions(&template, &policies, resource);
+        for operation in operations {
+            for action in iam_actions(operation) {
+                if !allowed.contains(&action) {
+                    denied.push(format!(
+                        "{function} calls {operation}: {action} not allowed"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(denied.is_empty(), "{denied:#?}");
+    let exercised: BTreeSet<&str> = made.keys().copied().collect();
+    for function in [
+        "deploy",
+        "rollback",
+        "status",
+        "coverage-check",
+        "task-events",
+        "instance-events",
+        "lifecycle-hook",
+    ] {
+        assert!(
+            exercised.contains(function),
+            "{function} never ran: {exercised:?}"
+        );
+    }
 }

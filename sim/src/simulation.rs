@@ -3,6 +3,7 @@
 //! scheduled `coverage-check`, manual `deploy`. Used by the simulation tests
 //! and the demo. Invocations can be made to crash after any number of calls.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -38,6 +39,8 @@ pub struct CrashBudget(
     AtomicI64,
     std::sync::atomic::AtomicUsize,
     std::sync::Mutex<LostRaces>,
+    /// Every AWS operation that went through, in order (ECS, DynamoDB and Auto Scaling).
+    std::sync::Mutex<Vec<&'static str>>,
 );
 
 /// Injected DynamoDB conflicts: another invocation writes the item first.
@@ -50,7 +53,12 @@ struct LostRaces {
 
 impl CrashBudget {
     pub fn unlimited() -> Self {
-        Self(AtomicI64::new(-1), Default::default(), Default::default())
+        Self(
+            AtomicI64::new(-1),
+            Default::default(),
+            Default::default(),
+            Default::default(),
+        )
     }
 
     /// From now on, each versioned update first loses a race with this chance.
@@ -77,6 +85,30 @@ impl CrashBudget {
         let lost = races.rng.as_mut().is_some_and(|rng| rng.chance(chance));
         races.lost += u64::from(lost);
         lost
+    }
+
+    fn note_operation(&self, operation: &'static str) {
+        self.3
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(operation);
+    }
+
+    /// AWS operations made so far, all services together.
+    pub fn operation_count(&self) -> usize {
+        self.3
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
+    }
+
+    /// The AWS operations made since the `from`-th.
+    pub fn operations_since(&self, from: usize) -> Vec<&'static str> {
+        let operations = self
+            .3
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        operations.get(from..).unwrap_or_default().to_vec()
     }
 
     /// DynamoDB calls made so far (the model counts the ECS ones).
@@ -159,6 +191,7 @@ macro_rules! guarded {
         if !$self.budget.spend() {
             return Err($crashed($operation));
         }
+        $self.budget.note_operation($operation);
         $call.await
     }};
 }
@@ -421,6 +454,7 @@ impl<T: ecs_daemons::autoscaling::AutoScaling> ecs_daemons::autoscaling::AutoSca
             };
             return Box::pin(async move { Err(error) });
         }
+        self.budget.note_operation("DescribeAutoScalingGroups");
         self.inner.waiting_terminations(groups)
     }
     fn complete_lifecycle_action<'a>(
@@ -432,6 +466,7 @@ impl<T: ecs_daemons::autoscaling::AutoScaling> ecs_daemons::autoscaling::AutoSca
                 async move { Err(crashed_autoscaling("CompleteLifecycleAction", action)) },
             );
         }
+        self.budget.note_operation("CompleteLifecycleAction");
         self.inner.complete_lifecycle_action(action)
     }
     fn record_lifecycle_action_heartbeat<'a>(
@@ -446,6 +481,7 @@ impl<T: ecs_daemons::autoscaling::AutoScaling> ecs_daemons::autoscaling::AutoSca
                 ))
             });
         }
+        self.budget.note_operation("RecordLifecycleActionHeartbeat");
         self.inner.record_lifecycle_action_heartbeat(action)
     }
 }
@@ -527,6 +563,10 @@ pub struct Harness {
     /// Lifecycle events whose invocation failed: Lambda retries an asynchronous invocation
     /// twice (about 1 and 2 minutes later). (due, event, attempts so far)
     termination_retries: Vec<(DateTime<Utc>, Value, u32)>,
+    /// The function of the invocation under way, and the operation count at its start.
+    current: (&'static str, usize),
+    /// Every AWS operation each function made (the policy check reads it).
+    operations_by_function: BTreeMap<&'static str, BTreeSet<&'static str>>,
 }
 
 impl Harness {
@@ -536,7 +576,7 @@ impl Harness {
         let store = Arc::new(MemoryStore::new());
         let budget = Arc::new(CrashBudget::unlimited());
         let engine_of = |function: &str| {
-            Engine::new(
+            let engine = Engine::new(
                 Paced::new(
                     Crashing::new(Arc::clone(&model), Arc::clone(&budget)),
                     ModelClock(Arc::clone(&model)),
@@ -547,11 +587,17 @@ impl Harness {
                     clusters: vec![cluster.to_string()],
                     ..EngineConfig::default()
                 },
-            )
-            .with_autoscaling(Arc::new(Crashing::new(
-                Arc::clone(&model),
-                Arc::clone(&budget),
-            )))
+            );
+            // As deployed (`runtime::production_engine`): only the functions whose role
+            // allows lifecycle actions hold terminations.
+            if ecs_daemons::runtime::holds_terminations(function) {
+                engine.with_autoscaling(Arc::new(Crashing::new(
+                    Arc::clone(&model),
+                    Arc::clone(&budget),
+                )))
+            } else {
+                engine
+            }
         };
         let engine = engine_of("task-events");
         let instance_engine = engine_of("instance-events");
@@ -576,11 +622,19 @@ impl Harness {
             window_end: None,
             next_wake: None,
             termination_retries: Vec::new(),
+            current: ("", 0),
+            operations_by_function: BTreeMap::new(),
         }
     }
 
-    /// Names the next invocation and, by chance, arms its crash.
-    fn invocation_id(&mut self) -> String {
+    /// Every AWS operation (ECS, DynamoDB, Auto Scaling) each function has made so far.
+    pub fn operations_by_function(&self) -> &BTreeMap<&'static str, BTreeSet<&'static str>> {
+        &self.operations_by_function
+    }
+
+    /// Names the next invocation (of `function`) and, by chance, arms its crash.
+    fn invocation_id(&mut self, function: &'static str) -> String {
+        self.current = (function, self.budget.operation_count());
         self.invocations += 1;
         if self.rng.chance(self.crash_chance) {
             self.budget.crash_after(self.rng.below(8) as i64);
@@ -589,6 +643,11 @@ impl Harness {
     }
 
     fn finish(&mut self) -> bool {
+        let (function, from) = self.current;
+        self.operations_by_function
+            .entry(function)
+            .or_default()
+            .extend(self.budget.operations_since(from));
         let crashed = self.budget.crashed();
         self.budget.disarm();
         self.crashes += u64::from(crashed);
@@ -646,7 +705,7 @@ impl Harness {
 
     /// One invocation of `lifecycle-hook` with a terminate lifecycle event.
     pub async fn deliver_termination(&mut self, event: Value) -> Invocation {
-        let id = self.invocation_id();
+        let id = self.invocation_id("lifecycle-hook");
         let now = self.model.now();
         let before = self.model.call_count();
         let store_before = self.budget.store_calls();
@@ -680,7 +739,7 @@ impl Harness {
         function: &'static str,
         events: Vec<Value>,
     ) -> Invocation {
-        let id = self.invocation_id();
+        let id = self.invocation_id(function);
         let now = self.model.now();
         let before = self.model.call_count();
         let store_before = self.budget.store_calls();
@@ -750,7 +809,7 @@ impl Harness {
 
     /// The scheduled `coverage-check`.
     pub async fn coverage_check(&mut self) -> Invocation {
-        let id = self.invocation_id();
+        let id = self.invocation_id("coverage-check");
         let now = self.model.now();
         let before = self.model.call_count();
         let store_before = self.budget.store_calls();
@@ -826,7 +885,7 @@ impl Harness {
     }
 
     pub async fn deploy(&mut self, request: DeployRequest) -> Result<DeployAnswer, DeployError> {
-        let id = self.invocation_id();
+        let id = self.invocation_id("deploy");
         let now = self.model.now();
         let answer = deploy(&self.manual_engine, request, now, &id).await;
         self.finish();
@@ -838,7 +897,7 @@ impl Harness {
         &mut self,
         request: DeployRequest,
     ) -> Result<ecs_daemons::dry_run::DryRunAnswer, DeployError> {
-        self.invocation_id();
+        self.invocation_id("deploy");
         let now = self.model.now();
         let answer = ecs_daemons::deploy::deploy_dry_run(&self.manual_engine, request, now).await;
         self.finish();
@@ -850,7 +909,7 @@ impl Harness {
         &mut self,
         request: RollbackRequest,
     ) -> Result<ecs_daemons::dry_run::DryRunAnswer, DeployError> {
-        self.invocation_id();
+        self.invocation_id("rollback");
         let now = self.model.now();
         let answer = ecs_daemons::deploy::rollback_dry_run(&self.manual_engine, request, now).await;
         self.finish();
@@ -861,9 +920,21 @@ impl Harness {
         &mut self,
         request: RollbackRequest,
     ) -> Result<RollbackAnswer, DeployError> {
-        let id = self.invocation_id();
+        let id = self.invocation_id("rollback");
         let now = self.model.now();
         let answer = rollback(&self.manual_engine, request, now, &id).await;
+        self.finish();
+        answer
+    }
+
+    /// One `status` invoke.
+    pub async fn status(
+        &mut self,
+        request: ecs_daemons::deploy::StatusRequest,
+    ) -> Result<ecs_daemons::deploy::StatusAnswer, DeployError> {
+        self.invocation_id("status");
+        let now = self.model.now();
+        let answer = ecs_daemons::deploy::status(&self.manual_engine, request, now).await;
         self.finish();
         answer
     }

@@ -120,14 +120,28 @@ pub async fn production_engine(function: &str) -> Result<ProductionEngine, Funct
     let pacing = Pacing::from_env(Pacing::share(function), |name| std::env::var(name).ok())
         .map_err(|error| FunctionError::Config(error.to_string()))?;
     let aws = crate::aws::load_config().await;
-    Ok(Engine::new(
+    let engine = Engine::new(
         Paced::new(SdkEcs::from_config(&aws), SystemClock::default(), pacing),
         DynamoStore::from_config(&aws, table),
         config,
+    );
+    Ok(if holds_terminations(function) {
+        engine.with_autoscaling(std::sync::Arc::new(
+            crate::autoscaling::SdkAutoScaling::from_config(&aws),
+        ))
+    } else {
+        engine
+    })
+}
+
+/// The functions whose role may heartbeat and complete lifecycle actions (template.yaml's
+/// LifecycleActionsPolicy): they alone hold terminations. Deploy, rollback and status run
+/// without an Auto Scaling client, so their reconciles leave holds to these.
+pub fn holds_terminations(function: &str) -> bool {
+    matches!(
+        function,
+        "lifecycle-hook" | "coverage-check" | "task-events" | "instance-events"
     )
-    .with_autoscaling(std::sync::Arc::new(
-        crate::autoscaling::SdkAutoScaling::from_config(&aws),
-    )))
 }
 
 #[cfg(test)]
