@@ -870,3 +870,105 @@ async fn every_call_a_function_makes_is_allowed_by_its_policies() {
         );
     }
 }
+
+/// The values of an alarm's metric that EMF lines publish under the alarm's dimensions
+/// (each line's "Dimensions" lists the dimension sets a value is published under).
+fn alarm_values(alarm: &Value, lines: &[Value]) -> Vec<f64> {
+    let metric = alarm["Properties"]["MetricName"].as_str().unwrap();
+    let mut wanted: Vec<String> = as_list(&alarm["Properties"]["Dimensions"])
+        .iter()
+        .map(|d| d["Name"].as_str().unwrap().to_string())
+        .collect();
+    wanted.sort();
+    lines
+        .iter()
+        .filter(|line| {
+            line["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|set| {
+                    let mut names: Vec<String> = set
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|n| n.as_str().unwrap().to_string())
+                        .collect();
+                    names.sort();
+                    names == wanted
+                })
+        })
+        .filter_map(|line| line[metric].as_f64())
+        .collect()
+}
+
+/// CloudWatch's statistic over one period's values, and whether it breaches.
+fn breaches(alarm: &Value, values: &[f64]) -> bool {
+    let properties = &alarm["Properties"];
+    let statistic = match properties["Statistic"].as_str().unwrap() {
+        "Minimum" => values.iter().copied().fold(f64::INFINITY, f64::min),
+        "Maximum" => values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        "Sum" => values.iter().sum(),
+        "SampleCount" => values.len() as f64,
+        "Average" => values.iter().sum::<f64>() / values.len() as f64,
+        other => panic!("statistic {other}"),
+    };
+    let threshold = properties["Threshold"].as_f64().unwrap();
+    match properties["ComparisonOperator"].as_str().unwrap() {
+        "GreaterThanThreshold" => statistic > threshold,
+        "GreaterThanOrEqualToThreshold" => statistic >= threshold,
+        "LessThanThreshold" => statistic < threshold,
+        "LessThanOrEqualToThreshold" => statistic <= threshold,
+        other => panic!("comparison {other}"),
+    }
+}
+
+#[test]
+fn the_missing_daemon_alarm_fires_when_one_of_several_daemons_is_missing() {
+    use ecs_daemons::engine::Outcome;
+    use ecs_daemons::plan::DaemonCoverage;
+    let template = template();
+    let alarm = &template["Resources"]["InstancesWithoutDaemonAlarm"];
+    let coverage = |targeted, covered| DaemonCoverage {
+        targeted,
+        covered,
+        ..DaemonCoverage::default()
+    };
+    let outcome = Outcome {
+        cluster: "prod".into(),
+        coverage: [
+            ("agent".to_string(), coverage(3, 3)),
+            ("logs".to_string(), coverage(3, 2)),
+        ]
+        .into(),
+        ..Outcome::default()
+    };
+    let lines = ecs_daemons::metrics::outcome_lines(
+        "ecs-daemons",
+        "coverage-check",
+        &outcome,
+        chrono::Utc::now(),
+    );
+    let values = alarm_values(alarm, &lines);
+    assert_eq!(values.len(), 2, "both daemons publish: {values:?}");
+    assert!(
+        breaches(alarm, &values),
+        "logs misses an instance, agent covers all: the alarm must fire ({values:?} under {})",
+        alarm["Properties"]["Statistic"]
+    );
+    let all_covered = Outcome {
+        coverage: [
+            ("agent".to_string(), coverage(3, 3)),
+            ("logs".to_string(), coverage(3, 3)),
+        ]
+        .into(),
+        ..outcome
+    };
+    let lines = ecs_daemons::metrics::outcome_lines(
+        "ecs-daemons",
+        "coverage-check",
+        &all_covered,
+        chrono::Utc::now(),
+    );
+    assert!(!breaches(alarm, &alarm_values(alarm, &lines)));
+}
