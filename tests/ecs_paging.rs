@@ -220,6 +220,20 @@ async fn production_config_retries_throttling_with_backoff() {
         retry.mode(),
         aws_sdk_ecs::config::retry::RetryMode::Standard
     );
+    // The budgets the template's timeouts are checked against are the ones in force.
+    let timeouts = config.timeout_config().expect("timeouts set");
+    assert_eq!(
+        timeouts.operation_timeout(),
+        Some(Duration::from_secs(
+            ecs_daemons::aws::OPERATION_TIMEOUT_SECONDS
+        ))
+    );
+    assert_eq!(
+        timeouts.operation_attempt_timeout(),
+        Some(Duration::from_secs(
+            ecs_daemons::aws::ATTEMPT_TIMEOUT_SECONDS
+        ))
+    );
 }
 
 #[tokio::test]

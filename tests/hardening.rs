@@ -387,9 +387,9 @@ async fn an_event_batch_killed_at_any_call_is_handled_when_sqs_delivers_it_again
             break;
         }
         points += 1;
-        // SQS makes the messages visible again after the visibility timeout (180 s); no
+        // SQS makes the messages visible again after the visibility timeout (360 s); no
         // coverage-check runs meanwhile, so only the redelivery can cover the instances.
-        harness.model.advance(Duration::seconds(180));
+        harness.model.advance(Duration::seconds(360));
         harness.model.take_due_events();
         let again = harness.deliver_batch("instance-events", events).await;
         assert!(

@@ -972,3 +972,26 @@ fn the_missing_daemon_alarm_fires_when_one_of_several_daemons_is_missing() {
     );
     assert!(!breaches(alarm, &alarm_values(alarm, &lines)));
 }
+
+#[test]
+fn every_function_outlasts_the_sdk_budget_of_a_call() {
+    // A call may take the SDK's whole budget (retries and backoff); the invocation must
+    // still have as long again to record and answer, or a throttled batch times out and
+    // every message of it comes back instead of only the failed ones.
+    let template = template();
+    let budget = ecs_daemons::aws::OPERATION_TIMEOUT_SECONDS as i64;
+    let global = template["Globals"]["Function"]["Timeout"].as_i64();
+    for (resource, _) in functions(&template) {
+        let timeout = template["Resources"][&resource]["Properties"]["Timeout"]
+            .as_i64()
+            .or(global)
+            .unwrap_or(3);
+        assert!(
+            timeout >= 2 * budget,
+            "{resource}: timeout {timeout} s, but one call may take {budget} s"
+        );
+    }
+    assert!(
+        ecs_daemons::aws::ATTEMPT_TIMEOUT_SECONDS < ecs_daemons::aws::OPERATION_TIMEOUT_SECONDS
+    );
+}

@@ -11,6 +11,15 @@ use aws_config::BehaviorVersion;
 /// a burst over several seconds, well inside a Lambda invocation.
 pub const MAX_ATTEMPTS: u32 = 8;
 
+/// The budget of one call, every attempt and backoff included. The functions' timeouts
+/// (template.yaml) are at least twice it, so a call that runs out its budget still leaves
+/// the invocation time to record what happened and answer (a partial-batch response, not a
+/// timeout that brings every message of the batch back).
+pub const OPERATION_TIMEOUT_SECONDS: u64 = 20;
+
+/// One attempt's budget: a hung connection is abandoned and retried within the call's.
+pub const ATTEMPT_TIMEOUT_SECONDS: u64 = 5;
+
 /// Loads region, credentials and endpoint (`AWS_ENDPOINT_URL*` included) from the
 /// environment, with the retry and timeout policy of this system.
 pub async fn load_config() -> aws_config::SdkConfig {
@@ -24,8 +33,8 @@ pub async fn load_config() -> aws_config::SdkConfig {
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(3))
-                .operation_attempt_timeout(Duration::from_secs(10))
-                .operation_timeout(Duration::from_secs(40))
+                .operation_attempt_timeout(Duration::from_secs(ATTEMPT_TIMEOUT_SECONDS))
+                .operation_timeout(Duration::from_secs(OPERATION_TIMEOUT_SECONDS))
                 .build(),
         )
         .load()

@@ -75,7 +75,7 @@ impl EngineError {
 }
 
 /// See [`EngineConfig::event_ttl`]; template.yaml's queue visibility timeout must exceed it.
-pub const EVENT_MARKER_SECONDS: i64 = 60;
+pub const EVENT_MARKER_SECONDS: i64 = 120;
 
 /// ECS calls of one drain-last read of an instance: ListTasks desired RUNNING, ListTasks
 /// desired STOPPED, one DescribeTasks.
@@ -86,8 +86,8 @@ pub struct EngineConfig {
     pub started_by: String,
     /// How long an event id is remembered. Short on purpose: a marker is written before the
     /// event's work, so an invocation that dies mid-way leaves one behind; it must be gone by
-    /// the time SQS delivers the message again (visibility timeout 180 s, template.yaml), or
-    /// the retry would be skipped as a duplicate. Twice the event functions' 30 s timeout.
+    /// the time SQS delivers the message again (visibility timeout 360 s, template.yaml), or
+    /// the retry would be skipped as a duplicate. Twice the event functions' 60 s timeout.
     /// A duplicate after that is handled again, which is harmless: every decision re-reads ECS
     /// and stale task versions are ignored.
     pub event_ttl: Duration,
