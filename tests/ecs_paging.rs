@@ -367,3 +367,43 @@ async fn the_lookup_by_ec2_id_reads_past_empty_pages_and_bounds_the_reading() {
         .unwrap_err();
     assert!(error.is_retryable(), "{error}");
 }
+
+#[tokio::test]
+async fn attributes_are_deleted_by_name_and_target_and_a_gone_instance_spares_the_rest() {
+    let gone = r#"{"__type":"TargetNotFoundException","message":"Could not find arn:aws:ecs:us-east-1:111122223333:container-instance/prod/ci-2"}"#;
+    let (ecs, client) = replay(vec![
+        // The batch of three is refused whole because ci-2 is gone...
+        answer(400, gone),
+        // ...then each is deleted alone: ci-1 and ci-3 go, ci-2 has nothing to clear.
+        answer(200, r#"{"attributes":[]}"#),
+        answer(400, gone),
+        answer(200, r#"{"attributes":[]}"#),
+    ]);
+    let attribute = |id: &str| InstanceAttribute {
+        container_instance: format!(
+            "arn:aws:ecs:us-east-1:111122223333:container-instance/prod/{id}"
+        ),
+        name: "ecs-daemons.ready".into(),
+        value: Some("true".into()),
+    };
+    let all = vec![attribute("ci-1"), attribute("ci-2"), attribute("ci-3")];
+    ecs.delete_attributes("prod", &all).await.unwrap();
+    let sent = bodies(&client);
+    assert_eq!(sent.len(), 4, "{sent:#?}");
+    assert_eq!(sent[0]["attributes"].as_array().unwrap().len(), 3);
+    for (request, id) in sent[1..].iter().zip(["ci-1", "ci-2", "ci-3"]) {
+        assert_eq!(request["attributes"].as_array().unwrap().len(), 1);
+        assert!(request["attributes"][0]["targetId"]
+            .as_str()
+            .unwrap()
+            .ends_with(id));
+    }
+    // "For custom attributes, specify the attribute name and target ID, but don't specify
+    // the value" (API reference, DeleteAttributes).
+    for request in &sent {
+        for item in request["attributes"].as_array().unwrap() {
+            assert!(item.get("value").is_none(), "a value was sent: {item}");
+            assert_eq!(item["name"], "ecs-daemons.ready");
+        }
+    }
+}

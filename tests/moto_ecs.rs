@@ -242,15 +242,11 @@ async fn readiness_attribute_is_put_and_deleted_in_batches() {
         .iter()
         .all(|i| i.attributes.get("ecs-daemons.ready") == Some(&Some("true".into()))));
 
+    // Deletes send name and target only, as the API reference asks; moto deletes an
+    // attribute only when a value is sent and matches, so against moto the call is checked
+    // for being accepted in batches, and the request's shape by the replay test
+    // (ecs_paging: attributes_are_deleted_by_name_and_target_and_a_gone_instance_spares_the_rest).
     f.ecs.delete_attributes(&f.cluster, &all).await.unwrap();
-    let described = f
-        .ecs
-        .describe_container_instances(&f.cluster, &f.instances)
-        .await
-        .unwrap();
-    assert!(described
-        .iter()
-        .all(|i| !i.attributes.contains_key("ecs-daemons.ready")));
 }
 
 #[tokio::test]

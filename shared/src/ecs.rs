@@ -314,7 +314,9 @@ pub trait Ecs: Send + Sync {
         attributes: &[InstanceAttribute],
     ) -> impl Future<Output = Result<(), EcsError>> + Send;
 
-    /// Deletes custom attributes, [`ATTRIBUTE_BATCH`] per call (pass the value that was put).
+    /// Deletes custom attributes, [`ATTRIBUTE_BATCH`] per call (name and target; no value is
+    /// sent). An instance that is gone has nothing to clear: it fails neither the call nor
+    /// the other attributes of its batch.
     fn delete_attributes(
         &self,
         cluster: &str,

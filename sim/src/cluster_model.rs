@@ -1484,6 +1484,8 @@ impl Ecs for ClusterModel {
         let mut world = self.world();
         let target = format!("cluster {cluster}");
         world.cluster(cluster, "DeleteAttributes")?;
+        // The trait's contract, which the SDK adapter keeps by deleting one by one after
+        // ECS's TargetNotFoundException: a gone instance fails nothing.
         for batch in attributes.chunks(ATTRIBUTE_BATCH) {
             world.call("DeleteAttributes", true, &target)?;
             let state = world.cluster(cluster, "DeleteAttributes")?;

@@ -21,6 +21,26 @@ impl SdkEcs {
         Self { client }
     }
 
+    /// One DeleteAttributes call (up to [`ATTRIBUTE_BATCH`] attributes).
+    async fn delete_attribute_batch(
+        &self,
+        cluster: &str,
+        batch: &[InstanceAttribute],
+    ) -> Result<(), EcsError> {
+        let items = batch
+            .iter()
+            .map(|a| sdk_attribute("DeleteAttributes", a))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.client
+            .delete_attributes()
+            .cluster(cluster)
+            .set_attributes(Some(items))
+            .send()
+            .await
+            .map_err(|e| call_error("DeleteAttributes", format!("cluster {cluster}"), e))?;
+        Ok(())
+    }
+
     pub fn from_config(config: &aws_config::SdkConfig) -> Self {
         Self::new(aws_sdk_ecs::Client::new(config))
     }
@@ -325,17 +345,24 @@ impl Ecs for SdkEcs {
         attributes: &[InstanceAttribute],
     ) -> Result<(), EcsError> {
         for batch in attributes.chunks(ATTRIBUTE_BATCH) {
-            let items = batch
-                .iter()
-                .map(|a| sdk_attribute("DeleteAttributes", a))
-                .collect::<Result<Vec<_>, _>>()?;
-            self.client
-                .delete_attributes()
-                .cluster(cluster)
-                .set_attributes(Some(items))
-                .send()
-                .await
-                .map_err(|e| call_error("DeleteAttributes", format!("cluster {cluster}"), e))?;
+            match self.delete_attribute_batch(cluster, batch).await {
+                // One instance of the batch is gone (TargetNotFoundException refuses the whole
+                // request): the others are deleted one by one, and a gone one has nothing
+                // left to clear.
+                Err(error) if error.code == "TargetNotFoundException" && batch.len() > 1 => {
+                    for attribute in batch {
+                        match self
+                            .delete_attribute_batch(cluster, std::slice::from_ref(attribute))
+                            .await
+                        {
+                            Err(error) if error.code == "TargetNotFoundException" => {}
+                            other => other?,
+                        }
+                    }
+                }
+                Err(error) if error.code == "TargetNotFoundException" => {}
+                other => other?,
+            }
         }
         Ok(())
     }

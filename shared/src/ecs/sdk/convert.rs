@@ -252,15 +252,21 @@ pub(super) fn task_definition(
 }
 
 /// PutAttributes/DeleteAttributes want the full ARN alone, or a bare id with its target type.
-/// The value goes along on deletes too: ECS ignores it, moto deletes only on a match.
+/// Deletes send no value: "For custom attributes, specify the attribute name and target ID,
+/// but don't specify the value" (API reference, DeleteAttributes). (moto deletes only when a
+/// value is sent and matches; AWS is followed, not moto.)
 pub(super) fn sdk_attribute(
     operation: &'static str,
     attribute: &InstanceAttribute,
 ) -> Result<sdk::Attribute, EcsError> {
+    let value = match operation {
+        "DeleteAttributes" => None,
+        _ => attribute.value.clone(),
+    };
     let mut builder = sdk::Attribute::builder()
         .name(&attribute.name)
         .target_id(&attribute.container_instance)
-        .set_value(attribute.value.clone());
+        .set_value(value);
     if !attribute.container_instance.starts_with("arn:") {
         builder = builder.target_type(sdk::TargetType::ContainerInstance);
     }
