@@ -171,25 +171,19 @@ async fn daemons_start_first_cover_every_instance_and_drain_last() {
             .await,
     );
 
-    // Drain two: readiness goes at once, apps leave first, the daemon stops last.
+    // Drain two: apps leave first, the daemon stops last, readiness goes. ECS emits no
+    // instance event for the drain itself: the apps' own stops tell of it where apps run,
+    // the next scheduled coverage-check where none does. (ECS places nothing on a DRAINING
+    // instance, so readiness left there until then is harmless.)
     let draining = [general[0].clone(), general[1].clone()];
     for instance in &draining {
         harness.model.drain_instance(CLUSTER, instance);
     }
-    log.extend(
-        harness
-            .run_for(Duration::seconds(1), Duration::seconds(1))
-            .await,
-    );
+    log.extend(harness.run_scheduled(Duration::seconds(70), 60).await);
     for instance in &draining {
         assert!(!ready_instances(&harness)
             .contains(&ecs_daemons::arn::resource_id(instance).to_string()));
     }
-    log.extend(
-        harness
-            .run_for(Duration::seconds(20), Duration::seconds(1))
-            .await,
-    );
     assert!(
         harness.model.early_drain_stops().is_empty(),
         "{:?}",
@@ -718,4 +712,66 @@ async fn one_batch_merges_duplicates_and_reorderings_and_isolates_bad_events() {
         restarted[0].instance_id,
         ecs_daemons::arn::resource_id(&instance)
     );
+}
+
+/// ECS's list of what emits "ECS Container Instance State Change" (developer guide) does not
+/// include UpdateContainerInstancesState → DRAINING, and the model emits none for it: the
+/// applications' own stops finish drain-last where they run, the schedule where none do.
+#[tokio::test]
+async fn drain_last_needs_no_instance_event_for_the_drain() {
+    let mut harness = Harness::new(CLUSTER, &["general"], ModelConfig::default());
+    for _ in 0..2 {
+        harness.model.add_instance(CLUSTER, "general", 4096, 8192);
+    }
+    let agent = harness
+        .model
+        .register_task_definition(TaskDefinitionModel::new("agent", 256, 256));
+    let app = harness
+        .model
+        .register_task_definition(TaskDefinitionModel::new("checkout", 512, 512));
+    harness
+        .deploy(request("agent", &agent, &["general"], 0))
+        .await
+        .unwrap();
+    harness
+        .run_for(Duration::seconds(20), Duration::seconds(1))
+        .await;
+    let instances = harness.model.instances(CLUSTER);
+    let (with_app, daemons_only) = (instances[0].arn.clone(), instances[1].arn.clone());
+    harness
+        .model
+        .start_foreign_task(
+            CLUSTER,
+            &with_app,
+            &app,
+            "service:checkout",
+            Some("ecs-svc/1"),
+        )
+        .unwrap();
+    harness
+        .run_for(Duration::seconds(10), Duration::seconds(1))
+        .await;
+
+    for instance in [&with_app, &daemons_only] {
+        harness.model.drain_instance(CLUSTER, instance);
+    }
+    let seen = harness
+        .run_for(Duration::seconds(30), Duration::seconds(1))
+        .await;
+    let id = |arn: &str| ecs_daemons::arn::resource_id(arn).to_string();
+    // Where an application ran, its stop was the news: the daemon went after it.
+    assert_eq!(live_daemons_on(&harness, &id(&with_app), "agent"), 0);
+    assert!(harness.model.early_drain_stops().is_empty());
+    // (run_for runs no schedule: the events of the application's stop did it, task
+    // events or the instance events its freed resources cause.)
+    assert!(
+        seen.iter()
+            .any(|i| i.result.as_ref().is_ok_and(|o| !o.stopped.is_empty())),
+        "an event's reconcile stopped the daemon"
+    );
+    // Where nothing but the daemon ran, no event came at all; the schedule finishes it.
+    assert_eq!(live_daemons_on(&harness, &id(&daemons_only), "agent"), 1);
+    harness.run_scheduled(Duration::seconds(60), 60).await;
+    assert_eq!(live_daemons_on(&harness, &id(&daemons_only), "agent"), 0);
+    assert!(harness.model.early_drain_stops().is_empty());
 }

@@ -94,6 +94,12 @@ pub struct ModelConfig {
     pub faults: Faults,
     /// The model's clock at creation (the local stack starts it at the wall clock).
     pub start_at: DateTime<Utc>,
+    /// Whether `UpdateContainerInstancesState` → DRAINING emits an "ECS Container Instance
+    /// State Change" event. ECS's list of what causes one (developer guide, "Amazon ECS
+    /// container instance state change events") names task starts and stops, deregistration,
+    /// agent connection and upgrades, but not a change of status: off by default, so
+    /// drain-last is shown to work without it.
+    pub draining_emits_instance_event: bool,
 }
 
 impl Default for ModelConfig {
@@ -106,6 +112,7 @@ impl Default for ModelConfig {
             rate_limits: true,
             faults: Faults::default(),
             start_at: epoch(),
+            draining_emits_instance_event: false,
         }
     }
 }
@@ -944,7 +951,17 @@ impl ClusterModel {
             })
             .map(|t| t.id.clone())
             .collect();
-        world.bump_instance(cluster, &id);
+        if world.config.draining_emits_instance_event {
+            world.bump_instance(cluster, &id);
+        } else if let Some(instance) = world
+            .clusters
+            .get_mut(cluster)
+            .and_then(|c| c.instances.get_mut(&id))
+        {
+            instance.version += 1;
+        }
+        // Stopping the service tasks emits their task events (and, through the resources
+        // they free, instance events: the list's "service scheduler starts or stops a task").
         for task in services {
             world.stop_task(
                 cluster,
