@@ -995,3 +995,17 @@ fn every_function_outlasts_the_sdk_budget_of_a_call() {
         ecs_daemons::aws::ATTEMPT_TIMEOUT_SECONDS < ecs_daemons::aws::OPERATION_TIMEOUT_SECONDS
     );
 }
+
+#[test]
+fn the_coverage_check_is_never_retried_or_kept_waiting_by_lambda() {
+    // The next scheduled run replaces a missed one: an old run waiting in Lambda's queue
+    // (up to the Globals' hour) or retried would only land in the dead-letter queue late.
+    let template = template();
+    let function = &template["Resources"]["CoverageCheckFunction"]["Properties"];
+    let config = &function["EventInvokeConfig"];
+    assert_eq!(config["MaximumRetryAttempts"], 0, "{config}");
+    assert_eq!(config["MaximumEventAgeInSeconds"], 60, "{config}");
+    let schedule = &function["Events"]["Schedule"]["Properties"];
+    assert_eq!(schedule["RetryPolicy"]["MaximumRetryAttempts"], 0);
+    assert_eq!(schedule["RetryPolicy"]["MaximumEventAgeInSeconds"], 60);
+}
