@@ -1009,3 +1009,96 @@ fn the_coverage_check_is_never_retried_or_kept_waiting_by_lambda() {
     assert_eq!(schedule["RetryPolicy"]["MaximumRetryAttempts"], 0);
     assert_eq!(schedule["RetryPolicy"]["MaximumEventAgeInSeconds"], 60);
 }
+
+fn allowed_pattern(template: &Value, parameter: &str) -> regex_lite::Regex {
+    let pattern = template["Parameters"][parameter]["AllowedPattern"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{parameter} has an AllowedPattern"));
+    regex_lite::Regex::new(pattern).unwrap()
+}
+
+#[test]
+fn the_schedule_rate_takes_only_what_eventbridge_takes() {
+    // rate(value unit): the singular unit for 1, the plural above (EventBridge user guide,
+    // "Schedule expressions for rules"); and at most an hour, so a heartbeat timeout of
+    // twice the interval fits the hook's 7200 s.
+    let rate = allowed_pattern(&template(), "CoverageCheckRate");
+    for good in ["1 minute", "2 minutes", "5 minutes", "59 minutes", "1 hour"] {
+        assert!(rate.is_match(good), "{good} refused");
+    }
+    for bad in [
+        "1 minutes",
+        "5 minute",
+        "0 minutes",
+        "60 minutes",
+        "2 hours",
+        "1 hours",
+        "01 minute",
+        "",
+    ] {
+        assert!(!rate.is_match(bad), "{bad} accepted");
+    }
+}
+
+#[test]
+fn policies_name_no_partition_but_their_own() {
+    // Every ARN in an identity or resource policy takes the partition from ${AWS::Partition}
+    // or leaves it a wildcard: "arn:aws:" alone would fail in aws-cn and aws-us-gov.
+    let text = std::fs::read_to_string(root().join("template.yaml")).unwrap();
+    let hard_coded: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("arn:aws:") && !line.trim_start().starts_with('#'))
+        .filter(|line| !line.contains("ConstraintDescription"))
+        .collect();
+    assert!(hard_coded.is_empty(), "{hard_coded:#?}");
+}
+
+#[test]
+fn the_dead_letter_queue_takes_messages_from_its_own_rules_only() {
+    let template = template();
+    let statement = &template["Resources"]["DeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]
+        ["Statement"][0];
+    let sources: Vec<&Value> = as_list(&statement["Condition"]["ArnEquals"]["aws:SourceArn"]);
+    let names: BTreeSet<&str> = sources
+        .iter()
+        .map(|s| s["Fn::GetAtt"][0].as_str().expect("a rule by GetAtt"))
+        .collect();
+    // Every rule target that names the queue as its dead-letter queue, and nothing by prefix.
+    let mut expected = BTreeSet::new();
+    for (name, rule) in resources_of_type(&template, "AWS::Events::Rule") {
+        if rule["Properties"]["Targets"]
+            .to_string()
+            .contains("DeadLetterQueue")
+        {
+            expected.insert(name.to_string());
+        }
+    }
+    for (function, resource) in resources_of_type(&template, "AWS::Serverless::Function") {
+        if let Some(events) = resource["Properties"]["Events"].as_object() {
+            for (event, body) in events {
+                if body["Properties"]["DeadLetterConfig"].is_object() {
+                    // SAM names the rule it generates <function><event>.
+                    expected.insert(format!("{function}{event}"));
+                }
+            }
+        }
+    }
+    let names: BTreeSet<String> = names.into_iter().map(str::to_string).collect();
+    assert_eq!(names, expected);
+    assert!(
+        statement["Condition"]["ArnLike"].is_null(),
+        "no prefix match"
+    );
+}
+
+#[test]
+fn the_concurrency_note_says_what_lambda_keeps() {
+    let template = template();
+    let text = template["Parameters"]["ReserveConcurrency"]["Description"]
+        .as_str()
+        .unwrap();
+    // "Lambda keeps at least 100 concurrent executions unreserved" (Lambda developer guide,
+    // "Configuring reserved concurrency").
+    assert!(text.contains("100"), "{text}");
+    assert!(!text.contains("minimum of 10)"), "{text}");
+}
