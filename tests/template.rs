@@ -1102,3 +1102,50 @@ fn the_concurrency_note_says_what_lambda_keeps() {
     assert!(text.contains("100"), "{text}");
     assert!(!text.contains("minimum of 10)"), "{text}");
 }
+
+#[test]
+fn every_function_bursting_at_once_stays_within_ecs_rate_limits() {
+    use ecs_daemons::pacing::{Pacing, ECS_LIMITS};
+    // Each function's greatest concurrency (its SQS source's MaximumConcurrency, or its
+    // reservation under ReserveConcurrency) times its share, summed over every function.
+    let template = template();
+    let mut total = [0.0_f64; 4];
+    for (resource, binary) in functions(&template) {
+        let properties = &template["Resources"][&resource]["Properties"];
+        let from_queue = properties["Events"]
+            .as_object()
+            .into_iter()
+            .flat_map(|events| events.values())
+            .filter_map(|e| e["Properties"]["ScalingConfig"]["MaximumConcurrency"].as_f64())
+            .sum::<f64>();
+        let reserved = properties["ReservedConcurrentExecutions"]["Fn::If"][1].as_f64();
+        let concurrency = match (from_queue, reserved) {
+            (n, None) if n > 0.0 => n,
+            (0.0, Some(n)) => n,
+            other => panic!("{resource}: concurrency must be bounded one way: {other:?}"),
+        };
+        let share = Pacing::share(&binary);
+        for (sum, figure) in total.iter_mut().zip([
+            share.read.burst,
+            share.read.per_second,
+            share.modify.burst,
+            share.modify.per_second,
+        ]) {
+            *sum += concurrency * figure;
+        }
+    }
+    let limits = [
+        ECS_LIMITS.read.burst,
+        ECS_LIMITS.read.per_second,
+        ECS_LIMITS.modify.burst,
+        ECS_LIMITS.modify.per_second,
+    ];
+    for (name, (sum, limit)) in ["read burst", "read rate", "modify burst", "modify rate"]
+        .iter()
+        .zip(total.iter().zip(limits))
+    {
+        assert!(*sum <= limit, "{name}: {sum} over ECS's {limit}");
+    }
+    // The read bucket of the API reference's throttling example: 50 tokens.
+    assert_eq!(ECS_LIMITS.read.burst, 50.0);
+}

@@ -1,5 +1,6 @@
 //! Pacing of ECS calls. ECS limits calls per account and region with token buckets
-//! (cluster modify calls: burst 100, 40/s; cluster read calls: burst 100, 20/s) and answers
+//! (cluster modify calls: burst 100, 40/s; cluster read calls: burst 50, 20/s, as the
+//! API reference's "Request throttling" example gives them) and answers
 //! `ThrottlingException` beyond. Each function process takes a share of those rates through
 //! its own two buckets and waits before a call instead of being throttled; the SDK's retry
 //! stays a safety net, not the plan. Shares are set per function in template.yaml so that
@@ -28,11 +29,13 @@ pub struct Pacing {
     pub modify: Rate,
 }
 
-/// ECS's documented limits for cluster read and modify calls (per account and region).
+/// ECS's documented limits for cluster read and modify calls (per account and region). The
+/// read burst is the throttling example's 50 ("cluster read actions … a bucket size of 50
+/// tokens"), the smaller of the figures AWS gives.
 pub const ECS_LIMITS: Pacing = Pacing {
     read: Rate {
         per_second: 20.0,
-        burst: 100.0,
+        burst: 50.0,
     },
     modify: Rate {
         per_second: 40.0,
@@ -59,19 +62,23 @@ impl Pacing {
         }
     }
 
-    /// The share of ECS's rates one process of a function takes. The coverage-check (one at
-    /// a time) drives rollouts, whose batch boundary is one StopTask per instance plus one
-    /// StartTask per ten: it gets most of the modify burst. Event functions handle batches
-    /// (one read per 100 instances) and start a joining instance's daemons; the manual
-    /// ones run one reconcile each.
+    /// The share of ECS's rates one process of a function takes. Every process of every
+    /// function bursting at once (at the concurrency template.yaml allows: 2 per event
+    /// function and for lifecycle-hook, 1 for the others) stays within ECS's limits: reads
+    /// 48 of 50 burst and 19 of 20/s, modifies 100 of 100 and 38.5 of 40/s (a template
+    /// test adds them up). The coverage-check drives rollouts, whose batch boundary is one
+    /// StopTask per instance plus one StartTask per ten: it gets the largest modify share.
     pub fn share(function: &str) -> Self {
         match function {
-            "coverage-check" => Self::of(12.0, 70.0, 40.0, 100.0),
-            // lifecycle-hook: one terminating instance per invocation, like an event.
-            "instance-events" | "task-events" | "lifecycle-hook" => Self::of(4.0, 15.0, 10.0, 30.0),
-            // deploy, rollback, status: one full reconcile (two reads per 100 instances and
-            // per 100 tasks) without waiting, on clusters of a few thousand instances.
-            _ => Self::of(6.0, 70.0, 10.0, 30.0),
+            "coverage-check" => Self::of(6.0, 14.0, 16.0, 39.0),
+            // A batch of events: one read per 100 instances and tasks, a joining instance's starts.
+            "instance-events" | "task-events" => Self::of(1.0, 5.0, 4.0, 10.0),
+            // One terminating instance per invocation.
+            "lifecycle-hook" => Self::of(0.5, 3.0, 1.0, 5.0),
+            // One full reconcile each (two reads per 100 instances and per 100 tasks).
+            "deploy" | "rollback" => Self::of(3.0, 3.0, 2.0, 5.0),
+            // status only reads.
+            _ => Self::of(2.0, 2.0, 0.5, 1.0),
         }
     }
 }

@@ -819,7 +819,12 @@ impl ClusterModel {
         let world = World {
             rng: Rng::new(config.seed),
             modify_bucket: Bucket::new(100.0, 40.0, now),
-            read_bucket: Bucket::new(100.0, 20.0, now),
+            // ECS's read bucket as the API reference's throttling example gives it (50).
+            read_bucket: Bucket::new(
+                ecs_daemons::pacing::ECS_LIMITS.read.burst,
+                ecs_daemons::pacing::ECS_LIMITS.read.per_second,
+                now,
+            ),
             config,
             now,
             next_id: 0,
