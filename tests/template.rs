@@ -1149,3 +1149,33 @@ fn every_function_bursting_at_once_stays_within_ecs_rate_limits() {
     // The read bucket of the API reference's throttling example: 50 tokens.
     assert_eq!(ECS_LIMITS.read.burst, 50.0);
 }
+
+#[test]
+fn hold_parameters_stay_within_what_auto_scaling_serves() {
+    use ecs_daemons::runtime::rate_seconds;
+    let template = template();
+    let parameter = |name: &str, field: &str| template["Parameters"][name][field].as_f64().unwrap();
+    // The shortest schedule the rate pattern allows is 1 minute: the heartbeat timeout's floor
+    // is twice it, and its ceiling Auto Scaling's 7200 s.
+    let shortest = rate_seconds("1 minute").unwrap() as f64;
+    assert!(parameter("LifecycleHeartbeatTimeout", "MinValue") >= 2.0 * shortest);
+    assert!(parameter("LifecycleHeartbeatTimeout", "MaxValue") <= 7200.0);
+    // 48 h at most, and the defaults within 100 x the default heartbeat timeout.
+    assert!(parameter("DrainLimitSeconds", "MaxValue") <= 172_800.0);
+    assert!(
+        parameter("DrainLimitSeconds", "Default")
+            <= 100.0 * parameter("LifecycleHeartbeatTimeout", "Default")
+    );
+    let default_rate = template["Parameters"]["CoverageCheckRate"]["Default"]
+        .as_str()
+        .unwrap();
+    assert!(
+        parameter("LifecycleHeartbeatTimeout", "Default")
+            >= 2.0 * rate_seconds(default_rate).unwrap() as f64
+    );
+    // The functions see the rate, to refuse combinations the parameters cannot express.
+    assert_eq!(
+        template["Globals"]["Function"]["Environment"]["Variables"]["COVERAGE_CHECK_RATE"],
+        reference("CoverageCheckRate")
+    );
+}

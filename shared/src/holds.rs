@@ -105,6 +105,40 @@ impl Default for HoldSettings {
     }
 }
 
+/// Whether holds can be kept as configured. Auto Scaling keeps an instance waiting at most
+/// "48 hours or 100 times the heartbeat timeout, whichever is smaller" (EC2 Auto Scaling user
+/// guide, lifecycle hooks), so a longer drain limit would never be reached; and a heartbeat
+/// timeout shorter than two coverage-check intervals lets a hook time out between the runs
+/// that heartbeat it.
+pub fn check_hold_settings(
+    heartbeat_timeout: Duration,
+    limit: Duration,
+    schedule_interval: Duration,
+) -> Result<(), String> {
+    let longest_wait = (heartbeat_timeout * 100).min(Duration::hours(48));
+    if limit > longest_wait {
+        return Err(format!(
+            "DrainLimitSeconds {} exceeds what Auto Scaling keeps an instance waiting with a \
+             heartbeat timeout of {} s: at most {} s (48 h or 100 x the timeout, whichever is \
+             smaller); lower DrainLimitSeconds or raise LifecycleHeartbeatTimeout",
+            limit.num_seconds(),
+            heartbeat_timeout.num_seconds(),
+            longest_wait.num_seconds()
+        ));
+    }
+    if heartbeat_timeout < schedule_interval * 2 {
+        return Err(format!(
+            "LifecycleHeartbeatTimeout {} s is shorter than two coverage-check intervals ({} s): \
+             a hook would time out between the runs that heartbeat it; raise it (and the hooks' \
+             HeartbeatTimeout) to at least {} s, or run the check more often",
+            heartbeat_timeout.num_seconds(),
+            (schedule_interval * 2).num_seconds(),
+            (schedule_interval * 2).num_seconds()
+        ));
+    }
+    Ok(())
+}
+
 /// What to do about one open hold, decided from the instance as ECS describes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HoldStep {

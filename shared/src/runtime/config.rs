@@ -36,14 +36,55 @@ pub fn engine_config_from(
         ..EngineConfig::default()
     };
     if let Some(marker) = lookup("STARTED_BY").filter(|m| !m.is_empty()) {
-        config.started_by = marker;
+        config.started_by = started_by_from(&marker)?;
     }
     config.holds = hold_settings_from(&lookup)?;
     if let Some(name) = lookup("LIFECYCLE_HOOK_NAME").filter(|n| !n.trim().is_empty()) {
         config.hook_name = name.trim().to_string();
     }
     config.terminate_hook = terminate_hook_from(&lookup, &config.hook_name);
+    if config.terminate_hook.is_some() {
+        // Holds are kept only where groups are named: only then must their settings work.
+        let rate = lookup("COVERAGE_CHECK_RATE").unwrap_or_else(|| "1 minute".into());
+        let interval = rate_seconds(&rate).ok_or_else(|| {
+            FunctionError::Config(format!(
+                "COVERAGE_CHECK_RATE {rate:?} is not an EventBridge rate (1 minute, 2 to 59 minutes, 1 hour)"
+            ))
+        })?;
+        crate::holds::check_hold_settings(
+            config.holds.heartbeat_every * 2,
+            config.holds.limit,
+            chrono::Duration::seconds(interval),
+        )
+        .map_err(FunctionError::Config)?;
+    }
     Ok((table, config))
+}
+
+/// Seconds between two runs of an EventBridge `rate()` body ("1 minute", "5 minutes", "1 hour").
+pub fn rate_seconds(rate: &str) -> Option<i64> {
+    let (value, unit) = rate.trim().split_once(' ')?;
+    let value: i64 = value.parse().ok().filter(|v| *v >= 1)?;
+    let unit_seconds = match (unit, value) {
+        ("minute", 1) | ("minutes", 2..) => 60,
+        ("hour", 1) | ("hours", 2..) => 3600,
+        ("day", 1) | ("days", 2..) => 86_400,
+        _ => return None,
+    };
+    Some(value * unit_seconds)
+}
+
+/// `STARTED_BY`: ECS allows up to 36 letters, digits, hyphens, forward slashes and
+/// underscores (API reference, StartTask `startedBy`).
+fn started_by_from(marker: &str) -> Result<String, FunctionError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '/' | '_');
+    if marker.len() > crate::ecs::STARTED_BY_MAX_LEN || !marker.chars().all(allowed) {
+        return Err(FunctionError::Config(format!(
+            "STARTED_BY {marker:?} must be 1 to {} letters, digits, '-', '/' or '_' (ECS's startedBy)",
+            crate::ecs::STARTED_BY_MAX_LEN
+        )));
+    }
+    Ok(marker.to_string())
 }
 
 /// `AUTO_SCALING_GROUP_NAMES` (comma-separated, as template.yaml joins them) and
@@ -167,6 +208,104 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(no_clusters.contains("MANAGED_CLUSTERS"), "{no_clusters}");
+    }
+
+    #[test]
+    fn rates_are_read_as_eventbridge_writes_them() {
+        assert_eq!(rate_seconds("1 minute"), Some(60));
+        assert_eq!(rate_seconds("5 minutes"), Some(300));
+        assert_eq!(rate_seconds("1 hour"), Some(3600));
+        for bad in [
+            "1 minutes",
+            "5 minute",
+            "0 minutes",
+            "minute",
+            "x minutes",
+            "",
+        ] {
+            assert_eq!(rate_seconds(bad), None, "{bad}");
+        }
+    }
+
+    fn with_groups(
+        extra: &'static [(&'static str, &'static str)],
+    ) -> impl Fn(&str) -> Option<String> {
+        move |name: &str| match name {
+            "TABLE_NAME" => Some("t".to_string()),
+            "MANAGED_CLUSTERS" => Some("prod".to_string()),
+            "AUTO_SCALING_GROUP_NAMES" => Some("asg".to_string()),
+            other => extra
+                .iter()
+                .find(|(key, _)| *key == other)
+                .map(|(_, value)| value.to_string()),
+        }
+    }
+
+    #[test]
+    fn hold_settings_auto_scaling_cannot_serve_are_refused_with_the_fix() {
+        // 100 x a 300 s heartbeat timeout is 30,000 s: a drain limit of 40,000 s never comes.
+        let error = engine_config_from(with_groups(&[
+            ("LIFECYCLE_HEARTBEAT_TIMEOUT_SECONDS", "300"),
+            ("DRAIN_LIMIT_SECONDS", "40000"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("at most 30000 s") && error.contains("DrainLimitSeconds"),
+            "{error}"
+        );
+        // A 150 s timeout with a 2-minute schedule: the hook times out between two runs.
+        let error = engine_config_from(with_groups(&[
+            ("LIFECYCLE_HEARTBEAT_TIMEOUT_SECONDS", "150"),
+            ("COVERAGE_CHECK_RATE", "2 minutes"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("at least 240 s"), "{error}");
+        // The defaults, and the longest wait Auto Scaling allows, are fine.
+        assert!(engine_config_from(with_groups(&[])).is_ok());
+        assert!(engine_config_from(with_groups(&[
+            ("LIFECYCLE_HEARTBEAT_TIMEOUT_SECONDS", "7200"),
+            ("DRAIN_LIMIT_SECONDS", "172800"),
+        ]))
+        .is_ok());
+        // Without groups no hold is kept, and nothing is refused for them.
+        let no_groups = |name: &str| match name {
+            "TABLE_NAME" => Some("t".to_string()),
+            "MANAGED_CLUSTERS" => Some("prod".to_string()),
+            "DRAIN_LIMIT_SECONDS" => Some("172800".to_string()),
+            _ => None,
+        };
+        assert!(engine_config_from(no_groups).is_ok());
+    }
+
+    #[test]
+    fn a_started_by_override_must_be_what_ecs_accepts() {
+        for bad in [
+            "ecs daemons",
+            "ecs-daemons!",
+            "é",
+            "a-very-long-marker-that-ecs-would-refuse-x",
+        ] {
+            let env = move |name: &str| match name {
+                "TABLE_NAME" => Some("t".to_string()),
+                "MANAGED_CLUSTERS" => Some("prod".to_string()),
+                "STARTED_BY" => Some(bad.to_string()),
+                _ => None,
+            };
+            let error = engine_config_from(env).unwrap_err().to_string();
+            assert!(error.contains("STARTED_BY"), "{bad}: {error}");
+        }
+        let env = |name: &str| match name {
+            "TABLE_NAME" => Some("t".to_string()),
+            "MANAGED_CLUSTERS" => Some("prod".to_string()),
+            "STARTED_BY" => Some("platform/ecs_daemons-2".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            engine_config_from(env).unwrap().1.started_by,
+            "platform/ecs_daemons-2"
+        );
     }
 
     #[test]

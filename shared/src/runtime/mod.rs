@@ -9,7 +9,9 @@ mod handlers;
 mod logging;
 mod serving;
 
-pub use config::{engine_config_from, holds_terminations, production_engine, ProductionEngine};
+pub use config::{
+    engine_config_from, holds_terminations, production_engine, rate_seconds, ProductionEngine,
+};
 pub use error::FunctionError;
 pub use handlers::{
     coverage_check, deploy, ecs_events, instance_event, lifecycle_hook, rollback, status,
