@@ -1182,3 +1182,66 @@ fn hold_parameters_stay_within_what_auto_scaling_serves() {
         reference("CoverageCheckRate")
     );
 }
+
+/// The statements of the template's managed policies that allow `action`.
+fn statements_allowing(template: &Value, action: &str) -> Vec<Value> {
+    resources_of_type(template, "AWS::IAM::ManagedPolicy")
+        .into_iter()
+        .flat_map(|(_, policy)| as_list(&policy["Properties"]["PolicyDocument"]["Statement"]))
+        .filter(|s| {
+            as_list(&s["Action"])
+                .iter()
+                .any(|a| a.as_str() == Some(action))
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn starts_and_stops_are_scoped_to_the_daemons() {
+    let template = template();
+    // StartTask: only the families the stack is told about, on the managed clusters.
+    let starts = statements_allowing(&template, "ecs:StartTask");
+    assert_eq!(starts.len(), 1);
+    let start = &starts[0];
+    assert_eq!(
+        as_list(&start["Action"]).len(),
+        1,
+        "StartTask alone: {start}"
+    );
+    let resource = start["Resource"].to_string();
+    assert!(
+        resource.contains("task-definition/") && resource.contains(r#"{"Ref":"DaemonFamilies"}"#),
+        "StartTask by family: {resource}"
+    );
+    assert_eq!(
+        start["Condition"]["ArnEquals"]["ecs:cluster"],
+        reference("ClusterArns")
+    );
+    // StopTask: only tasks carrying the copies' daemon tag, on the managed clusters.
+    let stops = statements_allowing(&template, "ecs:StopTask");
+    assert_eq!(stops.len(), 1);
+    let stop = &stops[0];
+    assert_eq!(as_list(&stop["Action"]).len(), 1, "StopTask alone: {stop}");
+    let tag = format!("aws:ResourceTag/{}", ecs_daemons::engine::DAEMON_TAG);
+    assert_eq!(stop["Condition"]["Null"][&tag], "false", "{stop}");
+    assert_eq!(
+        stop["Condition"]["ArnEquals"]["ecs:cluster"],
+        reference("ClusterArns")
+    );
+    // DescribeTaskDefinition has no resource types (Service Authorization Reference), so "*"
+    // is the narrowest it takes: alone in its statement, nothing else rides on that "*".
+    let describes = statements_allowing(&template, "ecs:DescribeTaskDefinition");
+    assert_eq!(describes.len(), 1);
+    assert_eq!(
+        as_list(&describes[0]["Action"]).len(),
+        1,
+        "{}",
+        describes[0]
+    );
+    // The functions know the families, so deploy refuses another with the fix.
+    assert_eq!(
+        template["Globals"]["Function"]["Environment"]["Variables"]["DAEMON_FAMILIES"],
+        json!({"Fn::Join": [",", reference("DaemonFamilies")]})
+    );
+}

@@ -75,6 +75,11 @@ pub enum DeployError {
         cluster: String,
         attached: String,
     },
+    #[error(
+        "task definition family {family} is not one this stack may start (DaemonFamilies: {allowed}): \
+         add it to the stack's DaemonFamilies parameter, which scopes ecs:StartTask"
+    )]
+    FamilyNotAllowed { family: String, allowed: String },
     #[error("{0}")]
     TooLarge(Box<TooLarge>),
     #[error(

@@ -76,3 +76,25 @@ fn bad_requests_name_the_problem() {
         assert!(error.contains(expected), "{payload}: {error}");
     }
 }
+
+#[test]
+fn a_family_outside_the_stacks_list_is_refused_with_the_fix() {
+    let allowed = vec!["cloudwatch-agent".to_string(), "fluent-bit".to_string()];
+    assert!(check_family(&allowed, "cloudwatch-agent:7").is_ok());
+    assert!(check_family(
+        &allowed,
+        "arn:aws:ecs:us-east-1:111122223333:task-definition/fluent-bit:3"
+    )
+    .is_ok());
+    assert!(
+        check_family(&[], "anything:1").is_ok(),
+        "no list: IAM alone decides"
+    );
+    let error = check_family(&allowed, "datadog-agent:2")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("datadog-agent") && error.contains("DaemonFamilies"),
+        "{error}"
+    );
+}

@@ -137,6 +137,7 @@ pub(super) async fn runnable_definition<E: Ecs, S: Store>(
     engine: &Engine<E, S>,
     task_definition: &str,
 ) -> Result<TaskDefinition, DeployError> {
+    check_family(&engine.config().daemon_families, task_definition)?;
     let definition = engine
         .ecs()
         .describe_task_definition(task_definition)
@@ -222,4 +223,23 @@ fn declared_spec(
         rollout: config,
         updated_at: now,
     }
+}
+
+/// The family of `family:revision` (or of a task definition ARN) must be one the stack's
+/// StartTask permission names, or every start would be refused with AccessDenied.
+pub(super) fn check_family(allowed: &[String], task_definition: &str) -> Result<(), DeployError> {
+    let family = task_definition
+        .rsplit('/')
+        .next()
+        .unwrap_or(task_definition)
+        .split(':')
+        .next()
+        .unwrap_or_default();
+    if allowed.is_empty() || allowed.iter().any(|a| a == family) {
+        return Ok(());
+    }
+    Err(DeployError::FamilyNotAllowed {
+        family: family.into(),
+        allowed: allowed.join(", "),
+    })
 }

@@ -102,6 +102,9 @@ pub struct EngineConfig {
     /// hooks (ECS managed draining's, a person's); their events are ignored, never acted on:
     /// completing another hook's action would end its wait early.
     pub hook_name: String,
+    /// The task definition families this stack may start (its StartTask permission names
+    /// them); empty: any. Deploy and rollback refuse others with the fix.
+    pub daemon_families: Vec<String>,
 }
 
 impl Default for EngineConfig {
@@ -113,6 +116,7 @@ impl Default for EngineConfig {
             holds: crate::holds::HoldSettings::default(),
             terminate_hook: None,
             hook_name: crate::autoscaling::DEFAULT_HOOK_NAME.into(),
+            daemon_families: Vec::new(),
         }
     }
 }

@@ -39,6 +39,13 @@ pub fn engine_config_from(
         config.started_by = started_by_from(&marker)?;
     }
     config.holds = hold_settings_from(&lookup)?;
+    config.daemon_families = lookup("DAEMON_FAMILIES")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .map(str::to_string)
+        .collect();
     if let Some(name) = lookup("LIFECYCLE_HOOK_NAME").filter(|n| !n.trim().is_empty()) {
         config.hook_name = name.trim().to_string();
     }

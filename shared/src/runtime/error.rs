@@ -38,6 +38,7 @@ impl FunctionError {
                 D::NoExecutionRole(_) => "NoExecutionRole",
                 D::ClusterNotFound { .. } => "ClusterNotFound",
                 D::CapacityProviderNotInCluster { .. } => "CapacityProviderNotInCluster",
+                D::FamilyNotAllowed { .. } => "FamilyNotAllowed",
                 D::TooLarge(_) => "DaemonTooLarge",
                 D::NoGoodRevision { .. } => "NoGoodRevision",
                 D::AlreadyOn { .. } => "AlreadyOnRevision",
