@@ -1107,7 +1107,7 @@ fn the_concurrency_note_says_what_lambda_keeps() {
 }
 
 #[test]
-fn every_function_bursting_at_once_stays_within_ecs_rate_limits() {
+fn every_function_bursting_at_once_stays_within_ecs_read_limits() {
     use ecs_daemons::pacing::{Pacing, ECS_LIMITS};
     // Each function's greatest concurrency (its SQS source's MaximumConcurrency, or its
     // reservation under ReserveConcurrency) times its share, summed over every function.
@@ -1143,7 +1143,8 @@ fn every_function_bursting_at_once_stays_within_ecs_rate_limits() {
         ECS_LIMITS.modify.burst,
         ECS_LIMITS.modify.per_second,
     ];
-    for (name, (sum, limit)) in ["read burst", "read rate", "modify burst", "modify rate"]
+    // Reads only: modifies are one function's bursts at a time (see Pacing::share).
+    for (name, (sum, limit)) in ["read burst", "read rate"]
         .iter()
         .zip(total.iter().zip(limits))
     {
