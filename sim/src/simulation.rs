@@ -769,20 +769,17 @@ impl Harness {
     /// The terminate hook whose lost events the coverage check adopts (only it, as deployed:
     /// `runtime::production_engine`).
     pub fn set_terminate_hook(&mut self, hook: ecs_daemons::autoscaling::TerminateHook) {
-        for engine in [
-            &mut self.engine,
-            &mut self.instance_engine,
-            &mut self.check_engine,
-            &mut self.manual_engine,
-            &mut self.lifecycle_engine,
-        ] {
-            engine.configure(|config| config.hook_name = hook.name.clone());
-        }
+        self.configure_all(|config| config.hook_name = hook.name.clone());
         self.check_engine
             .configure(|config| config.terminate_hook = Some(hook));
     }
 
     pub fn set_hold_settings(&mut self, settings: ecs_daemons::holds::HoldSettings) {
+        self.configure_all(|config| config.holds = settings);
+    }
+
+    /// The same change to every function's configuration (as one stack's environment).
+    fn configure_all(&mut self, change: impl Fn(&mut EngineConfig)) {
         for engine in [
             &mut self.engine,
             &mut self.instance_engine,
@@ -790,7 +787,7 @@ impl Harness {
             &mut self.manual_engine,
             &mut self.lifecycle_engine,
         ] {
-            engine.configure(|config| config.holds = settings);
+            engine.configure(&change);
         }
     }
 

@@ -18,12 +18,9 @@ pub fn engine_config_from(
     let table = lookup("TABLE_NAME")
         .filter(|t| !t.is_empty())
         .ok_or_else(|| FunctionError::Config("TABLE_NAME is not set".into()))?;
-    let clusters: Vec<String> = lookup("MANAGED_CLUSTERS")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        // Names or ARNs: events name clusters by ARN, invokes by name; both compare by name.
+    // Names or ARNs: events name clusters by ARN, invokes by name; both compare by name.
+    let clusters: Vec<String> = list_from(&lookup, "MANAGED_CLUSTERS")
+        .iter()
         .map(|c| crate::arn::cluster_name(c).to_string())
         .collect();
     if clusters.is_empty() {
@@ -39,13 +36,7 @@ pub fn engine_config_from(
         config.started_by = started_by_from(&marker)?;
     }
     config.holds = hold_settings_from(&lookup)?;
-    config.daemon_families = lookup("DAEMON_FAMILIES")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|f| !f.is_empty())
-        .map(str::to_string)
-        .collect();
+    config.daemon_families = list_from(&lookup, "DAEMON_FAMILIES");
     if let Some(name) = lookup("LIFECYCLE_HOOK_NAME").filter(|n| !n.trim().is_empty()) {
         config.hook_name = name.trim().to_string();
     }
@@ -66,6 +57,17 @@ pub fn engine_config_from(
         .map_err(FunctionError::Config)?;
     }
     Ok((table, config))
+}
+
+/// A comma-separated variable (as template.yaml joins a list parameter), blanks dropped.
+fn list_from(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> Vec<String> {
+    lookup(name)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Seconds between two runs of an EventBridge `rate()` body ("1 minute", "5 minutes", "1 hour").
@@ -100,13 +102,7 @@ fn terminate_hook_from(
     lookup: &impl Fn(&str) -> Option<String>,
     hook_name: &str,
 ) -> Option<crate::autoscaling::TerminateHook> {
-    let groups: Vec<String> = lookup("AUTO_SCALING_GROUP_NAMES")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|g| !g.is_empty())
-        .map(str::to_string)
-        .collect();
+    let groups = list_from(lookup, "AUTO_SCALING_GROUP_NAMES");
     if groups.is_empty() {
         return None;
     }
