@@ -11,6 +11,7 @@ use ecs_daemons::deploy::DeployRequest;
 use ecs_daemons::model::{
     ContainerInstance, HealthStatus, InstanceStatus, Resources, Task, TaskStatus,
 };
+use ecs_daemons::pacing::{Rate, ECS_LIMITS};
 use ecs_daemons::plan::{daemon_group, plan, DaemonView, Observation, Scope};
 use ecs_daemons::rollout::Rollout;
 use ecs_daemons::rollout::{Amount, RolloutConfig, RolloutState};
@@ -170,28 +171,32 @@ async fn rollout_figures(
             name: "api_rate_peak_per_s",
             value: peak_rate(true, 1),
             parameters: format!(
-                "{parameters}, \"calls\": \"modify\", \"window\": \"1 s\", \"ecsAllows\": 140"
+                "{parameters}, \"calls\": \"modify\", \"window\": \"1 s\", \"ecsAllows\": {}",
+                allows(ECS_LIMITS.modify, 1)
             ),
         },
         Figure {
             name: "api_rate_peak_per_s",
             value: peak_rate(true, 10),
             parameters: format!(
-                "{parameters}, \"calls\": \"modify\", \"window\": \"10 s\", \"ecsAllows\": 50"
+                "{parameters}, \"calls\": \"modify\", \"window\": \"10 s\", \"ecsAllows\": {}",
+                allows(ECS_LIMITS.modify, 10)
             ),
         },
         Figure {
             name: "api_rate_peak_per_s",
             value: peak_rate(false, 1),
             parameters: format!(
-                "{parameters}, \"calls\": \"read\", \"window\": \"1 s\", \"ecsAllows\": 120"
+                "{parameters}, \"calls\": \"read\", \"window\": \"1 s\", \"ecsAllows\": {}",
+                allows(ECS_LIMITS.read, 1)
             ),
         },
         Figure {
             name: "api_rate_peak_per_s",
             value: peak_rate(false, 10),
             parameters: format!(
-                "{parameters}, \"calls\": \"read\", \"window\": \"10 s\", \"ecsAllows\": 30"
+                "{parameters}, \"calls\": \"read\", \"window\": \"10 s\", \"ecsAllows\": {}",
+                allows(ECS_LIMITS.read, 10)
             ),
         },
         Figure {
@@ -632,6 +637,12 @@ async fn coverage_figures(instances: usize, start_seconds: i64) -> Vec<Figure> {
             parameters,
         },
     ]
+}
+
+/// Calls per second ECS's bucket lets through over a window of `seconds`: the burst spread
+/// over the window plus the refill rate.
+fn allows(rate: Rate, seconds: u32) -> f64 {
+    rate.burst / f64::from(seconds) + rate.per_second
 }
 
 #[tokio::main(flavor = "current_thread")]
