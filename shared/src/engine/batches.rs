@@ -208,41 +208,30 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 }),
             }
         }
+        // The instances one cluster's events named, reconciled together; on failure their
+        // events are forgotten so that their redelivery runs again. (Kept inline: as an
+        // async fn of its own it added about 1 KB to the event functions' bootstrap.)
         for (cluster, works) in clusters {
             let works: Vec<InstanceWork> = works.into_values().collect();
-            self.reconcile_events(&cluster, &works, now, invocation, &mut batch)
-                .await;
-        }
-        batch
-    }
-
-    /// The instances one cluster's events named, reconciled together; on failure their
-    /// events are forgotten so that their redelivery runs again.
-    async fn reconcile_events(
-        &self,
-        cluster: &str,
-        works: &[InstanceWork],
-        now: DateTime<Utc>,
-        invocation: &str,
-        batch: &mut EventBatch,
-    ) {
-        match self
-            .reconcile_instances(cluster, works, now, invocation)
-            .await
-        {
-            Ok(outcomes) => batch.outcomes.extend(outcomes),
-            Err(error) => {
-                let ids: Vec<&str> = works
-                    .iter()
-                    .flat_map(|w| w.event_ids.iter().map(String::as_str))
-                    .collect();
-                self.forget_events(&ids).await;
-                batch.failures.push(BatchFailure {
-                    positions: works.iter().flat_map(|w| w.positions.clone()).collect(),
-                    error,
-                });
+            match self
+                .reconcile_instances(&cluster, &works, now, invocation)
+                .await
+            {
+                Ok(outcomes) => batch.outcomes.extend(outcomes),
+                Err(error) => {
+                    let ids: Vec<&str> = works
+                        .iter()
+                        .flat_map(|w| w.event_ids.iter().map(String::as_str))
+                        .collect();
+                    self.forget_events(&ids).await;
+                    batch.failures.push(BatchFailure {
+                        positions: works.iter().flat_map(|w| w.positions.clone()).collect(),
+                        error,
+                    });
+                }
             }
         }
+        batch
     }
 
     /// One event alone (a direct invoke): its outcome, or the error that stopped it.
