@@ -6,6 +6,7 @@
 
 use chrono::Duration;
 use ecs_daemons::deploy::DeployRequest;
+use ecs_daemons::model::CapacityProviderKind;
 use ecs_daemons::runtime::{self, FunctionError};
 use ecs_daemons_sim::cluster_model::{ModelConfig, TaskDefinitionModel};
 use ecs_daemons_sim::simulation::Harness;
@@ -22,7 +23,20 @@ fn sample(name: &str) -> Value {
 
 /// A cluster with the daemon deployed and running on two instances.
 async fn covered_cluster() -> Harness {
-    let mut harness = Harness::new(CLUSTER, &["asg-general"], ModelConfig::default());
+    let mut harness = Harness::new(
+        CLUSTER,
+        &["asg-general", "FARGATE", "mi-general", "odd"],
+        ModelConfig::default(),
+    );
+    harness
+        .model
+        .set_capacity_provider_kind("mi-general", CapacityProviderKind::ManagedInstances);
+    harness.model.set_capacity_provider_kind(
+        "odd",
+        CapacityProviderKind::Other {
+            name: "QUANTUM".into(),
+        },
+    );
     let definition = harness
         .model
         .register_task_definition(TaskDefinitionModel::new(DAEMON, 1024, 512));
@@ -342,6 +356,42 @@ fn cases() -> Vec<Case> {
             "deploy",
             with(deploy_payload(), "/cluster", json!("someone-elses")),
             Refused("ClusterNotManaged", &["someone-elses"]),
+        ),
+        case(
+            "deploy to Fargate",
+            "deploy",
+            with(
+                deploy_payload(),
+                "/capacityProviders",
+                json!(["asg-general", "FARGATE"]),
+            ),
+            Refused(
+                "FargateProvider",
+                &["FARGATE", "no container instance", "sidecar"],
+            ),
+        ),
+        case(
+            "deploy of a task definition to a Managed Instances provider",
+            "deploy",
+            with(
+                deploy_payload(),
+                "/capacityProviders",
+                json!(["mi-general"]),
+            ),
+            Refused(
+                "ManagedInstancesNeedDaemonTaskDefinition",
+                &[
+                    "mi-general",
+                    "daemonTaskDefinition",
+                    "RegisterDaemonTaskDefinition",
+                ],
+            ),
+        ),
+        case(
+            "deploy to a provider of an unknown kind",
+            "deploy",
+            with(deploy_payload(), "/capacityProviders", json!(["odd"])),
+            Refused("UnknownProviderKind", &["odd", "QUANTUM"]),
         ),
         case(
             "deploy with no capacity provider",

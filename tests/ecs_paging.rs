@@ -407,3 +407,77 @@ async fn attributes_are_deleted_by_name_and_target_and_a_gone_instance_spares_th
         }
     }
 }
+
+/// DescribeCapacityProviders answers in the API reference's shape (*CapacityProvider*): the
+/// kind comes from `type`, from the provider block when an older answer has no `type`, or
+/// from Fargate's predefined names; names are sent ten per call with the cluster (Managed
+/// Instances providers are cluster-scoped).
+#[tokio::test]
+async fn capacity_providers_are_described_ten_per_call_with_their_kinds() {
+    let asg = |name: &str, scaling: &str, protection: &str| {
+        serde_json::json!({
+            "capacityProviderArn": format!("arn:aws:ecs:us-east-1:111122223333:capacity-provider/{name}"),
+            "name": name, "status": "ACTIVE", "type": "EC2_AUTOSCALING",
+            "autoScalingGroupProvider": {
+                "autoScalingGroupArn": "arn:aws:autoscaling:us-east-1:111122223333:autoScalingGroup:1:autoScalingGroupName/g",
+                "managedScaling": {"status": scaling, "targetCapacity": 100},
+                "managedTerminationProtection": protection
+            }
+        })
+    };
+    let first: Vec<serde_json::Value> = (0..9)
+        .map(|i| asg(&format!("asg-{i}"), "DISABLED", "DISABLED"))
+        .chain([serde_json::json!({
+            "capacityProviderArn": "arn:aws:ecs:us-east-1:111122223333:capacity-provider/mi",
+            "name": "mi", "status": "ACTIVE", "type": "MANAGED_INSTANCES", "cluster": "prod",
+            "managedInstancesProvider": {"infrastructureRoleArn": "arn:aws:iam::111122223333:role/infra"}
+        })])
+        .collect();
+    let mut old_shape = asg("scaled", "ENABLED", "ENABLED");
+    old_shape.as_object_mut().unwrap().remove("type");
+    let second = vec![
+        old_shape,
+        serde_json::json!({"capacityProviderArn": "arn:aws:ecs:us-east-1:111122223333:capacity-provider/FARGATE",
+                           "name": "FARGATE", "status": "ACTIVE"}),
+    ];
+    let (ecs, client) = replay(vec![
+        answer(200, &serde_json::json!({"capacityProviders": first}).to_string()),
+        answer(
+            200,
+            &serde_json::json!({"capacityProviders": second, "failures": [{"arn": "gone", "reason": "MISSING"}]})
+                .to_string(),
+        ),
+    ]);
+    let mut names: Vec<String> = (0..9).map(|i| format!("asg-{i}")).collect();
+    names.extend(["mi", "scaled", "FARGATE", "gone"].map(String::from));
+    let described = ecs
+        .describe_capacity_providers("prod", &names)
+        .await
+        .unwrap();
+
+    use ecs_daemons::model::CapacityProviderKind as Kind;
+    let kinds: Vec<(&str, &Kind)> = described
+        .iter()
+        .map(|p| (p.name.as_str(), &p.kind))
+        .collect();
+    let plain = Kind::AutoScalingGroup {
+        managed_scaling: false,
+        managed_termination_protection: false,
+    };
+    let scaled = Kind::AutoScalingGroup {
+        managed_scaling: true,
+        managed_termination_protection: true,
+    };
+    assert_eq!(kinds.len(), 12, "the one ECS did not find is left out");
+    assert_eq!(kinds[0], ("asg-0", &plain));
+    assert_eq!(kinds[9], ("mi", &Kind::ManagedInstances));
+    assert_eq!(kinds[10], ("scaled", &scaled));
+    assert_eq!(kinds[11], ("FARGATE", &Kind::Fargate));
+    let sent = bodies(&client);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0]["capacityProviders"].as_array().unwrap().len(), 10);
+    assert_eq!(sent[1]["capacityProviders"].as_array().unwrap().len(), 3);
+    assert!(sent
+        .iter()
+        .all(|b| b["cluster"] == "prod" && b["maxResults"] == 10));
+}

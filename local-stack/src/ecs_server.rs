@@ -12,9 +12,10 @@ use ecs_daemons::ecs::{
     Ecs, EcsError, EcsErrorKind, InstanceAttribute, StartTaskRequest, TaskFilter,
 };
 use ecs_daemons::model::{
-    ContainerInstance, Failure, InstanceStatus, Resources, Task, TaskDefinition,
+    CapacityProvider, CapacityProviderKind, ContainerInstance, Failure, InstanceStatus, Resources,
+    Task, TaskDefinition,
 };
-use ecs_daemons_sim::cluster_model::{cluster_arn, ClusterModel};
+use ecs_daemons_sim::cluster_model::{cluster_arn, ClusterModel, ACCOUNT, REGION};
 use serde_json::{json, Value};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -261,6 +262,19 @@ async fn dispatch(model: &ClusterModel, operation: &str, input: &Value) -> Resul
             }
             Ok(json!({ "clusters": clusters, "failures": failures }))
         }
+        "DescribeCapacityProviders" => {
+            let cluster = text(input, "cluster").unwrap_or("default");
+            let cluster = ecs_daemons::arn::cluster_name(cluster).to_string();
+            let names = strings(input, "capacityProviders");
+            let described = model.describe_capacity_providers(&cluster, &names).await?;
+            let failures: Vec<Value> = names
+                .iter()
+                .filter(|name| !described.iter().any(|p| &&p.name == name))
+                .map(|name| json!({ "arn": name, "reason": "MISSING" }))
+                .collect();
+            let providers: Vec<Value> = described.iter().map(capacity_provider).collect();
+            Ok(json!({ "capacityProviders": providers, "failures": failures }))
+        }
         other => Err(EcsError::new(
             "Unknown",
             other,
@@ -269,6 +283,39 @@ async fn dispatch(model: &ClusterModel, operation: &str, input: &Value) -> Resul
             format!("the local ECS model does not serve {other:?}"),
         )),
     }
+}
+
+/// A capacity provider in ECS's shape: `type`, and the block of its kind.
+fn capacity_provider(provider: &CapacityProvider) -> Value {
+    let enabled = |on: bool| if on { "ENABLED" } else { "DISABLED" };
+    let mut item = json!({
+        "capacityProviderArn": provider.arn,
+        "name": provider.name,
+        "status": provider.status,
+    });
+    match &provider.kind {
+        CapacityProviderKind::AutoScalingGroup {
+            managed_scaling,
+            managed_termination_protection,
+        } => {
+            item["type"] = json!("EC2_AUTOSCALING");
+            item["autoScalingGroupProvider"] = json!({
+                "autoScalingGroupArn": format!(
+                    "arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:00000000-0000-0000-0000-000000000000:autoScalingGroupName/{}",
+                    provider.name
+                ),
+                "managedScaling": { "status": enabled(*managed_scaling) },
+                "managedTerminationProtection": enabled(*managed_termination_protection),
+            });
+        }
+        CapacityProviderKind::ManagedInstances => {
+            item["type"] = json!("MANAGED_INSTANCES");
+            item["managedInstancesProvider"] = json!({});
+        }
+        CapacityProviderKind::Fargate => item["type"] = json!(provider.name),
+        CapacityProviderKind::Other { name } => item["type"] = json!(name),
+    }
+    item
 }
 
 /// ECS's timestamps: epoch seconds, fractional.

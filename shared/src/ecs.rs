@@ -5,7 +5,9 @@
 use std::fmt;
 use std::future::Future;
 
-use crate::model::{ContainerInstance, Failure, InstanceStatus, Task, TaskDefinition};
+use crate::model::{
+    CapacityProvider, ContainerInstance, Failure, InstanceStatus, Task, TaskDefinition,
+};
 
 mod sdk;
 pub use sdk::SdkEcs;
@@ -16,6 +18,8 @@ pub const DESCRIBE_BATCH: usize = 100;
 pub const START_TASK_MAX_INSTANCES: usize = 10;
 /// `PutAttributes` / `DeleteAttributes` take at most this many attributes.
 pub const ATTRIBUTE_BATCH: usize = 10;
+/// Capacity providers per `DescribeCapacityProviders` page (API reference: `maxResults` 1 to 10).
+pub const CAPACITY_PROVIDER_BATCH: usize = 10;
 /// `UpdateContainerInstancesState` takes at most this many container instances.
 pub const DRAIN_BATCH: usize = 10;
 /// ECS limit on `startedBy`.
@@ -334,6 +338,17 @@ pub trait Ecs: Send + Sync {
         cluster: &str,
     ) -> impl Future<Output = Result<Vec<String>, EcsError>> + Send;
 
+    /// The named capacity providers with their kinds, [`CAPACITY_PROVIDER_BATCH`] per call;
+    /// one ECS does not know is left out. The cluster is named because Managed Instances
+    /// providers are cluster-scoped (API reference, *DescribeCapacityProviders*: "When
+    /// specified, only capacity providers associated with this cluster are returned,
+    /// including Amazon ECS Managed Instances capacity providers").
+    fn describe_capacity_providers(
+        &self,
+        cluster: &str,
+        names: &[String],
+    ) -> impl Future<Output = Result<Vec<CapacityProvider>, EcsError>> + Send;
+
     /// Container instances of one capacity provider. ECS has no list filter for the
     /// provider, so this lists and describes (a full reconcile describes them anyway).
     fn container_instances_of_provider(
@@ -459,6 +474,13 @@ impl<T: Ecs> Ecs for std::sync::Arc<T> {
         cluster: &str,
     ) -> impl Future<Output = Result<Vec<String>, EcsError>> + Send {
         (**self).cluster_capacity_providers(cluster)
+    }
+    fn describe_capacity_providers(
+        &self,
+        cluster: &str,
+        names: &[String],
+    ) -> impl Future<Output = Result<Vec<CapacityProvider>, EcsError>> + Send {
+        (**self).describe_capacity_providers(cluster, names)
     }
 }
 

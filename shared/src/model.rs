@@ -194,6 +194,46 @@ impl TaskDefinition {
     }
 }
 
+/// What kind of capacity a provider gives: it decides how a daemon's copies can exist there
+/// (DESIGN.md, "Placements"). From `DescribeCapacityProviders` (API reference, *CapacityProvider*:
+/// `type` is `EC2_AUTOSCALING`, `MANAGED_INSTANCES`, `FARGATE` or `FARGATE_SPOT`; older answers
+/// carry only `autoScalingGroupProvider` or `managedInstancesProvider`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum CapacityProviderKind {
+    /// An EC2 Auto Scaling group. Managed scaling and managed termination protection count
+    /// only DAEMON-service tasks as daemons (developer guide, *Amazon ECS managed scaling
+    /// behavior*; *Control the instances Amazon ECS terminates*).
+    #[serde(rename_all = "camelCase")]
+    AutoScalingGroup {
+        managed_scaling: bool,
+        managed_termination_protection: bool,
+    },
+    /// ECS Managed Instances: ECS launches the instances, and only its native managed daemons
+    /// run a daemon there ("ECS Managed Daemons is only supported for Amazon ECS Managed
+    /// Instances Capacity Providers", API reference, *CreateDaemon*).
+    ManagedInstances,
+    /// `FARGATE` and `FARGATE_SPOT`: no container instances, so nothing for a daemon to run on.
+    Fargate,
+    /// A kind this version does not know; kept verbatim and refused by deploy.
+    Other { name: String },
+}
+
+/// One capacity provider as `DescribeCapacityProviders` answers it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CapacityProvider {
+    pub name: String,
+    pub arn: String,
+    /// `ACTIVE` or `INACTIVE`: only an active provider can be used in a cluster.
+    pub status: String,
+    #[serde(flatten)]
+    pub kind: CapacityProviderKind,
+}
+
+/// The names ECS predefines for Fargate (developer guide, *Fargate capacity providers*).
+pub const FARGATE_PROVIDERS: [&str; 2] = ["FARGATE", "FARGATE_SPOT"];
+
 /// One failure item of `StartTask` / `Describe*` (ECS's own reason, e.g. `RESOURCE:MEMORY`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {

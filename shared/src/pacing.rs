@@ -11,9 +11,9 @@ use std::sync::Mutex;
 
 use crate::ecs::{
     Ecs, EcsError, InstanceAttribute, Page, StartTaskOutcome, StartTaskRequest, TaskFilter,
-    ATTRIBUTE_BATCH, DESCRIBE_BATCH,
+    ATTRIBUTE_BATCH, CAPACITY_PROVIDER_BATCH, DESCRIBE_BATCH,
 };
-use crate::model::{ContainerInstance, InstanceStatus, Task, TaskDefinition};
+use crate::model::{CapacityProvider, ContainerInstance, InstanceStatus, Task, TaskDefinition};
 
 /// A sustained rate with a burst on top.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -387,6 +387,23 @@ impl<E: Ecs, C: Clock> Ecs for Paced<E, C> {
     async fn cluster_capacity_providers(&self, cluster: &str) -> Result<Vec<String>, EcsError> {
         self.wait(CallClass::Read).await;
         self.inner.cluster_capacity_providers(cluster).await
+    }
+
+    async fn describe_capacity_providers(
+        &self,
+        cluster: &str,
+        names: &[String],
+    ) -> Result<Vec<CapacityProvider>, EcsError> {
+        let mut described = Vec::with_capacity(names.len());
+        for batch in names.chunks(CAPACITY_PROVIDER_BATCH) {
+            self.wait(CallClass::Read).await;
+            described.extend(
+                self.inner
+                    .describe_capacity_providers(cluster, batch)
+                    .await?,
+            );
+        }
+        Ok(described)
     }
 }
 

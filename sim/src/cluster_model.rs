@@ -19,12 +19,12 @@ mod autoscaling;
 pub use autoscaling::HookStats;
 use ecs_daemons::ecs::{
     clip_reason, Ecs, EcsError, EcsErrorKind, InstanceAttribute, Page, StartTaskOutcome,
-    StartTaskRequest, TaskFilter, ATTRIBUTE_BATCH, DESCRIBE_BATCH,
+    StartTaskRequest, TaskFilter, ATTRIBUTE_BATCH, CAPACITY_PROVIDER_BATCH, DESCRIBE_BATCH,
 };
 use ecs_daemons::events::{INSTANCE_STATE_CHANGE, TASK_STATE_CHANGE};
 use ecs_daemons::model::{
-    ContainerDefinition, ContainerInstance, Failure, HealthStatus, InstanceStatus, Resources, Task,
-    TaskDefinition, TaskStatus,
+    CapacityProvider, CapacityProviderKind, ContainerDefinition, ContainerInstance, Failure,
+    HealthStatus, InstanceStatus, Resources, Task, TaskDefinition, TaskStatus, FARGATE_PROVIDERS,
 };
 
 pub const ACCOUNT: &str = "111122223333";
@@ -265,6 +265,10 @@ struct World {
     clusters: BTreeMap<String, ClusterState>,
     definitions: BTreeMap<String, (i32, TaskDefinitionModel)>,
     revisions: BTreeMap<String, i32>,
+    /// Kinds set by the test; any other provider a cluster names is an Auto Scaling group
+    /// provider with managed scaling and managed termination protection off (the model's
+    /// Auto Scaling part, where standalone copies are right).
+    provider_kinds: BTreeMap<String, CapacityProviderKind>,
     events: Vec<PendingEvent>,
     stats: EventStats,
     /// The newest emission delivered so far (to count reorderings).
@@ -328,6 +332,38 @@ impl World {
             self.rng.next_u64() >> 16,
             self.next_id
         )
+    }
+
+    /// A provider as DescribeCapacityProviders answers it, if the model knows it: Fargate's two
+    /// predefined names, a kind the test set (Managed Instances ones only within a cluster
+    /// that has them attached: they are cluster-scoped), or a provider some cluster names.
+    fn capacity_provider(&self, cluster: &str, name: &str) -> Option<CapacityProvider> {
+        let attached = |c: &str| {
+            self.clusters
+                .get(c)
+                .is_some_and(|state| state.providers.iter().any(|p| p == name))
+        };
+        let kind = if FARGATE_PROVIDERS.contains(&name) {
+            CapacityProviderKind::Fargate
+        } else {
+            match self.provider_kinds.get(name) {
+                Some(CapacityProviderKind::ManagedInstances) if !attached(cluster) => return None,
+                Some(kind) => kind.clone(),
+                None if self.clusters.keys().any(|c| attached(c)) => {
+                    CapacityProviderKind::AutoScalingGroup {
+                        managed_scaling: false,
+                        managed_termination_protection: false,
+                    }
+                }
+                None => return None,
+            }
+        };
+        Some(CapacityProvider {
+            arn: format!("arn:aws:ecs:{REGION}:{ACCOUNT}:capacity-provider/{name}"),
+            name: name.into(),
+            status: "ACTIVE".into(),
+            kind,
+        })
     }
 
     fn cluster(
@@ -831,6 +867,7 @@ impl ClusterModel {
             clusters: BTreeMap::new(),
             definitions: BTreeMap::new(),
             revisions: BTreeMap::new(),
+            provider_kinds: BTreeMap::new(),
             events: Vec::new(),
             stats: EventStats::default(),
             last_delivered: 0,
@@ -878,6 +915,11 @@ impl ClusterModel {
                 tasks: BTreeMap::new(),
             },
         );
+    }
+
+    /// Sets what kind of capacity provider `provider` is (see `provider_kinds`).
+    pub fn set_capacity_provider_kind(&self, provider: &str, kind: CapacityProviderKind) {
+        self.world().provider_kinds.insert(provider.into(), kind);
     }
 
     /// Registers a new revision; answers `family:revision`.
@@ -1562,5 +1604,27 @@ impl Ecs for ClusterModel {
             .cluster(cluster, "DescribeClusters")?
             .providers
             .clone())
+    }
+
+    async fn describe_capacity_providers(
+        &self,
+        cluster: &str,
+        names: &[String],
+    ) -> Result<Vec<CapacityProvider>, EcsError> {
+        let mut world = self.world();
+        let mut described = Vec::new();
+        for batch in names.chunks(CAPACITY_PROVIDER_BATCH) {
+            world.call(
+                "DescribeCapacityProviders",
+                false,
+                &format!("cluster {cluster}"),
+            )?;
+            described.extend(
+                batch
+                    .iter()
+                    .filter_map(|name| world.capacity_provider(cluster, name)),
+            );
+        }
+        Ok(described)
     }
 }

@@ -23,7 +23,9 @@ use ecs_daemons::ecs::{
 use ecs_daemons::engine::{Engine, EngineConfig, EngineError, EventKind, Outcome};
 use ecs_daemons::events::{INSTANCE_STATE_CHANGE, TASK_STATE_CHANGE};
 use ecs_daemons::holds::TerminationHold;
-use ecs_daemons::model::{ContainerInstance, InstanceStatus, Task, TaskDefinition};
+use ecs_daemons::model::{
+    CapacityProvider, ContainerInstance, InstanceStatus, Task, TaskDefinition,
+};
 use ecs_daemons::pacing::{Clock, Paced, Pacing};
 use ecs_daemons::rollout::Rollout;
 use ecs_daemons::slot::Slot;
@@ -330,6 +332,18 @@ impl<T: Ecs> Ecs for Crashing<T> {
             "DescribeClusters",
             crashed_ecs,
             self.inner.cluster_capacity_providers(cluster)
+        )
+    }
+    async fn describe_capacity_providers(
+        &self,
+        cluster: &str,
+        names: &[String],
+    ) -> Result<Vec<CapacityProvider>, EcsError> {
+        guarded!(
+            self,
+            "DescribeCapacityProviders",
+            crashed_ecs,
+            self.inner.describe_capacity_providers(cluster, names)
         )
     }
 }

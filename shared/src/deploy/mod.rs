@@ -76,6 +76,21 @@ pub enum DeployError {
         attached: String,
     },
     #[error(
+        "capacity provider {provider} is a Fargate provider: Fargate tasks have no container instance for a daemon to run on; \
+         target EC2 Auto Scaling group or ECS Managed Instances capacity providers (on Fargate, run the agent as a sidecar container of each task)"
+    )]
+    FargateProvider { provider: String },
+    #[error(
+        "capacity provider {provider} is an ECS Managed Instances provider: ECS runs a daemon there only as a managed daemon, \
+         from a daemon task definition (RegisterDaemonTaskDefinition); register one and name it in daemonTaskDefinition as family:revision"
+    )]
+    ManagedInstancesNeedDaemonTaskDefinition { provider: String },
+    #[error(
+        "capacity provider {provider} is of a kind ecs-daemons does not know ({kind}): \
+         target EC2 Auto Scaling group or ECS Managed Instances capacity providers"
+    )]
+    UnknownProviderKind { provider: String, kind: String },
+    #[error(
         "task definition family {family} is not one this stack may start (DaemonFamilies: {allowed}): \
          add it to the stack's DaemonFamilies parameter, which scopes ecs:StartTask"
     )]

@@ -3,6 +3,7 @@
 //! providers.
 
 use super::*;
+use crate::model::{CapacityProvider, CapacityProviderKind, FARGATE_PROVIDERS};
 
 pub(super) fn describe_error(task_definition: &str, error: EcsError) -> DeployError {
     if error.kind == EcsErrorKind::NotFound {
@@ -171,12 +172,12 @@ async fn check_capacity_providers<E: Ecs, S: Store>(
                 DeployError::Ecs(error)
             }
         })?;
-    match request
+    if let Some(provider) = request
         .capacity_providers
         .iter()
         .find(|provider| !attached.contains(provider))
     {
-        Some(provider) => Err(DeployError::CapacityProviderNotInCluster {
+        return Err(DeployError::CapacityProviderNotInCluster {
             provider: provider.clone(),
             cluster: request.cluster.clone(),
             attached: if attached.is_empty() {
@@ -184,8 +185,50 @@ async fn check_capacity_providers<E: Ecs, S: Store>(
             } else {
                 attached.join(", ")
             },
+        });
+    }
+    let described = engine
+        .ecs()
+        .describe_capacity_providers(&request.cluster, &request.capacity_providers)
+        .await?;
+    for provider in &request.capacity_providers {
+        check_provider_kind(provider, described.iter().find(|p| &p.name == provider))?;
+    }
+    Ok(())
+}
+
+/// A provider a daemon can run on through standalone tasks; the others are refused with
+/// what to do instead.
+fn check_provider_kind(
+    provider: &str,
+    described: Option<&CapacityProvider>,
+) -> Result<(), DeployError> {
+    let kind = match described {
+        Some(described) => &described.kind,
+        // Attached to the cluster yet not described: ECS's two predefined Fargate
+        // providers are the ones that may answer so.
+        None if FARGATE_PROVIDERS.contains(&provider) => &CapacityProviderKind::Fargate,
+        None => {
+            return Err(DeployError::UnknownProviderKind {
+                provider: provider.into(),
+                kind: "not described by DescribeCapacityProviders".into(),
+            })
+        }
+    };
+    match kind {
+        CapacityProviderKind::AutoScalingGroup { .. } => Ok(()),
+        CapacityProviderKind::Fargate => Err(DeployError::FargateProvider {
+            provider: provider.into(),
         }),
-        None => Ok(()),
+        CapacityProviderKind::ManagedInstances => {
+            Err(DeployError::ManagedInstancesNeedDaemonTaskDefinition {
+                provider: provider.into(),
+            })
+        }
+        CapacityProviderKind::Other { name } => Err(DeployError::UnknownProviderKind {
+            provider: provider.into(),
+            kind: name.clone(),
+        }),
     }
 }
 

@@ -6,9 +6,10 @@ use aws_sdk_ecs::types as sdk;
 
 use super::{
     clip_reason, Ecs, EcsError, EcsErrorKind, InstanceAttribute, Page, StartTaskOutcome,
-    StartTaskRequest, TaskFilter, ATTRIBUTE_BATCH, DESCRIBE_BATCH, DRAIN_BATCH,
+    StartTaskRequest, TaskFilter, ATTRIBUTE_BATCH, CAPACITY_PROVIDER_BATCH, DESCRIBE_BATCH,
+    DRAIN_BATCH,
 };
-use crate::model::{ContainerInstance, InstanceStatus, Task, TaskDefinition};
+use crate::model::{CapacityProvider, ContainerInstance, InstanceStatus, Task, TaskDefinition};
 
 /// The production `Ecs`: one SDK client, shared by every call of an invocation.
 #[derive(Clone, Debug)]
@@ -406,6 +407,35 @@ impl Ecs for SdkEcs {
                 format!("cluster {cluster} does not exist in this account and region"),
             )),
         }
+    }
+
+    async fn describe_capacity_providers(
+        &self,
+        cluster: &str,
+        names: &[String],
+    ) -> Result<Vec<CapacityProvider>, EcsError> {
+        let mut described = Vec::with_capacity(names.len());
+        // One page per batch: a batch never names more than a page holds.
+        for batch in names.chunks(CAPACITY_PROVIDER_BATCH) {
+            let answer = self
+                .client
+                .describe_capacity_providers()
+                .cluster(cluster)
+                .set_capacity_providers(Some(batch.to_vec()))
+                .max_results(CAPACITY_PROVIDER_BATCH as i32)
+                .send()
+                .await
+                .map_err(|e| {
+                    call_error("DescribeCapacityProviders", format!("cluster {cluster}"), e)
+                })?;
+            described.extend(
+                answer
+                    .capacity_providers()
+                    .iter()
+                    .filter_map(capacity_provider),
+            );
+        }
+        Ok(described)
     }
 }
 

@@ -39,6 +39,11 @@ impl FunctionError {
                 D::ClusterNotFound { .. } => "ClusterNotFound",
                 D::CapacityProviderNotInCluster { .. } => "CapacityProviderNotInCluster",
                 D::FamilyNotAllowed { .. } => "FamilyNotAllowed",
+                D::FargateProvider { .. } => "FargateProvider",
+                D::ManagedInstancesNeedDaemonTaskDefinition { .. } => {
+                    "ManagedInstancesNeedDaemonTaskDefinition"
+                }
+                D::UnknownProviderKind { .. } => "UnknownProviderKind",
                 D::TooLarge(_) => "DaemonTooLarge",
                 D::NoGoodRevision { .. } => "NoGoodRevision",
                 D::AlreadyOn { .. } => "AlreadyOnRevision",

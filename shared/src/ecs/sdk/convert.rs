@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 
 use crate::ecs::{EcsError, EcsErrorKind, InstanceAttribute};
 use crate::model::{
-    ContainerDefinition, ContainerInstance, Failure, HealthStatus, InstanceStatus, Resources, Task,
-    TaskDefinition, TaskStatus,
+    CapacityProvider, CapacityProviderKind, ContainerDefinition, ContainerInstance, Failure,
+    HealthStatus, InstanceStatus, Resources, Task, TaskDefinition, TaskStatus,
 };
 
 /// Maps an SDK error to an [`EcsError`], classifying by ECS's error code.
@@ -278,5 +278,43 @@ pub(super) fn sdk_attribute(
             "InvalidRequest",
             error.to_string(),
         )
+    })
+}
+
+/// A capacity provider and its kind: `type` where ECS sends it, else which provider block it
+/// carries (answers from before Managed Instances have no `type`), else Fargate by its
+/// predefined name (aws-cli's `describe-capacity-providers` example answers FARGATE with
+/// only its name, ARN and status).
+pub(super) fn capacity_provider(item: &sdk::CapacityProvider) -> Option<CapacityProvider> {
+    let name = item.name()?.to_string();
+    let asg = item.auto_scaling_group_provider();
+    let on = |status: Option<&str>| status == Some("ENABLED");
+    let kind = match item.r#type().map(|t| t.as_str()) {
+        Some("MANAGED_INSTANCES") => CapacityProviderKind::ManagedInstances,
+        Some("FARGATE" | "FARGATE_SPOT") => CapacityProviderKind::Fargate,
+        Some("EC2_AUTOSCALING") | None if asg.is_some() => CapacityProviderKind::AutoScalingGroup {
+            managed_scaling: on(asg
+                .and_then(|a| a.managed_scaling())
+                .and_then(|m| m.status())
+                .map(|s| s.as_str())),
+            managed_termination_protection: on(asg
+                .and_then(|a| a.managed_termination_protection())
+                .map(|p| p.as_str())),
+        },
+        None if item.managed_instances_provider().is_some() => {
+            CapacityProviderKind::ManagedInstances
+        }
+        None if crate::model::FARGATE_PROVIDERS.contains(&name.as_str()) => {
+            CapacityProviderKind::Fargate
+        }
+        other => CapacityProviderKind::Other {
+            name: other.unwrap_or("unknown").to_string(),
+        },
+    };
+    Some(CapacityProvider {
+        arn: item.capacity_provider_arn().unwrap_or_default().to_string(),
+        status: item.status().map_or("ACTIVE", |s| s.as_str()).to_string(),
+        name,
+        kind,
     })
 }
