@@ -22,6 +22,8 @@ use tokio::net::TcpListener;
 
 use crate::http::{encode, read_message};
 
+mod daemons;
+
 const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
 /// Page size when a List* request names none (ECS's own default is 100).
 const DEFAULT_PAGE: usize = 100;
@@ -275,13 +277,16 @@ async fn dispatch(model: &ClusterModel, operation: &str, input: &Value) -> Resul
             let providers: Vec<Value> = described.iter().map(capacity_provider).collect();
             Ok(json!({ "capacityProviders": providers, "failures": failures }))
         }
-        other => Err(EcsError::new(
-            "Unknown",
-            other,
-            EcsErrorKind::Invalid,
-            "UnknownOperationException",
-            format!("the local ECS model does not serve {other:?}"),
-        )),
+        other => match daemons::dispatch(model, other, input).await {
+            Some(answer) => answer,
+            None => Err(EcsError::new(
+                "Unknown",
+                other,
+                EcsErrorKind::Invalid,
+                "UnknownOperationException",
+                format!("the local ECS model does not serve {other:?}"),
+            )),
+        },
     }
 }
 

@@ -9,7 +9,9 @@ use crate::model::{
     CapacityProvider, ContainerInstance, Failure, InstanceStatus, Task, TaskDefinition,
 };
 
+mod daemons;
 mod sdk;
+pub use daemons::*;
 pub use sdk::SdkEcs;
 
 /// `Describe*` calls take at most this many ids.
@@ -172,7 +174,7 @@ pub struct InstanceAttribute {
 
 /// The ECS API surface of ecs-daemons. Implementations page and batch on their own:
 /// callers pass any number of ids and get every result.
-pub trait Ecs: Send + Sync {
+pub trait Ecs: EcsDaemons + Send + Sync {
     /// One page (up to 100) of a cluster's container instance ARNs; `None` gives ACTIVE and
     /// DRAINING (the ECS default). One ECS call.
     fn list_container_instances_page(

@@ -10,8 +10,10 @@ use std::future::Future;
 use std::sync::Mutex;
 
 use crate::ecs::{
-    Ecs, EcsError, InstanceAttribute, Page, StartTaskOutcome, StartTaskRequest, TaskFilter,
-    ATTRIBUTE_BATCH, CAPACITY_PROVIDER_BATCH, DESCRIBE_BATCH,
+    DaemonChange, DaemonDeclaration, DaemonDeployment, DaemonRevision, DaemonState,
+    DaemonTaskDefinition, Ecs, EcsDaemons, EcsError, InstanceAttribute, Page, StartTaskOutcome,
+    StartTaskRequest, TaskFilter, ATTRIBUTE_BATCH, CAPACITY_PROVIDER_BATCH,
+    DAEMON_DEPLOYMENT_BATCH, DAEMON_REVISION_BATCH, DESCRIBE_BATCH,
 };
 use crate::model::{CapacityProvider, ContainerInstance, InstanceStatus, Task, TaskDefinition};
 
@@ -402,6 +404,71 @@ impl<E: Ecs, C: Clock> Ecs for Paced<E, C> {
                     .describe_capacity_providers(cluster, batch)
                     .await?,
             );
+        }
+        Ok(described)
+    }
+}
+
+/// The managed-daemon calls take from the same buckets: ECS documents no buckets of their
+/// own, so they are assumed to share the cluster read and modify buckets (the pessimistic
+/// reading).
+impl<E: Ecs, C: Clock> EcsDaemons for Paced<E, C> {
+    async fn describe_daemon_task_definition(
+        &self,
+        reference: &str,
+    ) -> Result<DaemonTaskDefinition, EcsError> {
+        self.wait(CallClass::Read).await;
+        self.inner.describe_daemon_task_definition(reference).await
+    }
+
+    async fn create_daemon(
+        &self,
+        declaration: &DaemonDeclaration,
+        client_token: &str,
+    ) -> Result<DaemonChange, EcsError> {
+        self.wait(CallClass::Modify).await;
+        self.inner.create_daemon(declaration, client_token).await
+    }
+
+    async fn update_daemon(
+        &self,
+        daemon_arn: &str,
+        declaration: &DaemonDeclaration,
+    ) -> Result<DaemonChange, EcsError> {
+        self.wait(CallClass::Modify).await;
+        self.inner.update_daemon(daemon_arn, declaration).await
+    }
+
+    async fn delete_daemon(&self, daemon_arn: &str) -> Result<DaemonChange, EcsError> {
+        self.wait(CallClass::Modify).await;
+        self.inner.delete_daemon(daemon_arn).await
+    }
+
+    async fn describe_daemon(&self, daemon_arn: &str) -> Result<DaemonState, EcsError> {
+        self.wait(CallClass::Read).await;
+        self.inner.describe_daemon(daemon_arn).await
+    }
+
+    async fn describe_daemon_deployments(
+        &self,
+        deployment_arns: &[String],
+    ) -> Result<Vec<DaemonDeployment>, EcsError> {
+        let mut described = Vec::with_capacity(deployment_arns.len());
+        for batch in deployment_arns.chunks(DAEMON_DEPLOYMENT_BATCH) {
+            self.wait(CallClass::Read).await;
+            described.extend(self.inner.describe_daemon_deployments(batch).await?);
+        }
+        Ok(described)
+    }
+
+    async fn describe_daemon_revisions(
+        &self,
+        revision_arns: &[String],
+    ) -> Result<Vec<DaemonRevision>, EcsError> {
+        let mut described = Vec::with_capacity(revision_arns.len());
+        for batch in revision_arns.chunks(DAEMON_REVISION_BATCH) {
+            self.wait(CallClass::Read).await;
+            described.extend(self.inner.describe_daemon_revisions(batch).await?);
         }
         Ok(described)
     }

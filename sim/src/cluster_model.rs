@@ -16,7 +16,9 @@ use serde_json::{json, Value};
 use ecs_daemons::arn::resource_id;
 
 mod autoscaling;
+mod daemons;
 pub use autoscaling::HookStats;
+pub use daemons::{DaemonDefinitionModel, NativeKnobs};
 use ecs_daemons::ecs::{
     clip_reason, Ecs, EcsError, EcsErrorKind, InstanceAttribute, Page, StartTaskOutcome,
     StartTaskRequest, TaskFilter, ATTRIBUTE_BATCH, CAPACITY_PROVIDER_BATCH, DESCRIBE_BATCH,
@@ -100,6 +102,8 @@ pub struct ModelConfig {
     /// agent connection and upgrades, but not a change of status: off by default, so
     /// drain-last is shown to work without it.
     pub draining_emits_instance_event: bool,
+    /// What the managed-daemon documentation leaves open.
+    pub native: NativeKnobs,
 }
 
 impl Default for ModelConfig {
@@ -113,6 +117,7 @@ impl Default for ModelConfig {
             faults: Faults::default(),
             start_at: epoch(),
             draining_emits_instance_event: false,
+            native: NativeKnobs::default(),
         }
     }
 }
@@ -285,6 +290,8 @@ struct World {
     /// Auto Scaling groups (one per capacity provider) with terminate hooks, and the
     /// lifecycle actions waiting on them.
     lifecycle: autoscaling::Lifecycle,
+    /// ECS's managed daemons on Managed Instances providers.
+    native: daemons::NativeDaemons,
 }
 
 /// The cluster model. Share it behind an `Arc` between the engine and the test.
@@ -876,6 +883,7 @@ impl ClusterModel {
             early_drain_stops: Vec::new(),
             lone_copy_stops: Vec::new(),
             lifecycle: autoscaling::Lifecycle::default(),
+            native: daemons::NativeDaemons::default(),
         };
         Self {
             world: Mutex::new(world),
@@ -1167,6 +1175,7 @@ impl ClusterModel {
         let timed_out = {
             let mut world = self.world();
             let until = world.now + by;
+            world.run_native(until);
             world.run_due(until);
             world.lifecycle_timeouts()
         };

@@ -17,8 +17,9 @@ use ecs_daemons::deploy::{
     deploy, rollback, DeployAnswer, DeployError, DeployRequest, RollbackAnswer, RollbackRequest,
 };
 use ecs_daemons::ecs::{
-    Ecs, EcsError, EcsErrorKind, InstanceAttribute, Page, StartTaskOutcome, StartTaskRequest,
-    TaskFilter,
+    DaemonChange, DaemonDeclaration, DaemonDeployment, DaemonRevision, DaemonState,
+    DaemonTaskDefinition, Ecs, EcsDaemons, EcsError, EcsErrorKind, InstanceAttribute, Page,
+    StartTaskOutcome, StartTaskRequest, TaskFilter,
 };
 use ecs_daemons::engine::{Engine, EngineConfig, EngineError, EventKind, Outcome};
 use ecs_daemons::events::{INSTANCE_STATE_CHANGE, TASK_STATE_CHANGE};
@@ -344,6 +345,82 @@ impl<T: Ecs> Ecs for Crashing<T> {
             "DescribeCapacityProviders",
             crashed_ecs,
             self.inner.describe_capacity_providers(cluster, names)
+        )
+    }
+}
+
+impl<T: Ecs> EcsDaemons for Crashing<T> {
+    async fn describe_daemon_task_definition(
+        &self,
+        reference: &str,
+    ) -> Result<DaemonTaskDefinition, EcsError> {
+        guarded!(
+            self,
+            "DescribeDaemonTaskDefinition",
+            crashed_ecs,
+            self.inner.describe_daemon_task_definition(reference)
+        )
+    }
+    async fn create_daemon(
+        &self,
+        declaration: &DaemonDeclaration,
+        client_token: &str,
+    ) -> Result<DaemonChange, EcsError> {
+        guarded!(
+            self,
+            "CreateDaemon",
+            crashed_ecs,
+            self.inner.create_daemon(declaration, client_token)
+        )
+    }
+    async fn update_daemon(
+        &self,
+        daemon_arn: &str,
+        declaration: &DaemonDeclaration,
+    ) -> Result<DaemonChange, EcsError> {
+        guarded!(
+            self,
+            "UpdateDaemon",
+            crashed_ecs,
+            self.inner.update_daemon(daemon_arn, declaration)
+        )
+    }
+    async fn delete_daemon(&self, daemon_arn: &str) -> Result<DaemonChange, EcsError> {
+        guarded!(
+            self,
+            "DeleteDaemon",
+            crashed_ecs,
+            self.inner.delete_daemon(daemon_arn)
+        )
+    }
+    async fn describe_daemon(&self, daemon_arn: &str) -> Result<DaemonState, EcsError> {
+        guarded!(
+            self,
+            "DescribeDaemon",
+            crashed_ecs,
+            self.inner.describe_daemon(daemon_arn)
+        )
+    }
+    async fn describe_daemon_deployments(
+        &self,
+        deployment_arns: &[String],
+    ) -> Result<Vec<DaemonDeployment>, EcsError> {
+        guarded!(
+            self,
+            "DescribeDaemonDeployments",
+            crashed_ecs,
+            self.inner.describe_daemon_deployments(deployment_arns)
+        )
+    }
+    async fn describe_daemon_revisions(
+        &self,
+        revision_arns: &[String],
+    ) -> Result<Vec<DaemonRevision>, EcsError> {
+        guarded!(
+            self,
+            "DescribeDaemonRevisions",
+            crashed_ecs,
+            self.inner.describe_daemon_revisions(revision_arns)
         )
     }
 }

@@ -48,6 +48,7 @@ impl SdkEcs {
 }
 
 mod convert;
+mod daemons;
 
 /// Pages of a lookup by EC2 instance id before giving up (with an error to retry): a cluster
 /// holds at most 5,000 container instances (service quotas), 50 pages of 100.

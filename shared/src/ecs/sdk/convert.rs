@@ -47,12 +47,14 @@ where
         }
         (
             _,
-            "ClusterNotFoundException" | "TargetNotFoundException" | "ResourceNotFoundException",
+            "ClusterNotFoundException"
+            | "TargetNotFoundException"
+            | "ResourceNotFoundException"
+            | "DaemonNotFoundException",
         ) => EcsErrorKind::NotFound,
-        // ECS answers an unknown task definition with a ClientException of this wording.
-        (_, "ClientException") if message.contains("Unable to describe task definition") => {
-            EcsErrorKind::NotFound
-        }
+        // ECS answers an unknown task definition with a ClientException of this wording; an
+        // unknown daemon task definition is assumed to be answered alike.
+        (_, "ClientException") if message.contains("Unable to describe") => EcsErrorKind::NotFound,
         (_, "ServerException" | "ServiceUnavailableException" | "InternalFailure") => {
             EcsErrorKind::Transient
         }

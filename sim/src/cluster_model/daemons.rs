@@ -1,0 +1,1033 @@
+//! The model's ECS managed daemons on Managed Instances capacity providers. ECS places every
+//! copy itself; ecs-daemons only declares, watches and records, so this is what it watches.
+//! Sources, cited at each rule: the developer guide's *Amazon ECS Managed Daemons* pages
+//! (`managed-daemons`, `managed-daemons-deployments`, `managed-daemons-create-manage`) and
+//! the API reference of each operation. What they leave open is a field of
+//! [`NativeKnobs`] with a pessimistic default.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use ecs_daemons::ecs::{
+    DaemonChange, DaemonCircuitBreaker, DaemonDeclaration, DaemonDeployment,
+    DaemonDeploymentStatus, DaemonProviderCounts, DaemonRevision, DaemonRevisionCounts,
+    DaemonRollback, DaemonState, DaemonTaskDefinition, EcsError, EcsErrorKind, DAEMON_NAME_MAX_LEN,
+};
+
+use super::{ACCOUNT, REGION};
+
+/// What the managed-daemon documentation leaves open.
+#[derive(Clone, Debug)]
+pub struct NativeKnobs {
+    /// How long draining one step's instances takes before their replacements launch. ECS
+    /// drains application tasks first (their services start replacements elsewhere); the
+    /// guide gives no figure.
+    pub drain_time: Duration,
+    /// Launch of a replacement instance until its daemon task has started or failed.
+    pub replace_time: Duration,
+    /// The breaker's threshold for a deployment over `instances` instances. The daemon
+    /// guide documents no formula; the service deployment breaker's (API reference,
+    /// *ServiceDeploymentCircuitBreaker*: 0.5 × desired count, at least 3, at most 200) is
+    /// assumed.
+    pub breaker_threshold: fn(usize) -> i32,
+    /// DELETE_IN_PROGRESS until the daemon is gone.
+    pub delete_time: Duration,
+}
+
+fn service_breaker_threshold(instances: usize) -> i32 {
+    (instances as f64 * 0.5).ceil().clamp(3.0, 200.0) as i32
+}
+
+impl Default for NativeKnobs {
+    fn default() -> Self {
+        Self {
+            drain_time: Duration::seconds(60),
+            replace_time: Duration::seconds(90),
+            breaker_threshold: service_breaker_threshold,
+            delete_time: Duration::seconds(30),
+        }
+    }
+}
+
+/// A daemon task definition revision of the model.
+#[derive(Clone, Debug)]
+pub struct DaemonDefinitionModel {
+    pub family: String,
+    pub cpu: i64,
+    pub memory_mib: i64,
+    pub execution_role_arn: Option<String>,
+    /// Every start of it fails (a bad image): DAEMON_TASK_START_IMPAIRED, TASK_FAILED_TO_RUN.
+    pub fails_to_start: bool,
+}
+
+impl DaemonDefinitionModel {
+    pub fn new(family: &str, cpu: i64, memory_mib: i64) -> Self {
+        Self {
+            family: family.into(),
+            cpu,
+            memory_mib,
+            execution_role_arn: Some(format!("arn:aws:iam::{ACCOUNT}:role/ecsTaskExecutionRole")),
+            fails_to_start: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum CopyState {
+    Running,
+    /// Started and failed; on a non-critical daemon the instance stays without it.
+    Impaired,
+}
+
+#[derive(Clone, Debug)]
+struct Copy {
+    revision: String,
+    state: CopyState,
+}
+
+#[derive(Clone, Debug)]
+struct ManagedInstance {
+    provider: String,
+    draining: bool,
+    /// By daemon ARN.
+    copies: BTreeMap<String, Copy>,
+}
+
+#[derive(Clone, Debug)]
+enum Phase {
+    /// Choose the next step at `next_at`.
+    Idle,
+    Draining(Vec<String>),
+    Launching(Vec<String>),
+}
+
+#[derive(Clone, Debug)]
+struct Deployment {
+    arn: String,
+    status: DaemonDeploymentStatus,
+    reason: Option<String>,
+    target: String,
+    source: Option<String>,
+    failures: i32,
+    threshold: i32,
+    breaker: &'static str,
+    rollback: Option<DaemonRollback>,
+    created_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    phase: Phase,
+    next_at: DateTime<Utc>,
+}
+
+impl Deployment {
+    /// The revision the deployment is moving instances to now.
+    fn goal(&self) -> &str {
+        self.rollback
+            .as_ref()
+            .and_then(|r| r.target_revision_arn.as_deref())
+            .unwrap_or(&self.target)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Daemon {
+    name: String,
+    cluster: String,
+    providers: Vec<String>,
+    critical: bool,
+    drain_percent: f64,
+    bake: Duration,
+    status: &'static str,
+    /// Revision ARN → daemon task definition key (`family:revision`).
+    revisions: BTreeMap<String, String>,
+    deployments: Vec<Deployment>,
+    deleted_at: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+}
+
+/// The managed-daemon part of the model's world.
+#[derive(Debug, Default)]
+pub(super) struct NativeDaemons {
+    definitions: BTreeMap<String, DaemonDefinitionModel>,
+    latest: BTreeMap<String, i32>,
+    daemons: BTreeMap<String, Daemon>,
+    tokens: BTreeMap<String, String>,
+    /// By cluster, then instance id.
+    instances: BTreeMap<String, BTreeMap<String, ManagedInstance>>,
+    next_id: u64,
+}
+
+fn definition_arn(key: &str) -> String {
+    format!("arn:aws:ecs:{REGION}:{ACCOUNT}:daemon-task-definition/{key}")
+}
+
+fn daemon_arn(cluster: &str, name: &str) -> String {
+    format!("arn:aws:ecs:{REGION}:{ACCOUNT}:daemon/{cluster}/{name}")
+}
+
+fn provider_name(reference: &str) -> &str {
+    reference.rsplit('/').next().unwrap_or(reference)
+}
+
+fn error(
+    operation: &'static str,
+    target: &str,
+    kind: EcsErrorKind,
+    code: &str,
+    message: &str,
+) -> EcsError {
+    EcsError::new(operation, target, kind, code, message)
+}
+
+fn client_error(operation: &'static str, target: &str, message: &str) -> EcsError {
+    error(
+        operation,
+        target,
+        EcsErrorKind::Invalid,
+        "ClientException",
+        message,
+    )
+}
+
+impl NativeDaemons {
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// RegisterDaemonTaskDefinition: "When you register a daemon task definition for the
+    /// first time, the revision is 1 … the revision value always increases by one"
+    /// (*DaemonTaskDefinition*). Answers `family:revision`.
+    pub(super) fn register(&mut self, definition: DaemonDefinitionModel) -> String {
+        let revision = self.latest.entry(definition.family.clone()).or_insert(0);
+        *revision += 1;
+        let key = format!("{}:{}", definition.family, revision);
+        self.definitions.insert(key.clone(), definition);
+        key
+    }
+
+    /// Instances ECS launched for a Managed Instances provider. Each starts every daemon of
+    /// its provider before anything else ("starts the daemon task first", *Amazon ECS Managed
+    /// Daemons*); the model starts them at once, at the revision in force.
+    pub(super) fn launch(&mut self, cluster: &str, provider: &str, count: usize) -> Vec<String> {
+        (0..count)
+            .map(|_| {
+                let id = format!("mi{:016x}", self.id());
+                let copies = self.copies_for_new_instance(cluster, provider);
+                self.instances.entry(cluster.into()).or_default().insert(
+                    id.clone(),
+                    ManagedInstance {
+                        provider: provider.into(),
+                        draining: false,
+                        copies,
+                    },
+                );
+                id
+            })
+            .collect()
+    }
+
+    /// The copies a new instance of `provider` gets: each daemon's revision in force (a
+    /// deployment's goal while one runs: "provisions replacement instances with the updated
+    /// daemon", *Daemon deployments*; for a plain scale-out during a deployment the guide is
+    /// silent and the goal is assumed).
+    fn copies_for_new_instance(&self, cluster: &str, provider: &str) -> BTreeMap<String, Copy> {
+        self.daemons
+            .iter()
+            .filter(|(_, d)| d.cluster == cluster && d.deleted_at.is_none())
+            .filter(|(_, d)| d.providers.iter().any(|p| p == provider))
+            .filter_map(|(arn, d)| {
+                let revision = d.deployments.last()?.goal().to_string();
+                let fails = self.revision_fails(d, &revision);
+                Some((
+                    arn.clone(),
+                    Copy {
+                        revision,
+                        state: if fails {
+                            CopyState::Impaired
+                        } else {
+                            CopyState::Running
+                        },
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    fn revision_fails(&self, daemon: &Daemon, revision: &str) -> bool {
+        daemon
+            .revisions
+            .get(revision)
+            .and_then(|key| self.definitions.get(key))
+            .is_some_and(|d| d.fails_to_start)
+    }
+
+    pub(super) fn describe_definition(
+        &self,
+        reference: &str,
+    ) -> Result<DaemonTaskDefinition, EcsError> {
+        let key = reference.rsplit('/').next().unwrap_or(reference);
+        let definition = self.definitions.get(key).ok_or_else(|| {
+            client_error(
+                "DescribeDaemonTaskDefinition",
+                reference,
+                "Unable to describe daemon task definition.",
+            )
+        })?;
+        let revision = key
+            .rsplit(':')
+            .next()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0);
+        Ok(DaemonTaskDefinition {
+            arn: definition_arn(key),
+            family: definition.family.clone(),
+            revision,
+            status: "ACTIVE".into(),
+            execution_role_arn: definition.execution_role_arn.clone(),
+            cpu: Some(definition.cpu),
+            memory_mib: Some(definition.memory_mib),
+        })
+    }
+
+    /// CreateDaemon. "ECS Managed Daemons is only supported for Amazon ECS Managed Instances
+    /// Capacity Providers" (the caller checks the kinds and answers ClientException); the
+    /// name takes "Up to 255 letters …, numbers, underscores, and hyphens"; the client token
+    /// makes a retry answer the same daemon.
+    pub(super) fn create(
+        &mut self,
+        declaration: &DaemonDeclaration,
+        client_token: &str,
+        now: DateTime<Utc>,
+        knobs: &NativeKnobs,
+    ) -> Result<DaemonChange, EcsError> {
+        const OPERATION: &str = "CreateDaemon";
+        let name = &declaration.daemon_name;
+        if let Some(arn) = self.tokens.get(client_token) {
+            let daemon = &self.daemons[arn];
+            return Ok(DaemonChange {
+                daemon_arn: arn.clone(),
+                status: daemon.status.into(),
+                deployment_arn: daemon.deployments.first().map(|d| d.arn.clone()),
+            });
+        }
+        let valid_name = !name.is_empty()
+            && name.len() <= DAEMON_NAME_MAX_LEN
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid_name {
+            return Err(client_error(OPERATION, name, "Invalid daemon name."));
+        }
+        let cluster = declaration
+            .cluster_arn
+            .rsplit('/')
+            .next()
+            .unwrap_or(&declaration.cluster_arn)
+            .to_string();
+        let arn = daemon_arn(&cluster, name);
+        if self
+            .daemons
+            .get(&arn)
+            .is_some_and(|d| d.deleted_at.is_none())
+        {
+            return Err(client_error(
+                OPERATION,
+                name,
+                "A daemon with this name already exists.",
+            ));
+        }
+        let key = self.definition_key(OPERATION, &declaration.daemon_task_definition_arn)?;
+        let mut daemon = Daemon {
+            name: name.clone(),
+            cluster: cluster.clone(),
+            providers: declaration
+                .capacity_provider_arns
+                .iter()
+                .map(|p| provider_name(p).to_string())
+                .collect(),
+            critical: declaration.critical,
+            drain_percent: declaration.deployment.drain_percent.unwrap_or(25.0),
+            bake: Duration::minutes(i64::from(
+                declaration.deployment.bake_time_in_minutes.unwrap_or(0),
+            )),
+            status: "ACTIVE",
+            revisions: BTreeMap::new(),
+            deployments: Vec::new(),
+            deleted_at: None,
+            updated_at: now,
+        };
+        let deployment = self.new_deployment(&mut daemon, &key, None, now, knobs);
+        self.daemons.insert(arn.clone(), daemon);
+        self.tokens.insert(client_token.into(), arn.clone());
+        Ok(DaemonChange {
+            daemon_arn: arn,
+            status: "ACTIVE".into(),
+            deployment_arn: Some(deployment),
+        })
+    }
+
+    fn definition_key(&self, operation: &'static str, reference: &str) -> Result<String, EcsError> {
+        let key = reference
+            .rsplit('/')
+            .next()
+            .unwrap_or(reference)
+            .to_string();
+        if self.definitions.contains_key(&key) {
+            Ok(key)
+        } else {
+            Err(client_error(
+                operation,
+                reference,
+                "Daemon task definition not found.",
+            ))
+        }
+    }
+
+    /// A new revision and the deployment that rolls it out. A deployment still running is
+    /// STOPPED: "stopped the deployment because it failed or was replaced by a new
+    /// deployment" (*Daemon deployments*).
+    fn new_deployment(
+        &mut self,
+        daemon: &mut Daemon,
+        key: &str,
+        source: Option<String>,
+        now: DateTime<Utc>,
+        knobs: &NativeKnobs,
+    ) -> String {
+        let number = self.id();
+        let revision = format!(
+            "{}/revision/{number}",
+            daemon_arn(&daemon.cluster, &daemon.name)
+        );
+        daemon.revisions.insert(revision.clone(), key.to_string());
+        for running in daemon
+            .deployments
+            .iter_mut()
+            .filter(|d| !d.status.is_final())
+        {
+            running.status = DaemonDeploymentStatus::Stopped;
+            running.reason = Some("Replaced by a new deployment.".into());
+            running.finished_at = Some(now);
+        }
+        let instances = self.instances_of(&daemon.cluster, &daemon.providers).len();
+        let arn = format!(
+            "arn:aws:ecs:{REGION}:{ACCOUNT}:daemon-deployment/{}/{}/{number}",
+            daemon.cluster, daemon.name
+        );
+        daemon.deployments.push(Deployment {
+            arn: arn.clone(),
+            status: DaemonDeploymentStatus::Pending,
+            reason: None,
+            target: revision,
+            source,
+            failures: 0,
+            threshold: (knobs.breaker_threshold)(instances),
+            breaker: "MONITORING",
+            rollback: None,
+            created_at: now,
+            finished_at: None,
+            phase: Phase::Idle,
+            next_at: now,
+        });
+        daemon.updated_at = now;
+        arn
+    }
+
+    fn instances_of(&self, cluster: &str, providers: &[String]) -> Vec<String> {
+        self.instances
+            .get(cluster)
+            .map(|instances| {
+                instances
+                    .iter()
+                    .filter(|(_, i)| providers.contains(&i.provider))
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn active(&mut self, operation: &'static str, arn: &str) -> Result<&mut Daemon, EcsError> {
+        match self.daemons.get_mut(arn) {
+            None => Err(error(
+                operation,
+                arn,
+                EcsErrorKind::NotFound,
+                "DaemonNotFoundException",
+                "Daemon not found.",
+            )),
+            Some(d) if d.deleted_at.is_some() => Err(error(
+                operation,
+                arn,
+                EcsErrorKind::Invalid,
+                "DaemonNotActiveException",
+                "The daemon is not active.",
+            )),
+            Some(d) => Ok(d),
+        }
+    }
+
+    /// UpdateDaemon: "a new deployment is triggered that progressively rolls out the changes".
+    pub(super) fn update(
+        &mut self,
+        arn: &str,
+        declaration: &DaemonDeclaration,
+        now: DateTime<Utc>,
+        knobs: &NativeKnobs,
+    ) -> Result<DaemonChange, EcsError> {
+        const OPERATION: &str = "UpdateDaemon";
+        let key = self.definition_key(OPERATION, &declaration.daemon_task_definition_arn)?;
+        let mut daemon = self.active(OPERATION, arn)?.clone();
+        daemon.providers = declaration
+            .capacity_provider_arns
+            .iter()
+            .map(|p| provider_name(p).to_string())
+            .collect();
+        daemon.critical = declaration.critical;
+        daemon.drain_percent = declaration.deployment.drain_percent.unwrap_or(25.0);
+        daemon.bake = Duration::minutes(i64::from(
+            declaration.deployment.bake_time_in_minutes.unwrap_or(0),
+        ));
+        let source = daemon.deployments.last().map(|d| d.goal().to_string());
+        let deployment = self.new_deployment(&mut daemon, &key, source, now, knobs);
+        self.daemons.insert(arn.into(), daemon);
+        Ok(DaemonChange {
+            daemon_arn: arn.into(),
+            status: "ACTIVE".into(),
+            deployment_arn: Some(deployment),
+        })
+    }
+
+    /// DeleteDaemon: DELETE_IN_PROGRESS, the copies stop, then the daemon is gone (and
+    /// DescribeDaemon answers DaemonNotFoundException, the pessimistic reading).
+    pub(super) fn delete(
+        &mut self,
+        arn: &str,
+        now: DateTime<Utc>,
+    ) -> Result<DaemonChange, EcsError> {
+        let daemon = self.active("DeleteDaemon", arn)?;
+        daemon.status = "DELETE_IN_PROGRESS";
+        daemon.deleted_at = Some(now);
+        daemon.updated_at = now;
+        Ok(DaemonChange {
+            daemon_arn: arn.into(),
+            status: "DELETE_IN_PROGRESS".into(),
+            deployment_arn: None,
+        })
+    }
+
+    /// DescribeDaemon: per current revision and capacity provider, the instances running
+    /// the daemon, and those without it ("applies to daemons that aren't critical",
+    /// *DaemonCapacityProvider*).
+    pub(super) fn describe(&self, arn: &str) -> Result<DaemonState, EcsError> {
+        let daemon = self.daemons.get(arn).ok_or_else(|| {
+            error(
+                "DescribeDaemon",
+                arn,
+                EcsErrorKind::NotFound,
+                "DaemonNotFoundException",
+                "Daemon not found.",
+            )
+        })?;
+        let mut counts: BTreeMap<(String, String), (i32, i32)> = BTreeMap::new();
+        for instance in self
+            .instances
+            .get(&daemon.cluster)
+            .into_iter()
+            .flat_map(|i| i.values())
+        {
+            if let Some(copy) = instance.copies.get(arn) {
+                let entry = counts
+                    .entry((copy.revision.clone(), instance.provider.clone()))
+                    .or_default();
+                match copy.state {
+                    CopyState::Running => entry.0 += 1,
+                    CopyState::Impaired if !daemon.critical => entry.1 += 1,
+                    CopyState::Impaired => {}
+                }
+            }
+        }
+        let mut revisions: Vec<DaemonRevisionCounts> = Vec::new();
+        for ((revision, provider), (running, without)) in counts {
+            let counts = DaemonProviderCounts {
+                capacity_provider_arn: format!(
+                    "arn:aws:ecs:{REGION}:{ACCOUNT}:capacity-provider/{provider}"
+                ),
+                running,
+                without_daemon: without,
+            };
+            match revisions.iter_mut().find(|r| r.revision_arn == revision) {
+                Some(found) => found.providers.push(counts),
+                None => revisions.push(DaemonRevisionCounts {
+                    revision_arn: revision,
+                    providers: vec![counts],
+                }),
+            }
+        }
+        Ok(DaemonState {
+            daemon_arn: arn.into(),
+            status: daemon.status.into(),
+            deployment_arn: daemon.deployments.last().map(|d| d.arn.clone()),
+            current_revisions: revisions,
+            updated_at: Some(daemon.updated_at),
+        })
+    }
+
+    pub(super) fn deployments(&self, arns: &[String]) -> Vec<DaemonDeployment> {
+        let mut found = Vec::new();
+        for (daemon_arn, daemon) in &self.daemons {
+            for deployment in daemon.deployments.iter().filter(|d| arns.contains(&d.arn)) {
+                found.push(self.view(daemon_arn, daemon, deployment));
+            }
+        }
+        found
+    }
+
+    fn view(&self, daemon_arn: &str, daemon: &Daemon, deployment: &Deployment) -> DaemonDeployment {
+        let (mut running, mut without, mut draining) = (0, 0, 0);
+        for instance in self
+            .instances
+            .get(&daemon.cluster)
+            .into_iter()
+            .flat_map(|i| i.values())
+        {
+            let Some(copy) = instance.copies.get(daemon_arn) else {
+                continue;
+            };
+            if copy.revision != deployment.target {
+                continue;
+            }
+            if instance.draining {
+                draining += 1;
+            } else if copy.state == CopyState::Running {
+                running += 1;
+            } else if !daemon.critical {
+                without += 1;
+            }
+        }
+        DaemonDeployment {
+            deployment_arn: deployment.arn.clone(),
+            status: deployment.status.clone(),
+            status_reason: deployment.reason.clone(),
+            target_revision_arn: Some(deployment.target.clone()),
+            target_running: running,
+            target_without_daemon: without,
+            target_draining: draining,
+            circuit_breaker: Some(DaemonCircuitBreaker {
+                status: deployment.breaker.into(),
+                failure_count: deployment.failures,
+                threshold: deployment.threshold,
+            }),
+            rollback: deployment.rollback.clone(),
+            triggered_alarm_names: Vec::new(),
+            created_at: Some(deployment.created_at),
+            finished_at: deployment.finished_at,
+        }
+    }
+
+    pub(super) fn revisions(&self, arns: &[String]) -> Vec<DaemonRevision> {
+        self.daemons
+            .values()
+            .flat_map(|d| d.revisions.iter())
+            .filter(|(revision, _)| arns.contains(revision))
+            .map(|(revision, key)| DaemonRevision {
+                revision_arn: revision.clone(),
+                daemon_task_definition_arn: definition_arn(key),
+            })
+            .collect()
+    }
+
+    /// The next moment something is due, if any.
+    pub(super) fn next_due(&self, knobs: &NativeKnobs) -> Option<DateTime<Utc>> {
+        self.daemons
+            .values()
+            .flat_map(|d| {
+                let deleting = d.deleted_at.map(|at| at + knobs.delete_time);
+                d.deployments
+                    .iter()
+                    .filter(|dep| !dep.status.is_final())
+                    .map(|dep| dep.next_at)
+                    .chain(deleting)
+            })
+            .min()
+    }
+
+    /// Runs everything due at `now`.
+    pub(super) fn step(&mut self, now: DateTime<Utc>, knobs: &NativeKnobs) {
+        let arns: Vec<String> = self.daemons.keys().cloned().collect();
+        for arn in arns {
+            let deleted_at = self.daemons[&arn].deleted_at;
+            if let Some(at) = deleted_at {
+                if at + knobs.delete_time <= now {
+                    self.finish_delete(&arn);
+                }
+                continue;
+            }
+            let due = self.daemons[&arn]
+                .deployments
+                .last()
+                .is_some_and(|d| !d.status.is_final() && d.next_at <= now);
+            if due {
+                self.advance_deployment(&arn, now, knobs);
+            }
+        }
+    }
+
+    fn finish_delete(&mut self, arn: &str) {
+        for instances in self.instances.values_mut() {
+            for instance in instances.values_mut() {
+                instance.copies.remove(arn);
+            }
+        }
+        self.daemons.remove(arn);
+    }
+
+    /// One move of the drain-provision-replace rollout (*Daemon deployments*: "drains a batch
+    /// of instances, provisions replacement instances with the updated daemon … This process
+    /// repeats until all instances run the new daemon revision"; `drainPercent` of the
+    /// instances at once; `bakeTimeInMinutes` "to wait after a successful deployment step").
+    fn advance_deployment(&mut self, arn: &str, now: DateTime<Utc>, knobs: &NativeKnobs) {
+        let mut daemon = self.daemons[arn].clone();
+        let Some(mut deployment) = daemon.deployments.pop() else {
+            return;
+        };
+        match std::mem::replace(&mut deployment.phase, Phase::Idle) {
+            Phase::Idle => self.choose_step(arn, &daemon, &mut deployment, now, knobs),
+            Phase::Draining(instances) => {
+                let launched = self.replace(&daemon, arn, &instances, deployment.goal());
+                deployment.phase = Phase::Launching(launched);
+                deployment.next_at = now + knobs.replace_time;
+            }
+            Phase::Launching(instances) => {
+                let failed = self.settle(&daemon, arn, &instances);
+                deployment.failures += failed;
+                let bake = if failed == 0 {
+                    daemon.bake
+                } else {
+                    Duration::zero()
+                };
+                deployment.next_at = now + bake;
+                if deployment.failures >= deployment.threshold {
+                    trip_breaker(&mut deployment, now);
+                }
+            }
+        }
+        daemon.deployments.push(deployment);
+        self.daemons.insert(arn.into(), daemon);
+    }
+
+    fn choose_step(
+        &mut self,
+        arn: &str,
+        daemon: &Daemon,
+        deployment: &mut Deployment,
+        now: DateTime<Utc>,
+        knobs: &NativeKnobs,
+    ) {
+        let goal = deployment.goal().to_string();
+        let all = self.instances_of(&daemon.cluster, &daemon.providers);
+        let behind: Vec<String> = all
+            .iter()
+            .filter(|id| {
+                let copy = self.instances[&daemon.cluster][*id].copies.get(arn);
+                match copy {
+                    None => true,
+                    Some(copy) if copy.revision != goal => true,
+                    // A failed copy of a critical daemon: "ECS automatically drains and
+                    // replaces that container instance" (*Amazon ECS Managed Daemons*).
+                    Some(copy) => copy.state == CopyState::Impaired && daemon.critical,
+                }
+            })
+            .cloned()
+            .collect();
+        if behind.is_empty() {
+            if deployment.rollback.is_some() {
+                deployment.status = DaemonDeploymentStatus::RollbackSuccessful;
+            } else {
+                deployment.status = DaemonDeploymentStatus::Successful;
+                deployment.breaker = "MONITORING_COMPLETE";
+            }
+            deployment.finished_at = Some(now);
+            return;
+        }
+        if deployment.status == DaemonDeploymentStatus::Pending {
+            deployment.status = DaemonDeploymentStatus::InProgress;
+        }
+        let step = ((daemon.drain_percent / 100.0) * all.len() as f64)
+            .ceil()
+            .max(1.0) as usize;
+        let batch: Vec<String> = behind.into_iter().take(step).collect();
+        if let Some(instances) = self.instances.get_mut(&daemon.cluster) {
+            for id in &batch {
+                if let Some(instance) = instances.get_mut(id) {
+                    instance.draining = true;
+                }
+            }
+        }
+        deployment.phase = Phase::Draining(batch);
+        deployment.next_at = now + knobs.drain_time;
+    }
+
+    /// Drained instances leave; as many replacements launch on the same providers, with
+    /// every daemon of theirs, this one at `goal`.
+    fn replace(
+        &mut self,
+        daemon: &Daemon,
+        arn: &str,
+        drained: &[String],
+        goal: &str,
+    ) -> Vec<String> {
+        let mut launched = Vec::new();
+        for id in drained {
+            let Some(old) = self
+                .instances
+                .get_mut(&daemon.cluster)
+                .and_then(|i| i.remove(id))
+            else {
+                continue;
+            };
+            let new = self.launch(&daemon.cluster, &old.provider, 1);
+            for new_id in &new {
+                if let Some(instance) = self
+                    .instances
+                    .get_mut(&daemon.cluster)
+                    .and_then(|i| i.get_mut(new_id))
+                {
+                    instance.copies.insert(
+                        arn.into(),
+                        Copy {
+                            revision: goal.into(),
+                            state: CopyState::Running,
+                        },
+                    );
+                }
+            }
+            launched.extend(new);
+        }
+        launched
+    }
+
+    /// The launched instances' copies started or failed; answers how many failed.
+    fn settle(&mut self, daemon: &Daemon, arn: &str, launched: &[String]) -> i32 {
+        let mut failed = 0;
+        for id in launched {
+            let revision = self
+                .instances
+                .get(&daemon.cluster)
+                .and_then(|i| i.get(id))
+                .and_then(|i| i.copies.get(arn))
+                .map(|c| c.revision.clone());
+            let Some(revision) = revision else { continue };
+            if self.revision_fails(daemon, &revision) {
+                failed += 1;
+                if let Some(copy) = self
+                    .instances
+                    .get_mut(&daemon.cluster)
+                    .and_then(|i| i.get_mut(id))
+                    .and_then(|i| i.copies.get_mut(arn))
+                {
+                    copy.state = CopyState::Impaired;
+                }
+            }
+        }
+        failed
+    }
+
+    /// How many instances of `cluster` run each daemon's copy, by daemon name (for tests).
+    pub(super) fn running_by_daemon(&self, cluster: &str) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for instance in self
+            .instances
+            .get(cluster)
+            .into_iter()
+            .flat_map(|i| i.values())
+        {
+            for (arn, copy) in &instance.copies {
+                if copy.state == CopyState::Running {
+                    let name = self
+                        .daemons
+                        .get(arn)
+                        .map_or(arn.as_str(), |d| d.name.as_str());
+                    *counts.entry(name.to_string()).or_insert(0) += 1;
+                }
+            }
+        }
+        counts
+    }
+
+    pub(super) fn instance_count(&self, cluster: &str) -> usize {
+        self.instances.get(cluster).map_or(0, |i| i.len())
+    }
+}
+
+/// The breaker tripped: roll back to the revision before (ECS "automatically rolls back to
+/// the previous daemon revision if the deployment circuit breaker detects failures", *Daemon
+/// deployments*); a first deployment has none to return to and stops.
+fn trip_breaker(deployment: &mut Deployment, now: DateTime<Utc>) {
+    deployment.breaker = "TRIGGERED";
+    match deployment.source.clone() {
+        Some(source) if deployment.rollback.is_none() => {
+            deployment.status = DaemonDeploymentStatus::RollbackInProgress;
+            deployment.reason = Some("Circuit breaker triggered: rolling back.".into());
+            // The rollback's own failures are counted afresh.
+            deployment.failures = 0;
+            deployment.rollback = Some(DaemonRollback {
+                reason: Some("DEPLOYMENT_CIRCUIT_BREAKER".into()),
+                target_revision_arn: Some(source),
+            });
+        }
+        Some(_) => {
+            deployment.status = DaemonDeploymentStatus::RollbackFailed;
+            deployment.reason = Some("The rollback failed too.".into());
+            deployment.finished_at = Some(now);
+        }
+        None => {
+            deployment.status = DaemonDeploymentStatus::Stopped;
+            deployment.reason = Some("Circuit breaker triggered.".into());
+            deployment.finished_at = Some(now);
+        }
+    }
+}
+
+impl super::World {
+    /// Runs the managed daemons' steps due until `until`, each at its own moment.
+    pub(super) fn run_native(&mut self, until: DateTime<Utc>) {
+        let knobs = self.config.native.clone();
+        while let Some(at) = self.native.next_due(&knobs).filter(|at| *at <= until) {
+            self.now = self.now.max(at);
+            let now = self.now;
+            self.native.step(now, &knobs);
+        }
+    }
+
+    /// ClientException unless every provider is a Managed Instances one of the cluster
+    /// ("ECS Managed Daemons is only supported for Amazon ECS Managed Instances Capacity
+    /// Providers", CreateDaemon).
+    fn check_native_providers(
+        &self,
+        operation: &'static str,
+        cluster: &str,
+        declaration: &DaemonDeclaration,
+    ) -> Result<(), EcsError> {
+        for provider in &declaration.capacity_provider_arns {
+            let name = provider_name(provider);
+            let kind = self.capacity_provider(cluster, name).map(|p| p.kind);
+            if kind != Some(ecs_daemons::model::CapacityProviderKind::ManagedInstances) {
+                return Err(client_error(
+                    operation,
+                    name,
+                    "ECS Managed Daemons is only supported for Amazon ECS Managed Instances Capacity Providers.",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl super::ClusterModel {
+    /// RegisterDaemonTaskDefinition; answers `family:revision`.
+    pub fn register_daemon_task_definition(&self, definition: DaemonDefinitionModel) -> String {
+        self.world().native.register(definition)
+    }
+
+    /// ECS launches `count` instances for a Managed Instances provider (an application task
+    /// needed room); each starts its provider's daemons first.
+    pub fn launch_managed_instances(
+        &self,
+        cluster: &str,
+        provider: &str,
+        count: usize,
+    ) -> Vec<String> {
+        self.world().native.launch(cluster, provider, count)
+    }
+
+    /// Instances of `cluster` running each managed daemon, by daemon name.
+    pub fn managed_daemon_copies(&self, cluster: &str) -> BTreeMap<String, usize> {
+        self.world().native.running_by_daemon(cluster)
+    }
+
+    /// Managed Instances instances of `cluster`.
+    pub fn managed_instance_count(&self, cluster: &str) -> usize {
+        self.world().native.instance_count(cluster)
+    }
+}
+
+impl ecs_daemons::ecs::EcsDaemons for super::ClusterModel {
+    async fn describe_daemon_task_definition(
+        &self,
+        reference: &str,
+    ) -> Result<DaemonTaskDefinition, EcsError> {
+        let mut world = self.world();
+        world.call("DescribeDaemonTaskDefinition", false, reference)?;
+        world.native.describe_definition(reference)
+    }
+
+    async fn create_daemon(
+        &self,
+        declaration: &DaemonDeclaration,
+        client_token: &str,
+    ) -> Result<DaemonChange, EcsError> {
+        let mut world = self.world();
+        world.call("CreateDaemon", true, &declaration.daemon_name)?;
+        let cluster = provider_name(&declaration.cluster_arn).to_string();
+        world.check_native_providers("CreateDaemon", &cluster, declaration)?;
+        let (now, knobs) = (world.now, world.config.native.clone());
+        world.native.create(declaration, client_token, now, &knobs)
+    }
+
+    async fn update_daemon(
+        &self,
+        daemon_arn: &str,
+        declaration: &DaemonDeclaration,
+    ) -> Result<DaemonChange, EcsError> {
+        let mut world = self.world();
+        world.call("UpdateDaemon", true, daemon_arn)?;
+        // The daemon's ARN names its cluster: …:daemon/<cluster>/<name>.
+        let cluster = daemon_arn
+            .rsplit('/')
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        world.check_native_providers("UpdateDaemon", &cluster, declaration)?;
+        let (now, knobs) = (world.now, world.config.native.clone());
+        world.native.update(daemon_arn, declaration, now, &knobs)
+    }
+
+    async fn delete_daemon(&self, daemon_arn: &str) -> Result<DaemonChange, EcsError> {
+        let mut world = self.world();
+        world.call("DeleteDaemon", true, daemon_arn)?;
+        let now = world.now;
+        world.native.delete(daemon_arn, now)
+    }
+
+    async fn describe_daemon(&self, daemon_arn: &str) -> Result<DaemonState, EcsError> {
+        let mut world = self.world();
+        world.call("DescribeDaemon", false, daemon_arn)?;
+        world.native.describe(daemon_arn)
+    }
+
+    async fn describe_daemon_deployments(
+        &self,
+        deployment_arns: &[String],
+    ) -> Result<Vec<DaemonDeployment>, EcsError> {
+        let mut world = self.world();
+        let mut described = Vec::new();
+        for batch in deployment_arns.chunks(ecs_daemons::ecs::DAEMON_DEPLOYMENT_BATCH) {
+            world.call("DescribeDaemonDeployments", false, "daemon deployments")?;
+            described.extend(world.native.deployments(batch));
+        }
+        Ok(described)
+    }
+
+    async fn describe_daemon_revisions(
+        &self,
+        revision_arns: &[String],
+    ) -> Result<Vec<DaemonRevision>, EcsError> {
+        let mut world = self.world();
+        let mut described = Vec::new();
+        for batch in revision_arns.chunks(ecs_daemons::ecs::DAEMON_REVISION_BATCH) {
+            world.call("DescribeDaemonRevisions", false, "daemon revisions")?;
+            described.extend(world.native.revisions(batch));
+        }
+        Ok(described)
+    }
+}

@@ -1,0 +1,273 @@
+//! The cluster model's ECS managed daemons, driven through the same `EcsDaemons` calls the
+//! SDK adapter makes: each documented behaviour ecs-daemons will rely on, shown once.
+
+use chrono::Duration;
+use ecs_daemons::ecs::{
+    DaemonDeclaration, DaemonDeploymentSettings, DaemonDeploymentStatus, EcsDaemons, EcsErrorKind,
+};
+use ecs_daemons::model::CapacityProviderKind;
+use ecs_daemons_sim::cluster_model::{
+    cluster_arn, ClusterModel, DaemonDefinitionModel, ModelConfig,
+};
+
+const CLUSTER: &str = "prod";
+
+fn model_with_instances(count: usize) -> ClusterModel {
+    let model = ClusterModel::new(ModelConfig::default());
+    model.create_cluster(CLUSTER, &["mi-general", "asg-general"]);
+    model.set_capacity_provider_kind("mi-general", CapacityProviderKind::ManagedInstances);
+    model.launch_managed_instances(CLUSTER, "mi-general", count);
+    model
+}
+
+fn declaration(definition: &str, providers: &[&str]) -> DaemonDeclaration {
+    DaemonDeclaration {
+        daemon_name: "cloudwatch-agent".into(),
+        cluster_arn: cluster_arn(CLUSTER),
+        daemon_task_definition_arn: definition.into(),
+        capacity_provider_arns: providers.iter().map(|p| p.to_string()).collect(),
+        deployment: DaemonDeploymentSettings {
+            drain_percent: Some(25.0),
+            bake_time_in_minutes: Some(1),
+            alarm_names: Vec::new(),
+        },
+        critical: true,
+        tags: Vec::new(),
+    }
+}
+
+async fn status_after(
+    model: &ClusterModel,
+    deployment: &str,
+    wait: Duration,
+) -> DaemonDeploymentStatus {
+    model.advance(wait);
+    model
+        .describe_daemon_deployments(&[deployment.to_string()])
+        .await
+        .unwrap()[0]
+        .status
+        .clone()
+}
+
+#[tokio::test]
+async fn a_daemon_is_created_updated_rolled_back_by_its_breaker_and_deleted() {
+    let model = model_with_instances(8);
+    let good = model.register_daemon_task_definition(DaemonDefinitionModel::new(
+        "cloudwatch-agent-daemon",
+        1024,
+        512,
+    ));
+    let bad = model.register_daemon_task_definition(DaemonDefinitionModel {
+        fails_to_start: true,
+        ..DaemonDefinitionModel::new("cloudwatch-agent-daemon", 1024, 512)
+    });
+    assert_eq!(
+        (good.as_str(), bad.as_str()),
+        ("cloudwatch-agent-daemon:1", "cloudwatch-agent-daemon:2")
+    );
+    let described = model.describe_daemon_task_definition(&good).await.unwrap();
+    assert_eq!(
+        (described.revision, described.cpu, described.memory_mib),
+        (1, Some(1024), Some(512))
+    );
+
+    // Created on existing instances: drained and replaced 25 % at a time until all run it.
+    let created = model
+        .create_daemon(&declaration(&good, &["mi-general"]), "token-1")
+        .await
+        .unwrap();
+    let again = model
+        .create_daemon(&declaration(&good, &["mi-general"]), "token-1")
+        .await
+        .unwrap();
+    assert_eq!(
+        again.daemon_arn, created.daemon_arn,
+        "the client token makes a retry answer the same daemon"
+    );
+    let first = created.deployment_arn.clone().unwrap();
+    assert_eq!(
+        status_after(&model, &first, Duration::seconds(1)).await,
+        DaemonDeploymentStatus::InProgress
+    );
+    assert_eq!(
+        status_after(&model, &first, Duration::minutes(30)).await,
+        DaemonDeploymentStatus::Successful
+    );
+    assert_eq!(model.managed_daemon_copies(CLUSTER)["cloudwatch-agent"], 8);
+    assert_eq!(
+        model.managed_instance_count(CLUSTER),
+        8,
+        "every drained instance was replaced"
+    );
+    let state = model.describe_daemon(&created.daemon_arn).await.unwrap();
+    assert_eq!(state.current_revisions.len(), 1);
+    assert_eq!(state.current_revisions[0].providers[0].running, 8);
+
+    // A revision that never starts: the breaker (4 of 8) trips and ECS rolls back.
+    let updated = model
+        .update_daemon(&created.daemon_arn, &declaration(&bad, &["mi-general"]))
+        .await
+        .unwrap();
+    let second = updated.deployment_arn.unwrap();
+    assert_eq!(
+        status_after(&model, &second, Duration::minutes(60)).await,
+        DaemonDeploymentStatus::RollbackSuccessful
+    );
+    let deployment = &model
+        .describe_daemon_deployments(std::slice::from_ref(&second))
+        .await
+        .unwrap()[0];
+    let breaker = deployment.circuit_breaker.clone().unwrap();
+    assert_eq!(
+        (breaker.status.as_str(), breaker.threshold),
+        ("TRIGGERED", 4)
+    );
+    let rolled_back_to = deployment
+        .rollback
+        .clone()
+        .unwrap()
+        .target_revision_arn
+        .unwrap();
+    let revisions = model
+        .describe_daemon_revisions(&[rolled_back_to])
+        .await
+        .unwrap();
+    assert!(revisions[0].daemon_task_definition_arn.ends_with(&good));
+    assert_eq!(model.managed_daemon_copies(CLUSTER)["cloudwatch-agent"], 8);
+
+    // Deleted: DELETE_IN_PROGRESS, then gone.
+    let deleted = model.delete_daemon(&created.daemon_arn).await.unwrap();
+    assert_eq!(deleted.status, "DELETE_IN_PROGRESS");
+    let refused = model
+        .update_daemon(&created.daemon_arn, &declaration(&good, &["mi-general"]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, "DaemonNotActiveException");
+    model.advance(Duration::minutes(5));
+    let gone = model
+        .describe_daemon(&created.daemon_arn)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (gone.kind, gone.code.as_str()),
+        (EcsErrorKind::NotFound, "DaemonNotFoundException")
+    );
+    assert!(model.managed_daemon_copies(CLUSTER).is_empty());
+}
+
+#[tokio::test]
+async fn ecs_refuses_what_it_documents_it_refuses() {
+    let model = model_with_instances(2);
+    let good = model.register_daemon_task_definition(DaemonDefinitionModel::new("agent", 256, 256));
+    let not_managed_instances = model
+        .create_daemon(&declaration(&good, &["asg-general"]), "t-1")
+        .await
+        .unwrap_err();
+    assert_eq!(not_managed_instances.code, "ClientException");
+    assert!(not_managed_instances
+        .message
+        .contains("only supported for Amazon ECS Managed Instances"));
+    let mut bad_name = declaration(&good, &["mi-general"]);
+    bad_name.daemon_name = "agent#1".into();
+    assert_eq!(
+        model
+            .create_daemon(&bad_name, "t-2")
+            .await
+            .unwrap_err()
+            .code,
+        "ClientException"
+    );
+    let unknown = model
+        .describe_daemon("arn:aws:ecs:us-east-1:111122223333:daemon/prod/nothing")
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.kind, EcsErrorKind::NotFound);
+    let missing_definition = model
+        .describe_daemon_task_definition("agent:9")
+        .await
+        .unwrap_err();
+    assert_eq!(missing_definition.kind, EcsErrorKind::Invalid);
+}
+
+#[tokio::test]
+async fn a_new_instance_starts_the_daemon_and_a_non_critical_failure_leaves_it_without() {
+    let model = model_with_instances(0);
+    let failing = model.register_daemon_task_definition(DaemonDefinitionModel {
+        fails_to_start: true,
+        ..DaemonDefinitionModel::new("agent", 256, 256)
+    });
+    let mut optional = declaration(&failing, &["mi-general"]);
+    optional.critical = false;
+    let created = model.create_daemon(&optional, "t-1").await.unwrap();
+    model.advance(Duration::seconds(1));
+    model.launch_managed_instances(CLUSTER, "mi-general", 3);
+    let state = model.describe_daemon(&created.daemon_arn).await.unwrap();
+    let counts = &state.current_revisions[0].providers[0];
+    assert_eq!((counts.running, counts.without_daemon), (0, 3));
+}
+
+/// The unchanged SDK client against the local ECS server: every managed-daemon call
+/// ecs-daemons makes, encoded and decoded in ECS's JSON protocol, answers what the model does.
+#[tokio::test]
+async fn the_sdk_client_reaches_the_model_through_the_local_ecs_server() {
+    use std::sync::Arc;
+    let model = Arc::new(model_with_instances(4));
+    let good =
+        model.register_daemon_task_definition(DaemonDefinitionModel::new("agent", 1024, 512));
+    let (address, server) = local_stack::ecs_server::serve(Arc::clone(&model))
+        .await
+        .unwrap();
+    let config = aws_sdk_ecs::Config::builder()
+        .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
+        .region(aws_sdk_ecs::config::Region::new("us-east-1"))
+        .endpoint_url(format!("http://{address}"))
+        .credentials_provider(aws_sdk_ecs::config::Credentials::new(
+            "local", "local", None, None, "test",
+        ))
+        .build();
+    let ecs = ecs_daemons::ecs::SdkEcs::new(aws_sdk_ecs::Client::from_conf(config));
+
+    let definition = ecs.describe_daemon_task_definition(&good).await.unwrap();
+    assert_eq!(
+        (
+            definition.family_revision(),
+            definition.cpu,
+            definition.memory_mib
+        ),
+        (good.clone(), Some(1024), Some(512))
+    );
+    let mut wanted = declaration(&definition.arn, &["mi-general"]);
+    wanted.tags = vec![("team".into(), "platform".into())];
+    let created = ecs.create_daemon(&wanted, "rollout-1").await.unwrap();
+    let deployment = created.deployment_arn.clone().unwrap();
+    model.advance(Duration::minutes(20));
+    let described = ecs
+        .describe_daemon_deployments(std::slice::from_ref(&deployment))
+        .await
+        .unwrap();
+    assert_eq!(described[0].status, DaemonDeploymentStatus::Successful);
+    assert_eq!(described[0].target_running, 4);
+    let state = ecs.describe_daemon(&created.daemon_arn).await.unwrap();
+    assert_eq!(state.current_revisions[0].providers[0].running, 4);
+    let revisions = ecs
+        .describe_daemon_revisions(&[described[0].target_revision_arn.clone().unwrap()])
+        .await
+        .unwrap();
+    assert_eq!(revisions[0].daemon_task_definition_arn, definition.arn);
+
+    let refused = ecs
+        .create_daemon(&declaration(&definition.arn, &["asg-general"]), "rollout-2")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (refused.kind, refused.code.as_str()),
+        (EcsErrorKind::Invalid, "ClientException")
+    );
+    let deleted = ecs.delete_daemon(&created.daemon_arn).await.unwrap();
+    assert_eq!(deleted.status, "DELETE_IN_PROGRESS");
+    model.advance(Duration::minutes(5));
+    let gone = ecs.describe_daemon(&created.daemon_arn).await.unwrap_err();
+    assert_eq!(gone.kind, EcsErrorKind::NotFound);
+    server.abort();
+}
