@@ -14,7 +14,6 @@ use ecs_daemons::deploy::DeployRequest;
 use ecs_daemons::engine::Engine;
 use ecs_daemons::rollout::Rollout;
 use ecs_daemons::rollout::{Amount, RolloutConfig, RolloutKind, RolloutState};
-use ecs_daemons::spec::DaemonSpec;
 use ecs_daemons::store::{
     EventSeen, Expected, ItemKey, PreparedPut, Record, RecordKind, Store, StoreError, Versioned,
 };
@@ -71,8 +70,11 @@ impl Store for ProgressRacesSpecSwitch {
     ) -> Result<Vec<Versioned<R>>, StoreError> {
         self.inner.query(cluster, daemon).await
     }
-    async fn list_specs(&self, cluster: &str) -> Result<Vec<Versioned<DaemonSpec>>, StoreError> {
-        self.inner.list_specs(cluster).await
+    async fn list_in_cluster<R: Record>(
+        &self,
+        cluster: &str,
+    ) -> Result<Vec<Versioned<R>>, StoreError> {
+        self.inner.list_in_cluster(cluster).await
     }
     async fn remember_event(
         &self,

@@ -96,6 +96,8 @@ pub enum RecordKind {
     Hold,
     /// A joined instance's time to coverage.
     CoverageTime,
+    /// A daemon's Managed Instances part (ECS's native managed daemon).
+    ManagedDaemon,
 }
 
 impl RecordKind {
@@ -106,6 +108,7 @@ impl RecordKind {
             Self::Slot => "SLOT",
             Self::Hold => "HOLD",
             Self::CoverageTime => "COVERAGE_TIME",
+            Self::ManagedDaemon => "MANAGED_DAEMON",
         }
     }
 
@@ -117,6 +120,7 @@ impl RecordKind {
             Self::Slot => "SLOT#",
             Self::Hold => "HOLD#",
             Self::CoverageTime => "JOINED#",
+            Self::ManagedDaemon => "MANAGED",
         }
     }
 }
@@ -276,11 +280,12 @@ pub trait Store: Send + Sync {
         daemon: &str,
     ) -> impl Future<Output = Result<Vec<Versioned<R>>, StoreError>> + Send;
 
-    /// Every daemon spec of a cluster (through the sparse by-cluster index).
-    fn list_specs(
+    /// Every record of kind `R` of a cluster (through the sparse by-cluster index; only
+    /// records with a [`Record::cluster_index`] are listed: specs and managed daemons).
+    fn list_in_cluster<R: Record>(
         &self,
         cluster: &str,
-    ) -> impl Future<Output = Result<Vec<Versioned<DaemonSpec>>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Versioned<R>>, StoreError>> + Send;
 
     /// Records an event id for `ttl`; answers whether it was already recorded and not expired.
     fn remember_event(
@@ -378,11 +383,11 @@ impl<T: Store> Store for std::sync::Arc<T> {
     ) -> impl Future<Output = Result<Vec<Versioned<R>>, StoreError>> + Send {
         (**self).query(cluster, daemon)
     }
-    fn list_specs(
+    fn list_in_cluster<R: Record>(
         &self,
         cluster: &str,
-    ) -> impl Future<Output = Result<Vec<Versioned<DaemonSpec>>, StoreError>> + Send {
-        (**self).list_specs(cluster)
+    ) -> impl Future<Output = Result<Vec<Versioned<R>>, StoreError>> + Send {
+        (**self).list_in_cluster(cluster)
     }
     fn remember_event(
         &self,

@@ -1091,7 +1091,7 @@ async fn run_rollout(seed: u64) -> Result<SeedReport, String> {
     // could not get there without a gap (no room for a second copy, surgeFallback "fail").
     let spec = harness
         .store
-        .list_specs(CLUSTER)
+        .list_in_cluster::<ecs_daemons::spec::DaemonSpec>(CLUSTER)
         .await
         .map_err(|e| e.to_string())?;
     let target = spec

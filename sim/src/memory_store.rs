@@ -6,10 +6,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, Duration, Utc};
 
-use ecs_daemons::spec::DaemonSpec;
 use ecs_daemons::store::{
-    decode, encode, EventSeen, Expected, ItemKey, PreparedPut, Record, RecordKind, Store,
-    StoreError, Versioned, TRANSACTION_MAX_ITEMS,
+    decode, encode, EventSeen, Expected, ItemKey, PreparedPut, Record, Store, StoreError,
+    Versioned, TRANSACTION_MAX_ITEMS,
 };
 
 #[derive(Clone, Debug)]
@@ -172,12 +171,14 @@ impl Store for MemoryStore {
             .collect()
     }
 
-    async fn list_specs(&self, cluster: &str) -> Result<Vec<Versioned<DaemonSpec>>, StoreError> {
+    async fn list_in_cluster<R: Record>(
+        &self,
+        cluster: &str,
+    ) -> Result<Vec<Versioned<R>>, StoreError> {
         self.items()
             .iter()
             .filter(|(_, item)| {
-                item.kind == RecordKind::Spec.as_str()
-                    && item.spec_cluster.as_deref() == Some(cluster)
+                item.kind == R::KIND.as_str() && item.spec_cluster.as_deref() == Some(cluster)
             })
             .map(|(key, item)| read(key, item))
             .collect()

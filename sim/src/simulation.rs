@@ -468,6 +468,9 @@ impl<T: Store> Store for Crashing<T> {
                 RecordKind::Slot => touch::<_, Slot>(&self.inner, &put.key).await?,
                 RecordKind::Hold => touch::<_, TerminationHold>(&self.inner, &put.key).await?,
                 RecordKind::CoverageTime => touch::<_, CoverageTime>(&self.inner, &put.key).await?,
+                RecordKind::ManagedDaemon => {
+                    touch::<_, ecs_daemons::managed::ManagedDaemon>(&self.inner, &put.key).await?
+                }
             }
         }
         guarded!(
@@ -499,9 +502,17 @@ impl<T: Store> Store for Crashing<T> {
             self.inner.query(cluster, daemon)
         )
     }
-    async fn list_specs(&self, cluster: &str) -> Result<Vec<Versioned<DaemonSpec>>, StoreError> {
+    async fn list_in_cluster<R: Record>(
+        &self,
+        cluster: &str,
+    ) -> Result<Vec<Versioned<R>>, StoreError> {
         self.budget.note_store_call();
-        guarded!(self, "Query", crashed_store, self.inner.list_specs(cluster))
+        guarded!(
+            self,
+            "Query",
+            crashed_store,
+            self.inner.list_in_cluster(cluster)
+        )
     }
     async fn remember_event(
         &self,

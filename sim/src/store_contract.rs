@@ -139,7 +139,7 @@ pub async fn check_store_contract<S: Store>(store: &S, cluster: &str, slots: usi
         .await
         .unwrap();
     let mut listed: Vec<String> = store
-        .list_specs(cluster)
+        .list_in_cluster::<DaemonSpec>(cluster)
         .await
         .unwrap()
         .into_iter()
@@ -147,6 +147,39 @@ pub async fn check_store_contract<S: Store>(store: &S, cluster: &str, slots: usi
         .collect();
     listed.sort();
     assert_eq!(listed, vec!["agent", "log-router"]);
+
+    // A daemon's Managed Instances part lives beside its spec and is listed by its own kind.
+    let managed = ecs_daemons::managed::ManagedDaemon {
+        cluster: cluster.into(),
+        daemon: "agent".into(),
+        daemon_task_definition: "agent-daemon:1".into(),
+        capacity_providers: vec!["mi-general".into()],
+        critical: true,
+        rollout: Default::default(),
+        daemon_arn: None,
+        pending_rollout: Some("r1".into()),
+        deployment_arn: None,
+        last_good: None,
+        previous_good: None,
+        active_rollout: Some("r1".into()),
+        updated_at: chrono::Utc::now(),
+    };
+    store.put(&managed, Expected::Absent).await.unwrap();
+    let listed = store
+        .list_in_cluster::<ecs_daemons::managed::ManagedDaemon>(cluster)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].record, managed);
+    assert_eq!(
+        store
+            .list_in_cluster::<DaemonSpec>(cluster)
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "specs are listed apart from managed daemons"
+    );
 
     for index in 0..slots {
         store
@@ -278,7 +311,7 @@ pub async fn check_put_all<S: Store>(store: &S, cluster: &str) {
     assert_eq!(store.put_all(&puts(2)).await, Ok(vec![1, 2, 3]));
     let ended_now = store.get::<Rollout>(&running.key()).await.unwrap().unwrap();
     assert_eq!(ended_now.record.state, RolloutState::Failed);
-    let listed = store.list_specs(cluster).await.unwrap();
+    let listed = store.list_in_cluster::<DaemonSpec>(cluster).await.unwrap();
     assert!(
         listed
             .iter()

@@ -115,7 +115,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         &self,
         cluster: &str,
     ) -> Result<(Vec<Versioned<DaemonSpec>>, Vec<DaemonView>), EngineError> {
-        let specs = self.store.list_specs(cluster).await?;
+        let specs = self.store.list_in_cluster::<DaemonSpec>(cluster).await?;
         let views = specs.iter().map(|spec| view(&spec.record)).collect();
         Ok((specs, views))
     }

@@ -18,7 +18,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         &self,
         cluster: &str,
     ) -> Result<Vec<Versioned<DaemonSpec>>, StoreError> {
-        self.store.list_specs(cluster).await
+        self.store.list_in_cluster::<DaemonSpec>(cluster).await
     }
 
     /// Writes a declaration if it is still at the version read.

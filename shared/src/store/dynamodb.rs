@@ -17,8 +17,8 @@ use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Duration, Utc};
 
 use super::{
-    decode, encode, DaemonSpec, EventSeen, Expected, ItemKey, PreparedPut, Record, RecordKind,
-    Store, StoreError, Versioned, TRANSACTION_MAX_ITEMS,
+    decode, encode, EventSeen, Expected, ItemKey, PreparedPut, Record, Store, StoreError,
+    Versioned, TRANSACTION_MAX_ITEMS,
 };
 
 pub const SPECS_BY_CLUSTER_INDEX: &str = "specs-by-cluster";
@@ -347,7 +347,10 @@ impl Store for DynamoStore {
         }
     }
 
-    async fn list_specs(&self, cluster: &str) -> Result<Vec<Versioned<DaemonSpec>>, StoreError> {
+    async fn list_in_cluster<R: Record>(
+        &self,
+        cluster: &str,
+    ) -> Result<Vec<Versioned<R>>, StoreError> {
         let mut specs = Vec::new();
         let mut start_key = None;
         loop {
@@ -371,7 +374,7 @@ impl Store for DynamoStore {
                     .get(KIND)
                     .and_then(|k| k.as_s().ok())
                     .map(String::as_str)
-                    == Some(RecordKind::Spec.as_str())
+                    == Some(R::KIND.as_str())
                 {
                     specs.push(read(item)?);
                 }

@@ -1,0 +1,207 @@
+//! A daemon on ECS Managed Instances capacity providers. ECS runs it as a native managed
+//! daemon (CreateDaemon, UpdateDaemon): it places every copy, starts it before application
+//! tasks, drains it last and rolls revisions out by draining and replacing instances.
+//! ecs-daemons declares it, keeps its history in the same rollout records as on EC2, rolls it
+//! back by hand, and reports it beside the EC2 copies (DESIGN.md, "Placements": native).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ecs::{DaemonDeploymentSettings, DaemonDeploymentStatus, CLIENT_TOKEN_MAX_LEN};
+use crate::rollout::{Amount, RolloutConfig, RolloutState};
+use crate::store::{ItemKey, Record, RecordKind};
+
+/// ECS's default `drainPercent` (*Creating and managing daemons*: "Default: 25").
+pub const ECS_DEFAULT_DRAIN_PERCENT: f64 = 25.0;
+
+/// The declaration of a daemon's Managed Instances part.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedDaemon {
+    pub cluster: String,
+    pub daemon: String,
+    /// Pinned `family:revision` of a daemon task definition.
+    pub daemon_task_definition: String,
+    /// Managed Instances capacity providers, by name.
+    pub capacity_providers: Vec<String>,
+    /// A failed copy drains and replaces its instance (ECS's `critical`, default true).
+    pub critical: bool,
+    pub rollout: RolloutConfig,
+    /// ECS's daemon, once CreateDaemon has answered.
+    #[serde(default)]
+    pub daemon_arn: Option<String>,
+    /// The rollout whose CreateDaemon or UpdateDaemon was decided but not yet confirmed by
+    /// ECS: a retried deploy (or the coverage check) sends it again with the same client
+    /// token, so ECS never creates two.
+    #[serde(default)]
+    pub pending_rollout: Option<String>,
+    /// ECS's deployment of the last confirmed change.
+    #[serde(default)]
+    pub deployment_arn: Option<String>,
+    /// The last revision whose deployment succeeded: where a rollback goes.
+    #[serde(default)]
+    pub last_good: Option<String>,
+    /// The good revision before it: a rollback's target once the current one succeeded.
+    #[serde(default)]
+    pub previous_good: Option<String>,
+    #[serde(default)]
+    pub active_rollout: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl ItemKey {
+    pub fn managed_daemon(cluster: &str, daemon: &str) -> Self {
+        Self {
+            pk: Self::daemon_partition(cluster, daemon),
+            sk: RecordKind::ManagedDaemon.prefix().into(),
+        }
+    }
+}
+
+impl Record for ManagedDaemon {
+    const KIND: RecordKind = RecordKind::ManagedDaemon;
+    fn key(&self) -> ItemKey {
+        ItemKey::managed_daemon(&self.cluster, &self.daemon)
+    }
+    fn cluster_index(&self) -> Option<&str> {
+        Some(&self.cluster)
+    }
+}
+
+/// ECS's deployment settings from the daemon's rollout settings: `maxParallel` as the share of
+/// instances drained at once, `minHealthySeconds` as the bake time after each step (whole
+/// minutes, rounded up, so a copy is never judged sooner than asked).
+pub fn deployment_settings(config: &RolloutConfig, instances: usize) -> DaemonDeploymentSettings {
+    let drain_percent = match config.max_parallel {
+        Amount::Percent(percent) => f64::from(percent),
+        Amount::Count(_) if instances == 0 => ECS_DEFAULT_DRAIN_PERCENT,
+        Amount::Count(count) => 100.0 * f64::from(count) / instances as f64,
+    };
+    DaemonDeploymentSettings {
+        drain_percent: Some(drain_percent.clamp(1.0, 100.0)),
+        bake_time_in_minutes: Some(config.min_healthy_seconds.div_ceil(60) as i32),
+        alarm_names: Vec::new(),
+    }
+}
+
+/// The settings ECS's managed daemons cannot honour, each as a warning that says what ECS
+/// does instead (they still apply to the daemon's EC2 providers).
+pub fn unsupported_settings(config: &RolloutConfig) -> Vec<String> {
+    let defaults = RolloutConfig::default();
+    let mut warnings = Vec::new();
+    if config.canary.is_some() {
+        warnings.push(
+            "rollout.canary does not apply on Managed Instances: ECS's deployment has no canary step; \
+             a small maxParallel (drainPercent) makes its first step the smallest"
+                .to_string(),
+        );
+    }
+    if config.failure_threshold != defaults.failure_threshold {
+        warnings.push(
+            "rollout.failureThreshold does not apply on Managed Instances: ECS's daemon circuit breaker \
+             sets its own threshold"
+                .to_string(),
+        );
+    }
+    if !config.auto_rollback {
+        warnings.push(
+            "rollout.autoRollback false does not apply on Managed Instances: ECS rolls a deployment back \
+             when its circuit breaker trips"
+                .to_string(),
+        );
+    }
+    warnings
+}
+
+/// The client token of a rollout's CreateDaemon: the rollout id, cut to ECS's 36 ASCII
+/// characters. One rollout, one token: a retry of the same call never creates a second daemon.
+pub fn client_token(rollout_id: &str) -> String {
+    rollout_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(CLIENT_TOKEN_MAX_LEN)
+        .collect()
+}
+
+/// Where a rollout stands, from ECS's deployment status. A rollback ECS ran itself is a
+/// failed rollout (its breaker or an alarm tripped), as on EC2.
+pub fn rollout_state(status: &DaemonDeploymentStatus) -> RolloutState {
+    match status {
+        DaemonDeploymentStatus::Successful => RolloutState::Succeeded,
+        DaemonDeploymentStatus::RollbackSuccessful
+        | DaemonDeploymentStatus::RollbackFailed
+        | DaemonDeploymentStatus::Stopped => RolloutState::Failed,
+        _ => RolloutState::InProgress,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollout_settings_become_ecs_deployment_settings() {
+        let config = RolloutConfig {
+            max_parallel: Amount::Count(3),
+            min_healthy_seconds: 90,
+            ..RolloutConfig::default()
+        };
+        let settings = deployment_settings(&config, 12);
+        assert_eq!(settings.drain_percent, Some(25.0));
+        assert_eq!(
+            settings.bake_time_in_minutes,
+            Some(2),
+            "90 s rounds up to 2 minutes"
+        );
+        assert_eq!(
+            deployment_settings(&RolloutConfig::default(), 0).drain_percent,
+            Some(25.0)
+        );
+        let zero_wait = RolloutConfig {
+            min_healthy_seconds: 0,
+            max_parallel: Amount::Count(500),
+            ..RolloutConfig::default()
+        };
+        let settings = deployment_settings(&zero_wait, 10);
+        assert_eq!(
+            (settings.drain_percent, settings.bake_time_in_minutes),
+            (Some(100.0), Some(0))
+        );
+    }
+
+    #[test]
+    fn client_tokens_are_the_rollout_id_within_ecs_limits() {
+        assert_eq!(
+            client_token("20261127T080250123Z-abc123"),
+            "20261127T080250123Z-abc123"
+        );
+        assert_eq!(client_token(&"x".repeat(80)).len(), 36);
+        assert_eq!(client_token("a b:c"), "abc");
+    }
+
+    #[test]
+    fn ecs_deployment_statuses_map_to_rollout_states() {
+        use DaemonDeploymentStatus as S;
+        assert_eq!(rollout_state(&S::Successful), RolloutState::Succeeded);
+        assert_eq!(rollout_state(&S::RollbackSuccessful), RolloutState::Failed);
+        assert_eq!(rollout_state(&S::Stopped), RolloutState::Failed);
+        assert_eq!(rollout_state(&S::InProgress), RolloutState::InProgress);
+        assert_eq!(
+            rollout_state(&S::Other("NEW".into())),
+            RolloutState::InProgress
+        );
+    }
+
+    #[test]
+    fn settings_ecs_cannot_honour_are_named() {
+        let config = RolloutConfig {
+            canary: Some(1),
+            auto_rollback: false,
+            ..RolloutConfig::default()
+        };
+        let warnings = unsupported_settings(&config);
+        assert_eq!(warnings.len(), 2);
+        assert!(warnings[0].contains("canary") && warnings[1].contains("autoRollback"));
+        assert!(unsupported_settings(&RolloutConfig::default()).is_empty());
+    }
+}
