@@ -30,7 +30,7 @@ async fn covered_cluster() -> Harness {
     );
     harness
         .model
-        .set_capacity_provider_kind("mi-general", CapacityProviderKind::ManagedInstances);
+        .set_capacity_provider_kind("mi-general", CapacityProviderKind::managed_instances());
     harness.model.set_capacity_provider_kind(
         "odd",
         CapacityProviderKind::Other {

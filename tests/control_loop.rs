@@ -94,7 +94,12 @@ async fn daemons_start_first_cover_every_instance_and_drain_last() {
         .await
         .unwrap();
     assert_eq!(answer.recorded, "created");
-    assert_eq!(answer.reconcile.started.len(), 10, "{:?}", answer.reconcile);
+    assert_eq!(
+        answer.reconcile.as_ref().unwrap().started.len(),
+        10,
+        "{:?}",
+        answer.reconcile
+    );
     let gpu_id = ecs_daemons::arn::resource_id(&gpu).to_string();
     assert_eq!(
         ready_instances(&harness),

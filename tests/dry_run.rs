@@ -132,6 +132,8 @@ async fn a_dry_run_changes_nothing_and_the_real_run_follows_its_plan() {
         .unwrap();
     let first: Vec<String> = real
         .reconcile
+        .as_ref()
+        .unwrap()
         .started
         .iter()
         .map(|s| s.instance_id.clone())

@@ -470,7 +470,7 @@ async fn capacity_providers_are_described_ten_per_call_with_their_kinds() {
     };
     assert_eq!(kinds.len(), 12, "the one ECS did not find is left out");
     assert_eq!(kinds[0], ("asg-0", &plain));
-    assert_eq!(kinds[9], ("mi", &Kind::ManagedInstances));
+    assert_eq!(kinds[9], ("mi", &Kind::managed_instances()));
     assert_eq!(kinds[10], ("scaled", &scaled));
     assert_eq!(kinds[11], ("FARGATE", &Kind::Fargate));
     let sent = bodies(&client);

@@ -15,7 +15,7 @@ const CLUSTER: &str = "prod";
 fn model_with_instances(count: usize) -> ClusterModel {
     let model = ClusterModel::new(ModelConfig::default());
     model.create_cluster(CLUSTER, &["mi-general", "asg-general"]);
-    model.set_capacity_provider_kind("mi-general", CapacityProviderKind::ManagedInstances);
+    model.set_capacity_provider_kind("mi-general", CapacityProviderKind::managed_instances());
     model.launch_managed_instances(CLUSTER, "mi-general", count);
     model
 }
@@ -187,7 +187,7 @@ async fn ecs_refuses_what_it_documents_it_refuses() {
         .describe_daemon_task_definition("agent:9")
         .await
         .unwrap_err();
-    assert_eq!(missing_definition.kind, EcsErrorKind::Invalid);
+    assert_eq!(missing_definition.kind, EcsErrorKind::NotFound);
 }
 
 #[tokio::test]
@@ -270,4 +270,319 @@ async fn the_sdk_client_reaches_the_model_through_the_local_ecs_server() {
     let gone = ecs.describe_daemon(&created.daemon_arn).await.unwrap_err();
     assert_eq!(gone.kind, EcsErrorKind::NotFound);
     server.abort();
+}
+
+fn managed_deploy(daemon_task_definition: &str) -> ecs_daemons::deploy::DeployRequest {
+    ecs_daemons::deploy::DeployRequest {
+        task_definition: None,
+        daemon_task_definition: Some(daemon_task_definition.into()),
+        ..ecs_daemons::deploy::DeployRequest::new(
+            CLUSTER,
+            "cloudwatch-agent",
+            "unused:1",
+            &["mi-general"],
+            0,
+        )
+    }
+}
+
+fn harness_with_managed_instances(count: usize) -> ecs_daemons_sim::simulation::Harness {
+    let harness = ecs_daemons_sim::simulation::Harness::new(
+        CLUSTER,
+        &["mi-general", "asg-general"],
+        ModelConfig::default(),
+    );
+    harness
+        .model
+        .set_capacity_provider_kind("mi-general", CapacityProviderKind::managed_instances());
+    harness
+        .model
+        .launch_managed_instances(CLUSTER, "mi-general", count);
+    harness
+}
+
+/// The seed's scenario on Managed Instances, through deploy: create, a new revision, ECS's
+/// deployments recorded as rollouts; a retried deploy creates nothing twice.
+#[tokio::test]
+async fn deploy_declares_a_managed_daemon_and_records_its_rollouts() {
+    let mut harness = harness_with_managed_instances(4);
+    let first = harness
+        .model
+        .register_daemon_task_definition(DaemonDefinitionModel::new(
+            "cloudwatch-agent-daemon",
+            1024,
+            512,
+        ));
+    let created = harness.deploy(managed_deploy(&first)).await.unwrap();
+    assert_eq!(created.recorded, "created");
+    assert!(
+        created.reconcile.is_none(),
+        "no EC2 provider: nothing to reconcile"
+    );
+    let managed = created.managed.clone().unwrap();
+    assert_eq!(managed.recorded, "created");
+    let daemon_arn = managed.daemon_arn.clone().unwrap();
+    assert!(managed.deployment_arn.is_some());
+    assert!(
+        created
+            .warnings
+            .iter()
+            .any(|w| w.contains("application tasks there move")),
+        "{:?}",
+        created.warnings
+    );
+
+    let again = harness.deploy(managed_deploy(&first)).await.unwrap();
+    assert_eq!(again.recorded, "unchanged");
+    assert_eq!(again.managed.unwrap().daemon_arn.unwrap(), daemon_arn);
+
+    harness.model.advance(Duration::minutes(20));
+    assert_eq!(
+        harness.model.managed_daemon_copies(CLUSTER)["cloudwatch-agent"],
+        4
+    );
+
+    let second = harness
+        .model
+        .register_daemon_task_definition(DaemonDefinitionModel::new(
+            "cloudwatch-agent-daemon",
+            1024,
+            512,
+        ));
+    let updated = harness.deploy(managed_deploy(&second)).await.unwrap();
+    let managed = updated.managed.unwrap();
+    assert_eq!(managed.recorded, "rollout");
+    assert_eq!(
+        managed.daemon_arn.unwrap(),
+        daemon_arn,
+        "the same daemon, updated"
+    );
+    let rollout = managed.rollout.unwrap();
+    assert_eq!(
+        rollout.from_task_definition.as_deref(),
+        Some(first.as_str())
+    );
+    assert_eq!(rollout.to_task_definition, second);
+    assert!(rollout.deployment_arn.is_some());
+    let creates = harness
+        .model
+        .calls()
+        .iter()
+        .filter(|c| c.operation == "CreateDaemon")
+        .count();
+    assert_eq!(creates, 1, "one CreateDaemon for the daemon's whole life");
+}
+
+/// Each mistake of the seed refused before anything is created, with the fix.
+#[tokio::test]
+async fn managed_instances_mistakes_are_refused_before_anything_is_created() {
+    let mut harness = harness_with_managed_instances(2);
+    let no_role = harness
+        .model
+        .register_daemon_task_definition(DaemonDefinitionModel {
+            execution_role_arn: None,
+            ..DaemonDefinitionModel::new("cloudwatch-agent-daemon", 1024, 512)
+        });
+    let fine = harness
+        .model
+        .register_daemon_task_definition(DaemonDefinitionModel::new(
+            "cloudwatch-agent-daemon",
+            1024,
+            512,
+        ));
+    harness.model.set_capacity_provider_kind(
+        "mi-small",
+        CapacityProviderKind::ManagedInstances {
+            sizes: ecs_daemons::model::InstanceSizes {
+                largest_cpu: Some(512),
+                ..Default::default()
+            },
+        },
+    );
+    harness
+        .model
+        .create_cluster(CLUSTER, &["mi-general", "asg-general", "mi-small"]);
+    let cases = [
+        (
+            managed_deploy(&no_role),
+            "NoExecutionRole",
+            "has no execution role",
+        ),
+        (
+            managed_deploy("cloudwatch-agent-daemon"),
+            "InvalidRequest",
+            "must be pinned",
+        ),
+        (
+            managed_deploy("cloudwatch-agent-daemon:9"),
+            "DaemonTaskDefinitionNotFound",
+            "RegisterDaemonTaskDefinition",
+        ),
+        (
+            ecs_daemons::deploy::DeployRequest {
+                capacity_providers: vec!["asg-general".into()],
+                ..managed_deploy(&fine)
+            },
+            "AutoScalingNeedsTaskDefinition",
+            "asg-general",
+        ),
+        (
+            ecs_daemons::deploy::DeployRequest {
+                capacity_providers: vec!["mi-small".into()],
+                ..managed_deploy(&fine)
+            },
+            "DaemonTooLarge",
+            "largest instance",
+        ),
+    ];
+    for (request, error_type, fragment) in cases {
+        let error = harness.deploy(request).await.unwrap_err();
+        let function_error = ecs_daemons::runtime::FunctionError::from(error);
+        let message = function_error.to_string();
+        assert_eq!(function_error.error_type(), error_type, "{message}");
+        assert!(message.contains(fragment), "{message}");
+    }
+    assert!(
+        harness.model.calls().iter().all(|c| !c.modify),
+        "a refused deploy changes nothing in ECS"
+    );
+    assert!(harness.model.managed_daemon_copies(CLUSTER).is_empty());
+}
+
+/// `status` shows the Managed Instances part as ECS reports it, its rollouts in the same
+/// history, and drift: a daemon updated or deleted outside ecs-daemons is reported, not
+/// silently overwritten.
+#[tokio::test]
+async fn status_reports_ecs_counts_the_deployment_and_drift() {
+    use ecs_daemons::deploy::StatusRequest;
+    use ecs_daemons::rollout::RolloutState;
+    let mut harness = harness_with_managed_instances(3);
+    let first = harness
+        .model
+        .register_daemon_task_definition(DaemonDefinitionModel::new(
+            "cloudwatch-agent-daemon",
+            1024,
+            512,
+        ));
+    let created = harness.deploy(managed_deploy(&first)).await.unwrap();
+    let daemon_arn = created.managed.unwrap().daemon_arn.unwrap();
+    harness.model.advance(Duration::minutes(20));
+    let request = || StatusRequest {
+        cluster: CLUSTER.into(),
+        daemon: Some("cloudwatch-agent".into()),
+    };
+    let answer = harness.status(request()).await.unwrap();
+    let daemon = &answer.daemons[0];
+    assert_eq!(daemon.task_definition, None, "no EC2 part");
+    let managed = daemon.managed.clone().unwrap();
+    assert_eq!(
+        (
+            managed.providers[0].capacity_provider.as_str(),
+            managed.providers[0].running
+        ),
+        ("mi-general", 3)
+    );
+    let deployment = managed.deployment.unwrap();
+    assert_eq!(deployment.status.as_str(), "SUCCESSFUL");
+    let rollout = daemon.rollout.clone().unwrap();
+    assert_eq!(
+        rollout.state,
+        RolloutState::Succeeded,
+        "the rollout takes ECS's state"
+    );
+    assert!(managed.drift.is_none());
+
+    // Someone updates the daemon in the console.
+    let outside = harness
+        .model
+        .register_daemon_task_definition(DaemonDefinitionModel::new(
+            "cloudwatch-agent-daemon",
+            2048,
+            512,
+        ));
+    harness
+        .model
+        .update_daemon(&daemon_arn, &declaration(&outside, &["mi-general"]))
+        .await
+        .unwrap();
+    let drift = harness.status(request()).await.unwrap().daemons[0]
+        .managed
+        .clone()
+        .unwrap()
+        .drift
+        .unwrap();
+    assert!(
+        drift.contains(&outside) && drift.contains("outside ecs-daemons"),
+        "{drift}"
+    );
+
+    // And then deletes it.
+    harness.model.delete_daemon(&daemon_arn).await.unwrap();
+    harness.model.advance(Duration::minutes(5));
+    let drift = harness.status(request()).await.unwrap().daemons[0]
+        .managed
+        .clone()
+        .unwrap()
+        .drift
+        .unwrap();
+    assert!(drift.contains("deleted outside ecs-daemons"), "{drift}");
+}
+
+/// The dry run on Managed Instances: the exact request, how many instances per step and how
+/// many steps, and nothing created.
+#[tokio::test]
+async fn the_dry_run_shows_the_request_and_ecs_steps_and_changes_nothing() {
+    let mut harness = harness_with_managed_instances(8);
+    let first = harness
+        .model
+        .register_daemon_task_definition(DaemonDefinitionModel::new(
+            "cloudwatch-agent-daemon",
+            1024,
+            512,
+        ));
+    let dry = harness
+        .deploy_dry_run(ecs_daemons::deploy::DeployRequest {
+            dry_run: true,
+            ..managed_deploy(&first)
+        })
+        .await
+        .unwrap();
+    let preview = dry.managed.clone().unwrap();
+    assert_eq!(
+        (preview.call, preview.would_record),
+        (Some("CreateDaemon"), "created")
+    );
+    assert!(preview.request.daemon_task_definition_arn.ends_with(&first));
+    assert!(
+        harness.model.calls().iter().all(|c| !c.modify),
+        "nothing changed"
+    );
+
+    harness.deploy(managed_deploy(&first)).await.unwrap();
+    harness.model.advance(Duration::minutes(20));
+    let second = harness
+        .model
+        .register_daemon_task_definition(DaemonDefinitionModel::new(
+            "cloudwatch-agent-daemon",
+            1024,
+            512,
+        ));
+    let dry = harness
+        .deploy_dry_run(ecs_daemons::deploy::DeployRequest {
+            dry_run: true,
+            ..managed_deploy(&second)
+        })
+        .await
+        .unwrap();
+    let preview = dry.managed.unwrap();
+    assert_eq!(
+        (preview.call, preview.would_record),
+        (Some("UpdateDaemon"), "rollout")
+    );
+    assert_eq!(preview.instances["mi-general"], 8);
+    assert_eq!(
+        (preview.instances_per_step, preview.steps),
+        (2, 4),
+        "25 % of 8 at a time"
+    );
 }

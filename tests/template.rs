@@ -623,6 +623,7 @@ fn the_sample_invokes_in_events_parse_as_the_readme_shows_them() {
         "invoke-deploy.json",
         "invoke-deploy-rollout.json",
         "invoke-deploy-dry-run.json",
+        "invoke-deploy-managed-instances.json",
     ] {
         let request: DeployRequest = parse_payload(read(name)).unwrap();
         request.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -642,6 +643,7 @@ fn the_sample_invokes_in_events_parse_as_the_readme_shows_them() {
         "invoke-deploy.json",
         "invoke-deploy-rollout.json",
         "invoke-deploy-dry-run.json",
+        "invoke-deploy-managed-instances.json",
         "invoke-rollback.json",
         "invoke-status.json",
         "invoke-coverage-check.json",
@@ -743,7 +745,14 @@ async fn every_call_a_function_makes_is_allowed_by_its_policies() {
     // Every function runs its paths against the model; the harness records each AWS
     // operation per function, so the list comes from the code, not from a hand-kept table.
     let cluster = "prod";
-    let mut harness = Harness::new(cluster, &["general"], ModelConfig::default());
+    let mut harness = Harness::new(cluster, &["general", "mi-general"], ModelConfig::default());
+    harness.model.set_capacity_provider_kind(
+        "mi-general",
+        ecs_daemons::model::CapacityProviderKind::managed_instances(),
+    );
+    harness
+        .model
+        .launch_managed_instances(cluster, "mi-general", 2);
     harness.model.add_terminate_hook(
         "general",
         "asg-general",
@@ -820,6 +829,22 @@ async fn every_call_a_function_makes_is_allowed_by_its_policies() {
         .unwrap();
     harness.model.crash_task(cluster, &batch);
     harness.run_scheduled(Duration::seconds(300), 60).await;
+    // A daemon on Managed Instances: created, then a new revision (UpdateDaemon).
+    let native = |harness: &Harness| {
+        harness.model.register_daemon_task_definition(
+            ecs_daemons_sim::cluster_model::DaemonDefinitionModel::new("agent-daemon", 512, 512),
+        )
+    };
+    for revision in [native(&harness), native(&harness)] {
+        harness
+            .deploy(DeployRequest {
+                task_definition: None,
+                daemon_task_definition: Some(revision),
+                ..DeployRequest::new(cluster, "native-agent", "unused:1", &["mi-general"], 0)
+            })
+            .await
+            .unwrap();
+    }
     harness
         .status(StatusRequest {
             cluster: cluster.into(),
@@ -1244,5 +1269,11 @@ fn starts_and_stops_are_scoped_to_the_daemons() {
     assert_eq!(
         template["Globals"]["Function"]["Environment"]["Variables"]["DAEMON_FAMILIES"],
         json!({"Fn::Join": [",", reference("DaemonFamilies")]})
+    );
+    // And the roles, so a daemon task definition naming another role is refused before
+    // ECS would refuse its PassRole.
+    assert_eq!(
+        template["Globals"]["Function"]["Environment"]["Variables"]["DAEMON_ROLE_ARNS"],
+        json!({"Fn::Join": [",", reference("DaemonRoleArns")]})
     );
 }

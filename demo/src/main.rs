@@ -290,23 +290,35 @@ impl Demo {
         let daemon = request.daemon.clone();
         match self.harness.deploy(request).await {
             Ok(answer) => {
+                let definition = answer
+                    .task_definition
+                    .clone()
+                    .or_else(|| {
+                        answer
+                            .managed
+                            .as_ref()
+                            .map(|m| m.daemon_task_definition.clone())
+                    })
+                    .unwrap_or_default();
                 self.note(&format!(
-                    "deploy {daemon} ({}): {}",
-                    answer.task_definition, answer.recorded
+                    "deploy {daemon} ({definition}): {}",
+                    answer.recorded
                 ));
                 for warning in &answer.warnings {
                     self.note(&format!("warning: {warning}"));
                 }
-                let at = self.harness.model.now();
-                self.show(&[Invocation {
-                    function: "deploy",
-                    at,
-                    events: Vec::new(),
-                    result: Ok(answer.reconcile),
-                    ecs_calls: 0,
-                    store_calls: 0,
-                    crashed: false,
-                }]);
+                if let Some(reconcile) = answer.reconcile {
+                    let at = self.harness.model.now();
+                    self.show(&[Invocation {
+                        function: "deploy",
+                        at,
+                        events: Vec::new(),
+                        result: Ok(reconcile),
+                        ecs_calls: 0,
+                        store_calls: 0,
+                        crashed: false,
+                    }]);
+                }
             }
             Err(error) => self.note(&format!("deploy {daemon} refused: {error}")),
         }
@@ -665,7 +677,7 @@ async fn on_the_model() {
                 println!(
                     "  {:<26} {:<20} {:>8} {:>8} {:>8} {:>8} {:>11} {:>13}",
                     daemon.daemon,
-                    daemon.task_definition,
+                    daemon.task_definition.as_deref().unwrap_or("-"),
                     c.targeted,
                     c.covered,
                     c.starting,

@@ -313,9 +313,25 @@ fn capacity_provider(provider: &CapacityProvider) -> Value {
                 "managedTerminationProtection": enabled(*managed_termination_protection),
             });
         }
-        CapacityProviderKind::ManagedInstances => {
+        CapacityProviderKind::ManagedInstances { sizes } => {
             item["type"] = json!("MANAGED_INSTANCES");
-            item["managedInstancesProvider"] = json!({});
+            let range = |smallest: Option<i64>, largest: Option<i64>, per: i64| {
+                let mut range = json!({ "min": smallest.map_or(0, |s| s / per) });
+                if let Some(largest) = largest {
+                    range["max"] = json!(largest / per);
+                }
+                range
+            };
+            item["managedInstancesProvider"] = json!({
+                "instanceLaunchTemplate": {
+                    "ec2InstanceProfileArn": format!("arn:aws:iam::{ACCOUNT}:instance-profile/ecsInstanceRole"),
+                    "networkConfiguration": { "subnets": ["subnet-0local"] },
+                    "instanceRequirements": {
+                        "vCpuCount": range(sizes.smallest_cpu, sizes.largest_cpu, 1024),
+                        "memoryMiB": range(sizes.smallest_memory_mib, sizes.largest_memory_mib, 1),
+                    }
+                }
+            });
         }
         CapacityProviderKind::Fargate => item["type"] = json!(provider.name),
         CapacityProviderKind::Other { name } => item["type"] = json!(name),

@@ -45,6 +45,30 @@ pub struct DryRunAnswer {
     pub ecs_calls: CallEstimate,
     /// How the figures were estimated.
     pub assumptions: Vec<String>,
+    /// On Managed Instances providers: what would be asked of ECS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedPreview>,
+}
+
+/// What a deploy would ask of ECS on Managed Instances providers, and how ECS would roll it out.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedPreview {
+    /// `CreateDaemon`, `UpdateDaemon`, or none when unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call: Option<&'static str>,
+    /// The exact request.
+    pub request: crate::ecs::DaemonDeclaration,
+    pub would_record: &'static str,
+    /// Instances known per provider (ECS's counts of the daemon; none before it exists).
+    pub instances: BTreeMap<String, usize>,
+    /// Instances drained and replaced at once, and in how many steps.
+    pub instances_per_step: usize,
+    pub steps: usize,
+    /// From the last finished Managed Instances rollout of this daemon, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_wall_seconds: Option<u64>,
+    pub assumptions: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -424,5 +448,6 @@ pub fn report(input: DryRunInput<'_>) -> DryRunAnswer {
         expected_wall_seconds: estimate.wall_seconds.ceil() as u64,
         ecs_calls: estimate.calls,
         assumptions: estimate.assumptions,
+        managed: None,
     }
 }

@@ -213,11 +213,33 @@ pub enum CapacityProviderKind {
     /// ECS Managed Instances: ECS launches the instances, and only its native managed daemons
     /// run a daemon there ("ECS Managed Daemons is only supported for Amazon ECS Managed
     /// Instances Capacity Providers", API reference, *CreateDaemon*).
-    ManagedInstances,
+    #[serde(rename_all = "camelCase")]
+    ManagedInstances { sizes: InstanceSizes },
     /// `FARGATE` and `FARGATE_SPOT`: no container instances, so nothing for a daemon to run on.
     Fargate,
     /// A kind this version does not know; kept verbatim and refused by deploy.
     Other { name: String },
+}
+
+/// The instance sizes a Managed Instances provider may launch, from its launch template's
+/// `instanceRequirements` (`vCpuCount`, `memoryMiB`; API reference, *InstanceRequirementsRequest*).
+/// CPU in CPU units (1,024 per vCPU). `None` where the provider sets no bound.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceSizes {
+    pub smallest_cpu: Option<i64>,
+    pub largest_cpu: Option<i64>,
+    pub smallest_memory_mib: Option<i64>,
+    pub largest_memory_mib: Option<i64>,
+}
+
+impl CapacityProviderKind {
+    /// A Managed Instances provider whose instance sizes are not bounded.
+    pub fn managed_instances() -> Self {
+        Self::ManagedInstances {
+            sizes: InstanceSizes::default(),
+        }
+    }
 }
 
 /// One capacity provider as `DescribeCapacityProviders` answers it.

@@ -243,6 +243,13 @@ pub struct Rollout {
     pub updated_at: DateTime<Utc>,
     #[serde(default)]
     pub finished_at: Option<DateTime<Utc>>,
+    /// A rollout of the daemon's Managed Instances part (ECS's managed daemon), not of its
+    /// copies on EC2.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub managed_instances: bool,
+    /// On Managed Instances: ECS's deployment that carries this rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_arn: Option<String>,
 }
 
 impl Rollout {

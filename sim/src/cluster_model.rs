@@ -354,7 +354,9 @@ impl World {
             CapacityProviderKind::Fargate
         } else {
             match self.provider_kinds.get(name) {
-                Some(CapacityProviderKind::ManagedInstances) if !attached(cluster) => return None,
+                Some(CapacityProviderKind::ManagedInstances { .. }) if !attached(cluster) => {
+                    return None
+                }
                 Some(kind) => kind.clone(),
                 None if self.clusters.keys().any(|c| attached(c)) => {
                     CapacityProviderKind::AutoScalingGroup {

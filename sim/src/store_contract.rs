@@ -73,6 +73,8 @@ fn rollout(cluster: &str, daemon: &str, id: &str) -> Rollout {
         started_at: at(2),
         updated_at: at(2),
         finished_at: None,
+        managed_instances: false,
+        deployment_arn: None,
     }
 }
 

@@ -88,6 +88,7 @@ pub(super) async fn dispatch(
                 "revision": definition.revision,
                 "status": definition.status,
                 "executionRoleArn": definition.execution_role_arn,
+                "taskRoleArn": definition.task_role_arn,
                 "cpu": definition.cpu.map(|c| c.to_string()),
                 "memory": definition.memory_mib.map(|m| m.to_string()),
             }}))

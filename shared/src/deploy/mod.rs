@@ -27,8 +27,18 @@ pub const DEFAULT_WARN_SHARE: f64 = 0.25;
 pub struct DeployRequest {
     pub cluster: String,
     pub daemon: String,
-    /// `family:revision`, or its ARN.
-    pub task_definition: String,
+    /// `family:revision`, or its ARN: the task definition of the copies on EC2 (Auto Scaling
+    /// group) capacity providers. Required when the daemon targets one.
+    #[serde(default)]
+    pub task_definition: Option<String>,
+    /// `family:revision`, or its ARN: the daemon task definition ECS runs on Managed Instances
+    /// capacity providers. Required when the daemon targets one.
+    #[serde(default)]
+    pub daemon_task_definition: Option<String>,
+    /// On Managed Instances: whether a failed copy drains and replaces its instance (ECS's
+    /// `critical`, default true).
+    #[serde(default)]
+    pub critical: Option<bool>,
     pub capacity_providers: Vec<String>,
     #[serde(default)]
     pub start_order: i32,
@@ -85,6 +95,37 @@ pub enum DeployError {
          from a daemon task definition (RegisterDaemonTaskDefinition); register one and name it in daemonTaskDefinition as family:revision"
     )]
     ManagedInstancesNeedDaemonTaskDefinition { provider: String },
+    #[error(
+        "capacity provider {provider} is an EC2 Auto Scaling group provider: its copies run from an ordinary task definition; \
+         name it in taskDefinition as family:revision"
+    )]
+    AutoScalingNeedsTaskDefinition { provider: String },
+    #[error(
+        "{field} is given but no capacity provider of its kind is targeted ({kind} providers take it): \
+         remove {field}, or add such a provider to capacityProviders"
+    )]
+    UnusedTaskDefinition {
+        field: &'static str,
+        kind: &'static str,
+    },
+    #[error("daemon task definition {0} was not found in this account and region: register it with RegisterDaemonTaskDefinition, or fix the family or revision")]
+    DaemonTaskDefinitionNotFound(String),
+    #[error("daemon task definition {definition} is {status}, not ACTIVE: ECS starts no daemon from it; register a new revision")]
+    DaemonTaskDefinitionNotActive { definition: String, status: String },
+    #[error(
+        "daemon task definition {0} sets no task-level cpu and memory: ECS reserves them on every instance for the daemon; \
+         register a revision with both set"
+    )]
+    DaemonSizeMissing(String),
+    #[error(
+        "{definition} uses role {role}, which this stack may not pass to ECS (DaemonRoleArns: {allowed}): \
+         add the role to the stack's DaemonRoleArns parameter, or register a revision with one of those roles"
+    )]
+    RoleNotAllowed {
+        definition: String,
+        role: String,
+        allowed: String,
+    },
     #[error(
         "capacity provider {provider} is of a kind ecs-daemons does not know ({kind}): \
          target EC2 Auto Scaling group or ECS Managed Instances capacity providers"
@@ -187,8 +228,21 @@ fn check_name(field: &str, value: &str, max: usize) -> Result<(), DeployError> {
 
 /// `family:revision` (or its ARN) → `family:revision`; anything not pinned is refused.
 pub fn pinned_task_definition(reference: &str) -> Result<String, DeployError> {
+    pinned("taskDefinition", ":task-definition/", reference)
+}
+
+/// A daemon task definition's `family:revision` (or its ARN) → `family:revision`.
+pub fn pinned_daemon_task_definition(reference: &str) -> Result<String, DeployError> {
+    pinned(
+        "daemonTaskDefinition",
+        ":daemon-task-definition/",
+        reference,
+    )
+}
+
+fn pinned(field: &str, arn_marker: &str, reference: &str) -> Result<String, DeployError> {
     let bare = reference
-        .split_once(":task-definition/")
+        .split_once(arn_marker)
         .map_or(reference, |(_, rest)| rest);
     let pinned = bare.split_once(':').and_then(|(family, revision)| {
         let family_ok = !family.is_empty()
@@ -201,7 +255,7 @@ pub fn pinned_task_definition(reference: &str) -> Result<String, DeployError> {
     });
     pinned.ok_or_else(|| {
         invalid(format!(
-            "`taskDefinition` must be pinned to a revision as family:revision (for example cloudwatch-agent:3), got {}; \
+            "`{field}` must be pinned to a revision as family:revision (for example cloudwatch-agent:3), got {}; \
              daemons never follow the latest revision on their own",
             shown(reference)
         ))
@@ -220,7 +274,9 @@ impl DeployRequest {
         Self {
             cluster: cluster.into(),
             daemon: daemon.into(),
-            task_definition: task_definition.into(),
+            task_definition: Some(task_definition.into()),
+            daemon_task_definition: None,
+            critical: None,
             capacity_providers: capacity_providers.iter().map(|p| p.to_string()).collect(),
             start_order,
             restart: None,
@@ -230,11 +286,28 @@ impl DeployRequest {
         }
     }
 
-    /// Checks that need no AWS call.
-    pub fn validate(&self) -> Result<String, DeployError> {
+    /// Checks that need no AWS call; answers the pinned task definitions.
+    pub fn validate(&self) -> Result<Pins, DeployError> {
         check_name("cluster", &self.cluster, 255)?;
         check_name("daemon", &self.daemon, 64)?;
-        let pinned = pinned_task_definition(&self.task_definition)?;
+        let pins = Pins {
+            task: self
+                .task_definition
+                .as_deref()
+                .map(pinned_task_definition)
+                .transpose()?,
+            daemon: self
+                .daemon_task_definition
+                .as_deref()
+                .map(pinned_daemon_task_definition)
+                .transpose()?,
+        };
+        if pins.task.is_none() && pins.daemon.is_none() {
+            return Err(invalid(
+                "name `taskDefinition` (for EC2 Auto Scaling group providers) or `daemonTaskDefinition` \
+                 (for Managed Instances providers), pinned as family:revision",
+            ));
+        }
         if self.capacity_providers.is_empty() {
             return Err(invalid(
                 "`capacityProviders` must name at least one capacity provider of the cluster",
@@ -282,23 +355,46 @@ impl DeployRequest {
                 ));
             }
         }
-        Ok(pinned)
+        Ok(pins)
     }
+
+    /// The same request, narrowed to some of its capacity providers.
+    fn for_providers(&self, providers: &[String]) -> Self {
+        Self {
+            capacity_providers: providers.to_vec(),
+            ..self.clone()
+        }
+    }
+}
+
+/// The pinned task definitions of a deploy: `family:revision` each.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pins {
+    /// For EC2 Auto Scaling group providers.
+    pub task: Option<String>,
+    /// For Managed Instances providers.
+    pub daemon: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeployAnswer {
     pub daemon: String,
-    pub task_definition: String,
-    /// `created`, `updated`, `unchanged`, or `rollout` (a new revision rolls out).
+    /// On EC2 Auto Scaling group providers.
+    pub task_definition: Option<String>,
+    /// `created`, `updated`, `unchanged`, or `rollout` (a new revision rolls out), for the
+    /// EC2 providers; `managed.recorded` says it for the Managed Instances ones.
     pub recorded: &'static str,
     pub rollout: Option<Rollout>,
     pub warnings: Vec<String>,
-    /// The first reconcile, run right away.
-    pub reconcile: Outcome,
+    /// The first reconcile, run right away (when the daemon targets EC2 providers).
+    pub reconcile: Option<Outcome>,
+    /// What was declared to ECS on Managed Instances providers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed: Option<managed::ManagedAnswer>,
 }
 
+mod managed;
 mod preview;
 mod record;
 mod rollback;

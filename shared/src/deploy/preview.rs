@@ -52,12 +52,26 @@ pub async fn deploy_dry_run<E: Ecs, S: Store>(
     request: DeployRequest,
     now: DateTime<Utc>,
 ) -> Result<DryRunAnswer, DeployError> {
+    let (pins, targets) = check_targets(engine, &request).await?;
+    let managed = match &pins.daemon {
+        Some(definition) => {
+            let prepared =
+                super::managed::prepare(engine, &request, definition, targets.managed, now).await?;
+            Some(super::managed::preview(engine, prepared).await?)
+        }
+        None => None,
+    };
+    let Some(task_definition) = pins.task else {
+        let managed = managed.ok_or_else(|| invalid("the deploy targets no capacity provider"))?;
+        return Ok(super::managed::dry_run_answer(&request, managed));
+    };
+    let narrowed = request.for_providers(&targets.ec2);
     let PreparedDeploy {
         warnings,
         existing,
         spec,
         ..
-    } = prepare_deploy(engine, &request, now).await?;
+    } = prepare_deploy(engine, &narrowed, task_definition, now).await?;
     let would_record = what_deploy_records(existing.as_ref(), &spec, now);
     let rollout = existing
         .as_ref()
@@ -71,7 +85,7 @@ pub async fn deploy_dry_run<E: Ecs, S: Store>(
                 now,
             )
         });
-    dry_run_of(
+    let mut answer = dry_run_of(
         engine,
         &request.cluster,
         spec,
@@ -80,7 +94,9 @@ pub async fn deploy_dry_run<E: Ecs, S: Store>(
         warnings,
         now,
     )
-    .await
+    .await?;
+    answer.managed = managed;
+    Ok(answer)
 }
 
 /// A rollback with `"dryRun": true`: its checks, then what it would do. Changes nothing.

@@ -3,10 +3,57 @@
 
 use super::*;
 
-/// Validates and records a daemon, then reconciles the cluster so coverage starts at once.
+/// Validates and records a daemon: on EC2 providers its spec (then a reconcile, so coverage
+/// starts at once), on Managed Instances providers ECS's managed daemon. Every check of both
+/// parts runs before either is written.
 pub async fn deploy<E: Ecs, S: Store>(
     engine: &Engine<E, S>,
     request: DeployRequest,
+    now: DateTime<Utc>,
+    invocation: &str,
+) -> Result<DeployAnswer, DeployError> {
+    let (pins, targets) = check_targets(engine, &request).await?;
+    let managed = match &pins.daemon {
+        Some(definition) => {
+            Some(super::managed::prepare(engine, &request, definition, targets.managed, now).await?)
+        }
+        None => None,
+    };
+    let tasks = match pins.task {
+        Some(task_definition) => {
+            let narrowed = request.for_providers(&targets.ec2);
+            Some(prepare_deploy(engine, &narrowed, task_definition, now).await?)
+        }
+        None => None,
+    };
+    let mut answer = match tasks {
+        Some(prepared) => record_tasks(engine, &request, prepared, now, invocation).await?,
+        None => DeployAnswer {
+            daemon: request.daemon.clone(),
+            task_definition: None,
+            recorded: "unchanged",
+            rollout: None,
+            warnings: Vec::new(),
+            reconcile: None,
+            managed: None,
+        },
+    };
+    if let Some(prepared) = managed {
+        let declared = super::managed::declare(engine, prepared, now, invocation).await?;
+        if answer.task_definition.is_none() {
+            answer.recorded = declared.recorded;
+        }
+        answer.warnings.extend(declared.warnings.iter().cloned());
+        answer.managed = Some(declared);
+    }
+    Ok(answer)
+}
+
+/// Records a deploy's EC2 part and runs the first reconcile.
+async fn record_tasks<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    request: &DeployRequest,
+    prepared: PreparedDeploy,
     now: DateTime<Utc>,
     invocation: &str,
 ) -> Result<DeployAnswer, DeployError> {
@@ -15,7 +62,7 @@ pub async fn deploy<E: Ecs, S: Store>(
         warnings,
         existing,
         spec,
-    } = prepare_deploy(engine, &request, now).await?;
+    } = prepared;
     let recorded = what_deploy_records(existing.as_ref(), &spec, now);
     let rollout = match (recorded, &existing) {
         ("rollout", Some(current)) => {
@@ -37,12 +84,13 @@ pub async fn deploy<E: Ecs, S: Store>(
         .reconcile_cluster(&request.cluster, now, invocation)
         .await?;
     Ok(DeployAnswer {
-        daemon: request.daemon,
-        task_definition,
+        daemon: request.daemon.clone(),
+        task_definition: Some(task_definition),
         recorded,
         rollout,
         warnings,
-        reconcile,
+        reconcile: Some(reconcile),
+        managed: None,
     })
 }
 
@@ -94,6 +142,8 @@ pub(super) fn new_rollout(
         started_at: now,
         updated_at: now,
         finished_at: None,
+        managed_instances: false,
+        deployment_arn: None,
     }
 }
 

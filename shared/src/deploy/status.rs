@@ -7,7 +7,8 @@ use super::*;
 #[serde(rename_all = "camelCase")]
 pub struct DaemonStatus {
     pub daemon: String,
-    pub task_definition: String,
+    /// On EC2 Auto Scaling group providers (none: the daemon runs on Managed Instances only).
+    pub task_definition: Option<String>,
     pub capacity_providers: Vec<String>,
     pub start_order: i32,
     pub coverage: DaemonCoverage,
@@ -17,6 +18,9 @@ pub struct DaemonStatus {
     pub rollout: Option<RolloutView>,
     /// Earlier rollouts, newest first.
     pub history: Vec<RolloutView>,
+    /// On Managed Instances providers: ECS's managed daemon, as ECS reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed: Option<super::managed::ManagedStatus>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -36,7 +40,7 @@ pub struct RolloutView {
 }
 
 impl RolloutView {
-    fn of(rollout: Rollout, live: Option<&crate::rollout::RolloutCounts>) -> Self {
+    pub(super) fn of(rollout: Rollout, live: Option<&crate::rollout::RolloutCounts>) -> Self {
         let counts = live.cloned().unwrap_or(rollout.counts);
         Self {
             percent_done: counts.percent_done(),
@@ -82,10 +86,12 @@ pub async fn status<E: Ecs, S: Store>(
     check_name("cluster", &request.cluster, 255)?;
     engine.check_cluster(&request.cluster)?;
     let mut specs = engine.declarations(&request.cluster).await?;
+    let mut managed = engine.managed_daemons(&request.cluster).await?;
     if let Some(daemon) = &request.daemon {
         check_name("daemon", daemon, 64)?;
         specs.retain(|s| &s.record.daemon == daemon);
-        if specs.is_empty() {
+        managed.retain(|m| &m.record.daemon == daemon);
+        if specs.is_empty() && managed.is_empty() {
             return Err(DeployError::UnknownDaemon {
                 cluster: request.cluster,
                 daemon: daemon.clone(),
@@ -114,6 +120,8 @@ pub async fn status<E: Ecs, S: Store>(
             })
             .collect();
         let mut rollouts = engine.rollouts(&request.cluster, &spec.daemon).await?;
+        // The Managed Instances part's rollouts are added with it below.
+        rollouts.retain(|r| !r.record.managed_instances);
         rollouts.reverse();
         let mut history: Vec<RolloutView> = rollouts
             .into_iter()
@@ -137,11 +145,39 @@ pub async fn status<E: Ecs, S: Store>(
             history,
             coverage: coverage.remove(&spec.daemon).unwrap_or_default(),
             daemon: spec.daemon,
-            task_definition: spec.task_definition,
+            task_definition: Some(spec.task_definition),
             capacity_providers: spec.capacity_providers,
             start_order: spec.start_order,
             slots_in_trouble,
+            managed: None,
         });
+    }
+    for part in managed {
+        let (view, history) = super::managed::status_of(engine, &part.record).await?;
+        match daemons.iter_mut().find(|d| d.daemon == part.record.daemon) {
+            // On both kinds: one history, the EC2 rollout first where both run.
+            Some(both) => {
+                both.history.extend(history);
+                both.history
+                    .sort_by_key(|r| std::cmp::Reverse(r.started_at));
+                both.managed = Some(view);
+            }
+            None => {
+                let mut history = history;
+                let current = (!history.is_empty()).then(|| history.remove(0));
+                daemons.push(DaemonStatus {
+                    daemon: part.record.daemon.clone(),
+                    task_definition: None,
+                    capacity_providers: Vec::new(),
+                    start_order: 0,
+                    coverage: DaemonCoverage::default(),
+                    slots_in_trouble: Vec::new(),
+                    rollout: current,
+                    history,
+                    managed: Some(view),
+                });
+            }
+        }
     }
     let joined = engine.coverage_times(&request.cluster).await?;
     Ok(StatusAnswer {

@@ -6,7 +6,8 @@ fn request() -> Value {
 }
 
 fn parse(value: Value) -> Result<String, DeployError> {
-    parse_payload::<DeployRequest>(value)?.validate()
+    let pins = parse_payload::<DeployRequest>(value)?.validate()?;
+    Ok(pins.task.or(pins.daemon).unwrap_or_default())
 }
 
 #[test]
@@ -15,6 +16,35 @@ fn a_good_request_is_pinned() {
     let mut arn = request();
     arn["taskDefinition"] = json!("arn:aws:ecs:us-east-1:1:task-definition/cloudwatch-agent:3");
     assert_eq!(parse(arn).unwrap(), "cloudwatch-agent:3");
+}
+
+#[test]
+fn a_request_may_name_a_daemon_task_definition_for_managed_instances() {
+    let both = json!({"cluster": "prod", "daemon": "cloudwatch-agent", "taskDefinition": "cloudwatch-agent:3",
+        "daemonTaskDefinition": "arn:aws:ecs:us-east-1:1:daemon-task-definition/cloudwatch-agent-daemon:2",
+        "capacityProviders": ["asg-general", "mi-general"], "critical": false});
+    let request = parse_payload::<DeployRequest>(both).unwrap();
+    let pins = request.validate().unwrap();
+    assert_eq!(
+        (pins.task.as_deref(), pins.daemon.as_deref()),
+        (
+            Some("cloudwatch-agent:3"),
+            Some("cloudwatch-agent-daemon:2")
+        )
+    );
+    let bare_family = json!({"cluster": "prod", "daemon": "a", "daemonTaskDefinition": "cloudwatch-agent-daemon",
+        "capacityProviders": ["mi-general"]});
+    let error = parse(bare_family).unwrap_err().to_string();
+    assert!(
+        error.contains("`daemonTaskDefinition` must be pinned"),
+        "{error}"
+    );
+    let neither = json!({"cluster": "prod", "daemon": "a", "capacityProviders": ["mi-general"]});
+    let error = parse(neither).unwrap_err().to_string();
+    assert!(
+        error.contains("daemonTaskDefinition") && error.contains("taskDefinition"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -77,16 +77,36 @@ pub(super) struct PreparedDeploy {
     pub(super) spec: DaemonSpec,
 }
 
-/// Every check of a deploy, and the spec it would record. Reads only.
+/// The capacity providers a deploy targets, by how the daemon's copies exist on them.
+#[derive(Debug, Default)]
+pub(super) struct Targets {
+    /// EC2 Auto Scaling group providers: standalone copies (today's placement).
+    pub(super) ec2: Vec<String>,
+    /// Managed Instances providers: ECS's managed daemon.
+    pub(super) managed: Vec<CapacityProvider>,
+}
+
+/// The request's checks that need no EC2-side read: the request itself, the cluster, and the
+/// kind of every provider it targets, matched with the task definitions it names.
+pub(super) async fn check_targets<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    request: &DeployRequest,
+) -> Result<(Pins, Targets), DeployError> {
+    let pins = request.validate()?;
+    engine.check_cluster(&request.cluster)?;
+    let targets = check_capacity_providers(engine, request, &pins).await?;
+    Ok((pins, targets))
+}
+
+/// Every check of a deploy's EC2 part, and the spec it would record. Reads only.
+/// `request` is narrowed to the EC2 providers and names their task definition.
 pub(super) async fn prepare_deploy<E: Ecs, S: Store>(
     engine: &Engine<E, S>,
     request: &DeployRequest,
+    task_definition: String,
     now: DateTime<Utc>,
 ) -> Result<PreparedDeploy, DeployError> {
-    let task_definition = request.validate()?;
-    engine.check_cluster(&request.cluster)?;
     let definition = runnable_definition(engine, &task_definition).await?;
-    check_capacity_providers(engine, request).await?;
     let arns = engine
         .ecs()
         .list_container_instances(&request.cluster, None)
@@ -154,11 +174,13 @@ pub(super) async fn runnable_definition<E: Ecs, S: Store>(
     Ok(definition)
 }
 
-/// Every capacity provider the request names is attached to the cluster.
+/// Every capacity provider the request names is attached to the cluster, and of a kind a
+/// daemon can run on with the task definition the request names for it.
 async fn check_capacity_providers<E: Ecs, S: Store>(
     engine: &Engine<E, S>,
     request: &DeployRequest,
-) -> Result<(), DeployError> {
+    pins: &Pins,
+) -> Result<Targets, DeployError> {
     let attached = engine
         .ecs()
         .cluster_capacity_providers(&request.cluster)
@@ -191,18 +213,41 @@ async fn check_capacity_providers<E: Ecs, S: Store>(
         .ecs()
         .describe_capacity_providers(&request.cluster, &request.capacity_providers)
         .await?;
+    let mut targets = Targets::default();
     for provider in &request.capacity_providers {
-        check_provider_kind(provider, described.iter().find(|p| &p.name == provider))?;
+        let found = described.iter().find(|p| &p.name == provider);
+        match check_provider_kind(provider, found, pins)? {
+            Placed::Tasks => targets.ec2.push(provider.clone()),
+            Placed::Managed => targets.managed.extend(found.cloned()),
+        }
     }
-    Ok(())
+    if pins.task.is_some() && targets.ec2.is_empty() {
+        return Err(DeployError::UnusedTaskDefinition {
+            field: "taskDefinition",
+            kind: "EC2 Auto Scaling group",
+        });
+    }
+    if pins.daemon.is_some() && targets.managed.is_empty() {
+        return Err(DeployError::UnusedTaskDefinition {
+            field: "daemonTaskDefinition",
+            kind: "ECS Managed Instances",
+        });
+    }
+    Ok(targets)
 }
 
-/// A provider a daemon can run on through standalone tasks; the others are refused with
-/// what to do instead.
+/// How a daemon's copies exist on one provider.
+enum Placed {
+    Tasks,
+    Managed,
+}
+
+/// The placement for a provider, or a refusal that says what to do instead.
 fn check_provider_kind(
     provider: &str,
     described: Option<&CapacityProvider>,
-) -> Result<(), DeployError> {
+    pins: &Pins,
+) -> Result<Placed, DeployError> {
     let kind = match described {
         Some(described) => &described.kind,
         // Attached to the cluster yet not described: ECS's two predefined Fargate
@@ -216,11 +261,19 @@ fn check_provider_kind(
         }
     };
     match kind {
-        CapacityProviderKind::AutoScalingGroup { .. } => Ok(()),
+        CapacityProviderKind::AutoScalingGroup { .. } if pins.task.is_some() => Ok(Placed::Tasks),
+        CapacityProviderKind::AutoScalingGroup { .. } => {
+            Err(DeployError::AutoScalingNeedsTaskDefinition {
+                provider: provider.into(),
+            })
+        }
         CapacityProviderKind::Fargate => Err(DeployError::FargateProvider {
             provider: provider.into(),
         }),
-        CapacityProviderKind::ManagedInstances => {
+        CapacityProviderKind::ManagedInstances { .. } if pins.daemon.is_some() => {
+            Ok(Placed::Managed)
+        }
+        CapacityProviderKind::ManagedInstances { .. } => {
             Err(DeployError::ManagedInstancesNeedDaemonTaskDefinition {
                 provider: provider.into(),
             })

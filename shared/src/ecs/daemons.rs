@@ -58,6 +58,7 @@ pub struct DaemonTaskDefinition {
     /// `ACTIVE`, `DELETE_IN_PROGRESS` or `DELETED`.
     pub status: String,
     pub execution_role_arn: Option<String>,
+    pub task_role_arn: Option<String>,
     /// Task-level CPU units and memory (MiB), as registered.
     pub cpu: Option<i64>,
     pub memory_mib: Option<i64>,

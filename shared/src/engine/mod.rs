@@ -105,6 +105,9 @@ pub struct EngineConfig {
     /// The task definition families this stack may start (its StartTask permission names
     /// them); empty: any. Deploy and rollback refuse others with the fix.
     pub daemon_families: Vec<String>,
+    /// The roles this stack may pass to ECS tasks (its iam:PassRole names them); empty: any.
+    /// A deploy whose daemon task definition names another is refused with the fix.
+    pub daemon_role_arns: Vec<String>,
 }
 
 impl Default for EngineConfig {
@@ -117,6 +120,7 @@ impl Default for EngineConfig {
             terminate_hook: None,
             hook_name: crate::autoscaling::DEFAULT_HOOK_NAME.into(),
             daemon_families: Vec::new(),
+            daemon_role_arns: Vec::new(),
         }
     }
 }

@@ -67,6 +67,8 @@ pub(super) fn missing_rollouts(
                 started_at: spec.record.updated_at,
                 updated_at: spec.record.updated_at,
                 finished_at: None,
+                managed_instances: false,
+                deployment_arn: None,
             };
             Some(Versioned { record, version: 0 })
         })

@@ -2,6 +2,8 @@
 //! slots and times to coverage. Every write is conditional on the version read.
 
 use super::*;
+use crate::managed::ManagedDaemon;
+use crate::store::Record;
 
 impl<E: Ecs, S: Store> Engine<E, S> {
     /// A daemon's declaration, if it is declared in the cluster.
@@ -30,11 +32,40 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         self.store.put(spec, expected).await
     }
 
-    /// Switches a declaration to a new rollout: the declaration (if still at the version
-    /// read) and the rollout's first record land together or not at all.
-    pub async fn switch_to_rollout(
+    /// A daemon's Managed Instances part, if it has one.
+    pub async fn managed_daemon(
         &self,
-        spec: &DaemonSpec,
+        cluster: &str,
+        daemon: &str,
+    ) -> Result<Option<Versioned<ManagedDaemon>>, StoreError> {
+        self.store
+            .get(&ItemKey::managed_daemon(cluster, daemon))
+            .await
+    }
+
+    /// Every daemon of the cluster with a Managed Instances part.
+    pub async fn managed_daemons(
+        &self,
+        cluster: &str,
+    ) -> Result<Vec<Versioned<ManagedDaemon>>, StoreError> {
+        self.store.list_in_cluster::<ManagedDaemon>(cluster).await
+    }
+
+    /// Writes a Managed Instances part if it is still at the version read.
+    pub async fn write_managed_daemon(
+        &self,
+        managed: &ManagedDaemon,
+        expected: Expected,
+    ) -> Result<u64, StoreError> {
+        self.store.put(managed, expected).await
+    }
+
+    /// Switches a declaration (a spec or a Managed Instances part) to a new rollout: the
+    /// declaration (if still at the version read) and the rollout's first record land
+    /// together or not at all.
+    pub async fn switch_to_rollout<R: Record>(
+        &self,
+        spec: &R,
         expected: Expected,
         rollout: &Rollout,
     ) -> Result<(), StoreError> {

@@ -55,6 +55,8 @@ fn automatic_rollback(record: &Rollout, target: &str, good: &str, now: DateTime<
         started_at: now,
         updated_at: now,
         finished_at: None,
+        managed_instances: false,
+        deployment_arn: None,
     }
 }
 
@@ -386,6 +388,8 @@ mod tests {
             started_at: DateTime::<Utc>::UNIX_EPOCH,
             updated_at: DateTime::<Utc>::UNIX_EPOCH,
             finished_at: None,
+            managed_instances: false,
+            deployment_arn: None,
         }
     }
 

@@ -37,6 +37,7 @@ pub fn engine_config_from(
     }
     config.holds = hold_settings_from(&lookup)?;
     config.daemon_families = list_from(&lookup, "DAEMON_FAMILIES");
+    config.daemon_role_arns = list_from(&lookup, "DAEMON_ROLE_ARNS");
     if let Some(name) = lookup("LIFECYCLE_HOOK_NAME").filter(|n| !n.trim().is_empty()) {
         config.hook_name = name.trim().to_string();
     }

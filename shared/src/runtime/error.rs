@@ -44,6 +44,12 @@ impl FunctionError {
                     "ManagedInstancesNeedDaemonTaskDefinition"
                 }
                 D::UnknownProviderKind { .. } => "UnknownProviderKind",
+                D::AutoScalingNeedsTaskDefinition { .. } => "AutoScalingNeedsTaskDefinition",
+                D::UnusedTaskDefinition { .. } => "UnusedTaskDefinition",
+                D::DaemonTaskDefinitionNotFound(_) => "DaemonTaskDefinitionNotFound",
+                D::DaemonTaskDefinitionNotActive { .. } => "DaemonTaskDefinitionNotActive",
+                D::DaemonSizeMissing(_) => "DaemonSizeMissing",
+                D::RoleNotAllowed { .. } => "RoleNotAllowed",
                 D::TooLarge(_) => "DaemonTooLarge",
                 D::NoGoodRevision { .. } => "NoGoodRevision",
                 D::AlreadyOn { .. } => "AlreadyOnRevision",

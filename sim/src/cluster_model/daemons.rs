@@ -56,6 +56,7 @@ pub struct DaemonDefinitionModel {
     pub cpu: i64,
     pub memory_mib: i64,
     pub execution_role_arn: Option<String>,
+    pub task_role_arn: Option<String>,
     /// Every start of it fails (a bad image): DAEMON_TASK_START_IMPAIRED, TASK_FAILED_TO_RUN.
     pub fails_to_start: bool,
 }
@@ -67,6 +68,7 @@ impl DaemonDefinitionModel {
             cpu,
             memory_mib,
             execution_role_arn: Some(format!("arn:aws:iam::{ACCOUNT}:role/ecsTaskExecutionRole")),
+            task_role_arn: None,
             fails_to_start: false,
         }
     }
@@ -266,10 +268,15 @@ impl NativeDaemons {
         reference: &str,
     ) -> Result<DaemonTaskDefinition, EcsError> {
         let key = reference.rsplit('/').next().unwrap_or(reference);
+        // ECS answers an unknown task definition with a ClientException "Unable to describe
+        // task definition"; the daemon one is assumed alike, and the SDK adapter reads it as
+        // not found.
         let definition = self.definitions.get(key).ok_or_else(|| {
-            client_error(
+            error(
                 "DescribeDaemonTaskDefinition",
                 reference,
+                EcsErrorKind::NotFound,
+                "ClientException",
                 "Unable to describe daemon task definition.",
             )
         })?;
@@ -284,6 +291,7 @@ impl NativeDaemons {
             revision,
             status: "ACTIVE".into(),
             execution_role_arn: definition.execution_role_arn.clone(),
+            task_role_arn: definition.task_role_arn.clone(),
             cpu: Some(definition.cpu),
             memory_mib: Some(definition.memory_mib),
         })
@@ -911,7 +919,10 @@ impl super::World {
         for provider in &declaration.capacity_provider_arns {
             let name = provider_name(provider);
             let kind = self.capacity_provider(cluster, name).map(|p| p.kind);
-            if kind != Some(ecs_daemons::model::CapacityProviderKind::ManagedInstances) {
+            if !matches!(
+                kind,
+                Some(ecs_daemons::model::CapacityProviderKind::ManagedInstances { .. })
+            ) {
                 return Err(client_error(
                     operation,
                     name,

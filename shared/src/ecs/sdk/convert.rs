@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use crate::ecs::{EcsError, EcsErrorKind, InstanceAttribute};
 use crate::model::{
     CapacityProvider, CapacityProviderKind, ContainerDefinition, ContainerInstance, Failure,
-    HealthStatus, InstanceStatus, Resources, Task, TaskDefinition, TaskStatus,
+    HealthStatus, InstanceSizes, InstanceStatus, Resources, Task, TaskDefinition, TaskStatus,
 };
 
 /// Maps an SDK error to an [`EcsError`], classifying by ECS's error code.
@@ -292,7 +292,9 @@ pub(super) fn capacity_provider(item: &sdk::CapacityProvider) -> Option<Capacity
     let asg = item.auto_scaling_group_provider();
     let on = |status: Option<&str>| status == Some("ENABLED");
     let kind = match item.r#type().map(|t| t.as_str()) {
-        Some("MANAGED_INSTANCES") => CapacityProviderKind::ManagedInstances,
+        Some("MANAGED_INSTANCES") => CapacityProviderKind::ManagedInstances {
+            sizes: instance_sizes(item),
+        },
         Some("FARGATE" | "FARGATE_SPOT") => CapacityProviderKind::Fargate,
         Some("EC2_AUTOSCALING") | None if asg.is_some() => CapacityProviderKind::AutoScalingGroup {
             managed_scaling: on(asg
@@ -304,7 +306,9 @@ pub(super) fn capacity_provider(item: &sdk::CapacityProvider) -> Option<Capacity
                 .map(|p| p.as_str())),
         },
         None if item.managed_instances_provider().is_some() => {
-            CapacityProviderKind::ManagedInstances
+            CapacityProviderKind::ManagedInstances {
+                sizes: instance_sizes(item),
+            }
         }
         None if crate::model::FARGATE_PROVIDERS.contains(&name.as_str()) => {
             CapacityProviderKind::Fargate
@@ -319,4 +323,20 @@ pub(super) fn capacity_provider(item: &sdk::CapacityProvider) -> Option<Capacity
         name,
         kind,
     })
+}
+
+/// The sizes a Managed Instances provider's launch template allows.
+fn instance_sizes(item: &sdk::CapacityProvider) -> InstanceSizes {
+    let requirements = item
+        .managed_instances_provider()
+        .and_then(|p| p.instance_launch_template())
+        .and_then(|t| t.instance_requirements());
+    let cpu = requirements.and_then(|r| r.v_cpu_count());
+    let memory = requirements.and_then(|r| r.memory_mib());
+    InstanceSizes {
+        smallest_cpu: cpu.map(|c| i64::from(c.min()) * 1024).filter(|c| *c > 0),
+        largest_cpu: cpu.and_then(|c| c.max()).map(|max| i64::from(max) * 1024),
+        smallest_memory_mib: memory.map(|m| i64::from(m.min())).filter(|m| *m > 0),
+        largest_memory_mib: memory.and_then(|m| m.max()).map(i64::from),
+    }
 }

@@ -125,6 +125,7 @@ impl EcsDaemons for SdkEcs {
             revision: item.revision(),
             status: item.status().map_or("UNKNOWN", |s| s.as_str()).to_string(),
             execution_role_arn: item.execution_role_arn().map(str::to_string),
+            task_role_arn: item.task_role_arn().map(str::to_string),
             cpu: item.cpu().and_then(|cpu| parse_size(cpu, 1024.0)),
             memory_mib: item.memory().and_then(|memory| parse_size(memory, 1024.0)),
         })

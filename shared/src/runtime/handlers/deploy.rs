@@ -20,6 +20,18 @@ pub async fn deploy<E: crate::ecs::Ecs, S: crate::store::Store>(
         return Ok(serde_json::to_value(answer)?);
     }
     let answer = crate::deploy::deploy(engine, request, Utc::now(), &request_id).await?;
-    log_outcome("deploy", &answer.reconcile);
+    if let Some(outcome) = &answer.reconcile {
+        log_outcome("deploy", outcome);
+    }
+    if let Some(managed) = &answer.managed {
+        tracing::info!(
+            function = "deploy",
+            daemon = %answer.daemon,
+            recorded = managed.recorded,
+            daemon_arn = managed.daemon_arn.as_deref().unwrap_or(""),
+            deployment_arn = managed.deployment_arn.as_deref().unwrap_or(""),
+            "declared to ECS on Managed Instances"
+        );
+    }
     Ok(serde_json::to_value(answer)?)
 }

@@ -1,0 +1,859 @@
+//! A deploy's Managed Instances part: the daemon task definition checked against the
+//! providers before anything is created, then ECS's managed daemon declared (CreateDaemon,
+//! or UpdateDaemon for a change) with a rollout record of the same shape as on EC2.
+//!
+//! The record is written before ECS is asked, naming the rollout whose call is pending; the
+//! call goes out with that rollout's client token, then the record is confirmed. A deploy
+//! killed in between is finished by the next one: CreateDaemon with the same token answers
+//! the same daemon, and an UpdateDaemon ECS already took is recognised by its deployment.
+
+use super::*;
+use crate::ecs::{DaemonChange, DaemonDeclaration, DaemonTaskDefinition};
+use crate::managed::{self as rules, ManagedDaemon};
+use crate::model::CapacityProvider;
+
+/// What a deploy declared to ECS on Managed Instances providers.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedAnswer {
+    pub daemon_task_definition: String,
+    pub capacity_providers: Vec<String>,
+    /// `created`, `updated`, `unchanged` or `rollout` (a new revision rolls out).
+    pub recorded: &'static str,
+    pub daemon_arn: Option<String>,
+    /// ECS's deployment of this change (none when unchanged).
+    pub deployment_arn: Option<String>,
+    pub rollout: Option<Rollout>,
+    pub warnings: Vec<String>,
+}
+
+/// A deploy's Managed Instances part, checked and ready to record.
+pub(super) struct PreparedManaged {
+    record: ManagedDaemon,
+    existing: Option<Versioned<ManagedDaemon>>,
+    declaration: DaemonDeclaration,
+    warnings: Vec<String>,
+    /// Instances per provider, as ECS counts the daemon's (empty before it exists).
+    instances: BTreeMap<String, usize>,
+}
+
+/// Every check of the Managed Instances part. Reads only.
+pub(super) async fn prepare<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    request: &DeployRequest,
+    pinned: &str,
+    providers: Vec<CapacityProvider>,
+    now: DateTime<Utc>,
+) -> Result<PreparedManaged, DeployError> {
+    let definition = engine
+        .ecs()
+        .describe_daemon_task_definition(pinned)
+        .await
+        .map_err(|error| match error.kind {
+            EcsErrorKind::NotFound => DeployError::DaemonTaskDefinitionNotFound(pinned.into()),
+            _ => DeployError::Ecs(error),
+        })?;
+    check_definition(pinned, &definition, &engine.config().daemon_role_arns)?;
+    let mut warnings = check_fits(
+        &request.daemon,
+        &definition,
+        &providers,
+        request.warn_share.unwrap_or(DEFAULT_WARN_SHARE),
+    )?;
+    let existing = engine
+        .managed_daemon(&request.cluster, &request.daemon)
+        .await?;
+    let rollout = request
+        .rollout
+        .clone()
+        .or_else(|| existing.as_ref().map(|e| e.record.rollout.clone()))
+        .unwrap_or_default();
+    warnings.extend(rules::unsupported_settings(&rollout));
+    warnings.push(
+        "on Managed Instances ECS rolls a new revision out by draining and replacing instances: \
+         application tasks there move to new instances"
+            .to_string(),
+    );
+    let kept = existing.as_ref().map(|e| e.record.clone());
+    let record = ManagedDaemon {
+        cluster: request.cluster.clone(),
+        daemon: request.daemon.clone(),
+        daemon_task_definition: pinned.into(),
+        capacity_providers: providers.iter().map(|p| p.name.clone()).collect(),
+        critical: request.critical.unwrap_or(true),
+        rollout,
+        daemon_arn: kept.as_ref().and_then(|k| k.daemon_arn.clone()),
+        pending_rollout: kept.as_ref().and_then(|k| k.pending_rollout.clone()),
+        deployment_arn: kept.as_ref().and_then(|k| k.deployment_arn.clone()),
+        last_good: kept.as_ref().and_then(|k| k.last_good.clone()),
+        previous_good: kept.as_ref().and_then(|k| k.previous_good.clone()),
+        active_rollout: kept.as_ref().and_then(|k| k.active_rollout.clone()),
+        updated_at: now,
+    };
+    let instances = match &record.daemon_arn {
+        Some(arn) => instances_of(engine, arn, &providers).await?,
+        None => BTreeMap::new(),
+    };
+    let declaration = DaemonDeclaration {
+        daemon_name: request.daemon.clone(),
+        cluster_arn: cluster_arn(engine, &request.cluster, &providers),
+        daemon_task_definition_arn: definition.arn.clone(),
+        capacity_provider_arns: providers.iter().map(|p| p.arn.clone()).collect(),
+        deployment: rules::deployment_settings(&record.rollout, instances.values().sum()),
+        critical: record.critical,
+        // No tags: tagging at creation needs ecs:TagResource on the daemon's ARN, whose
+        // format the references at hand do not give.
+        tags: Vec::new(),
+    };
+    Ok(PreparedManaged {
+        record,
+        existing,
+        declaration,
+        warnings,
+        instances,
+    })
+}
+
+/// The daemon's instances per targeted provider, from ECS's counts (running or without the
+/// daemon, every current revision).
+async fn instances_of<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    daemon_arn: &str,
+    providers: &[CapacityProvider],
+) -> Result<BTreeMap<String, usize>, DeployError> {
+    let state = match engine.ecs().describe_daemon(daemon_arn).await {
+        Ok(state) => state,
+        // Deleted outside ecs-daemons: drift, reported by status; the deploy creates it again.
+        Err(error) if error.kind == EcsErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(error) => return Err(error.into()),
+    };
+    let mut counts = BTreeMap::new();
+    for revision in &state.current_revisions {
+        for counted in &revision.providers {
+            let name = counted
+                .capacity_provider_arn
+                .rsplit('/')
+                .next()
+                .unwrap_or_default();
+            if let Some(provider) = providers.iter().find(|p| p.name == name) {
+                *counts.entry(provider.name.clone()).or_insert(0) +=
+                    (counted.running + counted.without_daemon).max(0) as usize;
+            }
+        }
+    }
+    Ok(counts)
+}
+
+/// What the deploy would ask of ECS, and ECS's rollout in steps. Changes nothing.
+pub(super) async fn preview<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    prepared: PreparedManaged,
+) -> Result<crate::dry_run::ManagedPreview, DeployError> {
+    let PreparedManaged {
+        record,
+        existing,
+        declaration,
+        instances,
+        ..
+    } = prepared;
+    let would_record = what_changes(existing.as_ref().map(|e| &e.record), &record);
+    let call = match would_record {
+        "unchanged" => None,
+        _ if record.daemon_arn.is_none() => Some("CreateDaemon"),
+        _ => Some("UpdateDaemon"),
+    };
+    let total: usize = instances.values().sum();
+    let percent = declaration
+        .deployment
+        .drain_percent
+        .unwrap_or(rules::ECS_DEFAULT_DRAIN_PERCENT);
+    let per_step = ((percent / 100.0) * total as f64).ceil().max(1.0) as usize;
+    let steps = total.div_ceil(per_step);
+    let mut assumptions = vec![format!(
+        "ECS drains {percent:.0} % of the instances at once (drainPercent), then waits {} minute(s) after each successful step (bakeTimeInMinutes)",
+        declaration.deployment.bake_time_in_minutes.unwrap_or(0)
+    )];
+    if record.daemon_arn.is_none() {
+        assumptions.push(
+            "the daemon does not exist yet: ECS's count of its instances is known once it does; \
+             instances the providers already run are drained and replaced too"
+                .into(),
+        );
+    }
+    let history = engine.rollouts(&record.cluster, &record.daemon).await?;
+    let observed = history.iter().rev().find_map(|r| {
+        let finished = r.record.finished_at?;
+        (r.record.deployment_arn.is_some()
+            && r.record.state == RolloutState::Succeeded
+            && r.record.counts.total > 0)
+            .then(|| {
+                (finished - r.record.started_at).num_seconds().max(0) as f64
+                    / r.record.counts.total as f64
+            })
+    });
+    let expected_wall_seconds = match observed {
+        Some(per_instance) => {
+            assumptions.push(format!(
+                "{per_instance:.0} s per instance, as the last finished Managed Instances rollout of this daemon took"
+            ));
+            Some((per_instance * total as f64).ceil() as u64)
+        }
+        None => {
+            assumptions.push(
+                "no Managed Instances rollout of this daemon has finished yet: its duration is not estimated".into(),
+            );
+            None
+        }
+    };
+    Ok(crate::dry_run::ManagedPreview {
+        call,
+        request: declaration,
+        would_record,
+        instances,
+        instances_per_step: per_step,
+        steps,
+        expected_wall_seconds,
+        assumptions,
+    })
+}
+
+/// The dry run's answer for a daemon on Managed Instances providers only.
+pub(super) fn dry_run_answer(
+    request: &DeployRequest,
+    preview: crate::dry_run::ManagedPreview,
+) -> crate::dry_run::DryRunAnswer {
+    crate::dry_run::DryRunAnswer {
+        dry_run: true,
+        cluster: request.cluster.clone(),
+        daemon: request.daemon.clone(),
+        task_definition: request.daemon_task_definition.clone().unwrap_or_default(),
+        from_task_definition: None,
+        would_record: preview.would_record,
+        warnings: Vec::new(),
+        targeted: preview.instances.clone(),
+        instances: Vec::new(),
+        rollout: None,
+        first_step: Vec::new(),
+        expected_wall_seconds: preview.expected_wall_seconds.unwrap_or(0),
+        ecs_calls: Default::default(),
+        assumptions: preview.assumptions.clone(),
+        managed: Some(preview),
+    }
+}
+
+/// The cluster's ARN: as the stack names it when it does, else beside a provider's ARN
+/// (`arn:…:capacity-provider/NAME` → `arn:…:cluster/CLUSTER`), else the name, which ECS
+/// takes in place of an ARN elsewhere.
+fn cluster_arn<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    cluster: &str,
+    providers: &[CapacityProvider],
+) -> String {
+    let named = engine
+        .config()
+        .clusters
+        .iter()
+        .find(|c| c.starts_with("arn:") && crate::arn::cluster_name(c) == cluster);
+    if let Some(arn) = named {
+        return arn.clone();
+    }
+    providers
+        .iter()
+        .find_map(|p| p.arn.split_once(":capacity-provider/"))
+        .map_or_else(
+            || cluster.to_string(),
+            |(prefix, _)| format!("{prefix}:cluster/{cluster}"),
+        )
+}
+
+/// ACTIVE, with an execution role the stack may pass, and task-level CPU and memory.
+fn check_definition(
+    pinned: &str,
+    definition: &DaemonTaskDefinition,
+    allowed_roles: &[String],
+) -> Result<(), DeployError> {
+    if definition.status != "ACTIVE" {
+        return Err(DeployError::DaemonTaskDefinitionNotActive {
+            definition: pinned.into(),
+            status: definition.status.clone(),
+        });
+    }
+    let Some(execution_role) = definition
+        .execution_role_arn
+        .as_deref()
+        .filter(|r| !r.is_empty())
+    else {
+        return Err(DeployError::NoExecutionRole(pinned.into()));
+    };
+    let roles = std::iter::once(execution_role).chain(definition.task_role_arn.as_deref());
+    for role in roles {
+        if !allowed_roles.is_empty() && !allowed_roles.iter().any(|a| a == role) {
+            return Err(DeployError::RoleNotAllowed {
+                definition: pinned.into(),
+                role: role.into(),
+                allowed: allowed_roles.join(", "),
+            });
+        }
+    }
+    if definition.cpu.is_none() || definition.memory_mib.is_none() {
+        return Err(DeployError::DaemonSizeMissing(pinned.into()));
+    }
+    Ok(())
+}
+
+/// The daemon against the instance sizes each provider may launch: larger than its largest
+/// is refused (ECS could place it nowhere); a large share of its smallest is a warning.
+fn check_fits(
+    daemon: &str,
+    definition: &DaemonTaskDefinition,
+    providers: &[CapacityProvider],
+    warn_share: f64,
+) -> Result<Vec<String>, DeployError> {
+    let mut warnings = Vec::new();
+    for provider in providers {
+        let crate::model::CapacityProviderKind::ManagedInstances { sizes } = &provider.kind else {
+            continue;
+        };
+        let checks = [
+            (
+                "cpu",
+                definition.cpu,
+                sizes.largest_cpu,
+                sizes.smallest_cpu,
+                "CPU units",
+            ),
+            (
+                "memory",
+                definition.memory_mib,
+                sizes.largest_memory_mib,
+                sizes.smallest_memory_mib,
+                "MiB",
+            ),
+        ];
+        for (resource, needed, largest, smallest, unit) in checks {
+            let Some(needed) = needed else { continue };
+            if let Some(largest) = largest.filter(|largest| needed > *largest) {
+                return Err(DeployError::TooLarge(Box::new(TooLarge {
+                    daemon: daemon.into(),
+                    instance: "the largest instance it may launch".into(),
+                    provider: provider.name.clone(),
+                    resource,
+                    needed: format!("{needed} {unit}"),
+                    available: format!("{largest} {unit}"),
+                })));
+            }
+            if let Some(smallest) = smallest.filter(|s| needed as f64 > warn_share * *s as f64) {
+                warnings.push(format!(
+                    "daemon {daemon} takes {needed} of the {smallest} {unit} of the smallest instance capacity provider {} may launch ({:.0} %), more than the {:.0} % warning share",
+                    provider.name,
+                    100.0 * needed as f64 / smallest as f64,
+                    100.0 * warn_share
+                ));
+            }
+        }
+    }
+    Ok(warnings)
+}
+
+/// What a deploy of `record` changes: `created`, `rollout` (another revision), `updated`
+/// (other settings: ECS deploys those too) or `unchanged`.
+fn what_changes(existing: Option<&ManagedDaemon>, record: &ManagedDaemon) -> &'static str {
+    match existing {
+        None => "created",
+        Some(current) if current.daemon_arn.is_none() => "created",
+        Some(current) if current.daemon_task_definition != record.daemon_task_definition => {
+            "rollout"
+        }
+        Some(current)
+            if ManagedDaemon {
+                updated_at: record.updated_at,
+                ..current.clone()
+            } == *record =>
+        {
+            "unchanged"
+        }
+        Some(_) => "updated",
+    }
+}
+
+/// Records and declares the Managed Instances part.
+pub(super) async fn declare<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    prepared: PreparedManaged,
+    now: DateTime<Utc>,
+    invocation: &str,
+) -> Result<ManagedAnswer, DeployError> {
+    let PreparedManaged {
+        mut record,
+        existing,
+        declaration,
+        warnings,
+        ..
+    } = prepared;
+    // A call a killed deploy left unconfirmed is finished first.
+    let existing = match existing {
+        Some(current) if current.record.pending_rollout.is_some() => {
+            Some(finish_pending(engine, current, &declaration, now).await?)
+        }
+        other => other,
+    };
+    if let Some(current) = &existing {
+        record.daemon_arn = current.record.daemon_arn.clone();
+        record.deployment_arn = current.record.deployment_arn.clone();
+        record.active_rollout = current.record.active_rollout.clone();
+        record.pending_rollout = None;
+    }
+    let recorded = what_changes(existing.as_ref().map(|e| &e.record), &record);
+    let answer = |record: &ManagedDaemon, rollout: Option<Rollout>| ManagedAnswer {
+        daemon_task_definition: record.daemon_task_definition.clone(),
+        capacity_providers: record.capacity_providers.clone(),
+        recorded,
+        daemon_arn: record.daemon_arn.clone(),
+        deployment_arn: rollout.as_ref().and_then(|r| r.deployment_arn.clone()),
+        rollout,
+        warnings: warnings.clone(),
+    };
+    if recorded == "unchanged" {
+        return Ok(answer(&record, None));
+    }
+    let kind = match recorded {
+        "created" => RolloutKind::Initial,
+        _ => RolloutKind::Update,
+    };
+    let mut rollout = Rollout {
+        cluster: record.cluster.clone(),
+        daemon: record.daemon.clone(),
+        id: Rollout::new_id(now, invocation),
+        kind,
+        from_task_definition: existing
+            .as_ref()
+            .filter(|e| e.record.daemon_arn.is_some())
+            .map(|e| e.record.daemon_task_definition.clone()),
+        to_task_definition: record.daemon_task_definition.clone(),
+        config: record.rollout.clone(),
+        state: RolloutState::InProgress,
+        counts: Default::default(),
+        failures: Vec::new(),
+        reason: None,
+        started_at: now,
+        updated_at: now,
+        finished_at: None,
+        managed_instances: true,
+        deployment_arn: None,
+    };
+    let superseded = record.active_rollout.clone();
+    record.pending_rollout = Some(rollout.id.clone());
+    record.active_rollout = Some(rollout.id.clone());
+    if kind == RolloutKind::Initial && record.last_good.is_none() {
+        // The first revision counts as good, as on EC2: where a failed update returns to.
+        record.last_good = Some(record.daemon_task_definition.clone());
+    }
+    let expected = existing
+        .as_ref()
+        .map_or(Expected::Absent, Versioned::expected);
+    match engine.switch_to_rollout(&record, expected, &rollout).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict { .. }) => {
+            return Err(DeployError::Conflict {
+                daemon: record.daemon.clone(),
+            })
+        }
+        Err(error) => return Err(error.into()),
+    }
+    let version = expected.next_version();
+    if let Some(previous) = superseded {
+        supersede(engine, &record, &previous, &rollout, now).await?;
+    }
+    let change = send(engine, &record, &declaration, &rollout.id).await?;
+    record.daemon_arn = Some(change.daemon_arn.clone());
+    record.deployment_arn = change.deployment_arn.clone();
+    record.pending_rollout = None;
+    conflict_for(
+        &record.daemon,
+        engine
+            .write_managed_daemon(&record, Expected::Version(version))
+            .await,
+    )?;
+    rollout.deployment_arn = change.deployment_arn;
+    if let Some(stored) = engine
+        .rollout(&record.cluster, &record.daemon, &rollout.id)
+        .await?
+    {
+        conflict_for(
+            &record.daemon,
+            engine.write_rollout(&rollout, stored.expected()).await,
+        )?;
+    }
+    prune_history(engine, &record.cluster, &record.daemon).await?;
+    Ok(answer(&record, Some(rollout)))
+}
+
+/// CreateDaemon (with the rollout's client token) when ECS has no daemon yet, else UpdateDaemon.
+async fn send<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    record: &ManagedDaemon,
+    declaration: &DaemonDeclaration,
+    rollout_id: &str,
+) -> Result<DaemonChange, DeployError> {
+    let sent = match &record.daemon_arn {
+        None => {
+            engine
+                .ecs()
+                .create_daemon(declaration, &rules::client_token(rollout_id))
+                .await
+        }
+        Some(arn) => engine.ecs().update_daemon(arn, declaration).await,
+    };
+    Ok(sent?)
+}
+
+/// Finishes the call a killed deploy left pending: CreateDaemon again with its token (ECS
+/// answers the same daemon), or, for an update, ECS's latest deployment if it already rolls
+/// the recorded revision out, else UpdateDaemon again. Answers the confirmed record.
+async fn finish_pending<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    current: Versioned<ManagedDaemon>,
+    declaration: &DaemonDeclaration,
+    now: DateTime<Utc>,
+) -> Result<Versioned<ManagedDaemon>, DeployError> {
+    let mut record = current.record.clone();
+    let Some(pending) = record.pending_rollout.clone() else {
+        return Ok(current);
+    };
+    // The pending call named the recorded revision, which may not be this deploy's.
+    let recorded = DaemonDeclaration {
+        daemon_task_definition_arn: beside(
+            &declaration.daemon_task_definition_arn,
+            &record.daemon_task_definition,
+        ),
+        ..declaration.clone()
+    };
+    let change = match &record.daemon_arn {
+        Some(arn) => match deployment_of(engine, arn, &record.daemon_task_definition).await? {
+            Some(deployment) => DaemonChange {
+                daemon_arn: arn.clone(),
+                status: "ACTIVE".into(),
+                deployment_arn: Some(deployment),
+            },
+            None => send(engine, &record, &recorded, &pending).await?,
+        },
+        None => send(engine, &record, &recorded, &pending).await?,
+    };
+    record.daemon_arn = Some(change.daemon_arn);
+    record.deployment_arn = change.deployment_arn;
+    record.pending_rollout = None;
+    record.updated_at = now;
+    let version = conflict_version(
+        &record.daemon,
+        engine
+            .write_managed_daemon(&record, current.expected())
+            .await,
+    )?;
+    Ok(Versioned { record, version })
+}
+
+/// The ARN of revision `pinned` (`family:revision`), beside `arn` of another revision.
+fn beside(arn: &str, pinned: &str) -> String {
+    match arn.rsplit_once('/') {
+        Some((prefix, _)) => format!("{prefix}/{pinned}"),
+        None => pinned.to_string(),
+    }
+}
+
+/// ECS's latest deployment of the daemon, if it rolls out `pinned`.
+async fn deployment_of<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    daemon_arn: &str,
+    pinned: &str,
+) -> Result<Option<String>, DeployError> {
+    let state = engine.ecs().describe_daemon(daemon_arn).await?;
+    let Some(deployment_arn) = state.deployment_arn else {
+        return Ok(None);
+    };
+    let deployments = engine
+        .ecs()
+        .describe_daemon_deployments(std::slice::from_ref(&deployment_arn))
+        .await?;
+    let Some(target) = deployments
+        .first()
+        .and_then(|d| d.target_revision_arn.clone())
+    else {
+        return Ok(None);
+    };
+    let revisions = engine.ecs().describe_daemon_revisions(&[target]).await?;
+    let rolls_out_pinned = revisions.first().is_some_and(|r| {
+        r.daemon_task_definition_arn
+            .ends_with(&format!("/{pinned}"))
+    });
+    Ok(rolls_out_pinned.then_some(deployment_arn))
+}
+
+fn conflict_version(daemon: &str, written: Result<u64, StoreError>) -> Result<u64, DeployError> {
+    match written {
+        Ok(version) => Ok(version),
+        Err(StoreError::Conflict { .. }) => Err(DeployError::Conflict {
+            daemon: daemon.into(),
+        }),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Marks the rollout in flight as superseded by `next`.
+async fn supersede<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    record: &ManagedDaemon,
+    previous: &str,
+    next: &Rollout,
+    now: DateTime<Utc>,
+) -> Result<(), DeployError> {
+    let Some(running) = engine
+        .rollout(&record.cluster, &record.daemon, previous)
+        .await?
+        .filter(|r| r.record.state == RolloutState::InProgress)
+    else {
+        return Ok(());
+    };
+    let mut ended = running.record.clone();
+    ended.state = RolloutState::Superseded;
+    ended.reason = Some(
+        format!(
+            "superseded by a {:?} to {}",
+            next.kind, next.to_task_definition
+        )
+        .to_lowercase(),
+    );
+    ended.finished_at = Some(now);
+    ended.updated_at = now;
+    if let Err(error) = conflict_for(
+        &record.daemon,
+        engine.write_rollout(&ended, running.expected()).await,
+    ) {
+        tracing::warn!(rollout = %ended.id, error = %error, "could not mark the superseded rollout");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn definition() -> DaemonTaskDefinition {
+        DaemonTaskDefinition {
+            arn: "arn:aws:ecs:us-east-1:111122223333:daemon-task-definition/agent:1".into(),
+            family: "agent".into(),
+            revision: 1,
+            status: "ACTIVE".into(),
+            execution_role_arn: Some("arn:aws:iam::111122223333:role/exec".into()),
+            task_role_arn: None,
+            cpu: Some(1024),
+            memory_mib: Some(512),
+        }
+    }
+
+    #[test]
+    fn a_daemon_task_definition_is_checked_before_anything_is_created() {
+        assert!(check_definition("agent:1", &definition(), &[]).is_ok());
+        let inactive = DaemonTaskDefinition {
+            status: "DELETE_IN_PROGRESS".into(),
+            ..definition()
+        };
+        assert!(matches!(
+            check_definition("agent:1", &inactive, &[]),
+            Err(DeployError::DaemonTaskDefinitionNotActive { .. })
+        ));
+        let no_role = DaemonTaskDefinition {
+            execution_role_arn: None,
+            ..definition()
+        };
+        assert!(matches!(
+            check_definition("agent:1", &no_role, &[]),
+            Err(DeployError::NoExecutionRole(_))
+        ));
+        let allowed = ["arn:aws:iam::111122223333:role/other".to_string()];
+        let refused = check_definition("agent:1", &definition(), &allowed).unwrap_err();
+        assert!(refused.to_string().contains("role/exec"), "{refused}");
+        let sizeless = DaemonTaskDefinition {
+            cpu: None,
+            ..definition()
+        };
+        assert!(matches!(
+            check_definition("agent:1", &sizeless, &[]),
+            Err(DeployError::DaemonSizeMissing(_))
+        ));
+    }
+
+    #[test]
+    fn a_daemon_larger_than_the_largest_instance_is_refused() {
+        use crate::model::{CapacityProviderKind, InstanceSizes};
+        let provider = |largest_cpu: Option<i64>, smallest_cpu: Option<i64>| CapacityProvider {
+            name: "mi".into(),
+            arn: "arn:aws:ecs:us-east-1:111122223333:capacity-provider/mi".into(),
+            status: "ACTIVE".into(),
+            kind: CapacityProviderKind::ManagedInstances {
+                sizes: InstanceSizes {
+                    largest_cpu,
+                    smallest_cpu,
+                    ..InstanceSizes::default()
+                },
+            },
+        };
+        let refused = check_fits("agent", &definition(), &[provider(Some(512), None)], 0.25)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("largest instance") && refused.contains("mi"),
+            "{refused}"
+        );
+        let warned =
+            check_fits("agent", &definition(), &[provider(None, Some(2048))], 0.25).unwrap();
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(
+            check_fits("agent", &definition(), &[provider(None, None)], 0.25)
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
+
+/// A daemon's Managed Instances part as `status` shows it: what is declared, and ECS's own
+/// account of it (counts per provider, the latest deployment with its breaker and rollback).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedStatus {
+    pub daemon_task_definition: String,
+    pub capacity_providers: Vec<String>,
+    pub critical: bool,
+    pub daemon_arn: Option<String>,
+    /// Instances running the daemon, and (non-critical daemons) running without it.
+    pub providers: Vec<ManagedProviderCount>,
+    /// ECS's latest deployment of the daemon.
+    pub deployment: Option<crate::ecs::DaemonDeployment>,
+    /// The daemon was changed or deleted outside ecs-daemons: what happened and the fix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<String>,
+    /// A change decided and not yet confirmed by ECS (the next deploy finishes it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_rollout: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedProviderCount {
+    pub capacity_provider: String,
+    pub running: i32,
+    pub without_daemon: i32,
+}
+
+/// The Managed Instances part's status and its rollouts (newest first, the one in flight
+/// taking its state from ECS's deployment).
+pub(super) async fn status_of<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    record: &ManagedDaemon,
+) -> Result<(ManagedStatus, Vec<super::RolloutView>), DeployError> {
+    let mut view = ManagedStatus {
+        daemon_task_definition: record.daemon_task_definition.clone(),
+        capacity_providers: record.capacity_providers.clone(),
+        critical: record.critical,
+        daemon_arn: record.daemon_arn.clone(),
+        providers: Vec::new(),
+        deployment: None,
+        drift: None,
+        pending_rollout: record.pending_rollout.clone(),
+    };
+    if let Some(arn) = &record.daemon_arn {
+        match engine.ecs().describe_daemon(arn).await {
+            Ok(state) => {
+                view.providers = provider_counts(&state);
+                if let Some(deployment_arn) = &state.deployment_arn {
+                    view.deployment = engine
+                        .ecs()
+                        .describe_daemon_deployments(std::slice::from_ref(deployment_arn))
+                        .await?
+                        .into_iter()
+                        .next();
+                }
+                view.drift = drift(engine, record, view.deployment.as_ref()).await?;
+            }
+            Err(error) if error.kind == EcsErrorKind::NotFound => {
+                view.drift = Some(format!(
+                    "ECS has no daemon {arn}: it was deleted outside ecs-daemons; deploy again to create it"
+                ));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let mut rollouts = engine.rollouts(&record.cluster, &record.daemon).await?;
+    rollouts.retain(|r| r.record.managed_instances);
+    rollouts.reverse();
+    let history = rollouts
+        .into_iter()
+        .map(|r| {
+            let mut rollout = r.record;
+            let live = view
+                .deployment
+                .as_ref()
+                .filter(|d| rollout.deployment_arn.as_deref() == Some(d.deployment_arn.as_str()));
+            if let Some(deployment) = live.filter(|_| rollout.state == RolloutState::InProgress) {
+                rollout.state = rules::rollout_state(&deployment.status);
+                rollout.reason = deployment.status_reason.clone();
+                rollout.finished_at = deployment.finished_at;
+            }
+            super::RolloutView::of(rollout, None)
+        })
+        .collect();
+    Ok((view, history))
+}
+
+fn provider_counts(state: &crate::ecs::DaemonState) -> Vec<ManagedProviderCount> {
+    let mut counts: Vec<ManagedProviderCount> = Vec::new();
+    for counted in state.current_revisions.iter().flat_map(|r| &r.providers) {
+        let name = counted
+            .capacity_provider_arn
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        match counts.iter_mut().find(|c| c.capacity_provider == name) {
+            Some(found) => {
+                found.running += counted.running;
+                found.without_daemon += counted.without_daemon;
+            }
+            None => counts.push(ManagedProviderCount {
+                capacity_provider: name,
+                running: counted.running,
+                without_daemon: counted.without_daemon,
+            }),
+        }
+    }
+    counts
+}
+
+/// A latest deployment that rolls out another revision than the recorded one, and that no
+/// rollback of ECS's own explains: someone updated the daemon outside ecs-daemons.
+async fn drift<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    record: &ManagedDaemon,
+    deployment: Option<&crate::ecs::DaemonDeployment>,
+) -> Result<Option<String>, DeployError> {
+    let Some(target) = deployment.and_then(|d| d.target_revision_arn.clone()) else {
+        return Ok(None);
+    };
+    if record.pending_rollout.is_some() {
+        return Ok(None);
+    }
+    let revisions = engine.ecs().describe_daemon_revisions(&[target]).await?;
+    let Some(definition) = revisions
+        .first()
+        .map(|r| r.daemon_task_definition_arn.clone())
+    else {
+        return Ok(None);
+    };
+    let pinned = definition.rsplit('/').next().unwrap_or_default();
+    Ok((pinned != record.daemon_task_definition).then(|| {
+        format!(
+            "ECS's latest deployment rolls out {pinned}, but ecs-daemons declared {}: the daemon was updated outside ecs-daemons; \
+             deploy {} to set it back, or deploy {pinned} to adopt the change",
+            record.daemon_task_definition, record.daemon_task_definition
+        )
+    }))
+}
