@@ -586,3 +586,61 @@ async fn the_dry_run_shows_the_request_and_ecs_steps_and_changes_nothing() {
         "25 % of 8 at a time"
     );
 }
+
+/// A deploy killed between any two of its calls is finished by the next deploy: one daemon,
+/// never two, and the update that follows lands.
+#[tokio::test]
+async fn a_deploy_killed_at_any_call_is_finished_by_the_next() {
+    for crash_after in 0..20 {
+        let mut harness = harness_with_managed_instances(2);
+        let first = harness
+            .model
+            .register_daemon_task_definition(DaemonDefinitionModel::new("agent-daemon", 256, 256));
+        harness.budget.crash_after(crash_after);
+        let crashes_before = harness.crashes;
+        let crashed = harness.deploy(managed_deploy(&first)).await;
+        let reached = harness.crashes > crashes_before;
+        let retried = harness.deploy(managed_deploy(&first)).await;
+        let retried = retried.unwrap_or_else(|e| panic!("crash point {crash_after}: {e}"));
+        let arn = retried.managed.unwrap().daemon_arn.unwrap();
+        if let Ok(first_answer) = crashed {
+            assert_eq!(first_answer.managed.unwrap().daemon_arn.unwrap(), arn);
+        }
+        harness.model.advance(Duration::minutes(10));
+        assert_eq!(
+            harness
+                .model
+                .managed_daemon_copies(CLUSTER)
+                .get("cloudwatch-agent"),
+            Some(&2),
+            "crash point {crash_after}"
+        );
+        // And an update killed at the same point.
+        let second = harness
+            .model
+            .register_daemon_task_definition(DaemonDefinitionModel::new("agent-daemon", 256, 256));
+        harness.budget.crash_after(crash_after);
+        let _ = harness.deploy(managed_deploy(&second)).await;
+        harness
+            .deploy(managed_deploy(&second))
+            .await
+            .unwrap_or_else(|e| panic!("update, crash point {crash_after}: {e}"));
+        harness.model.advance(Duration::minutes(10));
+        let state = harness.model.describe_daemon(&arn).await.unwrap();
+        let revision = state.current_revisions[0].revision_arn.clone();
+        let revisions = harness
+            .model
+            .describe_daemon_revisions(&[revision])
+            .await
+            .unwrap();
+        assert!(
+            revisions[0].daemon_task_definition_arn.ends_with(&second),
+            "crash point {crash_after}: {revisions:?}"
+        );
+        if !reached {
+            eprintln!("the deploy ran to its end within {crash_after} calls");
+            return;
+        }
+    }
+    panic!("the deploy never ran to its end within 20 calls");
+}
