@@ -644,3 +644,156 @@ async fn a_deploy_killed_at_any_call_is_finished_by_the_next() {
     }
     panic!("the deploy never ran to its end within 20 calls");
 }
+
+/// The coverage check follows ECS's deployments: a successful one makes its revision the
+/// good one; ECS's own rollback fails the rollout, says why, and the declaration follows ECS.
+#[tokio::test]
+async fn the_coverage_check_records_how_ecs_deployments_end() {
+    use ecs_daemons::rollout::RolloutState;
+    let mut harness = harness_with_managed_instances(4);
+    let good = harness
+        .model
+        .register_daemon_task_definition(DaemonDefinitionModel::new(
+            "cloudwatch-agent-daemon",
+            1024,
+            512,
+        ));
+    harness.deploy(managed_deploy(&good)).await.unwrap();
+    harness.model.advance(Duration::minutes(1));
+    let check = harness.coverage_check().await;
+    let outcome = check.result.unwrap();
+    assert!(
+        outcome.rollouts.contains_key("cloudwatch-agent"),
+        "in flight: {outcome:?}"
+    );
+    harness.model.advance(Duration::minutes(20));
+    let outcome = harness.coverage_check().await.result.unwrap();
+    assert_eq!(outcome.rollouts_ended.len(), 1, "{outcome:?}");
+    assert_eq!(outcome.rollouts_ended[0].state, RolloutState::Succeeded);
+    let coverage = &outcome.coverage["cloudwatch-agent"];
+    assert_eq!(
+        (coverage.targeted, coverage.covered, coverage.missing),
+        (4, 4, 0)
+    );
+
+    let bad = harness
+        .model
+        .register_daemon_task_definition(DaemonDefinitionModel {
+            fails_to_start: true,
+            ..DaemonDefinitionModel::new("cloudwatch-agent-daemon", 1024, 512)
+        });
+    harness.deploy(managed_deploy(&bad)).await.unwrap();
+    harness.model.advance(Duration::minutes(60));
+    let outcome = harness.coverage_check().await.result.unwrap();
+    assert_eq!(outcome.rollouts_ended.len(), 1, "{outcome:?}");
+    assert_eq!(outcome.rollouts_ended[0].state, RolloutState::Failed);
+    let reason = outcome.rollouts_ended[0].reason.clone().unwrap();
+    assert!(
+        reason.contains("ROLLBACK_SUCCESSFUL") && reason.contains(&good),
+        "{reason}"
+    );
+    let status = harness
+        .status(ecs_daemons::deploy::StatusRequest {
+            cluster: CLUSTER.into(),
+            daemon: None,
+        })
+        .await
+        .unwrap();
+    let managed = status.daemons[0].managed.clone().unwrap();
+    assert_eq!(
+        managed.daemon_task_definition, good,
+        "the declaration follows ECS's rollback"
+    );
+    assert!(managed.drift.is_none(), "{:?}", managed.drift);
+    // Deploying the bad revision again is a new rollout, not "unchanged".
+    let again = harness.deploy(managed_deploy(&bad)).await.unwrap();
+    assert_eq!(again.managed.unwrap().recorded, "rollout");
+}
+
+/// Rollback by one invoke, the same payload as on EC2: UpdateDaemon back to the last good
+/// revision (ECS has no rollback call), recorded as a rollback rollout; its dry run first.
+#[tokio::test]
+async fn one_invoke_rolls_a_managed_daemon_back_to_its_last_good_revision() {
+    use ecs_daemons::deploy::RollbackRequest;
+    use ecs_daemons::rollout::{RolloutKind, RolloutState};
+    let mut harness = harness_with_managed_instances(4);
+    let register = |harness: &ecs_daemons_sim::simulation::Harness| {
+        harness
+            .model
+            .register_daemon_task_definition(DaemonDefinitionModel::new(
+                "cloudwatch-agent-daemon",
+                1024,
+                512,
+            ))
+    };
+    let first = register(&harness);
+    let second = register(&harness);
+    let rollback = |dry_run| RollbackRequest {
+        cluster: CLUSTER.into(),
+        daemon: "cloudwatch-agent".into(),
+        to_revision: None,
+        dry_run,
+    };
+    harness.deploy(managed_deploy(&first)).await.unwrap();
+    harness.model.advance(Duration::minutes(20));
+    harness.coverage_check().await;
+    let refused = harness
+        .rollback(rollback(false))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("nothing to roll back to"), "{refused}");
+
+    harness.deploy(managed_deploy(&second)).await.unwrap();
+    harness.model.advance(Duration::minutes(20));
+    let ended = harness
+        .coverage_check()
+        .await
+        .result
+        .unwrap()
+        .rollouts_ended;
+    assert_eq!(ended[0].state, RolloutState::Succeeded);
+
+    let dry = harness.rollback_dry_run(rollback(true)).await.unwrap();
+    let preview = dry.managed.unwrap();
+    assert_eq!(
+        (preview.call, preview.would_record),
+        (Some("UpdateDaemon"), "rollback")
+    );
+    assert!(preview.request.daemon_task_definition_arn.ends_with(&first));
+
+    let answer = harness.rollback(rollback(false)).await.unwrap();
+    assert!(
+        answer.reconcile.is_none() && answer.rollout.is_none(),
+        "no EC2 part"
+    );
+    let managed = answer.managed.unwrap();
+    let rollout = managed.rollout.unwrap();
+    assert_eq!(rollout.kind, RolloutKind::Rollback);
+    assert_eq!(
+        (
+            rollout.from_task_definition.as_deref(),
+            rollout.to_task_definition.as_str()
+        ),
+        (Some(second.as_str()), first.as_str())
+    );
+    harness.model.advance(Duration::minutes(20));
+    let ended = harness
+        .coverage_check()
+        .await
+        .result
+        .unwrap()
+        .rollouts_ended;
+    assert_eq!(ended[0].state, RolloutState::Succeeded);
+    let state = harness
+        .model
+        .describe_daemon(&managed.daemon_arn.unwrap())
+        .await
+        .unwrap();
+    let revisions = harness
+        .model
+        .describe_daemon_revisions(&[state.current_revisions[0].revision_arn.clone()])
+        .await
+        .unwrap();
+    assert!(revisions[0].daemon_task_definition_arn.ends_with(&first));
+}

@@ -845,6 +845,16 @@ async fn every_call_a_function_makes_is_allowed_by_its_policies() {
             .await
             .unwrap();
     }
+    harness.run_scheduled(Duration::seconds(60), 60).await;
+    harness
+        .rollback(RollbackRequest {
+            cluster: cluster.into(),
+            daemon: "native-agent".into(),
+            to_revision: None,
+            dry_run: false,
+        })
+        .await
+        .unwrap();
     harness
         .status(StatusRequest {
             cluster: cluster.into(),

@@ -618,18 +618,22 @@ async fn on_the_model() {
         Ok(answer) => {
             demo.note(&format!(
                 "rollback {AGENT}: {} → {} (rollout {})",
-                answer.from_task_definition, answer.task_definition, answer.rollout.id
+                answer.from_task_definition.unwrap_or_default(),
+                answer.task_definition.unwrap_or_default(),
+                answer.rollout.map(|r| r.id).unwrap_or_default()
             ));
-            let at = demo.harness.model.now();
-            demo.show(&[Invocation {
-                function: "rollback",
-                at,
-                events: Vec::new(),
-                result: Ok(answer.reconcile),
-                ecs_calls: 0,
-                store_calls: 0,
-                crashed: false,
-            }]);
+            if let Some(reconcile) = answer.reconcile {
+                let at = demo.harness.model.now();
+                demo.show(&[Invocation {
+                    function: "rollback",
+                    at,
+                    events: Vec::new(),
+                    result: Ok(reconcile),
+                    ecs_calls: 0,
+                    store_calls: 0,
+                    crashed: false,
+                }]);
+            }
         }
         Err(error) => demo.note(&format!("rollback refused: {error}")),
     }

@@ -31,8 +31,8 @@ pub struct ManagedDaemon {
     #[serde(default)]
     pub daemon_arn: Option<String>,
     /// The rollout whose CreateDaemon or UpdateDaemon was decided but not yet confirmed by
-    /// ECS: a retried deploy (or the coverage check) sends it again with the same client
-    /// token, so ECS never creates two.
+    /// ECS: the next deploy sends it again with the same client token, so ECS never creates
+    /// two (status shows it meanwhile).
     #[serde(default)]
     pub pending_rollout: Option<String>,
     /// ECS's deployment of the last confirmed change.
@@ -135,6 +135,65 @@ pub fn rollout_state(status: &DaemonDeploymentStatus) -> RolloutState {
     }
 }
 
+/// What ECS's deployment says of a rollout in flight: the rollout and the declaration as they
+/// should be recorded now, or `None` when nothing changed. `rolled_back_to` is the revision
+/// (`family:revision`) ECS's own rollback returned to, when it ran one; `instances` is how
+/// many instances the daemon's providers hold.
+pub fn follow_deployment(
+    record: &ManagedDaemon,
+    rollout: &crate::rollout::Rollout,
+    deployment: &crate::ecs::DaemonDeployment,
+    rolled_back_to: Option<&str>,
+    instances: u32,
+    now: DateTime<Utc>,
+) -> Option<(ManagedDaemon, crate::rollout::Rollout)> {
+    let mut next_rollout = rollout.clone();
+    let breaker = deployment.circuit_breaker.clone().unwrap_or_default();
+    next_rollout.counts.total = instances;
+    next_rollout.counts.done = deployment.target_running.max(0) as u32;
+    next_rollout.counts.settling = deployment.target_draining.max(0) as u32;
+    next_rollout.counts.failures = breaker.failure_count.max(0) as u32;
+    next_rollout.counts.threshold = breaker.threshold.max(0) as u32;
+    let state = rollout_state(&deployment.status);
+    let mut next_record = record.clone();
+    if state != RolloutState::InProgress {
+        next_rollout.state = state;
+        next_rollout.finished_at = Some(deployment.finished_at.unwrap_or(now));
+        next_record.active_rollout = None;
+        next_record.updated_at = now;
+        match state {
+            RolloutState::Succeeded => {
+                if record.last_good.as_deref() != Some(&record.daemon_task_definition) {
+                    next_record.previous_good = record.last_good.clone();
+                }
+                next_record.last_good = Some(record.daemon_task_definition.clone());
+                next_rollout.reason = None;
+            }
+            _ => {
+                let status = deployment.status.as_str();
+                let why = deployment
+                    .status_reason
+                    .as_deref()
+                    .unwrap_or("no reason given");
+                next_rollout.reason = Some(match rolled_back_to {
+                    Some(previous) => {
+                        // ECS runs the revision it returned to: the declaration follows it, so
+                        // deploying the failed revision again is a new rollout.
+                        next_record.daemon_task_definition = previous.to_string();
+                        format!("ECS's deployment ended {status} ({why}); ECS rolled back to {previous}")
+                    }
+                    None => format!("ECS's deployment ended {status} ({why})"),
+                });
+            }
+        }
+    }
+    if next_rollout == *rollout {
+        return None;
+    }
+    next_rollout.updated_at = now;
+    Some((next_record, next_rollout))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +249,137 @@ mod tests {
             rollout_state(&S::Other("NEW".into())),
             RolloutState::InProgress
         );
+    }
+
+    fn deployment(status: DaemonDeploymentStatus) -> crate::ecs::DaemonDeployment {
+        crate::ecs::DaemonDeployment {
+            deployment_arn: "dep-2".into(),
+            status,
+            status_reason: Some("Circuit breaker triggered.".into()),
+            target_revision_arn: Some("rev-2".into()),
+            target_running: 3,
+            target_without_daemon: 0,
+            target_draining: 1,
+            circuit_breaker: Some(crate::ecs::DaemonCircuitBreaker {
+                status: "MONITORING".into(),
+                failure_count: 0,
+                threshold: 3,
+            }),
+            rollback: None,
+            triggered_alarm_names: Vec::new(),
+            created_at: None,
+            finished_at: None,
+        }
+    }
+
+    fn records() -> (ManagedDaemon, crate::rollout::Rollout) {
+        let now = DateTime::<Utc>::UNIX_EPOCH;
+        let record = ManagedDaemon {
+            cluster: "prod".into(),
+            daemon: "agent".into(),
+            daemon_task_definition: "agent-daemon:2".into(),
+            capacity_providers: vec!["mi".into()],
+            critical: true,
+            rollout: RolloutConfig::default(),
+            daemon_arn: Some("daemon".into()),
+            pending_rollout: None,
+            deployment_arn: Some("dep-2".into()),
+            last_good: Some("agent-daemon:1".into()),
+            previous_good: None,
+            active_rollout: Some("r2".into()),
+            updated_at: now,
+        };
+        let rollout = crate::rollout::Rollout {
+            cluster: "prod".into(),
+            daemon: "agent".into(),
+            id: "r2".into(),
+            kind: crate::rollout::RolloutKind::Update,
+            from_task_definition: Some("agent-daemon:1".into()),
+            to_task_definition: "agent-daemon:2".into(),
+            config: RolloutConfig::default(),
+            state: RolloutState::InProgress,
+            counts: Default::default(),
+            failures: Vec::new(),
+            reason: None,
+            started_at: now,
+            updated_at: now,
+            finished_at: None,
+            managed_instances: true,
+            deployment_arn: Some("dep-2".into()),
+        };
+        (record, rollout)
+    }
+
+    #[test]
+    fn a_deployment_in_progress_updates_the_counts_only() {
+        let (record, rollout) = records();
+        let now = DateTime::<Utc>::UNIX_EPOCH;
+        let (next_record, next_rollout) = follow_deployment(
+            &record,
+            &rollout,
+            &deployment(DaemonDeploymentStatus::InProgress),
+            None,
+            8,
+            now,
+        )
+        .unwrap();
+        assert_eq!(next_record, record);
+        assert_eq!(
+            (next_rollout.counts.total, next_rollout.counts.done),
+            (8, 3)
+        );
+        assert_eq!(next_rollout.state, RolloutState::InProgress);
+        let unchanged = follow_deployment(
+            &record,
+            &next_rollout,
+            &deployment(DaemonDeploymentStatus::InProgress),
+            None,
+            8,
+            now,
+        );
+        assert!(unchanged.is_none(), "nothing new, nothing written");
+    }
+
+    #[test]
+    fn a_successful_deployment_makes_its_revision_the_good_one() {
+        let (record, rollout) = records();
+        let now = DateTime::<Utc>::UNIX_EPOCH;
+        let (next_record, next_rollout) = follow_deployment(
+            &record,
+            &rollout,
+            &deployment(DaemonDeploymentStatus::Successful),
+            None,
+            4,
+            now,
+        )
+        .unwrap();
+        assert_eq!(next_rollout.state, RolloutState::Succeeded);
+        assert_eq!(next_record.last_good.as_deref(), Some("agent-daemon:2"));
+        assert_eq!(next_record.previous_good.as_deref(), Some("agent-daemon:1"));
+        assert_eq!(next_record.active_rollout, None);
+    }
+
+    #[test]
+    fn ecs_rolling_back_fails_the_rollout_and_the_declaration_follows_ecs() {
+        let (record, rollout) = records();
+        let now = DateTime::<Utc>::UNIX_EPOCH;
+        let (next_record, next_rollout) = follow_deployment(
+            &record,
+            &rollout,
+            &deployment(DaemonDeploymentStatus::RollbackSuccessful),
+            Some("agent-daemon:1"),
+            4,
+            now,
+        )
+        .unwrap();
+        assert_eq!(next_rollout.state, RolloutState::Failed);
+        let reason = next_rollout.reason.unwrap();
+        assert!(
+            reason.contains("ROLLBACK_SUCCESSFUL") && reason.contains("agent-daemon:1"),
+            "{reason}"
+        );
+        assert_eq!(next_record.daemon_task_definition, "agent-daemon:1");
+        assert_eq!(next_record.last_good.as_deref(), Some("agent-daemon:1"));
     }
 
     #[test]

@@ -914,7 +914,7 @@ impl Harness {
         let store_before = self.budget.store_calls();
         let result = self
             .check_engine
-            .reconcile_cluster(&self.cluster.clone(), now, &id)
+            .coverage_check_cluster(&self.cluster.clone(), now, &id)
             .await;
         let crashed = self.finish();
         Invocation {

@@ -219,14 +219,16 @@ pub(super) async fn preview<E: Ecs, S: Store>(
 
 /// The dry run's answer for a daemon on Managed Instances providers only.
 pub(super) fn dry_run_answer(
-    request: &DeployRequest,
+    cluster: &str,
+    daemon: &str,
+    daemon_task_definition: &str,
     preview: crate::dry_run::ManagedPreview,
 ) -> crate::dry_run::DryRunAnswer {
     crate::dry_run::DryRunAnswer {
         dry_run: true,
-        cluster: request.cluster.clone(),
-        daemon: request.daemon.clone(),
-        task_definition: request.daemon_task_definition.clone().unwrap_or_default(),
+        cluster: cluster.to_string(),
+        daemon: daemon.to_string(),
+        task_definition: daemon_task_definition.to_string(),
         from_task_definition: None,
         would_record: preview.would_record,
         warnings: Vec::new(),
@@ -377,11 +379,13 @@ fn what_changes(existing: Option<&ManagedDaemon>, record: &ManagedDaemon) -> &'s
 }
 
 /// Records and declares the Managed Instances part.
+/// `kind` names a rollback; a deploy's rollout is an initial one or an update.
 pub(super) async fn declare<E: Ecs, S: Store>(
     engine: &Engine<E, S>,
     prepared: PreparedManaged,
     now: DateTime<Utc>,
     invocation: &str,
+    kind: Option<RolloutKind>,
 ) -> Result<ManagedAnswer, DeployError> {
     let PreparedManaged {
         mut record,
@@ -416,9 +420,10 @@ pub(super) async fn declare<E: Ecs, S: Store>(
     if recorded == "unchanged" {
         return Ok(answer(&record, None));
     }
-    let kind = match recorded {
-        "created" => RolloutKind::Initial,
-        _ => RolloutKind::Update,
+    let kind = match (kind, recorded) {
+        (Some(kind), _) => kind,
+        (None, "created") => RolloutKind::Initial,
+        (None, _) => RolloutKind::Update,
     };
     let mut rollout = Rollout {
         cluster: record.cluster.clone(),
@@ -486,6 +491,61 @@ pub(super) async fn declare<E: Ecs, S: Store>(
     }
     prune_history(engine, &record.cluster, &record.daemon).await?;
     Ok(answer(&record, Some(rollout)))
+}
+
+/// A rollback of the Managed Instances part, checked: to `family:to_revision` of the daemon
+/// task definition's family, else to the last good revision (the one before it once the
+/// current revision is itself the good one), as on EC2.
+pub(super) async fn prepare_rollback<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    current: Versioned<ManagedDaemon>,
+    to_revision: Option<u32>,
+    now: DateTime<Utc>,
+) -> Result<PreparedManaged, DeployError> {
+    let record = &current.record;
+    let family = record
+        .daemon_task_definition
+        .split(':')
+        .next()
+        .unwrap_or_default();
+    let target = match to_revision {
+        Some(revision) => format!("{family}:{revision}"),
+        None => {
+            let last_good = record.last_good.as_ref();
+            let target = if last_good == Some(&record.daemon_task_definition) {
+                record.previous_good.as_ref().or(last_good)
+            } else {
+                last_good
+            };
+            target.cloned().ok_or_else(|| DeployError::NoGoodRevision {
+                daemon: record.daemon.clone(),
+            })?
+        }
+    };
+    if target == record.daemon_task_definition {
+        return Err(DeployError::AlreadyOn {
+            daemon: record.daemon.clone(),
+            task_definition: target,
+        });
+    }
+    let described = engine
+        .ecs()
+        .describe_capacity_providers(&record.cluster, &record.capacity_providers)
+        .await?;
+    let request = DeployRequest {
+        cluster: record.cluster.clone(),
+        daemon: record.daemon.clone(),
+        task_definition: None,
+        daemon_task_definition: Some(target.clone()),
+        critical: Some(record.critical),
+        capacity_providers: record.capacity_providers.clone(),
+        start_order: 0,
+        restart: None,
+        warn_share: None,
+        rollout: Some(record.rollout.clone()),
+        dry_run: false,
+    };
+    prepare(engine, &request, &target, described, now).await
 }
 
 /// CreateDaemon (with the rollout's client token) when ECS has no daemon yet, else UpdateDaemon.
@@ -828,14 +888,28 @@ fn provider_counts(state: &crate::ecs::DaemonState) -> Vec<ManagedProviderCount>
     counts
 }
 
-/// A latest deployment that rolls out another revision than the recorded one, and that no
-/// rollback of ECS's own explains: someone updated the daemon outside ecs-daemons.
+/// A latest deployment whose revision in force is not the recorded one: someone updated the
+/// daemon outside ecs-daemons.
 async fn drift<E: Ecs, S: Store>(
     engine: &Engine<E, S>,
     record: &ManagedDaemon,
     deployment: Option<&crate::ecs::DaemonDeployment>,
 ) -> Result<Option<String>, DeployError> {
-    let Some(target) = deployment.and_then(|d| d.target_revision_arn.clone()) else {
+    // ECS's latest deployment is the one ecs-daemons started: whatever it rolls out (or back
+    // to) is the declared change, followed by the coverage check.
+    if deployment
+        .is_some_and(|d| record.deployment_arn.as_deref() == Some(d.deployment_arn.as_str()))
+    {
+        return Ok(None);
+    }
+    // After ECS's own rollback the revision in force is the one it returned to.
+    let in_force = deployment.and_then(|d| {
+        d.rollback
+            .as_ref()
+            .and_then(|r| r.target_revision_arn.clone())
+            .or_else(|| d.target_revision_arn.clone())
+    });
+    let Some(target) = in_force else {
         return Ok(None);
     };
     if record.pending_rollout.is_some() {

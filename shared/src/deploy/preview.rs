@@ -63,7 +63,13 @@ pub async fn deploy_dry_run<E: Ecs, S: Store>(
     };
     let Some(task_definition) = pins.task else {
         let managed = managed.ok_or_else(|| invalid("the deploy targets no capacity provider"))?;
-        return Ok(super::managed::dry_run_answer(&request, managed));
+        let task_definition = request.daemon_task_definition.clone().unwrap_or_default();
+        return Ok(super::managed::dry_run_answer(
+            &request.cluster,
+            &request.daemon,
+            &task_definition,
+            managed,
+        ));
     };
     let narrowed = request.for_providers(&targets.ec2);
     let PreparedDeploy {
@@ -105,6 +111,43 @@ pub async fn rollback_dry_run<E: Ecs, S: Store>(
     request: RollbackRequest,
     now: DateTime<Utc>,
 ) -> Result<DryRunAnswer, DeployError> {
+    check_name("cluster", &request.cluster, 255)?;
+    check_name("daemon", &request.daemon, 64)?;
+    engine.check_cluster(&request.cluster)?;
+    let managed = match engine
+        .managed_daemon(&request.cluster, &request.daemon)
+        .await?
+    {
+        Some(current) => {
+            let prepared =
+                super::managed::prepare_rollback(engine, current, request.to_revision, now).await?;
+            let mut preview = super::managed::preview(engine, prepared).await?;
+            preview.would_record = "rollback";
+            Some(preview)
+        }
+        None => None,
+    };
+    let has_tasks = engine
+        .declaration(&request.cluster, &request.daemon)
+        .await?
+        .is_some();
+    if let (false, Some(preview)) = (has_tasks, managed.clone()) {
+        let task_definition = preview
+            .request
+            .daemon_task_definition_arn
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let mut answer = super::managed::dry_run_answer(
+            &request.cluster,
+            &request.daemon,
+            &task_definition,
+            preview,
+        );
+        answer.would_record = "rollback";
+        return Ok(answer);
+    }
     let PreparedRollback { current, spec, .. } = prepare_rollback(engine, &request).await?;
     let rollout = new_rollout(
         &current.record,
@@ -113,7 +156,7 @@ pub async fn rollback_dry_run<E: Ecs, S: Store>(
         DRY_RUN_ID.into(),
         now,
     );
-    dry_run_of(
+    let mut answer = dry_run_of(
         engine,
         &request.cluster,
         spec,
@@ -122,5 +165,7 @@ pub async fn rollback_dry_run<E: Ecs, S: Store>(
         Vec::new(),
         now,
     )
-    .await
+    .await?;
+    answer.managed = managed;
+    Ok(answer)
 }

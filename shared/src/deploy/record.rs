@@ -39,7 +39,7 @@ pub async fn deploy<E: Ecs, S: Store>(
         },
     };
     if let Some(prepared) = managed {
-        let declared = super::managed::declare(engine, prepared, now, invocation).await?;
+        let declared = super::managed::declare(engine, prepared, now, invocation, None).await?;
         if answer.task_definition.is_none() {
             answer.recorded = declared.recorded;
         }

@@ -19,10 +19,14 @@ pub struct RollbackRequest {
 #[serde(rename_all = "camelCase")]
 pub struct RollbackAnswer {
     pub daemon: String,
-    pub from_task_definition: String,
-    pub task_definition: String,
-    pub rollout: Rollout,
-    pub reconcile: Outcome,
+    /// The EC2 part (none: the daemon runs on Managed Instances only).
+    pub from_task_definition: Option<String>,
+    pub task_definition: Option<String>,
+    pub rollout: Option<Rollout>,
+    pub reconcile: Option<Outcome>,
+    /// The Managed Instances part: UpdateDaemon back to its good revision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed: Option<super::managed::ManagedAnswer>,
 }
 
 /// What a rollback decided before recording anything.
@@ -96,35 +100,85 @@ pub(super) async fn prepare_rollback<E: Ecs, S: Store>(
     })
 }
 
-/// Rolls a daemon back to its last good revision (or a named one), as a rollout like any other.
+/// Rolls a daemon back to its last good revision (or a named one), as a rollout like any
+/// other: its EC2 part by a rollout of its copies, its Managed Instances part by UpdateDaemon
+/// (ECS has no rollback call). Both parts are checked before either changes; `toRevision`
+/// names a revision of each part's own family.
 pub async fn rollback<E: Ecs, S: Store>(
     engine: &Engine<E, S>,
     request: RollbackRequest,
     now: DateTime<Utc>,
     invocation: &str,
 ) -> Result<RollbackAnswer, DeployError> {
-    let PreparedRollback {
+    check_name("cluster", &request.cluster, 255)?;
+    check_name("daemon", &request.daemon, 64)?;
+    engine.check_cluster(&request.cluster)?;
+    let has_tasks = engine
+        .declaration(&request.cluster, &request.daemon)
+        .await?
+        .is_some();
+    let managed = match engine
+        .managed_daemon(&request.cluster, &request.daemon)
+        .await?
+    {
+        Some(current) => {
+            Some(super::managed::prepare_rollback(engine, current, request.to_revision, now).await?)
+        }
+        None if has_tasks => None,
+        None => {
+            return Err(DeployError::UnknownDaemon {
+                cluster: request.cluster.clone(),
+                daemon: request.daemon.clone(),
+            })
+        }
+    };
+    let tasks = match has_tasks {
+        true => Some(prepare_rollback(engine, &request).await?),
+        false => None,
+    };
+    let mut answer = RollbackAnswer {
+        daemon: request.daemon.clone(),
+        from_task_definition: None,
+        task_definition: None,
+        rollout: None,
+        reconcile: None,
+        managed: None,
+    };
+    if let Some(PreparedRollback {
         current,
         target,
         spec,
-    } = prepare_rollback(engine, &request).await?;
-    let rollout = start_rollout(
-        engine,
-        &current,
-        spec,
-        RolloutKind::Rollback,
-        now,
-        invocation,
-    )
-    .await?;
-    let reconcile = engine
-        .reconcile_cluster(&request.cluster, now, invocation)
+    }) = tasks
+    {
+        let rollout = start_rollout(
+            engine,
+            &current,
+            spec,
+            RolloutKind::Rollback,
+            now,
+            invocation,
+        )
         .await?;
-    Ok(RollbackAnswer {
-        daemon: request.daemon,
-        from_task_definition: current.record.task_definition,
-        task_definition: target,
-        rollout,
-        reconcile,
-    })
+        answer.reconcile = Some(
+            engine
+                .reconcile_cluster(&request.cluster, now, invocation)
+                .await?,
+        );
+        answer.from_task_definition = Some(current.record.task_definition);
+        answer.task_definition = Some(target);
+        answer.rollout = Some(rollout);
+    }
+    if let Some(prepared) = managed {
+        answer.managed = Some(
+            super::managed::declare(
+                engine,
+                prepared,
+                now,
+                invocation,
+                Some(RolloutKind::Rollback),
+            )
+            .await?,
+        );
+    }
+    Ok(answer)
 }

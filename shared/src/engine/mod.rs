@@ -30,6 +30,7 @@ mod act;
 mod batches;
 mod holds;
 mod instances;
+mod managed;
 mod observe;
 mod records;
 mod rollouts;

@@ -38,7 +38,7 @@ pub async fn coverage_check<E: crate::ecs::Ecs, S: crate::store::Store>(
         let mut outcomes = Vec::new();
         for cluster in &clusters {
             let outcome = engine
-                .reconcile_cluster(cluster, Utc::now(), &request_id)
+                .coverage_check_cluster(cluster, Utc::now(), &request_id)
                 .await?;
             log_outcome("coverage-check", &outcome);
             outcomes.push(outcome);

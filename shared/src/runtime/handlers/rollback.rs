@@ -20,6 +20,8 @@ pub async fn rollback<E: crate::ecs::Ecs, S: crate::store::Store>(
         return Ok(serde_json::to_value(answer)?);
     }
     let answer = crate::deploy::rollback(engine, request, Utc::now(), &request_id).await?;
-    log_outcome("rollback", &answer.reconcile);
+    if let Some(outcome) = &answer.reconcile {
+        log_outcome("rollback", outcome);
+    }
     Ok(serde_json::to_value(answer)?)
 }

@@ -1,0 +1,186 @@
+//! Watching ECS's managed daemons (Managed Instances): ECS places and rolls out every copy;
+//! the coverage check reads each daemon's counts and its deployment in flight, and the
+//! rollout record follows the deployment (`crate::managed::follow_deployment`): progress,
+//! success (the revision becomes the good one), or ECS's own rollback.
+
+use super::*;
+use crate::ecs::{DaemonDeployment, DaemonState};
+use crate::managed::{follow_deployment, ManagedDaemon};
+use crate::plan::Trouble;
+
+impl<E: Ecs, S: Store> Engine<E, S> {
+    /// The coverage check of one cluster: the full reconcile of its EC2 copies, then its
+    /// Managed Instances daemons followed; one outcome for both.
+    pub async fn coverage_check_cluster(
+        &self,
+        cluster: &str,
+        now: DateTime<Utc>,
+        invocation: &str,
+    ) -> Result<Outcome, EngineError> {
+        let mut outcome = self.reconcile_cluster(cluster, now, invocation).await?;
+        let managed = match self.store.list_in_cluster::<ManagedDaemon>(cluster).await {
+            Ok(managed) => managed,
+            Err(error) => {
+                outcome.errors.push(error.to_string());
+                return Ok(outcome);
+            }
+        };
+        if !managed.is_empty() && outcome.skipped.is_some() {
+            // The EC2 side had nothing to do; the cluster still has daemons.
+            outcome.skipped = None;
+        }
+        for part in managed {
+            if let Err(error) = self.follow_managed(&part, now, &mut outcome).await {
+                outcome
+                    .errors
+                    .push(format!("daemon {}: {error}", part.record.daemon));
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// One Managed Instances daemon: its coverage from ECS's counts, and its rollout in
+    /// flight moved on with ECS's deployment.
+    async fn follow_managed(
+        &self,
+        part: &Versioned<ManagedDaemon>,
+        now: DateTime<Utc>,
+        outcome: &mut Outcome,
+    ) -> Result<(), EngineError> {
+        let record = &part.record;
+        let Some(daemon_arn) = &record.daemon_arn else {
+            return Ok(());
+        };
+        let state = match self.ecs.describe_daemon(daemon_arn).await {
+            Ok(state) => state,
+            Err(error) if error.kind == crate::ecs::EcsErrorKind::NotFound => {
+                // Deleted outside ecs-daemons: every targeted instance is without it.
+                let coverage = outcome.coverage.entry(record.daemon.clone()).or_default();
+                coverage.trouble.push(Trouble {
+                    instance_id: String::new(),
+                    state: "DELETED".into(),
+                    reason: format!(
+                        "ECS has no daemon {daemon_arn}: it was deleted outside ecs-daemons"
+                    ),
+                });
+                return Ok(());
+            }
+            Err(error) => return Err(error.into()),
+        };
+        add_coverage(outcome, &record.daemon, record.critical, &state);
+        let Some(active) = &record.active_rollout else {
+            return Ok(());
+        };
+        let Some(rollout) = self
+            .store
+            .get::<Rollout>(&ItemKey::rollout(&record.cluster, &record.daemon, active))
+            .await?
+        else {
+            return Ok(());
+        };
+        let Some(deployment_arn) = rollout.record.deployment_arn.clone() else {
+            return Ok(());
+        };
+        let Some(deployment) = self
+            .ecs
+            .describe_daemon_deployments(std::slice::from_ref(&deployment_arn))
+            .await?
+            .into_iter()
+            .next()
+        else {
+            return Ok(());
+        };
+        let rolled_back_to = self.rollback_target(&deployment).await?;
+        let instances = instances_of(&state);
+        let Some((next_record, next_rollout)) = follow_deployment(
+            record,
+            &rollout.record,
+            &deployment,
+            rolled_back_to.as_deref(),
+            instances,
+            now,
+        ) else {
+            return Ok(());
+        };
+        if next_rollout.state == RolloutState::InProgress {
+            outcome
+                .rollouts
+                .insert(record.daemon.clone(), next_rollout.counts.clone());
+        }
+        let mut puts = vec![PreparedPut::of(&next_rollout, rollout.expected())?];
+        if next_record != *record {
+            puts.push(PreparedPut::of(&next_record, part.expected())?);
+        }
+        match self.store.put_all(&puts).await {
+            Ok(_) => {
+                if next_rollout.state != RolloutState::InProgress {
+                    outcome.rollouts_ended.push(EndedRollout::of(&next_rollout));
+                }
+                Ok(())
+            }
+            // A deploy or another check got there first: the next check reads again.
+            Err(StoreError::Conflict { .. }) => {
+                outcome.conflicts += 1;
+                Ok(())
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The `family:revision` ECS's rollback of `deployment` returned to, if it ran one.
+    async fn rollback_target(
+        &self,
+        deployment: &DaemonDeployment,
+    ) -> Result<Option<String>, EngineError> {
+        let Some(revision) = deployment
+            .rollback
+            .as_ref()
+            .and_then(|r| r.target_revision_arn.clone())
+        else {
+            return Ok(None);
+        };
+        let revisions = self.ecs.describe_daemon_revisions(&[revision]).await?;
+        Ok(revisions.first().map(|r| {
+            r.daemon_task_definition_arn
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        }))
+    }
+}
+
+/// Every instance ECS counts for the daemon (running it, or without it).
+fn instances_of(state: &DaemonState) -> u32 {
+    state
+        .current_revisions
+        .iter()
+        .flat_map(|r| &r.providers)
+        .map(|p| (p.running + p.without_daemon).max(0) as u32)
+        .sum()
+}
+
+/// ECS's counts as coverage: a running copy covers its instance; an instance without the
+/// daemon (non-critical daemons only: a critical one's instance is drained and replaced) is
+/// missing. Added to the EC2 part's coverage of the same daemon.
+fn add_coverage(outcome: &mut Outcome, daemon: &str, critical: bool, state: &DaemonState) {
+    let coverage = outcome.coverage.entry(daemon.to_string()).or_default();
+    for counts in state.current_revisions.iter().flat_map(|r| &r.providers) {
+        let running = counts.running.max(0) as usize;
+        let without = counts.without_daemon.max(0) as usize;
+        coverage.targeted += running + without;
+        coverage.covered += running;
+        coverage.missing += without;
+        if without > 0 {
+            coverage.trouble.push(Trouble {
+                instance_id: String::new(),
+                state: "WITHOUT_DAEMON".into(),
+                reason: format!(
+                    "{without} instance(s) of {} run without the daemon (ECS: withoutDaemonCount{})",
+                    counts.capacity_provider_arn.rsplit('/').next().unwrap_or_default(),
+                    if critical { "" } else { "; the daemon is not critical" }
+                ),
+            });
+        }
+    }
+}
