@@ -257,6 +257,38 @@ impl Rollout {
     /// Rollout records kept per daemon.
     pub const HISTORY_KEPT: usize = 20;
 
+    /// A rollout that starts now, from `from` (none: the first deploy) to `to`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn started(
+        cluster: &str,
+        daemon: &str,
+        id: String,
+        kind: RolloutKind,
+        from: Option<String>,
+        to: String,
+        config: RolloutConfig,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            cluster: cluster.into(),
+            daemon: daemon.into(),
+            id,
+            kind,
+            from_task_definition: from,
+            to_task_definition: to,
+            config,
+            state: RolloutState::InProgress,
+            counts: RolloutCounts::default(),
+            failures: Vec::new(),
+            reason: None,
+            started_at: now,
+            updated_at: now,
+            finished_at: None,
+            managed_instances: false,
+            deployment_arn: None,
+        }
+    }
+
     /// A sortable id: start time, then a suffix that tells two starts of one millisecond apart.
     pub fn new_id(now: DateTime<Utc>, suffix: &str) -> String {
         let tail: String = suffix

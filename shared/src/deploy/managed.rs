@@ -425,27 +425,20 @@ pub(super) async fn declare<E: Ecs, S: Store>(
         (None, "created") => RolloutKind::Initial,
         (None, _) => RolloutKind::Update,
     };
-    let mut rollout = Rollout {
-        cluster: record.cluster.clone(),
-        daemon: record.daemon.clone(),
-        id: Rollout::new_id(now, invocation),
+    let mut rollout = Rollout::started(
+        &record.cluster,
+        &record.daemon,
+        Rollout::new_id(now, invocation),
         kind,
-        from_task_definition: existing
+        existing
             .as_ref()
             .filter(|e| e.record.daemon_arn.is_some())
             .map(|e| e.record.daemon_task_definition.clone()),
-        to_task_definition: record.daemon_task_definition.clone(),
-        config: record.rollout.clone(),
-        state: RolloutState::InProgress,
-        counts: Default::default(),
-        failures: Vec::new(),
-        reason: None,
-        started_at: now,
-        updated_at: now,
-        finished_at: None,
-        managed_instances: true,
-        deployment_arn: None,
-    };
+        record.daemon_task_definition.clone(),
+        record.rollout.clone(),
+        now,
+    );
+    rollout.managed_instances = true;
     let superseded = record.active_rollout.clone();
     record.pending_rollout = Some(rollout.id.clone());
     record.active_rollout = Some(rollout.id.clone());

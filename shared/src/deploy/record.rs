@@ -127,24 +127,16 @@ pub(super) fn new_rollout(
     id: String,
     now: DateTime<Utc>,
 ) -> Rollout {
-    Rollout {
-        cluster: spec.cluster.clone(),
-        daemon: spec.daemon.clone(),
+    Rollout::started(
+        &spec.cluster,
+        &spec.daemon,
         id,
         kind,
-        from_task_definition: Some(current.task_definition.clone()),
-        to_task_definition: spec.task_definition.clone(),
-        config: spec.rollout.clone(),
-        state: RolloutState::InProgress,
-        counts: Default::default(),
-        failures: Vec::new(),
-        reason: None,
-        started_at: now,
-        updated_at: now,
-        finished_at: None,
-        managed_instances: false,
-        deployment_arn: None,
-    }
+        Some(current.task_definition.clone()),
+        spec.task_definition.clone(),
+        spec.rollout.clone(),
+        now,
+    )
 }
 
 /// Starts a rollout of `spec.task_definition`: the one in flight (if any) is superseded,
