@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::time::Instant;
 
-use local_stack::scenario::{self, CLUSTER, DAEMON};
+use local_stack::scenario::{self, CLUSTER, DAEMON, MANAGED_DAEMON};
 use local_stack::stack::{quick_model, LocalStack, StackConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -60,7 +60,7 @@ async fn deploy_scale_out_drain_rollout_and_rollback_through_the_real_functions(
     let status = &report.final_status;
     assert_eq!(status["cluster"], CLUSTER);
     let daemons = status["daemons"].as_array().expect("daemons");
-    assert_eq!(daemons.len(), 1, "{status}");
+    assert_eq!(daemons.len(), 2, "{status}");
     let daemon = &daemons[0];
     assert_eq!(daemon["daemon"], DAEMON);
     assert_eq!(
@@ -92,4 +92,39 @@ async fn deploy_scale_out_drain_rollout_and_rollback_through_the_real_functions(
     };
     assert!(succeeded("UPDATE", "cwagent:2"), "{history:?}");
     assert!(succeeded("ROLLBACK", "cwagent:1"), "{history:?}");
+
+    // The daemon on Managed Instances, through the same functions: ECS's managed daemon,
+    // created, updated and rolled back; its three rollouts in one history.
+    let managed = daemons
+        .iter()
+        .find(|d| d["daemon"] == MANAGED_DAEMON)
+        .expect("the Managed Instances daemon in status");
+    assert_eq!(
+        managed["taskDefinition"],
+        serde_json::Value::Null,
+        "no EC2 part"
+    );
+    assert_eq!(
+        managed["managed"]["daemonTaskDefinition"], "cwagent-managed:1",
+        "{managed}"
+    );
+    assert_eq!(
+        managed["managed"]["deployment"]["status"], "SUCCESSFUL",
+        "{managed}"
+    );
+    let kinds: Vec<(String, String)> = std::iter::once(&managed["rollout"])
+        .chain(managed["history"].as_array().expect("history"))
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap_or_default().to_string(),
+                r["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    for kind in ["INITIAL", "UPDATE", "ROLLBACK"] {
+        assert!(
+            kinds.iter().any(|(k, s)| k == kind && s == "SUCCEEDED"),
+            "{kind}: {kinds:?}"
+        );
+    }
 }

@@ -15,6 +15,9 @@ use crate::stack::{Delivery, LocalStack, StackError};
 pub const CLUSTER: &str = "prod";
 pub const PROVIDER: &str = "asg-general";
 pub const DAEMON: &str = "cwagent";
+/// The daemon on Managed Instances, and its provider.
+pub const MANAGED_DAEMON: &str = "cwagent-managed";
+pub const MANAGED_PROVIDER: &str = "mi-general";
 
 /// Each step's patience (the functions' first invocations start their processes).
 const STEP_TIMEOUT: Duration = Duration::from_secs(90);
@@ -62,7 +65,15 @@ impl Run<'_> {
     }
 
     /// Waits for `check` (over the daemon's status and the model), then records the step.
-    async fn step<F>(&mut self, what: &str, mut check: F) -> Result<(), StackError>
+    async fn step<F>(&mut self, what: &str, check: F) -> Result<(), StackError>
+    where
+        F: FnMut(&Value, &LocalStack) -> Result<bool, String>,
+    {
+        self.step_of(DAEMON, what, check).await
+    }
+
+    /// [`Run::step`] for any daemon.
+    async fn step_of<F>(&mut self, daemon: &str, what: &str, mut check: F) -> Result<(), StackError>
     where
         F: FnMut(&Value, &LocalStack) -> Result<bool, String>,
     {
@@ -75,7 +86,7 @@ impl Run<'_> {
                 SCHEDULE_EVERY,
                 || async {
                     stack
-                        .invoke("status", json!({"cluster": CLUSTER, "daemon": DAEMON}))
+                        .invoke("status", json!({"cluster": CLUSTER, "daemon": daemon}))
                         .await
                         .map_err(|e| format!("status failed: {e}"))
                 },
@@ -163,7 +174,12 @@ pub async fn run(stack: &LocalStack, say: &mut dyn FnMut(&str)) -> Result<Report
         started: Instant::now(),
     };
     let model = &stack.model;
-    model.create_cluster(CLUSTER, &[PROVIDER, "asg-batch"]);
+    model.create_cluster(CLUSTER, &[PROVIDER, "asg-batch", MANAGED_PROVIDER]);
+    model.set_capacity_provider_kind(
+        MANAGED_PROVIDER,
+        ecs_daemons::model::CapacityProviderKind::managed_instances(),
+    );
+    model.launch_managed_instances(CLUSTER, MANAGED_PROVIDER, 2);
     let v1 = model.register_task_definition(TaskDefinitionModel::new(DAEMON, 256, 256));
     let v2 = model.register_task_definition(TaskDefinitionModel::new(DAEMON, 256, 256));
     let web = model.register_task_definition(TaskDefinitionModel::new("web", 512, 512));
@@ -269,7 +285,81 @@ pub async fn run(stack: &LocalStack, say: &mut dyn FnMut(&str)) -> Result<Report
         )));
     }
 
+    managed_instances(&mut run).await?;
+
     let status = stack.invoke("status", json!({"cluster": CLUSTER})).await?;
     run.report.final_status = status;
     Ok(run.report)
+}
+
+/// The seed's scenario on Managed Instances: a daemon task definition deployed as ECS's
+/// managed daemon, updated by a new revision (ECS drains and replaces instances), rolled
+/// back with one invoke; each step followed by the coverage check and read through `status`.
+async fn managed_instances(run: &mut Run<'_>) -> Result<(), StackError> {
+    let model = &run.stack.model;
+    let daemon_definition =
+        || ecs_daemons_sim::cluster_model::DaemonDefinitionModel::new(MANAGED_DAEMON, 1024, 512);
+    let v1 = model.register_daemon_task_definition(daemon_definition());
+    let v2 = model.register_daemon_task_definition(daemon_definition());
+    run.say(format!(
+        "Managed Instances: 2 instances in {MANAGED_PROVIDER}; daemon task definitions {v1}, {v2}"
+    ));
+    let deploy = |revision: &str| {
+        json!({"cluster": CLUSTER, "daemon": MANAGED_DAEMON, "daemonTaskDefinition": revision,
+               "capacityProviders": [MANAGED_PROVIDER],
+               "rollout": {"maxParallel": "50%", "minHealthySeconds": 0}})
+    };
+    let answer = run.invoke("deploy", deploy(&v1)).await?;
+    run.say(format!(
+        "deploy answered: {} (daemon {})",
+        answer["managed"]["recorded"], answer["managed"]["daemonArn"]
+    ));
+    run.step_of(
+        MANAGED_DAEMON,
+        "ECS runs the daemon on every instance",
+        |daemon, _| managed_on(daemon, &v1, "INITIAL"),
+    )
+    .await?;
+    run.invoke("deploy", deploy(&v2)).await?;
+    run.step_of(
+        MANAGED_DAEMON,
+        "ECS rolled revision 2 out (drain and replace)",
+        |daemon, _| managed_on(daemon, &v2, "UPDATE"),
+    )
+    .await?;
+    run.invoke(
+        "rollback",
+        json!({"cluster": CLUSTER, "daemon": MANAGED_DAEMON}),
+    )
+    .await?;
+    run.step_of(
+        MANAGED_DAEMON,
+        "rolled back to revision 1 by UpdateDaemon",
+        |daemon, _| managed_on(daemon, &v1, "ROLLBACK"),
+    )
+    .await
+}
+
+/// The managed daemon runs `revision` on both instances, its latest rollout of `kind`
+/// succeeded, and nothing drifted.
+fn managed_on(daemon: &Value, revision: &str, kind: &str) -> Result<bool, String> {
+    let managed = &daemon["managed"];
+    let running: i64 = managed["providers"]
+        .as_array()
+        .map(|p| p.iter().filter_map(|c| c["running"].as_i64()).sum())
+        .unwrap_or(0);
+    let rollout = &daemon["rollout"];
+    let done = managed["daemonTaskDefinition"] == revision
+        && running == 2
+        && rollout["kind"] == kind
+        && rollout["state"] == "SUCCEEDED"
+        && managed["drift"].is_null();
+    if done {
+        Ok(true)
+    } else {
+        Err(format!(
+            "{running} running, rollout {} {}",
+            rollout["kind"], rollout["state"]
+        ))
+    }
 }

@@ -54,6 +54,12 @@ pub fn quick_model() -> ModelConfig {
         start_latency: chrono::Duration::seconds(1),
         health_grace: chrono::Duration::seconds(1),
         stop_latency: chrono::Duration::seconds(1),
+        native: ecs_daemons_sim::cluster_model::NativeKnobs {
+            drain_time: chrono::Duration::seconds(1),
+            replace_time: chrono::Duration::seconds(1),
+            delete_time: chrono::Duration::seconds(1),
+            ..Default::default()
+        },
         ..ModelConfig::default()
     }
 }

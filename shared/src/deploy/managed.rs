@@ -408,6 +408,16 @@ pub(super) async fn declare<E: Ecs, S: Store>(
         record.pending_rollout = None;
     }
     let recorded = what_changes(existing.as_ref().map(|e| &e.record), &record);
+    let mut warnings = warnings;
+    if recorded == "updated" {
+        // Whether UpdateDaemon with the same revision redeploys is not documented: the
+        // pessimistic reading is said before it happens.
+        warnings.push(
+            "only settings changed, but ECS gets them by UpdateDaemon, which starts a deployment: \
+             expect ECS to drain and replace the instances as for a new revision"
+                .to_string(),
+        );
+    }
     let answer = |record: &ManagedDaemon, rollout: Option<Rollout>| ManagedAnswer {
         daemon_task_definition: record.daemon_task_definition.clone(),
         capacity_providers: record.capacity_providers.clone(),
