@@ -797,3 +797,51 @@ async fn one_invoke_rolls_a_managed_daemon_back_to_its_last_good_revision() {
         .unwrap();
     assert!(revisions[0].daemon_task_definition_arn.ends_with(&first));
 }
+
+/// A deploy or rollback right after ECS finished a deployment, before any coverage check
+/// recorded it: the rollout is recorded as ECS left it (succeeded), not as superseded.
+#[tokio::test]
+async fn a_rollout_ecs_finished_is_recorded_finished_before_the_next_change() {
+    use ecs_daemons::deploy::{RollbackRequest, StatusRequest};
+    use ecs_daemons::rollout::{RolloutKind, RolloutState};
+    let mut harness = harness_with_managed_instances(2);
+    let register = |harness: &ecs_daemons_sim::simulation::Harness| {
+        harness
+            .model
+            .register_daemon_task_definition(DaemonDefinitionModel::new(
+                "cloudwatch-agent-daemon",
+                256,
+                256,
+            ))
+    };
+    let first = register(&harness);
+    let second = register(&harness);
+    harness.deploy(managed_deploy(&first)).await.unwrap();
+    harness.model.advance(Duration::minutes(20));
+    harness.deploy(managed_deploy(&second)).await.unwrap();
+    harness.model.advance(Duration::minutes(20));
+    harness
+        .rollback(RollbackRequest {
+            cluster: CLUSTER.into(),
+            daemon: "cloudwatch-agent".into(),
+            to_revision: None,
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    let status = harness
+        .status(StatusRequest {
+            cluster: CLUSTER.into(),
+            daemon: None,
+        })
+        .await
+        .unwrap();
+    let daemon = &status.daemons[0];
+    let states: Vec<(RolloutKind, RolloutState)> =
+        daemon.history.iter().map(|r| (r.kind, r.state)).collect();
+    assert!(
+        states.contains(&(RolloutKind::Update, RolloutState::Succeeded))
+            && states.contains(&(RolloutKind::Initial, RolloutState::Succeeded)),
+        "{states:?}"
+    );
+}

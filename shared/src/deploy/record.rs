@@ -15,6 +15,11 @@ pub async fn deploy<E: Ecs, S: Store>(
     let (pins, targets) = check_targets(engine, &request).await?;
     let managed = match &pins.daemon {
         Some(definition) => {
+            // The rollout in flight recorded as ECS left it, before anything is decided
+            // (a dry run reads without this write).
+            engine
+                .managed_daemon_now(&request.cluster, &request.daemon, now)
+                .await?;
             Some(super::managed::prepare(engine, &request, definition, targets.managed, now).await?)
         }
         None => None,

@@ -118,7 +118,7 @@ pub async fn rollback<E: Ecs, S: Store>(
         .await?
         .is_some();
     let managed = match engine
-        .managed_daemon(&request.cluster, &request.daemon)
+        .managed_daemon_now(&request.cluster, &request.daemon, now)
         .await?
     {
         Some(current) => {

@@ -39,6 +39,27 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         Ok(outcome)
     }
 
+    /// A daemon's Managed Instances part with its rollout in flight brought up to date with
+    /// ECS's deployment first, so a deploy or rollback decides on what ECS did (a rollout
+    /// ECS finished is recorded finished, not superseded; a revision it rolled out is good).
+    pub async fn managed_daemon_now(
+        &self,
+        cluster: &str,
+        daemon: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Versioned<ManagedDaemon>>, EngineError> {
+        let key = ItemKey::managed_daemon(cluster, daemon);
+        let Some(part) = self.store.get::<ManagedDaemon>(&key).await? else {
+            return Ok(None);
+        };
+        if part.record.active_rollout.is_none() || part.record.pending_rollout.is_some() {
+            return Ok(Some(part));
+        }
+        let mut scratch = Outcome::skipped(cluster, None, "");
+        self.follow_managed(&part, now, &mut scratch).await?;
+        Ok(self.store.get::<ManagedDaemon>(&key).await?)
+    }
+
     /// One Managed Instances daemon: its coverage from ECS's counts, and its rollout in
     /// flight moved on with ECS's deployment.
     async fn follow_managed(
