@@ -585,3 +585,86 @@ async fn an_instance_drained_while_its_new_copy_starts_stops_both_at_once() {
         "nothing else runs there: both copies are told to stop by the next reconcile"
     );
 }
+
+/// Cause (rollout scenario, seed 3055 of the 10,000): an instance drained while Settling,
+/// both copies running, with an application that keeps drain-last waiting. The rollout left
+/// DRAINING instances out of its tally, so it surged elsewhere while that instance still held
+/// two copies: more than maxParallel instances held two. A step in flight on an instance the
+/// rollout no longer moves on (DRAINING, or its agent disconnected) now counts while both
+/// copies run.
+#[tokio::test]
+async fn an_instance_drained_mid_step_keeps_its_place_in_max_parallel() {
+    let mut harness = world_of(3);
+    let revisions: Vec<String> = (0..2)
+        .map(|_| {
+            harness
+                .model
+                .register_task_definition(TaskDefinitionModel::new(DAEMON, 256, 256))
+        })
+        .collect();
+    let job = harness
+        .model
+        .register_task_definition(TaskDefinitionModel::new("batch", 256, 256));
+    let config = RolloutConfig {
+        max_parallel: Amount::Count(1),
+        min_healthy_seconds: 120,
+        ..RolloutConfig::default()
+    };
+    harness
+        .deploy(agent_request(&revisions[0], config.clone()))
+        .await
+        .unwrap();
+    for _ in 0..60 {
+        one_second(&mut harness).await;
+    }
+    harness
+        .deploy(agent_request(&revisions[1], config))
+        .await
+        .unwrap();
+    let two_copies = |harness: &Harness| -> Vec<String> {
+        let mut per_instance: std::collections::BTreeMap<String, usize> = Default::default();
+        for task in harness.model.tasks(CLUSTER) {
+            if task.group == format!("daemon:{DAEMON}")
+                && !task.last_status.is_terminal()
+                && task.desired_status == ecs_daemons::model::TaskStatus::Running
+            {
+                *per_instance.entry(task.instance_id).or_default() += 1;
+            }
+        }
+        per_instance
+            .into_iter()
+            .filter(|(_, n)| *n == 2)
+            .map(|(i, _)| i)
+            .collect()
+    };
+    // The instance whose new copy runs beside the old one gets an application, then drained.
+    let mut settling = None;
+    for _ in 0..60 {
+        one_second(&mut harness).await;
+        if let Some(instance) = two_copies(&harness).into_iter().next() {
+            settling = Some(instance);
+            break;
+        }
+    }
+    let settling = settling.expect("a surge started");
+    let arn = harness
+        .model
+        .instances(CLUSTER)
+        .into_iter()
+        .find(|i| i.id() == settling)
+        .map(|i| i.arn)
+        .unwrap();
+    harness
+        .model
+        .start_foreign_task(CLUSTER, &arn, &job, "family:batch", Some("nightly"))
+        .unwrap();
+    harness.model.drain_instance(CLUSTER, &arn);
+    for second in 0..240 {
+        one_second(&mut harness).await;
+        let holding = two_copies(&harness);
+        assert!(
+            holding.len() <= 1,
+            "second {second}: {holding:?} hold two copies, maxParallel 1"
+        );
+    }
+}

@@ -290,13 +290,42 @@ impl<'a, 'g> Planner<'a, 'g> {
         self.plan
     }
 
+    /// An instance the rollout no longer moves on (its agent disconnected, or DRAINING, where
+    /// drain-last keeps both copies until the applications left): a rollout step in flight
+    /// on it still counts against `maxParallel` while its two copies run, so the rollout's
+    /// tally includes it as its slot last recorded it. An instance not in flight is left out,
+    /// as before: the rollout does not wait for it.
+    fn tally_frozen(&mut self, instance: &'a ContainerInstance) {
+        let instance_id = instance.id();
+        let provider = instance.capacity_provider.as_deref();
+        for daemon in self.daemons.clone() {
+            let targeted =
+                provider.is_some_and(|p| daemon.capacity_providers.iter().any(|c| c == p));
+            let Some(rollout) = self.rollout_of(daemon).filter(|_| targeted) else {
+                continue;
+            };
+            let step = self
+                .slot(daemon, instance_id)
+                .and_then(|slot| slot.record.rollout.clone())
+                .filter(|step| step.rollout_id == rollout.record.id && step.step.in_flight());
+            // Counted while both copies still run (a drain stops them in the end).
+            if step.is_some() && self.live_tasks(daemon, instance_id).len() >= 2 {
+                self.tally(daemon, step.as_ref(), instance_id);
+            }
+        }
+    }
+
     pub(super) fn plan_instances_and_rollouts(&mut self) {
         let observation = self.observation;
         for instance in &observation.instances {
             match (&instance.status, instance.agent_connected) {
                 (InstanceStatus::Active, true) => self.active(instance),
-                (InstanceStatus::Draining, _) => self.draining(instance),
-                // Disconnected agents and instances on their way in or out: nothing can be placed.
+                (InstanceStatus::Active, false) => self.tally_frozen(instance),
+                (InstanceStatus::Draining, _) => {
+                    self.tally_frozen(instance);
+                    self.draining(instance);
+                }
+                // Instances on their way in or out: nothing can be placed.
                 _ => {}
             }
         }
