@@ -8,7 +8,7 @@
 //! the same daemon, and an UpdateDaemon ECS already took is recognised by its deployment.
 
 use super::*;
-use crate::ecs::{DaemonChange, DaemonDeclaration, DaemonTaskDefinition};
+use crate::ecs::{DaemonChange, DaemonDeclaration};
 use crate::managed::{self as rules, ManagedDaemon};
 use crate::model::CapacityProvider;
 
@@ -144,104 +144,9 @@ async fn instances_of<E: Ecs, S: Store>(
     Ok(counts)
 }
 
-/// What the deploy would ask of ECS, and ECS's rollout in steps. Changes nothing.
-pub(super) async fn preview<E: Ecs, S: Store>(
-    engine: &Engine<E, S>,
-    prepared: PreparedManaged,
-) -> Result<crate::dry_run::ManagedPreview, DeployError> {
-    let PreparedManaged {
-        record,
-        existing,
-        declaration,
-        instances,
-        ..
-    } = prepared;
-    let would_record = what_changes(existing.as_ref().map(|e| &e.record), &record);
-    let call = match would_record {
-        "unchanged" => None,
-        _ if record.daemon_arn.is_none() => Some("CreateDaemon"),
-        _ => Some("UpdateDaemon"),
-    };
-    let total: usize = instances.values().sum();
-    let percent = declaration
-        .deployment
-        .drain_percent
-        .unwrap_or(rules::ECS_DEFAULT_DRAIN_PERCENT);
-    let per_step = ((percent / 100.0) * total as f64).ceil().max(1.0) as usize;
-    let steps = total.div_ceil(per_step);
-    let mut assumptions = vec![format!(
-        "ECS drains {percent:.0} % of the instances at once (drainPercent), then waits {} minute(s) after each successful step (bakeTimeInMinutes)",
-        declaration.deployment.bake_time_in_minutes.unwrap_or(0)
-    )];
-    if record.daemon_arn.is_none() {
-        assumptions.push(
-            "the daemon does not exist yet: ECS's count of its instances is known once it does; \
-             instances the providers already run are drained and replaced too"
-                .into(),
-        );
-    }
-    let history = engine.rollouts(&record.cluster, &record.daemon).await?;
-    let observed = history.iter().rev().find_map(|r| {
-        let finished = r.record.finished_at?;
-        (r.record.deployment_arn.is_some()
-            && r.record.state == RolloutState::Succeeded
-            && r.record.counts.total > 0)
-            .then(|| {
-                (finished - r.record.started_at).num_seconds().max(0) as f64
-                    / r.record.counts.total as f64
-            })
-    });
-    let expected_wall_seconds = match observed {
-        Some(per_instance) => {
-            assumptions.push(format!(
-                "{per_instance:.0} s per instance, as the last finished Managed Instances rollout of this daemon took"
-            ));
-            Some((per_instance * total as f64).ceil() as u64)
-        }
-        None => {
-            assumptions.push(
-                "no Managed Instances rollout of this daemon has finished yet: its duration is not estimated".into(),
-            );
-            None
-        }
-    };
-    Ok(crate::dry_run::ManagedPreview {
-        call,
-        request: declaration,
-        would_record,
-        instances,
-        instances_per_step: per_step,
-        steps,
-        expected_wall_seconds,
-        assumptions,
-    })
-}
-
-/// The dry run's answer for a daemon on Managed Instances providers only.
-pub(super) fn dry_run_answer(
-    cluster: &str,
-    daemon: &str,
-    daemon_task_definition: &str,
-    preview: crate::dry_run::ManagedPreview,
-) -> crate::dry_run::DryRunAnswer {
-    crate::dry_run::DryRunAnswer {
-        dry_run: true,
-        cluster: cluster.to_string(),
-        daemon: daemon.to_string(),
-        task_definition: daemon_task_definition.to_string(),
-        from_task_definition: None,
-        would_record: preview.would_record,
-        warnings: Vec::new(),
-        targeted: preview.instances.clone(),
-        instances: Vec::new(),
-        rollout: None,
-        first_step: Vec::new(),
-        expected_wall_seconds: preview.expected_wall_seconds.unwrap_or(0),
-        ecs_calls: Default::default(),
-        assumptions: preview.assumptions.clone(),
-        managed: Some(preview),
-    }
-}
+#[path = "managed_preview.rs"]
+mod preview;
+pub(super) use preview::{dry_run_answer, preview};
 
 /// The cluster's ARN: as the stack names it when it does, else beside a provider's ARN
 /// (`arn:…:capacity-provider/NAME` → `arn:…:cluster/CLUSTER`), else the name, which ECS
@@ -268,94 +173,9 @@ fn cluster_arn<E: Ecs, S: Store>(
         )
 }
 
-/// ACTIVE, with an execution role the stack may pass, and task-level CPU and memory.
-fn check_definition(
-    pinned: &str,
-    definition: &DaemonTaskDefinition,
-    allowed_roles: &[String],
-) -> Result<(), DeployError> {
-    if definition.status != "ACTIVE" {
-        return Err(DeployError::DaemonTaskDefinitionNotActive {
-            definition: pinned.into(),
-            status: definition.status.clone(),
-        });
-    }
-    let Some(execution_role) = definition
-        .execution_role_arn
-        .as_deref()
-        .filter(|r| !r.is_empty())
-    else {
-        return Err(DeployError::NoExecutionRole(pinned.into()));
-    };
-    let roles = std::iter::once(execution_role).chain(definition.task_role_arn.as_deref());
-    for role in roles {
-        if !allowed_roles.is_empty() && !allowed_roles.iter().any(|a| a == role) {
-            return Err(DeployError::RoleNotAllowed {
-                definition: pinned.into(),
-                role: role.into(),
-                allowed: allowed_roles.join(", "),
-            });
-        }
-    }
-    if definition.cpu.is_none() || definition.memory_mib.is_none() {
-        return Err(DeployError::DaemonSizeMissing(pinned.into()));
-    }
-    Ok(())
-}
-
-/// The daemon against the instance sizes each provider may launch: larger than its largest
-/// is refused (ECS could place it nowhere); a large share of its smallest is a warning.
-fn check_fits(
-    daemon: &str,
-    definition: &DaemonTaskDefinition,
-    providers: &[CapacityProvider],
-    warn_share: f64,
-) -> Result<Vec<String>, DeployError> {
-    let mut warnings = Vec::new();
-    for provider in providers {
-        let crate::model::CapacityProviderKind::ManagedInstances { sizes } = &provider.kind else {
-            continue;
-        };
-        let checks = [
-            (
-                "cpu",
-                definition.cpu,
-                sizes.largest_cpu,
-                sizes.smallest_cpu,
-                "CPU units",
-            ),
-            (
-                "memory",
-                definition.memory_mib,
-                sizes.largest_memory_mib,
-                sizes.smallest_memory_mib,
-                "MiB",
-            ),
-        ];
-        for (resource, needed, largest, smallest, unit) in checks {
-            let Some(needed) = needed else { continue };
-            if let Some(largest) = largest.filter(|largest| needed > *largest) {
-                return Err(DeployError::TooLarge(Box::new(TooLarge {
-                    daemon: daemon.into(),
-                    instance: "the largest instance it may launch".into(),
-                    provider: provider.name.clone(),
-                    resource,
-                    needed: format!("{needed} {unit}"),
-                    available: format!("{largest} {unit}"),
-                })));
-            }
-            if let Some(smallest) = smallest.filter(|s| needed as f64 > warn_share * *s as f64) {
-                warnings.push(format!(
-                    "daemon {daemon} takes {needed} of the {smallest} {unit} of the smallest instance capacity provider {} may launch ({:.0} %), more than the {:.0} % warning share",
-                    provider.name,
-                    100.0 * needed as f64 / smallest as f64,
-                    100.0 * warn_share
-                ));
-            }
-        }
-    }
-    Ok(warnings)
-}
+#[path = "managed_checks.rs"]
+mod checks;
+use checks::{check_definition, check_fits};
 
 /// What a deploy of `record` changes: `created`, `rollout` (another revision), `updated`
 /// (other settings: ECS deploys those too) or `unchanged`.
@@ -435,27 +255,12 @@ pub(super) async fn declare<E: Ecs, S: Store>(
         (None, "created") => RolloutKind::Initial,
         (None, _) => RolloutKind::Update,
     };
-    let mut rollout = Rollout::started(
-        &record.cluster,
-        &record.daemon,
-        Rollout::new_id(now, invocation),
-        kind,
-        existing
-            .as_ref()
-            .filter(|e| e.record.daemon_arn.is_some())
-            .map(|e| e.record.daemon_task_definition.clone()),
-        record.daemon_task_definition.clone(),
-        record.rollout.clone(),
-        now,
-    );
-    rollout.managed_instances = true;
+    let previous = existing
+        .as_ref()
+        .filter(|e| e.record.daemon_arn.is_some())
+        .map(|e| e.record.daemon_task_definition.clone());
     let superseded = record.active_rollout.clone();
-    record.pending_rollout = Some(rollout.id.clone());
-    record.active_rollout = Some(rollout.id.clone());
-    if kind == RolloutKind::Initial && record.last_good.is_none() {
-        // The first revision counts as good, as on EC2: where a failed update returns to.
-        record.last_good = Some(record.daemon_task_definition.clone());
-    }
+    let mut rollout = start_rollout_of(&mut record, previous, kind, now, invocation);
     let expected = existing
         .as_ref()
         .map_or(Expected::Absent, Versioned::expected);
@@ -472,14 +277,56 @@ pub(super) async fn declare<E: Ecs, S: Store>(
     if let Some(previous) = superseded {
         supersede(engine, &record, &previous, &rollout, now).await?;
     }
-    let change = send(engine, &record, &declaration, &rollout.id).await?;
+    confirm(engine, &mut record, version, &declaration, &mut rollout).await?;
+    prune_history(engine, &record.cluster, &record.daemon).await?;
+    Ok(answer(&record, Some(rollout)))
+}
+
+/// The rollout a change starts, and the record switched to it (its call pending).
+fn start_rollout_of(
+    record: &mut ManagedDaemon,
+    previous: Option<String>,
+    kind: RolloutKind,
+    now: DateTime<Utc>,
+    invocation: &str,
+) -> Rollout {
+    let mut rollout = Rollout::started(
+        &record.cluster,
+        &record.daemon,
+        Rollout::new_id(now, invocation),
+        kind,
+        previous,
+        record.daemon_task_definition.clone(),
+        record.rollout.clone(),
+        now,
+    );
+    rollout.managed_instances = true;
+    record.pending_rollout = Some(rollout.id.clone());
+    record.active_rollout = Some(rollout.id.clone());
+    if kind == RolloutKind::Initial && record.last_good.is_none() {
+        // The first revision counts as good, as on EC2: where a failed update returns to.
+        record.last_good = Some(record.daemon_task_definition.clone());
+    }
+    rollout
+}
+
+/// Sends the recorded change to ECS, then confirms the record (no call pending) and the
+/// rollout (ECS's deployment that carries it).
+async fn confirm<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    record: &mut ManagedDaemon,
+    version: u64,
+    declaration: &DaemonDeclaration,
+    rollout: &mut Rollout,
+) -> Result<(), DeployError> {
+    let change = send(engine, record, declaration, &rollout.id).await?;
     record.daemon_arn = Some(change.daemon_arn.clone());
     record.deployment_arn = change.deployment_arn.clone();
     record.pending_rollout = None;
     conflict_for(
         &record.daemon,
         engine
-            .write_managed_daemon(&record, Expected::Version(version))
+            .write_managed_daemon(record, Expected::Version(version))
             .await,
     )?;
     rollout.deployment_arn = change.deployment_arn;
@@ -489,11 +336,10 @@ pub(super) async fn declare<E: Ecs, S: Store>(
     {
         conflict_for(
             &record.daemon,
-            engine.write_rollout(&rollout, stored.expected()).await,
+            engine.write_rollout(rollout, stored.expected()).await,
         )?;
     }
-    prune_history(engine, &record.cluster, &record.daemon).await?;
-    Ok(answer(&record, Some(rollout)))
+    Ok(())
 }
 
 /// A rollback of the Managed Instances part, checked: to `family:to_revision` of the daemon
@@ -697,240 +543,5 @@ async fn supersede<E: Ecs, S: Store>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn definition() -> DaemonTaskDefinition {
-        DaemonTaskDefinition {
-            arn: "arn:aws:ecs:us-east-1:111122223333:daemon-task-definition/agent:1".into(),
-            family: "agent".into(),
-            revision: 1,
-            status: "ACTIVE".into(),
-            execution_role_arn: Some("arn:aws:iam::111122223333:role/exec".into()),
-            task_role_arn: None,
-            cpu: Some(1024),
-            memory_mib: Some(512),
-        }
-    }
-
-    #[test]
-    fn a_daemon_task_definition_is_checked_before_anything_is_created() {
-        assert!(check_definition("agent:1", &definition(), &[]).is_ok());
-        let inactive = DaemonTaskDefinition {
-            status: "DELETE_IN_PROGRESS".into(),
-            ..definition()
-        };
-        assert!(matches!(
-            check_definition("agent:1", &inactive, &[]),
-            Err(DeployError::DaemonTaskDefinitionNotActive { .. })
-        ));
-        let no_role = DaemonTaskDefinition {
-            execution_role_arn: None,
-            ..definition()
-        };
-        assert!(matches!(
-            check_definition("agent:1", &no_role, &[]),
-            Err(DeployError::NoExecutionRole(_))
-        ));
-        let allowed = ["arn:aws:iam::111122223333:role/other".to_string()];
-        let refused = check_definition("agent:1", &definition(), &allowed).unwrap_err();
-        assert!(refused.to_string().contains("role/exec"), "{refused}");
-        let sizeless = DaemonTaskDefinition {
-            cpu: None,
-            ..definition()
-        };
-        assert!(matches!(
-            check_definition("agent:1", &sizeless, &[]),
-            Err(DeployError::DaemonSizeMissing(_))
-        ));
-    }
-
-    #[test]
-    fn a_daemon_larger_than_the_largest_instance_is_refused() {
-        use crate::model::{CapacityProviderKind, InstanceSizes};
-        let provider = |largest_cpu: Option<i64>, smallest_cpu: Option<i64>| CapacityProvider {
-            name: "mi".into(),
-            arn: "arn:aws:ecs:us-east-1:111122223333:capacity-provider/mi".into(),
-            status: "ACTIVE".into(),
-            kind: CapacityProviderKind::ManagedInstances {
-                sizes: InstanceSizes {
-                    largest_cpu,
-                    smallest_cpu,
-                    ..InstanceSizes::default()
-                },
-            },
-        };
-        let refused = check_fits("agent", &definition(), &[provider(Some(512), None)], 0.25)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            refused.contains("largest instance") && refused.contains("mi"),
-            "{refused}"
-        );
-        let warned =
-            check_fits("agent", &definition(), &[provider(None, Some(2048))], 0.25).unwrap();
-        assert_eq!(warned.len(), 1, "{warned:?}");
-        assert!(
-            check_fits("agent", &definition(), &[provider(None, None)], 0.25)
-                .unwrap()
-                .is_empty()
-        );
-    }
-}
-
-/// A daemon's Managed Instances part as `status` shows it: what is declared, and ECS's own
-/// account of it (counts per provider, the latest deployment with its breaker and rollback).
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ManagedStatus {
-    pub daemon_task_definition: String,
-    pub capacity_providers: Vec<String>,
-    pub critical: bool,
-    pub daemon_arn: Option<String>,
-    /// Instances running the daemon, and (non-critical daemons) running without it.
-    pub providers: Vec<ManagedProviderCount>,
-    /// ECS's latest deployment of the daemon.
-    pub deployment: Option<crate::ecs::DaemonDeployment>,
-    /// The daemon was changed or deleted outside ecs-daemons: what happened and the fix.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub drift: Option<String>,
-    /// A change decided and not yet confirmed by ECS (the next deploy finishes it).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pending_rollout: Option<String>,
-}
-
-#[derive(Clone, Debug, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ManagedProviderCount {
-    pub capacity_provider: String,
-    pub running: i32,
-    pub without_daemon: i32,
-}
-
-/// The Managed Instances part's status and its rollouts (newest first, the one in flight
-/// taking its state from ECS's deployment).
-pub(super) async fn status_of<E: Ecs, S: Store>(
-    engine: &Engine<E, S>,
-    record: &ManagedDaemon,
-) -> Result<(ManagedStatus, Vec<super::RolloutView>), DeployError> {
-    let mut view = ManagedStatus {
-        daemon_task_definition: record.daemon_task_definition.clone(),
-        capacity_providers: record.capacity_providers.clone(),
-        critical: record.critical,
-        daemon_arn: record.daemon_arn.clone(),
-        providers: Vec::new(),
-        deployment: None,
-        drift: None,
-        pending_rollout: record.pending_rollout.clone(),
-    };
-    if let Some(arn) = &record.daemon_arn {
-        match engine.ecs().describe_daemon(arn).await {
-            Ok(state) => {
-                view.providers = provider_counts(&state);
-                if let Some(deployment_arn) = &state.deployment_arn {
-                    view.deployment = engine
-                        .ecs()
-                        .describe_daemon_deployments(std::slice::from_ref(deployment_arn))
-                        .await?
-                        .into_iter()
-                        .next();
-                }
-                view.drift = drift(engine, record, view.deployment.as_ref()).await?;
-            }
-            Err(error) if error.kind == EcsErrorKind::NotFound => {
-                view.drift = Some(format!(
-                    "ECS has no daemon {arn}: it was deleted outside ecs-daemons; deploy again to create it"
-                ));
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
-    let mut rollouts = engine.rollouts(&record.cluster, &record.daemon).await?;
-    rollouts.retain(|r| r.record.managed_instances);
-    rollouts.reverse();
-    let history = rollouts
-        .into_iter()
-        .map(|r| {
-            let mut rollout = r.record;
-            let live = view
-                .deployment
-                .as_ref()
-                .filter(|d| rollout.deployment_arn.as_deref() == Some(d.deployment_arn.as_str()));
-            if let Some(deployment) = live.filter(|_| rollout.state == RolloutState::InProgress) {
-                rollout.state = rules::rollout_state(&deployment.status);
-                rollout.reason = deployment.status_reason.clone();
-                rollout.finished_at = deployment.finished_at;
-            }
-            super::RolloutView::of(rollout, None)
-        })
-        .collect();
-    Ok((view, history))
-}
-
-fn provider_counts(state: &crate::ecs::DaemonState) -> Vec<ManagedProviderCount> {
-    let mut counts: Vec<ManagedProviderCount> = Vec::new();
-    for counted in state.current_revisions.iter().flat_map(|r| &r.providers) {
-        let name = counted
-            .capacity_provider_arn
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        match counts.iter_mut().find(|c| c.capacity_provider == name) {
-            Some(found) => {
-                found.running += counted.running;
-                found.without_daemon += counted.without_daemon;
-            }
-            None => counts.push(ManagedProviderCount {
-                capacity_provider: name,
-                running: counted.running,
-                without_daemon: counted.without_daemon,
-            }),
-        }
-    }
-    counts
-}
-
-/// A latest deployment whose revision in force is not the recorded one: someone updated the
-/// daemon outside ecs-daemons.
-async fn drift<E: Ecs, S: Store>(
-    engine: &Engine<E, S>,
-    record: &ManagedDaemon,
-    deployment: Option<&crate::ecs::DaemonDeployment>,
-) -> Result<Option<String>, DeployError> {
-    // ECS's latest deployment is the one ecs-daemons started: whatever it rolls out (or back
-    // to) is the declared change, followed by the coverage check.
-    if deployment
-        .is_some_and(|d| record.deployment_arn.as_deref() == Some(d.deployment_arn.as_str()))
-    {
-        return Ok(None);
-    }
-    // After ECS's own rollback the revision in force is the one it returned to.
-    let in_force = deployment.and_then(|d| {
-        d.rollback
-            .as_ref()
-            .and_then(|r| r.target_revision_arn.clone())
-            .or_else(|| d.target_revision_arn.clone())
-    });
-    let Some(target) = in_force else {
-        return Ok(None);
-    };
-    if record.pending_rollout.is_some() {
-        return Ok(None);
-    }
-    let revisions = engine.ecs().describe_daemon_revisions(&[target]).await?;
-    let Some(definition) = revisions
-        .first()
-        .map(|r| r.daemon_task_definition_arn.clone())
-    else {
-        return Ok(None);
-    };
-    let pinned = definition.rsplit('/').next().unwrap_or_default();
-    Ok((pinned != record.daemon_task_definition).then(|| {
-        format!(
-            "ECS's latest deployment rolls out {pinned}, but ecs-daemons declared {}: the daemon was updated outside ecs-daemons; \
-             deploy {} to set it back, or deploy {pinned} to adopt the change",
-            record.daemon_task_definition, record.daemon_task_definition
-        )
-    }))
-}
+#[path = "managed_tests.rs"]
+mod tests;

@@ -395,6 +395,7 @@ pub struct DeployAnswer {
 }
 
 mod managed;
+mod managed_status;
 mod preview;
 mod record;
 mod rollback;

@@ -20,7 +20,7 @@ pub struct DaemonStatus {
     pub history: Vec<RolloutView>,
     /// On Managed Instances providers: ECS's managed daemon, as ECS reports it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub managed: Option<super::managed::ManagedStatus>,
+    pub managed: Option<super::managed_status::ManagedStatus>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -152,33 +152,7 @@ pub async fn status<E: Ecs, S: Store>(
             managed: None,
         });
     }
-    for part in managed {
-        let (view, history) = super::managed::status_of(engine, &part.record).await?;
-        match daemons.iter_mut().find(|d| d.daemon == part.record.daemon) {
-            // On both kinds: one history, the EC2 rollout first where both run.
-            Some(both) => {
-                both.history.extend(history);
-                both.history
-                    .sort_by_key(|r| std::cmp::Reverse(r.started_at));
-                both.managed = Some(view);
-            }
-            None => {
-                let mut history = history;
-                let current = (!history.is_empty()).then(|| history.remove(0));
-                daemons.push(DaemonStatus {
-                    daemon: part.record.daemon.clone(),
-                    task_definition: None,
-                    capacity_providers: Vec::new(),
-                    start_order: 0,
-                    coverage: DaemonCoverage::default(),
-                    slots_in_trouble: Vec::new(),
-                    rollout: current,
-                    history,
-                    managed: Some(view),
-                });
-            }
-        }
-    }
+    super::managed_status::add_managed(engine, &mut daemons, managed).await?;
     let joined = engine.coverage_times(&request.cluster).await?;
     Ok(StatusAnswer {
         cluster: request.cluster,

@@ -99,16 +99,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         else {
             return Ok(());
         };
-        let Some(deployment_arn) = rollout.record.deployment_arn.clone() else {
-            return Ok(());
-        };
-        let Some(deployment) = self
-            .ecs
-            .describe_daemon_deployments(std::slice::from_ref(&deployment_arn))
-            .await?
-            .into_iter()
-            .next()
-        else {
+        let Some(deployment) = self.deployment_of(&rollout.record).await? else {
             return Ok(());
         };
         let rolled_back_to = self.rollback_target(&deployment).await?;
@@ -146,6 +137,22 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             }
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// ECS's deployment that carries `rollout`, if ECS knows it.
+    async fn deployment_of(
+        &self,
+        rollout: &Rollout,
+    ) -> Result<Option<DaemonDeployment>, EngineError> {
+        let Some(deployment_arn) = &rollout.deployment_arn else {
+            return Ok(None);
+        };
+        Ok(self
+            .ecs
+            .describe_daemon_deployments(std::slice::from_ref(deployment_arn))
+            .await?
+            .into_iter()
+            .next())
     }
 
     /// The `family:revision` ECS's rollback of `deployment` returned to, if it ran one.
