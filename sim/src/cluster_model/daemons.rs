@@ -333,6 +333,8 @@ impl NativeDaemons {
             .unwrap_or(&declaration.cluster_arn)
             .to_string();
         let arn = daemon_arn(&cluster, name);
+        // A second daemon of one name in a cluster: undocumented; refused (the pessimistic
+        // reading: a retry without the token fails instead of silently succeeding).
         if self
             .daemons
             .get(&arn)
@@ -393,7 +395,9 @@ impl NativeDaemons {
 
     /// A new revision and the deployment that rolls it out. A deployment still running is
     /// STOPPED: "stopped the deployment because it failed or was replaced by a new
-    /// deployment" (*Daemon deployments*).
+    /// deployment" (*Daemon deployments*). Every deployment is a new revision, even with the
+    /// same daemon task definition (UpdateDaemon of settings only): whether ECS then drains
+    /// and replaces every instance is undocumented, and the model does (pessimistic).
     fn new_deployment(
         &mut self,
         daemon: &mut Daemon,
@@ -760,6 +764,8 @@ impl NativeDaemons {
         if deployment.status == DaemonDeploymentStatus::Pending {
             deployment.status = DaemonDeploymentStatus::InProgress;
         }
+        // The rounding of drainPercent × instances is undocumented: up, at least one (more
+        // instances drained at once, the pessimistic reading for the applications).
         let step = ((daemon.drain_percent / 100.0) * all.len() as f64)
             .ceil()
             .max(1.0) as usize;
