@@ -164,6 +164,7 @@ fn cases() -> Vec<Case> {
     use Answer::{Dropped, Refused};
     let instance = sample("instance-active.json");
     let task = sample("task-running.json");
+    let daemon = sample("daemon-start-impaired.json");
     let foreign = "arn:aws:ecs:us-east-1:111122223333:cluster/someone-elses";
     let huge = "x".repeat(1_000_000);
     vec![
@@ -230,6 +231,37 @@ fn cases() -> Vec<Case> {
             "task-events",
             with(task.clone(), "/detail/clusterArn", json!(foreign)),
             Refused("ClusterNotManaged", &["someone-elses"]),
+        ),
+        case(
+            "daemon event of a cluster not managed",
+            "task-events",
+            with(daemon.clone(), "/detail/clusterArn", json!(foreign)),
+            Refused("ClusterNotManaged", &["someone-elses"]),
+        ),
+        case(
+            "daemon event naming no cluster",
+            "task-events",
+            without(
+                without(daemon.clone(), "/detail", "clusterArn"),
+                "/detail",
+                "daemonArn",
+            ),
+            Refused("InvalidEvent", &["clusterArn", "ECS Daemon Service Action"]),
+        ),
+        case(
+            "daemon event with a malformed time",
+            "task-events",
+            with(daemon.clone(), "/detail/createdAt", json!("later")),
+            Refused("InvalidEvent", &["createdAt"]),
+        ),
+        case(
+            "daemon event to instance-events",
+            "instance-events",
+            daemon.clone(),
+            Refused(
+                "InvalidEvent",
+                &["detail-type", "ECS Daemon Service Action"],
+            ),
         ),
         case(
             "event that is an array",

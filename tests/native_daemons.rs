@@ -491,6 +491,12 @@ async fn status_reports_ecs_counts_the_deployment_and_drift() {
         "the rollout takes ECS's state"
     );
     assert!(managed.drift.is_none());
+    let checked = harness.coverage_check().await.result.unwrap();
+    assert_eq!(
+        checked.native_drift.get("cloudwatch-agent"),
+        Some(&None),
+        "DaemonDrift 0"
+    );
 
     // Someone updates the daemon in the console.
     let outside = harness
@@ -514,6 +520,12 @@ async fn status_reports_ecs_counts_the_deployment_and_drift() {
     assert!(
         drift.contains(&outside) && drift.contains("outside ecs-daemons"),
         "{drift}"
+    );
+    let checked = harness.coverage_check().await.result.unwrap();
+    assert_eq!(
+        checked.native_drift["cloudwatch-agent"].as_deref(),
+        Some(drift.as_str()),
+        "the coverage check finds the same drift (DaemonDrift 1)"
     );
 
     // And then deletes it.
@@ -844,4 +856,92 @@ async fn a_rollout_ecs_finished_is_recorded_finished_before_the_next_change() {
             && states.contains(&(RolloutKind::Initial, RolloutState::Succeeded)),
         "{states:?}"
     );
+}
+
+/// ECS's daemon events reach task-events through its queue (template.yaml's DaemonEventsRule):
+/// each impaired start is recorded once with ECS's reason, and a deployment's end is recorded
+/// without waiting for a coverage check.
+#[tokio::test]
+async fn daemon_events_record_impaired_starts_and_end_rollouts_between_checks() {
+    use ecs_daemons::rollout::RolloutState;
+    let config = ModelConfig {
+        faults: ecs_daemons_sim::cluster_model::Faults {
+            duplicate_events: 1.0,
+            ..Default::default()
+        },
+        ..ModelConfig::default()
+    };
+    let mut harness =
+        ecs_daemons_sim::simulation::Harness::new(CLUSTER, &["mi-general", "asg-general"], config);
+    harness
+        .model
+        .set_capacity_provider_kind("mi-general", CapacityProviderKind::managed_instances());
+    harness
+        .model
+        .launch_managed_instances(CLUSTER, "mi-general", 4);
+    let good = harness
+        .model
+        .register_daemon_task_definition(DaemonDefinitionModel::new(
+            "cloudwatch-agent-daemon",
+            1024,
+            512,
+        ));
+    let bad = harness
+        .model
+        .register_daemon_task_definition(DaemonDefinitionModel {
+            fails_to_start: true,
+            ..DaemonDefinitionModel::new("cloudwatch-agent-daemon", 1024, 512)
+        });
+    let mut ended = Vec::new();
+    let mut delivered = Vec::new();
+    for revision in [&good, &bad] {
+        harness.deploy(managed_deploy(revision)).await.unwrap();
+        for _ in 0..120 {
+            harness.model.advance(Duration::seconds(30));
+            for invocation in harness.deliver_events().await {
+                delivered.extend(invocation.events.clone());
+                ended.extend(invocation.result.unwrap().rollouts_ended);
+            }
+        }
+    }
+    assert!(
+        harness
+            .model
+            .calls()
+            .iter()
+            .all(|c| c.operation != "ListContainerInstances"),
+        "no coverage check ran"
+    );
+    let states: Vec<RolloutState> = ended.iter().map(|e| e.state).collect();
+    assert_eq!(states, vec![RolloutState::Succeeded, RolloutState::Failed]);
+    assert!(ended[1].reason.as_deref().unwrap().contains(&good));
+
+    let impaired_events: std::collections::BTreeSet<&str> = delivered
+        .iter()
+        .filter(|e| e["detail"]["eventName"] == "DAEMON_TASK_START_IMPAIRED")
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert!(!impaired_events.is_empty());
+    let status = harness
+        .status(ecs_daemons::deploy::StatusRequest {
+            cluster: CLUSTER.into(),
+            daemon: None,
+        })
+        .await
+        .unwrap();
+    let managed = status.daemons[0].managed.clone().unwrap();
+    assert_eq!(
+        managed.impaired_starts.len(),
+        impaired_events.len(),
+        "each impaired start once, though every event came twice"
+    );
+    let newest = &managed.impaired_starts[0];
+    assert_eq!(newest.failure_type.as_deref(), Some("TASK_FAILED_TO_RUN"));
+    assert_eq!(
+        newest.reason.as_deref(),
+        Some(ecs_daemons_sim::cluster_model::IMPAIRED_REASON)
+    );
+    assert_eq!(newest.daemon_task_definition.as_deref(), Some(bad.as_str()));
+    assert_eq!(newest.capacity_provider.as_deref(), Some("mi-general"));
+    assert!(newest.container_instance_id.is_some() && newest.task_arn.is_some());
 }

@@ -5,7 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use ecs_daemons::events::{ECS_SOURCE, INSTANCE_STATE_CHANGE, TASK_STATE_CHANGE};
+use ecs_daemons::events::{
+    DAEMON_DEPLOYMENT_STATE_CHANGE, DAEMON_SERVICE_ACTION, ECS_SOURCE, INSTANCE_STATE_CHANGE,
+    TASK_STATE_CHANGE,
+};
 use ecs_daemons::metrics::METRIC_NAMES;
 use ecs_daemons::runtime::WAKE_WINDOW_SECONDS;
 use ecs_daemons::store::SPECS_BY_CLUSTER_INDEX;
@@ -141,9 +144,17 @@ fn every_function_crate_is_deployed_and_triggered_or_documented_as_manual() {
         "template functions vs functions/ crates"
     );
     let manual = readme_manual_invokes();
+    // Each event function's queue, fed by one rule per detail-type family it takes (task-events
+    // also takes ECS's daemon events: both report copies of daemons).
     let expected_rules = BTreeMap::from([
-        ("instance-events", INSTANCE_STATE_CHANGE),
-        ("task-events", TASK_STATE_CHANGE),
+        ("instance-events", vec![json!([INSTANCE_STATE_CHANGE])]),
+        (
+            "task-events",
+            vec![
+                json!([TASK_STATE_CHANGE]),
+                json!([DAEMON_SERVICE_ACTION, DAEMON_DEPLOYMENT_STATE_CHANGE]),
+            ],
+        ),
     ]);
     for (resource, binary) in &functions {
         let properties = &template["Resources"][resource]["Properties"];
@@ -209,26 +220,36 @@ fn every_function_crate_is_deployed_and_triggered_or_documented_as_manual() {
                                         })
                                     })
                                     .collect();
-                            assert_eq!(rules.len(), 1, "{queue}: fed by exactly one rule");
-                            let rule = rules[0];
-                            for target in as_list(&rule["Targets"]) {
-                                assert!(
-                                    target["DeadLetterConfig"].is_object()
-                                        && target["RetryPolicy"].is_object(),
-                                    "{queue}: the rule's target has a retry policy and a dead-letter queue"
-                                );
-                            }
-                            let pattern = &rule["EventPattern"];
-                            assert_eq!(pattern["source"], json!([ECS_SOURCE]));
+                            let expected = &expected_rules[binary.as_str()];
                             assert_eq!(
-                                pattern["detail-type"],
-                                json!([expected_rules[binary.as_str()]]),
-                                "{binary} is triggered by the wrong event"
+                                rules.len(),
+                                expected.len(),
+                                "{queue}: fed by one rule per kind of event it takes"
                             );
+                            let mut patterns = Vec::new();
+                            for rule in rules {
+                                for target in as_list(&rule["Targets"]) {
+                                    assert!(
+                                        target["DeadLetterConfig"].is_object()
+                                            && target["RetryPolicy"].is_object(),
+                                        "{queue}: the rule's target has a retry policy and a dead-letter queue"
+                                    );
+                                }
+                                let pattern = &rule["EventPattern"];
+                                assert_eq!(pattern["source"], json!([ECS_SOURCE]));
+                                assert_eq!(
+                                    pattern["detail"]["clusterArn"],
+                                    reference("ClusterArns"),
+                                    "{binary}: events of the managed clusters only"
+                                );
+                                patterns.push(pattern["detail-type"].clone());
+                            }
+                            patterns.sort_by_key(|p| p.to_string());
+                            let mut expected = expected.clone();
+                            expected.sort_by_key(|p| p.to_string());
                             assert_eq!(
-                                pattern["detail"]["clusterArn"],
-                                reference("ClusterArns"),
-                                "{binary}: events of the managed clusters only"
+                                patterns, expected,
+                                "{binary} is triggered by the wrong events"
                             );
                         }
                         Some("Schedule") => {

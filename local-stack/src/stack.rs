@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use ecs_daemons::events::{INSTANCE_STATE_CHANGE, TASK_STATE_CHANGE};
+use ecs_daemons::events::{
+    DAEMON_DEPLOYMENT_STATE_CHANGE, DAEMON_SERVICE_ACTION, INSTANCE_STATE_CHANGE, TASK_STATE_CHANGE,
+};
 use ecs_daemons_sim::cluster_model::{cluster_arn, ClusterModel, ModelConfig, REGION};
 use serde_json::{json, Value};
 
@@ -244,7 +246,10 @@ impl LocalStack {
         let detail_type = event["detail-type"].as_str()?;
         let function = match detail_type {
             INSTANCE_STATE_CHANGE => "instance-events",
-            TASK_STATE_CHANGE => "task-events",
+            // The daemon events' rule feeds the task-events queue too (template.yaml).
+            TASK_STATE_CHANGE | DAEMON_SERVICE_ACTION | DAEMON_DEPLOYMENT_STATE_CHANGE => {
+                "task-events"
+            }
             _ => return None,
         };
         Some((function, detail_type.to_string()))

@@ -19,6 +19,13 @@ use crate::model::{HealthStatus, InstanceStatus, Resources, TaskStatus};
 pub const ECS_SOURCE: &str = "aws.ecs";
 pub const INSTANCE_STATE_CHANGE: &str = "ECS Container Instance State Change";
 pub const TASK_STATE_CHANGE: &str = "ECS Task State Change";
+/// ECS's managed daemons (Managed Instances): a daemon task that could not start
+/// (`DAEMON_TASK_START_IMPAIRED`), *Daemon events* in the ECS developer guide.
+pub const DAEMON_SERVICE_ACTION: &str = "ECS Daemon Service Action";
+/// ECS's managed daemons: a daemon deployment changed state (`DAEMON_DEPLOYMENT_*`).
+pub const DAEMON_DEPLOYMENT_STATE_CHANGE: &str = "ECS Daemon Deployment State Change";
+/// The `eventName` of an impaired daemon task start.
+pub const DAEMON_TASK_START_IMPAIRED: &str = "DAEMON_TASK_START_IMPAIRED";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EventError {
@@ -270,6 +277,69 @@ impl TaskStateChange {
     }
 }
 
+/// Detail of the two daemon events, as the guide's examples show them (*Daemon events*:
+/// `DAEMON_TASK_START_IMPAIRED` with `failureType`, `reason`, `containerInstanceArn`,
+/// `taskArn` when a task was created; `DAEMON_DEPLOYMENT_*` with `daemonDeploymentArn` and
+/// `targetDaemonRevisionArn`). The guide documents them by example only, so every field but
+/// the cluster is optional: the events are triggers to read ECS again, never the truth.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonEventDetail {
+    #[serde(default)]
+    pub event_type: Option<String>,
+    #[serde(default)]
+    pub event_name: Option<String>,
+    /// Present in every example; when absent the cluster is read from `daemonArn`.
+    #[serde(default)]
+    pub cluster_arn: Option<String>,
+    #[serde(default)]
+    pub daemon_arn: Option<String>,
+    #[serde(default)]
+    pub daemon_deployment_arn: Option<String>,
+    #[serde(default)]
+    pub target_daemon_revision_arn: Option<String>,
+    #[serde(default)]
+    pub daemon_revision_arn: Option<String>,
+    #[serde(default)]
+    pub daemon_task_definition_arn: Option<String>,
+    #[serde(default)]
+    pub container_instance_arn: Option<String>,
+    #[serde(default)]
+    pub task_arn: Option<String>,
+    #[serde(default)]
+    pub capacity_provider_name: Option<String>,
+    /// `TASK_FAILED_TO_RUN` or `TASK_CREATION_FAILED`.
+    #[serde(default)]
+    pub failure_type: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl DaemonEventDetail {
+    /// The cluster's name, from `clusterArn` or else the cluster inside `daemonArn`
+    /// (`…:daemon/<cluster>/<name>`).
+    pub fn cluster_name(&self) -> Option<&str> {
+        match (&self.cluster_arn, &self.daemon_arn) {
+            (Some(cluster), _) => Some(arn::cluster_name(cluster)),
+            (None, Some(daemon)) => arn::cluster_in_arn(daemon),
+            (None, None) => None,
+        }
+    }
+
+    /// The daemon's name, from the last segment of `daemonArn`.
+    pub fn daemon_name(&self) -> Option<&str> {
+        self.daemon_arn.as_deref().map(arn::resource_id)
+    }
+
+    pub fn is_impaired_start(&self) -> bool {
+        self.event_name.as_deref() == Some(DAEMON_TASK_START_IMPAIRED)
+    }
+}
+
 /// An ECS event after validation: envelope facts plus the typed detail.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EcsEvent<D> {
@@ -282,12 +352,14 @@ pub struct EcsEvent<D> {
 
 pub type InstanceEvent = EcsEvent<ContainerInstanceStateChange>;
 pub type TaskEvent = EcsEvent<TaskStateChange>;
+pub type DaemonEvent = EcsEvent<DaemonEventDetail>;
 
-/// Either ECS event this system consumes.
+/// Any ECS event this system consumes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AnyEcsEvent {
     Instance(Box<InstanceEvent>),
     Task(Box<TaskEvent>),
+    Daemon(Box<DaemonEvent>),
 }
 
 fn parse_envelope(raw: Value) -> Result<EventBridgeEvent<Value>, EventError> {
@@ -359,10 +431,53 @@ pub fn parse_task_event(raw: Value) -> Result<TaskEvent, EventError> {
     typed(parse_envelope(raw)?, TASK_STATE_CHANGE)
 }
 
-/// Parses either ECS event, choosing by detail-type.
+/// Parses either daemon event ("ECS Daemon Service Action" or "ECS Daemon Deployment State
+/// Change"); one without a cluster is malformed.
+pub fn parse_daemon_event(raw: Value) -> Result<DaemonEvent, EventError> {
+    daemon_event(parse_envelope(raw)?)
+}
+
+fn daemon_event(envelope: EventBridgeEvent<Value>) -> Result<DaemonEvent, EventError> {
+    let detail_type = envelope.detail_type.clone();
+    if detail_type != DAEMON_SERVICE_ACTION && detail_type != DAEMON_DEPLOYMENT_STATE_CHANGE {
+        return Err(EventError::WrongDetailType {
+            expected: format!("`{DAEMON_SERVICE_ACTION}` or `{DAEMON_DEPLOYMENT_STATE_CHANGE}`"),
+            found: detail_type,
+        });
+    }
+    let event: DaemonEvent = typed(envelope, &detail_type)?;
+    if event.detail.cluster_name().is_none() {
+        return Err(EventError::Detail {
+            detail_type,
+            path: "clusterArn".into(),
+            message: "missing: neither clusterArn nor daemonArn names the cluster".into(),
+        });
+    }
+    Ok(event)
+}
+
+/// Parses a task event, or a daemon event (the daemon events' rule feeds the task-events
+/// function's queue: both report copies of daemons).
+pub fn parse_task_or_daemon_event(raw: Value) -> Result<AnyEcsEvent, EventError> {
+    let envelope = parse_envelope(raw)?;
+    match envelope.detail_type.as_str() {
+        DAEMON_SERVICE_ACTION | DAEMON_DEPLOYMENT_STATE_CHANGE => {
+            Ok(AnyEcsEvent::Daemon(Box::new(daemon_event(envelope)?)))
+        }
+        _ => Ok(AnyEcsEvent::Task(Box::new(typed(
+            envelope,
+            TASK_STATE_CHANGE,
+        )?))),
+    }
+}
+
+/// Parses any ECS event this system consumes, choosing by detail-type.
 pub fn parse_ecs_event(raw: Value) -> Result<AnyEcsEvent, EventError> {
     let envelope = parse_envelope(raw)?;
     match envelope.detail_type.as_str() {
+        DAEMON_SERVICE_ACTION | DAEMON_DEPLOYMENT_STATE_CHANGE => {
+            Ok(AnyEcsEvent::Daemon(Box::new(daemon_event(envelope)?)))
+        }
         INSTANCE_STATE_CHANGE => Ok(AnyEcsEvent::Instance(Box::new(typed(
             envelope,
             INSTANCE_STATE_CHANGE,
@@ -372,7 +487,7 @@ pub fn parse_ecs_event(raw: Value) -> Result<AnyEcsEvent, EventError> {
             TASK_STATE_CHANGE,
         )?))),
         _ => Err(EventError::WrongDetailType {
-            expected: format!("`{INSTANCE_STATE_CHANGE}` or `{TASK_STATE_CHANGE}`"),
+            expected: format!("`{INSTANCE_STATE_CHANGE}`, `{TASK_STATE_CHANGE}` or a daemon event"),
             found: envelope.detail_type,
         }),
     }
@@ -492,6 +607,73 @@ mod tests {
             parse_ecs_event(sample("instance-active.json")),
             Ok(AnyEcsEvent::Instance(_))
         ));
+    }
+
+    #[test]
+    fn daemon_event_samples_parse() {
+        let impaired = parse_daemon_event(sample("daemon-start-impaired.json")).unwrap();
+        assert!(impaired.detail.is_impaired_start());
+        assert_eq!(impaired.detail.cluster_name(), Some("prod"));
+        assert_eq!(impaired.detail.daemon_name(), Some("cloudwatch-agent"));
+        assert_eq!(
+            impaired.detail.failure_type.as_deref(),
+            Some("TASK_FAILED_TO_RUN")
+        );
+        assert!(impaired
+            .detail
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("CannotPullContainerError"));
+
+        let deployment = parse_daemon_event(sample("daemon-deployment-in-progress.json")).unwrap();
+        assert!(!deployment.detail.is_impaired_start());
+        assert_eq!(
+            deployment.detail.event_name.as_deref(),
+            Some("DAEMON_DEPLOYMENT_IN_PROGRESS")
+        );
+        assert!(matches!(
+            parse_task_or_daemon_event(sample("daemon-deployment-in-progress.json")),
+            Ok(AnyEcsEvent::Daemon(_))
+        ));
+        assert!(matches!(
+            parse_task_or_daemon_event(sample("task-running.json")),
+            Ok(AnyEcsEvent::Task(_))
+        ));
+        assert!(matches!(
+            parse_ecs_event(sample("daemon-start-impaired.json")),
+            Ok(AnyEcsEvent::Daemon(_))
+        ));
+    }
+
+    #[test]
+    fn a_daemon_event_finds_its_cluster_or_is_refused() {
+        let mut no_cluster_arn = sample("daemon-start-impaired.json");
+        no_cluster_arn["detail"]
+            .as_object_mut()
+            .unwrap()
+            .remove("clusterArn");
+        let parsed = parse_daemon_event(no_cluster_arn.clone()).unwrap();
+        assert_eq!(
+            parsed.detail.cluster_name(),
+            Some("prod"),
+            "read from daemonArn"
+        );
+        no_cluster_arn["detail"]
+            .as_object_mut()
+            .unwrap()
+            .remove("daemonArn");
+        let error = parse_daemon_event(no_cluster_arn).unwrap_err();
+        assert!(
+            matches!(&error, EventError::Detail { path, .. } if path == "clusterArn"),
+            "{error}"
+        );
+        let mut bad_time = sample("daemon-start-impaired.json");
+        bad_time["detail"]["createdAt"] = json!("soon");
+        let error = parse_daemon_event(bad_time).unwrap_err().to_string();
+        assert!(error.contains("createdAt"), "{error}");
+        let wrong = parse_daemon_event(sample("task-running.json")).unwrap_err();
+        assert!(matches!(wrong, EventError::WrongDetailType { .. }));
     }
 
     #[test]

@@ -46,7 +46,145 @@ pub struct ManagedDaemon {
     pub previous_good: Option<String>,
     #[serde(default)]
     pub active_rollout: Option<String>,
+    /// ECS's latest reports of copies that could not start (`DAEMON_TASK_START_IMPAIRED`),
+    /// oldest first, at most [`IMPAIRED_STARTS_KEPT`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub impaired_starts: Vec<ImpairedStart>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// How many impaired starts a daemon's record keeps (the newest).
+pub const IMPAIRED_STARTS_KEPT: usize = 20;
+
+/// A copy ECS could not start, with ECS's own reason (*Daemon events*:
+/// `DAEMON_TASK_START_IMPAIRED`; `TASK_FAILED_TO_RUN` names the task, `TASK_CREATION_FAILED`
+/// has none).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImpairedStart {
+    /// EventBridge's event id: a redelivered event is recorded once.
+    pub event_id: String,
+    pub at: DateTime<Utc>,
+    #[serde(default)]
+    pub failure_type: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub container_instance_id: Option<String>,
+    #[serde(default)]
+    pub task_arn: Option<String>,
+    #[serde(default)]
+    pub capacity_provider: Option<String>,
+    /// `family:revision` of the daemon task definition that failed.
+    #[serde(default)]
+    pub daemon_task_definition: Option<String>,
+}
+
+impl ImpairedStart {
+    /// The report of one `DAEMON_TASK_START_IMPAIRED` event (`at`: its time, else `now`).
+    pub fn of_event(
+        event_id: &str,
+        time: Option<DateTime<Utc>>,
+        detail: &crate::events::DaemonEventDetail,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            event_id: event_id.to_string(),
+            at: detail.created_at.or(time).unwrap_or(now),
+            failure_type: detail.failure_type.clone(),
+            reason: detail.reason.clone(),
+            container_instance_id: detail
+                .container_instance_arn
+                .as_deref()
+                .map(|arn| crate::arn::resource_id(arn).to_string()),
+            task_arn: detail.task_arn.clone(),
+            capacity_provider: detail.capacity_provider_name.clone(),
+            daemon_task_definition: detail
+                .daemon_task_definition_arn
+                .as_deref()
+                .map(|arn| crate::arn::resource_id(arn).to_string()),
+        }
+    }
+
+    /// Whether the report is about `record`'s daemon: by the daemon's name in the event, else
+    /// by its daemon task definition's family.
+    pub fn concerns(&self, daemon_name: Option<&str>, record: &ManagedDaemon) -> bool {
+        match daemon_name {
+            Some(name) => name == record.daemon,
+            None => self
+                .daemon_task_definition
+                .as_deref()
+                .is_some_and(|definition| {
+                    family(definition) == family(&record.daemon_task_definition)
+                }),
+        }
+    }
+}
+
+fn family(pinned: &str) -> &str {
+    pinned.rsplit_once(':').map_or(pinned, |(family, _)| family)
+}
+
+/// The record with `starts` added (each once, oldest dropped past [`IMPAIRED_STARTS_KEPT`]),
+/// or `None` when every one was recorded already.
+pub fn record_impaired_starts(
+    record: &ManagedDaemon,
+    starts: &[ImpairedStart],
+    now: DateTime<Utc>,
+) -> Option<ManagedDaemon> {
+    let mut next = record.clone();
+    for start in starts {
+        if !next
+            .impaired_starts
+            .iter()
+            .any(|s| s.event_id == start.event_id)
+        {
+            next.impaired_starts.push(start.clone());
+        }
+    }
+    if next.impaired_starts.len() == record.impaired_starts.len() {
+        return None;
+    }
+    next.impaired_starts.sort_by_key(|s| s.at);
+    let excess = next
+        .impaired_starts
+        .len()
+        .saturating_sub(IMPAIRED_STARTS_KEPT);
+    next.impaired_starts.drain(..excess);
+    next.updated_at = now;
+    Some(next)
+}
+
+/// Drift: ECS's latest deployment is not the one ecs-daemons started and rolls out (or back
+/// to) another daemon task definition than the declared one, so someone updated the daemon
+/// outside ecs-daemons. `in_force` is that deployment's `family:revision`. A change decided
+/// and not yet confirmed (`pending_rollout`) is not drift.
+pub fn drift_of(
+    record: &ManagedDaemon,
+    latest_deployment_arn: Option<&str>,
+    in_force: Option<&str>,
+) -> Option<String> {
+    if latest_deployment_arn.is_none()
+        || latest_deployment_arn == record.deployment_arn.as_deref()
+        || record.pending_rollout.is_some()
+    {
+        return None;
+    }
+    let pinned = in_force?;
+    (pinned != record.daemon_task_definition).then(|| {
+        format!(
+            "ECS's latest deployment rolls out {pinned}, but ecs-daemons declared {declared}: the daemon was \
+             updated outside ecs-daemons; deploy {declared} to set it back, or deploy {pinned} to adopt the change",
+            declared = record.daemon_task_definition
+        )
+    })
+}
+
+/// Drift when ECS has no daemon at all.
+pub fn deleted_drift(daemon_arn: &str) -> String {
+    format!(
+        "ECS has no daemon {daemon_arn}: it was deleted outside ecs-daemons; deploy again to create it"
+    )
 }
 
 impl ItemKey {
@@ -287,6 +425,7 @@ mod tests {
             last_good: Some("agent-daemon:1".into()),
             previous_good: None,
             active_rollout: Some("r2".into()),
+            impaired_starts: Vec::new(),
             updated_at: now,
         };
         let rollout = crate::rollout::Rollout {

@@ -35,6 +35,9 @@ pub const TIME_TO_COVERAGE: &str = "TimeToCoverage";
 pub const TIME_TO_READY: &str = "TimeToReady";
 /// Seconds from registration until one daemon's copy ran (per cluster and daemon).
 pub const TIME_TO_DAEMON_RUNNING: &str = "TimeToDaemonRunning";
+/// 1 while a Managed Instances daemon was changed or deleted outside ecs-daemons, else 0
+/// (per daemon, from the coverage check; `status` says what changed and the fix).
+pub const DAEMON_DRIFT: &str = "DaemonDrift";
 /// Terminate lifecycle actions completed (the instance may terminate).
 pub const TERMINATIONS_CONTINUED: &str = "TerminationsContinued";
 /// Of those, completed at the drain limit while tasks still ran: what its alarm watches.
@@ -47,6 +50,7 @@ pub const METRIC_NAMES: &[&str] = &[
     INSTANCES_WITHOUT_DAEMON,
     DUPLICATE_COPIES,
     CRASH_LOOPING_INSTANCES,
+    DAEMON_DRIFT,
     ROLLOUT_PERCENT_DONE,
     ROLLOUT_FAILURES,
     ROLLOUTS_FAILED,
@@ -159,6 +163,9 @@ impl Emitter<'_> {
                     count(CRASH_LOOPING_INSTANCES, coverage.crash_looping as f64),
                 ],
             );
+        }
+        for (daemon, drift) in &outcome.native_drift {
+            self.per_daemon(daemon, &[count(DAEMON_DRIFT, u8::from(drift.is_some()))]);
         }
         for (daemon, counts) in &outcome.rollouts {
             self.per_daemon(
@@ -428,6 +435,26 @@ mod tests {
             1.0
         )));
         assert_eq!(lines[1]["instance"], "i-1");
+    }
+
+    #[test]
+    fn drift_of_each_managed_daemon_is_published_as_one_or_zero() {
+        let mut outcome = Outcome {
+            cluster: "prod".into(),
+            ..Outcome::default()
+        };
+        outcome
+            .native_drift
+            .insert("agent".into(), Some("updated outside".into()));
+        outcome.native_drift.insert("router".into(), None);
+        let lines = outcome_lines("ns", "coverage-check", &outcome, at());
+        let values: Vec<f64> = lines
+            .iter()
+            .flat_map(extracted)
+            .filter(|f| f.0 == DAEMON_DRIFT && !f.1.is_empty())
+            .map(|f| f.3)
+            .collect();
+        assert_eq!(values, vec![1.0, 0.0]);
     }
 
     #[test]

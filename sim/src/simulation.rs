@@ -22,7 +22,9 @@ use ecs_daemons::ecs::{
     StartTaskOutcome, StartTaskRequest, TaskFilter,
 };
 use ecs_daemons::engine::{Engine, EngineConfig, EngineError, EventKind, Outcome};
-use ecs_daemons::events::{INSTANCE_STATE_CHANGE, TASK_STATE_CHANGE};
+use ecs_daemons::events::{
+    DAEMON_DEPLOYMENT_STATE_CHANGE, DAEMON_SERVICE_ACTION, INSTANCE_STATE_CHANGE, TASK_STATE_CHANGE,
+};
 use ecs_daemons::holds::TerminationHold;
 use ecs_daemons::model::{
     CapacityProvider, ContainerInstance, InstanceStatus, Task, TaskDefinition,
@@ -765,7 +767,10 @@ impl Harness {
         for event in self.model.take_due_events() {
             match event["detail-type"].as_str() {
                 Some(INSTANCE_STATE_CHANGE) => instance_events.push(event),
-                Some(TASK_STATE_CHANGE) => task_events.push(event),
+                // The daemon events' rule feeds the task-events queue too (template.yaml).
+                Some(
+                    TASK_STATE_CHANGE | DAEMON_SERVICE_ACTION | DAEMON_DEPLOYMENT_STATE_CHANGE,
+                ) => task_events.push(event),
                 Some(ecs_daemons::autoscaling::TERMINATE_ACTION) => terminations.push(event),
                 _ => {}
             }

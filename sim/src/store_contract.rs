@@ -164,6 +164,16 @@ pub async fn check_store_contract<S: Store>(store: &S, cluster: &str, slots: usi
         last_good: None,
         previous_good: None,
         active_rollout: Some("r1".into()),
+        impaired_starts: vec![ecs_daemons::managed::ImpairedStart {
+            event_id: "e-1".into(),
+            at: chrono::Utc::now(),
+            failure_type: Some("TASK_CREATION_FAILED".into()),
+            reason: Some("RESOURCE:CPU".into()),
+            container_instance_id: Some("i-1".into()),
+            task_arn: None,
+            capacity_provider: Some("mi-general".into()),
+            daemon_task_definition: Some("agent-daemon:1".into()),
+        }],
         updated_at: chrono::Utc::now(),
     };
     store.put(&managed, Expected::Absent).await.unwrap();

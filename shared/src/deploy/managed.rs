@@ -88,6 +88,10 @@ pub(super) async fn prepare<E: Ecs, S: Store>(
         last_good: kept.as_ref().and_then(|k| k.last_good.clone()),
         previous_good: kept.as_ref().and_then(|k| k.previous_good.clone()),
         active_rollout: kept.as_ref().and_then(|k| k.active_rollout.clone()),
+        impaired_starts: kept
+            .as_ref()
+            .map(|k| k.impaired_starts.clone())
+            .unwrap_or_default(),
         updated_at: now,
     };
     let instances = match &record.daemon_arn {

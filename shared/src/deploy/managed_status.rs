@@ -23,6 +23,9 @@ pub struct ManagedStatus {
     /// A change decided and not yet confirmed by ECS (the next deploy finishes it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_rollout: Option<String>,
+    /// Copies ECS could not start, newest first, with ECS's reasons (from its
+    /// `DAEMON_TASK_START_IMPAIRED` events).
+    pub impaired_starts: Vec<rules::ImpairedStart>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -48,6 +51,7 @@ async fn status_of<E: Ecs, S: Store>(
         deployment: None,
         drift: None,
         pending_rollout: record.pending_rollout.clone(),
+        impaired_starts: record.impaired_starts.iter().rev().cloned().collect(),
     };
     if let Some(arn) = &record.daemon_arn {
         match engine.ecs().describe_daemon(arn).await {
@@ -61,12 +65,12 @@ async fn status_of<E: Ecs, S: Store>(
                         .into_iter()
                         .next();
                 }
-                view.drift = drift(engine, record, view.deployment.as_ref()).await?;
+                view.drift = engine
+                    .managed_drift(record, state.deployment_arn.as_deref())
+                    .await?;
             }
             Err(error) if error.kind == EcsErrorKind::NotFound => {
-                view.drift = Some(format!(
-                    "ECS has no daemon {arn}: it was deleted outside ecs-daemons; deploy again to create it"
-                ));
+                view.drift = Some(rules::deleted_drift(arn));
             }
             Err(error) => return Err(error.into()),
         }
@@ -115,50 +119,6 @@ fn provider_counts(state: &crate::ecs::DaemonState) -> Vec<ManagedProviderCount>
         }
     }
     counts
-}
-
-/// A latest deployment whose revision in force is not the recorded one: someone updated the
-/// daemon outside ecs-daemons.
-async fn drift<E: Ecs, S: Store>(
-    engine: &Engine<E, S>,
-    record: &ManagedDaemon,
-    deployment: Option<&crate::ecs::DaemonDeployment>,
-) -> Result<Option<String>, DeployError> {
-    // ECS's latest deployment is the one ecs-daemons started: whatever it rolls out (or back
-    // to) is the declared change, followed by the coverage check.
-    if deployment
-        .is_some_and(|d| record.deployment_arn.as_deref() == Some(d.deployment_arn.as_str()))
-    {
-        return Ok(None);
-    }
-    // After ECS's own rollback the revision in force is the one it returned to.
-    let in_force = deployment.and_then(|d| {
-        d.rollback
-            .as_ref()
-            .and_then(|r| r.target_revision_arn.clone())
-            .or_else(|| d.target_revision_arn.clone())
-    });
-    let Some(target) = in_force else {
-        return Ok(None);
-    };
-    if record.pending_rollout.is_some() {
-        return Ok(None);
-    }
-    let revisions = engine.ecs().describe_daemon_revisions(&[target]).await?;
-    let Some(definition) = revisions
-        .first()
-        .map(|r| r.daemon_task_definition_arn.clone())
-    else {
-        return Ok(None);
-    };
-    let pinned = definition.rsplit('/').next().unwrap_or_default();
-    Ok((pinned != record.daemon_task_definition).then(|| {
-        format!(
-            "ECS's latest deployment rolls out {pinned}, but ecs-daemons declared {}: the daemon was updated outside ecs-daemons; \
-             deploy {} to set it back, or deploy {pinned} to adopt the change",
-            record.daemon_task_definition, record.daemon_task_definition
-        )
-    }))
 }
 
 /// Adds each daemon's Managed Instances part to `daemons`: beside its EC2 part (one history,

@@ -2,6 +2,7 @@
 //! the instances it names reconciled together (`instances.rs`).
 
 use super::*;
+use crate::managed::ImpairedStart;
 use instances::task_from_event;
 
 /// What one event asks for, decided from the event alone.
@@ -13,6 +14,22 @@ pub(super) enum EventWork {
         hint: Option<Task>,
         only_if_draining: bool,
     },
+    /// A daemon event (Managed Instances): follow the cluster's managed daemons, after
+    /// recording the impaired start it reports, if any.
+    Daemon {
+        cluster: String,
+        daemon: Option<String>,
+        impaired: Option<ImpairedStart>,
+    },
+}
+
+/// The daemon events of a batch for one cluster.
+#[derive(Debug, Default)]
+pub(super) struct DaemonWork {
+    /// Impaired starts, each with the daemon its event named (if it named one).
+    pub(super) impaired: Vec<(Option<String>, ImpairedStart)>,
+    pub(super) positions: Vec<usize>,
+    pub(super) event_ids: Vec<String>,
 }
 
 /// One instance that the events of a batch ask to reconcile.
@@ -59,7 +76,7 @@ fn parse_accepted(raw: Value, accept: EventKind) -> Result<AnyEcsEvent, EventErr
         EventKind::Instance => {
             parse_instance_event(raw).map(|e| AnyEcsEvent::Instance(Box::new(e)))
         }
-        EventKind::Task => parse_task_event(raw).map(|e| AnyEcsEvent::Task(Box::new(e))),
+        EventKind::Task => parse_task_or_daemon_event(raw),
         EventKind::Any => parse_ecs_event(raw),
     }
 }
@@ -77,8 +94,26 @@ impl<E: Ecs, S: Store> Engine<E, S> {
     pub(super) fn event_work(
         &self,
         event: AnyEcsEvent,
+        now: DateTime<Utc>,
     ) -> Result<(String, EventWork), EngineError> {
         match event {
+            AnyEcsEvent::Daemon(event) => {
+                let detail = &event.detail;
+                let cluster = detail.cluster_name().unwrap_or_default().to_string();
+                self.check_cluster(&cluster)?;
+                let impaired = detail
+                    .is_impaired_start()
+                    .then(|| ImpairedStart::of_event(&event.id, event.time, detail, now));
+                let daemon = detail.daemon_name().map(str::to_string);
+                Ok((
+                    event.id,
+                    EventWork::Daemon {
+                        cluster,
+                        daemon,
+                        impaired,
+                    },
+                ))
+            }
             AnyEcsEvent::Instance(event) => {
                 let cluster = cluster_name(&event.detail.cluster_arn).to_string();
                 self.check_cluster(&cluster)?;
@@ -156,10 +191,11 @@ impl<E: Ecs, S: Store> Engine<E, S> {
     ) -> EventBatch {
         let mut batch = EventBatch::default();
         let mut clusters: BTreeMap<String, BTreeMap<String, InstanceWork>> = BTreeMap::new();
+        let mut daemon_clusters: BTreeMap<String, DaemonWork> = BTreeMap::new();
         for (position, raw) in raws.into_iter().enumerate() {
             let (event_id, work) = match parse_accepted(raw, accept)
                 .map_err(EngineError::from)
-                .and_then(|event| self.event_work(event))
+                .and_then(|event| self.event_work(event, now))
             {
                 Ok(work) => work,
                 Err(error) => {
@@ -170,17 +206,33 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                     continue;
                 }
             };
-            let EventWork::Reconcile {
-                cluster,
-                instance_arn,
-                hint,
-                only_if_draining,
-            } = work
-            else {
-                if let EventWork::Skip(outcome) = work {
+            let (cluster, instance_arn, hint, only_if_draining) = match work {
+                EventWork::Skip(outcome) => {
                     batch.outcomes.push(outcome);
+                    continue;
                 }
-                continue;
+                EventWork::Daemon {
+                    cluster,
+                    daemon,
+                    impaired,
+                } => {
+                    self.remember_daemon_event(
+                        &mut batch,
+                        &mut daemon_clusters,
+                        (position, event_id),
+                        cluster,
+                        impaired.map(|start| (daemon, start)),
+                        now,
+                    )
+                    .await;
+                    continue;
+                }
+                EventWork::Reconcile {
+                    cluster,
+                    instance_arn,
+                    hint,
+                    only_if_draining,
+                } => (cluster, instance_arn, hint, only_if_draining),
             };
             match self
                 .store
@@ -231,7 +283,56 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 }
             }
         }
+        for (cluster, work) in daemon_clusters {
+            match self
+                .on_daemon_events(&cluster, &work.impaired, now, invocation)
+                .await
+            {
+                Ok(outcome) => batch.outcomes.push(outcome),
+                Err(error) => {
+                    let ids: Vec<&str> = work.event_ids.iter().map(String::as_str).collect();
+                    self.forget_events(&ids).await;
+                    batch.failures.push(BatchFailure {
+                        positions: work.positions,
+                        error,
+                    });
+                }
+            }
+        }
         batch
+    }
+
+    /// A daemon event deduplicated by id and added to its cluster's work.
+    async fn remember_daemon_event(
+        &self,
+        batch: &mut EventBatch,
+        daemon_clusters: &mut BTreeMap<String, DaemonWork>,
+        (position, event_id): (usize, String),
+        cluster: String,
+        impaired: Option<(Option<String>, ImpairedStart)>,
+        now: DateTime<Utc>,
+    ) {
+        match self
+            .store
+            .remember_event(&event_id, now, self.config.event_ttl)
+            .await
+        {
+            Ok(EventSeen::Duplicate) => batch.outcomes.push(Outcome::skipped(
+                &cluster,
+                None,
+                format!("event {event_id} was already handled"),
+            )),
+            Ok(EventSeen::FirstTime) => {
+                let work = daemon_clusters.entry(cluster).or_default();
+                work.positions.push(position);
+                work.event_ids.push(event_id);
+                work.impaired.extend(impaired);
+            }
+            Err(error) => batch.failures.push(BatchFailure {
+                positions: vec![position],
+                error: error.into(),
+            }),
+        }
     }
 
     /// One event alone (a direct invoke): its outcome, or the error that stopped it.

@@ -5,7 +5,10 @@
 
 use super::*;
 use crate::ecs::{DaemonDeployment, DaemonState};
-use crate::managed::{follow_deployment, ManagedDaemon};
+use crate::managed::{
+    deleted_drift, drift_of, follow_deployment, record_impaired_starts, ImpairedStart,
+    ManagedDaemon,
+};
 use crate::plan::Trouble;
 
 impl<E: Ecs, S: Store> Engine<E, S> {
@@ -37,6 +40,72 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             }
         }
         Ok(outcome)
+    }
+
+    /// Daemon events of one cluster (Managed Instances): the impaired starts they report are
+    /// recorded on their daemons, then every managed daemon of the cluster is followed as the
+    /// coverage check does (the events are triggers; ECS's answers are the truth, so a lost
+    /// event costs only time until the next check). The outcome carries no coverage: the
+    /// coverage check publishes it for the whole fleet.
+    pub async fn on_daemon_events(
+        &self,
+        cluster: &str,
+        impaired: &[(Option<String>, ImpairedStart)],
+        now: DateTime<Utc>,
+        _invocation: &str,
+    ) -> Result<Outcome, EngineError> {
+        let mut outcome = Outcome::skipped(cluster, None, "");
+        outcome.skipped = None;
+        let managed = self.store.list_in_cluster::<ManagedDaemon>(cluster).await?;
+        if managed.is_empty() {
+            outcome.skipped = Some("no daemon of the cluster runs on Managed Instances".into());
+            return Ok(outcome);
+        }
+        for part in managed {
+            let part = self.record_impaired(part, impaired, now).await?;
+            self.follow_managed(&part, now, &mut outcome).await?;
+        }
+        outcome.coverage.clear();
+        outcome.native_drift.clear();
+        Ok(outcome)
+    }
+
+    /// Adds the impaired starts that concern `part`'s daemon to its record (a lost race with
+    /// another writer reads again, a few times).
+    async fn record_impaired(
+        &self,
+        mut part: Versioned<ManagedDaemon>,
+        impaired: &[(Option<String>, ImpairedStart)],
+        now: DateTime<Utc>,
+    ) -> Result<Versioned<ManagedDaemon>, EngineError> {
+        let starts: Vec<ImpairedStart> = impaired
+            .iter()
+            .filter(|(daemon, start)| start.concerns(daemon.as_deref(), &part.record))
+            .map(|(_, start)| start.clone())
+            .collect();
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            let Some(next) = record_impaired_starts(&part.record, &starts, now) else {
+                return Ok(part);
+            };
+            match self.store.put(&next, part.expected()).await {
+                Ok(version) => {
+                    return Ok(Versioned {
+                        record: next,
+                        version,
+                    })
+                }
+                Err(StoreError::Conflict { .. }) if attempt < ATTEMPTS => {
+                    let key = crate::store::Record::key(&part.record);
+                    match self.store.get::<ManagedDaemon>(&key).await? {
+                        Some(fresh) => part = fresh,
+                        None => return Ok(part),
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(part)
     }
 
     /// A daemon's Managed Instances part with its rollout in flight brought up to date with
@@ -77,18 +146,24 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             Err(error) if error.kind == crate::ecs::EcsErrorKind::NotFound => {
                 // Deleted outside ecs-daemons: every targeted instance is without it.
                 let coverage = outcome.coverage.entry(record.daemon.clone()).or_default();
+                let drift = deleted_drift(daemon_arn);
                 coverage.trouble.push(Trouble {
                     instance_id: String::new(),
                     state: "DELETED".into(),
-                    reason: format!(
-                        "ECS has no daemon {daemon_arn}: it was deleted outside ecs-daemons"
-                    ),
+                    reason: drift.clone(),
                 });
+                outcome
+                    .native_drift
+                    .insert(record.daemon.clone(), Some(drift));
                 return Ok(());
             }
             Err(error) => return Err(error.into()),
         };
         add_coverage(outcome, &record.daemon, record.critical, &state);
+        let drift = self
+            .managed_drift(record, state.deployment_arn.as_deref())
+            .await?;
+        outcome.native_drift.insert(record.daemon.clone(), drift);
         let Some(active) = &record.active_rollout else {
             return Ok(());
         };
@@ -137,6 +212,42 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             }
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// Drift of a daemon whose latest deployment in ECS is `latest` (`managed::drift_of`);
+    /// reads the deployment and its revision only when ecs-daemons did not start it.
+    pub async fn managed_drift(
+        &self,
+        record: &ManagedDaemon,
+        latest: Option<&str>,
+    ) -> Result<Option<String>, EngineError> {
+        let Some(latest) = latest.filter(|latest| {
+            Some(*latest) != record.deployment_arn.as_deref() && record.pending_rollout.is_none()
+        }) else {
+            return Ok(None);
+        };
+        let deployment = self
+            .ecs
+            .describe_daemon_deployments(&[latest.to_string()])
+            .await?
+            .into_iter()
+            .next();
+        // After ECS's own rollback the revision in force is the one it returned to.
+        let revision = deployment.and_then(|d| {
+            d.rollback
+                .and_then(|r| r.target_revision_arn)
+                .or(d.target_revision_arn)
+        });
+        let in_force = match revision {
+            Some(revision) => self
+                .ecs
+                .describe_daemon_revisions(&[revision])
+                .await?
+                .first()
+                .map(|r| crate::arn::resource_id(&r.daemon_task_definition_arn).to_string()),
+            None => None,
+        };
+        Ok(drift_of(record, Some(latest), in_force.as_deref()))
     }
 
     /// ECS's deployment that carries `rollout`, if ECS knows it.

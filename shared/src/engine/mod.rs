@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::arn::{cluster_name, resource_id};
 use crate::ecs::{Ecs, EcsError, InstanceAttribute, TaskFilter};
 use crate::events::{
-    parse_ecs_event, parse_instance_event, parse_task_event, AnyEcsEvent, EventError,
+    parse_ecs_event, parse_instance_event, parse_task_or_daemon_event, AnyEcsEvent, EventError,
     TaskStateChange,
 };
 use crate::model::{ContainerInstance, HealthStatus, InstanceStatus, Task, TaskStatus};
@@ -192,6 +192,10 @@ pub struct Outcome {
     /// Instances that joined and became ready in this invocation: their time to coverage.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub coverage_times: Vec<crate::coverage_time::CoverageTime>,
+    /// Each Managed Instances daemon the coverage check followed: the drift found (changed
+    /// or deleted outside ecs-daemons), if any.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub native_drift: BTreeMap<String, Option<String>>,
     /// Writes lost to another invocation that got there first (harmless).
     pub conflicts: usize,
     /// Actions that failed; the next event or coverage check retries them.

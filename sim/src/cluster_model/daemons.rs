@@ -15,6 +15,12 @@ use ecs_daemons::ecs::{
 };
 
 use super::{ACCOUNT, REGION};
+use ecs_daemons::events::{
+    DAEMON_DEPLOYMENT_STATE_CHANGE, DAEMON_SERVICE_ACTION, DAEMON_TASK_START_IMPAIRED,
+};
+
+/// ECS's reason for the model's failing revisions (the *Daemon events* example's pull failure).
+pub const IMPAIRED_REASON: &str = "Task failed to reach RUNNING status: CannotPullContainerError: pull image manifest has been retried 5 time(s)";
 
 /// What the managed-daemon documentation leaves open.
 #[derive(Clone, Debug)]
@@ -146,9 +152,56 @@ struct Daemon {
     updated_at: DateTime<Utc>,
 }
 
+/// An event ECS sends about its managed daemons (*Daemon events*, developer guide), not yet
+/// handed to EventBridge.
+#[derive(Clone, Debug)]
+pub(super) enum NativeEvent {
+    /// `ECS Daemon Deployment State Change`: "each time the state of a daemon deployment
+    /// changes".
+    Deployment {
+        cluster: String,
+        daemon_arn: String,
+        deployment_arn: String,
+        target_revision_arn: String,
+        event_name: &'static str,
+    },
+    /// `ECS Daemon Service Action` `DAEMON_TASK_START_IMPAIRED`, `TASK_FAILED_TO_RUN` (the
+    /// model's failing revisions start a task that never reaches RUNNING).
+    ImpairedStart {
+        cluster: String,
+        daemon_arn: String,
+        revision_arn: String,
+        definition_key: String,
+        provider: String,
+        instance_id: String,
+        task_id: String,
+    },
+}
+
+/// The deployment events a change of status sends (*Daemon events*: the INFO and ERROR
+/// `DAEMON_DEPLOYMENT_*` names). Before a rollback ECS says it "stopped the deployment from
+/// moving forward and will now start to roll back" (`STOP_REQUESTED`).
+fn deployment_event_names(status: &DaemonDeploymentStatus) -> &'static [&'static str] {
+    match status {
+        DaemonDeploymentStatus::Pending => &["DAEMON_DEPLOYMENT_PENDING"],
+        DaemonDeploymentStatus::InProgress => &["DAEMON_DEPLOYMENT_IN_PROGRESS"],
+        DaemonDeploymentStatus::Successful => &["DAEMON_DEPLOYMENT_SUCCESSFUL"],
+        DaemonDeploymentStatus::Stopped => &["DAEMON_DEPLOYMENT_STOPPED"],
+        DaemonDeploymentStatus::RollbackInProgress => &[
+            "DAEMON_DEPLOYMENT_STOP_REQUESTED",
+            "DAEMON_DEPLOYMENT_ROLLBACK_IN_PROGRESS",
+        ],
+        DaemonDeploymentStatus::RollbackSuccessful => &["DAEMON_DEPLOYMENT_ROLLBACK_SUCCESSFUL"],
+        DaemonDeploymentStatus::RollbackFailed => &["DAEMON_DEPLOYMENT_ROLLBACK_FAILED"],
+        _ => &[],
+    }
+}
+
 /// The managed-daemon part of the model's world.
 #[derive(Debug, Default)]
 pub(super) struct NativeDaemons {
+    /// Events sent and not yet taken by the world.
+    outbox: Vec<NativeEvent>,
     definitions: BTreeMap<String, DaemonDefinitionModel>,
     latest: BTreeMap<String, i32>,
     daemons: BTreeMap<String, Daemon>,
@@ -205,6 +258,78 @@ impl NativeDaemons {
         let key = format!("{}:{}", definition.family, revision);
         self.definitions.insert(key.clone(), definition);
         key
+    }
+
+    /// Every deployment's status, by ARN: what [`Self::announce`] compares with.
+    pub(super) fn statuses(&self) -> BTreeMap<String, DaemonDeploymentStatus> {
+        self.daemons
+            .values()
+            .flat_map(|d| d.deployments.iter())
+            .map(|d| (d.arn.clone(), d.status.clone()))
+            .collect()
+    }
+
+    /// Sends a deployment state change for every deployment whose status is not what it was
+    /// in `before` (new ones included).
+    pub(super) fn announce(&mut self, before: &BTreeMap<String, DaemonDeploymentStatus>) {
+        let mut events = Vec::new();
+        for (daemon_arn, daemon) in &self.daemons {
+            for deployment in &daemon.deployments {
+                if before.get(&deployment.arn) == Some(&deployment.status) {
+                    continue;
+                }
+                for event_name in deployment_event_names(&deployment.status) {
+                    events.push(NativeEvent::Deployment {
+                        cluster: daemon.cluster.clone(),
+                        daemon_arn: daemon_arn.clone(),
+                        deployment_arn: deployment.arn.clone(),
+                        target_revision_arn: deployment.target.clone(),
+                        event_name,
+                    });
+                }
+            }
+        }
+        self.outbox.extend(events);
+    }
+
+    pub(super) fn take_events(&mut self) -> Vec<NativeEvent> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// A copy of `daemon_arn` at `revision` failed to start on `instance_id`.
+    fn impaired(&mut self, daemon_arn: &str, revision: &str, instance_id: &str, provider: &str) {
+        let Some(daemon) = self.daemons.get(daemon_arn) else {
+            return;
+        };
+        let event = NativeEvent::ImpairedStart {
+            cluster: daemon.cluster.clone(),
+            daemon_arn: daemon_arn.to_string(),
+            revision_arn: revision.to_string(),
+            definition_key: daemon.revisions.get(revision).cloned().unwrap_or_default(),
+            provider: provider.to_string(),
+            instance_id: instance_id.to_string(),
+            task_id: format!("{:032x}", self.next_id + 1),
+        };
+        self.next_id += 1;
+        self.outbox.push(event);
+    }
+
+    /// Instances launched for an application's room (not a deployment's replacements): each
+    /// copy that failed to start is announced.
+    pub(super) fn scale_out(&mut self, cluster: &str, provider: &str, count: usize) -> Vec<String> {
+        let launched = self.launch(cluster, provider, count);
+        for id in &launched {
+            let failed: Vec<(String, String)> = self.instances[cluster][id]
+                .copies
+                .iter()
+                .filter(|(_, copy)| copy.state == CopyState::Impaired)
+                .map(|(arn, copy)| (arn.clone(), copy.revision.clone()))
+                .collect();
+            for (arn, revision) in failed {
+                self.impaired(&arn, &revision, id, provider);
+            }
+        }
+        launched
     }
 
     /// Instances ECS launched for a Managed Instances provider. Each starts every daemon of
@@ -407,9 +532,10 @@ impl NativeDaemons {
         knobs: &NativeKnobs,
     ) -> String {
         let number = self.id();
+        // *Daemon events*' examples: `…:daemon-revision/<cluster>/<daemon>/<id>`.
         let revision = format!(
-            "{}/revision/{number}",
-            daemon_arn(&daemon.cluster, &daemon.name)
+            "arn:aws:ecs:{REGION}:{ACCOUNT}:daemon-revision/{}/{}/{number}",
+            daemon.cluster, daemon.name
         );
         daemon.revisions.insert(revision.clone(), key.to_string());
         for running in daemon
@@ -833,6 +959,8 @@ impl NativeDaemons {
             let Some(revision) = revision else { continue };
             if self.revision_fails(daemon, &revision) {
                 failed += 1;
+                let provider = self.instances[&daemon.cluster][id].provider.clone();
+                self.impaired(arn, &revision, id, &provider);
                 if let Some(copy) = self
                     .instances
                     .get_mut(&daemon.cluster)
@@ -909,7 +1037,65 @@ impl super::World {
         while let Some(at) = self.native.next_due(&knobs).filter(|at| *at <= until) {
             self.now = self.now.max(at);
             let now = self.now;
+            let before = self.native.statuses();
             self.native.step(now, &knobs);
+            self.native.announce(&before);
+            self.send_native_events();
+        }
+    }
+
+    /// Hands ECS's daemon events to EventBridge (with the world's delivery faults).
+    pub(super) fn send_native_events(&mut self) {
+        for event in self.native.take_events() {
+            let (detail_type, resource, detail) = match event {
+                NativeEvent::Deployment {
+                    cluster,
+                    daemon_arn,
+                    deployment_arn,
+                    target_revision_arn,
+                    event_name,
+                } => {
+                    let detail = serde_json::json!({
+                        "eventType": if event_name.ends_with("FAILED") { "ERROR" } else { "INFO" },
+                        "eventName": event_name,
+                        "clusterArn": super::cluster_arn(&cluster),
+                        "daemonArn": daemon_arn,
+                        "daemonDeploymentArn": deployment_arn,
+                        "targetDaemonRevisionArn": target_revision_arn,
+                        "updatedAt": super::iso(self.now),
+                    });
+                    (DAEMON_DEPLOYMENT_STATE_CHANGE, daemon_arn, detail)
+                }
+                NativeEvent::ImpairedStart {
+                    cluster,
+                    daemon_arn,
+                    revision_arn,
+                    definition_key,
+                    provider,
+                    instance_id,
+                    task_id,
+                } => {
+                    let task_arn =
+                        format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task/{cluster}/{task_id}");
+                    let detail = serde_json::json!({
+                        "eventType": "WARNING",
+                        "eventName": DAEMON_TASK_START_IMPAIRED,
+                        "clusterArn": super::cluster_arn(&cluster),
+                        "containerInstanceArn": format!("arn:aws:ecs:{REGION}:{ACCOUNT}:container-instance/{cluster}/{instance_id}"),
+                        "taskArn": task_arn,
+                        "daemonRevisionArn": revision_arn,
+                        "capacityProviderName": provider,
+                        "daemonArn": daemon_arn,
+                        "daemonTaskDefinitionArn": definition_arn(&definition_key),
+                        "failureType": "TASK_FAILED_TO_RUN",
+                        "createdAt": super::iso(self.now),
+                        "reason": IMPAIRED_REASON,
+                    });
+                    (DAEMON_SERVICE_ACTION, task_arn, detail)
+                }
+            };
+            let body = self.envelope(detail_type, &resource, detail);
+            self.emit(body);
         }
     }
 
@@ -954,7 +1140,10 @@ impl super::ClusterModel {
         provider: &str,
         count: usize,
     ) -> Vec<String> {
-        self.world().native.launch(cluster, provider, count)
+        let mut world = self.world();
+        let launched = world.native.scale_out(cluster, provider, count);
+        world.send_native_events();
+        launched
     }
 
     /// Instances of `cluster` running each managed daemon, by daemon name.
@@ -988,7 +1177,11 @@ impl ecs_daemons::ecs::EcsDaemons for super::ClusterModel {
         let cluster = provider_name(&declaration.cluster_arn).to_string();
         world.check_native_providers("CreateDaemon", &cluster, declaration)?;
         let (now, knobs) = (world.now, world.config.native.clone());
-        world.native.create(declaration, client_token, now, &knobs)
+        let before = world.native.statuses();
+        let answer = world.native.create(declaration, client_token, now, &knobs);
+        world.native.announce(&before);
+        world.send_native_events();
+        answer
     }
 
     async fn update_daemon(
@@ -1006,14 +1199,22 @@ impl ecs_daemons::ecs::EcsDaemons for super::ClusterModel {
             .to_string();
         world.check_native_providers("UpdateDaemon", &cluster, declaration)?;
         let (now, knobs) = (world.now, world.config.native.clone());
-        world.native.update(daemon_arn, declaration, now, &knobs)
+        let before = world.native.statuses();
+        let answer = world.native.update(daemon_arn, declaration, now, &knobs);
+        world.native.announce(&before);
+        world.send_native_events();
+        answer
     }
 
     async fn delete_daemon(&self, daemon_arn: &str) -> Result<DaemonChange, EcsError> {
         let mut world = self.world();
         world.call("DeleteDaemon", true, daemon_arn)?;
         let now = world.now;
-        world.native.delete(daemon_arn, now)
+        let before = world.native.statuses();
+        let answer = world.native.delete(daemon_arn, now);
+        world.native.announce(&before);
+        world.send_native_events();
+        answer
     }
 
     async fn describe_daemon(&self, daemon_arn: &str) -> Result<DaemonState, EcsError> {
