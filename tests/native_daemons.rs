@@ -6,6 +6,7 @@ use ecs_daemons::ecs::{
     DaemonDeclaration, DaemonDeploymentSettings, DaemonDeploymentStatus, EcsDaemons, EcsErrorKind,
 };
 use ecs_daemons::model::CapacityProviderKind;
+use ecs_daemons::store::Store;
 use ecs_daemons_sim::cluster_model::{
     cluster_arn, ClusterModel, DaemonDefinitionModel, ModelConfig,
 };
@@ -649,6 +650,23 @@ async fn a_deploy_killed_at_any_call_is_finished_by_the_next() {
             revisions[0].daemon_task_definition_arn.ends_with(&second),
             "crash point {crash_after}: {revisions:?}"
         );
+        // Every rollout ends once ECS's deployments did: the one the update replaced (ended in
+        // the same write that started the next), and the update's own (its deployment taken
+        // from the declaration if the crash cut the rollout's write off).
+        harness.coverage_check().await.result.unwrap();
+        let open: Vec<String> = harness
+            .store
+            .query::<ecs_daemons::rollout::Rollout>(CLUSTER, "cloudwatch-agent")
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.record.state == ecs_daemons::rollout::RolloutState::InProgress)
+            .map(|r| r.record.id)
+            .collect();
+        assert!(
+            open.is_empty(),
+            "crash point {crash_after}: {open:?} still in progress"
+        );
         if !reached {
             eprintln!("the deploy ran to its end within {crash_after} calls");
             return;
@@ -944,4 +962,106 @@ async fn daemon_events_record_impaired_starts_and_end_rollouts_between_checks() 
     assert_eq!(newest.daemon_task_definition.as_deref(), Some(bad.as_str()));
     assert_eq!(newest.capacity_provider.as_deref(), Some("mi-general"));
     assert!(newest.container_instance_id.is_some() && newest.task_arn.is_some());
+}
+
+/// A daemon on both kinds rolls back by one invoke: two rollouts of the same instant, each
+/// with an id of its own (they share the daemon's partition).
+#[tokio::test]
+async fn a_daemon_on_both_kinds_rolls_back_both_parts_in_one_invoke() {
+    let mut harness = harness_with_managed_instances(2);
+    harness
+        .model
+        .add_instance(CLUSTER, "asg-general", 2048, 4096);
+    let tasks: Vec<String> = (0..2)
+        .map(|_| {
+            harness.model.register_task_definition(
+                ecs_daemons_sim::cluster_model::TaskDefinitionModel::new(
+                    "cloudwatch-agent",
+                    256,
+                    256,
+                ),
+            )
+        })
+        .collect();
+    let daemons: Vec<String> = (0..2)
+        .map(|_| {
+            harness
+                .model
+                .register_daemon_task_definition(DaemonDefinitionModel::new(
+                    "cloudwatch-agent-daemon",
+                    1024,
+                    512,
+                ))
+        })
+        .collect();
+    let both = |n: usize| ecs_daemons::deploy::DeployRequest {
+        task_definition: Some(tasks[n].clone()),
+        daemon_task_definition: Some(daemons[n].clone()),
+        ..ecs_daemons::deploy::DeployRequest::new(
+            CLUSTER,
+            "cloudwatch-agent",
+            &tasks[n],
+            &["mi-general", "asg-general"],
+            0,
+        )
+    };
+    harness.deploy(both(0)).await.unwrap();
+    harness.run_scheduled(Duration::minutes(15), 60).await;
+    harness.deploy(both(1)).await.unwrap();
+    harness.run_scheduled(Duration::minutes(2), 60).await;
+    let answer = harness
+        .rollback(ecs_daemons::deploy::RollbackRequest {
+            cluster: CLUSTER.into(),
+            daemon: "cloudwatch-agent".into(),
+            to_revision: None,
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    let ec2 = answer.rollout.unwrap();
+    let managed = answer.managed.unwrap().rollout.unwrap();
+    assert_ne!(ec2.id, managed.id);
+    assert_eq!(
+        (
+            ec2.to_task_definition.as_str(),
+            managed.to_task_definition.as_str()
+        ),
+        (tasks[0].as_str(), daemons[0].as_str())
+    );
+}
+
+/// A daemon deleted outside ecs-daemons while ECS rolls it out: the rollout ends failed with
+/// the reason, and the daemon is reported as drift, never recreated behind the operator.
+#[tokio::test]
+async fn a_daemon_deleted_outside_ends_its_rollout_and_is_reported() {
+    use ecs_daemons::rollout::RolloutState;
+    let mut harness = harness_with_managed_instances(4);
+    let first = harness
+        .model
+        .register_daemon_task_definition(DaemonDefinitionModel::new(
+            "cloudwatch-agent-daemon",
+            1024,
+            512,
+        ));
+    let created = harness.deploy(managed_deploy(&first)).await.unwrap();
+    let daemon_arn = created.managed.unwrap().daemon_arn.unwrap();
+    harness.model.advance(Duration::minutes(1));
+    harness.model.delete_daemon(&daemon_arn).await.unwrap();
+    harness.model.advance(Duration::minutes(5));
+    let outcome = harness.coverage_check().await.result.unwrap();
+    assert_eq!(outcome.rollouts_ended.len(), 1, "{outcome:?}");
+    assert_eq!(outcome.rollouts_ended[0].state, RolloutState::Failed);
+    assert!(outcome.rollouts_ended[0]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("deleted outside ecs-daemons"));
+    assert!(outcome.native_drift["cloudwatch-agent"].is_some());
+    let creates = harness
+        .model
+        .calls()
+        .iter()
+        .filter(|c| c.operation == "CreateDaemon")
+        .count();
+    assert_eq!(creates, 1, "not recreated behind the operator's back");
 }

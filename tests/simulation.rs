@@ -1,4 +1,4 @@
-//! The 200-seed slice of the fault campaign (`ecs_daemons_sim::campaign`): both scenarios, every
+//! The 200-seed slice of the fault campaign (`ecs_daemons_sim::campaign`): every scenario, every
 //! fault kind, every invariant checked after every simulated second.
 //!
 //! Replay one seed: `SIM_SEED=<n> cargo test -p integration-tests --test simulation -- --nocapture`
@@ -59,6 +59,22 @@ fn seeded_rollouts_keep_every_invariant() {
                 && report.faults.invocations_crashed > 0
                 && report.faults.store_conflicts > 0
                 && report.faults.throttling_bursts > 0,
+            "faults were injected: {:?}",
+            report.faults
+        );
+    }
+}
+
+#[test]
+fn seeded_managed_daemons_keep_every_promise() {
+    let report = slice(Scenario::Managed);
+    if report.runs > 1 {
+        assert!(
+            report.faults.events_dropped > 0
+                && report.faults.events_duplicated > 0
+                && report.faults.invocations_crashed > 0
+                && report.faults.store_conflicts > 0
+                && report.faults.throttled_calls > 0,
             "faults were injected: {:?}",
             report.faults
         );

@@ -26,6 +26,8 @@ use ecs_daemons::slot::Slot;
 use ecs_daemons::spec::RestartPolicy;
 use ecs_daemons::store::{Store, Versioned};
 
+mod managed;
+
 const CLUSTER: &str = "sim";
 const COVERAGE_INTERVAL: i64 = 60;
 
@@ -68,15 +70,20 @@ pub enum Scenario {
     /// A rolling update, then maybe a bad revision (breaker, automatic rollback), a superseding
     /// deploy or a manual rollback, while instances join and drain.
     Rollout,
+    /// A daemon on ECS's native managed daemons (Managed Instances), sometimes on an EC2
+    /// provider too: updates, a revision that trips ECS's breaker, a rollback invoke, a
+    /// superseding deploy, changes made outside ecs-daemons, instances scaling out.
+    Managed,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 2] = [Scenario::Churn, Scenario::Rollout];
+    pub const ALL: [Scenario; 3] = [Scenario::Churn, Scenario::Rollout, Scenario::Managed];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Churn => "churn",
             Self::Rollout => "rollout",
+            Self::Managed => "managed",
         }
     }
 
@@ -326,6 +333,7 @@ pub async fn run_seed(seed: u64, scenario: Scenario) -> Result<SeedReport, Strin
     match scenario {
         Scenario::Churn => run_churn(seed).await,
         Scenario::Rollout => run_rollout(seed).await,
+        Scenario::Managed => managed::run_managed(seed).await,
     }
 }
 
@@ -869,6 +877,7 @@ async fn deploy_until_done(harness: &mut Harness, request: DeployRequest) -> Res
 
 /// A user rolling back: tries again while the answer is a retryable fault.
 async fn rollback_until_done(harness: &mut Harness) -> Result<(), String> {
+    // Every scenario's daemon that rolls back is "agent".
     let mut outcome = Ok(());
     for _ in 0..20 {
         let rollback = RollbackRequest {
@@ -882,6 +891,9 @@ async fn rollback_until_done(harness: &mut Harness) -> Result<(), String> {
             .await
             .map(drop)
             .map_err(|e| e.to_string());
+        if verbose() {
+            println!("{} rollback: {outcome:?}", harness.model.now());
+        }
         if !outcome.as_ref().is_err_and(|e| retryable(e)) {
             break;
         }

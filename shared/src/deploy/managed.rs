@@ -263,12 +263,27 @@ pub(super) async fn declare<E: Ecs, S: Store>(
         .as_ref()
         .filter(|e| e.record.daemon_arn.is_some())
         .map(|e| e.record.daemon_task_definition.clone());
-    let superseded = record.active_rollout.clone();
+    let running = match &record.active_rollout {
+        Some(active) => engine
+            .rollout(&record.cluster, &record.daemon, active)
+            .await?
+            .filter(|r| r.record.state == RolloutState::InProgress),
+        None => None,
+    };
     let mut rollout = start_rollout_of(&mut record, previous, kind, now, invocation);
+    let ended = running.map(|r| (superseded(&r.record, &rollout, now), r.expected()));
     let expected = existing
         .as_ref()
         .map_or(Expected::Absent, Versioned::expected);
-    match engine.switch_to_rollout(&record, expected, &rollout).await {
+    let switched = engine
+        .switch_to_rollout_ending(
+            &record,
+            expected,
+            &rollout,
+            ended.as_ref().map(|(r, e)| (r, *e)),
+        )
+        .await;
+    match switched {
         Ok(()) => {}
         Err(StoreError::Conflict { .. }) => {
             return Err(DeployError::Conflict {
@@ -278,9 +293,6 @@ pub(super) async fn declare<E: Ecs, S: Store>(
         Err(error) => return Err(error.into()),
     }
     let version = expected.next_version();
-    if let Some(previous) = superseded {
-        supersede(engine, &record, &previous, &rollout, now).await?;
-    }
     confirm(engine, &mut record, version, &declaration, &mut rollout).await?;
     prune_history(engine, &record.cluster, &record.daemon).await?;
     Ok(answer(&record, Some(rollout)))
@@ -294,10 +306,12 @@ fn start_rollout_of(
     now: DateTime<Utc>,
     invocation: &str,
 ) -> Rollout {
+    // Its own id: the EC2 part's rollout of the same invoke has `new_id(now, invocation)`,
+    // and both live in the daemon's partition.
     let mut rollout = Rollout::started(
         &record.cluster,
         &record.daemon,
-        Rollout::new_id(now, invocation),
+        Rollout::new_id(now, &format!("{invocation}mi")),
         kind,
         previous,
         record.daemon_task_definition.clone(),
@@ -333,17 +347,30 @@ async fn confirm<E: Ecs, S: Store>(
             .write_managed_daemon(record, Expected::Version(version))
             .await,
     )?;
-    rollout.deployment_arn = change.deployment_arn;
-    if let Some(stored) = engine
-        .rollout(&record.cluster, &record.daemon, &rollout.id)
-        .await?
-    {
-        conflict_for(
-            &record.daemon,
-            engine.write_rollout(rollout, stored.expected()).await,
-        )?;
+    rollout.deployment_arn = change.deployment_arn.clone();
+    carry(engine, record, &rollout.id, change.deployment_arn).await
+}
+
+/// Records on rollout `id` the ECS deployment that carries it. (Cut off before this write,
+/// the coverage check takes the deployment from the confirmed declaration instead.)
+async fn carry<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    record: &ManagedDaemon,
+    id: &str,
+    deployment_arn: Option<String>,
+) -> Result<(), DeployError> {
+    let Some(stored) = engine.rollout(&record.cluster, &record.daemon, id).await? else {
+        return Ok(());
+    };
+    if stored.record.deployment_arn == deployment_arn {
+        return Ok(());
     }
-    Ok(())
+    let mut rollout = stored.record.clone();
+    rollout.deployment_arn = deployment_arn;
+    conflict_for(
+        &record.daemon,
+        engine.write_rollout(&rollout, stored.expected()).await,
+    )
 }
 
 /// A rollback of the Managed Instances part, checked: to `family:to_revision` of the daemon
@@ -375,7 +402,8 @@ pub(super) async fn prepare_rollback<E: Ecs, S: Store>(
             })?
         }
     };
-    if target == record.daemon_task_definition {
+    // A rollback whose call to ECS was cut off (pending) is finished by the next one.
+    if target == record.daemon_task_definition && record.pending_rollout.is_none() {
         return Err(DeployError::AlreadyOn {
             daemon: record.daemon.clone(),
             task_definition: target,
@@ -453,7 +481,7 @@ async fn finish_pending<E: Ecs, S: Store>(
         None => send(engine, &record, &recorded, &pending).await?,
     };
     record.daemon_arn = Some(change.daemon_arn);
-    record.deployment_arn = change.deployment_arn;
+    record.deployment_arn = change.deployment_arn.clone();
     record.pending_rollout = None;
     record.updated_at = now;
     let version = conflict_version(
@@ -462,6 +490,7 @@ async fn finish_pending<E: Ecs, S: Store>(
             .write_managed_daemon(&record, current.expected())
             .await,
     )?;
+    carry(engine, &record, &pending, change.deployment_arn).await?;
     Ok(Versioned { record, version })
 }
 
@@ -511,22 +540,9 @@ fn conflict_version(daemon: &str, written: Result<u64, StoreError>) -> Result<u6
     }
 }
 
-/// Marks the rollout in flight as superseded by `next`.
-async fn supersede<E: Ecs, S: Store>(
-    engine: &Engine<E, S>,
-    record: &ManagedDaemon,
-    previous: &str,
-    next: &Rollout,
-    now: DateTime<Utc>,
-) -> Result<(), DeployError> {
-    let Some(running) = engine
-        .rollout(&record.cluster, &record.daemon, previous)
-        .await?
-        .filter(|r| r.record.state == RolloutState::InProgress)
-    else {
-        return Ok(());
-    };
-    let mut ended = running.record.clone();
+/// The rollout in progress that `next` replaces, ended.
+fn superseded(running: &Rollout, next: &Rollout, now: DateTime<Utc>) -> Rollout {
+    let mut ended = running.clone();
     ended.state = RolloutState::Superseded;
     ended.reason = Some(
         format!(
@@ -537,13 +553,7 @@ async fn supersede<E: Ecs, S: Store>(
     );
     ended.finished_at = Some(now);
     ended.updated_at = now;
-    if let Err(error) = conflict_for(
-        &record.daemon,
-        engine.write_rollout(&ended, running.expected()).await,
-    ) {
-        tracing::warn!(rollout = %ended.id, error = %error, "could not mark the superseded rollout");
-    }
-    Ok(())
+    ended
 }
 
 #[cfg(test)]

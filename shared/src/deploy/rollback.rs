@@ -27,6 +27,26 @@ pub struct RollbackAnswer {
     /// The Managed Instances part: UpdateDaemon back to its good revision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub managed: Option<super::managed::ManagedAnswer>,
+    /// A part of a daemon spanning both kinds that was on its target already (a retried
+    /// rollback whose other part was cut off): left as it is.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_alone: Vec<String>,
+}
+
+/// A part that is on the rollback's target already is left alone while the other part has
+/// work; `None` then.
+fn unless_already_on<T>(
+    prepared: Result<T, DeployError>,
+    left_alone: &mut Vec<DeployError>,
+) -> Result<Option<T>, DeployError> {
+    match prepared {
+        Ok(prepared) => Ok(Some(prepared)),
+        Err(already @ DeployError::AlreadyOn { .. }) => {
+            left_alone.push(already);
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// What a rollback decided before recording anything.
@@ -117,13 +137,15 @@ pub async fn rollback<E: Ecs, S: Store>(
         .declaration(&request.cluster, &request.daemon)
         .await?
         .is_some();
+    let mut already = Vec::new();
     let managed = match engine
         .managed_daemon_now(&request.cluster, &request.daemon, now)
         .await?
     {
-        Some(current) => {
-            Some(super::managed::prepare_rollback(engine, current, request.to_revision, now).await?)
-        }
+        Some(current) => unless_already_on(
+            super::managed::prepare_rollback(engine, current, request.to_revision, now).await,
+            &mut already,
+        )?,
         None if has_tasks => None,
         None => {
             return Err(DeployError::UnknownDaemon {
@@ -133,9 +155,13 @@ pub async fn rollback<E: Ecs, S: Store>(
         }
     };
     let tasks = match has_tasks {
-        true => Some(prepare_rollback(engine, &request).await?),
+        true => unless_already_on(prepare_rollback(engine, &request).await, &mut already)?,
         false => None,
     };
+    if tasks.is_none() && managed.is_none() {
+        // Every part is where the rollback would take it.
+        return Err(already.remove(0));
+    }
     let mut answer = RollbackAnswer {
         daemon: request.daemon.clone(),
         from_task_definition: None,
@@ -143,6 +169,7 @@ pub async fn rollback<E: Ecs, S: Store>(
         rollout: None,
         reconcile: None,
         managed: None,
+        left_alone: already.iter().map(ToString::to_string).collect(),
     };
     if let Some(PreparedRollback {
         current,

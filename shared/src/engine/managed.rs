@@ -154,8 +154,10 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 });
                 outcome
                     .native_drift
-                    .insert(record.daemon.clone(), Some(drift));
-                return Ok(());
+                    .insert(record.daemon.clone(), Some(drift.clone()));
+                return self
+                    .end_rollout_of_deleted(part, &drift, now, outcome)
+                    .await;
             }
             Err(error) => return Err(error.into()),
         };
@@ -164,6 +166,18 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             .managed_drift(record, state.deployment_arn.as_deref())
             .await?;
         outcome.native_drift.insert(record.daemon.clone(), drift);
+        self.follow_rollout(part, &state, now, outcome).await
+    }
+
+    /// The daemon's rollout in flight moved on with the ECS deployment that carries it.
+    async fn follow_rollout(
+        &self,
+        part: &Versioned<ManagedDaemon>,
+        state: &DaemonState,
+        now: DateTime<Utc>,
+        outcome: &mut Outcome,
+    ) -> Result<(), EngineError> {
+        let record = &part.record;
         let Some(active) = &record.active_rollout else {
             return Ok(());
         };
@@ -174,20 +188,29 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         else {
             return Ok(());
         };
-        let Some(deployment) = self.deployment_of(&rollout.record).await? else {
+        // The record confirmed ECS's deployment for its active rollout, and the rollout's own
+        // write of it was cut off (a crash between the two writes): the record says which.
+        let mut carried = rollout.record.clone();
+        let repaired = carried.deployment_arn.is_none() && record.pending_rollout.is_none();
+        if repaired {
+            carried.deployment_arn = record.deployment_arn.clone();
+        }
+        let Some(deployment) = self.deployment_of(&carried).await? else {
             return Ok(());
         };
         let rolled_back_to = self.rollback_target(&deployment).await?;
-        let instances = instances_of(&state);
-        let Some((next_record, next_rollout)) = follow_deployment(
+        let followed = follow_deployment(
             record,
-            &rollout.record,
+            &carried,
             &deployment,
             rolled_back_to.as_deref(),
-            instances,
+            instances_of(state),
             now,
-        ) else {
-            return Ok(());
+        );
+        let (next_record, next_rollout) = match followed {
+            Some(next) => next,
+            None if repaired => (record.clone(), carried),
+            None => return Ok(()),
         };
         if next_rollout.state == RolloutState::InProgress {
             outcome
@@ -206,6 +229,50 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 Ok(())
             }
             // A deploy or another check got there first: the next check reads again.
+            Err(StoreError::Conflict { .. }) => {
+                outcome.conflicts += 1;
+                Ok(())
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The daemon is gone from ECS: its rollout in flight can never end by ECS's deployment,
+    /// so it ends failed with the reason (the declaration stays for a deploy to recreate).
+    async fn end_rollout_of_deleted(
+        &self,
+        part: &Versioned<ManagedDaemon>,
+        why: &str,
+        now: DateTime<Utc>,
+        outcome: &mut Outcome,
+    ) -> Result<(), EngineError> {
+        let record = &part.record;
+        let Some(active) = &record.active_rollout else {
+            return Ok(());
+        };
+        let key = ItemKey::rollout(&record.cluster, &record.daemon, active);
+        let mut puts = Vec::new();
+        let mut ended = None;
+        if let Some(rollout) = self.store.get::<Rollout>(&key).await? {
+            if rollout.record.state == RolloutState::InProgress {
+                let mut next = rollout.record.clone();
+                next.state = RolloutState::Failed;
+                next.reason = Some(why.to_string());
+                next.finished_at = Some(now);
+                next.updated_at = now;
+                puts.push(PreparedPut::of(&next, rollout.expected())?);
+                ended = Some(EndedRollout::of(&next));
+            }
+        }
+        let mut next_record = record.clone();
+        next_record.active_rollout = None;
+        next_record.updated_at = now;
+        puts.push(PreparedPut::of(&next_record, part.expected())?);
+        match self.store.put_all(&puts).await {
+            Ok(_) => {
+                outcome.rollouts_ended.extend(ended);
+                Ok(())
+            }
             Err(StoreError::Conflict { .. }) => {
                 outcome.conflicts += 1;
                 Ok(())

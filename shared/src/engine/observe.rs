@@ -156,7 +156,10 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         }
         let mut rollouts = Vec::new();
         for daemon in &daemons {
-            rollouts.extend(self.store.query::<Rollout>(cluster, &daemon.name).await?);
+            // A daemon spanning both kinds keeps its Managed Instances rollouts in the same
+            // partition; ECS's deployment moves those, never the planner.
+            let query = self.store.query::<Rollout>(cluster, &daemon.name).await?;
+            rollouts.extend(query.into_iter().filter(|r| !r.record.managed_instances));
         }
         rollouts.extend(hypothetical_rollout.map(|record| Versioned { record, version: 0 }));
         rollouts.extend(missing_rollouts(&specs, &rollouts));

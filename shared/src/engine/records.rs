@@ -69,10 +69,26 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         expected: Expected,
         rollout: &Rollout,
     ) -> Result<(), StoreError> {
-        let puts = [
+        self.switch_to_rollout_ending(spec, expected, rollout, None)
+            .await
+    }
+
+    /// [`Self::switch_to_rollout`], ending the rollout it replaces in the same transaction
+    /// (a crash between two writes would leave that one in progress for ever).
+    pub async fn switch_to_rollout_ending<R: Record>(
+        &self,
+        spec: &R,
+        expected: Expected,
+        rollout: &Rollout,
+        ended: Option<(&Rollout, Expected)>,
+    ) -> Result<(), StoreError> {
+        let mut puts = vec![
             PreparedPut::of(spec, expected)?,
             PreparedPut::of(rollout, Expected::Absent)?,
         ];
+        if let Some((ended, expected)) = ended {
+            puts.push(PreparedPut::of(ended, expected)?);
+        }
         self.store.put_all(&puts).await.map(|_| ())
     }
 

@@ -646,6 +646,17 @@ impl NativeDaemons {
         daemon.status = "DELETE_IN_PROGRESS";
         daemon.deleted_at = Some(now);
         daemon.updated_at = now;
+        // What becomes of a deployment in flight is undocumented: the model stops it (its
+        // instances keep whatever copy they had until the daemon is gone).
+        for running in daemon
+            .deployments
+            .iter_mut()
+            .filter(|d| !d.status.is_final())
+        {
+            running.status = DaemonDeploymentStatus::Stopped;
+            running.reason = Some("The daemon is being deleted.".into());
+            running.finished_at = Some(now);
+        }
         Ok(DaemonChange {
             daemon_arn: arn.into(),
             status: "DELETE_IN_PROGRESS".into(),
@@ -782,7 +793,7 @@ impl NativeDaemons {
                 let deleting = d.deleted_at.map(|at| at + knobs.delete_time);
                 d.deployments
                     .iter()
-                    .filter(|dep| !dep.status.is_final())
+                    .filter(|dep| !dep.status.is_final() && d.deleted_at.is_none())
                     .map(|dep| dep.next_at)
                     .chain(deleting)
             })
@@ -871,8 +882,12 @@ impl NativeDaemons {
                     None => true,
                     Some(copy) if copy.revision != goal => true,
                     // A failed copy of a critical daemon: "ECS automatically drains and
-                    // replaces that container instance" (*Amazon ECS Managed Daemons*).
-                    Some(copy) => copy.state == CopyState::Impaired && daemon.critical,
+                    // replaces that container instance" (*Amazon ECS Managed Daemons*). A
+                    // deployment is SUCCESSFUL only "with all daemon tasks running and
+                    // healthy" (*Daemon events*); how ECS gets a non-critical daemon's failed
+                    // copy there is undocumented: the model replaces its instance too, and each
+                    // failed start counts toward the breaker (pessimistic: applications move).
+                    Some(copy) => copy.state == CopyState::Impaired,
                 }
             })
             .cloned()
@@ -1155,6 +1170,55 @@ impl super::ClusterModel {
     pub fn managed_instance_count(&self, cluster: &str) -> usize {
         self.world().native.instance_count(cluster)
     }
+
+    /// What ECS holds for each managed daemon of `cluster`, read without a call (no throttle,
+    /// no accounting): the campaign's truth to hold the records and `status` to.
+    pub fn managed_truth(&self, cluster: &str) -> Vec<ManagedTruth> {
+        let world = self.world();
+        let native = &world.native;
+        native
+            .daemons
+            .iter()
+            .filter(|(_, d)| d.cluster == cluster)
+            .filter_map(|(arn, daemon)| {
+                let state = native.describe(arn).ok()?;
+                let latest = daemon
+                    .deployments
+                    .last()
+                    .map(|d| native.view(arn, daemon, d));
+                let in_force = daemon
+                    .deployments
+                    .last()
+                    .and_then(|d| daemon.revisions.get(d.goal()).cloned());
+                Some(ManagedTruth {
+                    name: daemon.name.clone(),
+                    arn: arn.clone(),
+                    status: daemon.status,
+                    state,
+                    latest,
+                    in_force,
+                    deployments: daemon.deployments.len(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// One managed daemon as ECS holds it (see [`super::ClusterModel::managed_truth`]).
+#[derive(Clone, Debug)]
+pub struct ManagedTruth {
+    pub name: String,
+    pub arn: String,
+    /// ACTIVE or DELETE_IN_PROGRESS.
+    pub status: &'static str,
+    /// What DescribeDaemon answers.
+    pub state: DaemonState,
+    /// Its latest deployment, as DescribeDaemonDeployments answers it.
+    pub latest: Option<DaemonDeployment>,
+    /// The `family:revision` the latest deployment rolls out (or back to).
+    pub in_force: Option<String>,
+    /// Deployments ECS ran for it.
+    pub deployments: usize,
 }
 
 impl ecs_daemons::ecs::EcsDaemons for super::ClusterModel {
