@@ -511,6 +511,37 @@ fn cases() -> Vec<Case> {
             ),
             Refused("TaskDefinitionNotFound", &["no-such-family:4"]),
         ),
+        // undeploy (a mode of deploy)
+        case(
+            "undeploy of an unknown daemon",
+            "deploy",
+            json!({"cluster": CLUSTER, "daemon": "nope", "undeploy": true}),
+            Refused("UnknownDaemon", &["nope"]),
+        ),
+        case(
+            "undeploy false",
+            "deploy",
+            json!({"cluster": CLUSTER, "daemon": DAEMON, "undeploy": false}),
+            Refused("InvalidRequest", &["`undeploy` must be true"]),
+        ),
+        case(
+            "undeploy with deploy fields",
+            "deploy",
+            json!({"cluster": CLUSTER, "daemon": DAEMON, "undeploy": true, "taskDefinition": "x:1"}),
+            Refused("InvalidRequest", &["taskDefinition"]),
+        ),
+        case(
+            "undeploy of a daemon on EC2",
+            "deploy",
+            json!({"cluster": CLUSTER, "daemon": DAEMON, "undeploy": true}),
+            Refused("UndeployOnEc2", &[DAEMON, "Managed Instances"]),
+        ),
+        case(
+            "undeploy of a cluster not managed",
+            "deploy",
+            json!({"cluster": "someone-elses", "daemon": DAEMON, "undeploy": true}),
+            Refused("ClusterNotManaged", &["someone-elses"]),
+        ),
         // rollback
         case(
             "rollback of an unknown daemon",

@@ -1065,3 +1065,170 @@ async fn a_daemon_deleted_outside_ends_its_rollout_and_is_reported() {
         .count();
     assert_eq!(creates, 1, "not recreated behind the operator's back");
 }
+
+fn undeploy_request() -> ecs_daemons::deploy::UndeployRequest {
+    ecs_daemons::deploy::UndeployRequest {
+        cluster: CLUSTER.into(),
+        daemon: "cloudwatch-agent".into(),
+        undeploy: true,
+        dry_run: false,
+    }
+}
+
+/// Undeploy is ECS's DeleteDaemon: every copy goes, the declaration stays retired with its
+/// history, nothing covers or drifts it any more, and a deploy starts it afresh once ECS let
+/// the name go.
+#[tokio::test]
+async fn undeploy_deletes_the_managed_daemon_and_a_deploy_starts_it_afresh() {
+    use ecs_daemons::deploy::{DeployError, RollbackRequest, StatusRequest};
+    use ecs_daemons::rollout::{RolloutKind, RolloutState};
+    let mut harness = harness_with_managed_instances(3);
+    let first = harness
+        .model
+        .register_daemon_task_definition(DaemonDefinitionModel::new(
+            "cloudwatch-agent-daemon",
+            1024,
+            512,
+        ));
+    let created = harness.deploy(managed_deploy(&first)).await.unwrap();
+    let daemon_arn = created.managed.unwrap().daemon_arn.unwrap();
+    harness.model.advance(Duration::minutes(1));
+
+    let preview = harness
+        .undeploy(ecs_daemons::deploy::UndeployRequest {
+            dry_run: true,
+            ..undeploy_request()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (preview.recorded, preview.daemon_arn.as_str()),
+        ("would delete", daemon_arn.as_str())
+    );
+    assert!(
+        preview.ended_rollout.is_some(),
+        "the rollout in flight would end"
+    );
+    assert!(harness.model.managed_truth(CLUSTER)[0].status == "ACTIVE");
+
+    // Mid-rollout: the rollout ends with the reason.
+    let gone = harness.undeploy(undeploy_request()).await.unwrap();
+    assert_eq!(gone.recorded, "deleting");
+    let ended = gone.ended_rollout.unwrap();
+    let rollout = harness
+        .store
+        .get::<ecs_daemons::rollout::Rollout>(&ecs_daemons::store::ItemKey::rollout(
+            CLUSTER,
+            "cloudwatch-agent",
+            &ended,
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .record;
+    assert_eq!(rollout.state, RolloutState::Superseded);
+    assert_eq!(rollout.reason.as_deref(), Some("the daemon was undeployed"));
+    let again = harness.undeploy(undeploy_request()).await.unwrap();
+    assert_eq!(
+        again.recorded, "already undeployed",
+        "a retry changes nothing"
+    );
+
+    // While ECS deletes it, a deploy says to wait; the coverage check neither covers nor
+    // calls it drift.
+    let refused = harness.deploy(managed_deploy(&first)).await.unwrap_err();
+    assert!(
+        matches!(refused, DeployError::DaemonBeingDeleted { .. }),
+        "{refused}"
+    );
+    let checked = harness.coverage_check().await.result.unwrap();
+    assert!(!checked.coverage.contains_key("cloudwatch-agent"));
+    assert!(checked.native_drift.is_empty());
+    harness.model.advance(Duration::minutes(5));
+    assert!(harness.model.managed_truth(CLUSTER).is_empty());
+    assert_eq!(
+        harness
+            .model
+            .managed_daemon_copies(CLUSTER)
+            .get("cloudwatch-agent"),
+        None
+    );
+    let status = harness
+        .status(StatusRequest {
+            cluster: CLUSTER.into(),
+            daemon: Some("cloudwatch-agent".into()),
+        })
+        .await
+        .unwrap();
+    let shown = status.daemons[0].managed.clone().unwrap();
+    assert!(shown.undeployed_at.is_some() && shown.drift.is_none());
+    let kept = status.daemons[0].rollout.clone().expect("its history kept");
+    assert_eq!(kept.state, RolloutState::Superseded);
+    let rollback = harness
+        .rollback(RollbackRequest {
+            cluster: CLUSTER.into(),
+            daemon: "cloudwatch-agent".into(),
+            to_revision: None,
+            dry_run: false,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(rollback, DeployError::UnknownDaemon { .. }),
+        "{rollback}"
+    );
+
+    // Deployed again: a new daemon, an initial rollout.
+    let recreated = harness.deploy(managed_deploy(&first)).await.unwrap();
+    let managed = recreated.managed.unwrap();
+    assert_eq!(managed.recorded, "created");
+    assert_eq!(managed.rollout.unwrap().kind, RolloutKind::Initial);
+    harness.model.advance(Duration::minutes(20));
+    assert_eq!(
+        harness.model.managed_daemon_copies(CLUSTER)["cloudwatch-agent"],
+        3
+    );
+}
+
+/// An undeploy killed at any call is finished by the next; what it cannot do is refused with
+/// the fix.
+#[tokio::test]
+async fn undeploy_survives_crashes_and_refuses_what_it_cannot_do() {
+    use ecs_daemons::deploy::DeployError;
+    for crash_after in 0..8 {
+        let mut harness = harness_with_managed_instances(2);
+        let first = harness
+            .model
+            .register_daemon_task_definition(DaemonDefinitionModel::new("agent-daemon", 256, 256));
+        harness.deploy(managed_deploy(&first)).await.unwrap();
+        harness.budget.crash_after(crash_after);
+        let _ = harness.undeploy(undeploy_request()).await;
+        harness.budget.disarm();
+        harness
+            .undeploy(undeploy_request())
+            .await
+            .unwrap_or_else(|e| panic!("crash point {crash_after}: {e}"));
+        harness.model.advance(Duration::minutes(5));
+        assert!(
+            harness.model.managed_truth(CLUSTER).is_empty(),
+            "crash point {crash_after}"
+        );
+    }
+    let mut harness = harness_with_managed_instances(2);
+    let unknown = harness.undeploy(undeploy_request()).await.unwrap_err();
+    assert!(
+        matches!(unknown, DeployError::UnknownDaemon { .. }),
+        "{unknown}"
+    );
+    let not_true = harness
+        .undeploy(ecs_daemons::deploy::UndeployRequest {
+            undeploy: false,
+            ..undeploy_request()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        not_true.to_string().contains("`undeploy` must be true"),
+        "{not_true}"
+    );
+}

@@ -50,6 +50,10 @@ pub struct ManagedDaemon {
     /// oldest first, at most [`IMPAIRED_STARTS_KEPT`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub impaired_starts: Vec<ImpairedStart>,
+    /// When the daemon was undeployed (ECS's DeleteDaemon): kept with its history, no longer
+    /// covered, drifted or rolled back; a deploy starts it afresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -426,6 +430,7 @@ mod tests {
             previous_good: None,
             active_rollout: Some("r2".into()),
             impaired_starts: Vec::new(),
+            retired_at: None,
             updated_at: now,
         };
         let rollout = crate::rollout::Rollout {

@@ -1031,6 +1031,17 @@ impl Harness {
         answer
     }
 
+    /// `deploy` in its undeploy mode.
+    pub async fn undeploy(
+        &mut self,
+        request: ecs_daemons::deploy::UndeployRequest,
+    ) -> Result<ecs_daemons::deploy::UndeployAnswer, DeployError> {
+        let now = self.model.now();
+        let answer = ecs_daemons::deploy::undeploy(&self.manual_engine, request, now).await;
+        self.finish();
+        answer
+    }
+
     /// One `status` invoke.
     pub async fn status(
         &mut self,

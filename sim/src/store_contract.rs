@@ -174,6 +174,7 @@ pub async fn check_store_contract<S: Store>(store: &S, cluster: &str, slots: usi
             capacity_provider: Some("mi-general".into()),
             daemon_task_definition: Some("agent-daemon:1".into()),
         }],
+        retired_at: Some(chrono::Utc::now()),
         updated_at: chrono::Utc::now(),
     };
     store.put(&managed, Expected::Absent).await.unwrap();

@@ -74,7 +74,14 @@ pub(super) async fn prepare<E: Ecs, S: Store>(
          application tasks there move to new instances"
             .to_string(),
     );
-    let kept = existing.as_ref().map(|e| e.record.clone());
+    // An undeployed daemon starts afresh (its rollout history stays), once ECS let it go.
+    let kept = existing
+        .as_ref()
+        .map(|e| e.record.clone())
+        .filter(|k| k.retired_at.is_none());
+    if let Some(retired) = existing.as_ref().filter(|e| e.record.retired_at.is_some()) {
+        still_deleting(engine, &retired.record).await?;
+    }
     let record = ManagedDaemon {
         cluster: request.cluster.clone(),
         daemon: request.daemon.clone(),
@@ -92,6 +99,7 @@ pub(super) async fn prepare<E: Ecs, S: Store>(
             .as_ref()
             .map(|k| k.impaired_starts.clone())
             .unwrap_or_default(),
+        retired_at: None,
         updated_at: now,
     };
     let instances = match &record.daemon_arn {
@@ -186,7 +194,7 @@ use checks::{check_definition, check_fits};
 fn what_changes(existing: Option<&ManagedDaemon>, record: &ManagedDaemon) -> &'static str {
     match existing {
         None => "created",
-        Some(current) if current.daemon_arn.is_none() => "created",
+        Some(current) if current.daemon_arn.is_none() || current.retired_at.is_some() => "created",
         Some(current) if current.daemon_task_definition != record.daemon_task_definition => {
             "rollout"
         }
@@ -225,7 +233,7 @@ pub(super) async fn declare<E: Ecs, S: Store>(
         }
         other => other,
     };
-    if let Some(current) = &existing {
+    if let Some(current) = existing.as_ref().filter(|e| e.record.retired_at.is_none()) {
         record.daemon_arn = current.record.daemon_arn.clone();
         record.deployment_arn = current.record.deployment_arn.clone();
         record.active_rollout = current.record.active_rollout.clone();
@@ -261,7 +269,7 @@ pub(super) async fn declare<E: Ecs, S: Store>(
     };
     let previous = existing
         .as_ref()
-        .filter(|e| e.record.daemon_arn.is_some())
+        .filter(|e| e.record.daemon_arn.is_some() && e.record.retired_at.is_none())
         .map(|e| e.record.daemon_task_definition.clone());
     let running = match &record.active_rollout {
         Some(active) => engine
@@ -536,6 +544,24 @@ fn conflict_version(daemon: &str, written: Result<u64, StoreError>) -> Result<u6
         Err(StoreError::Conflict { .. }) => Err(DeployError::Conflict {
             daemon: daemon.into(),
         }),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Refuses while ECS still holds the undeployed daemon (it keeps the name until it is gone).
+async fn still_deleting<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    retired: &ManagedDaemon,
+) -> Result<(), DeployError> {
+    let Some(arn) = &retired.daemon_arn else {
+        return Ok(());
+    };
+    match engine.ecs().describe_daemon(arn).await {
+        Ok(_) => Err(DeployError::DaemonBeingDeleted {
+            daemon: retired.daemon.clone(),
+            daemon_arn: arn.clone(),
+        }),
+        Err(error) if error.kind == EcsErrorKind::NotFound => Ok(()),
         Err(error) => Err(error.into()),
     }
 }

@@ -23,6 +23,9 @@ pub struct ManagedStatus {
     /// A change decided and not yet confirmed by ECS (the next deploy finishes it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_rollout: Option<String>,
+    /// When the daemon was undeployed (ECS deletes it; counts show what is left meanwhile).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undeployed_at: Option<DateTime<Utc>>,
     /// Copies ECS could not start, newest first, with ECS's reasons (from its
     /// `DAEMON_TASK_START_IMPAIRED` events).
     pub impaired_starts: Vec<rules::ImpairedStart>,
@@ -52,6 +55,7 @@ async fn status_of<E: Ecs, S: Store>(
         drift: None,
         pending_rollout: record.pending_rollout.clone(),
         impaired_starts: record.impaired_starts.iter().rev().cloned().collect(),
+        undeployed_at: record.retired_at,
     };
     if let Some(arn) = &record.daemon_arn {
         match engine.ecs().describe_daemon(arn).await {
@@ -65,10 +69,13 @@ async fn status_of<E: Ecs, S: Store>(
                         .into_iter()
                         .next();
                 }
-                view.drift = engine
-                    .managed_drift(record, state.deployment_arn.as_deref())
-                    .await?;
+                if record.retired_at.is_none() {
+                    view.drift = engine
+                        .managed_drift(record, state.deployment_arn.as_deref())
+                        .await?;
+                }
             }
+            Err(error) if error.kind == EcsErrorKind::NotFound && record.retired_at.is_some() => {}
             Err(error) if error.kind == EcsErrorKind::NotFound => {
                 view.drift = Some(rules::deleted_drift(arn));
             }

@@ -149,6 +149,21 @@ pub enum DeployError {
     },
     #[error("daemon {daemon} was changed by someone else meanwhile: read it again with status and retry")]
     Conflict { daemon: String },
+    #[error(
+        "daemon {daemon} runs on EC2 capacity providers, where undeploy is not offered yet: \
+         only a daemon on Managed Instances capacity providers alone can be undeployed (by ECS's DeleteDaemon)"
+    )]
+    UndeployOnEc2 { daemon: String },
+    #[error(
+        "daemon {daemon}'s last deploy was cut off before ECS confirmed it: invoke that deploy again \
+         (the same payload finishes it without creating a second daemon), then undeploy"
+    )]
+    UndeployPending { daemon: String },
+    #[error(
+        "ECS is still deleting daemon {daemon} ({daemon_arn}, undeployed): deploy it again once \
+         status no longer shows it deleting (ECS keeps a daemon's name until it is gone)"
+    )]
+    DaemonBeingDeleted { daemon: String, daemon_arn: String },
     #[error("unknown daemon {daemon} in cluster {cluster}: deploy it first (status lists the declared ones)")]
     UnknownDaemon { cluster: String, daemon: String },
     #[error(transparent)]
@@ -402,6 +417,7 @@ mod rollback;
 mod status;
 #[cfg(test)]
 mod tests;
+mod undeploy;
 mod validate;
 
 pub use preview::{deploy_dry_run, rollback_dry_run};
@@ -410,4 +426,5 @@ use record::*;
 use rollback::*;
 pub use rollback::{rollback, RollbackAnswer, RollbackRequest};
 pub use status::{status, DaemonStatus, RolloutView, SlotTrouble, StatusAnswer};
+pub use undeploy::{is_undeploy, undeploy, UndeployAnswer, UndeployRequest};
 use validate::*;

@@ -35,7 +35,7 @@ pub struct RollbackAnswer {
 
 /// A part that is on the rollback's target already is left alone while the other part has
 /// work; `None` then.
-fn unless_already_on<T>(
+pub(super) fn unless_already_on<T>(
     prepared: Result<T, DeployError>,
     left_alone: &mut Vec<DeployError>,
 ) -> Result<Option<T>, DeployError> {
@@ -142,6 +142,14 @@ pub async fn rollback<E: Ecs, S: Store>(
         .managed_daemon_now(&request.cluster, &request.daemon, now)
         .await?
     {
+        // Undeployed: nothing to roll back (a deploy starts it afresh).
+        Some(current) if current.record.retired_at.is_some() && has_tasks => None,
+        Some(current) if current.record.retired_at.is_some() => {
+            return Err(DeployError::UnknownDaemon {
+                cluster: request.cluster.clone(),
+                daemon: request.daemon.clone(),
+            })
+        }
         Some(current) => unless_already_on(
             super::managed::prepare_rollback(engine, current, request.to_revision, now).await,
             &mut already,

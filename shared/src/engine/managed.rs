@@ -138,7 +138,12 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         outcome: &mut Outcome,
     ) -> Result<(), EngineError> {
         let record = &part.record;
-        let Some(daemon_arn) = &record.daemon_arn else {
+        let Some(daemon_arn) = record
+            .daemon_arn
+            .as_ref()
+            .filter(|_| record.retired_at.is_none())
+        else {
+            // Not created yet, or undeployed: nothing of it to cover or follow.
             return Ok(());
         };
         let state = match self.ecs.describe_daemon(daemon_arn).await {

@@ -60,6 +60,21 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         self.store.put(managed, expected).await
     }
 
+    /// Writes a retired Managed Instances part and, in the same transaction, the rollout it
+    /// ended (if any).
+    pub async fn retire_managed_daemon(
+        &self,
+        managed: &ManagedDaemon,
+        expected: Expected,
+        ended: Option<(&Rollout, Expected)>,
+    ) -> Result<(), StoreError> {
+        let mut puts = vec![PreparedPut::of(managed, expected)?];
+        if let Some((ended, expected)) = ended {
+            puts.push(PreparedPut::of(ended, expected)?);
+        }
+        self.store.put_all(&puts).await.map(|_| ())
+    }
+
     /// Switches a declaration (a spec or a Managed Instances part) to a new rollout: the
     /// declaration (if still at the version read) and the rollout's first record land
     /// together or not at all.

@@ -33,16 +33,20 @@ enum Twist {
     OutsideUpdate,
     /// Someone deletes the daemon outside ecs-daemons.
     OutsideDelete,
+    /// The operator undeploys it (DeleteDaemon), then deploys a new revision once ECS let
+    /// the name go.
+    Undeploy,
 }
 
 impl Twist {
-    const ALL: [Twist; 6] = [
+    const ALL: [Twist; 7] = [
         Twist::Update,
         Twist::BadRevision,
         Twist::ManualRollback,
         Twist::Supersede,
         Twist::OutsideUpdate,
         Twist::OutsideDelete,
+        Twist::Undeploy,
     ];
 }
 
@@ -258,7 +262,11 @@ pub(super) async fn run_managed(seed: u64) -> Result<SeedReport, String> {
     setup.harness.crash_chance = rng.unit() * 0.05;
     setup.harness.budget.lose_races(rng.unit() * 0.03, seed);
 
-    let twist = Twist::ALL[rng.below(Twist::ALL.len() as u64) as usize];
+    let twist = match Twist::ALL[rng.below(Twist::ALL.len() as u64) as usize] {
+        // Undeploy is offered on Managed Instances alone (DeleteDaemon).
+        Twist::Undeploy if setup.spans_ec2 => Twist::Update,
+        twist => twist,
+    };
     let twist_at = 30 + rng.below(300) as i64;
     let second_at = twist_at + 60 + rng.below(240) as i64;
     let (mut twist_done, mut second_done) = (false, false);
@@ -302,6 +310,7 @@ pub(super) async fn run_managed(seed: u64) -> Result<SeedReport, String> {
                     outside_change(&setup.harness, twist, &setup.revisions.good[2]).await
                 }
                 Twist::OutsideDelete => outside_change(&setup.harness, twist, "").await,
+                Twist::Undeploy => undeploy_until_done(&mut setup.harness).await,
                 _ => {
                     let request = setup.request(Version::Good(1));
                     deploy_until_done(&mut setup.harness, request).await
@@ -316,6 +325,10 @@ pub(super) async fn run_managed(seed: u64) -> Result<SeedReport, String> {
                 Twist::Supersede => {
                     let request = setup.request(Version::Good(2));
                     deploy_until_done(&mut setup.harness, request).await
+                }
+                Twist::Undeploy => {
+                    let request = setup.request(Version::Good(2));
+                    deploy_once_deleted(&mut setup.harness, request).await
                 }
                 _ => Ok(()),
             };
@@ -406,6 +419,43 @@ async fn settled(harness: &Harness) -> bool {
     let key = ecs_daemons::store::ItemKey::managed_daemon(CLUSTER, DAEMON);
     let recorded = harness.store.get::<ManagedDaemon>(&key).await;
     ecs_done && recorded.is_ok_and(|r| r.is_some_and(|r| r.record.active_rollout.is_none()))
+}
+
+/// The operator undeploying: tries again while the answer is a retryable fault.
+async fn undeploy_until_done(harness: &mut Harness) -> Result<(), String> {
+    let mut last = String::new();
+    for _ in 0..20 {
+        let request = ecs_daemons::deploy::UndeployRequest {
+            cluster: CLUSTER.into(),
+            daemon: DAEMON.into(),
+            undeploy: true,
+            dry_run: false,
+        };
+        match harness.undeploy(request).await {
+            Ok(_) => return Ok(()),
+            Err(error) if retryable(&error.to_string()) => last = error.to_string(),
+            Err(error) => return Err(error.to_string()),
+        }
+        harness.model.advance(Duration::seconds(1));
+    }
+    Err(format!("still failing after 20 tries: {last}"))
+}
+
+/// Deploying an undeployed daemon again: refused while ECS still deletes it, then created.
+async fn deploy_once_deleted(harness: &mut Harness, request: DeployRequest) -> Result<(), String> {
+    let mut last = String::new();
+    for _ in 0..120 {
+        match harness.deploy(request.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(error @ ecs_daemons::deploy::DeployError::DaemonBeingDeleted { .. }) => {
+                last = error.to_string()
+            }
+            Err(error) if retryable(&error.to_string()) => last = error.to_string(),
+            Err(error) => return Err(error.to_string()),
+        }
+        harness.model.advance(Duration::seconds(5));
+    }
+    Err(format!("still refused after 10 minutes: {last}"))
 }
 
 fn ec2_daemons(setup: &Setup) -> Vec<DaemonDecl> {
@@ -540,6 +590,9 @@ async fn holds_managed_promises(setup: &mut Setup, twist: Twist) -> Result<(), S
                     "declared {}, ECS runs {in_force}",
                     record.daemon_task_definition
                 ));
+            }
+            if record.retired_at.is_some() {
+                return Err("deployed again, yet recorded undeployed".into());
             }
             let expected = match twist {
                 Twist::Update => &setup.revisions.good[1],

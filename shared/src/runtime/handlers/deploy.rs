@@ -1,4 +1,5 @@
-//! `deploy`. Input: `deploy::DeployRequest` (`dryRun` for the dry run).
+//! `deploy`. Input: `deploy::DeployRequest` (`dryRun` for the dry run), or
+//! `deploy::UndeployRequest` (`"undeploy": true`).
 
 use chrono::Utc;
 use serde_json::Value;
@@ -14,6 +15,18 @@ pub async fn deploy<E: crate::ecs::Ecs, S: crate::store::Store>(
     payload: Value,
     request_id: String,
 ) -> Result<Value, FunctionError> {
+    if crate::deploy::is_undeploy(&payload) {
+        let request: crate::deploy::UndeployRequest = parse_payload(payload)?;
+        let answer = crate::deploy::undeploy(engine, request, Utc::now()).await?;
+        tracing::info!(
+            function = "deploy",
+            daemon = %answer.daemon,
+            recorded = answer.recorded,
+            daemon_arn = %answer.daemon_arn,
+            "undeploy"
+        );
+        return Ok(serde_json::to_value(answer)?);
+    }
     let request: DeployRequest = parse_payload(payload)?;
     if request.dry_run {
         let answer = crate::deploy::deploy_dry_run(engine, request, Utc::now()).await?;
