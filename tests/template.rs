@@ -653,6 +653,9 @@ fn the_sample_invokes_in_events_parse_as_the_readme_shows_them() {
     for name in ["invoke-rollback.json", "invoke-rollback-to-revision.json"] {
         let _: RollbackRequest = parse_payload(read(name)).unwrap();
     }
+    let undeploy = read("invoke-undeploy.json");
+    assert!(ecs_daemons::deploy::is_undeploy(&undeploy));
+    let _: ecs_daemons::deploy::UndeployRequest = parse_payload(undeploy).unwrap();
     let _: StatusRequest = parse_payload(read("invoke-status.json")).unwrap();
     let _: StatusRequest = parse_payload(read("invoke-coverage-check.json")).unwrap();
     assert_eq!(
@@ -666,6 +669,7 @@ fn the_sample_invokes_in_events_parse_as_the_readme_shows_them() {
         "invoke-deploy-dry-run.json",
         "invoke-deploy-managed-instances.json",
         "invoke-rollback.json",
+        "invoke-undeploy.json",
         "invoke-status.json",
         "invoke-coverage-check.json",
     ] {

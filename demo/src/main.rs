@@ -13,6 +13,8 @@ use ecs_daemons::rollout::{Amount, RolloutConfig};
 use ecs_daemons_sim::cluster_model::{ModelConfig, TaskDefinitionModel};
 use ecs_daemons_sim::simulation::{Harness, Invocation};
 
+mod managed;
+
 const CLUSTER: &str = "prod";
 const AGENT: &str = "cloudwatch-agent-daemon";
 const LOGS: &str = "log-router-daemon";
@@ -87,6 +89,17 @@ impl Demo {
                 )
             };
             for detail in invocation.events.iter().map(|e| &e["detail"]) {
+                // ECS's daemon events (Managed Instances): what ECS said, as it said it.
+                if let Some(name) = detail["eventName"].as_str() {
+                    let reason = detail["reason"]
+                        .as_str()
+                        .map_or(String::new(), |r| format!(": {r}"));
+                    let on = detail["containerInstanceArn"]
+                        .as_str()
+                        .map_or(String::new(), |i| format!(" on {}", self.name(i)));
+                    line(format!("ECS: {name}{on}{reason}"));
+                    continue;
+                }
                 let group = detail["group"].as_str().unwrap_or_default();
                 if group.starts_with("service:") && detail["lastStatus"] == "STOPPED" {
                     let instance = detail["containerInstanceArn"].as_str().unwrap_or_default();
@@ -437,12 +450,15 @@ async fn on_local_stack() -> i32 {
 async fn on_the_model() {
     let harness = Harness::new(
         CLUSTER,
-        &["asg-general", "asg-batch"],
+        &["asg-general", "asg-batch", managed::MANAGED_PROVIDER],
         ModelConfig {
             seed: 7,
             ..ModelConfig::default()
         },
     );
+    harness
+        .model
+        .set_capacity_provider_kind(managed::MANAGED_PROVIDER, managed::managed_provider_kind());
     // asg-general's Auto Scaling group has a terminate lifecycle hook for ecs-daemons.
     harness.model.add_terminate_hook(
         "asg-general",
@@ -458,7 +474,7 @@ async fn on_the_model() {
         names: BTreeMap::new(),
         counters: BTreeMap::new(),
     };
-    println!("ecs-daemons demo: cluster {CLUSTER}, capacity providers asg-general and asg-batch (ECS cluster model, in-memory table)");
+    println!("ecs-daemons demo: cluster {CLUSTER}, capacity providers asg-general and asg-batch (EC2 Auto Scaling), {} (ECS Managed Instances); ECS cluster model, in-memory table", managed::MANAGED_PROVIDER);
     println!("  time   function         what happened and why");
 
     demo.headline("10 instances join: 8 in asg-general, 2 in asg-batch (4 vCPU, 8 GiB each)");
@@ -652,6 +668,8 @@ async fn on_the_model() {
         ));
     }
 
+    managed::managed_instances(&mut demo).await;
+
     print_table(&demo);
     let answer = status(
         &demo.harness.engine,
@@ -678,14 +696,37 @@ async fn on_the_model() {
             );
             for daemon in answer.daemons {
                 let c = daemon.coverage;
+                // A Managed Instances daemon: ECS's counts (status merges both kinds).
+                let managed_running: i32 = daemon
+                    .managed
+                    .iter()
+                    .flat_map(|m| &m.providers)
+                    .map(|p| p.running)
+                    .sum();
+                let managed_without: i32 = daemon
+                    .managed
+                    .iter()
+                    .flat_map(|m| &m.providers)
+                    .map(|p| p.without_daemon)
+                    .sum();
+                let revision = daemon
+                    .task_definition
+                    .clone()
+                    .or_else(|| {
+                        daemon
+                            .managed
+                            .as_ref()
+                            .map(|m| m.daemon_task_definition.clone())
+                    })
+                    .unwrap_or_else(|| "-".into());
                 println!(
                     "  {:<26} {:<20} {:>8} {:>8} {:>8} {:>8} {:>11} {:>13}",
                     daemon.daemon,
-                    daemon.task_definition.as_deref().unwrap_or("-"),
-                    c.targeted,
-                    c.covered,
+                    revision,
+                    c.targeted + (managed_running + managed_without) as usize,
+                    c.covered + managed_running as usize,
                     c.starting,
-                    c.missing,
+                    c.missing + managed_without as usize,
                     c.duplicates,
                     c.crash_looping
                 );

@@ -57,6 +57,29 @@ pub struct ManagedDaemon {
     pub updated_at: DateTime<Utc>,
 }
 
+impl ManagedDaemon {
+    /// A declaration not yet sent to ECS (a `deploy` fills in what it declares).
+    pub fn new(cluster: &str, daemon: &str, now: DateTime<Utc>) -> Self {
+        Self {
+            cluster: cluster.into(),
+            daemon: daemon.into(),
+            daemon_task_definition: String::new(),
+            capacity_providers: Vec::new(),
+            critical: true,
+            rollout: RolloutConfig::default(),
+            daemon_arn: None,
+            pending_rollout: None,
+            deployment_arn: None,
+            last_good: None,
+            previous_good: None,
+            active_rollout: None,
+            impaired_starts: Vec::new(),
+            retired_at: None,
+            updated_at: now,
+        }
+    }
+}
+
 /// How many impaired starts a daemon's record keeps (the newest).
 pub const IMPAIRED_STARTS_KEPT: usize = 20;
 

@@ -74,33 +74,17 @@ pub(super) async fn prepare<E: Ecs, S: Store>(
          application tasks there move to new instances"
             .to_string(),
     );
-    // An undeployed daemon starts afresh (its rollout history stays), once ECS let it go.
-    let kept = existing
-        .as_ref()
-        .map(|e| e.record.clone())
-        .filter(|k| k.retired_at.is_none());
-    if let Some(retired) = existing.as_ref().filter(|e| e.record.retired_at.is_some()) {
-        still_deleting(engine, &retired.record).await?;
-    }
+    // What ECS and earlier deploys established carries over.
+    let base = carried_over(engine, existing.as_ref())
+        .await?
+        .unwrap_or_else(|| ManagedDaemon::new(&request.cluster, &request.daemon, now));
     let record = ManagedDaemon {
-        cluster: request.cluster.clone(),
-        daemon: request.daemon.clone(),
         daemon_task_definition: pinned.into(),
         capacity_providers: providers.iter().map(|p| p.name.clone()).collect(),
         critical: request.critical.unwrap_or(true),
         rollout,
-        daemon_arn: kept.as_ref().and_then(|k| k.daemon_arn.clone()),
-        pending_rollout: kept.as_ref().and_then(|k| k.pending_rollout.clone()),
-        deployment_arn: kept.as_ref().and_then(|k| k.deployment_arn.clone()),
-        last_good: kept.as_ref().and_then(|k| k.last_good.clone()),
-        previous_good: kept.as_ref().and_then(|k| k.previous_good.clone()),
-        active_rollout: kept.as_ref().and_then(|k| k.active_rollout.clone()),
-        impaired_starts: kept
-            .as_ref()
-            .map(|k| k.impaired_starts.clone())
-            .unwrap_or_default(),
-        retired_at: None,
         updated_at: now,
+        ..base
     };
     let instances = match &record.daemon_arn {
         Some(arn) => instances_of(engine, arn, &providers).await?,
@@ -113,8 +97,8 @@ pub(super) async fn prepare<E: Ecs, S: Store>(
         capacity_provider_arns: providers.iter().map(|p| p.arn.clone()).collect(),
         deployment: rules::deployment_settings(&record.rollout, instances.values().sum()),
         critical: record.critical,
-        // No tags: tagging at creation needs ecs:TagResource on the daemon's ARN, whose
-        // format the references at hand do not give.
+        // No tags: tagging at creation needs ecs:TagResource, and whether the
+        // ecs:CreateAction condition that would scope it covers CreateDaemon is undocumented.
         tags: Vec::new(),
     };
     Ok(PreparedManaged {
@@ -271,6 +255,36 @@ pub(super) async fn declare<E: Ecs, S: Store>(
         .as_ref()
         .filter(|e| e.record.daemon_arn.is_some() && e.record.retired_at.is_none())
         .map(|e| e.record.daemon_task_definition.clone());
+    let expected = existing
+        .as_ref()
+        .map_or(Expected::Absent, Versioned::expected);
+    let mut rollout = switch(
+        engine,
+        &mut record,
+        expected,
+        previous,
+        kind,
+        now,
+        invocation,
+    )
+    .await?;
+    let version = expected.next_version();
+    confirm(engine, &mut record, version, &declaration, &mut rollout).await?;
+    prune_history(engine, &record.cluster, &record.daemon).await?;
+    Ok(answer(&record, Some(rollout)))
+}
+
+/// Starts the change's rollout: the record switched to it (its call pending), the rollout
+/// it replaces ended, in one write.
+async fn switch<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    record: &mut ManagedDaemon,
+    expected: Expected,
+    previous: Option<String>,
+    kind: RolloutKind,
+    now: DateTime<Utc>,
+    invocation: &str,
+) -> Result<Rollout, DeployError> {
     let running = match &record.active_rollout {
         Some(active) => engine
             .rollout(&record.cluster, &record.daemon, active)
@@ -278,32 +292,23 @@ pub(super) async fn declare<E: Ecs, S: Store>(
             .filter(|r| r.record.state == RolloutState::InProgress),
         None => None,
     };
-    let mut rollout = start_rollout_of(&mut record, previous, kind, now, invocation);
+    let rollout = start_rollout_of(record, previous, kind, now, invocation);
     let ended = running.map(|r| (superseded(&r.record, &rollout, now), r.expected()));
-    let expected = existing
-        .as_ref()
-        .map_or(Expected::Absent, Versioned::expected);
     let switched = engine
         .switch_to_rollout_ending(
-            &record,
+            record,
             expected,
             &rollout,
             ended.as_ref().map(|(r, e)| (r, *e)),
         )
         .await;
     match switched {
-        Ok(()) => {}
-        Err(StoreError::Conflict { .. }) => {
-            return Err(DeployError::Conflict {
-                daemon: record.daemon.clone(),
-            })
-        }
-        Err(error) => return Err(error.into()),
+        Ok(()) => Ok(rollout),
+        Err(StoreError::Conflict { .. }) => Err(DeployError::Conflict {
+            daemon: record.daemon.clone(),
+        }),
+        Err(error) => Err(error.into()),
     }
-    let version = expected.next_version();
-    confirm(engine, &mut record, version, &declaration, &mut rollout).await?;
-    prune_history(engine, &record.cluster, &record.daemon).await?;
-    Ok(answer(&record, Some(rollout)))
 }
 
 /// The rollout a change starts, and the record switched to it (its call pending).
@@ -545,6 +550,21 @@ fn conflict_version(daemon: &str, written: Result<u64, StoreError>) -> Result<u6
             daemon: daemon.into(),
         }),
         Err(error) => Err(error.into()),
+    }
+}
+
+/// The declaration a deploy builds on: the existing one, unless it was undeployed (then the
+/// daemon starts afresh, its rollout history kept, once ECS let it go).
+async fn carried_over<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    existing: Option<&Versioned<ManagedDaemon>>,
+) -> Result<Option<ManagedDaemon>, DeployError> {
+    match existing {
+        Some(retired) if retired.record.retired_at.is_some() => {
+            still_deleting(engine, &retired.record).await?;
+            Ok(None)
+        }
+        other => Ok(other.map(|e| e.record.clone())),
     }
 }
 

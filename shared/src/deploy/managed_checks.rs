@@ -73,7 +73,7 @@ pub(super) fn check_fits(
             if let Some(largest) = largest.filter(|largest| needed > *largest) {
                 return Err(DeployError::TooLarge(Box::new(TooLarge {
                     daemon: daemon.into(),
-                    instance: "the largest instance it may launch".into(),
+                    instance: super::LARGEST_INSTANCE.into(),
                     provider: provider.name.clone(),
                     resource,
                     needed: format!("{needed} {unit}"),

@@ -177,17 +177,26 @@ pub enum DeployError {
 /// A daemon that cannot fit on an instance it targets.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "daemon {daemon} needs {needed} but instance {instance} of capacity provider {provider} registers only {available}: \
-     lower the task definition's {resource}, or target larger instances"
+    "daemon {daemon} needs {needed} but {where_} of capacity provider {provider} registers only {available}: \
+     lower the task definition's {resource}, or target larger instances",
+    where_ = match .instance.as_str() {
+        LARGEST_INSTANCE => LARGEST_INSTANCE.to_string(),
+        id => format!("instance {id}"),
+    }
 )]
 pub struct TooLarge {
     pub daemon: String,
+    /// The container instance's id, or [`LARGEST_INSTANCE`] (a Managed Instances provider's
+    /// instance requirements).
     pub instance: String,
     pub provider: String,
     pub resource: &'static str,
     pub needed: String,
     pub available: String,
 }
+
+/// [`TooLarge::instance`] when no instance exists yet: the largest a provider may launch.
+pub const LARGEST_INSTANCE: &str = "the largest instance it may launch";
 
 fn invalid(message: impl Into<String>) -> DeployError {
     DeployError::InvalidRequest(message.into())
@@ -420,6 +429,7 @@ mod tests;
 mod undeploy;
 mod validate;
 
+pub use managed_status::{ManagedProviderCount, ManagedStatus};
 pub use preview::{deploy_dry_run, rollback_dry_run};
 pub use record::deploy;
 use record::*;

@@ -114,66 +114,45 @@ pub async fn rollback_dry_run<E: Ecs, S: Store>(
     check_name("cluster", &request.cluster, 255)?;
     check_name("daemon", &request.daemon, 64)?;
     engine.check_cluster(&request.cluster)?;
-    let has_tasks = engine
-        .declaration(&request.cluster, &request.daemon)
-        .await?
-        .is_some();
-    // As the rollback itself: an undeployed part is not there, and a part already on its
-    // target is left alone while the other part has work.
-    let mut already = Vec::new();
-    let managed = match engine
+    let current = engine
         .managed_daemon(&request.cluster, &request.daemon)
-        .await?
-        .filter(|current| current.record.retired_at.is_none())
-    {
-        Some(current) => {
-            let prepared = super::rollback::unless_already_on(
-                super::managed::prepare_rollback(engine, current, request.to_revision, now).await,
-                &mut already,
-            )?;
-            match prepared {
-                Some(prepared) => {
-                    let mut preview = super::managed::preview(engine, prepared).await?;
-                    preview.would_record = "rollback";
-                    Some(preview)
-                }
-                None => None,
-            }
+        .await?;
+    // The parts the rollback itself would roll back.
+    let parts = super::rollback::prepare_parts(engine, &request, current, now).await?;
+    let managed = match parts.managed {
+        Some(prepared) => {
+            let mut preview = super::managed::preview(engine, prepared).await?;
+            preview.would_record = "rollback";
+            Some(preview)
         }
-        None if has_tasks => None,
-        None => {
+        None => None,
+    };
+    let (current, spec, managed) = match (parts.tasks, managed) {
+        (Some(PreparedRollback { current, spec, .. }), managed) => (current, spec, managed),
+        (None, Some(preview)) => {
+            let task_definition = preview
+                .request
+                .daemon_task_definition_arn
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let mut answer = super::managed::dry_run_answer(
+                &request.cluster,
+                &request.daemon,
+                &task_definition,
+                preview,
+            );
+            answer.would_record = "rollback";
+            return Ok(answer);
+        }
+        // prepare_parts answers at least one part or an error.
+        (None, None) => {
             return Err(DeployError::UnknownDaemon {
                 cluster: request.cluster.clone(),
                 daemon: request.daemon.clone(),
             })
         }
-    };
-    let tasks = match has_tasks {
-        true => super::rollback::unless_already_on(
-            prepare_rollback(engine, &request).await,
-            &mut already,
-        )?,
-        false => None,
-    };
-    let Some(PreparedRollback { current, spec, .. }) = tasks else {
-        let Some(preview) = managed else {
-            return Err(already.remove(0));
-        };
-        let task_definition = preview
-            .request
-            .daemon_task_definition_arn
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        let mut answer = super::managed::dry_run_answer(
-            &request.cluster,
-            &request.daemon,
-            &task_definition,
-            preview,
-        );
-        answer.would_record = "rollback";
-        return Ok(answer);
     };
     let rollout = new_rollout(
         &current.record,

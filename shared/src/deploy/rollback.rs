@@ -120,6 +120,53 @@ pub(super) async fn prepare_rollback<E: Ecs, S: Store>(
     })
 }
 
+/// What a rollback does to each part of a daemon: the parts with work, checked; the parts
+/// already on their targets (a retried rollback whose other part was cut off), left alone.
+pub(super) struct RollbackParts {
+    pub(super) managed: Option<super::managed::PreparedManaged>,
+    pub(super) tasks: Option<PreparedRollback>,
+    pub(super) left_alone: Vec<String>,
+}
+
+/// Checks both parts of a rollback (`managed`: the Managed Instances part as read). Reads
+/// only. An undeployed part is not there; if no part has work, the first part's `AlreadyOn`.
+pub(super) async fn prepare_parts<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    request: &RollbackRequest,
+    managed: Option<Versioned<crate::managed::ManagedDaemon>>,
+    now: DateTime<Utc>,
+) -> Result<RollbackParts, DeployError> {
+    let unknown = || DeployError::UnknownDaemon {
+        cluster: request.cluster.clone(),
+        daemon: request.daemon.clone(),
+    };
+    let has_tasks = engine
+        .declaration(&request.cluster, &request.daemon)
+        .await?
+        .is_some();
+    let mut already = Vec::new();
+    let managed = match managed.filter(|m| m.record.retired_at.is_none()) {
+        Some(current) => unless_already_on(
+            super::managed::prepare_rollback(engine, current, request.to_revision, now).await,
+            &mut already,
+        )?,
+        None if has_tasks => None,
+        None => return Err(unknown()),
+    };
+    let tasks = match has_tasks {
+        true => unless_already_on(prepare_rollback(engine, request).await, &mut already)?,
+        false => None,
+    };
+    if tasks.is_none() && managed.is_none() {
+        return Err(already.remove(0));
+    }
+    Ok(RollbackParts {
+        managed,
+        tasks,
+        left_alone: already.iter().map(ToString::to_string).collect(),
+    })
+}
+
 /// Rolls a daemon back to its last good revision (or a named one), as a rollout like any
 /// other: its EC2 part by a rollout of its copies, its Managed Instances part by UpdateDaemon
 /// (ECS has no rollback call). Both parts are checked before either changes; `toRevision`
@@ -133,43 +180,14 @@ pub async fn rollback<E: Ecs, S: Store>(
     check_name("cluster", &request.cluster, 255)?;
     check_name("daemon", &request.daemon, 64)?;
     engine.check_cluster(&request.cluster)?;
-    let has_tasks = engine
-        .declaration(&request.cluster, &request.daemon)
-        .await?
-        .is_some();
-    let mut already = Vec::new();
-    let managed = match engine
+    let current = engine
         .managed_daemon_now(&request.cluster, &request.daemon, now)
-        .await?
-    {
-        // Undeployed: nothing to roll back (a deploy starts it afresh).
-        Some(current) if current.record.retired_at.is_some() && has_tasks => None,
-        Some(current) if current.record.retired_at.is_some() => {
-            return Err(DeployError::UnknownDaemon {
-                cluster: request.cluster.clone(),
-                daemon: request.daemon.clone(),
-            })
-        }
-        Some(current) => unless_already_on(
-            super::managed::prepare_rollback(engine, current, request.to_revision, now).await,
-            &mut already,
-        )?,
-        None if has_tasks => None,
-        None => {
-            return Err(DeployError::UnknownDaemon {
-                cluster: request.cluster.clone(),
-                daemon: request.daemon.clone(),
-            })
-        }
-    };
-    let tasks = match has_tasks {
-        true => unless_already_on(prepare_rollback(engine, &request).await, &mut already)?,
-        false => None,
-    };
-    if tasks.is_none() && managed.is_none() {
-        // Every part is where the rollback would take it.
-        return Err(already.remove(0));
-    }
+        .await?;
+    let RollbackParts {
+        managed,
+        tasks,
+        left_alone,
+    } = prepare_parts(engine, &request, current, now).await?;
     let mut answer = RollbackAnswer {
         daemon: request.daemon.clone(),
         from_task_definition: None,
@@ -177,7 +195,7 @@ pub async fn rollback<E: Ecs, S: Store>(
         rollout: None,
         reconcile: None,
         managed: None,
-        left_alone: already.iter().map(ToString::to_string).collect(),
+        left_alone,
     };
     if let Some(PreparedRollback {
         current,

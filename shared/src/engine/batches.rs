@@ -32,6 +32,66 @@ pub(super) struct DaemonWork {
     pub(super) event_ids: Vec<String>,
 }
 
+impl DaemonWork {
+    fn add(
+        &mut self,
+        position: usize,
+        event_id: String,
+        impaired: Option<(Option<String>, ImpairedStart)>,
+    ) {
+        self.positions.push(position);
+        self.event_ids.push(event_id);
+        self.impaired.extend(impaired);
+    }
+}
+
+impl EventWork {
+    /// Adds the work of a first-seen event to its cluster's.
+    fn add_to(
+        self,
+        clusters: &mut BTreeMap<String, BTreeMap<String, InstanceWork>>,
+        daemon_clusters: &mut BTreeMap<String, DaemonWork>,
+        position: usize,
+        event_id: String,
+    ) {
+        match self {
+            Self::Reconcile {
+                cluster,
+                instance_arn,
+                hint,
+                only_if_draining,
+            } => clusters
+                .entry(cluster)
+                .or_default()
+                .entry(resource_id(&instance_arn).to_string())
+                .or_insert_with(|| InstanceWork {
+                    instance_arn,
+                    only_if_draining: true,
+                    ..InstanceWork::default()
+                })
+                .add(position, event_id, hint, only_if_draining),
+            Self::Daemon {
+                cluster,
+                daemon,
+                impaired,
+            } => daemon_clusters.entry(cluster).or_default().add(
+                position,
+                event_id,
+                impaired.map(|start| (daemon, start)),
+            ),
+            Self::Skip(_) => {}
+        }
+    }
+
+    /// The cluster whose work it is (none when skipped).
+    fn cluster(&self) -> Option<String> {
+        match self {
+            Self::Skip(_) => None,
+            Self::Reconcile { cluster, .. } | Self::Daemon { cluster, .. } => Some(cluster.clone()),
+        }
+    }
+}
+
 /// One instance that the events of a batch ask to reconcile.
 #[derive(Debug, Default)]
 pub(super) struct InstanceWork {
@@ -97,23 +157,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         now: DateTime<Utc>,
     ) -> Result<(String, EventWork), EngineError> {
         match event {
-            AnyEcsEvent::Daemon(event) => {
-                let detail = &event.detail;
-                let cluster = detail.cluster_name().unwrap_or_default().to_string();
-                self.check_cluster(&cluster)?;
-                let impaired = detail
-                    .is_impaired_start()
-                    .then(|| ImpairedStart::of_event(&event.id, event.time, detail, now));
-                let daemon = detail.daemon_name().map(str::to_string);
-                Ok((
-                    event.id,
-                    EventWork::Daemon {
-                        cluster,
-                        daemon,
-                        impaired,
-                    },
-                ))
-            }
+            AnyEcsEvent::Daemon(event) => self.daemon_event_work(*event, now),
             AnyEcsEvent::Instance(event) => {
                 let cluster = cluster_name(&event.detail.cluster_arn).to_string();
                 self.check_cluster(&cluster)?;
@@ -179,6 +223,56 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         }
     }
 
+    /// What a daemon event asks for: follow its cluster, recording the impaired start.
+    fn daemon_event_work(
+        &self,
+        event: crate::events::DaemonEvent,
+        now: DateTime<Utc>,
+    ) -> Result<(String, EventWork), EngineError> {
+        let detail = &event.detail;
+        let cluster = detail.cluster_name().unwrap_or_default().to_string();
+        self.check_cluster(&cluster)?;
+        let impaired = detail
+            .is_impaired_start()
+            .then(|| ImpairedStart::of_event(&event.id, event.time, detail, now));
+        let daemon = detail.daemon_name().map(str::to_string);
+        Ok((
+            event.id,
+            EventWork::Daemon {
+                cluster,
+                daemon,
+                impaired,
+            },
+        ))
+    }
+
+    /// The daemon events' work, one cluster at a time; on failure the cluster's events are
+    /// forgotten so that their redelivery runs again.
+    async fn follow_daemon_clusters(
+        &self,
+        batch: &mut EventBatch,
+        daemon_clusters: BTreeMap<String, DaemonWork>,
+        now: DateTime<Utc>,
+        invocation: &str,
+    ) {
+        for (cluster, work) in daemon_clusters {
+            match self
+                .on_daemon_events(&cluster, &work.impaired, now, invocation)
+                .await
+            {
+                Ok(outcome) => batch.outcomes.push(outcome),
+                Err(error) => {
+                    let ids: Vec<&str> = work.event_ids.iter().map(String::as_str).collect();
+                    self.forget_events(&ids).await;
+                    batch.failures.push(BatchFailure {
+                        positions: work.positions,
+                        error,
+                    });
+                }
+            }
+        }
+    }
+
     /// A batch of ECS events (one SQS batch, or one event): each is deduplicated by id, the
     /// instances they name are reconciled together per cluster with batched reads, and an
     /// event whose work failed is forgotten and reported so that its redelivery runs again.
@@ -206,33 +300,11 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                     continue;
                 }
             };
-            let (cluster, instance_arn, hint, only_if_draining) = match work {
-                EventWork::Skip(outcome) => {
+            let Some(cluster) = work.cluster() else {
+                if let EventWork::Skip(outcome) = work {
                     batch.outcomes.push(outcome);
-                    continue;
                 }
-                EventWork::Daemon {
-                    cluster,
-                    daemon,
-                    impaired,
-                } => {
-                    self.remember_daemon_event(
-                        &mut batch,
-                        &mut daemon_clusters,
-                        (position, event_id),
-                        cluster,
-                        impaired.map(|start| (daemon, start)),
-                        now,
-                    )
-                    .await;
-                    continue;
-                }
-                EventWork::Reconcile {
-                    cluster,
-                    instance_arn,
-                    hint,
-                    only_if_draining,
-                } => (cluster, instance_arn, hint, only_if_draining),
+                continue;
             };
             match self
                 .store
@@ -244,16 +316,9 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                     None,
                     format!("event {event_id} was already handled"),
                 )),
-                Ok(EventSeen::FirstTime) => clusters
-                    .entry(cluster)
-                    .or_default()
-                    .entry(resource_id(&instance_arn).to_string())
-                    .or_insert_with(|| InstanceWork {
-                        instance_arn,
-                        only_if_draining: true,
-                        ..InstanceWork::default()
-                    })
-                    .add(position, event_id, hint, only_if_draining),
+                Ok(EventSeen::FirstTime) => {
+                    work.add_to(&mut clusters, &mut daemon_clusters, position, event_id)
+                }
                 Err(error) => batch.failures.push(BatchFailure {
                     positions: vec![position],
                     error: error.into(),
@@ -283,56 +348,9 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 }
             }
         }
-        for (cluster, work) in daemon_clusters {
-            match self
-                .on_daemon_events(&cluster, &work.impaired, now, invocation)
-                .await
-            {
-                Ok(outcome) => batch.outcomes.push(outcome),
-                Err(error) => {
-                    let ids: Vec<&str> = work.event_ids.iter().map(String::as_str).collect();
-                    self.forget_events(&ids).await;
-                    batch.failures.push(BatchFailure {
-                        positions: work.positions,
-                        error,
-                    });
-                }
-            }
-        }
+        self.follow_daemon_clusters(&mut batch, daemon_clusters, now, invocation)
+            .await;
         batch
-    }
-
-    /// A daemon event deduplicated by id and added to its cluster's work.
-    async fn remember_daemon_event(
-        &self,
-        batch: &mut EventBatch,
-        daemon_clusters: &mut BTreeMap<String, DaemonWork>,
-        (position, event_id): (usize, String),
-        cluster: String,
-        impaired: Option<(Option<String>, ImpairedStart)>,
-        now: DateTime<Utc>,
-    ) {
-        match self
-            .store
-            .remember_event(&event_id, now, self.config.event_ttl)
-            .await
-        {
-            Ok(EventSeen::Duplicate) => batch.outcomes.push(Outcome::skipped(
-                &cluster,
-                None,
-                format!("event {event_id} was already handled"),
-            )),
-            Ok(EventSeen::FirstTime) => {
-                let work = daemon_clusters.entry(cluster).or_default();
-                work.positions.push(position);
-                work.event_ids.push(event_id);
-                work.impaired.extend(impaired);
-            }
-            Err(error) => batch.failures.push(BatchFailure {
-                positions: vec![position],
-                error: error.into(),
-            }),
-        }
     }
 
     /// One event alone (a direct invoke): its outcome, or the error that stopped it.

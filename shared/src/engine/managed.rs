@@ -217,7 +217,8 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             None if repaired => (record.clone(), carried),
             None => return Ok(()),
         };
-        if next_rollout.state == RolloutState::InProgress {
+        // Before ECS counts a copy (a new daemon) there is no progress to report.
+        if next_rollout.state == RolloutState::InProgress && next_rollout.counts.total > 0 {
             outcome
                 .rollouts
                 .insert(record.daemon.clone(), next_rollout.counts.clone());

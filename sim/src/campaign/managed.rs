@@ -568,16 +568,39 @@ async fn holds_managed_promises(setup: &mut Setup, twist: Twist) -> Result<(), S
         ));
     }
     let in_force = truth.in_force.clone().unwrap_or_default();
+    ends_where_expected(&setup.revisions, twist, &record, &shown, &in_force)?;
+    let latest = truth.latest.clone().ok_or("ECS ran no deployment")?;
+    ended_as_ecs(twist, &record, &managed_rollouts, &latest)?;
+    shows_ecs(&shown, &truth, &latest)?;
+    // Impaired starts recorded are ECS's own, of the revision that failed.
+    for start in &record.impaired_starts {
+        if start.daemon_task_definition.as_deref() != Some(setup.revisions.bad.as_str())
+            || start.reason.as_deref() != Some(crate::cluster_model::IMPAIRED_REASON)
+        {
+            return Err(format!("an impaired start ECS did not report: {start:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// The revision in force is the one the twist leads to; drift only where it was made.
+fn ends_where_expected(
+    revisions: &Revisions,
+    twist: Twist,
+    record: &ManagedDaemon,
+    shown: &ecs_daemons::deploy::ManagedStatus,
+    in_force: &str,
+) -> Result<(), String> {
     match twist {
         Twist::OutsideUpdate => {
             let drift = shown.drift.clone().unwrap_or_default();
-            if !drift.contains(&setup.revisions.good[2]) {
+            if !drift.contains(&revisions.good[2]) {
                 return Err(format!(
                     "an update outside ecs-daemons to {} is not reported: {:?}",
-                    setup.revisions.good[2], shown.drift
+                    revisions.good[2], shown.drift
                 ));
             }
-            if record.daemon_task_definition == in_force {
+            if record.daemon_task_definition == *in_force {
                 return Err("the outside change was adopted silently".into());
             }
         }
@@ -585,7 +608,7 @@ async fn holds_managed_promises(setup: &mut Setup, twist: Twist) -> Result<(), S
             if let Some(drift) = &shown.drift {
                 return Err(format!("drift reported, none made: {drift}"));
             }
-            if record.daemon_task_definition != in_force {
+            if record.daemon_task_definition != *in_force {
                 return Err(format!(
                     "declared {}, ECS runs {in_force}",
                     record.daemon_task_definition
@@ -595,19 +618,27 @@ async fn holds_managed_promises(setup: &mut Setup, twist: Twist) -> Result<(), S
                 return Err("deployed again, yet recorded undeployed".into());
             }
             let expected = match twist {
-                Twist::Update => &setup.revisions.good[1],
-                Twist::BadRevision | Twist::ManualRollback => &setup.revisions.good[0],
-                _ => &setup.revisions.good[2],
+                Twist::Update => &revisions.good[1],
+                Twist::BadRevision | Twist::ManualRollback => &revisions.good[0],
+                _ => &revisions.good[2],
             };
             // A rollback invoke after ECS's own end keeps its target too; a superseding deploy
             // that came after the first ended is still the one in force.
-            if in_force != *expected {
+            if in_force != expected.as_str() {
                 return Err(format!("{twist:?} ends on {in_force}, expected {expected}"));
             }
         }
     }
-    // The rollout that carries ECS's latest deployment ended as that deployment did.
-    let latest = truth.latest.clone().ok_or("ECS ran no deployment")?;
+    Ok(())
+}
+
+/// The rollout that carries ECS's latest deployment ended as that deployment did.
+fn ended_as_ecs(
+    twist: Twist,
+    record: &ManagedDaemon,
+    managed_rollouts: &[&Rollout],
+    latest: &ecs_daemons::ecs::DaemonDeployment,
+) -> Result<(), String> {
     let carrying = managed_rollouts
         .iter()
         .find(|r| r.deployment_arn.as_deref() == Some(latest.deployment_arn.as_str()));
@@ -643,7 +674,15 @@ async fn holds_managed_promises(setup: &mut Setup, twist: Twist) -> Result<(), S
             latest.status.as_str()
         ));
     }
-    // Status shows ECS's counts and deployment as they are.
+    Ok(())
+}
+
+/// Status shows ECS's counts and deployment as they are.
+fn shows_ecs(
+    shown: &ecs_daemons::deploy::ManagedStatus,
+    truth: &ManagedTruth,
+    latest: &ecs_daemons::ecs::DaemonDeployment,
+) -> Result<(), String> {
     let mut counts: BTreeMap<String, (i32, i32)> = BTreeMap::new();
     for provider in truth
         .state
@@ -672,14 +711,6 @@ async fn holds_managed_promises(setup: &mut Setup, twist: Twist) -> Result<(), S
             "status shows deployment {shown_status:?}, ECS's is {}",
             latest.status.as_str()
         ));
-    }
-    // Impaired starts recorded are ECS's own, of the revision that failed.
-    for start in &record.impaired_starts {
-        if start.daemon_task_definition.as_deref() != Some(setup.revisions.bad.as_str())
-            || start.reason.as_deref() != Some(crate::cluster_model::IMPAIRED_REASON)
-        {
-            return Err(format!("an impaired start ECS did not report: {start:?}"));
-        }
     }
     Ok(())
 }
