@@ -8,7 +8,7 @@ use chrono::Duration;
 use ecs_daemons::deploy::DeployRequest;
 use ecs_daemons::model::CapacityProviderKind;
 use ecs_daemons::runtime::{self, FunctionError};
-use ecs_daemons_sim::cluster_model::{ModelConfig, TaskDefinitionModel};
+use ecs_daemons_sim::cluster_model::{DaemonDefinitionModel, ModelConfig, TaskDefinitionModel};
 use ecs_daemons_sim::simulation::Harness;
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -37,6 +37,29 @@ async fn covered_cluster() -> Harness {
             name: "QUANTUM".into(),
         },
     );
+    harness.model.set_capacity_provider_kind(
+        "mi-small",
+        CapacityProviderKind::ManagedInstances {
+            sizes: ecs_daemons::model::InstanceSizes {
+                largest_cpu: Some(512),
+                ..Default::default()
+            },
+        },
+    );
+    harness.model.create_cluster(
+        CLUSTER,
+        &["asg-general", "FARGATE", "mi-general", "odd", "mi-small"],
+    );
+    // Daemon task definitions: agent-daemon:1 fine, agent-noexec:1 without execution role.
+    harness
+        .model
+        .register_daemon_task_definition(DaemonDefinitionModel::new("agent-daemon", 1024, 512));
+    harness
+        .model
+        .register_daemon_task_definition(DaemonDefinitionModel {
+            execution_role_arn: None,
+            ..DaemonDefinitionModel::new("agent-noexec", 1024, 512)
+        });
     let definition = harness
         .model
         .register_task_definition(TaskDefinitionModel::new(DAEMON, 1024, 512));
@@ -149,6 +172,10 @@ fn without(mut value: Value, parent: &str, field: &str) -> Value {
 
 fn deploy_payload() -> Value {
     json!({"cluster": CLUSTER, "daemon": DAEMON, "taskDefinition": format!("{DAEMON}:1"), "capacityProviders": ["asg-general"]})
+}
+
+fn managed_payload(daemon_task_definition: &str) -> Value {
+    json!({"cluster": CLUSTER, "daemon": "agent-managed", "daemonTaskDefinition": daemon_task_definition, "capacityProviders": ["mi-general"]})
 }
 
 fn sqs_batch(bodies: &[String]) -> Value {
@@ -401,6 +428,73 @@ fn cases() -> Vec<Case> {
                 "FargateProvider",
                 &["FARGATE", "no container instance", "sidecar"],
             ),
+        ),
+        case(
+            "daemon task definition not pinned",
+            "deploy",
+            managed_payload("agent-daemon"),
+            Refused("InvalidRequest", &["daemonTaskDefinition", "pinned"]),
+        ),
+        case(
+            "daemon task definition not found",
+            "deploy",
+            managed_payload("agent-daemon:7"),
+            Refused("DaemonTaskDefinitionNotFound", &["agent-daemon:7"]),
+        ),
+        case(
+            "daemon task definition without execution role",
+            "deploy",
+            managed_payload("agent-noexec:1"),
+            Refused("NoExecutionRole", &["agent-noexec:1", "executionRoleArn"]),
+        ),
+        case(
+            "daemon larger than the provider's largest instance",
+            "deploy",
+            with(
+                managed_payload("agent-daemon:1"),
+                "/capacityProviders",
+                json!(["mi-small"]),
+            ),
+            Refused("DaemonTooLarge", &["largest instance", "mi-small"]),
+        ),
+        case(
+            "daemon task definition for an EC2 provider",
+            "deploy",
+            with(
+                managed_payload("agent-daemon:1"),
+                "/capacityProviders",
+                json!(["asg-general"]),
+            ),
+            Refused(
+                "AutoScalingNeedsTaskDefinition",
+                &["asg-general", "taskDefinition"],
+            ),
+        ),
+        case(
+            "task definition beside a daemon one, no EC2 provider",
+            "deploy",
+            with(
+                managed_payload("agent-daemon:1"),
+                "/taskDefinition",
+                json!(format!("{DAEMON}:1")),
+            ),
+            Refused("UnusedTaskDefinition", &["taskDefinition", "remove"]),
+        ),
+        case(
+            "daemon name ECS would refuse",
+            "deploy",
+            with(
+                managed_payload("agent-daemon:1"),
+                "/daemon",
+                json!("agent daemon"),
+            ),
+            Refused("InvalidRequest", &["`daemon`"]),
+        ),
+        case(
+            "critical of the wrong type",
+            "deploy",
+            with(managed_payload("agent-daemon:1"), "/critical", json!("yes")),
+            Refused("InvalidRequest", &["critical"]),
         ),
         case(
             "deploy of a task definition to a Managed Instances provider",
