@@ -21,6 +21,11 @@ fn model_with_instances(count: usize) -> ClusterModel {
     model
 }
 
+/// The seed's CloudWatch Agent as a daemon task definition: 1 vCPU, 512 MiB.
+fn agent_definition() -> DaemonDefinitionModel {
+    DaemonDefinitionModel::new("cloudwatch-agent-daemon", 1024, 512)
+}
+
 fn declaration(definition: &str, providers: &[&str]) -> DaemonDeclaration {
     DaemonDeclaration {
         daemon_name: "cloudwatch-agent".into(),
@@ -54,14 +59,10 @@ async fn status_after(
 #[tokio::test]
 async fn a_daemon_is_created_updated_rolled_back_by_its_breaker_and_deleted() {
     let model = model_with_instances(8);
-    let good = model.register_daemon_task_definition(DaemonDefinitionModel::new(
-        "cloudwatch-agent-daemon",
-        1024,
-        512,
-    ));
+    let good = model.register_daemon_task_definition(agent_definition());
     let bad = model.register_daemon_task_definition(DaemonDefinitionModel {
         fails_to_start: true,
-        ..DaemonDefinitionModel::new("cloudwatch-agent-daemon", 1024, 512)
+        ..agent_definition()
     });
     assert_eq!(
         (good.as_str(), bad.as_str()),
@@ -309,11 +310,7 @@ async fn deploy_declares_a_managed_daemon_and_records_its_rollouts() {
     let mut harness = harness_with_managed_instances(4);
     let first = harness
         .model
-        .register_daemon_task_definition(DaemonDefinitionModel::new(
-            "cloudwatch-agent-daemon",
-            1024,
-            512,
-        ));
+        .register_daemon_task_definition(agent_definition());
     let created = harness.deploy(managed_deploy(&first)).await.unwrap();
     assert_eq!(created.recorded, "created");
     assert!(
@@ -345,11 +342,7 @@ async fn deploy_declares_a_managed_daemon_and_records_its_rollouts() {
 
     let second = harness
         .model
-        .register_daemon_task_definition(DaemonDefinitionModel::new(
-            "cloudwatch-agent-daemon",
-            1024,
-            512,
-        ));
+        .register_daemon_task_definition(agent_definition());
     let updated = harness.deploy(managed_deploy(&second)).await.unwrap();
     let managed = updated.managed.unwrap();
     assert_eq!(managed.recorded, "rollout");
@@ -382,15 +375,11 @@ async fn managed_instances_mistakes_are_refused_before_anything_is_created() {
         .model
         .register_daemon_task_definition(DaemonDefinitionModel {
             execution_role_arn: None,
-            ..DaemonDefinitionModel::new("cloudwatch-agent-daemon", 1024, 512)
+            ..agent_definition()
         });
     let fine = harness
         .model
-        .register_daemon_task_definition(DaemonDefinitionModel::new(
-            "cloudwatch-agent-daemon",
-            1024,
-            512,
-        ));
+        .register_daemon_task_definition(agent_definition());
     harness.model.set_capacity_provider_kind(
         "mi-small",
         CapacityProviderKind::ManagedInstances {
@@ -460,11 +449,7 @@ async fn status_reports_ecs_counts_the_deployment_and_drift() {
     let mut harness = harness_with_managed_instances(3);
     let first = harness
         .model
-        .register_daemon_task_definition(DaemonDefinitionModel::new(
-            "cloudwatch-agent-daemon",
-            1024,
-            512,
-        ));
+        .register_daemon_task_definition(agent_definition());
     let created = harness.deploy(managed_deploy(&first)).await.unwrap();
     let daemon_arn = created.managed.unwrap().daemon_arn.unwrap();
     harness.model.advance(Duration::minutes(20));
@@ -548,11 +533,7 @@ async fn the_dry_run_shows_the_request_and_ecs_steps_and_changes_nothing() {
     let mut harness = harness_with_managed_instances(8);
     let first = harness
         .model
-        .register_daemon_task_definition(DaemonDefinitionModel::new(
-            "cloudwatch-agent-daemon",
-            1024,
-            512,
-        ));
+        .register_daemon_task_definition(agent_definition());
     let dry = harness
         .deploy_dry_run(ecs_daemons::deploy::DeployRequest {
             dry_run: true,
@@ -575,11 +556,7 @@ async fn the_dry_run_shows_the_request_and_ecs_steps_and_changes_nothing() {
     harness.model.advance(Duration::minutes(20));
     let second = harness
         .model
-        .register_daemon_task_definition(DaemonDefinitionModel::new(
-            "cloudwatch-agent-daemon",
-            1024,
-            512,
-        ));
+        .register_daemon_task_definition(agent_definition());
     let dry = harness
         .deploy_dry_run(ecs_daemons::deploy::DeployRequest {
             dry_run: true,
@@ -683,11 +660,7 @@ async fn the_coverage_check_records_how_ecs_deployments_end() {
     let mut harness = harness_with_managed_instances(4);
     let good = harness
         .model
-        .register_daemon_task_definition(DaemonDefinitionModel::new(
-            "cloudwatch-agent-daemon",
-            1024,
-            512,
-        ));
+        .register_daemon_task_definition(agent_definition());
     harness.deploy(managed_deploy(&good)).await.unwrap();
     harness.model.advance(Duration::minutes(1));
     let check = harness.coverage_check().await;
@@ -710,7 +683,7 @@ async fn the_coverage_check_records_how_ecs_deployments_end() {
         .model
         .register_daemon_task_definition(DaemonDefinitionModel {
             fails_to_start: true,
-            ..DaemonDefinitionModel::new("cloudwatch-agent-daemon", 1024, 512)
+            ..agent_definition()
         });
     harness.deploy(managed_deploy(&bad)).await.unwrap();
     harness.model.advance(Duration::minutes(60));
@@ -750,11 +723,7 @@ async fn one_invoke_rolls_a_managed_daemon_back_to_its_last_good_revision() {
     let register = |harness: &ecs_daemons_sim::simulation::Harness| {
         harness
             .model
-            .register_daemon_task_definition(DaemonDefinitionModel::new(
-                "cloudwatch-agent-daemon",
-                1024,
-                512,
-            ))
+            .register_daemon_task_definition(agent_definition())
     };
     let first = register(&harness);
     let second = register(&harness);
@@ -899,16 +868,12 @@ async fn daemon_events_record_impaired_starts_and_end_rollouts_between_checks() 
         .launch_managed_instances(CLUSTER, "mi-general", 4);
     let good = harness
         .model
-        .register_daemon_task_definition(DaemonDefinitionModel::new(
-            "cloudwatch-agent-daemon",
-            1024,
-            512,
-        ));
+        .register_daemon_task_definition(agent_definition());
     let bad = harness
         .model
         .register_daemon_task_definition(DaemonDefinitionModel {
             fails_to_start: true,
-            ..DaemonDefinitionModel::new("cloudwatch-agent-daemon", 1024, 512)
+            ..agent_definition()
         });
     let mut ended = Vec::new();
     let mut delivered = Vec::new();
@@ -987,11 +952,7 @@ async fn a_daemon_on_both_kinds_rolls_back_both_parts_in_one_invoke() {
         .map(|_| {
             harness
                 .model
-                .register_daemon_task_definition(DaemonDefinitionModel::new(
-                    "cloudwatch-agent-daemon",
-                    1024,
-                    512,
-                ))
+                .register_daemon_task_definition(agent_definition())
         })
         .collect();
     let both = |n: usize| ecs_daemons::deploy::DeployRequest {
@@ -1038,11 +999,7 @@ async fn a_daemon_deleted_outside_ends_its_rollout_and_is_reported() {
     let mut harness = harness_with_managed_instances(4);
     let first = harness
         .model
-        .register_daemon_task_definition(DaemonDefinitionModel::new(
-            "cloudwatch-agent-daemon",
-            1024,
-            512,
-        ));
+        .register_daemon_task_definition(agent_definition());
     let created = harness.deploy(managed_deploy(&first)).await.unwrap();
     let daemon_arn = created.managed.unwrap().daemon_arn.unwrap();
     harness.model.advance(Duration::minutes(1));
@@ -1085,11 +1042,7 @@ async fn undeploy_deletes_the_managed_daemon_and_a_deploy_starts_it_afresh() {
     let mut harness = harness_with_managed_instances(3);
     let first = harness
         .model
-        .register_daemon_task_definition(DaemonDefinitionModel::new(
-            "cloudwatch-agent-daemon",
-            1024,
-            512,
-        ));
+        .register_daemon_task_definition(agent_definition());
     let created = harness.deploy(managed_deploy(&first)).await.unwrap();
     let daemon_arn = created.managed.unwrap().daemon_arn.unwrap();
     harness.model.advance(Duration::minutes(1));

@@ -227,14 +227,24 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         if next_record != *record {
             puts.push(PreparedPut::of(&next_record, part.expected())?);
         }
-        match self.store.put_all(&puts).await {
+        let ended = (next_rollout.state != RolloutState::InProgress)
+            .then(|| EndedRollout::of(&next_rollout));
+        self.write_followed(&puts, ended, outcome).await
+    }
+
+    /// Writes what following ECS decided, together; a lost race is harmless (a deploy or
+    /// another check got there first: the next check reads again).
+    async fn write_followed(
+        &self,
+        puts: &[PreparedPut],
+        ended: Option<EndedRollout>,
+        outcome: &mut Outcome,
+    ) -> Result<(), EngineError> {
+        match self.store.put_all(puts).await {
             Ok(_) => {
-                if next_rollout.state != RolloutState::InProgress {
-                    outcome.rollouts_ended.push(EndedRollout::of(&next_rollout));
-                }
+                outcome.rollouts_ended.extend(ended);
                 Ok(())
             }
-            // A deploy or another check got there first: the next check reads again.
             Err(StoreError::Conflict { .. }) => {
                 outcome.conflicts += 1;
                 Ok(())
@@ -274,17 +284,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         next_record.active_rollout = None;
         next_record.updated_at = now;
         puts.push(PreparedPut::of(&next_record, part.expected())?);
-        match self.store.put_all(&puts).await {
-            Ok(_) => {
-                outcome.rollouts_ended.extend(ended);
-                Ok(())
-            }
-            Err(StoreError::Conflict { .. }) => {
-                outcome.conflicts += 1;
-                Ok(())
-            }
-            Err(error) => Err(error.into()),
-        }
+        self.write_followed(&puts, ended, outcome).await
     }
 
     /// Drift of a daemon whose latest deployment in ECS is `latest` (`managed::drift_of`);
