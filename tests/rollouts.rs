@@ -357,10 +357,17 @@ async fn manual_rollback_is_a_rollout_and_refuses_nonsense() {
     let agent = agent_status(&harness).await;
     assert_eq!(agent.rollout.unwrap().state, RolloutState::Succeeded);
     assert_eq!(agent.history.len(), 1, "the update before it");
-    // And once more undoes the rollback: revision 2 is now the good one before the current.
-    let again = harness.rollback(request(None)).await.unwrap();
+    // Once more (a retry after a lost answer, say) does not undo it: already there. Going
+    // back to revision 2 takes naming it.
+    let again = harness
+        .rollback(request(None))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(again.contains("already on"), "{again}");
+    let named = harness.rollback(request(Some(2))).await.unwrap();
     assert_eq!(
-        again.task_definition.as_deref(),
+        named.task_definition.as_deref(),
         Some(revisions[1].as_str())
     );
 }

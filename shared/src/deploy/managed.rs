@@ -403,6 +403,25 @@ pub(super) async fn prepare_rollback<E: Ecs, S: Store>(
         .unwrap_or_default();
     let target = match to_revision {
         Some(revision) => format!("{family}:{revision}"),
+        // A retried rollback does not undo the first (`rollback::rolled_back_to`); one whose
+        // call to ECS was cut off (pending) is finished.
+        None if super::rollback::rolled_back_to(
+            engine,
+            &record.cluster,
+            &record.daemon,
+            true,
+            &record.daemon_task_definition,
+        )
+        .await? =>
+        {
+            if record.pending_rollout.is_none() {
+                return Err(DeployError::AlreadyOn {
+                    daemon: record.daemon.clone(),
+                    task_definition: record.daemon_task_definition.clone(),
+                });
+            }
+            record.daemon_task_definition.clone()
+        }
         None => {
             let last_good = record.last_good.as_ref();
             let target = if last_good == Some(&record.daemon_task_definition) {

@@ -56,6 +56,30 @@ pub(super) struct PreparedRollback {
     pub(super) spec: DaemonSpec,
 }
 
+/// Whether a part's latest rollout (`managed`: of the Managed Instances part) is a rollback to
+/// `current`, running or done. A rollback without `toRevision` then goes nowhere: a retried
+/// rollback must not undo the first (nor one rollback another); to return to the revision
+/// rolled back from, deploy it or name it in `toRevision`.
+pub(super) async fn rolled_back_to<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    cluster: &str,
+    daemon: &str,
+    managed: bool,
+    current: &str,
+) -> Result<bool, DeployError> {
+    let rollouts = engine.rollouts(cluster, daemon).await?;
+    let latest = rollouts
+        .iter()
+        .map(|r| &r.record)
+        .filter(|r| r.managed_instances == managed)
+        .max_by_key(|r| r.started_at);
+    Ok(latest.is_some_and(|r| {
+        r.kind == RolloutKind::Rollback
+            && r.to_task_definition == current
+            && matches!(r.state, RolloutState::InProgress | RolloutState::Succeeded)
+    }))
+}
+
 /// Every check of a rollback, and the spec it would switch to. Reads only.
 pub(super) async fn prepare_rollback<E: Ecs, S: Store>(
     engine: &Engine<E, S>,
@@ -85,6 +109,20 @@ pub(super) async fn prepare_rollback<E: Ecs, S: Store>(
         .to_string();
     let target = match request.to_revision {
         Some(revision) => format!("{family}:{revision}"),
+        None if rolled_back_to(
+            engine,
+            &current.record.cluster,
+            &current.record.daemon,
+            false,
+            &current.record.task_definition,
+        )
+        .await? =>
+        {
+            return Err(DeployError::AlreadyOn {
+                daemon: request.daemon.clone(),
+                task_definition: current.record.task_definition.clone(),
+            })
+        }
         // After a failed or running update: the last good revision. Once the current revision
         // is itself the good one (its rollout succeeded): the good one before it.
         None => {
