@@ -253,13 +253,9 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         batch: &mut EventBatch,
         daemon_clusters: BTreeMap<String, DaemonWork>,
         now: DateTime<Utc>,
-        invocation: &str,
     ) {
         for (cluster, work) in daemon_clusters {
-            match self
-                .on_daemon_events(&cluster, &work.impaired, now, invocation)
-                .await
-            {
+            match self.on_daemon_events(&cluster, &work.impaired, now).await {
                 Ok(outcome) => batch.outcomes.push(outcome),
                 Err(error) => {
                     let ids: Vec<&str> = work.event_ids.iter().map(String::as_str).collect();
@@ -348,7 +344,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 }
             }
         }
-        self.follow_daemon_clusters(&mut batch, daemon_clusters, now, invocation)
+        self.follow_daemon_clusters(&mut batch, daemon_clusters, now)
             .await;
         batch
     }

@@ -33,10 +33,25 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             outcome.skipped = None;
         }
         for part in managed {
-            if let Err(error) = self.follow_managed(&part, now, &mut outcome).await {
-                outcome
+            // Drift (the DaemonDrift metric) is the coverage check's alone: events and deploys
+            // follow a daemon without the extra reads it may take.
+            let drift = match self.follow_managed(&part, now, &mut outcome).await {
+                Ok(Some(state)) => {
+                    self.managed_drift(&part.record, state.deployment_arn.as_deref())
+                        .await
+                }
+                Ok(None) => continue,
+                Err(error) => Err(error),
+            };
+            match drift {
+                Ok(drift) => {
+                    outcome
+                        .native_drift
+                        .insert(part.record.daemon.clone(), drift);
+                }
+                Err(error) => outcome
                     .errors
-                    .push(format!("daemon {}: {error}", part.record.daemon));
+                    .push(format!("daemon {}: {error}", part.record.daemon)),
             }
         }
         Ok(outcome)
@@ -52,10 +67,11 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         cluster: &str,
         impaired: &[(Option<String>, ImpairedStart)],
         now: DateTime<Utc>,
-        _invocation: &str,
     ) -> Result<Outcome, EngineError> {
-        let mut outcome = Outcome::skipped(cluster, None, "");
-        outcome.skipped = None;
+        let mut outcome = Outcome {
+            cluster: cluster.into(),
+            ..Outcome::default()
+        };
         let managed = self.store.list_in_cluster::<ManagedDaemon>(cluster).await?;
         if managed.is_empty() {
             outcome.skipped = Some("no daemon of the cluster runs on Managed Instances".into());
@@ -66,7 +82,6 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             self.follow_managed(&part, now, &mut outcome).await?;
         }
         outcome.coverage.clear();
-        outcome.native_drift.clear();
         Ok(outcome)
     }
 
@@ -130,13 +145,14 @@ impl<E: Ecs, S: Store> Engine<E, S> {
     }
 
     /// One Managed Instances daemon: its coverage from ECS's counts, and its rollout in
-    /// flight moved on with ECS's deployment.
+    /// flight moved on with ECS's deployment. Answers what DescribeDaemon said, when ECS has
+    /// the daemon.
     async fn follow_managed(
         &self,
         part: &Versioned<ManagedDaemon>,
         now: DateTime<Utc>,
         outcome: &mut Outcome,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Option<DaemonState>, EngineError> {
         let record = &part.record;
         let Some(daemon_arn) = record
             .daemon_arn
@@ -144,7 +160,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             .filter(|_| record.retired_at.is_none())
         else {
             // Not created yet, or undeployed: nothing of it to cover or follow.
-            return Ok(());
+            return Ok(None);
         };
         let state = match self.ecs.describe_daemon(daemon_arn).await {
             Ok(state) => state,
@@ -160,18 +176,15 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 outcome
                     .native_drift
                     .insert(record.daemon.clone(), Some(drift.clone()));
-                return self
-                    .end_rollout_of_deleted(part, &drift, now, outcome)
-                    .await;
+                self.end_rollout_of_deleted(part, &drift, now, outcome)
+                    .await?;
+                return Ok(None);
             }
             Err(error) => return Err(error.into()),
         };
         add_coverage(outcome, &record.daemon, record.critical, &state);
-        let drift = self
-            .managed_drift(record, state.deployment_arn.as_deref())
-            .await?;
-        outcome.native_drift.insert(record.daemon.clone(), drift);
-        self.follow_rollout(part, &state, now, outcome).await
+        self.follow_rollout(part, &state, now, outcome).await?;
+        Ok(Some(state))
     }
 
     /// The daemon's rollout in flight moved on with the ECS deployment that carries it.
