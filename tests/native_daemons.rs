@@ -8,7 +8,8 @@ use ecs_daemons::ecs::{
 use ecs_daemons::model::CapacityProviderKind;
 use ecs_daemons::store::Store;
 use ecs_daemons_sim::cluster_model::{
-    cluster_arn, ClusterModel, DaemonDefinitionModel, ModelConfig,
+    cluster_arn, ClusterModel, DaemonDefinitionModel, DeploymentOnDelete, ModelConfig, NativeKnobs,
+    NonCriticalFailure, ScaleOutRevision,
 };
 
 const CLUSTER: &str = "prod";
@@ -207,6 +208,123 @@ async fn a_new_instance_starts_the_daemon_and_a_non_critical_failure_leaves_it_w
     let state = model.describe_daemon(&created.daemon_arn).await.unwrap();
     let counts = &state.current_revisions[0].providers[0];
     assert_eq!((counts.running, counts.without_daemon), (0, 3));
+}
+
+/// The three readings the guide leaves open, each the other way than the default (the
+/// campaign draws both per seed): a deployment left as it was by DeleteDaemon, a non-critical
+/// daemon's failed copy started again in place, a scale-out during a deployment given the
+/// revision before it.
+#[tokio::test]
+async fn the_undocumented_readings_the_campaign_varies_behave_as_their_knobs_say() {
+    let model = ClusterModel::new(ModelConfig {
+        native: NativeKnobs {
+            deployment_on_delete: DeploymentOnDelete::LeftAsIs,
+            non_critical_failure: NonCriticalFailure::RetryInPlace,
+            scale_out_revision: ScaleOutRevision::Before,
+            ..NativeKnobs::default()
+        },
+        ..ModelConfig::default()
+    });
+    model.create_cluster(CLUSTER, &["mi-general"]);
+    model.set_capacity_provider_kind("mi-general", CapacityProviderKind::managed_instances());
+    model.launch_managed_instances(CLUSTER, "mi-general", 4);
+    let first = model.register_daemon_task_definition(agent_definition());
+    let second = model.register_daemon_task_definition(agent_definition());
+    let created = model
+        .create_daemon(&declaration(&first, &["mi-general"]), "t-1")
+        .await
+        .unwrap();
+    model.advance(Duration::minutes(30));
+
+    // A scale-out during the update to `second` starts `first` there.
+    let update = model
+        .update_daemon(&created.daemon_arn, &declaration(&second, &["mi-general"]))
+        .await
+        .unwrap()
+        .deployment_arn
+        .unwrap();
+    model.advance(Duration::seconds(1));
+    let launched = model.launch_managed_instances(CLUSTER, "mi-general", 1);
+    let truth = model.managed_truth(CLUSTER);
+    let per_revision: Vec<(String, i32)> = truth[0]
+        .state
+        .current_revisions
+        .iter()
+        .map(|r| (r.revision_arn.clone(), r.providers[0].running))
+        .collect();
+    assert_eq!(launched.len(), 1);
+    assert_eq!(
+        per_revision.iter().map(|(_, running)| running).sum::<i32>(),
+        5
+    );
+    let latest = truth[0].latest.clone().unwrap();
+    let old_revision_running = per_revision
+        .iter()
+        .find(|(arn, _)| Some(arn) != latest.target_revision_arn.as_ref())
+        .map(|(_, running)| *running);
+    assert!(
+        old_revision_running == Some(5),
+        "the new instance runs the revision before: {per_revision:?}"
+    );
+    // … and the deployment replaces it too before it succeeds.
+    assert_eq!(
+        status_after(&model, &update, Duration::minutes(60)).await,
+        DaemonDeploymentStatus::Successful
+    );
+    assert!(!model.managed_instance_ids(CLUSTER).contains(&launched[0]));
+
+    // DeleteDaemon leaves a deployment in flight as it was.
+    let third = model.register_daemon_task_definition(agent_definition());
+    let moving = model
+        .update_daemon(&created.daemon_arn, &declaration(&third, &["mi-general"]))
+        .await
+        .unwrap()
+        .deployment_arn
+        .unwrap();
+    model.advance(Duration::seconds(1));
+    model.delete_daemon(&created.daemon_arn).await.unwrap();
+    assert_eq!(
+        status_after(&model, &moving, Duration::seconds(5)).await,
+        DaemonDeploymentStatus::InProgress
+    );
+    model.advance(Duration::minutes(5));
+    assert_eq!(
+        model
+            .describe_daemon(&created.daemon_arn)
+            .await
+            .unwrap_err()
+            .kind,
+        EcsErrorKind::NotFound
+    );
+
+    // A non-critical copy that fails is started again where it is: once its instance got
+    // the daemon, no instance is drained for it, and each start counts toward the breaker.
+    let failing = model.register_daemon_task_definition(DaemonDefinitionModel {
+        fails_to_start: true,
+        ..DaemonDefinitionModel::new("optional-agent", 256, 256)
+    });
+    let mut optional = declaration(&failing, &["mi-general"]);
+    optional.daemon_name = "optional-agent".into();
+    optional.critical = false;
+    optional.deployment.drain_percent = Some(20.0);
+    let created = model.create_daemon(&optional, "t-2").await.unwrap();
+    let deployment = created.deployment_arn.unwrap();
+    // The first step drains and replaces one instance (none had the daemon) …
+    model.advance(Duration::seconds(61));
+    model.advance(Duration::seconds(91));
+    let replaced = model.managed_instance_ids(CLUSTER);
+    // … the next ones start its failed copy again in place until the breaker (3) trips.
+    assert_eq!(
+        status_after(&model, &deployment, Duration::minutes(30)).await,
+        DaemonDeploymentStatus::Stopped
+    );
+    assert_eq!(model.managed_instance_ids(CLUSTER), replaced);
+    let described = model
+        .describe_daemon_deployments(std::slice::from_ref(&deployment))
+        .await
+        .unwrap();
+    let breaker = described[0].circuit_breaker.clone().unwrap();
+    assert!(breaker.failure_count >= 3, "{breaker:?}");
 }
 
 /// The unchanged SDK client against the local ECS server: every managed-daemon call

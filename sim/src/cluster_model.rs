@@ -18,7 +18,10 @@ use ecs_daemons::arn::resource_id;
 mod autoscaling;
 mod daemons;
 pub use autoscaling::HookStats;
-pub use daemons::{DaemonDefinitionModel, ManagedTruth, NativeKnobs, IMPAIRED_REASON};
+pub use daemons::{
+    DaemonDefinitionModel, DeploymentOnDelete, ManagedTruth, NativeKnobs, NonCriticalFailure,
+    ScaleOutRevision, IMPAIRED_REASON,
+};
 use ecs_daemons::ecs::{
     clip_reason, Ecs, EcsError, EcsErrorKind, InstanceAttribute, Page, StartTaskOutcome,
     StartTaskRequest, TaskFilter, ATTRIBUTE_BATCH, CAPACITY_PROVIDER_BATCH, DESCRIBE_BATCH,

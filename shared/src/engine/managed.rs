@@ -325,12 +325,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 .or(d.target_revision_arn)
         });
         let in_force = match revision {
-            Some(revision) => self
-                .ecs
-                .describe_daemon_revisions(&[revision])
-                .await?
-                .first()
-                .map(|r| crate::arn::resource_id(&r.daemon_task_definition_arn).to_string()),
+            Some(revision) => self.task_definition_of(revision).await?,
             None => None,
         };
         Ok(drift_of(record, Some(latest), in_force.as_deref()))
@@ -364,14 +359,15 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         else {
             return Ok(None);
         };
+        self.task_definition_of(revision).await
+    }
+
+    /// The `family:revision` of the daemon task definition a daemon revision runs.
+    async fn task_definition_of(&self, revision: String) -> Result<Option<String>, EngineError> {
         let revisions = self.ecs.describe_daemon_revisions(&[revision]).await?;
-        Ok(revisions.first().map(|r| {
-            r.daemon_task_definition_arn
-                .rsplit('/')
-                .next()
-                .unwrap_or_default()
-                .to_string()
-        }))
+        Ok(revisions
+            .first()
+            .map(|r| crate::arn::resource_id(&r.daemon_task_definition_arn).to_string()))
     }
 }
 

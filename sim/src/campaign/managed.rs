@@ -7,7 +7,10 @@
 //! convergence.
 
 use super::*;
-use crate::cluster_model::{DaemonDefinitionModel, ManagedTruth, NativeKnobs};
+use crate::cluster_model::{
+    DaemonDefinitionModel, DeploymentOnDelete, ManagedTruth, NativeKnobs, NonCriticalFailure,
+    ScaleOutRevision,
+};
 use ecs_daemons::deploy::StatusRequest;
 use ecs_daemons::ecs::{
     DaemonDeclaration, DaemonDeploymentSettings, DaemonDeploymentStatus, EcsDaemons,
@@ -103,6 +106,22 @@ fn setup(seed: u64, rng: &mut Rng) -> Setup {
     config.native = NativeKnobs {
         drain_time: Duration::seconds(30 + rng.below(91) as i64),
         replace_time: Duration::seconds(60 + rng.below(121) as i64),
+        // Three more behaviours the guide leaves open, each reading taken by some seeds.
+        deployment_on_delete: if rng.chance(0.5) {
+            DeploymentOnDelete::Stopped
+        } else {
+            DeploymentOnDelete::LeftAsIs
+        },
+        non_critical_failure: if rng.chance(0.5) {
+            NonCriticalFailure::ReplaceInstance
+        } else {
+            NonCriticalFailure::RetryInPlace
+        },
+        scale_out_revision: if rng.chance(0.5) {
+            ScaleOutRevision::Goal
+        } else {
+            ScaleOutRevision::Before
+        },
         ..NativeKnobs::default()
     };
     let knobs = config.native.clone();

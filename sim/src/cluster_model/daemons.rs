@@ -38,6 +38,47 @@ pub struct NativeKnobs {
     pub breaker_threshold: fn(usize) -> i32,
     /// DELETE_IN_PROGRESS until the daemon is gone.
     pub delete_time: Duration,
+    /// What DeleteDaemon does to a deployment in flight (undocumented).
+    pub deployment_on_delete: DeploymentOnDelete,
+    /// How a deployment gets a non-critical daemon's failed copy running (undocumented).
+    pub non_critical_failure: NonCriticalFailure,
+    /// Which revision an instance launched by a scale-out during a deployment gets
+    /// (undocumented).
+    pub scale_out_revision: ScaleOutRevision,
+}
+
+/// What DeleteDaemon does to a deployment in flight; the guide is silent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeploymentOnDelete {
+    /// STOPPED at once (its instances keep their copies until the daemon is gone).
+    Stopped,
+    /// Left in its status, never to move again, until the daemon and its deployments are
+    /// gone (the harder reading for a follower: nothing ever ends it).
+    LeftAsIs,
+}
+
+/// How a deployment brings a non-critical daemon's failed copy to "all daemon tasks running
+/// and healthy" (*Daemon events*, SUCCESSFUL); the guide only documents the critical case
+/// (drain and replace the instance).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NonCriticalFailure {
+    /// Drains and replaces its instance like a critical daemon's (applications move).
+    ReplaceInstance,
+    /// Starts the copy again on the same instance; each failed start counts toward the
+    /// breaker.
+    RetryInPlace,
+}
+
+/// Which revision an instance launched by a plain scale-out during a deployment gets; the
+/// guide documents only the replacements a deployment itself launches ("provisions
+/// replacement instances with the updated daemon", *Daemon deployments*).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScaleOutRevision {
+    /// The revision the deployment moves instances to.
+    Goal,
+    /// The revision in force before the deployment; the deployment then drains and replaces
+    /// the new instance too (more instances behind, more drains).
+    Before,
 }
 
 fn service_breaker_threshold(instances: usize) -> i32 {
@@ -51,6 +92,9 @@ impl Default for NativeKnobs {
             replace_time: Duration::seconds(90),
             breaker_threshold: service_breaker_threshold,
             delete_time: Duration::seconds(30),
+            deployment_on_delete: DeploymentOnDelete::Stopped,
+            non_critical_failure: NonCriticalFailure::ReplaceInstance,
+            scale_out_revision: ScaleOutRevision::Goal,
         }
     }
 }
@@ -133,6 +177,16 @@ impl Deployment {
             .as_ref()
             .and_then(|r| r.target_revision_arn.as_deref())
             .unwrap_or(&self.target)
+    }
+
+    /// The revision the deployment is moving instances away from (the goal itself for a
+    /// first deployment, which has none).
+    fn moving_from(&self) -> &str {
+        if self.rollback.is_some() {
+            &self.target
+        } else {
+            self.source.as_deref().unwrap_or(&self.target)
+        }
     }
 }
 
@@ -316,8 +370,14 @@ impl NativeDaemons {
 
     /// Instances launched for an application's room (not a deployment's replacements): each
     /// copy that failed to start is announced.
-    pub(super) fn scale_out(&mut self, cluster: &str, provider: &str, count: usize) -> Vec<String> {
-        let launched = self.launch(cluster, provider, count);
+    pub(super) fn scale_out(
+        &mut self,
+        cluster: &str,
+        provider: &str,
+        count: usize,
+        revision: ScaleOutRevision,
+    ) -> Vec<String> {
+        let launched = self.launch(cluster, provider, count, revision);
         for id in &launched {
             let failed: Vec<(String, String)> = self.instances[cluster][id]
                 .copies
@@ -335,11 +395,17 @@ impl NativeDaemons {
     /// Instances ECS launched for a Managed Instances provider. Each starts every daemon of
     /// its provider before anything else ("starts the daemon task first", *Amazon ECS Managed
     /// Daemons*); the model starts them at once, at the revision in force.
-    pub(super) fn launch(&mut self, cluster: &str, provider: &str, count: usize) -> Vec<String> {
+    fn launch(
+        &mut self,
+        cluster: &str,
+        provider: &str,
+        count: usize,
+        revision: ScaleOutRevision,
+    ) -> Vec<String> {
         (0..count)
             .map(|_| {
                 let id = format!("mi{:016x}", self.id());
-                let copies = self.copies_for_new_instance(cluster, provider);
+                let copies = self.copies_for_new_instance(cluster, provider, revision);
                 self.instances.entry(cluster.into()).or_default().insert(
                     id.clone(),
                     ManagedInstance {
@@ -353,17 +419,29 @@ impl NativeDaemons {
             .collect()
     }
 
-    /// The copies a new instance of `provider` gets: each daemon's revision in force (a
-    /// deployment's goal while one runs: "provisions replacement instances with the updated
-    /// daemon", *Daemon deployments*; for a plain scale-out during a deployment the guide is
-    /// silent and the goal is assumed).
-    fn copies_for_new_instance(&self, cluster: &str, provider: &str) -> BTreeMap<String, Copy> {
+    /// The copies a new instance of `provider` gets: each daemon's revision in force; while a
+    /// deployment runs, the one [`ScaleOutRevision`] says (a deployment's own replacements
+    /// always get its goal: "provisions replacement instances with the updated daemon",
+    /// *Daemon deployments*).
+    fn copies_for_new_instance(
+        &self,
+        cluster: &str,
+        provider: &str,
+        during_deployment: ScaleOutRevision,
+    ) -> BTreeMap<String, Copy> {
         self.daemons
             .iter()
             .filter(|(_, d)| d.cluster == cluster && d.deleted_at.is_none())
             .filter(|(_, d)| d.providers.iter().any(|p| p == provider))
             .filter_map(|(arn, d)| {
-                let revision = d.deployments.last()?.goal().to_string();
+                let deployment = d.deployments.last()?;
+                let revision = match during_deployment {
+                    ScaleOutRevision::Before if !deployment.status.is_final() => {
+                        deployment.moving_from()
+                    }
+                    _ => deployment.goal(),
+                }
+                .to_string();
                 let fails = self.revision_fails(d, &revision);
                 Some((
                     arn.clone(),
@@ -641,17 +719,18 @@ impl NativeDaemons {
         &mut self,
         arn: &str,
         now: DateTime<Utc>,
+        on_delete: DeploymentOnDelete,
     ) -> Result<DaemonChange, EcsError> {
         let daemon = self.active("DeleteDaemon", arn)?;
         daemon.status = "DELETE_IN_PROGRESS";
         daemon.deleted_at = Some(now);
         daemon.updated_at = now;
-        // What becomes of a deployment in flight is undocumented: the model stops it (its
-        // instances keep whatever copy they had until the daemon is gone).
+        // What becomes of a deployment in flight is undocumented ([`DeploymentOnDelete`]);
+        // either way its instances keep whatever copy they had until the daemon is gone.
         for running in daemon
             .deployments
             .iter_mut()
-            .filter(|d| !d.status.is_final())
+            .filter(|d| !d.status.is_final() && on_delete == DeploymentOnDelete::Stopped)
         {
             running.status = DaemonDeploymentStatus::Stopped;
             running.reason = Some("The daemon is being deleted.".into());
@@ -885,8 +964,8 @@ impl NativeDaemons {
                     // replaces that container instance" (*Amazon ECS Managed Daemons*). A
                     // deployment is SUCCESSFUL only "with all daemon tasks running and
                     // healthy" (*Daemon events*); how ECS gets a non-critical daemon's failed
-                    // copy there is undocumented: the model replaces its instance too, and each
-                    // failed start counts toward the breaker (pessimistic: applications move).
+                    // copy there is undocumented ([`NonCriticalFailure`]); each failed start
+                    // counts toward the breaker.
                     Some(copy) => copy.state == CopyState::Impaired,
                 }
             })
@@ -904,6 +983,24 @@ impl NativeDaemons {
         }
         if deployment.status == DaemonDeploymentStatus::Pending {
             deployment.status = DaemonDeploymentStatus::InProgress;
+        }
+        if knobs.non_critical_failure == NonCriticalFailure::RetryInPlace && !daemon.critical {
+            let failed_in_place: Vec<String> = behind
+                .iter()
+                .filter(|id| {
+                    self.instances[&daemon.cluster][*id]
+                        .copies
+                        .get(arn)
+                        .is_some_and(|c| c.revision == goal && c.state == CopyState::Impaired)
+                })
+                .cloned()
+                .collect();
+            if !failed_in_place.is_empty() {
+                // Started again where they are; `settle` counts each start that fails.
+                deployment.phase = Phase::Launching(failed_in_place);
+                deployment.next_at = now + knobs.replace_time;
+                return;
+            }
         }
         // The rounding of drainPercent × instances is undocumented: up, at least one (more
         // instances drained at once, the pessimistic reading for the applications).
@@ -940,7 +1037,7 @@ impl NativeDaemons {
             else {
                 continue;
             };
-            let new = self.launch(&daemon.cluster, &old.provider, 1);
+            let new = self.launch(&daemon.cluster, &old.provider, 1, ScaleOutRevision::Goal);
             for new_id in &new {
                 if let Some(instance) = self
                     .instances
@@ -972,18 +1069,23 @@ impl NativeDaemons {
                 .and_then(|i| i.copies.get(arn))
                 .map(|c| c.revision.clone());
             let Some(revision) = revision else { continue };
-            if self.revision_fails(daemon, &revision) {
+            let fails = self.revision_fails(daemon, &revision);
+            if let Some(copy) = self
+                .instances
+                .get_mut(&daemon.cluster)
+                .and_then(|i| i.get_mut(id))
+                .and_then(|i| i.copies.get_mut(arn))
+            {
+                copy.state = if fails {
+                    CopyState::Impaired
+                } else {
+                    CopyState::Running
+                };
+            }
+            if fails {
                 failed += 1;
                 let provider = self.instances[&daemon.cluster][id].provider.clone();
                 self.impaired(arn, &revision, id, &provider);
-                if let Some(copy) = self
-                    .instances
-                    .get_mut(&daemon.cluster)
-                    .and_then(|i| i.get_mut(id))
-                    .and_then(|i| i.copies.get_mut(arn))
-                {
-                    copy.state = CopyState::Impaired;
-                }
             }
         }
         failed
@@ -1156,7 +1258,8 @@ impl super::ClusterModel {
         count: usize,
     ) -> Vec<String> {
         let mut world = self.world();
-        let launched = world.native.scale_out(cluster, provider, count);
+        let revision = world.config.native.scale_out_revision;
+        let launched = world.native.scale_out(cluster, provider, count, revision);
         world.send_native_events();
         launched
     }
@@ -1169,6 +1272,17 @@ impl super::ClusterModel {
     /// Managed Instances instances of `cluster`.
     pub fn managed_instance_count(&self, cluster: &str) -> usize {
         self.world().native.instance_count(cluster)
+    }
+
+    /// The ids of `cluster`'s Managed Instances instances.
+    pub fn managed_instance_ids(&self, cluster: &str) -> Vec<String> {
+        let world = self.world();
+        world
+            .native
+            .instances
+            .get(cluster)
+            .map(|i| i.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// What ECS holds for each managed daemon of `cluster`, read without a call (no throttle,
@@ -1275,7 +1389,8 @@ impl ecs_daemons::ecs::EcsDaemons for super::ClusterModel {
         world.call("DeleteDaemon", true, daemon_arn)?;
         let now = world.now;
         let before = world.native.statuses();
-        let answer = world.native.delete(daemon_arn, now);
+        let on_delete = world.config.native.deployment_on_delete;
+        let answer = world.native.delete(daemon_arn, now, on_delete);
         world.native.announce(&before);
         world.send_native_events();
         answer
