@@ -11,8 +11,10 @@ use crate::model::{
 
 mod daemons;
 mod sdk;
+mod services;
 pub use daemons::*;
 pub use sdk::SdkEcs;
+pub use services::*;
 
 /// `Describe*` calls take at most this many ids.
 pub const DESCRIBE_BATCH: usize = 100;
@@ -142,6 +144,8 @@ pub enum TaskFilter {
     /// still stopping, and perhaps some stopped recently ("recently stopped tasks might
     /// appear", API reference, ListTasks).
     StoppingOnInstance(String),
+    /// Every task of one service (desired status RUNNING).
+    ServiceName(String),
 }
 
 impl fmt::Display for TaskFilter {
@@ -152,6 +156,7 @@ impl fmt::Display for TaskFilter {
             Self::StoppingOnInstance(instance) => {
                 write!(f, "containerInstance={instance}, desiredStatus=STOPPED")
             }
+            Self::ServiceName(service) => write!(f, "serviceName={service}"),
         }
     }
 }
@@ -174,7 +179,7 @@ pub struct InstanceAttribute {
 
 /// The ECS API surface of ecs-daemons. Implementations page and batch on their own:
 /// callers pass any number of ids and get every result.
-pub trait Ecs: EcsDaemons + Send + Sync {
+pub trait Ecs: EcsDaemons + EcsServices + Send + Sync {
     /// One page (up to 100) of a cluster's container instance ARNs; `None` gives ACTIVE and
     /// DRAINING (the ECS default). One ECS call.
     fn list_container_instances_page(

@@ -10,10 +10,11 @@ use std::future::Future;
 use std::sync::Mutex;
 
 use crate::ecs::{
-    DaemonChange, DaemonDeclaration, DaemonDeployment, DaemonRevision, DaemonState,
-    DaemonTaskDefinition, Ecs, EcsDaemons, EcsError, InstanceAttribute, Page, StartTaskOutcome,
-    StartTaskRequest, TaskFilter, ATTRIBUTE_BATCH, CAPACITY_PROVIDER_BATCH,
-    DAEMON_DEPLOYMENT_BATCH, DAEMON_REVISION_BATCH, DESCRIBE_BATCH,
+    DaemonChange, DaemonDeclaration, DaemonDeployment, DaemonRevision, DaemonServiceDeclaration,
+    DaemonState, DaemonTaskDefinition, Ecs, EcsDaemons, EcsError, EcsServices, InstanceAttribute,
+    Page, ServiceState, StartTaskOutcome, StartTaskRequest, TaskFilter, ATTRIBUTE_BATCH,
+    CAPACITY_PROVIDER_BATCH, DAEMON_DEPLOYMENT_BATCH, DAEMON_REVISION_BATCH, DESCRIBE_BATCH,
+    DESCRIBE_SERVICES_BATCH,
 };
 use crate::model::{CapacityProvider, ContainerInstance, InstanceStatus, Task, TaskDefinition};
 
@@ -406,6 +407,53 @@ impl<E: Ecs, C: Clock> Ecs for Paced<E, C> {
             );
         }
         Ok(described)
+    }
+}
+
+/// The service calls take from the same buckets (ECS's throttling page lists the cluster's
+/// read and modify actions by bucket and does not single out the service API: the shared
+/// buckets are the pessimistic reading).
+impl<E: Ecs, C: Clock> EcsServices for Paced<E, C> {
+    async fn create_daemon_service(
+        &self,
+        cluster: &str,
+        declaration: &DaemonServiceDeclaration,
+        client_token: &str,
+    ) -> Result<ServiceState, EcsError> {
+        self.wait(CallClass::Modify).await;
+        self.inner
+            .create_daemon_service(cluster, declaration, client_token)
+            .await
+    }
+
+    async fn update_service_task_definition(
+        &self,
+        cluster: &str,
+        service: &str,
+        task_definition: &str,
+    ) -> Result<ServiceState, EcsError> {
+        self.wait(CallClass::Modify).await;
+        self.inner
+            .update_service_task_definition(cluster, service, task_definition)
+            .await
+    }
+
+    async fn describe_services(
+        &self,
+        cluster: &str,
+        services: &[String],
+    ) -> Result<Vec<ServiceState>, EcsError> {
+        let mut described = Vec::with_capacity(services.len());
+        for batch in services.chunks(DESCRIBE_SERVICES_BATCH) {
+            self.wait(CallClass::Read).await;
+            described.extend(self.inner.describe_services(cluster, batch).await?);
+        }
+        Ok(described)
+    }
+
+    async fn delete_service(&self, cluster: &str, service: &str) -> Result<ServiceState, EcsError> {
+        self.wait(CallClass::Modify).await;
+        self.inner.delete_service(cluster, service).await
     }
 }
 

@@ -17,6 +17,8 @@ use ecs_daemons::arn::resource_id;
 
 mod autoscaling;
 mod daemons;
+mod scaling;
+mod services;
 pub use autoscaling::HookStats;
 pub use daemons::{
     DaemonDefinitionModel, DeploymentOnDelete, ManagedTruth, NativeKnobs, NonCriticalFailure,
@@ -31,6 +33,8 @@ use ecs_daemons::model::{
     CapacityProvider, CapacityProviderKind, ContainerDefinition, ContainerInstance, Failure,
     HealthStatus, InstanceStatus, Resources, Task, TaskDefinition, TaskStatus, FARGATE_PROVIDERS,
 };
+pub use scaling::{ManagedScaling, ReservationPoint, ScalingKnobs};
+pub use services::{DaemonDrainOrder, ServiceKnobs};
 
 pub const ACCOUNT: &str = "111122223333";
 const AUTOSCALING_SOURCE_NAME: &str = ecs_daemons::autoscaling::AUTOSCALING_SOURCE;
@@ -107,6 +111,10 @@ pub struct ModelConfig {
     pub draining_emits_instance_event: bool,
     /// What the managed-daemon documentation leaves open.
     pub native: NativeKnobs,
+    /// What the DAEMON scheduler's documentation leaves open.
+    pub services: ServiceKnobs,
+    /// What the managed-scaling documentation leaves open.
+    pub scaling: ScalingKnobs,
 }
 
 impl Default for ModelConfig {
@@ -121,6 +129,8 @@ impl Default for ModelConfig {
             start_at: epoch(),
             draining_emits_instance_event: false,
             native: NativeKnobs::default(),
+            services: ServiceKnobs::default(),
+            scaling: ScalingKnobs::default(),
         }
     }
 }
@@ -295,6 +305,10 @@ struct World {
     lifecycle: autoscaling::Lifecycle,
     /// ECS's managed daemons on Managed Instances providers.
     native: daemons::NativeDaemons,
+    /// DAEMON-strategy services and their scheduler.
+    services: services::DaemonServices,
+    /// Managed scaling of Auto Scaling group providers, and the applications driving it.
+    scaling: scaling::Scaling,
 }
 
 /// The cluster model. Share it behind an `Arc` between the engine and the test.
@@ -645,6 +659,8 @@ impl World {
         self.task_event(cluster_name, task_id);
         if freed {
             self.bump_instance(cluster_name, &instance_id);
+            // A DAEMON service replaces its stopped task; a drain may now let one stop.
+            self.notice_services(cluster_name, Some(&instance_id));
         }
     }
 
@@ -763,6 +779,212 @@ impl World {
             }
         }
         self.now = self.now.max(until);
+    }
+
+    /// `UpdateContainerInstancesState DRAINING`: service tasks are stopped, standalone tasks
+    /// are not, DAEMON-service tasks stop last (`services.rs`).
+    fn drain(&mut self, cluster: &str, id: &str) {
+        let world = self;
+        let id = id.to_string();
+        let Some(state) = world.clusters.get_mut(cluster) else {
+            return;
+        };
+        let Some(model) = state.instances.get_mut(&id) else {
+            return;
+        };
+        model.status = InstanceStatus::Draining;
+        let services: Vec<String> = state
+            .tasks
+            .values()
+            .filter(|t| {
+                t.instance_id == id
+                    && !t.last_status.is_terminal()
+                    && t.group.starts_with("service:")
+            })
+            .map(|t| (t.id.clone(), t.group.clone()))
+            .collect::<Vec<_>>()
+            .into_iter()
+            // DAEMON-service tasks stop last, when their scheduler looks (`services.rs`).
+            .filter(|(_, group)| !world.is_daemon_service_task(cluster, group))
+            .map(|(task, _)| task)
+            .collect();
+        if world.config.draining_emits_instance_event {
+            world.bump_instance(cluster, &id);
+        } else if let Some(instance) = world
+            .clusters
+            .get_mut(cluster)
+            .and_then(|c| c.instances.get_mut(&id))
+        {
+            instance.version += 1;
+        }
+        // Stopping the service tasks emits their task events (and, through the resources
+        // they free, instance events: the list's "service scheduler starts or stops a task").
+        for task in services {
+            world.stop_task(
+                cluster,
+                &task,
+                "ServiceSchedulerInitiated",
+                "Container instance is draining",
+            );
+        }
+        world.notice_services(cluster, Some(&id));
+    }
+
+    /// The instance leaves the cluster (terminated): its tasks are gone.
+    fn deregister(&mut self, cluster: &str, id: &str) {
+        let world = self;
+        let id = id.to_string();
+        let Some(state) = world.clusters.get_mut(cluster) else {
+            return;
+        };
+        let live: Vec<String> = state
+            .tasks
+            .values()
+            .filter(|t| t.instance_id == id && !t.last_status.is_terminal())
+            .map(|t| t.id.clone())
+            .collect();
+        for task in live {
+            world.change_task(cluster, &task, |task, now| {
+                task.last_status = TaskStatus::Stopped;
+                task.desired_status = TaskStatus::Stopped;
+                task.stop_code = Some("TerminationNotice".into());
+                task.stopped_reason = Some("Host EC2 instance terminated".into());
+                task.stopped_at = Some(now);
+                task.due = None;
+            });
+        }
+        if let Some(model) = world
+            .clusters
+            .get_mut(cluster)
+            .and_then(|c| c.instances.get_mut(&id))
+        {
+            model.status = InstanceStatus::Inactive;
+            model.agent_connected = false;
+        }
+        world.bump_instance(cluster, &id);
+        if let Some(state) = world.clusters.get_mut(cluster) {
+            state.instances.remove(&id);
+        }
+        world.forget_instance_for_services(cluster, &id);
+        world.forget_instance_for_scaling(cluster, &id);
+    }
+
+    /// An EC2 instance registers through `provider`: REGISTERING, then ACTIVE; answers its id.
+    fn register(&mut self, cluster: &str, provider: &str, cpu: i64, memory_mib: i64) -> String {
+        let world = self;
+        let id = world.id("");
+        let ec2 = format!("i-0{}", &id[..16]);
+        let now = world.now;
+        let instance = InstanceModel {
+            id: id.clone(),
+            ec2_instance_id: ec2,
+            provider: provider.into(),
+            status: InstanceStatus::Registering,
+            agent_connected: false,
+            registered: Resources { cpu, memory_mib },
+            attributes: BTreeMap::from([
+                ("ecs.os-type".to_string(), Some("linux".to_string())),
+                (
+                    "ecs.capability.secrets.asm.environment-variables".to_string(),
+                    None,
+                ),
+            ]),
+            version: 1,
+            registered_at: now,
+        };
+        if let Some(state) = world.clusters.get_mut(cluster) {
+            state.instances.insert(id.clone(), instance);
+        }
+        world.instance_event(cluster, &id);
+        if let Some(instance) = world
+            .clusters
+            .get_mut(cluster)
+            .and_then(|c| c.instances.get_mut(&id))
+        {
+            instance.status = InstanceStatus::Active;
+            instance.agent_connected = true;
+        }
+        world.bump_instance(cluster, &id);
+        world.notice_services(cluster, Some(&id));
+        id
+    }
+
+    /// A service places one application task, like a service whose placement constraint is
+    /// `memberOf(attribute:ecs-daemons.ready == true)`: only on ready, ACTIVE instances with room.
+    /// On `provider`'s instances only, where one is named. Answers the task's id.
+    fn place_application(
+        &mut self,
+        cluster: &str,
+        service: &str,
+        definition: &str,
+        provider: Option<&str>,
+    ) -> Option<String> {
+        let world = self;
+        let model = world.definitions.get(definition).map(|(_, d)| d.clone())?;
+        let state = world.clusters.get(cluster)?;
+        let candidates: Vec<String> = state
+            .instances
+            .values()
+            .filter(|i| i.status == InstanceStatus::Active && i.agent_connected)
+            .filter(|i| provider.is_none_or(|p| i.provider == p))
+            .filter(|i| {
+                i.attributes
+                    .get(ecs_daemons::plan::READY_ATTRIBUTE)
+                    .is_some_and(|v| v.as_deref() == Some("true"))
+            })
+            .filter(|i| {
+                let (used, _, _) = World::used(state, &i.id);
+                i.registered.cpu - used.cpu >= model.cpu
+                    && i.registered.memory_mib - used.memory_mib >= model.memory_mib
+            })
+            .map(|i| i.id.clone())
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let pick = candidates[world.rng.below(candidates.len() as u64) as usize].clone();
+        let group = format!("service:{service}");
+        let started_by = format!("ecs-svc/{service}");
+        world
+            .place(
+                cluster,
+                &pick,
+                definition,
+                &group,
+                Some(&started_by),
+                BTreeMap::new(),
+            )
+            .ok()
+    }
+
+    fn next_task_change(&self) -> Option<DateTime<Utc>> {
+        self.clusters
+            .values()
+            .flat_map(|c| {
+                c.tasks
+                    .values()
+                    .filter_map(|t| t.due.as_ref().map(|(at, _)| *at))
+            })
+            .min()
+    }
+
+    /// Task changes, the DAEMON scheduler's looks and managed scaling, each at its own moment.
+    fn run_tasks_and_services(&mut self, until: DateTime<Utc>) {
+        while let Some(next) = [
+            self.next_task_change(),
+            self.next_service_look(),
+            self.next_scaling_moment(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .filter(|at| *at <= until)
+        {
+            self.run_due(next);
+            self.run_services(next);
+            self.run_scaling(next);
+        }
+        self.run_due(until);
     }
 
     fn place(
@@ -889,6 +1111,8 @@ impl ClusterModel {
             lone_copy_stops: Vec::new(),
             lifecycle: autoscaling::Lifecycle::default(),
             native: daemons::NativeDaemons::default(),
+            services: services::DaemonServices::default(),
+            scaling: scaling::Scaling::default(),
         };
         Self {
             world: Mutex::new(world),
@@ -953,120 +1177,18 @@ impl ClusterModel {
 
     /// An EC2 instance joins through the given capacity provider: REGISTERING, then ACTIVE a second later.
     pub fn add_instance(&self, cluster: &str, provider: &str, cpu: i64, memory_mib: i64) -> String {
-        let mut world = self.world();
-        let id = world.id("");
-        let ec2 = format!("i-0{}", &id[..16]);
-        let now = world.now;
-        let instance = InstanceModel {
-            id: id.clone(),
-            ec2_instance_id: ec2,
-            provider: provider.into(),
-            status: InstanceStatus::Registering,
-            agent_connected: false,
-            registered: Resources { cpu, memory_mib },
-            attributes: BTreeMap::from([
-                ("ecs.os-type".to_string(), Some("linux".to_string())),
-                (
-                    "ecs.capability.secrets.asm.environment-variables".to_string(),
-                    None,
-                ),
-            ]),
-            version: 1,
-            registered_at: now,
-        };
-        if let Some(state) = world.clusters.get_mut(cluster) {
-            state.instances.insert(id.clone(), instance);
-        }
-        world.instance_event(cluster, &id);
-        if let Some(instance) = world
-            .clusters
-            .get_mut(cluster)
-            .and_then(|c| c.instances.get_mut(&id))
-        {
-            instance.status = InstanceStatus::Active;
-            instance.agent_connected = true;
-        }
-        world.bump_instance(cluster, &id);
+        let id = self.world().register(cluster, provider, cpu, memory_mib);
         instance_arn(cluster, &id)
     }
 
     /// `UpdateContainerInstancesState DRAINING`: service tasks are stopped, standalone tasks are not.
     pub fn drain_instance(&self, cluster: &str, instance: &str) {
-        let mut world = self.world();
-        let id = resource_id(instance).to_string();
-        let Some(state) = world.clusters.get_mut(cluster) else {
-            return;
-        };
-        let Some(model) = state.instances.get_mut(&id) else {
-            return;
-        };
-        model.status = InstanceStatus::Draining;
-        let services: Vec<String> = state
-            .tasks
-            .values()
-            .filter(|t| {
-                t.instance_id == id
-                    && !t.last_status.is_terminal()
-                    && t.group.starts_with("service:")
-            })
-            .map(|t| t.id.clone())
-            .collect();
-        if world.config.draining_emits_instance_event {
-            world.bump_instance(cluster, &id);
-        } else if let Some(instance) = world
-            .clusters
-            .get_mut(cluster)
-            .and_then(|c| c.instances.get_mut(&id))
-        {
-            instance.version += 1;
-        }
-        // Stopping the service tasks emits their task events (and, through the resources
-        // they free, instance events: the list's "service scheduler starts or stops a task").
-        for task in services {
-            world.stop_task(
-                cluster,
-                &task,
-                "ServiceSchedulerInitiated",
-                "Container instance is draining",
-            );
-        }
+        self.world().drain(cluster, resource_id(instance));
     }
 
     /// The instance leaves the cluster (scale-in finished): its tasks are gone.
     pub fn deregister_instance(&self, cluster: &str, instance: &str) {
-        let mut world = self.world();
-        let id = resource_id(instance).to_string();
-        let Some(state) = world.clusters.get_mut(cluster) else {
-            return;
-        };
-        let live: Vec<String> = state
-            .tasks
-            .values()
-            .filter(|t| t.instance_id == id && !t.last_status.is_terminal())
-            .map(|t| t.id.clone())
-            .collect();
-        for task in live {
-            world.change_task(cluster, &task, |task, now| {
-                task.last_status = TaskStatus::Stopped;
-                task.desired_status = TaskStatus::Stopped;
-                task.stop_code = Some("TerminationNotice".into());
-                task.stopped_reason = Some("Host EC2 instance terminated".into());
-                task.stopped_at = Some(now);
-                task.due = None;
-            });
-        }
-        if let Some(model) = world
-            .clusters
-            .get_mut(cluster)
-            .and_then(|c| c.instances.get_mut(&id))
-        {
-            model.status = InstanceStatus::Inactive;
-            model.agent_connected = false;
-        }
-        world.bump_instance(cluster, &id);
-        if let Some(state) = world.clusters.get_mut(cluster) {
-            state.instances.remove(&id);
-        }
+        self.world().deregister(cluster, resource_id(instance));
     }
 
     /// A service places one application task, like a service whose placement constraint is
@@ -1077,41 +1199,8 @@ impl ClusterModel {
         service: &str,
         definition: &str,
     ) -> Option<String> {
-        let mut world = self.world();
-        let model = world.definitions.get(definition).map(|(_, d)| d.clone())?;
-        let state = world.clusters.get(cluster)?;
-        let candidates: Vec<String> = state
-            .instances
-            .values()
-            .filter(|i| i.status == InstanceStatus::Active && i.agent_connected)
-            .filter(|i| {
-                i.attributes
-                    .get(ecs_daemons::plan::READY_ATTRIBUTE)
-                    .is_some_and(|v| v.as_deref() == Some("true"))
-            })
-            .filter(|i| {
-                let (used, _, _) = World::used(state, &i.id);
-                i.registered.cpu - used.cpu >= model.cpu
-                    && i.registered.memory_mib - used.memory_mib >= model.memory_mib
-            })
-            .map(|i| i.id.clone())
-            .collect();
-        if candidates.is_empty() {
-            return None;
-        }
-        let pick = candidates[world.rng.below(candidates.len() as u64) as usize].clone();
-        let group = format!("service:{service}");
-        let started_by = format!("ecs-svc/{service}");
-        world
-            .place(
-                cluster,
-                &pick,
-                definition,
-                &group,
-                Some(&started_by),
-                BTreeMap::new(),
-            )
-            .ok()
+        self.world()
+            .place_application(cluster, service, definition, None)
             .map(|id| task_arn(cluster, &id))
     }
 
@@ -1173,6 +1262,7 @@ impl ClusterModel {
             model.agent_connected = connected;
         }
         world.bump_instance(cluster, &id);
+        world.notice_services(cluster, Some(&id));
     }
 
     /// Moves time forward, running every scheduled change on the way.
@@ -1181,7 +1271,7 @@ impl ClusterModel {
             let mut world = self.world();
             let until = world.now + by;
             world.run_native(until);
-            world.run_due(until);
+            world.run_tasks_and_services(until);
             world.lifecycle_timeouts()
         };
         // A hook nobody completed or heartbeated: Auto Scaling lets the instance go.
@@ -1406,6 +1496,10 @@ impl Ecs for ClusterModel {
                     t.desired_status == TaskStatus::Stopped
                         && t.instance_id == resource_id(instance)
                 }
+                TaskFilter::ServiceName(service) => {
+                    t.desired_status == TaskStatus::Running
+                        && t.group.strip_prefix("service:") == Some(service.as_str())
+                }
             })
             .map(|t| task_arn(cluster, &t.id))
             .collect();
@@ -1550,6 +1644,10 @@ impl Ecs for ClusterModel {
                     .attributes
                     .insert(attribute.name.clone(), attribute.value.clone());
             }
+            for attribute in batch {
+                let id = resource_id(&attribute.container_instance).to_string();
+                world.notice_services(cluster, Some(&id));
+            }
         }
         Ok(())
     }
@@ -1574,6 +1672,10 @@ impl Ecs for ClusterModel {
                 {
                     instance.attributes.remove(&attribute.name);
                 }
+            }
+            for attribute in batch {
+                let id = resource_id(&attribute.container_instance).to_string();
+                world.notice_services(cluster, Some(&id));
             }
         }
         Ok(())

@@ -17,9 +17,9 @@ use ecs_daemons::deploy::{
     deploy, rollback, DeployAnswer, DeployError, DeployRequest, RollbackAnswer, RollbackRequest,
 };
 use ecs_daemons::ecs::{
-    DaemonChange, DaemonDeclaration, DaemonDeployment, DaemonRevision, DaemonState,
-    DaemonTaskDefinition, Ecs, EcsDaemons, EcsError, EcsErrorKind, InstanceAttribute, Page,
-    StartTaskOutcome, StartTaskRequest, TaskFilter,
+    DaemonChange, DaemonDeclaration, DaemonDeployment, DaemonRevision, DaemonServiceDeclaration,
+    DaemonState, DaemonTaskDefinition, Ecs, EcsDaemons, EcsError, EcsErrorKind, EcsServices,
+    InstanceAttribute, Page, ServiceState, StartTaskOutcome, StartTaskRequest, TaskFilter,
 };
 use ecs_daemons::engine::{Engine, EngineConfig, EngineError, EventKind, Outcome};
 use ecs_daemons::events::{
@@ -347,6 +347,57 @@ impl<T: Ecs> Ecs for Crashing<T> {
             "DescribeCapacityProviders",
             crashed_ecs,
             self.inner.describe_capacity_providers(cluster, names)
+        )
+    }
+}
+
+impl<T: Ecs> EcsServices for Crashing<T> {
+    async fn create_daemon_service(
+        &self,
+        cluster: &str,
+        declaration: &DaemonServiceDeclaration,
+        client_token: &str,
+    ) -> Result<ServiceState, EcsError> {
+        guarded!(
+            self,
+            "CreateService",
+            crashed_ecs,
+            self.inner
+                .create_daemon_service(cluster, declaration, client_token)
+        )
+    }
+    async fn update_service_task_definition(
+        &self,
+        cluster: &str,
+        service: &str,
+        task_definition: &str,
+    ) -> Result<ServiceState, EcsError> {
+        guarded!(
+            self,
+            "UpdateService",
+            crashed_ecs,
+            self.inner
+                .update_service_task_definition(cluster, service, task_definition)
+        )
+    }
+    async fn describe_services(
+        &self,
+        cluster: &str,
+        services: &[String],
+    ) -> Result<Vec<ServiceState>, EcsError> {
+        guarded!(
+            self,
+            "DescribeServices",
+            crashed_ecs,
+            self.inner.describe_services(cluster, services)
+        )
+    }
+    async fn delete_service(&self, cluster: &str, service: &str) -> Result<ServiceState, EcsError> {
+        guarded!(
+            self,
+            "DeleteService",
+            crashed_ecs,
+            self.inner.delete_service(cluster, service)
         )
     }
 }

@@ -49,6 +49,7 @@ impl SdkEcs {
 
 mod convert;
 mod daemons;
+mod services;
 
 /// Pages of a lookup by EC2 instance id before giving up (with an error to retry): a cluster
 /// holds at most 5,000 container instances (service quotas), 50 pages of 100.
@@ -224,6 +225,7 @@ impl Ecs for SdkEcs {
             TaskFilter::StoppingOnInstance(instance) => request
                 .container_instance(instance)
                 .desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped),
+            TaskFilter::ServiceName(service) => request.service_name(service),
         };
         let page = request
             .send()

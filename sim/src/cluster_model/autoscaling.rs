@@ -56,65 +56,13 @@ pub(super) struct Lifecycle {
 }
 
 impl World {
-    /// The actions whose heartbeat timeout passed: (cluster, instance id) to terminate.
-    pub(super) fn lifecycle_timeouts(&mut self) -> Vec<(String, String)> {
-        let now = self.now;
-        let expired: Vec<String> = self
-            .lifecycle
-            .pending
-            .iter()
-            .filter(|(_, p)| p.expires_at <= now)
-            .map(|(ec2, _)| ec2.clone())
-            .collect();
-        let mut gone = Vec::new();
-        for ec2 in expired {
-            if let Some(pending) = self.lifecycle.pending.remove(&ec2) {
-                self.lifecycle.stats.timed_out += 1;
-                gone.push((pending.cluster, pending.instance_id));
-            }
-        }
-        gone
-    }
-}
-
-fn no_action(operation: &'static str, action: &LifecycleAction) -> AutoScalingError {
-    AutoScalingError {
-        operation,
-        instance: action.ec2_instance_id.clone(),
-        kind: AutoScalingErrorKind::NoActiveAction,
-        code: "ValidationError".into(),
-        message: format!(
-            "No active Lifecycle Action found with token {}",
-            action.token.as_deref().unwrap_or("(none: by instance id)")
-        ),
-    }
-}
-
-impl ClusterModel {
-    /// Gives the capacity provider's Auto Scaling group a terminate lifecycle hook.
-    pub fn add_terminate_hook(
-        &self,
-        provider: &str,
-        group: &str,
-        hook: &str,
-        heartbeat_timeout: Duration,
-    ) {
-        self.world().lifecycle.groups.insert(
-            provider.into(),
-            Group {
-                name: group.into(),
-                hook: Some((hook.into(), heartbeat_timeout)),
-            },
-        );
-    }
-
-    /// Auto Scaling picks the instance for scale-in. With a terminate hook on its group, the
-    /// instance waits and the lifecycle event is emitted (answered: the action); without one
-    /// it terminates at once.
-    pub fn scale_in(&self, cluster: &str, instance: &str) -> Option<LifecycleAction> {
-        let id = resource_id(instance).to_string();
+    /// Auto Scaling terminates an instance (scale-in, or the group's own choice). With a
+    /// terminate hook on its group, the instance waits and the lifecycle event is emitted
+    /// (answered: the action); without one it terminates at once.
+    pub(super) fn terminate(&mut self, cluster: &str, id: &str) -> Option<LifecycleAction> {
+        let id = id.to_string();
         let waiting = {
-            let mut world = self.world();
+            let world = &mut *self;
             let (provider, ec2) = {
                 let model = world.clusters.get(cluster)?.instances.get(&id)?;
                 (model.provider.clone(), model.ec2_instance_id.clone())
@@ -182,9 +130,68 @@ impl ClusterModel {
             }
         };
         if waiting.is_none() {
-            self.deregister_instance(cluster, &id);
+            self.deregister(cluster, &id);
         }
         waiting
+    }
+
+    /// The actions whose heartbeat timeout passed: (cluster, instance id) to terminate.
+    pub(super) fn lifecycle_timeouts(&mut self) -> Vec<(String, String)> {
+        let now = self.now;
+        let expired: Vec<String> = self
+            .lifecycle
+            .pending
+            .iter()
+            .filter(|(_, p)| p.expires_at <= now)
+            .map(|(ec2, _)| ec2.clone())
+            .collect();
+        let mut gone = Vec::new();
+        for ec2 in expired {
+            if let Some(pending) = self.lifecycle.pending.remove(&ec2) {
+                self.lifecycle.stats.timed_out += 1;
+                gone.push((pending.cluster, pending.instance_id));
+            }
+        }
+        gone
+    }
+}
+
+fn no_action(operation: &'static str, action: &LifecycleAction) -> AutoScalingError {
+    AutoScalingError {
+        operation,
+        instance: action.ec2_instance_id.clone(),
+        kind: AutoScalingErrorKind::NoActiveAction,
+        code: "ValidationError".into(),
+        message: format!(
+            "No active Lifecycle Action found with token {}",
+            action.token.as_deref().unwrap_or("(none: by instance id)")
+        ),
+    }
+}
+
+impl ClusterModel {
+    /// Gives the capacity provider's Auto Scaling group a terminate lifecycle hook.
+    pub fn add_terminate_hook(
+        &self,
+        provider: &str,
+        group: &str,
+        hook: &str,
+        heartbeat_timeout: Duration,
+    ) {
+        self.world().lifecycle.groups.insert(
+            provider.into(),
+            Group {
+                name: group.into(),
+                hook: Some((hook.into(), heartbeat_timeout)),
+            },
+        );
+    }
+
+    /// Auto Scaling picks the instance for scale-in. With a terminate hook on its group, the
+    /// instance waits and the lifecycle event is emitted (answered: the action); without one
+    /// it terminates at once.
+    pub fn scale_in(&self, cluster: &str, instance: &str) -> Option<LifecycleAction> {
+        self.world().terminate(cluster, resource_id(instance))
     }
 
     pub fn hook_stats(&self) -> HookStats {
