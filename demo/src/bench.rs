@@ -415,6 +415,7 @@ fn plan_figure() -> Figure {
             restart: RestartPolicy::default(),
             active_rollout: None,
             last_good: Some(format!("d{d}:1")),
+            services: None,
         })
         .collect();
     let mut instances = Vec::new();

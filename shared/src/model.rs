@@ -174,6 +174,9 @@ pub struct TaskDefinition {
     pub cpu: Option<i64>,
     pub memory_mib: Option<i64>,
     pub containers: Vec<ContainerDefinition>,
+    /// `bridge`, `host`, `awsvpc` or `none` (ECS's default on EC2 is `bridge`).
+    #[serde(default)]
+    pub network_mode: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

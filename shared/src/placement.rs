@@ -17,6 +17,8 @@
 
 use std::future::Future;
 
+pub mod services;
+
 use crate::arn::resource_id;
 use crate::ecs::{Ecs, EcsError, StartTaskRequest, TaskFilter, START_TASK_MAX_INSTANCES};
 use crate::model::Task;

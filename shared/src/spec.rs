@@ -41,6 +41,10 @@ pub struct DaemonSpec {
     /// How revisions of this daemon roll out (the latest deploy's choice).
     #[serde(default)]
     pub rollout: RolloutConfig,
+    /// The capacity providers where the daemon runs as DAEMON services, and their
+    /// revisions; the other EC2 providers run standalone copies.
+    #[serde(default)]
+    pub services: Option<crate::placement::services::ServicePlacement>,
     pub updated_at: DateTime<Utc>,
 }
 

@@ -147,6 +147,8 @@ pub struct TaskDefinitionModel {
     pub needs_execution_role: bool,
     /// The essential container exits this long after RUNNING (a crashing agent).
     pub crashes_after: Option<Duration>,
+    /// `awsvpc`, `host`, `bridge`, `none`; `None`: not set (ECS's default, bridge).
+    pub network_mode: Option<String>,
     /// The execution role exists but may not pull the image: every start fails.
     pub execution_role_denied: bool,
 }
@@ -162,6 +164,7 @@ impl TaskDefinitionModel {
             needs_execution_role: true,
             crashes_after: None,
             execution_role_denied: false,
+            network_mode: None,
         }
     }
 }
@@ -1710,6 +1713,7 @@ impl Ecs for ClusterModel {
                 essential: true,
                 has_health_check: model.health_check,
             }],
+            network_mode: model.network_mode.clone(),
         })
     }
 

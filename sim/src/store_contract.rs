@@ -35,6 +35,7 @@ pub fn spec(cluster: &str, daemon: &str, task_definition: &str) -> DaemonSpec {
         active_rollout: None,
         restart: Default::default(),
         rollout: Default::default(),
+        services: None,
         updated_at: at(0),
     }
 }

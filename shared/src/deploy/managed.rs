@@ -456,6 +456,7 @@ pub(super) async fn prepare_rollback<E: Ecs, S: Store>(
         restart: None,
         warn_share: None,
         rollout: Some(record.rollout.clone()),
+        placement: PlacementChoice::Auto,
         dry_run: false,
     };
     prepare(engine, &request, &target, described, now).await

@@ -50,6 +50,11 @@ pub struct DeployRequest {
     /// How a new revision rolls out (kept for later deploys and rollbacks).
     #[serde(default)]
     pub rollout: Option<RolloutConfig>,
+    /// How copies exist on EC2 Auto Scaling group providers: `auto` (default: DAEMON
+    /// services where managed scaling or managed termination protection is on, standalone
+    /// tasks elsewhere), `tasks` or `services`.
+    #[serde(default)]
+    pub placement: PlacementChoice,
     /// Change nothing: answer with what the deploy would do (see [`crate::dry_run`]).
     #[serde(default)]
     pub dry_run: bool,
@@ -166,6 +171,45 @@ pub enum DeployError {
     DaemonBeingDeleted { daemon: String, daemon_arn: String },
     #[error("unknown daemon {daemon} in cluster {cluster}: deploy it first (status lists the declared ones)")]
     UnknownDaemon { cluster: String, daemon: String },
+    #[error(
+        "capacity provider {provider} has {feature} on, which counts only tasks of DAEMON-strategy services as daemons: \
+         standalone copies would keep every instance busy for it (no scale-in, termination protection never lifted); \
+         deploy with placement auto or services there, or turn {feature} off"
+    )]
+    TasksUnderManagedScaling {
+        provider: String,
+        feature: &'static str,
+    },
+    #[error(
+        "task definition {definition} uses network mode awsvpc, which a DAEMON service can only run with a network \
+         configuration of its own (subnets, security groups) that ecs-daemons does not manage: register a revision with \
+         network mode bridge or host for the daemon"
+    )]
+    AwsvpcForServices { definition: String },
+    #[error(
+        "instance {instance} carries {used} custom attributes and the daemon needs {needed} more (its slot attribute, \
+         ecs-daemons.ready): ECS allows 10 per container instance; remove attributes it no longer needs"
+    )]
+    AttributeBudget {
+        instance: String,
+        used: usize,
+        needed: usize,
+    },
+    #[error(
+        "capacity provider {provider} runs daemon {daemon} as {from}; moving it to {to} is not offered in one deploy yet: \
+         keep placement as it was for that provider"
+    )]
+    PlacementChange {
+        daemon: String,
+        provider: String,
+        from: &'static str,
+        to: &'static str,
+    },
+    #[error(
+        "daemon {daemon}'s two DAEMON services run {running} while its rollout is in flight: wait for the rollout to \
+         end (status shows its progress) or roll it back, then deploy"
+    )]
+    ServicesBusy { daemon: String, running: String },
     #[error(transparent)]
     Ecs(#[from] EcsError),
     #[error(transparent)]
@@ -306,6 +350,7 @@ impl DeployRequest {
             restart: None,
             warn_share: None,
             rollout: None,
+            placement: PlacementChoice::Auto,
             dry_run: false,
         }
     }
@@ -423,6 +468,7 @@ mod managed_status;
 mod preview;
 mod record;
 mod rollback;
+mod services;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -435,6 +481,7 @@ pub use record::deploy;
 use record::*;
 use rollback::*;
 pub use rollback::{rollback, RollbackAnswer, RollbackRequest};
+pub use services::PlacementChoice;
 pub use status::{status, DaemonStatus, RolloutView, SlotTrouble, StatusAnswer};
 pub use undeploy::{is_undeploy, undeploy, UndeployAnswer, UndeployRequest};
 use validate::*;

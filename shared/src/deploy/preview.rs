@@ -77,7 +77,7 @@ pub async fn deploy_dry_run<E: Ecs, S: Store>(
         existing,
         spec,
         ..
-    } = prepare_deploy(engine, &narrowed, task_definition, now).await?;
+    } = prepare_deploy(engine, &narrowed, task_definition, &targets.services, now).await?;
     let would_record = what_deploy_records(existing.as_ref(), &spec, now);
     let rollout = existing
         .as_ref()

@@ -27,7 +27,7 @@ pub async fn deploy<E: Ecs, S: Store>(
     let tasks = match pins.task {
         Some(task_definition) => {
             let narrowed = request.for_providers(&targets.ec2);
-            Some(prepare_deploy(engine, &narrowed, task_definition, now).await?)
+            Some(prepare_deploy(engine, &narrowed, task_definition, &targets.services, now).await?)
         }
         None => None,
     };
@@ -78,6 +78,9 @@ async fn record_tasks<E: Ecs, S: Store>(
             let expected = current
                 .as_ref()
                 .map_or(Expected::Absent, Versioned::expected);
+            let mut spec = spec;
+            // The same revision (or a first one): the services run it before it is declared.
+            super::services::ensure_services(engine, &mut spec, &[], invocation).await?;
             conflict_for(
                 &request.daemon,
                 engine.write_declaration(&spec, expected).await,
@@ -155,6 +158,20 @@ pub(super) async fn start_rollout<E: Ecs, S: Store>(
     invocation: &str,
 ) -> Result<Rollout, DeployError> {
     let daemon = spec.daemon.clone();
+    // The revisions copies run now: the declared one, and the one a rollout in flight is
+    // moving away from. A DAEMON service running either is not idle.
+    let in_flight = match &current.record.active_rollout {
+        Some(id) => engine
+            .rollout(&spec.cluster, &daemon, id)
+            .await?
+            .filter(|r| r.record.state == RolloutState::InProgress)
+            .and_then(|r| r.record.from_task_definition),
+        None => None,
+    };
+    let busy: Vec<&str> = std::iter::once(current.record.task_definition.as_str())
+        .chain(in_flight.as_deref())
+        .collect();
+    super::services::ensure_services(engine, &mut spec, &busy, invocation).await?;
     let rollout = new_rollout(
         &current.record,
         &spec,

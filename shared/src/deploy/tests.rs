@@ -128,3 +128,55 @@ fn a_family_outside_the_stacks_list_is_refused_with_the_fix() {
         "{error}"
     );
 }
+
+pub(super) fn spec_for_tests() -> DaemonSpec {
+    DaemonSpec {
+        cluster: "prod".into(),
+        daemon: "agent".into(),
+        task_definition: "agent:1".into(),
+        capacity_providers: vec!["asg".into()],
+        start_order: 0,
+        has_health_check: false,
+        cpu: Some(256),
+        memory_mib: Some(256),
+        last_good_task_definition: None,
+        previous_good_task_definition: None,
+        active_rollout: None,
+        restart: RestartPolicy::default(),
+        rollout: RolloutConfig::default(),
+        services: None,
+        updated_at: DateTime::<Utc>::MIN_UTC,
+    }
+}
+
+pub(super) fn definition_for_tests() -> TaskDefinition {
+    TaskDefinition {
+        arn: "arn:aws:ecs:us-east-1:1:task-definition/agent:1".into(),
+        family: "agent".into(),
+        revision: 1,
+        status: "ACTIVE".into(),
+        execution_role_arn: Some("arn:aws:iam::1:role/exec".into()),
+        cpu: Some(256),
+        memory_mib: Some(256),
+        containers: Vec::new(),
+        network_mode: None,
+    }
+}
+
+pub(super) fn instance_for_tests() -> crate::model::ContainerInstance {
+    crate::model::ContainerInstance {
+        arn: "arn:aws:ecs:us-east-1:1:container-instance/prod/i1".into(),
+        ec2_instance_id: None,
+        status: crate::model::InstanceStatus::Active,
+        status_reason: None,
+        agent_connected: true,
+        capacity_provider: Some("asg".into()),
+        registered: Default::default(),
+        remaining: Default::default(),
+        running_tasks: 0,
+        pending_tasks: 0,
+        attributes: Default::default(),
+        version: 1,
+        registered_at: None,
+    }
+}

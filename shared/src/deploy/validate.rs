@@ -80,8 +80,10 @@ pub(super) struct PreparedDeploy {
 /// The capacity providers a deploy targets, by how the daemon's copies exist on them.
 #[derive(Debug, Default)]
 pub(super) struct Targets {
-    /// EC2 Auto Scaling group providers: standalone copies (today's placement).
+    /// EC2 Auto Scaling group providers.
     pub(super) ec2: Vec<String>,
+    /// Of those, the ones where the daemon runs as DAEMON services.
+    pub(super) services: Vec<String>,
     /// Managed Instances providers: ECS's managed daemon.
     pub(super) managed: Vec<CapacityProvider>,
 }
@@ -104,6 +106,7 @@ pub(super) async fn prepare_deploy<E: Ecs, S: Store>(
     engine: &Engine<E, S>,
     request: &DeployRequest,
     task_definition: String,
+    services: &[String],
     now: DateTime<Utc>,
 ) -> Result<PreparedDeploy, DeployError> {
     let definition = runnable_definition(engine, &task_definition).await?;
@@ -134,16 +137,35 @@ pub(super) async fn prepare_deploy<E: Ecs, S: Store>(
             request.capacity_providers.join(", ")
         ));
     }
+    if !services.is_empty() {
+        let on_services: Vec<_> = instances
+            .iter()
+            .filter(|i| {
+                i.capacity_provider
+                    .as_ref()
+                    .is_some_and(|p| services.contains(p))
+            })
+            .cloned()
+            .collect();
+        super::services::check_for_services(&request.daemon, &definition, &on_services)?;
+    }
     let existing = engine
         .declaration(&request.cluster, &request.daemon)
         .await?;
-    let spec = declared_spec(
+    let mut spec = declared_spec(
         request,
         &task_definition,
         &definition,
         existing.as_ref(),
         now,
     );
+    spec.services = super::services::declared_services(
+        &request.daemon,
+        services,
+        &request.capacity_providers,
+        &task_definition,
+        existing.as_ref().map(|e| &e.record),
+    )?;
     Ok(PreparedDeploy {
         task_definition,
         warnings,
@@ -216,8 +238,12 @@ async fn check_capacity_providers<E: Ecs, S: Store>(
     let mut targets = Targets::default();
     for provider in &request.capacity_providers {
         let found = described.iter().find(|p| &p.name == provider);
-        match check_provider_kind(provider, found, pins)? {
+        match check_provider_kind(provider, found, pins, request.placement)? {
             Placed::Tasks => targets.ec2.push(provider.clone()),
+            Placed::Services => {
+                targets.ec2.push(provider.clone());
+                targets.services.push(provider.clone());
+            }
             Placed::Managed => targets.managed.extend(found.cloned()),
         }
     }
@@ -239,6 +265,7 @@ async fn check_capacity_providers<E: Ecs, S: Store>(
 /// How a daemon's copies exist on one provider.
 enum Placed {
     Tasks,
+    Services,
     Managed,
 }
 
@@ -247,6 +274,7 @@ fn check_provider_kind(
     provider: &str,
     described: Option<&CapacityProvider>,
     pins: &Pins,
+    choice: super::PlacementChoice,
 ) -> Result<Placed, DeployError> {
     let kind = match described {
         Some(described) => &described.kind,
@@ -261,7 +289,22 @@ fn check_provider_kind(
         }
     };
     match kind {
-        CapacityProviderKind::AutoScalingGroup { .. } if pins.task.is_some() => Ok(Placed::Tasks),
+        CapacityProviderKind::AutoScalingGroup {
+            managed_scaling,
+            managed_termination_protection,
+        } if pins.task.is_some() => {
+            let services = super::services::uses_services(
+                provider,
+                *managed_scaling,
+                *managed_termination_protection,
+                choice,
+            )?;
+            Ok(if services {
+                Placed::Services
+            } else {
+                Placed::Tasks
+            })
+        }
         CapacityProviderKind::AutoScalingGroup { .. } => {
             Err(DeployError::AutoScalingNeedsTaskDefinition {
                 provider: provider.into(),
@@ -317,6 +360,7 @@ fn declared_spec(
         active_rollout: existing.and_then(|e| e.record.active_rollout.clone()),
         restart: request.restart.clone().unwrap_or_default(),
         rollout: config,
+        services: existing.and_then(|e| e.record.services.clone()),
         updated_at: now,
     }
 }

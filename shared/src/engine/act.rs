@@ -4,6 +4,7 @@
 use super::*;
 
 /// A slot won for a start, waiting for its StartTask batch.
+#[derive(Clone)]
 pub(super) struct Claimed {
     pub(super) instance_arn: String,
     pub(super) slot: Slot,
@@ -28,6 +29,8 @@ struct Work {
     starts: BTreeMap<String, Vec<Claimed>>,
     rollout_writes: Vec<Action>,
     stops_failed: bool,
+    /// Slot attributes of the services placement changed so far.
+    attributes: super::services::SlotAttributes,
 }
 
 impl<E: Ecs, S: Store> Engine<E, S> {
@@ -75,7 +78,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 claims.retain(|c| c.surge.is_none());
             }
         }
-        self.start_claimed(observation, &work.starts, &mut outcome)
+        self.start_claimed(observation, &mut work, &mut outcome)
             .await;
         self.write_rollouts(observation, work.rollout_writes, &mut outcome)
             .await;
@@ -111,13 +114,26 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 daemon,
                 reason,
             } => {
+                let service_copy = observation
+                    .tasks
+                    .iter()
+                    .find(|t| t.arn == task_arn)
+                    .and_then(|t| t.group.as_deref())
+                    .and_then(crate::placement::services::daemon_of_group)
+                    .is_some();
                 let stopped = StoppedCopy {
                     daemon,
                     instance_id,
                     task_arn,
                     reason,
                 };
-                if !self.stop_copy(observation, stopped, outcome).await {
+                let done = if service_copy {
+                    self.remove_service_copy(observation, &mut work.attributes, stopped, outcome)
+                        .await
+                } else {
+                    self.stop_copy(observation, stopped, outcome).await
+                };
+                if !done {
                     work.stops_failed = true;
                 }
             }
@@ -225,12 +241,29 @@ impl<E: Ecs, S: Store> Engine<E, S> {
     async fn start_claimed(
         &self,
         observation: &Observation,
-        starts: &BTreeMap<String, Vec<Claimed>>,
+        work: &mut Work,
         outcome: &mut Outcome,
     ) {
         let per_request = self.placement().max_instances_per_request();
-        for (task_definition, claims) in starts {
-            for batch in claims.chunks(per_request) {
+        for (task_definition, claims) in &work.starts {
+            // Where the daemon runs as DAEMON services, its services start the copies.
+            let (on_services, standalone): (Vec<&Claimed>, Vec<&Claimed>) =
+                claims.iter().partition(|c| {
+                    super::services::services_for(observation, &c.slot.daemon, &c.instance_arn)
+                        .is_some()
+                });
+            if !on_services.is_empty() {
+                self.request_service_copies(
+                    observation,
+                    &mut work.attributes,
+                    task_definition,
+                    &on_services,
+                    outcome,
+                )
+                .await;
+            }
+            let standalone: Vec<Claimed> = standalone.into_iter().cloned().collect();
+            for batch in standalone.chunks(per_request) {
                 let daemon = &batch[0].slot.daemon;
                 let policy = observation
                     .daemons

@@ -29,6 +29,7 @@ pub(super) fn tasks_to_read(
     slots: &[&Versioned<Slot>],
     hints: &[Task],
     started_by: &str,
+    daemons: &[DaemonView],
 ) -> TaskReads {
     let mut reads = TaskReads::default();
     for task in hints {
@@ -64,9 +65,10 @@ pub(super) fn tasks_to_read(
     if !surging && only_stops {
         // A STOPPED event is final: the other daemons are as their slots say (the instance
         // cannot become ready meanwhile), which saves a DescribeTasks.
-        reads
-            .from_slots
-            .extend(others.filter_map(|s| task_from_slot(&s.record, &instance.arn, started_by)));
+        reads.from_slots.extend(others.filter_map(|s| {
+            let group = service_group(instance, &s.record, daemons);
+            task_from_slot(&s.record, &instance.arn, started_by, group)
+        }));
     } else {
         reads.to_describe.extend(
             others
@@ -74,13 +76,40 @@ pub(super) fn tasks_to_read(
                 .filter(|arn| !trusted.contains(arn.as_str())),
         );
     }
-    reads.claim_check = slots
-        .iter()
-        .any(|s| s.record.state == SlotState::Claimed && s.record.task_arn.is_none());
+    // A copy requested from a DAEMON service has no task until the scheduler acts: look too.
+    reads.claim_check = slots.iter().any(|s| {
+        let requested = s
+            .record
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.step == RolloutStep::Surging && r.new_task_arn.is_none());
+        (matches!(s.record.state, SlotState::Claimed | SlotState::Starting)
+            && s.record.task_arn.is_none())
+            || requested
+    });
     // Each task once: an event and a slot naming the same task are one read.
     let mut seen = BTreeSet::new();
     reads.to_describe.retain(|arn| seen.insert(arn.clone()));
     reads
+}
+
+/// The task group of a slot's copy where one of the daemon's DAEMON services runs it.
+fn service_group(
+    instance: &ContainerInstance,
+    slot: &Slot,
+    daemons: &[DaemonView],
+) -> Option<String> {
+    let services = daemons
+        .iter()
+        .find(|d| d.name == slot.daemon)?
+        .services
+        .as_ref()
+        .filter(|s| s.covers(instance.capacity_provider.as_deref()))?;
+    let letter = services.letter_for(slot.task_definition.as_deref()?)?;
+    Some(format!(
+        "service:{}",
+        crate::placement::services::service_name(&slot.daemon, letter)
+    ))
 }
 
 pub(super) fn task_from_event(detail: &TaskStateChange) -> Task {
@@ -211,7 +240,9 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         }
         rollouts.extend(missing_rollouts(&specs, &rollouts));
         let slots = self.instance_slots(cluster, &daemons, &chosen).await?;
-        let tasks = self.instances_tasks(cluster, &chosen, &slots).await?;
+        let tasks = self
+            .instances_tasks(cluster, &chosen, &slots, &daemons)
+            .await?;
         let instance = match chosen.as_slice() {
             [(only, _)] => Some(only.id().to_string()),
             _ => None,
@@ -277,6 +308,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         cluster: &str,
         chosen: &[(ContainerInstance, &InstanceWork)],
         slots: &[Versioned<Slot>],
+        daemons: &[DaemonView],
     ) -> Result<Vec<Task>, EngineError> {
         let mut tasks = Vec::new();
         let mut hints = Vec::new();
@@ -287,7 +319,13 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 .iter()
                 .filter(|s| s.record.instance_id == instance.id())
                 .collect();
-            let read = tasks_to_read(instance, &own, &work.hints, &self.config.started_by);
+            let read = tasks_to_read(
+                instance,
+                &own,
+                &work.hints,
+                &self.config.started_by,
+                daemons,
+            );
             tasks.extend(read.from_slots);
             hints.extend(read.trusted);
             to_describe.extend(read.to_describe);

@@ -34,11 +34,13 @@ mod managed;
 mod observe;
 mod records;
 mod rollouts;
+mod services;
 #[cfg(test)]
 mod tests;
 
 pub use holds::TerminateOutcome;
 use observe::*;
+pub use services::RequestedCopy;
 
 /// `startedBy` of every daemon task (ECS allows 36 characters).
 pub const STARTED_BY: &str = "ecs-daemons";
@@ -170,6 +172,9 @@ pub struct Outcome {
     pub skipped: Option<String>,
     pub coverage: BTreeMap<String, DaemonCoverage>,
     pub started: Vec<StartedCopy>,
+    /// Copies requested from DAEMON services (their tasks start when ECS's scheduler acts).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub requested: Vec<services::RequestedCopy>,
     pub start_failures: Vec<FailedStart>,
     pub stopped: Vec<StoppedCopy>,
     pub ready_set: Vec<String>,
@@ -310,8 +315,15 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         }
     }
 
+    /// A copy of ecs-daemons: a standalone one it started, or a task of one of its daemons'
+    /// DAEMON services (only ever stopped through the slot attribute, never by StopTask).
     pub(super) fn owns(&self, task: &Task) -> bool {
         self.placement().is_copy(task)
+            || task
+                .group
+                .as_deref()
+                .and_then(crate::placement::services::daemon_of_group)
+                .is_some()
     }
 
     /// Refuses clusters outside the configured list, whatever an event or invoke says.

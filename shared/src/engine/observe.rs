@@ -2,6 +2,7 @@
 //! cluster (or as they would be, for a dry run), and the fresh reads drain-last needs.
 
 use super::*;
+use crate::placement::services::{service_name, Letter};
 
 pub(super) fn view(spec: &DaemonSpec) -> DaemonView {
     DaemonView {
@@ -13,6 +14,7 @@ pub(super) fn view(spec: &DaemonSpec) -> DaemonView {
         restart: spec.restart.clone(),
         active_rollout: spec.active_rollout.clone(),
         last_good: spec.last_good_task_definition.clone(),
+        services: spec.services.clone(),
     }
 }
 
@@ -81,7 +83,13 @@ pub(super) fn slot_task_arns(slot: &Slot) -> Vec<String> {
     slot.task_arn.clone().into_iter().chain(new).collect()
 }
 
-pub(super) fn task_from_slot(slot: &Slot, instance_arn: &str, started_by: &str) -> Option<Task> {
+/// `group`: the copy's task group where a DAEMON service runs it (its own otherwise).
+pub(super) fn task_from_slot(
+    slot: &Slot,
+    instance_arn: &str,
+    started_by: &str,
+    group: Option<String>,
+) -> Option<Task> {
     let arn = slot.task_arn.clone()?;
     let (last_status, desired_status) = match slot.state {
         SlotState::Running => (TaskStatus::Running, TaskStatus::Running),
@@ -100,7 +108,7 @@ pub(super) fn task_from_slot(slot: &Slot, instance_arn: &str, started_by: &str) 
         } else {
             HealthStatus::Unknown
         },
-        group: Some(crate::plan::daemon_group(&slot.daemon)),
+        group: Some(group.unwrap_or_else(|| crate::plan::daemon_group(&slot.daemon))),
         started_by: Some(started_by.into()),
         stop_code: None,
         stopped_reason: None,
@@ -173,6 +181,12 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             slots.extend(self.store.query::<Slot>(cluster, &daemon.name).await?);
         }
         let mut task_arns = self.placement().list_copies(cluster).await?;
+        for daemon in daemons.iter().filter(|d| d.services.is_some()) {
+            for letter in [Letter::A, Letter::B] {
+                let filter = TaskFilter::ServiceName(service_name(&daemon.name, letter));
+                task_arns.extend(self.ecs.list_tasks(cluster, &filter).await?);
+            }
+        }
         // Slot tasks missing from the (eventually consistent) list are described too: a stopped one tells why.
         let listed: BTreeSet<String> = task_arns.iter().cloned().collect();
         task_arns.extend(

@@ -55,6 +55,7 @@ fn event_task(arn: &str, daemon: &str, status: TaskStatus, version: i64) -> Task
         &slot(daemon, Some(arn), SlotState::Running).record,
         INSTANCE,
         STARTED_BY,
+        None,
     )
     .expect("a running slot has a task");
     task.last_status = status;
@@ -67,7 +68,7 @@ fn a_stop_is_believed_and_the_other_daemons_come_from_their_slots() {
     let agent = slot("agent", Some("t-agent"), SlotState::Running);
     let logs = slot("logs", Some("t-logs"), SlotState::Running);
     let stopped = event_task("t-agent", "agent", TaskStatus::Stopped, 5);
-    let reads = tasks_to_read(&instance(), &[&agent, &logs], &[stopped], STARTED_BY);
+    let reads = tasks_to_read(&instance(), &[&agent, &logs], &[stopped], STARTED_BY, &[]);
     assert_eq!(reads.trusted.len(), 1);
     assert!(reads.to_describe.is_empty(), "{reads:?}");
     assert_eq!(reads.from_slots.len(), 1);
@@ -80,7 +81,7 @@ fn news_of_an_unknown_or_older_task_is_described_not_believed() {
     let agent = slot("agent", Some("t-agent"), SlotState::Running);
     let stranger = event_task("t-other", "agent", TaskStatus::Running, 9);
     let older = event_task("t-agent", "agent", TaskStatus::Running, 1);
-    let reads = tasks_to_read(&instance(), &[&agent], &[stranger, older], STARTED_BY);
+    let reads = tasks_to_read(&instance(), &[&agent], &[stranger, older], STARTED_BY, &[]);
     assert!(reads.trusted.is_empty(), "{reads:?}");
     assert_eq!(
         reads.to_describe,
@@ -88,7 +89,7 @@ fn news_of_an_unknown_or_older_task_is_described_not_believed() {
         "each task once"
     );
     let newer = event_task("t-agent", "agent", TaskStatus::Running, 3);
-    let reads = tasks_to_read(&instance(), &[&agent], &[newer], STARTED_BY);
+    let reads = tasks_to_read(&instance(), &[&agent], &[newer], STARTED_BY, &[]);
     assert_eq!(reads.trusted.len(), 1);
     assert!(reads.to_describe.is_empty(), "{reads:?}");
 }
@@ -108,7 +109,7 @@ fn a_task_read_twice_is_one_copy_and_the_newest_word_wins() {
 #[test]
 fn a_claim_without_a_task_is_looked_for() {
     let claimed = slot("agent", None, SlotState::Claimed);
-    let reads = tasks_to_read(&instance(), &[&claimed], &[], STARTED_BY);
+    let reads = tasks_to_read(&instance(), &[&claimed], &[], STARTED_BY, &[]);
     assert!(reads.claim_check);
 }
 

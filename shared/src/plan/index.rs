@@ -76,14 +76,19 @@ pub(super) fn group<'a>(observation: &'a Observation, daemons: &[&DaemonView]) -
         ) else {
             continue;
         };
-        if group.as_bytes().first_chunk() == Some(prefix) {
-            let daemon = &group[GROUP_PREFIX.len()..];
-            groups
-                .entry(resource_id(instance))
-                .or_insert_with(fresh)
-                .tasks
-                .push((daemon, index(daemon), task));
-        }
+        let daemon = if group.as_bytes().first_chunk() == Some(prefix) {
+            &group[GROUP_PREFIX.len()..]
+        } else if let Some((daemon, _)) = crate::placement::services::daemon_of_group(group) {
+            // A copy one of the daemon's DAEMON services runs.
+            daemon
+        } else {
+            continue;
+        };
+        groups
+            .entry(resource_id(instance))
+            .or_insert_with(fresh)
+            .tasks
+            .push((daemon, index(daemon), task));
     }
     for slot in &observation.slots {
         groups

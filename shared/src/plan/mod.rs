@@ -49,6 +49,21 @@ enum Coverage {
 pub const READY_ATTRIBUTE: &str = "ecs-daemons.ready";
 /// A claim whose StartTask never showed a task is taken over after this long.
 pub const CLAIM_GRACE_SECONDS: i64 = 60;
+/// A copy requested from a DAEMON service (its slot attribute set) is requested again after
+/// this long without a task: the scheduler's reaction time is undocumented (tens of seconds
+/// seen, minutes while another instance drains, containers-roadmap #856), and a request
+/// still pending must keep its `maxParallel` place.
+pub const SERVICE_REQUEST_GRACE_SECONDS: i64 = 300;
+
+/// How long a start of `daemon` on an instance of `provider` may take to show a task.
+pub(crate) fn claim_grace(daemon: &DaemonView, provider: Option<&str>) -> Duration {
+    let services = daemon.services.as_ref().is_some_and(|s| s.covers(provider));
+    Duration::seconds(if services {
+        SERVICE_REQUEST_GRACE_SECONDS
+    } else {
+        CLAIM_GRACE_SECONDS
+    })
+}
 /// The task `group` prefix of every daemon copy (`daemon:<name>`).
 pub const GROUP_PREFIX: &str = "daemon:";
 
@@ -71,6 +86,8 @@ pub struct DaemonView {
     pub active_rollout: Option<String>,
     /// The last revision whose rollout succeeded: where the breaker rolls back to.
     pub last_good: Option<String>,
+    /// Where the daemon runs as DAEMON services instead of standalone copies.
+    pub services: Option<crate::placement::services::ServicePlacement>,
 }
 
 /// While a rollout has copies on their way, a full reconcile runs again after this long.

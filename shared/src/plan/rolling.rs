@@ -31,6 +31,8 @@ pub(crate) struct StepInput<'t> {
     pub now: DateTime<Utc>,
     /// Why the surged copy the step names is gone (ECS's stop reason), for when it is.
     pub new_copy_gone: Option<String>,
+    /// How long a start may take to show its task ([`claim_grace`]).
+    pub claim_grace: Duration,
 }
 
 /// One of the instance's two copies.
@@ -159,7 +161,7 @@ fn old_copy_alone(input: &StepInput<'_>, old: CopySeen<'_>, outcome: &mut StepOu
                 .step
                 .clone()
                 .unwrap_or_else(|| fresh_step(input, RolloutStep::Surging));
-            let claim_expires = current.since + Duration::seconds(CLAIM_GRACE_SECONDS);
+            let claim_expires = current.since + input.claim_grace;
             if current.new_task_arn.is_some() {
                 let reason = input
                     .new_copy_gone
@@ -314,6 +316,7 @@ impl<'a, 'g> Planner<'a, 'g> {
             min_healthy: Duration::seconds(i64::from(rollout.record.config.min_healthy_seconds)),
             now: self.observation.now,
             new_copy_gone,
+            claim_grace: claim_grace(daemon, instance.capacity_provider.as_deref()),
         };
         let decided = next_step(&input);
         let copy = |which: Which| match which {

@@ -148,8 +148,20 @@ impl<'a, 'g> Planner<'a, 'g> {
             !matches!(action, Action::Start { task_definition, claim, .. }
                 if *task_definition == target && claim.daemon == daemon.name)
         });
-        let back = daemon
-            .last_good
+        // On DAEMON services only a revision one of them runs can come back without a
+        // deploy: the last good one if so, else the one this rollout moved away from.
+        let good = match &daemon.services {
+            Some(services)
+                if daemon
+                    .last_good
+                    .as_deref()
+                    .is_none_or(|good| services.letter_for(good).is_none()) =>
+            {
+                record.from_task_definition.clone()
+            }
+            _ => daemon.last_good.clone(),
+        };
+        let back = good
             .clone()
             .filter(|good| *good != target && record.config.auto_rollback);
         let switch = match back {
@@ -167,7 +179,7 @@ impl<'a, 'g> Planner<'a, 'g> {
             // the last good revision rather than the one that just failed.
             None => Action::SwitchRevision {
                 daemon: daemon.name.clone(),
-                task_definition: daemon.last_good.clone().unwrap_or_else(|| target.clone()),
+                task_definition: good.unwrap_or_else(|| target.clone()),
                 active_rollout: None,
                 last_good: daemon.last_good.clone(),
                 new_rollout: None,

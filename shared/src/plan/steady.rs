@@ -73,14 +73,14 @@ impl<'a, 'g> Planner<'a, 'g> {
     }
 
     /// What became of the copy a slot knew of, now that no copy is live.
-    fn last_copy(&self, previous: &Versioned<Slot>) -> LastCopy {
+    fn last_copy(&self, previous: &Versioned<Slot>, grace: Duration) -> LastCopy {
         let known_task = previous.record.task_arn.as_deref();
         let task_gone = known_task.is_some_and(|arn| match self.task_by_arn(arn) {
             Some(task) => !is_live(task),
             // Not even a stopped task: ECS forgot it, or it never started.
             None => self.observation.scope == Scope::Full,
         });
-        let claim_expires = previous.record.updated_at + Duration::seconds(CLAIM_GRACE_SECONDS);
+        let claim_expires = previous.record.updated_at + grace;
         let state = &previous.record.state;
         if matches!(state, SlotState::Starting | SlotState::Running) && task_gone {
             let reason = known_task
@@ -151,7 +151,8 @@ impl<'a, 'g> Planner<'a, 'g> {
         let mut slot = self.new_slot(daemon, instance_id, previous);
         let mut failed_now = false;
         if let Some(p) = previous {
-            match self.last_copy(p) {
+            let grace = claim_grace(daemon, instance.capacity_provider.as_deref());
+            match self.last_copy(p, grace) {
                 LastCopy::Stopped(reason) => {
                     self.count_failure(daemon, p, &mut slot, reason);
                     failed_now = true;

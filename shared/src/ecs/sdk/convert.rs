@@ -250,6 +250,7 @@ pub(super) fn task_definition(
                 has_health_check: c.health_check().is_some(),
             })
             .collect(),
+        network_mode: item.network_mode().map(|m| m.as_str().to_string()),
     })
 }
 

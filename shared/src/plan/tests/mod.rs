@@ -44,6 +44,7 @@ fn daemon(name: &str, order: i32) -> DaemonView {
         restart: RestartPolicy::default(),
         active_rollout: None,
         last_good: None,
+        services: None,
     }
 }
 

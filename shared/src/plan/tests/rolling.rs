@@ -44,6 +44,7 @@ fn input(
         min_healthy: Duration::seconds(30),
         now: at(now),
         new_copy_gone: None,
+        claim_grace: Duration::seconds(CLAIM_GRACE_SECONDS),
     }
 }
 

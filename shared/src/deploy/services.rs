@@ -1,0 +1,284 @@
+//! The services placement's part of a deploy (DESIGN.md, "Placements"): which EC2 providers
+//! get DAEMON services, the checks only that placement needs, and the services made to run
+//! the revisions the declaration names.
+
+use super::*;
+use crate::ecs::{DaemonServiceDeclaration, CUSTOM_ATTRIBUTES_PER_INSTANCE};
+use crate::model::ContainerInstance;
+use crate::placement::services::{
+    member_of, name_fits, service_name, slot_attribute, Letter, ServicePlacement,
+};
+use crate::placement::DAEMON_TAG;
+use crate::plan::READY_ATTRIBUTE;
+
+/// How a deploy places a daemon on EC2 Auto Scaling group capacity providers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PlacementChoice {
+    /// DAEMON services where ECS's managed scaling or managed termination protection is on
+    /// (only their tasks count as daemons there), standalone tasks elsewhere.
+    #[default]
+    Auto,
+    /// Standalone tasks (exact drain-last); refused where managed scaling or managed
+    /// termination protection is on.
+    Tasks,
+    /// DAEMON services on every EC2 provider.
+    Services,
+}
+
+/// Whether the daemon runs as DAEMON services on an Auto Scaling group provider.
+pub(super) fn uses_services(
+    provider: &str,
+    managed_scaling: bool,
+    managed_termination_protection: bool,
+    choice: PlacementChoice,
+) -> Result<bool, DeployError> {
+    let managed = managed_scaling || managed_termination_protection;
+    match choice {
+        PlacementChoice::Auto => Ok(managed),
+        PlacementChoice::Services => Ok(true),
+        PlacementChoice::Tasks if managed => Err(DeployError::TasksUnderManagedScaling {
+            provider: provider.into(),
+            feature: if managed_scaling {
+                "managed scaling"
+            } else {
+                "managed termination protection"
+            },
+        }),
+        PlacementChoice::Tasks => Ok(false),
+    }
+}
+
+/// Custom attributes: ECS's own (`ecs.*`) do not count against the quota.
+fn custom_attributes(instance: &ContainerInstance) -> usize {
+    instance
+        .attributes
+        .keys()
+        .filter(|name| !name.starts_with("ecs."))
+        .count()
+}
+
+/// What only the services placement needs of the daemon and its instances: names within
+/// ECS's limits, a network mode a DAEMON service can run without a network configuration,
+/// and room for the slot attribute among each instance's 10 custom attributes.
+pub(super) fn check_for_services(
+    daemon: &str,
+    definition: &TaskDefinition,
+    instances: &[ContainerInstance],
+) -> Result<(), DeployError> {
+    name_fits(daemon).map_err(|why| invalid(format!("daemon name {daemon}: {why}")))?;
+    if definition.network_mode.as_deref() == Some("awsvpc") {
+        return Err(DeployError::AwsvpcForServices {
+            definition: definition.family_revision(),
+        });
+    }
+    let slot = slot_attribute(daemon);
+    for instance in instances {
+        let used = custom_attributes(instance);
+        let missing = usize::from(!instance.attributes.contains_key(&slot))
+            + usize::from(!instance.attributes.contains_key(READY_ATTRIBUTE));
+        if used + missing > CUSTOM_ATTRIBUTES_PER_INSTANCE {
+            return Err(DeployError::AttributeBudget {
+                instance: instance.id().into(),
+                used,
+                needed: missing,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The spec's services part for a deploy to `task_definition` on `providers` (`None`
+/// without any), keeping the revisions the existing declaration's services run. Changing
+/// an existing provider's placement is refused: the move needs a rollout of its own.
+pub(super) fn declared_services(
+    daemon: &str,
+    providers: &[String],
+    all_ec2: &[String],
+    task_definition: &str,
+    existing: Option<&DaemonSpec>,
+) -> Result<Option<ServicePlacement>, DeployError> {
+    if let Some(current) = existing {
+        let had = current.services.as_ref();
+        for provider in all_ec2 {
+            let was_targeted = current.capacity_providers.contains(provider);
+            let was_services = had.is_some_and(|s| s.covers(Some(provider)));
+            let is_services = providers.contains(provider);
+            if was_targeted && was_services != is_services {
+                return Err(DeployError::PlacementChange {
+                    daemon: daemon.into(),
+                    provider: provider.clone(),
+                    from: if was_services { "services" } else { "tasks" },
+                    to: if is_services { "services" } else { "tasks" },
+                });
+            }
+        }
+    }
+    if providers.is_empty() {
+        return Ok(None);
+    }
+    let kept = existing.and_then(|e| e.services.clone());
+    Ok(Some(ServicePlacement {
+        capacity_providers: providers.to_vec(),
+        a: kept
+            .as_ref()
+            .map_or_else(|| task_definition.to_string(), |s| s.a.clone()),
+        b: kept.map_or_else(|| task_definition.to_string(), |s| s.b),
+    }))
+}
+
+fn declaration(daemon: &str, letter: Letter, task_definition: &str) -> DaemonServiceDeclaration {
+    DaemonServiceDeclaration {
+        service_name: service_name(daemon, letter),
+        task_definition: task_definition.into(),
+        member_of: vec![member_of(daemon, letter)],
+        tags: vec![(DAEMON_TAG.into(), daemon.into())],
+    }
+}
+
+/// CreateService's idempotency token: the invocation's id, cut to ECS's 36 characters.
+fn client_token(invocation: &str, letter: Letter) -> String {
+    let kept: String = invocation.chars().take(34).collect();
+    format!("{kept}-{}", letter.as_str())
+}
+
+/// Makes the daemon's services exist and one of them run the spec's revision, before the
+/// spec that names it is written: a missing service is created (a retried deploy finds the
+/// one it made); a revision neither runs goes to the idle service, the one whose revision
+/// no copy uses (`busy`: the revisions instances run now). With both busy (a rollout in
+/// flight between them) the deploy is refused.
+pub(super) async fn ensure_services<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    spec: &mut DaemonSpec,
+    busy: &[&str],
+    invocation: &str,
+) -> Result<(), DeployError> {
+    let Some(services) = spec.services.as_mut() else {
+        return Ok(());
+    };
+    let (cluster, daemon) = (spec.cluster.as_str(), spec.daemon.as_str());
+    let names = [
+        service_name(daemon, Letter::A),
+        service_name(daemon, Letter::B),
+    ];
+    let described = engine.ecs().describe_services(cluster, &names).await?;
+    let target = spec.task_definition.as_str();
+    if services.letter_for(target).is_none() {
+        let taken: Vec<Letter> = busy
+            .iter()
+            .filter_map(|revision| services.letter_for(revision))
+            .collect();
+        let Some(idle) = [Letter::A, Letter::B]
+            .into_iter()
+            .find(|letter| !taken.contains(letter))
+        else {
+            return Err(DeployError::ServicesBusy {
+                daemon: daemon.into(),
+                running: busy.join(" and "),
+            });
+        };
+        services.set_revision(idle, target);
+    }
+    for letter in [Letter::A, Letter::B] {
+        let name = service_name(daemon, letter);
+        let revision = services.revision_of(letter);
+        let state = described.iter().find(|s| s.name == name && s.is_active());
+        match state {
+            None => {
+                engine
+                    .ecs()
+                    .create_daemon_service(
+                        cluster,
+                        &declaration(daemon, letter, revision),
+                        &client_token(invocation, letter),
+                    )
+                    .await?;
+            }
+            Some(state) if !state.task_definition.ends_with(&format!("/{revision}")) => {
+                // Only the idle service is ever pointed elsewhere: no copy of it runs, so
+                // ECS's stop-then-start deployment stops nothing.
+                engine
+                    .ecs()
+                    .update_service_task_definition(cluster, &name, revision)
+                    .await?;
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_placement_follows_managed_scaling_unless_forced() {
+        assert!(uses_services("p", true, false, PlacementChoice::Auto).unwrap());
+        assert!(uses_services("p", false, true, PlacementChoice::Auto).unwrap());
+        assert!(!uses_services("p", false, false, PlacementChoice::Auto).unwrap());
+        assert!(uses_services("p", false, false, PlacementChoice::Services).unwrap());
+        let refused = uses_services("p", true, false, PlacementChoice::Tasks).unwrap_err();
+        assert!(refused.to_string().contains("managed scaling"), "{refused}");
+    }
+
+    #[test]
+    fn a_kept_provider_keeps_its_placement() {
+        let existing = DaemonSpec {
+            services: Some(ServicePlacement {
+                capacity_providers: vec!["scaled".into()],
+                a: "agent:1".into(),
+                b: "agent:2".into(),
+            }),
+            capacity_providers: vec!["scaled".into(), "fixed".into()],
+            ..crate::deploy::tests::spec_for_tests()
+        };
+        let all = vec!["scaled".to_string(), "fixed".to_string()];
+        let kept = declared_services(
+            "agent",
+            &["scaled".into()],
+            &all,
+            "agent:3",
+            Some(&existing),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((kept.a.as_str(), kept.b.as_str()), ("agent:1", "agent:2"));
+        let moved = declared_services("agent", &all, &all, "agent:3", Some(&existing));
+        assert!(matches!(moved, Err(DeployError::PlacementChange { .. })));
+        let fresh = declared_services("agent", &["scaled".into()], &all, "agent:3", None)
+            .unwrap()
+            .unwrap();
+        assert_eq!((fresh.a.as_str(), fresh.b.as_str()), ("agent:3", "agent:3"));
+    }
+
+    #[test]
+    fn services_need_a_network_mode_and_attribute_room_they_can_use() {
+        let mut definition = crate::deploy::tests::definition_for_tests();
+        let mut instance = crate::deploy::tests::instance_for_tests();
+        for n in 0..8 {
+            instance
+                .attributes
+                .insert(format!("team.{n}"), Some("x".into()));
+        }
+        instance
+            .attributes
+            .insert("ecs.os-type".into(), Some("linux".into()));
+        check_for_services("agent", &definition, std::slice::from_ref(&instance)).unwrap();
+        instance
+            .attributes
+            .insert("team.8".into(), Some("x".into()));
+        let full = check_for_services("agent", &definition, std::slice::from_ref(&instance));
+        assert!(matches!(
+            full,
+            Err(DeployError::AttributeBudget {
+                used: 9,
+                needed: 2,
+                ..
+            })
+        ));
+        definition.network_mode = Some("awsvpc".into());
+        let awsvpc = check_for_services("agent", &definition, &[]);
+        assert!(matches!(awsvpc, Err(DeployError::AwsvpcForServices { .. })));
+    }
+}
