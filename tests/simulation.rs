@@ -80,3 +80,14 @@ fn seeded_managed_daemons_keep_every_promise() {
         );
     }
 }
+
+#[test]
+fn seeded_daemon_services_keep_every_promise() {
+    let report = slice(Scenario::Services);
+    if report.runs > 1 {
+        for (kind, count) in report.faults.kinds() {
+            assert!(count > 0, "no {kind} injected: {:?}", report.faults);
+        }
+        assert!(report.faults.terminations_held > 0, "the group scaled in");
+    }
+}

@@ -181,6 +181,16 @@ fn step(action: &Action) -> PlannedStep {
                 None => task_definition.clone(),
             },
         ),
+        Action::WithdrawRequest {
+            instance_arn,
+            daemon,
+            reason,
+            ..
+        } => (
+            "withdrawRequest",
+            Some(resource_id(instance_arn).to_string()),
+            format!("{daemon}: {reason}"),
+        ),
         Action::SetReady { instance_arn } => (
             "setReady",
             Some(resource_id(instance_arn).to_string()),

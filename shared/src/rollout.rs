@@ -198,6 +198,10 @@ pub struct RolloutCounts {
     pub failed: u32,
     /// stopFirst instances (a gap in coverage, counted).
     pub gaps: u32,
+    /// Instances done (or failed) whose other copy still runs: its stop was asked for, and
+    /// ECS has not carried it out yet (a DAEMON service's scheduler takes its time). They
+    /// still count against maxParallel.
+    pub lingering: u32,
     /// Failures so far, against the breaker's threshold.
     pub failures: u32,
     pub threshold: u32,

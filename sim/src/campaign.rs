@@ -27,6 +27,7 @@ use ecs_daemons::spec::RestartPolicy;
 use ecs_daemons::store::{Store, Versioned};
 
 mod managed;
+mod services;
 
 const CLUSTER: &str = "sim";
 const COVERAGE_INTERVAL: i64 = 60;
@@ -74,16 +75,25 @@ pub enum Scenario {
     /// provider too: updates, a revision that trips ECS's breaker, a rollback invoke, a
     /// superseding deploy, changes made outside ecs-daemons, instances scaling out.
     Managed,
+    /// A daemon as DAEMON services on a provider with managed scaling: applications come
+    /// and go, the group scales out and in, rollouts run, the DAEMON scheduler is slow.
+    Services,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 3] = [Scenario::Churn, Scenario::Rollout, Scenario::Managed];
+    pub const ALL: [Scenario; 4] = [
+        Scenario::Churn,
+        Scenario::Rollout,
+        Scenario::Managed,
+        Scenario::Services,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Churn => "churn",
             Self::Rollout => "rollout",
             Self::Managed => "managed",
+            Self::Services => "services",
         }
     }
 
@@ -334,6 +344,7 @@ pub async fn run_seed(seed: u64, scenario: Scenario) -> Result<SeedReport, Strin
         Scenario::Churn => run_churn(seed).await,
         Scenario::Rollout => run_rollout(seed).await,
         Scenario::Managed => managed::run_managed(seed).await,
+        Scenario::Services => services::run_services(seed).await,
     }
 }
 
@@ -430,7 +441,7 @@ impl Disturbances {
         if self.looping.is_none() {
             let live: Vec<_> = tasks
                 .iter()
-                .filter(|t| t.group.starts_with("daemon:") && t.last_status == TaskStatus::Running)
+                .filter(|t| copy_of(&t.group).is_some() && t.last_status == TaskStatus::Running)
                 .collect();
             if live.is_empty() {
                 return;
@@ -1208,6 +1219,14 @@ fn seeded_world(seed: u64, rng: &mut Rng, severity: f64) -> (ModelConfig, Faults
     (config, faults)
 }
 
+/// The daemon a task is a copy of: a standalone copy (`daemon:<name>`) or a task of one of
+/// its DAEMON services (`service:ecs-daemons-<name>-<a|b>`).
+fn copy_of(group: &str) -> Option<&str> {
+    group
+        .strip_prefix("daemon:")
+        .or_else(|| ecs_daemons::placement::services::daemon_of_group(group).map(|(d, _)| d))
+}
+
 fn is_ready(instance: &ContainerInstance) -> bool {
     instance
         .attributes
@@ -1230,7 +1249,7 @@ fn ready_but_uncovered(harness: &Harness, daemons: &[DaemonDecl]) -> BTreeSet<(S
         {
             let up = tasks.iter().any(|t| {
                 t.instance_id == instance.id()
-                    && t.group == format!("daemon:{}", daemon.name)
+                    && copy_of(&t.group) == Some(daemon.name)
                     && t.last_status == TaskStatus::Running
                     && t.desired_status == TaskStatus::Running
                     && (!daemon.health_checked || t.health == HealthStatus::Healthy)
@@ -1246,11 +1265,13 @@ fn ready_but_uncovered(harness: &Harness, daemons: &[DaemonDecl]) -> BTreeSet<(S
 fn duplicates(harness: &Harness) -> Vec<String> {
     let mut live: BTreeMap<(String, String), usize> = BTreeMap::new();
     for task in harness.model.tasks(CLUSTER) {
-        if task.group.starts_with("daemon:")
-            && !task.last_status.is_terminal()
-            && task.desired_status == TaskStatus::Running
-        {
-            *live.entry((task.instance_id, task.group)).or_default() += 1;
+        let Some(daemon) = copy_of(&task.group) else {
+            continue;
+        };
+        if !task.last_status.is_terminal() && task.desired_status == TaskStatus::Running {
+            *live
+                .entry((task.instance_id.clone(), daemon.to_string()))
+                .or_default() += 1;
         }
     }
     live.into_iter()
@@ -1263,12 +1284,12 @@ fn converged(harness: &Harness, daemons: &[DaemonDecl]) -> Result<(), String> {
     let tasks = harness.model.tasks(CLUSTER);
     for instance in harness.model.instances(CLUSTER) {
         let provider = instance.capacity_provider.clone().unwrap_or_default();
-        let live_here = |group: &str| {
+        let live_here = |daemon: &str| {
             tasks
                 .iter()
                 .filter(|t| {
                     t.instance_id == instance.id()
-                        && t.group == group
+                        && copy_of(&t.group) == Some(daemon)
                         && !t.last_status.is_terminal()
                         && t.desired_status == TaskStatus::Running
                 })
@@ -1284,7 +1305,7 @@ fn converged(harness: &Harness, daemons: &[DaemonDecl]) -> Result<(), String> {
                 let mut all_there = true;
                 for daemon in daemons {
                     let wanted = usize::from(daemon.providers.contains(&provider.as_str()));
-                    let found = live_here(&format!("daemon:{}", daemon.name));
+                    let found = live_here(daemon.name);
                     if found == 0 && wanted == 1 && no_room && !is_ready(&instance) {
                         all_there = false;
                         continue;
@@ -1307,6 +1328,7 @@ fn converged(harness: &Harness, daemons: &[DaemonDecl]) -> Result<(), String> {
                     .filter(|t| {
                         t.instance_id == instance.id()
                             && t.group.starts_with("service:")
+                            && copy_of(&t.group).is_none()
                             && !t.last_status.is_terminal()
                     })
                     .count();
@@ -1314,7 +1336,7 @@ fn converged(harness: &Harness, daemons: &[DaemonDecl]) -> Result<(), String> {
                     .iter()
                     .filter(|t| {
                         t.instance_id == instance.id()
-                            && t.group.starts_with("daemon:")
+                            && copy_of(&t.group).is_some()
                             && !t.last_status.is_terminal()
                     })
                     .count();

@@ -1368,6 +1368,13 @@ impl ClusterModel {
     }
 }
 
+fn custom_attributes(attributes: &BTreeMap<String, Option<String>>) -> usize {
+    attributes
+        .keys()
+        .filter(|name| !name.starts_with("ecs."))
+        .count()
+}
+
 /// Pages of 100 as ECS serves them; the token is the offset of the next page.
 fn page_of(arns: Vec<String>, next_token: Option<String>) -> Page {
     const PAGE: usize = 100;
@@ -1643,9 +1650,26 @@ impl Ecs for ClusterModel {
                         format!("Could not find {}", attribute.container_instance),
                     ));
                 };
-                instance
+                let custom_before = custom_attributes(&instance.attributes);
+                let previous = instance
                     .attributes
                     .insert(attribute.name.clone(), attribute.value.clone());
+                // "You can apply up to 10 custom attributes per resource" (API reference,
+                // PutAttributes, AttributeLimitExceededException); ECS's own `ecs.*` ones
+                // do not count.
+                if custom_attributes(&instance.attributes) > custom_before.max(10) {
+                    match previous {
+                        Some(value) => instance.attributes.insert(attribute.name.clone(), value),
+                        None => instance.attributes.remove(&attribute.name),
+                    };
+                    return Err(EcsError::new(
+                        "PutAttributes",
+                        target,
+                        EcsErrorKind::Invalid,
+                        "AttributeLimitExceededException",
+                        "You can apply up to 10 custom attributes per resource.",
+                    ));
+                }
             }
             for attribute in batch {
                 let id = resource_id(&attribute.container_instance).to_string();

@@ -157,6 +157,22 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                         });
                 }
             }
+            Action::WithdrawRequest {
+                instance_arn,
+                daemon,
+                letter,
+                ..
+            } => {
+                self.withdraw_request(
+                    observation,
+                    &mut work.attributes,
+                    &instance_arn,
+                    &daemon,
+                    letter,
+                    outcome,
+                )
+                .await;
+            }
             rollout @ (Action::SwitchRevision { .. } | Action::RecordRollout { .. }) => {
                 work.rollout_writes.push(rollout)
             }

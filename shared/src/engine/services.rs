@@ -146,6 +146,29 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         }
     }
 
+    /// Takes a letter no copy answers out of an instance's slot attribute (a withdrawn
+    /// request: the service must not start it later).
+    pub(super) async fn withdraw_request(
+        &self,
+        observation: &Observation,
+        attributes: &mut SlotAttributes,
+        instance_arn: &str,
+        daemon: &str,
+        letter: Letter,
+        outcome: &mut Outcome,
+    ) {
+        let letters = attributes
+            .current(observation, instance_arn, daemon)
+            .with(letter, false);
+        match self
+            .write_letters(&observation.cluster, instance_arn, daemon, letters)
+            .await
+        {
+            Ok(()) => attributes.set(instance_arn, daemon, letters),
+            Err(error) => outcome.errors.push(error.to_string()),
+        }
+    }
+
     /// Requests copies of `task_definition` from the daemon's service that runs it, on the
     /// instances whose slots were claimed: one slot attribute write each.
     pub(super) async fn request_service_copies(

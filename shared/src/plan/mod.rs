@@ -21,6 +21,7 @@ mod index;
 mod planner;
 mod rolling;
 mod rollouts;
+mod services;
 mod steady;
 
 use index::{group, planning_order, FastHash, Groups};
@@ -28,6 +29,7 @@ use planner::{InstanceItems, Planner, Tally};
 
 use crate::arn::resource_id;
 use crate::model::{ContainerInstance, HealthStatus, InstanceStatus, Task, TaskStatus};
+use crate::placement::services::Letter;
 use crate::rollout::{Rollout, RolloutFailure};
 use crate::rollout::{
     RolloutCounts, RolloutKind, RolloutState, RolloutStep, SlotRollout, SurgeFallback,
@@ -169,6 +171,14 @@ pub enum Action {
         rollout: Box<Rollout>,
         expected: Expected,
     },
+    /// Take a letter no copy answers and no start wants out of an instance's slot attribute
+    /// (services placement), so the DAEMON service does not start it later.
+    WithdrawRequest {
+        instance_arn: String,
+        daemon: String,
+        letter: Letter,
+        reason: String,
+    },
 }
 
 impl Action {
@@ -177,7 +187,7 @@ impl Action {
             Self::ClearReady { .. } => 0,
             Self::RecordSlot { .. } => 1,
             Self::DeleteSlot { .. } => 2,
-            Self::Stop { .. } => 3,
+            Self::Stop { .. } | Self::WithdrawRequest { .. } => 3,
             Self::Start { .. } => 4,
             Self::SetReady { .. } => 5,
             Self::SwitchRevision { .. } => 6,

@@ -310,7 +310,7 @@ impl<'a, 'g> Planner<'a, 'g> {
                 .filter(|step| step.rollout_id == rollout.record.id && step.step.in_flight());
             // Counted while both copies still run (a drain stops them in the end).
             if step.is_some() && self.live_tasks(daemon, instance_id).len() >= 2 {
-                self.tally(daemon, step.as_ref(), instance_id);
+                self.tally(daemon, step.as_ref(), instance_id, true);
             }
         }
     }
@@ -333,6 +333,7 @@ impl<'a, 'g> Planner<'a, 'g> {
             self.clean_up();
             self.advance_rollouts();
         }
+        self.withdraw_stale_requests();
         self.plan.actions.sort_by_key(Action::rank);
     }
 }

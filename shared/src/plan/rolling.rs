@@ -319,6 +319,7 @@ impl<'a, 'g> Planner<'a, 'g> {
             claim_grace: claim_grace(daemon, instance.capacity_provider.as_deref()),
         };
         let decided = next_step(&input);
+        let stopping = decided.stop.is_some();
         let copy = |which: Which| match which {
             Which::Old => best_old,
             Which::New => best_new,
@@ -340,7 +341,15 @@ impl<'a, 'g> Planner<'a, 'g> {
         if let Some(at) = decided.wake_at {
             self.wake_at(at);
         }
-        self.tally(daemon, decided.next.as_ref(), instance_id);
+        // StopTask ends a copy's run at once (desired STOPPED); a DAEMON service stops it
+        // when its scheduler next looks, so until then the instance still runs two.
+        let on_services = daemon
+            .services
+            .as_ref()
+            .is_some_and(|s| s.covers(instance.capacity_provider.as_deref()));
+        let stopped_now = stopping && !on_services;
+        let two_copies = best_old.is_some() && best_new.is_some() && !stopped_now;
+        self.tally(daemon, decided.next.as_ref(), instance_id, two_copies);
         if let Some(retry) = decided.candidate {
             let tally = self.tallies.entry(daemon.name.clone()).or_default();
             tally.candidates.push((instance.arn.clone(), retry));
@@ -353,10 +362,19 @@ impl<'a, 'g> Planner<'a, 'g> {
         daemon: &DaemonView,
         step: Option<&SlotRollout>,
         instance_id: &str,
+        two_copies: bool,
     ) {
         let tally = self.tallies.entry(daemon.name.clone()).or_default();
         let counts = &mut tally.counts;
         counts.total += 1;
+        if two_copies
+            && matches!(
+                step.map(|s| s.step),
+                Some(RolloutStep::Done | RolloutStep::Failed)
+            )
+        {
+            counts.lingering += 1;
+        }
         match step.map(|s| s.step) {
             None => counts.pending += 1,
             Some(RolloutStep::Surging | RolloutStep::GapStopping) => counts.surging += 1,

@@ -23,7 +23,7 @@ fn merge_failures(record: &mut Rollout, failures: Vec<RolloutFailure>) {
 /// How many more instances may start their surge now: maxParallel less those in flight,
 /// and, until the canary batch is done, only canaries (a failed one is replaced).
 fn surge_budget(config: &crate::rollout::RolloutConfig, counts: &RolloutCounts) -> usize {
-    let in_flight = (counts.surging + counts.settling) as usize;
+    let in_flight = (counts.surging + counts.settling + counts.lingering) as usize;
     let mut budget = config
         .max_parallel
         .of(counts.total as usize)
@@ -83,7 +83,7 @@ impl<'a, 'g> Planner<'a, 'g> {
             merge_failures(&mut record, failures);
             if counts.failures >= counts.threshold {
                 self.trip_breaker(daemon, rollout, record, counts);
-            } else if counts.done == counts.total {
+            } else if counts.done == counts.total && counts.lingering == 0 {
                 self.succeed(daemon, rollout, record, counts);
             } else {
                 self.surge_next(daemon, rollout, record, counts, candidates);

@@ -152,7 +152,22 @@ impl<'a, 'g> Planner<'a, 'g> {
         let mut failed_now = false;
         if let Some(p) = previous {
             let grace = claim_grace(daemon, instance.capacity_provider.as_deref());
-            match self.last_copy(p, grace) {
+            // A DAEMON service's request of a revision replaced meanwhile is withdrawn
+            // (`withdraw_stale_requests`), not waited for: request the one in force now.
+            let on_services = daemon
+                .services
+                .as_ref()
+                .is_some_and(|s| s.covers(instance.capacity_provider.as_deref()));
+            let replaced = on_services
+                && p.record.task_arn.is_none()
+                && matches!(p.record.state, SlotState::Claimed | SlotState::Starting)
+                && p.record.task_definition.as_deref() != Some(daemon.task_definition.as_str());
+            let last = if replaced {
+                LastCopy::Unknown
+            } else {
+                self.last_copy(p, grace)
+            };
+            match last {
                 LastCopy::Stopped(reason) => {
                     self.count_failure(daemon, p, &mut slot, reason);
                     failed_now = true;
