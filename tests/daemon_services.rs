@@ -567,3 +567,79 @@ async fn scale_in_spares_busy_instances_only_under_managed_termination_protectio
         }
     ));
 }
+
+/// The unchanged SDK client against the local ECS server: every service call the services
+/// placement makes, in ECS's JSON protocol, answers what the model does.
+#[tokio::test]
+async fn the_sdk_client_reaches_the_daemon_services_of_the_local_ecs_server() {
+    use std::sync::Arc;
+    let model = Arc::new(model_with(quick()));
+    let instance = model.add_instance(CLUSTER, PROVIDER, 4096, 8192);
+    let old = agent(&model, 256);
+    let new = agent(&model, 256);
+    let (address, server) = local_stack::ecs_server::serve(Arc::clone(&model))
+        .await
+        .unwrap();
+    let config = aws_sdk_ecs::Config::builder()
+        .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
+        .region(aws_sdk_ecs::config::Region::new("us-east-1"))
+        .endpoint_url(format!("http://{address}"))
+        .credentials_provider(aws_sdk_ecs::config::Credentials::new(
+            "local", "local", None, None, "test",
+        ))
+        .build();
+    let ecs = ecs_daemons::ecs::SdkEcs::new(aws_sdk_ecs::Client::from_conf(config));
+
+    let created = ecs
+        .create_daemon_service(CLUSTER, &service("agent-a", &old, &["a", "ab"]), "t-1")
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            created.scheduling_strategy.as_str(),
+            created.launch_type.as_deref()
+        ),
+        ("DAEMON", Some("EC2"))
+    );
+    assert_eq!(
+        created.member_of,
+        vec![member_of_values(SLOT, &["a", "ab"])]
+    );
+    ecs.put_attributes(
+        CLUSTER,
+        &[InstanceAttribute {
+            container_instance: instance.clone(),
+            name: SLOT.into(),
+            value: Some("a".into()),
+        }],
+    )
+    .await
+    .unwrap();
+    model.advance(Duration::seconds(20));
+    let listed = ecs
+        .list_tasks(CLUSTER, &TaskFilter::ServiceName("agent-a".into()))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    let updated = ecs
+        .update_service_task_definition(CLUSTER, "agent-a", &new)
+        .await
+        .unwrap();
+    assert!(updated.task_definition.ends_with(&new));
+    model.advance(Duration::seconds(30));
+    let described = ecs
+        .describe_services(CLUSTER, &["agent-a".to_string(), "missing".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(described.len(), 1);
+    assert_eq!(described[0].running_count, 1);
+    assert_eq!(described[0].deployments.len(), 1);
+    let refused = ecs
+        .create_daemon_service(CLUSTER, &service("agent-a", &old, &["a"]), "t-2")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, "InvalidParameterException");
+    let deleted = ecs.delete_service(CLUSTER, "agent-a").await.unwrap();
+    assert_eq!(deleted.status, "DRAINING");
+    server.abort();
+}

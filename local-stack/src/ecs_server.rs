@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use crate::http::{encode, read_message};
 
 mod daemons;
+mod services;
 
 const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
 /// Page size when a List* request names none (ECS's own default is 100).
@@ -157,16 +158,21 @@ async fn dispatch(model: &ClusterModel, operation: &str, input: &Value) -> Resul
         }
         "ListTasks" => {
             let stopped = text(input, "desiredStatus") == Some("STOPPED");
-            let filter = match (text(input, "startedBy"), text(input, "containerInstance")) {
-                (Some(marker), None) if !stopped => TaskFilter::StartedBy(marker.into()),
-                (None, Some(instance)) if stopped => {
+            let filter = match (
+                text(input, "startedBy"),
+                text(input, "containerInstance"),
+                text(input, "serviceName"),
+            ) {
+                (None, None, Some(service)) if !stopped => TaskFilter::ServiceName(service.into()),
+                (Some(marker), None, None) if !stopped => TaskFilter::StartedBy(marker.into()),
+                (None, Some(instance), None) if stopped => {
                     TaskFilter::StoppingOnInstance(instance.into())
                 }
-                (None, Some(instance)) => TaskFilter::ContainerInstance(instance.into()),
+                (None, Some(instance), None) => TaskFilter::ContainerInstance(instance.into()),
                 _ => {
                     return Err(invalid(
                         "ListTasks",
-                        "the model serves ListTasks by startedBy or by containerInstance",
+                        "the model serves ListTasks by startedBy, containerInstance or serviceName",
                     ))
                 }
             };
@@ -279,13 +285,16 @@ async fn dispatch(model: &ClusterModel, operation: &str, input: &Value) -> Resul
         }
         other => match daemons::dispatch(model, other, input).await {
             Some(answer) => answer,
-            None => Err(EcsError::new(
-                "Unknown",
-                other,
-                EcsErrorKind::Invalid,
-                "UnknownOperationException",
-                format!("the local ECS model does not serve {other:?}"),
-            )),
+            None => match services::dispatch(model, &cluster, other, input).await {
+                Some(answer) => answer,
+                None => Err(EcsError::new(
+                    "Unknown",
+                    other,
+                    EcsErrorKind::Invalid,
+                    "UnknownOperationException",
+                    format!("the local ECS model does not serve {other:?}"),
+                )),
+            },
         },
     }
 }
