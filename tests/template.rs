@@ -347,9 +347,24 @@ fn statement_problems(statement: &Value) -> Vec<String> {
         // (kind of action, whether its statement keeps it in bounds, what is wrong otherwise)
         let checks: Vec<(bool, String)> = match (service, operation) {
             ("ecs", "TagResource") => vec![(
-                condition_on("ecs:CreateAction") == Some(&json!("StartTask")),
-                "ecs:TagResource only as part of StartTask".into(),
+                [json!("StartTask"), json!("CreateService")]
+                    .iter()
+                    .any(|create| condition_on("ecs:CreateAction") == Some(create)),
+                "ecs:TagResource only as part of StartTask or CreateService".into(),
             )],
+            // ecs-daemons' own services only (`placement::services::SERVICE_NAME_PREFIX`).
+            ("ecs", "CreateService" | "UpdateService" | "DeleteService") => vec![
+                (
+                    condition_on("ecs:cluster") == Some(&reference("ClusterArns")),
+                    format!("{action} without the ecs:cluster condition"),
+                ),
+                (
+                    statement["Resource"]["Fn::Sub"]
+                        .as_str()
+                        .is_some_and(|arn| arn.ends_with(":service/*/ecs-daemons-*")),
+                    format!("{action} beyond ecs-daemons' own services"),
+                ),
+            ],
             ("ecs", _) if !reads => vec![(
                 condition_on("ecs:cluster") == Some(&reference("ClusterArns")),
                 format!("{action} without the ecs:cluster condition"),
@@ -755,6 +770,7 @@ fn iam_actions(operation: &str) -> Vec<String> {
         // Copies are tagged at launch, which needs ecs:TagResource too (ECS developer guide,
         // "Grant permission to tag resources on creation").
         "StartTask" => vec![ecs("StartTask"), ecs("TagResource")],
+        "CreateService" => vec![ecs("CreateService"), ecs("TagResource")],
         other => vec![ecs(other)],
     }
 }
@@ -770,7 +786,11 @@ async fn every_call_a_function_makes_is_allowed_by_its_policies() {
     // Every function runs its paths against the model; the harness records each AWS
     // operation per function, so the list comes from the code, not from a hand-kept table.
     let cluster = "prod";
-    let mut harness = Harness::new(cluster, &["general", "mi-general"], ModelConfig::default());
+    let mut harness = Harness::new(
+        cluster,
+        &["general", "mi-general", "scaled"],
+        ModelConfig::default(),
+    );
     harness.model.set_capacity_provider_kind(
         "mi-general",
         ecs_daemons::model::CapacityProviderKind::managed_instances(),
@@ -854,6 +874,38 @@ async fn every_call_a_function_makes_is_allowed_by_its_policies() {
         .unwrap();
     harness.model.crash_task(cluster, &batch);
     harness.run_scheduled(Duration::seconds(300), 60).await;
+    // A daemon as DAEMON services on a provider with managed scaling: created, a new
+    // revision (UpdateService of the idle one), rolled back.
+    harness.model.enable_managed_scaling(
+        cluster,
+        "scaled",
+        ecs_daemons_sim::cluster_model::ManagedScaling::new(1, 4, 4096, 8192),
+    );
+    harness.model.add_instance(cluster, "scaled", 4096, 8192);
+    for _ in 0..2 {
+        let revision = agent(&harness);
+        harness
+            .deploy(DeployRequest::new(
+                cluster,
+                "services-agent",
+                &revision,
+                &["scaled"],
+                0,
+            ))
+            .await
+            .unwrap();
+        harness.run_scheduled(Duration::seconds(240), 60).await;
+    }
+    harness
+        .rollback(RollbackRequest {
+            cluster: cluster.into(),
+            daemon: "services-agent".into(),
+            to_revision: None,
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    harness.run_scheduled(Duration::seconds(120), 60).await;
     // A daemon on Managed Instances: created, then a new revision (UpdateDaemon).
     let native = |harness: &Harness| {
         harness.model.register_daemon_task_definition(
