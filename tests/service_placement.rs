@@ -235,3 +235,58 @@ async fn instances_running_only_daemon_copies_are_scaled_in() {
     assert_eq!(state[0].1, vec![revisions[0].clone()]);
     assert!(state[0].3, "the instance left is still ready");
 }
+
+/// ECS stopping a daemon copy before the applications of its DRAINING instance left (the
+/// #1700 defect, the model's `WithOthers` order) is reported by status, while the lifecycle
+/// hook still holds the instance until the applications are gone.
+#[tokio::test]
+async fn a_daemon_copy_ecs_stops_before_the_applications_is_reported() {
+    use ecs_daemons_sim::cluster_model::{DaemonDrainOrder, ServiceKnobs};
+    let mut harness = Harness::new(
+        CLUSTER,
+        &[PROVIDER],
+        ModelConfig {
+            // Applications take a minute to stop: long enough to see the daemon go first.
+            stop_latency: Duration::seconds(60),
+            services: ServiceKnobs {
+                drain_order: DaemonDrainOrder::WithOthers,
+                ..ServiceKnobs::default()
+            },
+            ..ModelConfig::default()
+        },
+    );
+    harness
+        .model
+        .enable_managed_scaling(CLUSTER, PROVIDER, ManagedScaling::new(1, 10, 4096, 8192));
+    let agent = harness
+        .model
+        .register_task_definition(TaskDefinitionModel::new(DAEMON, 256, 256));
+    let web = harness
+        .model
+        .register_task_definition(TaskDefinitionModel::new("web", 512, 512));
+    let instance = harness.model.add_instance(CLUSTER, PROVIDER, 4096, 8192);
+    harness.deploy(request(&agent)).await.unwrap();
+    let _ = run_checked(&mut harness, 120, 0).await;
+    harness
+        .model
+        .run_service_task(CLUSTER, "web", &web)
+        .unwrap();
+    harness.model.drain_instance(CLUSTER, &instance);
+    harness.run_scheduled(Duration::seconds(120), 60).await;
+    let status = harness
+        .status(ecs_daemons::deploy::StatusRequest {
+            cluster: CLUSTER.into(),
+            daemon: Some(DAEMON.into()),
+        })
+        .await
+        .unwrap();
+    let troubles = &status.daemons[0].slots_in_trouble;
+    assert!(
+        troubles.iter().any(|t| t
+            .stopped_early
+            .as_deref()
+            .is_some_and(|why| why.contains("other task"))),
+        "{troubles:?}"
+    );
+    assert_eq!(harness.model.early_daemon_service_stops().len(), 1);
+}

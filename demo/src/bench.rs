@@ -484,6 +484,7 @@ fn plan_figure() -> Figure {
                     last_stop_reason: None,
                     retry_after: None,
                     rollout: None,
+                    stopped_early: None,
                     updated_at: now - Duration::hours(1),
                 },
                 version: 4,

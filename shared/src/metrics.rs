@@ -26,6 +26,9 @@ pub const ROLLOUTS_FAILED: &str = "RolloutsFailed";
 pub const ROLLOUTS_SUCCEEDED: &str = "RolloutsSucceeded";
 pub const DAEMONS_STARTED: &str = "DaemonsStarted";
 pub const DAEMONS_STOPPED: &str = "DaemonsStopped";
+/// DAEMON-service copies ECS stopped on a DRAINING instance before its other tasks left
+/// (the drain order defects; `status` names the instance and task).
+pub const DAEMONS_STOPPED_EARLY: &str = "DaemonsStoppedEarly";
 pub const START_FAILURES: &str = "StartFailures";
 pub const ACTION_ERRORS: &str = "ActionErrors";
 /// Seconds from a joining instance's registration until all its daemons ran (per cluster,
@@ -57,6 +60,7 @@ pub const METRIC_NAMES: &[&str] = &[
     ROLLOUTS_SUCCEEDED,
     DAEMONS_STARTED,
     DAEMONS_STOPPED,
+    DAEMONS_STOPPED_EARLY,
     START_FAILURES,
     ACTION_ERRORS,
     TERMINATIONS_CONTINUED,
@@ -237,8 +241,13 @@ impl Emitter<'_> {
                 .filter(|r| r.action == "completed")
         };
         let activity = [
-            (DAEMONS_STARTED, outcome.started.len()),
+            // A copy requested from a DAEMON service is a start too (ECS starts it).
+            (
+                DAEMONS_STARTED,
+                outcome.started.len() + outcome.requested.len(),
+            ),
             (DAEMONS_STOPPED, outcome.stopped.len()),
+            (DAEMONS_STOPPED_EARLY, outcome.stopped_early.len()),
             (START_FAILURES, outcome.start_failures.len()),
             (ACTION_ERRORS, outcome.errors.len()),
             (TERMINATIONS_CONTINUED, continued().count()),

@@ -50,5 +50,9 @@ pub struct Slot {
     /// This instance's step in the daemon's rollouts.
     #[serde(default)]
     pub rollout: Option<SlotRollout>,
+    /// ECS stopped the copy (a DAEMON service's, on a DRAINING instance) while other tasks
+    /// still ran there: what `status` reports.
+    #[serde(default)]
+    pub stopped_early: Option<String>,
     pub updated_at: DateTime<Utc>,
 }

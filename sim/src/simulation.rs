@@ -1138,6 +1138,8 @@ fn merged(outcomes: Vec<Outcome>) -> Outcome {
         }
         all.instance = None;
         all.started.extend(outcome.started);
+        all.requested.extend(outcome.requested);
+        all.stopped_early.extend(outcome.stopped_early);
         all.start_failures.extend(outcome.start_failures);
         all.stopped.extend(outcome.stopped);
         all.ready_set.extend(outcome.ready_set);

@@ -54,6 +54,7 @@ pub fn slot(cluster: &str, daemon: &str, instance: &str, claimed_by: &str) -> Sl
         last_stop_reason: None,
         retry_after: None,
         rollout: None,
+        stopped_early: None,
         updated_at: at(1),
     }
 }

@@ -66,6 +66,9 @@ pub struct SlotTrouble {
     pub consecutive_failures: u32,
     pub last_stop_reason: Option<String>,
     pub retry_after: Option<DateTime<Utc>>,
+    /// ECS stopped the copy on its DRAINING instance before the other tasks left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_early: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -110,13 +113,17 @@ pub async fn status<E: Ecs, S: Store>(
         let slots_in_trouble = slots
             .into_iter()
             .map(|s| s.record)
-            .filter(|s| matches!(s.state, SlotState::CrashLooping | SlotState::Stopped))
+            .filter(|s| {
+                matches!(s.state, SlotState::CrashLooping | SlotState::Stopped)
+                    || s.stopped_early.is_some()
+            })
             .map(|s| SlotTrouble {
                 instance_id: s.instance_id,
                 state: s.state,
                 consecutive_failures: s.consecutive_failures,
                 last_stop_reason: s.last_stop_reason,
                 retry_after: s.retry_after,
+                stopped_early: s.stopped_early,
             })
             .collect();
         let mut rollouts = engine.rollouts(&request.cluster, &spec.daemon).await?;

@@ -48,6 +48,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             coverage: planned.coverage,
             rollouts: planned.rollouts,
             wake_at: planned.wake_at,
+            stopped_early: planned.early_stops,
             ..Outcome::default()
         };
         let mut work = Work::default();

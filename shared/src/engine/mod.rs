@@ -175,6 +175,9 @@ pub struct Outcome {
     /// Copies requested from DAEMON services (their tasks start when ECS's scheduler acts).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub requested: Vec<services::RequestedCopy>,
+    /// DAEMON-service copies ECS stopped on a DRAINING instance before its other tasks left.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stopped_early: Vec<crate::plan::EarlyStop>,
     pub start_failures: Vec<FailedStart>,
     pub stopped: Vec<StoppedCopy>,
     pub ready_set: Vec<String>,

@@ -44,6 +44,7 @@ fn slot(daemon: &str, task: Option<&str>, state: SlotState) -> Versioned<Slot> {
             last_stop_reason: None,
             retry_after: None,
             rollout: None,
+            stopped_early: None,
             updated_at: Utc::now(),
         },
         version: 1,

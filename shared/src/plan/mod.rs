@@ -241,6 +241,20 @@ pub struct Plan {
     /// them only on a fresh read of every task there ([`Observation::drain_census`]), since
     /// the counts leave out stopping tasks and the daemon copies may come from older news.
     pub drain_checks: Vec<String>,
+    /// DAEMON-service copies ECS stopped on a DRAINING instance while other tasks still ran
+    /// there (its drain order defects), each reported once.
+    pub early_stops: Vec<EarlyStop>,
+}
+
+/// A daemon copy ECS stopped before the applications of its DRAINING instance left.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EarlyStop {
+    pub daemon: String,
+    pub instance_id: String,
+    pub task_arn: String,
+    /// Other tasks still on the instance when it was seen.
+    pub others: i64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]

@@ -125,6 +125,7 @@ impl<'a, 'g> Planner<'a, 'g> {
             last_stop_reason: None,
             retry_after: None,
             rollout: None,
+            stopped_early: None,
             updated_at: self.observation.now,
         });
         slot.updated_at = self.observation.now;
@@ -231,6 +232,7 @@ impl<'a, 'g> Planner<'a, 'g> {
                 || p.record.consecutive_failures != failures
                 || p.record.task_version < keeper.version
                 || p.record.rollout != rollout
+                || p.record.stopped_early.is_some()
         });
         if changed {
             let mut slot = self.new_slot(daemon, instance_id, previous);
@@ -241,6 +243,8 @@ impl<'a, 'g> Planner<'a, 'g> {
             slot.consecutive_failures = failures;
             slot.retry_after = None;
             slot.rollout = rollout;
+            // A copy runs again (the instance was reactivated): the early stop is history.
+            slot.stopped_early = None;
             self.record(slot, previous);
         }
     }

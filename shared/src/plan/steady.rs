@@ -235,6 +235,7 @@ impl<'a, 'g> Planner<'a, 'g> {
         slot.task_arn = None;
         slot.task_definition = Some(daemon.task_definition.clone());
         slot.task_version = 0;
+        slot.stopped_early = None;
         if let Some(step) = slot
             .rollout
             .as_mut()

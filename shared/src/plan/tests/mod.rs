@@ -95,6 +95,7 @@ fn slot(
             last_stop_reason: None,
             retry_after: None,
             rollout: None,
+            stopped_early: None,
             updated_at: now() - Duration::seconds(300),
         },
         version,
