@@ -280,6 +280,19 @@ async fn a_daemon_copy_ecs_stops_before_the_applications_is_reported() {
         })
         .await
         .unwrap();
+    let services = status.daemons[0].services.as_ref().unwrap();
+    assert_eq!(services.capacity_providers, vec![PROVIDER.to_string()]);
+    assert_eq!(
+        services
+            .services
+            .iter()
+            .map(|s| (s.name.as_str(), s.status.as_str(), s.declared))
+            .collect::<Vec<_>>(),
+        vec![
+            ("ecs-daemons-agent-a", "ACTIVE", true),
+            ("ecs-daemons-agent-b", "ACTIVE", false)
+        ]
+    );
     let troubles = &status.daemons[0].slots_in_trouble;
     assert!(
         troubles.iter().any(|t| t

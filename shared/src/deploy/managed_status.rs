@@ -156,6 +156,7 @@ pub(super) async fn add_managed<E: Ecs, S: Store>(
                     rollout: current,
                     history,
                     managed: Some(view),
+                    services: None,
                 });
             }
         }

@@ -21,6 +21,77 @@ pub struct DaemonStatus {
     /// On Managed Instances providers: ECS's managed daemon, as ECS reports it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub managed: Option<super::managed_status::ManagedStatus>,
+    /// Where the daemon runs as DAEMON services: its two services, as ECS reports them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub services: Option<ServicesStatus>,
+}
+
+/// The services placement of a daemon (`placement::services`).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicesStatus {
+    /// The capacity providers where copies run as DAEMON services (the daemon's other EC2
+    /// providers run standalone copies).
+    pub capacity_providers: Vec<String>,
+    pub services: Vec<ServiceView>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceView {
+    pub name: String,
+    /// The revision ecs-daemons gave the service.
+    pub task_definition: String,
+    /// Whether copies of the declared revision come from this service.
+    pub declared: bool,
+    /// What ECS says: ACTIVE, DRAINING, INACTIVE, or MISSING (deleted outside ecs-daemons:
+    /// deploy again to recreate it).
+    pub status: String,
+    /// The task definition ECS runs it with, when it differs from ecs-daemons' (changed
+    /// outside ecs-daemons).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed_outside_to: Option<String>,
+    pub running: i32,
+    pub pending: i32,
+}
+
+/// The daemon's services as ECS reports them next to what the spec says they run.
+async fn services_status<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    spec: &DaemonSpec,
+) -> Result<Option<ServicesStatus>, DeployError> {
+    use crate::placement::services::{service_name, Letter};
+    let Some(services) = &spec.services else {
+        return Ok(None);
+    };
+    let names = [Letter::A, Letter::B].map(|letter| service_name(&spec.daemon, letter));
+    let described = engine
+        .ecs()
+        .describe_services(&spec.cluster, &names)
+        .await?;
+    let views = [Letter::A, Letter::B]
+        .into_iter()
+        .map(|letter| {
+            let name = service_name(&spec.daemon, letter);
+            let revision = services.revision_of(letter);
+            let seen = described.iter().find(|s| s.name == name);
+            let ecs_revision =
+                seen.map(|s| crate::arn::resource_id(&s.task_definition).to_string());
+            ServiceView {
+                declared: services.letter_for(&spec.task_definition) == Some(letter),
+                task_definition: revision.to_string(),
+                status: seen.map_or_else(|| "MISSING".to_string(), |s| s.status.clone()),
+                changed_outside_to: ecs_revision.filter(|r| r != revision),
+                running: seen.map_or(0, |s| s.running_count),
+                pending: seen.map_or(0, |s| s.pending_count),
+                name,
+            }
+        })
+        .collect();
+    Ok(Some(ServicesStatus {
+        capacity_providers: services.capacity_providers.clone(),
+        services: views,
+    }))
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -147,7 +218,9 @@ pub async fn status<E: Ecs, S: Store>(
             None if !history.is_empty() => Some(history.remove(0)),
             None => None,
         };
+        let services = services_status(engine, &spec).await?;
         daemons.push(DaemonStatus {
+            services,
             rollout: current,
             history,
             coverage: coverage.remove(&spec.daemon).unwrap_or_default(),
