@@ -48,8 +48,40 @@ async fn covered_cluster() -> Harness {
     );
     harness.model.create_cluster(
         CLUSTER,
-        &["asg-general", "FARGATE", "mi-general", "odd", "mi-small"],
+        &[
+            "asg-general",
+            "FARGATE",
+            "mi-general",
+            "odd",
+            "mi-small",
+            "asg-scaled",
+            "asg-full",
+        ],
     );
+    // Managed scaling on: the daemon runs as DAEMON services there. asg-full's instance
+    // already carries 9 custom attributes (ECS allows 10).
+    for provider in ["asg-scaled", "asg-full"] {
+        harness.model.enable_managed_scaling(
+            CLUSTER,
+            provider,
+            ecs_daemons_sim::cluster_model::ManagedScaling::new(1, 4, 4096, 8192),
+        );
+    }
+    let full = harness.model.add_instance(CLUSTER, "asg-full", 4096, 8192);
+    let team: Vec<ecs_daemons::ecs::InstanceAttribute> = (0..9)
+        .map(|n| ecs_daemons::ecs::InstanceAttribute {
+            container_instance: full.clone(),
+            name: format!("team.label{n}"),
+            value: Some("x".into()),
+        })
+        .collect();
+    ecs_daemons::ecs::Ecs::put_attributes(&*harness.model, CLUSTER, &team)
+        .await
+        .unwrap();
+    harness.model.register_task_definition(TaskDefinitionModel {
+        network_mode: Some("awsvpc".into()),
+        ..TaskDefinitionModel::new("agent-awsvpc", 256, 256)
+    });
     // Daemon task definitions: agent-daemon:1 fine, agent-noexec:1 without execution role.
     harness
         .model
@@ -637,6 +669,60 @@ fn cases() -> Vec<Case> {
             Refused("ClusterNotManaged", &["someone-elses"]),
         ),
         // rollback
+        // The services placement.
+        case(
+            "placement tasks where managed scaling is on",
+            "deploy",
+            json!({"cluster": CLUSTER, "daemon": "agent-scaled", "taskDefinition": format!("{DAEMON}:1"),
+                "capacityProviders": ["asg-scaled"], "placement": "tasks"}),
+            Refused(
+                "TasksUnderManagedScaling",
+                &[
+                    "asg-scaled",
+                    "managed scaling",
+                    "placement auto or services",
+                ],
+            ),
+        ),
+        case(
+            "a placement ecs-daemons does not know",
+            "deploy",
+            with(deploy_payload(), "/placement", json!("pods")),
+            Refused("InvalidRequest", &["placement", "pods"]),
+        ),
+        case(
+            "an awsvpc task definition for DAEMON services",
+            "deploy",
+            json!({"cluster": CLUSTER, "daemon": "agent-scaled", "taskDefinition": "agent-awsvpc:1",
+                "capacityProviders": ["asg-scaled"]}),
+            Refused(
+                "AwsvpcForServices",
+                &["agent-awsvpc:1", "awsvpc", "bridge or host"],
+            ),
+        ),
+        case(
+            "an instance without room for the slot attribute",
+            "deploy",
+            json!({"cluster": CLUSTER, "daemon": "agent-scaled", "taskDefinition": format!("{DAEMON}:1"),
+                "capacityProviders": ["asg-full"]}),
+            Refused(
+                "AttributeBudget",
+                &[
+                    "10 custom attributes",
+                    "ecs-daemons.slot.agent-scaled",
+                    "10 per container instance",
+                ],
+            ),
+        ),
+        case(
+            "moving a provider of a deployed daemon from tasks to services",
+            "deploy",
+            with(deploy_payload(), "/placement", json!("services")),
+            Refused(
+                "PlacementChange",
+                &[DAEMON, "asg-general", "tasks", "services"],
+            ),
+        ),
         case(
             "rollback of an unknown daemon",
             "rollback",

@@ -187,13 +187,15 @@ pub enum DeployError {
     )]
     AwsvpcForServices { definition: String },
     #[error(
-        "instance {instance} carries {used} custom attributes and the daemon needs {needed} more (its slot attribute, \
-         ecs-daemons.ready): ECS allows 10 per container instance; remove attributes it no longer needs"
+        "instance {instance} carries {used} custom attributes and the daemon needs {} more ({}): \
+         ECS allows 10 per container instance; remove attributes it no longer needs",
+        missing.len(),
+        missing.join(", ")
     )]
     AttributeBudget {
         instance: String,
         used: usize,
-        needed: usize,
+        missing: Vec<String>,
     },
     #[error(
         "capacity provider {provider} runs daemon {daemon} as {from}; moving it to {to} is not offered in one deploy yet: \

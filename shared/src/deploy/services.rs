@@ -75,13 +75,16 @@ pub(super) fn check_for_services(
     let slot = slot_attribute(daemon);
     for instance in instances {
         let used = custom_attributes(instance);
-        let missing = usize::from(!instance.attributes.contains_key(&slot))
-            + usize::from(!instance.attributes.contains_key(READY_ATTRIBUTE));
-        if used + missing > CUSTOM_ATTRIBUTES_PER_INSTANCE {
+        let missing: Vec<String> = [slot.as_str(), READY_ATTRIBUTE]
+            .into_iter()
+            .filter(|name| !instance.attributes.contains_key(*name))
+            .map(str::to_string)
+            .collect();
+        if used + missing.len() > CUSTOM_ATTRIBUTES_PER_INSTANCE {
             return Err(DeployError::AttributeBudget {
                 instance: instance.id().into(),
                 used,
-                needed: missing,
+                missing,
             });
         }
     }
