@@ -715,12 +715,13 @@ fn cases() -> Vec<Case> {
             ),
         ),
         case(
-            "moving a provider of a deployed daemon from tasks to services",
+            "moving a provider of a deployed daemon back from services to tasks",
             "deploy",
-            with(deploy_payload(), "/placement", json!("services")),
+            json!({"cluster": CLUSTER, "daemon": "agent-forced", "taskDefinition": format!("{DAEMON}:1"),
+                "capacityProviders": ["asg-general"], "placement": "tasks"}),
             Refused(
                 "PlacementChange",
-                &[DAEMON, "asg-general", "tasks", "services"],
+                &["agent-forced", "asg-general", "services", "back to tasks"],
             ),
         ),
         case(

@@ -303,3 +303,67 @@ async fn a_daemon_copy_ecs_stops_before_the_applications_is_reported() {
     );
     assert_eq!(harness.model.early_daemon_service_stops().len(), 1);
 }
+
+/// A daemon deployed as standalone copies moves to DAEMON services once its provider gets
+/// managed scaling: the same revision rolls out as a service copy beside each standalone one,
+/// which stops once the new copy is healthy; never a ready instance without a running copy.
+#[tokio::test]
+async fn a_provider_that_gets_managed_scaling_moves_its_copies_to_services_by_a_rollout() {
+    let mut harness = Harness::new(CLUSTER, &[PROVIDER], ModelConfig::default());
+    let agent = harness
+        .model
+        .register_task_definition(TaskDefinitionModel::new(DAEMON, 256, 256));
+    for _ in 0..4 {
+        harness.model.add_instance(CLUSTER, PROVIDER, 4096, 8192);
+    }
+    let first = harness.deploy(request(&agent)).await.unwrap();
+    assert_eq!(first.recorded, "created");
+    harness.run_scheduled(Duration::seconds(120), 60).await;
+    let standalone = |harness: &Harness| {
+        harness
+            .model
+            .tasks(CLUSTER)
+            .into_iter()
+            .filter(|t| {
+                t.group == format!("daemon:{DAEMON}")
+                    && t.desired_status == TaskStatus::Running
+                    && !t.last_status.is_terminal()
+            })
+            .count()
+    };
+    assert_eq!(standalone(&harness), 4);
+
+    harness
+        .model
+        .enable_managed_scaling(CLUSTER, PROVIDER, ManagedScaling::new(1, 10, 4096, 8192));
+    let moved = harness.deploy(request(&agent)).await.unwrap();
+    assert_eq!(moved.recorded, "rollout");
+    for second in 0..600 {
+        harness.run_scheduled(Duration::seconds(1), 60).await;
+        let tasks = harness.model.tasks(CLUSTER);
+        for instance in harness.model.instances(CLUSTER) {
+            let ready = instance
+                .attributes
+                .get(READY_ATTRIBUTE)
+                .is_some_and(|v| v.as_deref() == Some("true"));
+            let running = tasks.iter().any(|t| {
+                t.instance_id == instance.id()
+                    && (t.group == format!("daemon:{DAEMON}")
+                        || t.group.starts_with("service:ecs-daemons-agent-"))
+                    && t.last_status == TaskStatus::Running
+                    && t.desired_status == TaskStatus::Running
+            });
+            assert!(!ready || running, "{} at second {second}", instance.id());
+        }
+    }
+    assert_eq!(standalone(&harness), 0, "every standalone copy stopped");
+    for (instance, live, running, ready) in copies(&harness) {
+        assert_eq!(live, vec![agent.clone()], "{instance}");
+        assert!(running && ready, "{instance}");
+    }
+    let rollouts = harness.engine.rollouts(CLUSTER, DAEMON).await.unwrap();
+    assert_eq!(
+        rollouts.last().unwrap().record.state,
+        RolloutState::Succeeded
+    );
+}

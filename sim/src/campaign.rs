@@ -814,6 +814,22 @@ fn trace(invocations: &[crate::simulation::Invocation]) {
                 started.task_arn
             );
         }
+        for requested in &outcome.requested {
+            println!(
+                "{} {} request {} on {} from {}",
+                invocation.at,
+                invocation.function,
+                requested.daemon,
+                requested.instance_id,
+                requested.service
+            );
+        }
+        if !outcome.rollouts.is_empty() {
+            println!(
+                "{} {} rollouts {:?}",
+                invocation.at, invocation.function, outcome.rollouts
+            );
+        }
         for stopped in &outcome.stopped {
             println!(
                 "{} {} stop {} on {} {} ({})",

@@ -198,7 +198,8 @@ pub enum DeployError {
         missing: Vec<String>,
     },
     #[error(
-        "capacity provider {provider} runs daemon {daemon} as {from}; moving it to {to} is not offered in one deploy yet: \
+        "capacity provider {provider} runs daemon {daemon} as {from}; moving it back to {to} is not offered: \
+         with managed scaling or managed termination protection on, standalone copies keep instances busy for ECS; \
          keep placement as it was for that provider"
     )]
     PlacementChange {
@@ -208,8 +209,8 @@ pub enum DeployError {
         to: &'static str,
     },
     #[error(
-        "daemon {daemon}'s two DAEMON services run {running} while its rollout is in flight: wait for the rollout to \
-         end (status shows its progress) or roll it back, then deploy"
+        "daemon {daemon}'s two DAEMON services both still have copies ({running}) and another revision needs an idle \
+         one: wait for the rollout in flight to end or roll it back (status shows which instances run what), then deploy"
     )]
     ServicesBusy { daemon: String, running: String },
     #[error(transparent)]

@@ -113,7 +113,12 @@ pub(super) fn what_deploy_records(
     now: DateTime<Utc>,
 ) -> &'static str {
     match existing {
-        Some(current) if current.record.task_definition != spec.task_definition => "rollout",
+        Some(current)
+            if current.record.task_definition != spec.task_definition
+                || super::services::placement_moves(&current.record, spec) =>
+        {
+            "rollout"
+        }
         Some(current)
             if DaemonSpec {
                 updated_at: now,

@@ -91,9 +91,26 @@ pub(super) fn check_for_services(
     Ok(())
 }
 
+/// Whether a deploy moves a provider the daemon already targets from standalone copies to
+/// DAEMON services: a rollout of its own (the service copy starts beside the standalone one,
+/// which stops once the new one is healthy).
+pub(super) fn placement_moves(current: &DaemonSpec, spec: &DaemonSpec) -> bool {
+    let on_services = |s: &DaemonSpec, provider: &str| {
+        s.services
+            .as_ref()
+            .is_some_and(|services| services.covers(Some(provider)))
+    };
+    spec.capacity_providers.iter().any(|provider| {
+        current.capacity_providers.contains(provider)
+            && !on_services(current, provider)
+            && on_services(spec, provider)
+    })
+}
+
 /// The spec's services part for a deploy to `task_definition` on `providers` (`None`
-/// without any), keeping the revisions the existing declaration's services run. Changing
-/// an existing provider's placement is refused: the move needs a rollout of its own.
+/// without any), keeping the revisions the existing declaration's services run. Moving an
+/// existing provider from services back to standalone copies is refused (the reverse move
+/// is a rollout: [`placement_moves`]).
 pub(super) fn declared_services(
     daemon: &str,
     providers: &[String],
@@ -107,7 +124,7 @@ pub(super) fn declared_services(
             let was_targeted = current.capacity_providers.contains(provider);
             let was_services = had.is_some_and(|s| s.covers(Some(provider)));
             let is_services = providers.contains(provider);
-            if was_targeted && was_services != is_services {
+            if was_targeted && was_services && !is_services {
                 return Err(DeployError::PlacementChange {
                     daemon: daemon.into(),
                     provider: provider.clone(),
@@ -171,13 +188,31 @@ pub(super) async fn ensure_services<E: Ecs, S: Store>(
             .iter()
             .filter_map(|revision| services.letter_for(revision))
             .collect();
+        // Idle: no copy runs the revisions in use from it, and ECS runs no task of it (a
+        // failed rollout may have left copies of a third revision there).
+        let running = |letter: Letter| {
+            described.iter().any(|s| {
+                s.name == service_name(daemon, letter)
+                    && s.is_active()
+                    && s.running_count + s.pending_count > 0
+            })
+        };
         let Some(idle) = [Letter::A, Letter::B]
             .into_iter()
-            .find(|letter| !taken.contains(letter))
+            .find(|letter| !taken.contains(letter) && !running(*letter))
         else {
+            let running = [Letter::A, Letter::B]
+                .map(|letter| {
+                    format!(
+                        "{} runs {}",
+                        service_name(daemon, letter),
+                        services.revision_of(letter)
+                    )
+                })
+                .join(", ");
             return Err(DeployError::ServicesBusy {
                 daemon: daemon.into(),
-                running: busy.join(" and "),
+                running,
             });
         };
         services.set_revision(idle, target);
@@ -247,8 +282,12 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!((kept.a.as_str(), kept.b.as_str()), ("agent:1", "agent:2"));
-        let moved = declared_services("agent", &all, &all, "agent:3", Some(&existing));
-        assert!(matches!(moved, Err(DeployError::PlacementChange { .. })));
+        // "fixed" moves from standalone copies to services: allowed (a rollout).
+        let moved = declared_services("agent", &all, &all, "agent:3", Some(&existing)).unwrap();
+        assert!(moved.unwrap().covers(Some("fixed")));
+        // "scaled" back to standalone copies: refused.
+        let back = declared_services("agent", &[], &all, "agent:3", Some(&existing));
+        assert!(matches!(back, Err(DeployError::PlacementChange { .. })));
         let fresh = declared_services("agent", &["scaled".into()], &all, "agent:3", None)
             .unwrap()
             .unwrap();

@@ -283,7 +283,22 @@ fn is_up(task: &Task, daemon: &DaemonView) -> bool {
 }
 
 /// Higher is better: running, healthy, the declared revision, newest.
-fn keeper_rank(task: &Task, daemon: &DaemonView) -> (u8, u8, bool, Option<DateTime<Utc>>, String) {
+/// Whether a copy exists the way the instance's capacity provider places the daemon: from
+/// its DAEMON services where they cover the provider, else standalone (a copy of the other
+/// kind is a placement change's old copy).
+fn placed_right(task: &Task, daemon: &DaemonView, provider: Option<&str>) -> bool {
+    let on_services = daemon.services.as_ref().is_some_and(|s| s.covers(provider));
+    let from_service = task
+        .group
+        .as_deref()
+        .and_then(crate::placement::services::daemon_of_group)
+        .is_some();
+    on_services == from_service
+}
+
+type KeeperRank = (u8, u8, bool, bool, Option<DateTime<Utc>>, String);
+
+fn keeper_rank(task: &Task, daemon: &DaemonView, provider: Option<&str>) -> KeeperRank {
     let status = match task.last_status {
         TaskStatus::Running => 2,
         TaskStatus::Deactivating | TaskStatus::Stopping => 0,
@@ -298,6 +313,7 @@ fn keeper_rank(task: &Task, daemon: &DaemonView) -> (u8, u8, bool, Option<DateTi
     (
         status,
         health,
+        placed_right(task, daemon, provider),
         declared,
         task.started_at.or(task.created_at),
         task.arn.clone(),

@@ -290,11 +290,24 @@ impl<'a, 'g> Planner<'a, 'g> {
         let step = previous
             .and_then(|p| p.record.rollout.clone())
             .filter(|r| r.rollout_id == rollout.record.id);
-        let (new, old): (Vec<&Task>, Vec<&Task>) =
-            live.into_iter().partition(|t| revision_of(t) == target);
-        // Never more than two copies: one of each revision at most.
-        let best_new = self.keep_one(daemon, instance_id, new);
-        let best_old = self.keep_one(daemon, instance_id, old);
+        // The new copy is the target revision placed as the provider places it now; a
+        // standalone copy on a provider moved to DAEMON services is old, whatever its revision.
+        let provider = instance.capacity_provider.as_deref();
+        let from_services = |t: &Task| {
+            t.group
+                .as_deref()
+                .and_then(crate::placement::services::daemon_of_group)
+                .is_some()
+        };
+        // Copies a DAEMON service runs stop only when its scheduler next looks: whatever this
+        // plan decides for them, they still run for now.
+        let slow_to_stop = live.iter().filter(|t| from_services(t)).count();
+        let (new, old): (Vec<&Task>, Vec<&Task>) = live
+            .into_iter()
+            .partition(|t| revision_of(t) == target && placed_right(t, daemon, provider));
+        // Never more than two copies: one of each at most.
+        let best_new = self.keep_one(daemon, instance, new);
+        let best_old = self.keep_one(daemon, instance, old);
         let seen = |task: &'a Task| CopySeen {
             arn: &task.arn,
             up: is_up(task, daemon),
@@ -319,7 +332,14 @@ impl<'a, 'g> Planner<'a, 'g> {
             claim_grace: claim_grace(daemon, instance.capacity_provider.as_deref()),
         };
         let decided = next_step(&input);
-        let stopping = decided.stop.is_some();
+        let stopped_standalone = decided
+            .stop
+            .as_ref()
+            .and_then(|(which, _)| match which {
+                Which::Old => best_old,
+                Which::New => best_new,
+            })
+            .is_some_and(|t| !from_services(t));
         let copy = |which: Which| match which {
             Which::Old => best_old,
             Which::New => best_new,
@@ -341,14 +361,18 @@ impl<'a, 'g> Planner<'a, 'g> {
         if let Some(at) = decided.wake_at {
             self.wake_at(at);
         }
-        // StopTask ends a copy's run at once (desired STOPPED); a DAEMON service stops it
-        // when its scheduler next looks, so until then the instance still runs two.
-        let on_services = daemon
-            .services
-            .as_ref()
-            .is_some_and(|s| s.covers(instance.capacity_provider.as_deref()));
-        let stopped_now = stopping && !on_services;
-        let two_copies = best_old.is_some() && best_new.is_some() && !stopped_now;
+        // StopTask ends a standalone copy's run at once (desired STOPPED); the copies left
+        // running after this plan: the kept standalone ones not stopped now, and every copy
+        // a DAEMON service runs. Where the daemon moves to services, a standalone copy
+        // counts until it is seen gone: the rollout ends only once none is left there.
+        let on_services = daemon.services.as_ref().is_some_and(|s| s.covers(provider));
+        let kept_standalone = [best_old, best_new]
+            .into_iter()
+            .flatten()
+            .filter(|t| !from_services(t))
+            .count()
+            - usize::from(stopped_standalone && !on_services);
+        let two_copies = slow_to_stop + kept_standalone >= 2;
         self.tally(daemon, decided.next.as_ref(), instance_id, two_copies);
         if let Some(retry) = decided.candidate {
             let tally = self.tallies.entry(daemon.name.clone()).or_default();
@@ -367,10 +391,12 @@ impl<'a, 'g> Planner<'a, 'g> {
         let tally = self.tallies.entry(daemon.name.clone()).or_default();
         let counts = &mut tally.counts;
         counts.total += 1;
+        // Two copies on an instance not surging or settling in this rollout (done, failed,
+        // or a copy of another rollout still stopping) still take a maxParallel place.
         if two_copies
-            && matches!(
+            && !matches!(
                 step.map(|s| s.step),
-                Some(RolloutStep::Done | RolloutStep::Failed)
+                Some(RolloutStep::Surging | RolloutStep::Settling | RolloutStep::GapStopping)
             )
         {
             counts.lingering += 1;

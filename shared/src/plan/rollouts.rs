@@ -149,7 +149,8 @@ impl<'a, 'g> Planner<'a, 'g> {
                 if *task_definition == target && claim.daemon == daemon.name)
         });
         // On DAEMON services only a revision one of them runs can come back without a
-        // deploy: the last good one if so, else the one this rollout moved away from.
+        // deploy: the last good one if so, else the one an update moved away from (never
+        // the one a rollback left: it is the revision that failed).
         let good = match &daemon.services {
             Some(services)
                 if daemon
@@ -157,7 +158,9 @@ impl<'a, 'g> Planner<'a, 'g> {
                     .as_deref()
                     .is_none_or(|good| services.letter_for(good).is_none()) =>
             {
-                record.from_task_definition.clone()
+                record.from_task_definition.clone().filter(|from| {
+                    record.kind == RolloutKind::Update && services.letter_for(from).is_some()
+                })
             }
             _ => daemon.last_good.clone(),
         };

@@ -7,28 +7,76 @@ use super::*;
 use crate::placement::services::{daemon_of_group, slot_attribute, Letters};
 
 impl<'a, 'g> Planner<'a, 'g> {
-    /// The revision and rollout a daemon has once this plan's switches are carried out.
-    fn effective(&self, daemon: &'a DaemonView) -> (String, Option<String>) {
-        self.plan
-            .actions
-            .iter()
-            .find_map(|action| match action {
-                Action::SwitchRevision {
-                    daemon: name,
-                    task_definition,
-                    active_rollout,
-                    ..
-                } if *name == daemon.name => {
-                    Some((task_definition.clone(), active_rollout.clone()))
-                }
-                _ => None,
-            })
-            .unwrap_or_else(|| {
-                (
-                    daemon.task_definition.clone(),
-                    daemon.active_rollout.clone(),
-                )
-            })
+    /// The revision, rollout and the revision that rollout moves away from, once this
+    /// plan's switches are carried out.
+    fn effective(&self, daemon: &'a DaemonView) -> (String, Option<String>, Option<String>) {
+        let switched = self.plan.actions.iter().find_map(|action| match action {
+            Action::SwitchRevision {
+                daemon: name,
+                task_definition,
+                active_rollout,
+                new_rollout,
+                ..
+            } if *name == daemon.name => Some((
+                task_definition.clone(),
+                active_rollout.clone(),
+                new_rollout
+                    .as_ref()
+                    .and_then(|r| r.from_task_definition.clone()),
+            )),
+            _ => None,
+        });
+        switched.unwrap_or_else(|| {
+            let from = self
+                .rollout_of(daemon)
+                .and_then(|r| r.record.from_task_definition.clone());
+            (
+                daemon.task_definition.clone(),
+                daemon.active_rollout.clone(),
+                from,
+            )
+        })
+    }
+
+    /// The revision of the slot's own copy when its DAEMON service restarts it by itself:
+    /// the copy stopped (or is being replaced), its revision is in force, or the good one a
+    /// rollout moves away from (never a revision a rollback leaves: it failed), and its
+    /// letter stays in the slot attribute.
+    fn restarted_revision<'s>(&self, daemon: &'a DaemonView, slot: &'s Slot) -> Option<&'s str> {
+        let (target, _, from) = self.effective(daemon);
+        slot.task_definition.as_deref().filter(|revision| {
+            slot.task_arn.is_some()
+                && slot.state != SlotState::Stopping
+                && (*revision == target
+                    || (Some(*revision) == from.as_deref()
+                        && Some(*revision) == daemon.last_good.as_deref()))
+        })
+    }
+
+    /// A DAEMON service restarts a stopped copy by itself as long as its letter stays: the
+    /// slot's copy is waited for, not requested again beside it.
+    pub(super) fn service_restarts(
+        &self,
+        daemon: &'a DaemonView,
+        instance: &ContainerInstance,
+        slot: &Slot,
+    ) -> bool {
+        let Some(services) = daemon
+            .services
+            .as_ref()
+            .filter(|s| s.covers(instance.capacity_provider.as_deref()))
+        else {
+            return false;
+        };
+        let observed = Letters::parse(
+            instance
+                .attributes
+                .get(&slot_attribute(&daemon.name))
+                .and_then(|v| v.as_deref()),
+        );
+        self.restarted_revision(daemon, slot)
+            .and_then(|revision| services.letter_for(revision))
+            .is_some_and(|letter| observed.has(letter))
     }
 
     /// Letters of the instance's slot attribute that nothing answers or wants any more.
@@ -62,7 +110,7 @@ impl<'a, 'g> Planner<'a, 'g> {
                 if observed == Letters::default() {
                     continue;
                 }
-                let (target, rollout) = self.effective(daemon);
+                let (target, rollout, _) = self.effective(daemon);
                 let mut wanted = Letters::default();
                 for task in self.live_tasks(daemon, instance_id) {
                     if let Some((_, letter)) = task.group.as_deref().and_then(daemon_of_group) {
@@ -102,6 +150,11 @@ impl<'a, 'g> Planner<'a, 'g> {
                             wanted = wanted.with(letter, true);
                         }
                     }
+                }
+                // The slot's own copy, stopped and being restarted by its service.
+                let restarted = slot.and_then(|slot| self.restarted_revision(daemon, slot));
+                if let Some(letter) = restarted.and_then(|r| services.letter_for(r)) {
+                    wanted = wanted.with(letter, true);
                 }
                 for letter in [Letter::A, Letter::B] {
                     if observed.has(letter) && !wanted.has(letter) {

@@ -18,11 +18,13 @@ impl<'a, 'g> Planner<'a, 'g> {
     pub(super) fn keep_one(
         &mut self,
         daemon: &DaemonView,
-        instance_id: &str,
+        instance: &ContainerInstance,
         live: Vec<&'a Task>,
     ) -> Option<&'a Task> {
+        let instance_id = instance.id();
+        let provider = instance.capacity_provider.as_deref();
         let mut live = live;
-        live.sort_by_key(|task| std::cmp::Reverse(keeper_rank(task, daemon)));
+        live.sort_by_key(|task| std::cmp::Reverse(keeper_rank(task, daemon, provider)));
         let mut copies = live.into_iter();
         let keeper = copies.next()?;
         // The same task twice is one copy: never stop the keeper as its own duplicate.
@@ -60,7 +62,7 @@ impl<'a, 'g> Planner<'a, 'g> {
             {
                 return self.count(daemon, coverage);
             }
-        } else if let Some(keeper) = self.keep_one(daemon, instance_id, live) {
+        } else if let Some(keeper) = self.keep_one(daemon, instance, live) {
             self.track_keeper(daemon, instance_id, previous, keeper, None);
             let coverage = if is_up(keeper, daemon) {
                 Coverage::Up
@@ -218,6 +220,14 @@ impl<'a, 'g> Planner<'a, 'g> {
                 self.record(slot, previous);
             }
             return coverage;
+        }
+        if self.service_restarts(daemon, instance, &slot) {
+            // Its DAEMON service starts the copy again: no second request beside it.
+            if failed_now {
+                self.record(slot, previous);
+            }
+            self.coverage(daemon).starting += 1;
+            return Coverage::OnItsWay;
         }
         self.start_copy(daemon, instance, slot, previous);
         Coverage::Missing

@@ -82,15 +82,19 @@ pub(super) async fn run_services(seed: u64) -> Result<SeedReport, String> {
     let mut harness = Harness::new(CLUSTER, &[PROVIDER], config);
     hook_terminations(&mut harness);
     let min_size = 1 + rng.below(2) as usize;
-    harness.model.enable_managed_scaling(
-        CLUSTER,
-        PROVIDER,
-        ManagedScaling {
-            managed_termination_protection: rng.chance(0.7),
-            instance_warmup: Duration::seconds(60 + rng.below(241) as i64),
-            ..ManagedScaling::new(min_size, 8, 2048, 4096)
-        },
-    );
+    let scaling = ManagedScaling {
+        managed_termination_protection: rng.chance(0.7),
+        instance_warmup: Duration::seconds(60 + rng.below(241) as i64),
+        ..ManagedScaling::new(min_size, 8, 2048, 4096)
+    };
+    // Some seeds start as standalone copies (managed scaling off) and move to services by
+    // the first rollout, once managed scaling is turned on.
+    let moves = rng.chance(0.3);
+    if !moves {
+        harness
+            .model
+            .enable_managed_scaling(CLUSTER, PROVIDER, scaling.clone());
+    }
     let revisions: Vec<String> = (0..3)
         .map(|_| {
             harness
@@ -131,6 +135,11 @@ pub(super) async fn run_services(seed: u64) -> Result<SeedReport, String> {
         .await
         .map_err(|e| format!("deploy: {e}"))?;
     harness.run_scheduled(Duration::seconds(180), 60).await;
+    if moves {
+        harness
+            .model
+            .enable_managed_scaling(CLUSTER, PROVIDER, scaling);
+    }
     harness
         .model
         .set_application(CLUSTER, "web", &web, PROVIDER, 2 + rng.below(10) as usize);
@@ -195,7 +204,7 @@ pub(super) async fn run_services(seed: u64) -> Result<SeedReport, String> {
             // Refusals a user gets too change nothing: the rollback target already declared,
             // or a third revision while both services are busy.
             if let Err(text) = result {
-                if !text.contains("already on") && !text.contains("DAEMON services run") {
+                if !text.contains("already on") && !text.contains("both still have copies") {
                     return Err(format!("twist {twist}: {text}"));
                 }
             }
@@ -216,7 +225,17 @@ pub(super) async fn run_services(seed: u64) -> Result<SeedReport, String> {
             trace(&harness.wake_if_due().await.into_iter().collect::<Vec<_>>());
         }
         let seen = census(&harness);
-        if let Some(standalone) = seen.standalone.first() {
+        let records = rollouts(&harness).await?;
+        let rolling = records
+            .iter()
+            .any(|r| r.record.state == RolloutState::InProgress);
+        // A standalone copy is only ever the old copy of the rollout moving it to services
+        // (left where that rollout's breaker tripped and no rollback could follow).
+        let last_failed = records
+            .iter()
+            .max_by_key(|r| r.record.started_at)
+            .is_some_and(|r| r.record.state == RolloutState::Failed);
+        if let Some(standalone) = seen.standalone.first().filter(|_| !rolling && !last_failed) {
             return Err(format!(
                 "at {now}: a standalone copy on a services provider: {standalone}"
             ));
@@ -245,7 +264,6 @@ pub(super) async fn run_services(seed: u64) -> Result<SeedReport, String> {
         }
         // A tripped breaker requests no copy after it (one requested before shows up a
         // scheduler's reaction later).
-        let records = rollouts(&harness).await?;
         for record in &records {
             if record.record.state == RolloutState::Failed {
                 failed_at
@@ -264,6 +282,9 @@ pub(super) async fn run_services(seed: u64) -> Result<SeedReport, String> {
                 .map(|t| format!("{} on {} at {}", t.id, t.instance_id, t.created_at))
                 .collect();
             if !late.is_empty() {
+                if verbose() {
+                    dump(&harness, &daemons).await;
+                }
                 return Err(format!(
                     "at {now}: copies of {bad} started after its breaker tripped at {at}: {late:?}"
                 ));
