@@ -643,13 +643,126 @@ async fn coverage_figures(instances: usize, start_seconds: i64) -> Vec<Figure> {
 
 /// Calls per second ECS's bucket lets through over a window of `seconds`: the burst spread
 /// over the window plus the refill rate.
+/// After the last application task leaves a provider with managed scaling, how long until
+/// the group is back at its minimum: with the daemon as DAEMON services (instances with only
+/// daemon copies count as empty) and as standalone copies (deployed before managed scaling
+/// was turned on; they keep every instance in use). ECS's own floor is its scale-in alarm:
+/// 15 one-minute points, then a step a minute.
+async fn scale_in_figures() -> Vec<Figure> {
+    const INSTANCES: usize = 6;
+    let mut figures = Vec::new();
+    for services in [true, false] {
+        let mut harness = Harness::new(CLUSTER, &["general"], ModelConfig::default());
+        harness.model.add_terminate_hook(
+            "general",
+            "asg-general",
+            "ecs-daemons-drain",
+            Duration::seconds(300),
+        );
+        harness.set_hold_settings(ecs_daemons::holds::HoldSettings::new(
+            Duration::seconds(300),
+            Duration::hours(1),
+        ));
+        harness.set_terminate_hook(ecs_daemons::autoscaling::TerminateHook {
+            name: "ecs-daemons-drain".into(),
+            groups: vec!["asg-general".into()],
+        });
+        let agent = harness
+            .model
+            .register_task_definition(TaskDefinitionModel::new("agent", 256, 256));
+        let web = harness
+            .model
+            .register_task_definition(TaskDefinitionModel::new("web", 1536, 1024));
+        for _ in 0..INSTANCES {
+            harness.model.add_instance(CLUSTER, "general", 4096, 8192);
+        }
+        let scaling = ecs_daemons_sim::cluster_model::ManagedScaling::new(1, 10, 4096, 8192);
+        if services {
+            harness
+                .model
+                .enable_managed_scaling(CLUSTER, "general", scaling.clone());
+        }
+        let request = DeployRequest::new(CLUSTER, "agent", &agent, &["general"], 0);
+        harness.deploy(request).await.expect("deploy");
+        harness
+            .run_scheduled(Duration::seconds(180), SCHEDULE_SECONDS)
+            .await;
+        if !services {
+            // Standalone copies already run: managed scaling turned on afterwards.
+            harness
+                .model
+                .enable_managed_scaling(CLUSTER, "general", scaling);
+        }
+        // Two application tasks per instance, then none.
+        harness
+            .model
+            .set_application(CLUSTER, "web", &web, "general", 2 * INSTANCES);
+        harness
+            .run_scheduled(Duration::seconds(600), SCHEDULE_SECONDS)
+            .await;
+        harness
+            .model
+            .set_application(CLUSTER, "web", &web, "general", 0);
+        let left = harness.model.now();
+        let mut first = None;
+        let mut minimum = None;
+        while minimum.is_none() && harness.model.now() - left < Duration::hours(2) {
+            harness
+                .run_scheduled(Duration::seconds(1), SCHEDULE_SECONDS)
+                .await;
+            let size = harness.model.instances(CLUSTER).len();
+            let at = (harness.model.now() - left).num_seconds() as f64;
+            if first.is_none() && size < INSTANCES {
+                first = Some(at);
+            }
+            if size == 1 {
+                minimum = Some(at);
+            }
+        }
+        let placement = if services { "services" } else { "tasks" };
+        let parameters = |reached: bool| {
+            format!(
+                "\"placement\": \"{placement}\", \"instances\": {INSTANCES}, \"minimum\": 1, \"reached\": {reached}, \"ecsFloorSeconds\": 900"
+            )
+        };
+        figures.push(Figure {
+            name: if services {
+                "scale_in_after_apps_leave_s"
+            } else {
+                "scale_in_after_apps_leave_s_tasks"
+            },
+            value: first.unwrap_or(7200.0),
+            parameters: parameters(first.is_some()),
+        });
+        figures.push(Figure {
+            name: if services {
+                "scale_in_over_ecs_floor"
+            } else {
+                "scale_in_over_ecs_floor_tasks"
+            },
+            value: first.unwrap_or(7200.0) / 900.0,
+            parameters: parameters(first.is_some()),
+        });
+        figures.push(Figure {
+            name: if services {
+                "scale_in_to_minimum_s"
+            } else {
+                "scale_in_to_minimum_s_tasks"
+            },
+            value: minimum.unwrap_or(7200.0),
+            parameters: parameters(minimum.is_some()),
+        });
+    }
+    figures
+}
+
 fn allows(rate: Rate, seconds: u32) -> f64 {
     rate.burst / f64::from(seconds) + rate.per_second
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    // `BENCH=plan` (or reconcile, events, rollout, coverage, lambda) runs one group only.
+    // `BENCH=plan` (or reconcile, events, rollout, coverage, lambda, scalein) runs one group only.
     let only = std::env::var("BENCH").unwrap_or_default();
     let wanted = |group: &str| only.is_empty() || only == group;
     let mut figures = Vec::new();
@@ -673,6 +786,9 @@ async fn main() {
     }
     if wanted("lambda") {
         figures.extend(lambda_figures().await);
+    }
+    if wanted("scalein") {
+        figures.extend(scale_in_figures().await);
     }
     for figure in &figures {
         println!(
