@@ -110,6 +110,14 @@ async fn covered_cluster() -> Harness {
         ))
         .await
         .unwrap();
+    // A daemon forced onto DAEMON services where managed scaling is off.
+    harness
+        .deploy(DeployRequest {
+            placement: ecs_daemons::deploy::PlacementChoice::Services,
+            ..DeployRequest::new(CLUSTER, "agent-forced", &definition, &["asg-general"], 0)
+        })
+        .await
+        .unwrap();
     harness
         .run_for(Duration::seconds(30), Duration::seconds(1))
         .await;
