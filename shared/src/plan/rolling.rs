@@ -33,6 +33,8 @@ pub(crate) struct StepInput<'t> {
     pub new_copy_gone: Option<String>,
     /// How long a start may take to show its task ([`claim_grace`]).
     pub claim_grace: Duration,
+    /// The new copy is requested from a DAEMON service: no task after the grace is a failure.
+    pub requested_from_service: bool,
 }
 
 /// One of the instance's two copies.
@@ -171,6 +173,18 @@ fn old_copy_alone(input: &StepInput<'_>, old: CopySeen<'_>, outcome: &mut StepOu
                     current,
                     now,
                     format!("the new copy stopped before it was healthy: {reason}"),
+                ));
+            } else if claim_expires <= now && input.requested_from_service {
+                // A DAEMON service that shows no copy within the grace failed to start one
+                // (its failed tasks are not linked to the request): the breaker counts it.
+                outcome.next = Some(fail(
+                    current,
+                    now,
+                    format!(
+                        "the DAEMON service showed no running copy of {} within {} s",
+                        input.target,
+                        input.claim_grace.num_seconds()
+                    ),
                 ));
             } else if claim_expires <= now {
                 // A claim whose start never showed a task: try this instance again.
@@ -330,6 +344,10 @@ impl<'a, 'g> Planner<'a, 'g> {
             now: self.observation.now,
             new_copy_gone,
             claim_grace: claim_grace(daemon, instance.capacity_provider.as_deref()),
+            requested_from_service: daemon
+                .services
+                .as_ref()
+                .is_some_and(|s| s.covers(instance.capacity_provider.as_deref())),
         };
         let decided = next_step(&input);
         let stopped_standalone = decided

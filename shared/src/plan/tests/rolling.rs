@@ -45,6 +45,7 @@ fn input(
         now: at(now),
         new_copy_gone: None,
         claim_grace: Duration::seconds(CLAIM_GRACE_SECONDS),
+        requested_from_service: false,
     }
 }
 
