@@ -824,6 +824,19 @@ fn trace(invocations: &[crate::simulation::Invocation]) {
                 requested.service
             );
         }
+        for withdrawn in &outcome.withdrawn {
+            println!(
+                "{} {} withdraw {} on {} from {}",
+                invocation.at,
+                invocation.function,
+                withdrawn.daemon,
+                withdrawn.instance_id,
+                withdrawn.service
+            );
+        }
+        for error in &outcome.errors {
+            println!("{} {} error {error}", invocation.at, invocation.function);
+        }
         if !outcome.rollouts.is_empty() {
             println!(
                 "{} {} rollouts {:?}",

@@ -76,7 +76,14 @@ pub(super) fn tasks_to_read(
                 .filter(|arn| !trusted.contains(arn.as_str())),
         );
     }
-    // A copy requested from a DAEMON service has no task until the scheduler acts: look too.
+    // A copy requested from a DAEMON service has no task until the scheduler acts, and a
+    // stopped one its service restarts by itself shows in no event read here: look too.
+    let copy_gone = |s: &&Versioned<Slot>| {
+        matches!(s.record.state, SlotState::Stopped | SlotState::CrashLooping)
+            || reads.trusted.iter().any(|t| {
+                t.last_status.is_terminal() && s.record.task_arn.as_deref() == Some(t.arn.as_str())
+            })
+    };
     reads.claim_check = slots.iter().any(|s| {
         let requested = s
             .record
@@ -86,11 +93,21 @@ pub(super) fn tasks_to_read(
         (matches!(s.record.state, SlotState::Claimed | SlotState::Starting)
             && s.record.task_arn.is_none())
             || requested
+            || (copy_gone(s) && on_services(instance, &s.record.daemon, daemons))
     });
     // Each task once: an event and a slot naming the same task are one read.
     let mut seen = BTreeSet::new();
     reads.to_describe.retain(|arn| seen.insert(arn.clone()));
     reads
+}
+
+/// Whether the daemon runs as DAEMON services on the instance's capacity provider.
+fn on_services(instance: &ContainerInstance, daemon: &str, daemons: &[DaemonView]) -> bool {
+    daemons
+        .iter()
+        .find(|d| d.name == daemon)
+        .and_then(|d| d.services.as_ref())
+        .is_some_and(|s| s.covers(instance.capacity_provider.as_deref()))
 }
 
 /// The task group of a slot's copy where one of the daemon's DAEMON services runs it.

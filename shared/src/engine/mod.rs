@@ -175,6 +175,9 @@ pub struct Outcome {
     /// Copies requested from DAEMON services (their tasks start when ECS's scheduler acts).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub requested: Vec<services::RequestedCopy>,
+    /// Requests taken back before their service acted on them (a revision replaced meanwhile).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub withdrawn: Vec<services::RequestedCopy>,
     /// DAEMON-service copies ECS stopped on a DRAINING instance before its other tasks left.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stopped_early: Vec<crate::plan::EarlyStop>,

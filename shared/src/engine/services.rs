@@ -164,7 +164,14 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             .write_letters(&observation.cluster, instance_arn, daemon, letters)
             .await
         {
-            Ok(()) => attributes.set(instance_arn, daemon, letters),
+            Ok(()) => {
+                attributes.set(instance_arn, daemon, letters);
+                outcome.withdrawn.push(RequestedCopy {
+                    daemon: daemon.into(),
+                    instance_id: resource_id(instance_arn).into(),
+                    service: crate::placement::services::service_name(daemon, letter),
+                });
+            }
             Err(error) => outcome.errors.push(error.to_string()),
         }
     }

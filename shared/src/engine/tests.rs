@@ -115,6 +115,41 @@ fn a_claim_without_a_task_is_looked_for() {
 }
 
 #[test]
+fn a_stopped_copy_a_daemon_service_may_restart_is_looked_for() {
+    let daemons = [DaemonView {
+        name: "agent".into(),
+        task_definition: "agent:1".into(),
+        capacity_providers: vec!["general".into()],
+        start_order: 0,
+        has_health_check: false,
+        restart: RestartPolicy::default(),
+        active_rollout: None,
+        last_good: None,
+        services: Some(crate::placement::services::ServicePlacement {
+            capacity_providers: vec!["general".into()],
+            a: "agent:1".into(),
+            b: "agent:1".into(),
+        }),
+    }];
+    let running = slot("agent", Some("t-agent"), SlotState::Running);
+    let stopped = event_task("t-agent", "agent", TaskStatus::Stopped, 5);
+    let reads = tasks_to_read(
+        &instance(),
+        &[&running],
+        std::slice::from_ref(&stopped),
+        STARTED_BY,
+        &daemons,
+    );
+    assert!(reads.claim_check, "its service restarts it without news");
+    let gone = slot("agent", Some("t-agent"), SlotState::Stopped);
+    let reads = tasks_to_read(&instance(), &[&gone], &[], STARTED_BY, &daemons);
+    assert!(reads.claim_check);
+    // A standalone copy is started only by ecs-daemons: its stop needs no look.
+    let reads = tasks_to_read(&instance(), &[&running], &[stopped], STARTED_BY, &[]);
+    assert!(!reads.claim_check);
+}
+
+#[test]
 fn within_a_batch_the_newest_word_about_a_task_wins() {
     let mut work = InstanceWork {
         instance_arn: INSTANCE.into(),

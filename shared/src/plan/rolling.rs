@@ -316,6 +316,14 @@ impl<'a, 'g> Planner<'a, 'g> {
         // Copies a DAEMON service runs stop only when its scheduler next looks: whatever this
         // plan decides for them, they still run for now.
         let slow_to_stop = live.iter().filter(|t| from_services(t)).count();
+        // This rollout's own request is its new copy; any other letter no copy answers yet
+        // (a superseded rollout's request being withdrawn) may still become a copy.
+        let own_request = step
+            .as_ref()
+            .filter(|s| s.step == RolloutStep::Surging)
+            .and(daemon.services.as_ref())
+            .and_then(|s| s.letter_for(target));
+        let unanswered = super::services::unanswered_requests(daemon, instance, &live, own_request);
         let (new, old): (Vec<&Task>, Vec<&Task>) = live
             .into_iter()
             .partition(|t| revision_of(t) == target && placed_right(t, daemon, provider));
@@ -390,9 +398,13 @@ impl<'a, 'g> Planner<'a, 'g> {
             .filter(|t| !from_services(t))
             .count()
             - usize::from(stopped_standalone && !on_services);
-        let two_copies = slow_to_stop + kept_standalone >= 2;
+        let two_copies = slow_to_stop + kept_standalone + unanswered >= 2;
         self.tally(daemon, decided.next.as_ref(), instance_id, two_copies);
-        if let Some(retry) = decided.candidate {
+        if unanswered > 0 && decided.candidate.is_some() {
+            // No surge beside a copy that may still come: the withdrawal this plan writes
+            // is seen by a reconcile soon after, which surges then.
+            self.wake_at(self.observation.now + Duration::seconds(ROLLOUT_POLL_SECONDS));
+        } else if let Some(retry) = decided.candidate {
             let tally = self.tallies.entry(daemon.name.clone()).or_default();
             tally.candidates.push((instance.arn.clone(), retry));
         }

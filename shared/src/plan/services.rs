@@ -6,6 +6,43 @@
 use super::*;
 use crate::placement::services::{daemon_of_group, slot_attribute, Letters};
 
+/// How many letters of the instance's slot attribute no live copy of the daemon answers,
+/// `own` (a rollout's request of its new copy) aside: requests a DAEMON service's scheduler
+/// may still act on, whatever this plan withdraws (its look may come first). Each is a
+/// copy on its way that no task shows yet.
+pub(super) fn unanswered_requests(
+    daemon: &DaemonView,
+    instance: &ContainerInstance,
+    live: &[&Task],
+    own: Option<Letter>,
+) -> usize {
+    if !daemon
+        .services
+        .as_ref()
+        .is_some_and(|s| s.covers(instance.capacity_provider.as_deref()))
+    {
+        return 0;
+    }
+    let observed = Letters::parse(
+        instance
+            .attributes
+            .get(&slot_attribute(&daemon.name))
+            .and_then(|v| v.as_deref()),
+    );
+    [Letter::A, Letter::B]
+        .into_iter()
+        .filter(|letter| observed.has(*letter) && Some(*letter) != own)
+        .filter(|letter| {
+            !live.iter().any(|t| {
+                t.group
+                    .as_deref()
+                    .and_then(daemon_of_group)
+                    .is_some_and(|(name, l)| name == daemon.name && l == *letter)
+            })
+        })
+        .count()
+}
+
 impl<'a, 'g> Planner<'a, 'g> {
     /// The revision, rollout and the revision that rollout moves away from, once this
     /// plan's switches are carried out.

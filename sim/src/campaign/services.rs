@@ -241,6 +241,9 @@ pub(super) async fn run_services(seed: u64) -> Result<SeedReport, String> {
             ));
         }
         if let Some((instance, count)) = seen.per_instance.iter().find(|(_, n)| **n > 2) {
+            if verbose() {
+                dump(&harness, &daemons).await;
+            }
             return Err(format!(
                 "at {now}: {count} copies of {DAEMON} on {instance}"
             ));

@@ -155,4 +155,5 @@ fn has(plan: &Plan, wanted: fn(&Action) -> bool) -> bool {
 mod draining;
 mod restarts;
 mod rolling;
+mod services;
 mod steady;
