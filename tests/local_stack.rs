@@ -1,15 +1,16 @@
 //! End to end on the local stack: the real function binaries under `cargo lambda watch`, the
 //! ECS cluster model over HTTP (the unchanged aws-sdk-ecs client talks to it), DynamoDB from
 //! moto, and the model's events delivered as template.yaml's rules deliver them. One short
-//! scenario: deploy, a new instance, a drain, a rolling update, a rollback; the final state
-//! is read through `status`.
+//! scenario: deploy, a new instance, a drain, a rolling update, a rollback; the same on
+//! Managed Instances and on DAEMON services (a provider with managed scaling); the final
+//! state is read through `status`.
 
 mod common;
 
 use std::path::Path;
 use std::time::Instant;
 
-use local_stack::scenario::{self, CLUSTER, DAEMON, MANAGED_DAEMON};
+use local_stack::scenario::{self, CLUSTER, DAEMON, MANAGED_DAEMON, SERVICES_DAEMON};
 use local_stack::stack::{quick_model, LocalStack, StackConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -60,7 +61,7 @@ async fn deploy_scale_out_drain_rollout_and_rollback_through_the_real_functions(
     let status = &report.final_status;
     assert_eq!(status["cluster"], CLUSTER);
     let daemons = status["daemons"].as_array().expect("daemons");
-    assert_eq!(daemons.len(), 2, "{status}");
+    assert_eq!(daemons.len(), 3, "{status}");
     let daemon = &daemons[0];
     assert_eq!(daemon["daemon"], DAEMON);
     assert_eq!(
@@ -125,6 +126,67 @@ async fn deploy_scale_out_drain_rollout_and_rollback_through_the_real_functions(
         assert!(
             kinds.iter().any(|(k, s)| k == kind && s == "SUCCEEDED"),
             "{kind}: {kinds:?}"
+        );
+    }
+
+    // The daemon on the provider with managed scaling: copies from its two DAEMON services,
+    // updated by service B and rolled back to service A, through the same functions.
+    let scaled = daemons
+        .iter()
+        .find(|d| d["daemon"] == SERVICES_DAEMON)
+        .expect("the services daemon in status");
+    assert_eq!(scaled["taskDefinition"], "cwagent-scaled:1", "{scaled}");
+    assert_eq!(scaled["coverage"]["covered"], 2, "{scaled}");
+    assert_eq!(scaled["coverage"]["duplicates"], 0, "{scaled}");
+    let services: Vec<(String, String, String)> = scaled["services"]["services"]
+        .as_array()
+        .expect("services in status")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default().to_string(),
+                s["taskDefinition"].as_str().unwrap_or_default().to_string(),
+                s["status"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        services,
+        vec![
+            (
+                "ecs-daemons-cwagent-scaled-a".to_string(),
+                "cwagent-scaled:1".to_string(),
+                "ACTIVE".to_string()
+            ),
+            (
+                "ecs-daemons-cwagent-scaled-b".to_string(),
+                "cwagent-scaled:2".to_string(),
+                "ACTIVE".to_string()
+            ),
+        ]
+    );
+    let kinds: Vec<(String, String, String)> = std::iter::once(&scaled["rollout"])
+        .chain(scaled["history"].as_array().expect("history"))
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap_or_default().to_string(),
+                r["toTaskDefinition"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                r["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    for (kind, to) in [
+        ("UPDATE", "cwagent-scaled:2"),
+        ("ROLLBACK", "cwagent-scaled:1"),
+    ] {
+        assert!(
+            kinds
+                .iter()
+                .any(|(k, t, s)| k == kind && t == to && s == "SUCCEEDED"),
+            "{kind} to {to}: {kinds:?}"
         );
     }
 }

@@ -505,3 +505,99 @@ async fn stop_first_with_a_revision_that_never_runs_trips_the_breaker_and_rolls_
         copies(&harness)
     );
 }
+
+/// Crashes the first running copy of `revision` started after `after`, within two minutes.
+async fn crash_first_new_copy(
+    harness: &mut Harness,
+    revision: &str,
+    after: chrono::DateTime<chrono::Utc>,
+) {
+    for _ in 0..120 {
+        harness.run_scheduled(Duration::seconds(1), 60).await;
+        let first = harness.model.tasks(CLUSTER).into_iter().find(|t| {
+            t.definition == revision
+                && t.created_at > after
+                && t.last_status == TaskStatus::Running
+                && t.desired_status == TaskStatus::Running
+        });
+        if let Some(task) = first {
+            harness.model.crash_task(CLUSTER, &task.id);
+            return;
+        }
+    }
+    panic!("no new copy of {revision} started");
+}
+
+/// An automatic rollback that failed too (its first new copy crashed) leaves instances on
+/// the revision it moved away from, with the daemon declared on the good one: deploying that
+/// revision again rolls it out to them, instead of answering "unchanged".
+#[tokio::test]
+async fn deploying_the_revision_of_a_failed_rollout_again_rolls_it_out_again() {
+    let (mut harness, revisions) = setup(4, 4096).await;
+    let strict = RolloutConfig {
+        failure_threshold: Amount::Count(1),
+        ..config(1)
+    };
+    let began = harness.model.now();
+    harness
+        .deploy(deploy_request(&revisions[1], Some(strict)))
+        .await
+        .unwrap();
+    // The first instance finishes on revision 1, the next one's new copy crashes.
+    let mut first_done = None;
+    for _ in 0..300 {
+        harness.run_scheduled(Duration::seconds(1), 60).await;
+        if copies(&harness)
+            .iter()
+            .any(|(_, live, _)| live == &vec![revisions[1].clone()])
+        {
+            first_done = Some(harness.model.now());
+            break;
+        }
+    }
+    let first_done = first_done.expect("one instance rolled to revision 1");
+    assert!(first_done > began);
+    crash_first_new_copy(&mut harness, &revisions[1], first_done).await;
+    let rolling_back = harness.model.now();
+    crash_first_new_copy(&mut harness, &revisions[0], rolling_back).await;
+    run_checked(&mut harness, 300, 1, false).await;
+    let agent = agent_status(&harness).await;
+    let last = agent.rollout.as_ref().unwrap();
+    assert_eq!(
+        (last.kind, last.state),
+        (RolloutKind::AutoRollback, RolloutState::Failed),
+        "{last:?}"
+    );
+    assert_eq!(
+        agent.task_definition.as_deref(),
+        Some(revisions[0].as_str())
+    );
+    let on_first = |harness: &Harness| {
+        copies(harness)
+            .iter()
+            .filter(|(_, live, _)| live == &vec![revisions[0].clone()])
+            .count()
+    };
+    assert!(
+        on_first(&harness) < 4,
+        "the failed rollback left a mixed fleet"
+    );
+
+    let again = harness
+        .deploy(deploy_request(&revisions[0], Some(config(2))))
+        .await
+        .unwrap();
+    assert_eq!(again.recorded, "rollout");
+    assert!(
+        again.warnings.iter().any(|w| w.contains("failed")),
+        "{:?}",
+        again.warnings
+    );
+    run_checked(&mut harness, 400, 2, false).await;
+    assert_eq!(on_first(&harness), 4);
+    let agent = agent_status(&harness).await;
+    assert_eq!(
+        agent.rollout.as_ref().unwrap().state,
+        RolloutState::Succeeded
+    );
+}

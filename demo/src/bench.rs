@@ -32,12 +32,21 @@ struct Figure {
     parameters: String,
 }
 
+/// Where the rolled-out copies run: standalone tasks, or DAEMON services (the provider has
+/// managed scaling, its group pinned at `instances` so nothing scales meanwhile).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placed {
+    Tasks,
+    Services,
+}
+
 async fn rollout_figures(
     instances: usize,
     percent: u32,
     start_seconds: i64,
     min_healthy: u32,
     drop: f64,
+    placed: Placed,
 ) -> Vec<Figure> {
     let config = ModelConfig {
         seed: 42,
@@ -49,6 +58,7 @@ async fn rollout_figures(
         rate_limits: true,
         ..ModelConfig::default()
     };
+    let reaction = config.services.clone();
     let mut harness = Harness::new(CLUSTER, &["general"], config);
     let v1 = harness
         .model
@@ -58,6 +68,13 @@ async fn rollout_figures(
         .register_task_definition(TaskDefinitionModel::new("agent", 256, 256));
     for _ in 0..instances {
         harness.model.add_instance(CLUSTER, "general", 4096, 8192);
+    }
+    if placed == Placed::Services {
+        harness.model.enable_managed_scaling(
+            CLUSTER,
+            "general",
+            ecs_daemons_sim::cluster_model::ManagedScaling::new(instances, instances, 4096, 8192),
+        );
     }
     let rollout = RolloutConfig {
         max_parallel: Amount::Percent(percent),
@@ -98,7 +115,17 @@ async fn rollout_figures(
     let finished = finished.expect("the rollout finished within three simulated hours");
     let wall = (finished - started).num_seconds() as f64;
     let batches = instances.div_ceil(Amount::Percent(percent).of(instances)) as f64;
-    let ideal = batches * (start_seconds as f64 + min_healthy as f64);
+    // On services each instance also waits for ECS's scheduler to start its new copy (the
+    // old one ends by StopTask): its mean reaction counts.
+    let scheduler = match placed {
+        Placed::Tasks => 0.0,
+        Placed::Services => {
+            (reaction.reaction.num_milliseconds() as f64
+                + reaction.reaction_spread.num_milliseconds() as f64 / 2.0)
+                / 1000.0
+        }
+    };
+    let ideal = batches * (start_seconds as f64 + min_healthy as f64 + scheduler);
     let calls = harness.model.calls()[calls_before..].to_vec();
     if std::env::var("BENCH_TRACE").is_ok() {
         let mut last = None;
@@ -143,8 +170,12 @@ async fn rollout_figures(
         .collect::<Vec<_>>()
         .join(", ");
     let dropped = harness.model.event_stats().dropped - dropped_before;
+    let placement = match placed {
+        Placed::Tasks => "tasks",
+        Placed::Services => "services",
+    };
     let parameters = format!(
-        "\"instances\": {instances}, \"maxParallel\": \"{percent}%\", \"startSeconds\": {start_seconds}, \"minHealthySeconds\": {min_healthy}, \"droppedEvents\": {drop}, \"eventsDropped\": {dropped}"
+        "\"placement\": \"{placement}\", \"instances\": {instances}, \"maxParallel\": \"{percent}%\", \"startSeconds\": {start_seconds}, \"minHealthySeconds\": {min_healthy}, \"schedulerSeconds\": {scheduler}, \"droppedEvents\": {drop}, \"eventsDropped\": {dropped}"
     );
     vec![
         Figure {
@@ -762,7 +793,8 @@ fn allows(rate: Rate, seconds: u32) -> f64 {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    // `BENCH=plan` (or reconcile, events, rollout, coverage, lambda, scalein) runs one group only.
+    // `BENCH=plan` (or reconcile, events, rollout, services, coverage, lambda, scalein) runs one
+    // group only.
     let only = std::env::var("BENCH").unwrap_or_default();
     let wanted = |group: &str| only.is_empty() || only == group;
     let mut figures = Vec::new();
@@ -775,8 +807,11 @@ async fn main() {
     }
     if wanted("rollout") {
         for drop in [0.0, 0.01, 0.05] {
-            figures.extend(rollout_figures(1000, 10, 20, 30, drop).await);
+            figures.extend(rollout_figures(1000, 10, 20, 30, drop, Placed::Tasks).await);
         }
+    }
+    if wanted("rollout") || wanted("services") {
+        figures.extend(rollout_figures(1000, 10, 20, 30, 0.0, Placed::Services).await);
     }
     if wanted("coverage") {
         figures.extend(coverage_figures(100, 10).await);

@@ -18,6 +18,10 @@ pub const DAEMON: &str = "cwagent";
 /// The daemon on Managed Instances, and its provider.
 pub const MANAGED_DAEMON: &str = "cwagent-managed";
 pub const MANAGED_PROVIDER: &str = "mi-general";
+/// The daemon on an EC2 provider with managed scaling (copies from DAEMON services), and
+/// its provider.
+pub const SERVICES_DAEMON: &str = "cwagent-scaled";
+pub const SCALED_PROVIDER: &str = "asg-scaled";
 
 /// Each step's patience (the functions' first invocations start their processes).
 const STEP_TIMEOUT: Duration = Duration::from_secs(90);
@@ -174,7 +178,10 @@ pub async fn run(stack: &LocalStack, say: &mut dyn FnMut(&str)) -> Result<Report
         started: Instant::now(),
     };
     let model = &stack.model;
-    model.create_cluster(CLUSTER, &[PROVIDER, "asg-batch", MANAGED_PROVIDER]);
+    model.create_cluster(
+        CLUSTER,
+        &[PROVIDER, "asg-batch", MANAGED_PROVIDER, SCALED_PROVIDER],
+    );
     model.set_capacity_provider_kind(
         MANAGED_PROVIDER,
         ecs_daemons::model::CapacityProviderKind::managed_instances(),
@@ -286,6 +293,7 @@ pub async fn run(stack: &LocalStack, say: &mut dyn FnMut(&str)) -> Result<Report
     }
 
     managed_instances(&mut run).await?;
+    daemon_services(&mut run).await?;
 
     let status = stack.invoke("status", json!({"cluster": CLUSTER})).await?;
     run.report.final_status = status;
@@ -362,4 +370,142 @@ fn managed_on(daemon: &Value, revision: &str, kind: &str) -> Result<bool, String
             rollout["kind"], rollout["state"]
         ))
     }
+}
+
+/// Live copies of `daemon` from its DAEMON services on ACTIVE instances: (instance id,
+/// task definition, RUNNING).
+fn service_copies(stack: &LocalStack, daemon: &str) -> Vec<(String, String, bool)> {
+    let active: Vec<String> = stack
+        .model
+        .instances(CLUSTER)
+        .into_iter()
+        .filter(|i| i.status == InstanceStatus::Active)
+        .map(|i| i.id().to_string())
+        .collect();
+    let group = format!("service:ecs-daemons-{daemon}-");
+    stack
+        .model
+        .tasks(CLUSTER)
+        .into_iter()
+        .filter(|t| {
+            t.group.starts_with(&group)
+                && t.desired_status == TaskStatus::Running
+                && !t.last_status.is_terminal()
+                && active.contains(&t.instance_id)
+        })
+        .map(|t| {
+            let running = t.last_status == TaskStatus::Running;
+            (t.instance_id, t.definition, running)
+        })
+        .collect()
+}
+
+/// Every instance of the scaled provider runs one copy of `revision` from a DAEMON service,
+/// RUNNING, and is ready; never more than two copies on one instance meanwhile.
+fn services_on(stack: &LocalStack, revision: &str, instances: usize) -> Result<bool, String> {
+    let copies = service_copies(stack, SERVICES_DAEMON);
+    let mut per_instance = std::collections::BTreeMap::<&str, usize>::new();
+    for (instance, _, _) in &copies {
+        *per_instance.entry(instance).or_default() += 1;
+    }
+    if let Some((instance, n)) = per_instance.iter().find(|(_, n)| **n > 2) {
+        return Err(format!("{n} copies on {instance}"));
+    }
+    let ready = stack
+        .model
+        .instances(CLUSTER)
+        .into_iter()
+        .filter(|i| i.status == InstanceStatus::Active)
+        .filter(|i| i.capacity_provider.as_deref() == Some(SCALED_PROVIDER))
+        .filter(|i| i.attributes.get(READY_ATTRIBUTE) == Some(&Some("true".into())))
+        .count();
+    let on_revision = copies
+        .iter()
+        .filter(|(_, d, running)| d == revision && *running)
+        .count();
+    if copies.len() == instances && on_revision == instances && ready == instances {
+        Ok(true)
+    } else {
+        Err(format!(
+            "{} service copies ({on_revision} running {revision}), {ready} of {instances} instances ready",
+            copies.len()
+        ))
+    }
+}
+
+/// The daemon on an EC2 provider with managed scaling: deployed as two DAEMON services
+/// steered per instance by its slot attribute, rolled to a new revision (the new copy from
+/// the idle service beside the old one), rolled back; read through `status`.
+async fn daemon_services(run: &mut Run<'_>) -> Result<(), StackError> {
+    let model = &run.stack.model;
+    for _ in 0..2 {
+        model.add_instance(CLUSTER, SCALED_PROVIDER, 2048, 4096);
+    }
+    // The group pinned at its two instances: nothing scales meanwhile.
+    model.enable_managed_scaling(
+        CLUSTER,
+        SCALED_PROVIDER,
+        ecs_daemons_sim::cluster_model::ManagedScaling::new(2, 2, 2048, 4096),
+    );
+    let v1 = model.register_task_definition(TaskDefinitionModel::new(SERVICES_DAEMON, 256, 256));
+    let v2 = model.register_task_definition(TaskDefinitionModel::new(SERVICES_DAEMON, 256, 256));
+    run.say(format!(
+        "EC2 provider {SCALED_PROVIDER} with managed scaling: 2 instances; {SERVICES_DAEMON} {v1}, {v2}"
+    ));
+    let deploy = |revision: &str| {
+        json!({"cluster": CLUSTER, "daemon": SERVICES_DAEMON, "taskDefinition": revision,
+               "capacityProviders": [SCALED_PROVIDER],
+               "rollout": {"maxParallel": 1, "minHealthySeconds": 2}})
+    };
+    let answer = run.invoke("deploy", deploy(&v1)).await?;
+    run.say(format!(
+        "deploy answered: {} {} (warnings {})",
+        answer["recorded"], answer["taskDefinition"], answer["warnings"]
+    ));
+    run.step_of(
+        SERVICES_DAEMON,
+        "two DAEMON services created, every instance covered by service A",
+        |daemon, stack| {
+            let services = daemon["services"]["services"]
+                .as_array()
+                .map(|s| s.iter().filter(|s| s["status"] == "ACTIVE").count())
+                .unwrap_or(0);
+            if services != 2 {
+                return Err(format!("{services} ACTIVE services in status"));
+            }
+            Ok(covered(daemon, 2) && services_on(stack, &v1, 2)?)
+        },
+    )
+    .await?;
+    run.invoke("deploy", deploy(&v2)).await?;
+    let to = v2.clone();
+    run.step_of(
+        SERVICES_DAEMON,
+        "rolled out to revision 2 on service B, new copy first",
+        |daemon, stack| {
+            Ok(last_rollout_succeeded(daemon, "UPDATE", &to)? && services_on(stack, &to, 2)?)
+        },
+    )
+    .await?;
+    run.invoke(
+        "rollback",
+        json!({"cluster": CLUSTER, "daemon": SERVICES_DAEMON}),
+    )
+    .await?;
+    let back = v1.clone();
+    run.step_of(
+        SERVICES_DAEMON,
+        "rolled back to revision 1 on service A",
+        |daemon, stack| {
+            Ok(last_rollout_succeeded(daemon, "ROLLBACK", &back)? && services_on(stack, &back, 2)?)
+        },
+    )
+    .await?;
+    let gaps = model.lone_copy_stops();
+    if !gaps.is_empty() {
+        return Err(StackError::Check(format!(
+            "a rollout on services stopped an instance's only copy: {gaps:?}"
+        )));
+    }
+    Ok(())
 }

@@ -62,6 +62,12 @@ pub fn quick_model() -> ModelConfig {
             delete_time: chrono::Duration::seconds(1),
             ..Default::default()
         },
+        // The DAEMON scheduler looks within a second or two (its default is tens of seconds).
+        services: ecs_daemons_sim::cluster_model::ServiceKnobs {
+            reaction: chrono::Duration::milliseconds(500),
+            reaction_spread: chrono::Duration::seconds(1),
+            ..Default::default()
+        },
         ..ModelConfig::default()
     }
 }

@@ -1619,7 +1619,42 @@ impl Ecs for ClusterModel {
                 ));
             }
         }
-        if !model.last_status.is_terminal() && model.desired_status != TaskStatus::Stopped {
+        let live = !model.last_status.is_terminal() && model.desired_status != TaskStatus::Stopped;
+        // The lone-copy invariant, checked at the stop request too: a copy of a daemon (a
+        // standalone one or one of its DAEMON services) stopped on an ACTIVE instance where
+        // no other copy of it is meant to run.
+        let daemon_of = |group: &str| -> Option<String> {
+            group
+                .strip_prefix("daemon:")
+                .map(str::to_string)
+                .or_else(|| {
+                    ecs_daemons::placement::services::daemon_of_group(group)
+                        .map(|(d, _)| d.to_string())
+                })
+        };
+        let mut lone = None;
+        if let (true, Some(daemon)) = (live, daemon_of(&model.group)) {
+            let state = world.cluster(cluster, "StopTask")?;
+            let active = state
+                .instances
+                .get(&model.instance_id)
+                .is_some_and(|i| i.status == InstanceStatus::Active);
+            let others = state.tasks.values().any(|t| {
+                t.id != model.id
+                    && t.instance_id == model.instance_id
+                    && !t.last_status.is_terminal()
+                    && t.desired_status == TaskStatus::Running
+                    && daemon_of(&t.group).as_deref() == Some(daemon.as_str())
+            });
+            if active && !others {
+                lone = Some(format!(
+                    "{} ({daemon}) on {}: {reason}",
+                    model.id, model.instance_id
+                ));
+            }
+        }
+        world.lone_copy_stops.extend(lone);
+        if live {
             world.stop_task(cluster, &id, "UserInitiated", clip_reason(reason));
         }
         let state = world.cluster(cluster, "StopTask")?;

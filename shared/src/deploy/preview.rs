@@ -76,9 +76,10 @@ pub async fn deploy_dry_run<E: Ecs, S: Store>(
         warnings,
         existing,
         spec,
+        retries_failed,
         ..
     } = prepare_deploy(engine, &narrowed, task_definition, &targets.services, now).await?;
-    let would_record = what_deploy_records(existing.as_ref(), &spec, now);
+    let would_record = what_deploy_records(existing.as_ref(), &spec, retries_failed, now);
     let rollout = existing
         .as_ref()
         .filter(|_| would_record == "rollout")

@@ -67,8 +67,9 @@ async fn record_tasks<E: Ecs, S: Store>(
         warnings,
         existing,
         spec,
+        retries_failed,
     } = prepared;
-    let recorded = what_deploy_records(existing.as_ref(), &spec, now);
+    let recorded = what_deploy_records(existing.as_ref(), &spec, retries_failed, now);
     let rollout = match (recorded, &existing) {
         ("rollout", Some(current)) => {
             Some(start_rollout(engine, current, spec, RolloutKind::Update, now, invocation).await?)
@@ -105,16 +106,19 @@ async fn record_tasks<E: Ecs, S: Store>(
 /// The id of the rollout a dry run plans with (never stored).
 pub(super) const DRY_RUN_ID: &str = "dry-run";
 
-/// What a deploy of `spec` records: `rollout` (another revision), `unchanged`, `updated`
-/// or `created`. The real run and the dry run decide it here.
+/// What a deploy of `spec` records: `rollout` (another revision, a placement move, or the
+/// revision whose rollout failed, tried again), `unchanged`, `updated` or `created`. The
+/// real run and the dry run decide it here.
 pub(super) fn what_deploy_records(
     existing: Option<&Versioned<DaemonSpec>>,
     spec: &DaemonSpec,
+    retries_failed: bool,
     now: DateTime<Utc>,
 ) -> &'static str {
     match existing {
         Some(current)
             if current.record.task_definition != spec.task_definition
+                || retries_failed
                 || super::services::placement_moves(&current.record, spec) =>
         {
             "rollout"

@@ -75,6 +75,9 @@ pub(super) struct PreparedDeploy {
     pub(super) warnings: Vec<String>,
     pub(super) existing: Option<Versioned<DaemonSpec>>,
     pub(super) spec: DaemonSpec,
+    /// The daemon's latest rollout failed on the revision deployed again: the deploy retries
+    /// it (instances it left on another revision or placement roll again).
+    pub(super) retries_failed: bool,
 }
 
 /// The capacity providers a deploy targets, by how the daemon's copies exist on them.
@@ -166,11 +169,29 @@ pub(super) async fn prepare_deploy<E: Ecs, S: Store>(
         &task_definition,
         existing.as_ref().map(|e| &e.record),
     )?;
+    let retries_failed = match &existing {
+        Some(current) if current.record.task_definition == spec.task_definition => engine
+            .rollouts(&request.cluster, &request.daemon)
+            .await?
+            .last()
+            .is_some_and(|last| {
+                last.record.state == RolloutState::Failed
+                    && last.record.to_task_definition == spec.task_definition
+            }),
+        _ => false,
+    };
+    if retries_failed {
+        warnings.push(format!(
+            "the last rollout to {} failed: this deploy rolls it out again to the instances it did not reach",
+            spec.task_definition
+        ));
+    }
     Ok(PreparedDeploy {
         task_definition,
         warnings,
         existing,
         spec,
+        retries_failed,
     })
 }
 

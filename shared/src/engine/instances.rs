@@ -76,24 +76,38 @@ pub(super) fn tasks_to_read(
                 .filter(|arn| !trusted.contains(arn.as_str())),
         );
     }
-    // A copy requested from a DAEMON service has no task until the scheduler acts, and a
-    // stopped one its service restarts by itself shows in no event read here: look too.
-    let copy_gone = |s: &&Versioned<Slot>| {
-        matches!(s.record.state, SlotState::Stopped | SlotState::CrashLooping)
-            || reads.trusted.iter().any(|t| {
-                t.last_status.is_terminal() && s.record.task_arn.as_deref() == Some(t.arn.as_str())
-            })
+    // A start that happened but was never recorded: look. On DAEMON services a requested
+    // copy's task shows in its own event or in the next full reconcile's listing by service
+    // (a look here would cost a ListTasks for every instance change a rollout causes: each
+    // copy placed or stopped changes its instance's resources); a stopped copy its service
+    // restarts by itself shows in no event read here, so that one is looked for, unless an
+    // event of a live copy of the daemon's services came with the batch (described above).
+    let reported = |daemon: &str| {
+        hints.iter().any(|t| {
+            !t.last_status.is_terminal()
+                && t.group
+                    .as_deref()
+                    .and_then(crate::placement::services::daemon_of_group)
+                    .is_some_and(|(name, _)| name == daemon)
+        })
     };
     reads.claim_check = slots.iter().any(|s| {
-        let requested = s
-            .record
+        let record = &s.record;
+        if on_services(instance, &record.daemon, daemons) {
+            let copy_gone = matches!(record.state, SlotState::Stopped | SlotState::CrashLooping)
+                || reads.trusted.iter().any(|t| {
+                    t.last_status.is_terminal()
+                        && record.task_arn.as_deref() == Some(t.arn.as_str())
+                });
+            return copy_gone && !reported(&record.daemon);
+        }
+        let requested = record
             .rollout
             .as_ref()
             .is_some_and(|r| r.step == RolloutStep::Surging && r.new_task_arn.is_none());
-        (matches!(s.record.state, SlotState::Claimed | SlotState::Starting)
-            && s.record.task_arn.is_none())
+        (matches!(record.state, SlotState::Claimed | SlotState::Starting)
+            && record.task_arn.is_none())
             || requested
-            || (copy_gone(s) && on_services(instance, &s.record.daemon, daemons))
     });
     // Each task once: an event and a slot naming the same task are one read.
     let mut seen = BTreeSet::new();

@@ -102,8 +102,10 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         }
     }
 
-    /// Stops a copy a DAEMON service runs: its letter leaves the instance's slot attribute
-    /// and the scheduler stops the task. False if the change did not go through.
+    /// Stops a copy a DAEMON service runs: its letter leaves the instance's slot attribute,
+    /// so its scheduler does not start it again, then StopTask ends it at once instead of at
+    /// the scheduler's next look (which still stops it if StopTask fails). False if the
+    /// copy still runs for now (the letter or the StopTask did not go through).
     pub(super) async fn remove_service_copy(
         &self,
         observation: &Observation,
@@ -136,8 +138,18 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         {
             Ok(()) => {
                 attributes.set(&instance_arn, &stop.daemon, letters);
+                let stopped = self
+                    .ecs
+                    .stop_task(&observation.cluster, &stop.task_arn, &stop.reason)
+                    .await;
+                if let Err(error) = &stopped {
+                    // The copy still runs until its scheduler's look: no surge beside it now.
+                    outcome.errors.push(format!(
+                        "{error} (its service stops it when its scheduler next looks)"
+                    ));
+                }
                 outcome.stopped.push(stop);
-                true
+                stopped.is_ok()
             }
             Err(error) => {
                 outcome.errors.push(error.to_string());

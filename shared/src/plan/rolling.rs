@@ -313,9 +313,7 @@ impl<'a, 'g> Planner<'a, 'g> {
                 .and_then(crate::placement::services::daemon_of_group)
                 .is_some()
         };
-        // Copies a DAEMON service runs stop only when its scheduler next looks: whatever this
-        // plan decides for them, they still run for now.
-        let slow_to_stop = live.iter().filter(|t| from_services(t)).count();
+        let service_copies = live.iter().filter(|t| from_services(t)).count();
         // This rollout's own request is its new copy; any other letter no copy answers yet
         // (a superseded rollout's request being withdrawn) may still become a copy.
         let own_request = step
@@ -358,18 +356,13 @@ impl<'a, 'g> Planner<'a, 'g> {
                 .is_some_and(|s| s.covers(instance.capacity_provider.as_deref())),
         };
         let decided = next_step(&input);
-        let stopped_standalone = decided
-            .stop
-            .as_ref()
-            .and_then(|(which, _)| match which {
-                Which::Old => best_old,
-                Which::New => best_new,
-            })
-            .is_some_and(|t| !from_services(t));
         let copy = |which: Which| match which {
             Which::Old => best_old,
             Which::New => best_new,
         };
+        let stopped_now = decided.stop.as_ref().and_then(|(which, _)| copy(*which));
+        let stopped_standalone = stopped_now.is_some_and(|t| !from_services(t));
+        let stopped_service = stopped_now.is_some_and(&from_services);
         if let Some((task, reason)) = decided
             .stop
             .and_then(|(which, reason)| Some((copy(which)?, reason)))
@@ -387,10 +380,11 @@ impl<'a, 'g> Planner<'a, 'g> {
         if let Some(at) = decided.wake_at {
             self.wake_at(at);
         }
-        // StopTask ends a standalone copy's run at once (desired STOPPED); the copies left
-        // running after this plan: the kept standalone ones not stopped now, and every copy
-        // a DAEMON service runs. Where the daemon moves to services, a standalone copy
-        // counts until it is seen gone: the rollout ends only once none is left there.
+        // StopTask ends a copy's run at once (desired STOPPED; a service copy's letter goes
+        // first, so its scheduler does not start it again); the copies left running after
+        // this plan: the kept ones not stopped now. Where the daemon moves to services, a
+        // standalone copy counts until it is seen gone: the rollout ends only once none is
+        // left there.
         let on_services = daemon.services.as_ref().is_some_and(|s| s.covers(provider));
         let kept_standalone = [best_old, best_new]
             .into_iter()
@@ -398,7 +392,8 @@ impl<'a, 'g> Planner<'a, 'g> {
             .filter(|t| !from_services(t))
             .count()
             - usize::from(stopped_standalone && !on_services);
-        let two_copies = slow_to_stop + kept_standalone + unanswered >= 2;
+        let two_copies =
+            service_copies - usize::from(stopped_service) + kept_standalone + unanswered >= 2;
         self.tally(daemon, decided.next.as_ref(), instance_id, two_copies);
         if unanswered > 0 && decided.candidate.is_some() {
             // No surge beside a copy that may still come: the withdrawal this plan writes

@@ -253,9 +253,10 @@ impl<'a, 'g> Planner<'a, 'g> {
             counts.surging += 1;
             self.claim_surge(daemon, &record.id, instance_arn, config.surge_fallback);
         }
-        // New copies report RUNNING on their own time: look again soon while any are on
-        // the way. Settling copies wake the check at their own moment (minHealthySeconds).
-        if counts.surging > 0 {
+        // New copies report RUNNING on their own time, and another rollout's copies stop on
+        // theirs: look again soon while any are on the way. Settling copies wake the check at
+        // their own moment (minHealthySeconds).
+        if counts.surging > 0 || counts.lingering > 0 {
             self.wake_at(now + Duration::seconds(ROLLOUT_POLL_SECONDS));
         }
         record.counts = counts.clone();

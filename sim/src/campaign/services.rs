@@ -150,6 +150,7 @@ pub(super) async fn run_services(seed: u64) -> Result<SeedReport, String> {
     let twist = rng.below(4);
     let twist_at = 30 + rng.below(300) as i64;
     let mut twist_done = false;
+    let mut retried = false;
     let daemons = [DaemonDecl {
         name: DAEMON,
         providers: vec![PROVIDER],
@@ -193,6 +194,25 @@ pub(super) async fn run_services(seed: u64) -> Result<SeedReport, String> {
             }
         }
         deregister_drained(&harness);
+        if !faults_on && !retried {
+            // A rollout the faults made fail (a good revision's copies crash-looped where the
+            // faults made them) is what a user deploys again once the cause is gone: it rolls
+            // on to the instances it left, standalone copies included.
+            let records = rollouts(&harness).await?;
+            if let Some(failed) = records
+                .last()
+                .filter(|r| r.record.state == RolloutState::Failed)
+            {
+                retried = true;
+                let revision = failed.record.to_task_definition.clone();
+                if verbose() {
+                    println!("{now} the user deploys {revision} again");
+                }
+                deploy_until_done(&mut harness, request(&revision))
+                    .await
+                    .map_err(|text| format!("deploying {revision} again: {text}"))?;
+            }
+        }
         if !twist_done && (now - start).num_seconds() >= twist_at {
             twist_done = true;
             let result = match twist {
