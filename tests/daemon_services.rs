@@ -639,7 +639,13 @@ async fn the_sdk_client_reaches_the_daemon_services_of_the_local_ecs_server() {
         .await
         .unwrap_err();
     assert_eq!(refused.code, "InvalidParameterException");
+    assert_eq!(ecs.active_services_count(CLUSTER).await.unwrap(), 1);
     let deleted = ecs.delete_service(CLUSTER, "agent-a").await.unwrap();
     assert_eq!(deleted.status, "DRAINING");
+    assert_eq!(
+        ecs.active_services_count(CLUSTER).await.unwrap(),
+        0,
+        "activeServicesCount counts ACTIVE services only"
+    );
     server.abort();
 }

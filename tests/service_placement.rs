@@ -367,3 +367,65 @@ async fn a_provider_that_gets_managed_scaling_moves_its_copies_to_services_by_a_
         RolloutState::Succeeded
     );
 }
+
+/// Two more services would take the cluster past ECS's services-per-cluster quota: deploy
+/// refuses before creating or declaring anything, and says what to do; with room again it
+/// goes through.
+#[tokio::test]
+async fn a_cluster_without_room_for_two_services_is_refused_before_anything_changes() {
+    let (mut harness, revisions) = setup(2);
+    harness.model.set_other_services(CLUSTER, 4_999);
+    let refused = harness.deploy(request(&revisions[0])).await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            DeployError::ServiceQuota {
+                active: 4_999,
+                needed: 2,
+                quota: 5_000,
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("Services per cluster"),
+        "{refused}"
+    );
+    let names = [
+        "ecs-daemons-agent-a".to_string(),
+        "ecs-daemons-agent-b".to_string(),
+    ];
+    assert!(harness
+        .model
+        .describe_services(CLUSTER, &names)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(harness
+        .engine
+        .declaration(CLUSTER, DAEMON)
+        .await
+        .unwrap()
+        .is_none());
+
+    // A quota configured lower than ECS's is kept too.
+    harness.model.set_other_services(CLUSTER, 10);
+    harness.set_services_per_cluster(11);
+    assert!(matches!(
+        harness.deploy(request(&revisions[0])).await.unwrap_err(),
+        DeployError::ServiceQuota { quota: 11, .. }
+    ));
+    harness.set_services_per_cluster(12);
+    let answer = harness.deploy(request(&revisions[0])).await.unwrap();
+    assert_eq!(answer.recorded, "created");
+    assert_eq!(
+        harness
+            .model
+            .describe_services(CLUSTER, &names)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}

@@ -14,6 +14,7 @@ use ecs_daemons_sim::cluster_model::{ModelConfig, TaskDefinitionModel};
 use ecs_daemons_sim::simulation::{Harness, Invocation};
 
 mod managed;
+mod services;
 
 const CLUSTER: &str = "prod";
 const AGENT: &str = "cloudwatch-agent-daemon";
@@ -101,7 +102,10 @@ impl Demo {
                     continue;
                 }
                 let group = detail["group"].as_str().unwrap_or_default();
-                if group.starts_with("service:") && detail["lastStatus"] == "STOPPED" {
+                if group.starts_with("service:")
+                    && !group.starts_with("service:ecs-daemons-")
+                    && detail["lastStatus"] == "STOPPED"
+                {
                     let instance = detail["containerInstanceArn"].as_str().unwrap_or_default();
                     line(format!(
                         "application task of {} left {} ({})",
@@ -123,6 +127,22 @@ impl Demo {
                     "start {} on {}",
                     started.daemon,
                     self.name(&started.instance_id)
+                ));
+            }
+            for requested in &outcome.requested {
+                line(format!(
+                    "request {} on {} from service {} (its letter joins the slot attribute)",
+                    requested.daemon,
+                    self.name(&requested.instance_id),
+                    requested.service
+                ));
+            }
+            for withdrawn in &outcome.withdrawn {
+                line(format!(
+                    "withdraw the request of {} on {} from service {}",
+                    withdrawn.daemon,
+                    self.name(&withdrawn.instance_id),
+                    withdrawn.service
                 ));
             }
             for failed in &outcome.start_failures {
@@ -450,7 +470,12 @@ async fn on_local_stack() -> i32 {
 async fn on_the_model() {
     let harness = Harness::new(
         CLUSTER,
-        &["asg-general", "asg-batch", managed::MANAGED_PROVIDER],
+        &[
+            "asg-general",
+            "asg-batch",
+            managed::MANAGED_PROVIDER,
+            services::SCALED_PROVIDER,
+        ],
         ModelConfig {
             seed: 7,
             ..ModelConfig::default()
@@ -669,6 +694,7 @@ async fn on_the_model() {
     }
 
     managed::managed_instances(&mut demo).await;
+    services::daemon_services(&mut demo).await;
 
     print_table(&demo);
     let answer = status(
@@ -803,6 +829,7 @@ fn print_table(demo: &Demo) {
             .filter(|t| {
                 t.instance_id == id
                     && t.group.starts_with("service:")
+                    && !t.group.starts_with("service:ecs-daemons-")
                     && !t.last_status.is_terminal()
             })
             .count();

@@ -260,6 +260,7 @@ async fn dispatch(model: &ClusterModel, operation: &str, input: &Value) -> Resul
                         "clusterName": name,
                         "status": "ACTIVE",
                         "capacityProviders": providers,
+                        "activeServicesCount": ecs_daemons::ecs::EcsServices::active_services_count(model, &name).await?,
                     })),
                     Err(error) if error.kind == EcsErrorKind::NotFound => failures.push(json!({
                         "arn": cluster_arn(&name),

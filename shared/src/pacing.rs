@@ -455,6 +455,11 @@ impl<E: Ecs, C: Clock> EcsServices for Paced<E, C> {
         self.wait(CallClass::Modify).await;
         self.inner.delete_service(cluster, service).await
     }
+
+    async fn active_services_count(&self, cluster: &str) -> Result<usize, EcsError> {
+        self.wait(CallClass::Read).await;
+        self.inner.active_services_count(cluster).await
+    }
 }
 
 /// The managed-daemon calls take from the same buckets: ECS documents no buckets of their

@@ -400,6 +400,14 @@ impl<T: Ecs> EcsServices for Crashing<T> {
             self.inner.delete_service(cluster, service)
         )
     }
+    async fn active_services_count(&self, cluster: &str) -> Result<usize, EcsError> {
+        guarded!(
+            self,
+            "DescribeClusters",
+            crashed_ecs,
+            self.inner.active_services_count(cluster)
+        )
+    }
 }
 
 impl<T: Ecs> EcsDaemons for Crashing<T> {
@@ -934,6 +942,11 @@ impl Harness {
 
     pub fn set_hold_settings(&mut self, settings: ecs_daemons::holds::HoldSettings) {
         self.configure_all(|config| config.holds = settings);
+    }
+
+    /// The services-per-cluster quota the stack is configured with.
+    pub fn set_services_per_cluster(&mut self, quota: usize) {
+        self.configure_all(|config| config.services_per_cluster = quota);
     }
 
     /// The same change to every function's configuration (as one stack's environment).

@@ -213,6 +213,16 @@ pub enum DeployError {
          one: wait for the rollout in flight to end or roll it back (status shows which instances run what), then deploy"
     )]
     ServicesBusy { daemon: String, running: String },
+    #[error(
+        "cluster {cluster} holds {active} services and daemon {daemon} needs {needed} more, beyond the quota of          {quota} services per cluster: request an increase of Amazon ECS's \"Services per cluster\" in Service Quotas          (then set the stack's ServicesPerClusterQuota parameter to it), or delete services the cluster no longer needs"
+    )]
+    ServiceQuota {
+        cluster: String,
+        daemon: String,
+        active: usize,
+        needed: usize,
+        quota: usize,
+    },
     #[error(transparent)]
     Ecs(#[from] EcsError),
     #[error(transparent)]

@@ -217,6 +217,28 @@ pub(super) async fn ensure_services<E: Ecs, S: Store>(
         };
         services.set_revision(idle, target);
     }
+    // Checked before anything is created: a quota met half way would leave one service.
+    let missing = [Letter::A, Letter::B]
+        .into_iter()
+        .filter(|letter| {
+            !described
+                .iter()
+                .any(|s| s.name == service_name(daemon, *letter) && s.is_active())
+        })
+        .count();
+    if missing > 0 {
+        let quota = engine.config().services_per_cluster;
+        let active = engine.ecs().active_services_count(cluster).await?;
+        if active + missing > quota {
+            return Err(DeployError::ServiceQuota {
+                cluster: cluster.into(),
+                daemon: daemon.into(),
+                active,
+                needed: missing,
+                quota,
+            });
+        }
+    }
     for letter in [Letter::A, Letter::B] {
         let name = service_name(daemon, letter);
         let revision = services.revision_of(letter);

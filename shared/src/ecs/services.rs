@@ -23,6 +23,10 @@ pub const ATTRIBUTE_MAX_LEN: usize = 128;
 /// Custom attributes one container instance may carry (developer guide, *Amazon ECS service
 /// quotas*: "Custom attributes per resource: 10", not adjustable).
 pub const CUSTOM_ATTRIBUTES_PER_INSTANCE: usize = 10;
+/// Services one cluster may hold (developer guide, *Amazon ECS service quotas*: "Services
+/// per cluster … 5,000", adjustable; ECS's Service Quotas integration shows no applied value,
+/// so a raised quota is configured: `SERVICES_PER_CLUSTER_QUOTA`).
+pub const SERVICES_PER_CLUSTER: usize = 5_000;
 
 /// What ecs-daemons asks of one DAEMON service. The rest is fixed by the placement: launch
 /// type EC2 (a DAEMON service takes no capacity provider strategy), `maximumPercent` 100 and
@@ -118,6 +122,13 @@ pub trait EcsServices: Send + Sync {
         cluster: &str,
         service: &str,
     ) -> impl Future<Output = Result<ServiceState, EcsError>> + Send;
+
+    /// How many services the cluster runs in the ACTIVE state (`DescribeClusters`
+    /// `activeServicesCount`), for the services-per-cluster quota.
+    fn active_services_count(
+        &self,
+        cluster: &str,
+    ) -> impl Future<Output = Result<usize, EcsError>> + Send;
 }
 
 impl<T: EcsServices> EcsServices for std::sync::Arc<T> {
@@ -150,6 +161,12 @@ impl<T: EcsServices> EcsServices for std::sync::Arc<T> {
         service: &str,
     ) -> impl Future<Output = Result<ServiceState, EcsError>> + Send {
         (**self).delete_service(cluster, service)
+    }
+    fn active_services_count(
+        &self,
+        cluster: &str,
+    ) -> impl Future<Output = Result<usize, EcsError>> + Send {
+        (**self).active_services_count(cluster)
     }
 }
 

@@ -111,6 +111,9 @@ pub struct EngineConfig {
     /// The roles this stack may pass to ECS tasks (its iam:PassRole names them); empty: any.
     /// A deploy whose daemon task definition names another is refused with the fix.
     pub daemon_role_arns: Vec<String>,
+    /// The services-per-cluster quota deploy keeps within when it creates a daemon's DAEMON
+    /// services (ECS's default unless raised: [`crate::ecs::SERVICES_PER_CLUSTER`]).
+    pub services_per_cluster: usize,
 }
 
 impl Default for EngineConfig {
@@ -124,6 +127,7 @@ impl Default for EngineConfig {
             hook_name: crate::autoscaling::DEFAULT_HOOK_NAME.into(),
             daemon_families: Vec::new(),
             daemon_role_arns: Vec::new(),
+            services_per_cluster: crate::ecs::SERVICES_PER_CLUSTER,
         }
     }
 }

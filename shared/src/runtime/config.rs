@@ -38,6 +38,18 @@ pub fn engine_config_from(
     config.holds = hold_settings_from(&lookup)?;
     config.daemon_families = list_from(&lookup, "DAEMON_FAMILIES");
     config.daemon_role_arns = list_from(&lookup, "DAEMON_ROLE_ARNS");
+    if let Some(quota) = lookup("SERVICES_PER_CLUSTER_QUOTA").filter(|q| !q.trim().is_empty()) {
+        config.services_per_cluster = quota
+            .trim()
+            .parse()
+            .ok()
+            .filter(|q: &usize| *q >= 2)
+            .ok_or_else(|| {
+                FunctionError::Config(format!(
+                    "SERVICES_PER_CLUSTER_QUOTA {quota:?} is not a number of services (2 or more)"
+                ))
+            })?;
+    }
     if let Some(name) = lookup("LIFECYCLE_HOOK_NAME").filter(|n| !n.trim().is_empty()) {
         config.hook_name = name.trim().to_string();
     }
@@ -242,6 +254,29 @@ mod tests {
                 .iter()
                 .find(|(key, _)| *key == other)
                 .map(|(_, value)| value.to_string()),
+        }
+    }
+
+    #[test]
+    fn a_raised_services_quota_is_read_and_nonsense_refused() {
+        let (_, config) = engine_config_from(with_groups(&[])).unwrap();
+        assert_eq!(
+            config.services_per_cluster,
+            crate::ecs::SERVICES_PER_CLUSTER
+        );
+        let (_, raised) =
+            engine_config_from(with_groups(&[("SERVICES_PER_CLUSTER_QUOTA", "8000")])).unwrap();
+        assert_eq!(raised.services_per_cluster, 8000);
+        for bad in ["lots", "1", "-5"] {
+            let lookup = move |name: &str| match name {
+                "SERVICES_PER_CLUSTER_QUOTA" => Some(bad.to_string()),
+                other => with_groups(&[])(other),
+            };
+            let error = engine_config_from(lookup).unwrap_err().to_string();
+            assert!(
+                error.contains("SERVICES_PER_CLUSTER_QUOTA"),
+                "{bad}: {error}"
+            );
         }
     }
 

@@ -63,6 +63,7 @@ impl FunctionError {
                 D::AttributeBudget { .. } => "AttributeBudget",
                 D::PlacementChange { .. } => "PlacementChange",
                 D::ServicesBusy { .. } => "ServicesBusy",
+                D::ServiceQuota { .. } => "ServiceQuota",
                 D::Ecs(_) => "EcsError",
                 D::Store(_) => "StoreError",
                 D::Engine(error) => engine(error),

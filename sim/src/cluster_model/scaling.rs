@@ -121,7 +121,7 @@ struct Group {
 /// placement constraint is `memberOf(attribute:ecs-daemons.ready == true)`, on instances of
 /// `provider` with room; the rest wait (PROVISIONING) and make the group scale out.
 #[derive(Clone, Debug)]
-struct Application {
+pub(super) struct Application {
     definition: String,
     provider: String,
     wanted: usize,
@@ -132,7 +132,7 @@ pub(super) struct Scaling {
     /// By (cluster, provider).
     groups: BTreeMap<(String, String), Group>,
     /// By (cluster, service).
-    applications: BTreeMap<(String, String), Application>,
+    pub(super) applications: BTreeMap<(String, String), Application>,
     /// The next whole minute ECS collects information at.
     next_tick: Option<DateTime<Utc>>,
 }

@@ -52,6 +52,8 @@ pub struct ServiceKnobs {
     /// action events*) without documenting the intervals: doubling from `reaction`, up to
     /// this.
     pub restart_backoff_max: Duration,
+    /// The services-per-cluster quota CreateService enforces (5,000 unless raised).
+    pub services_per_cluster: usize,
 }
 
 /// When ECS stops a DAEMON task on a DRAINING instance.
@@ -74,6 +76,7 @@ impl Default for ServiceKnobs {
             drain_order: DaemonDrainOrder::AfterOthersLeaveRunning,
             waits_for_draining: true,
             restart_backoff_max: Duration::minutes(15),
+            services_per_cluster: ecs_daemons::ecs::SERVICES_PER_CLUSTER,
         }
     }
 }
@@ -146,6 +149,8 @@ pub(super) struct DaemonServices {
     /// DAEMON tasks ECS stopped on a DRAINING instance while another task still ran there
     /// (the drain-order defects): what `status` must report.
     pub(super) early_stops: Vec<String>,
+    /// Services of other owners per cluster (counted against the quota, never run here).
+    pub(super) others: BTreeMap<String, usize>,
 }
 
 fn error(
@@ -612,6 +617,17 @@ impl World {
                 ));
             }
         }
+        // "Services per cluster: 5,000" (developer guide, *Amazon ECS service quotas*); the
+        // exception ECS answers beyond it is not documented: a client error.
+        if self.active_services(cluster) >= self.config.services.services_per_cluster {
+            return Err(error(
+                OPERATION,
+                &target,
+                EcsErrorKind::Invalid,
+                "ClientException",
+                "The maximum number of services per cluster has been reached.",
+            ));
+        }
         let deployment = self.new_deployment(&definition);
         let service = Service {
             declaration: declaration.clone(),
@@ -722,6 +738,24 @@ impl World {
     }
 
     /// An instance left the cluster: nothing more to look at there.
+    /// Services of the cluster in the ACTIVE state (`activeServicesCount`); the model's
+    /// application services (`set_application`) are counted too.
+    pub(super) fn active_services(&self, cluster: &str) -> usize {
+        let daemon_services = self
+            .services
+            .services
+            .iter()
+            .filter(|((c, _), s)| c == cluster && s.status == Status::Active)
+            .count();
+        let applications = self
+            .scaling
+            .applications
+            .keys()
+            .filter(|(c, _)| c == cluster)
+            .count();
+        daemon_services + applications + self.services.others.get(cluster).copied().unwrap_or(0)
+    }
+
     pub(super) fn forget_instance_for_services(&mut self, cluster: &str, instance: &str) {
         self.services
             .due
@@ -771,9 +805,24 @@ impl ecs_daemons::ecs::EcsServices for super::ClusterModel {
         world.call("DeleteService", true, service)?;
         world.delete_service(cluster, service)
     }
+
+    async fn active_services_count(&self, cluster: &str) -> Result<usize, EcsError> {
+        let mut world = self.world();
+        world.call("DescribeClusters", false, cluster)?;
+        world.cluster(cluster, "DescribeClusters")?;
+        Ok(world.active_services(cluster))
+    }
 }
 
 impl super::ClusterModel {
+    /// `count` services of other owners in `cluster`: they count against its quota.
+    pub fn set_other_services(&self, cluster: &str, count: usize) {
+        self.world()
+            .services
+            .others
+            .insert(cluster.to_string(), count);
+    }
+
     /// DAEMON tasks ECS stopped on a DRAINING instance while another task still ran there.
     pub fn early_daemon_service_stops(&self) -> Vec<String> {
         self.world().services.early_stops.clone()
