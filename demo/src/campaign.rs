@@ -2,7 +2,7 @@
 //!
 //! 1,000 seeds of each scenario by default, `--full` for 10,000, `--seeds N` for another count,
 //! `--from N` to start the range at seed N (default 1: `--from 500000 --full` runs seeds
-//! 500,000 to 509,999), `--seed N` (with `--scenario churn|rollout|managed`) to replay one with what the
+//! 500,000 to 509,999), `--seed N` (with `--scenario churn|rollout|managed|services`) to replay one with what the
 //! store and the model hold printed. Prints runs, steps, faults injected per kind, invariant breaks (each with its
 //! replay command) and the worst convergence after the faults stopped; exits 1 on any break.
 
@@ -12,7 +12,7 @@ use std::time::Instant;
 use ecs_daemons_sim::campaign::{run_campaign, Scenario};
 
 const USAGE: &str = "usage: campaign [--from N] [--seeds N | --full | --seed N] \
-                     [--scenario churn|rollout|managed] [--threads N]";
+                     [--scenario churn|rollout|managed|services] [--threads N]";
 
 struct Options {
     /// The first seed of the range and how many seeds it holds.

@@ -167,6 +167,39 @@ fn client_token(invocation: &str, letter: Letter) -> String {
 /// one it made); a revision neither runs goes to the idle service, the one whose revision
 /// no copy uses (`busy`: the revisions instances run now). With both busy (a rollout in
 /// flight between them) the deploy is refused.
+/// The daemon's services still to create fit the cluster's services-per-cluster quota:
+/// checked before anything is created (a quota met half way would leave one service).
+async fn check_service_quota<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    cluster: &str,
+    daemon: &str,
+    described: &[crate::ecs::ServiceState],
+) -> Result<(), DeployError> {
+    let missing = [Letter::A, Letter::B]
+        .into_iter()
+        .filter(|letter| {
+            !described
+                .iter()
+                .any(|s| s.name == service_name(daemon, *letter) && s.is_active())
+        })
+        .count();
+    if missing == 0 {
+        return Ok(());
+    }
+    let quota = engine.config().services_per_cluster;
+    let active = engine.ecs().active_services_count(cluster).await?;
+    if active + missing > quota {
+        return Err(DeployError::ServiceQuota {
+            cluster: cluster.into(),
+            daemon: daemon.into(),
+            active,
+            needed: missing,
+            quota,
+        });
+    }
+    Ok(())
+}
+
 pub(super) async fn ensure_services<E: Ecs, S: Store>(
     engine: &Engine<E, S>,
     spec: &mut DaemonSpec,
@@ -217,28 +250,7 @@ pub(super) async fn ensure_services<E: Ecs, S: Store>(
         };
         services.set_revision(idle, target);
     }
-    // Checked before anything is created: a quota met half way would leave one service.
-    let missing = [Letter::A, Letter::B]
-        .into_iter()
-        .filter(|letter| {
-            !described
-                .iter()
-                .any(|s| s.name == service_name(daemon, *letter) && s.is_active())
-        })
-        .count();
-    if missing > 0 {
-        let quota = engine.config().services_per_cluster;
-        let active = engine.ecs().active_services_count(cluster).await?;
-        if active + missing > quota {
-            return Err(DeployError::ServiceQuota {
-                cluster: cluster.into(),
-                daemon: daemon.into(),
-                active,
-                needed: missing,
-                quota,
-            });
-        }
-    }
+    check_service_quota(engine, cluster, daemon, &described).await?;
     for letter in [Letter::A, Letter::B] {
         let name = service_name(daemon, letter);
         let revision = services.revision_of(letter);

@@ -287,6 +287,27 @@ fn both_copies(
     }
 }
 
+/// How many copies an instance still holds once a plan is carried out, for the maxParallel
+/// count: its live service copies and kept standalone ones, less the one StopTask ends now
+/// (desired STOPPED at once; a service copy's letter goes first, so its scheduler does not
+/// start it again), plus requests a scheduler may still answer. Where the daemon moved to
+/// services, a stopped standalone copy counts until it is seen gone: the rollout ends only
+/// once none is left there. `stopped`: whether the copy stopped now comes from a service.
+pub(crate) fn copies_after_plan(
+    service_copies: usize,
+    standalone_kept: usize,
+    stopped: Option<bool>,
+    on_services: bool,
+    unanswered: usize,
+) -> usize {
+    let ended = match stopped {
+        Some(true) => 1,
+        Some(false) if !on_services => 1,
+        _ => 0,
+    };
+    (service_copies + standalone_kept + unanswered).saturating_sub(ended)
+}
+
 impl<'a, 'g> Planner<'a, 'g> {
     /// A daemon with a rollout in flight on an eligible instance: [`next_step`] decides, this
     /// carries it out. `None` when no copy is live at all: the missing path then starts the
@@ -356,45 +377,22 @@ impl<'a, 'g> Planner<'a, 'g> {
                 .is_some_and(|s| s.covers(instance.capacity_provider.as_deref())),
         };
         let decided = next_step(&input);
-        let copy = |which: Which| match which {
-            Which::Old => best_old,
-            Which::New => best_new,
-        };
-        let stopped_now = decided.stop.as_ref().and_then(|(which, _)| copy(*which));
-        let stopped_standalone = stopped_now.is_some_and(|t| !from_services(t));
-        let stopped_service = stopped_now.is_some_and(&from_services);
-        if let Some((task, reason)) = decided
-            .stop
-            .and_then(|(which, reason)| Some((copy(which)?, reason)))
-        {
-            self.push(Action::Stop {
-                task_arn: task.arn.clone(),
-                instance_id: instance_id.into(),
-                daemon: daemon.name.clone(),
-                reason,
-            });
-        }
-        if let Some(keeper) = decided.keeper.and_then(copy) {
-            self.track_keeper(daemon, instance_id, previous, keeper, decided.next.clone());
-        }
-        if let Some(at) = decided.wake_at {
-            self.wake_at(at);
-        }
-        // StopTask ends a copy's run at once (desired STOPPED; a service copy's letter goes
-        // first, so its scheduler does not start it again); the copies left running after
-        // this plan: the kept ones not stopped now. Where the daemon moves to services, a
-        // standalone copy counts until it is seen gone: the rollout ends only once none is
-        // left there.
+        let stopped_now =
+            self.carry_out_step(daemon, instance, previous, &decided, best_old, best_new);
         let on_services = daemon.services.as_ref().is_some_and(|s| s.covers(provider));
-        let kept_standalone = [best_old, best_new]
+        let standalone_kept = [best_old, best_new]
             .into_iter()
             .flatten()
             .filter(|t| !from_services(t))
-            .count()
-            - usize::from(stopped_standalone && !on_services);
-        let two_copies =
-            service_copies - usize::from(stopped_service) + kept_standalone + unanswered >= 2;
-        self.tally(daemon, decided.next.as_ref(), instance_id, two_copies);
+            .count();
+        let held = copies_after_plan(
+            service_copies,
+            standalone_kept,
+            stopped_now.map(&from_services),
+            on_services,
+            unanswered,
+        );
+        self.tally(daemon, decided.next.as_ref(), instance_id, held >= 2);
         if unanswered > 0 && decided.candidate.is_some() {
             // No surge beside a copy that may still come: the withdrawal this plan writes
             // is seen by a reconcile soon after, which surges then.
@@ -404,6 +402,48 @@ impl<'a, 'g> Planner<'a, 'g> {
             tally.candidates.push((instance.arn.clone(), retry));
         }
         decided.coverage
+    }
+
+    /// Pushes the step's stop, tracks its keeper, notes its wake-up; answers the copy it
+    /// stops.
+    fn carry_out_step(
+        &mut self,
+        daemon: &DaemonView,
+        instance: &ContainerInstance,
+        previous: Option<&Versioned<Slot>>,
+        decided: &StepOutcome,
+        best_old: Option<&'a Task>,
+        best_new: Option<&'a Task>,
+    ) -> Option<&'a Task> {
+        let copy = |which: Which| match which {
+            Which::Old => best_old,
+            Which::New => best_new,
+        };
+        let stopped = decided
+            .stop
+            .as_ref()
+            .and_then(|(which, reason)| Some((copy(*which)?, reason)));
+        if let Some((task, reason)) = stopped {
+            self.push(Action::Stop {
+                task_arn: task.arn.clone(),
+                instance_id: instance.id().into(),
+                daemon: daemon.name.clone(),
+                reason: reason.clone(),
+            });
+        }
+        if let Some(keeper) = decided.keeper.and_then(copy) {
+            self.track_keeper(
+                daemon,
+                instance.id(),
+                previous,
+                keeper,
+                decided.next.clone(),
+            );
+        }
+        if let Some(at) = decided.wake_at {
+            self.wake_at(at);
+        }
+        stopped.map(|(task, _)| task)
     }
 
     pub(super) fn tally(

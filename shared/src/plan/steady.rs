@@ -229,22 +229,34 @@ impl<'a, 'g> Planner<'a, 'g> {
             self.coverage(daemon).starting += 1;
             return Coverage::OnItsWay;
         }
-        let own = daemon
-            .services
-            .as_ref()
-            .and_then(|s| s.letter_for(&daemon.task_definition));
-        if super::services::unanswered_requests(daemon, instance, &[], own) > 0 {
-            // Another letter may still bring its copy (a crashed copy its service restarts
-            // before this plan's withdrawal lands): request once the withdrawal is seen.
+        if self.another_request_pending(daemon, instance) {
             if failed_now {
                 self.record(slot, previous);
             }
-            self.wake_at(now + Duration::seconds(ROLLOUT_POLL_SECONDS));
             self.coverage(daemon).missing += 1;
             return Coverage::Missing;
         }
         self.start_copy(daemon, instance, slot, previous);
         Coverage::Missing
+    }
+
+    /// Another letter of the slot attribute may still bring its copy (a crashed copy its
+    /// service restarts before this plan's withdrawal lands): the request waits until the
+    /// withdrawal is seen, a poll later.
+    fn another_request_pending(
+        &mut self,
+        daemon: &DaemonView,
+        instance: &ContainerInstance,
+    ) -> bool {
+        let own = daemon
+            .services
+            .as_ref()
+            .and_then(|s| s.letter_for(&daemon.task_definition));
+        let pending = super::services::unanswered_requests(daemon, instance, &[], own) > 0;
+        if pending {
+            self.wake_at(self.observation.now + Duration::seconds(ROLLOUT_POLL_SECONDS));
+        }
+        pending
     }
 
     /// Claims the slot for a new copy of the daemon's revision.

@@ -301,3 +301,17 @@ fn a_failed_surge_says_why_in_ecs_words() {
         Some("the new copy stopped before it was healthy: EssentialContainerExited: exit 1")
     );
 }
+
+#[test]
+fn copies_held_after_a_plan_count_what_still_runs_or_may_come() {
+    use super::super::rolling::copies_after_plan;
+    // A surge on services: old and new service copies, the old one stopped now → one left.
+    assert_eq!(copies_after_plan(2, 0, Some(true), true, 0), 1);
+    // A standalone old copy stopped where the daemon stays standalone → one left.
+    assert_eq!(copies_after_plan(0, 2, Some(false), false, 0), 1);
+    // Moving to services: the stopped standalone copy counts until seen gone.
+    assert_eq!(copies_after_plan(1, 1, Some(false), true, 0), 2);
+    // A request no copy answers yet beside a kept copy: two.
+    assert_eq!(copies_after_plan(0, 1, None, true, 1), 2);
+    assert_eq!(copies_after_plan(0, 0, None, true, 0), 0);
+}
