@@ -13,6 +13,22 @@ use std::time::Instant;
 use local_stack::scenario::{self, CLUSTER, DAEMON, MANAGED_DAEMON, SERVICES_DAEMON};
 use local_stack::stack::{quick_model, LocalStack, StackConfig};
 
+/// A daemon's rollouts as `status` lists them (the latest, then its history): (kind, target
+/// revision, state).
+fn rollouts_of(daemon: &serde_json::Value) -> Vec<(String, String, String)> {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    std::iter::once(&daemon["rollout"])
+        .chain(daemon["history"].as_array().expect("history"))
+        .map(|r| {
+            (
+                text(&r["kind"]),
+                text(&r["toTaskDefinition"]),
+                text(&r["state"]),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deploy_scale_out_drain_rollout_and_rollback_through_the_real_functions() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -73,19 +89,7 @@ async fn deploy_scale_out_drain_rollout_and_rollback_through_the_real_functions(
     assert_eq!(daemon["coverage"]["duplicates"], 0, "{daemon}");
     // `rollout` is the latest (here: the rollback, ended), `history` the ones before it.
     assert_eq!(daemon["rollout"]["state"], "SUCCEEDED", "{daemon}");
-    let history: Vec<(String, String, String)> = std::iter::once(&daemon["rollout"])
-        .chain(daemon["history"].as_array().expect("history"))
-        .map(|r| {
-            (
-                r["kind"].as_str().unwrap_or_default().to_string(),
-                r["toTaskDefinition"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                r["state"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
+    let history = rollouts_of(daemon);
     let succeeded = |kind: &str, to: &str| {
         history
             .iter()
@@ -165,19 +169,7 @@ async fn deploy_scale_out_drain_rollout_and_rollback_through_the_real_functions(
             ),
         ]
     );
-    let kinds: Vec<(String, String, String)> = std::iter::once(&scaled["rollout"])
-        .chain(scaled["history"].as_array().expect("history"))
-        .map(|r| {
-            (
-                r["kind"].as_str().unwrap_or_default().to_string(),
-                r["toTaskDefinition"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                r["state"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
+    let kinds = rollouts_of(scaled);
     for (kind, to) in [
         ("UPDATE", "cwagent-scaled:2"),
         ("ROLLBACK", "cwagent-scaled:1"),

@@ -56,6 +56,36 @@ mod services;
 const EC2_LOOKUP_MAX_PAGES: usize = 100;
 use convert::*;
 
+impl SdkEcs {
+    /// The cluster as `DescribeClusters` answers it; an INACTIVE or unknown one is not found.
+    pub(crate) async fn describe_cluster(
+        &self,
+        cluster: &str,
+    ) -> Result<aws_sdk_ecs::types::Cluster, EcsError> {
+        let answer = self
+            .client
+            .describe_clusters()
+            .clusters(cluster)
+            .send()
+            .await
+            .map_err(|e| call_error("DescribeClusters", format!("cluster {cluster}"), e))?;
+        answer
+            .clusters()
+            .iter()
+            .find(|c| c.status() != Some("INACTIVE"))
+            .cloned()
+            .ok_or_else(|| {
+                EcsError::new(
+                    "DescribeClusters",
+                    format!("cluster {cluster}"),
+                    EcsErrorKind::NotFound,
+                    "ClusterNotFoundException",
+                    format!("cluster {cluster} does not exist in this account and region"),
+                )
+            })
+    }
+}
+
 impl Ecs for SdkEcs {
     async fn list_container_instances_page(
         &self,
@@ -389,27 +419,11 @@ impl Ecs for SdkEcs {
     }
 
     async fn cluster_capacity_providers(&self, cluster: &str) -> Result<Vec<String>, EcsError> {
-        let answer = self
-            .client
-            .describe_clusters()
-            .clusters(cluster)
-            .send()
-            .await
-            .map_err(|e| call_error("DescribeClusters", format!("cluster {cluster}"), e))?;
-        match answer
-            .clusters()
-            .iter()
-            .find(|c| c.status() != Some("INACTIVE"))
-        {
-            Some(found) => Ok(found.capacity_providers().to_vec()),
-            None => Err(EcsError::new(
-                "DescribeClusters",
-                format!("cluster {cluster}"),
-                EcsErrorKind::NotFound,
-                "ClusterNotFoundException",
-                format!("cluster {cluster} does not exist in this account and region"),
-            )),
-        }
+        Ok(self
+            .describe_cluster(cluster)
+            .await?
+            .capacity_providers()
+            .to_vec())
     }
 
     async fn describe_capacity_providers(

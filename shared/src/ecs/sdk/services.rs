@@ -160,28 +160,7 @@ impl EcsServices for SdkEcs {
     }
 
     async fn active_services_count(&self, cluster: &str) -> Result<usize, EcsError> {
-        const OPERATION: &str = "DescribeClusters";
-        let target = format!("cluster {cluster}");
-        let answer = self
-            .client
-            .describe_clusters()
-            .clusters(cluster)
-            .send()
-            .await
-            .map_err(|e| call_error(OPERATION, &target, e))?;
-        match answer
-            .clusters()
-            .iter()
-            .find(|c| c.status() != Some("INACTIVE"))
-        {
-            Some(found) => Ok(usize::try_from(found.active_services_count()).unwrap_or(0)),
-            None => Err(EcsError::new(
-                OPERATION,
-                target,
-                crate::ecs::EcsErrorKind::NotFound,
-                "ClusterNotFoundException",
-                format!("cluster {cluster} does not exist in this account and region"),
-            )),
-        }
+        let found = self.describe_cluster(cluster).await?;
+        Ok(usize::try_from(found.active_services_count()).unwrap_or(0))
     }
 }
