@@ -10,7 +10,8 @@ use ecs_daemons::ecs::{
 };
 use ecs_daemons::model::{CapacityProviderKind, InstanceStatus, TaskStatus};
 use ecs_daemons_sim::cluster_model::{
-    ClusterModel, DaemonDrainOrder, ManagedScaling, ModelConfig, ServiceKnobs, TaskDefinitionModel,
+    ClusterModel, DaemonDrainOrder, ManagedScaling, ModelConfig, ScaleInStep, ScalingKnobs,
+    ServiceKnobs, TaskDefinitionModel, TerminationPick,
 };
 
 const CLUSTER: &str = "prod";
@@ -648,4 +649,54 @@ async fn the_sdk_client_reaches_the_daemon_services_of_the_local_ecs_server() {
         "activeServicesCount counts ACTIVE services only"
     );
     server.abort();
+}
+
+/// The two scale-in readings the guide leaves open, each a knob: without managed
+/// termination protection the busiest instance goes first by default (its applications
+/// drain before anything else), and a step takes one instance a minute unless up to half.
+#[tokio::test]
+async fn scale_in_knobs_pick_the_busiest_first_and_step_by_one_by_default() {
+    let first_step = |knobs: ScalingKnobs, minutes: i64| {
+        let model = ClusterModel::new(ModelConfig {
+            services: quick(),
+            scaling: knobs,
+            rate_limits: false,
+            ..ModelConfig::default()
+        });
+        model.create_cluster(CLUSTER, &[PROVIDER]);
+        managed(&model, false);
+        let instances: Vec<String> = (0..5)
+            .map(|_| model.add_instance(CLUSTER, PROVIDER, 4096, 8192))
+            .collect();
+        let batch = model.register_task_definition(TaskDefinitionModel::new("batch", 256, 256));
+        model.start_foreign_task(CLUSTER, &instances[3], &batch, "batch", None);
+        // Up to the first scale-in step (15 points below target), seconds at a time.
+        let active = || -> Vec<String> {
+            model
+                .instances(CLUSTER)
+                .into_iter()
+                .filter(|i| i.status == InstanceStatus::Active)
+                .map(|i| i.arn)
+                .collect()
+        };
+        for _ in 0..minutes * 60 {
+            model.advance(Duration::seconds(1));
+            if active().len() < instances.len() {
+                break;
+            }
+        }
+        let left = active();
+        (instances, left)
+    };
+    // The first step: one instance, and the busy one is the one that goes.
+    let (instances, left) = first_step(ScalingKnobs::default(), 20);
+    assert_eq!(left.len(), 4, "one instance per step");
+    assert!(!left.contains(&instances[3]), "the busiest went first");
+    let halving = ScalingKnobs {
+        scale_in_step: ScaleInStep::UpToHalf,
+        termination_pick: TerminationPick::Random,
+        ..ScalingKnobs::default()
+    };
+    let (_, left) = first_step(halving, 20);
+    assert_eq!(left.len(), 3, "two of five in the first step");
 }

@@ -33,7 +33,7 @@ use ecs_daemons::model::{
     CapacityProvider, CapacityProviderKind, ContainerDefinition, ContainerInstance, Failure,
     HealthStatus, InstanceStatus, Resources, Task, TaskDefinition, TaskStatus, FARGATE_PROVIDERS,
 };
-pub use scaling::{ManagedScaling, ReservationPoint, ScalingKnobs};
+pub use scaling::{ManagedScaling, ReservationPoint, ScaleInStep, ScalingKnobs, TerminationPick};
 pub use services::{DaemonDrainOrder, ServiceKnobs};
 
 pub const ACCOUNT: &str = "111122223333";

@@ -35,6 +35,9 @@ pub(crate) struct StepInput<'t> {
     pub claim_grace: Duration,
     /// The new copy is requested from a DAEMON service: no task after the grace is a failure.
     pub requested_from_service: bool,
+    /// Why a copy the service started for this step's request stopped before the step knew
+    /// it (a revision that fails to start: its task is PENDING, then STOPPED, in one look).
+    pub requested_copy_stopped: Option<String>,
 }
 
 /// One of the instance's two copies.
@@ -169,6 +172,12 @@ fn old_copy_alone(input: &StepInput<'_>, old: CopySeen<'_>, outcome: &mut StepOu
                     .new_copy_gone
                     .clone()
                     .unwrap_or_else(|| "the new copy is no longer known to ECS".into());
+                outcome.next = Some(fail(
+                    current,
+                    now,
+                    format!("the new copy stopped before it was healthy: {reason}"),
+                ));
+            } else if let Some(reason) = &input.requested_copy_stopped {
                 outcome.next = Some(fail(
                     current,
                     now,
@@ -360,6 +369,10 @@ impl<'a, 'g> Planner<'a, 'g> {
             .and_then(|s| s.new_task_arn.as_deref())
             .and_then(|arn| self.task_by_arn(arn))
             .map(stop_reason);
+        let requested_copy_stopped = step
+            .as_ref()
+            .filter(|s| s.step == RolloutStep::Surging && s.new_task_arn.is_none())
+            .and_then(|s| self.stopped_service_copy(daemon, instance, target, s.since));
         let input = StepInput {
             rollout_id: &rollout.record.id,
             target,
@@ -375,6 +388,7 @@ impl<'a, 'g> Planner<'a, 'g> {
                 .services
                 .as_ref()
                 .is_some_and(|s| s.covers(instance.capacity_provider.as_deref())),
+            requested_copy_stopped,
         };
         let decided = next_step(&input);
         let stopped_now =
@@ -402,6 +416,33 @@ impl<'a, 'g> Planner<'a, 'g> {
             tally.candidates.push((instance.arn.clone(), retry));
         }
         decided.coverage
+    }
+
+    /// A copy of `target` the daemon's service started on the instance since `since` and
+    /// that already stopped: its stop reason (a request's failed start, seen in its event).
+    fn stopped_service_copy(
+        &self,
+        daemon: &DaemonView,
+        instance: &ContainerInstance,
+        target: &str,
+        since: DateTime<Utc>,
+    ) -> Option<String> {
+        let letter = daemon.services.as_ref()?.letter_for(target)?;
+        let group = format!(
+            "service:{}",
+            crate::placement::services::service_name(&daemon.name, letter)
+        );
+        self.observation
+            .tasks
+            .iter()
+            .find(|t| {
+                t.last_status.is_terminal()
+                    && t.group.as_deref() == Some(group.as_str())
+                    && t.container_instance_arn.as_deref() == Some(instance.arn.as_str())
+                    && revision_of(t) == target
+                    && t.created_at.is_some_and(|at| at >= since)
+            })
+            .map(stop_reason)
     }
 
     /// Pushes the step's stop, tracks its keeper, notes its wake-up; answers the copy it

@@ -11,7 +11,9 @@
 //! its minimum with daemons running; at rest, one copy of the declared revision everywhere.
 
 use super::*;
-use crate::cluster_model::{DaemonDrainOrder, ManagedScaling, ServiceKnobs};
+use crate::cluster_model::{
+    DaemonDrainOrder, ManagedScaling, ScaleInStep, ServiceKnobs, TerminationPick,
+};
 
 const DAEMON: &str = "agent";
 const PROVIDER: &str = "general";
@@ -78,6 +80,16 @@ pub(super) async fn run_services(seed: u64) -> Result<SeedReport, String> {
     let mut rng = Rng::new(seed ^ 0x5E4C_1CE5);
     let (mut config, faults) = seeded_world(seed, &mut rng, 0.5);
     config.services = knobs(&mut rng);
+    config.scaling.scale_in_step = if rng.chance(0.5) {
+        ScaleInStep::One
+    } else {
+        ScaleInStep::UpToHalf
+    };
+    config.scaling.termination_pick = if rng.chance(0.5) {
+        TerminationPick::BusiestFirst
+    } else {
+        TerminationPick::Random
+    };
     let reaction = config.services.reaction + config.services.reaction_spread;
     let mut harness = Harness::new(CLUSTER, &[PROVIDER], config);
     hook_terminations(&mut harness);

@@ -16,8 +16,8 @@
 //!   `maximumScalingStepSize` instances, "blocked for instances that are within the
 //!   instanceWarmupPeriod" (default 300 s); with no instance at all, the metric is 200.
 //! - Scale-in: "CloudWatch scale-in alarms require 15 data points (15 minutes) before the
-//!   scale-in process … starts"; then, each minute, by more than one instance and less than
-//!   half of them; a scale-out request stops it.
+//!   scale-in process … starts"; then, each minute, by less than half of the instances
+//!   ([`ScaleInStep`]: how many is not documented); a scale-out request stops it.
 //! - Managed termination protection: "Amazon ECS removes the scale-in protection on the
 //!   container instances that are empty", so only those terminate; without it "the Auto
 //!   Scaling group selects EC2 instances using the Auto Scaling group termination policy".
@@ -43,6 +43,28 @@ pub struct ScalingKnobs {
     /// Data points above the target before scale-out. ECS's high alarm is not documented;
     /// one by default (fastest scale-out: the most instances joining during a rollout).
     pub scale_out_points: u32,
+    /// How many instances a scale-in step terminates each minute: the guide bounds it ("less
+    /// than half"), the number is not documented; one by default (the slowest way back to
+    /// the group's minimum).
+    pub scale_in_step: ScaleInStep,
+    /// Which instances the group's termination policy picks without managed termination
+    /// protection: the default policy goes by Availability Zone, launch template and billing
+    /// hour, never by what runs there; the busiest first by default (the most application
+    /// tasks to drain before the daemons may stop).
+    pub termination_pick: TerminationPick,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScaleInStep {
+    One,
+    /// Up to half of the group's instances, at least one.
+    UpToHalf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TerminationPick {
+    BusiestFirst,
+    Random,
 }
 
 impl Default for ScalingKnobs {
@@ -50,6 +72,8 @@ impl Default for ScalingKnobs {
         Self {
             launch_time: Duration::seconds(90),
             scale_out_points: 1,
+            scale_in_step: ScaleInStep::One,
+            termination_pick: TerminationPick::BusiestFirst,
         }
     }
 }
@@ -327,7 +351,11 @@ impl World {
             if group.below >= 15 {
                 let floor = wanted.max(group.settings.min_size);
                 let excess = instances.saturating_sub(floor);
-                let step = excess.min((instances.saturating_sub(1) / 2).max(1));
+                let most = match self.config.scaling.scale_in_step {
+                    ScaleInStep::One => 1,
+                    ScaleInStep::UpToHalf => (instances.saturating_sub(1) / 2).max(1),
+                };
+                let step = excess.min(most);
                 if excess > 0 {
                     let protected = group.settings.managed_termination_protection;
                     self.scale_in_group(cluster, provider, &members, step, protected);
@@ -341,7 +369,7 @@ impl World {
 
     /// Terminates `count` instances of the group: with managed termination protection only
     /// empty ones (ECS lifts protection from those alone), else the group's termination
-    /// policy's picks (the model: random, whatever runs there). Each enters DRAINING
+    /// policy's picks ([`TerminationPick`]). Each enters DRAINING
     /// (managed draining) and waits on the group's lifecycle hooks.
     fn scale_in_group(
         &mut self,
@@ -356,13 +384,33 @@ impl World {
             .filter(|id| !protected || !self.in_use(cluster, id))
             .cloned()
             .collect();
+        if !protected && self.config.scaling.termination_pick == TerminationPick::BusiestFirst {
+            let busy = |world: &Self, id: &String| {
+                world.clusters[cluster]
+                    .tasks
+                    .values()
+                    .filter(|t| {
+                        &t.instance_id == id
+                            && !t.last_status.is_terminal()
+                            && !world.is_daemon_service_task(cluster, &t.group)
+                    })
+                    .count()
+            };
+            let mut ranked: Vec<(usize, String)> = candidates
+                .into_iter()
+                .map(|id| (busy(self, &id), id))
+                .collect();
+            ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            candidates = ranked.into_iter().map(|(_, id)| id).collect();
+        }
         let mut chosen = Vec::new();
         while chosen.len() < count && !candidates.is_empty() {
-            let pick = if protected {
-                0
-            } else {
-                self.rng.below(candidates.len() as u64) as usize
-            };
+            let pick =
+                if protected || self.config.scaling.termination_pick != TerminationPick::Random {
+                    0
+                } else {
+                    self.rng.below(candidates.len() as u64) as usize
+                };
             chosen.push(candidates.remove(pick));
         }
         let key = (cluster.to_string(), provider.to_string());

@@ -46,6 +46,7 @@ fn input(
         new_copy_gone: None,
         claim_grace: Duration::seconds(CLAIM_GRACE_SECONDS),
         requested_from_service: false,
+        requested_copy_stopped: None,
     }
 }
 
@@ -314,4 +315,26 @@ fn copies_held_after_a_plan_count_what_still_runs_or_may_come() {
     // A request no copy answers yet beside a kept copy: two.
     assert_eq!(copies_after_plan(0, 1, None, true, 1), 2);
     assert_eq!(copies_after_plan(0, 0, None, true, 0), 0);
+}
+
+#[test]
+fn a_requested_copy_that_stopped_fails_the_step_at_once() {
+    let mut given = input(
+        Some(step(Surging, 90, None)),
+        copy("old", true, 0),
+        None,
+        100,
+    );
+    given.requested_from_service = true;
+    let waiting = next_step(&given);
+    assert_eq!(waiting.next.as_ref().map(|s| s.step), Some(Surging));
+    given.requested_copy_stopped = Some("TaskFailedToStart: CannotPullContainerError".into());
+    let failed = next_step(&given);
+    let next = failed.next.expect("a step");
+    assert_eq!(next.step, Failed);
+    assert!(next
+        .last_failure
+        .as_deref()
+        .is_some_and(|r| r.contains("CannotPullContainerError")));
+    assert_eq!(failed.keeper, Some(Which::Old));
 }
