@@ -884,7 +884,7 @@ async fn dump(harness: &Harness, daemons: &[DaemonDecl]) {
         .model
         .tasks(CLUSTER)
         .iter()
-        .filter(|t| !t.last_status.is_terminal())
+        .filter(|t| std::env::var("CAMPAIGN_DUMP_STOPPED").is_ok() || !t.last_status.is_terminal())
     {
         println!("task {task:?}");
     }
@@ -1106,6 +1106,9 @@ async fn run_rollout(seed: u64) -> Result<SeedReport, String> {
         let lone = harness.model.lone_copy_stops();
         // stopFirst stops a lone copy on purpose; without it, never.
         if rollout.surge_fallback == SurgeFallback::Fail && !lone.is_empty() {
+            if verbose() {
+                dump(&harness, &daemons).await;
+            }
             return Err(format!("at {now}: stopped the only copy: {lone:?}"));
         }
         // A ready instance never lacks a running copy (beyond what dropped events can hide),
