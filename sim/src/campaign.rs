@@ -880,11 +880,10 @@ async fn dump(harness: &Harness, daemons: &[DaemonDecl]) {
             println!("rollout v{} {:?}", rollout.version, rollout.record);
         }
     }
-    for task in harness
-        .model
-        .tasks(CLUSTER)
-        .iter()
-        .filter(|t| std::env::var("CAMPAIGN_DUMP_STOPPED").is_ok() || !t.last_status.is_terminal())
+    for task in
+        harness.model.tasks(CLUSTER).iter().filter(|t| {
+            std::env::var("CAMPAIGN_DUMP_STOPPED").is_ok() || !t.last_status.is_terminal()
+        })
     {
         println!("task {task:?}");
     }
