@@ -12,6 +12,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use ecs_daemons::deploy::DeployRequest;
 use ecs_daemons::engine::Engine;
+use ecs_daemons::model::TaskStatus;
 use ecs_daemons::rollout::Rollout;
 use ecs_daemons::rollout::{Amount, RolloutConfig, RolloutKind, RolloutState};
 use ecs_daemons::store::{
@@ -446,7 +447,7 @@ async fn a_rollout_superseded_mid_flight_hands_its_instances_over() {
                 .filter(|t| {
                     t.instance_id == instance
                         && !t.last_status.is_terminal()
-                        && t.desired_status == ecs_daemons::model::TaskStatus::Running
+                        && t.desired_status == TaskStatus::Running
                 })
                 .count()
         };
@@ -548,9 +549,11 @@ async fn an_instance_drained_while_its_new_copy_starts_stops_both_at_once() {
     let mut drained = None;
     for _ in 0..120 {
         one_second(&mut harness).await;
-        let starting = harness.model.tasks(CLUSTER).into_iter().find(|t| {
-            t.definition == revisions[1] && t.last_status == ecs_daemons::model::TaskStatus::Pending
-        });
+        let starting = harness
+            .model
+            .tasks(CLUSTER)
+            .into_iter()
+            .find(|t| t.definition == revisions[1] && t.last_status == TaskStatus::Pending);
         if let Some(task) = starting {
             let arn = harness
                 .model
@@ -577,7 +580,7 @@ async fn an_instance_drained_while_its_new_copy_starts_stops_both_at_once() {
         .iter()
         .filter(|t| {
             t.instance_id == ecs_daemons::arn::resource_id(&drained)
-                && t.desired_status == ecs_daemons::model::TaskStatus::Running
+                && t.desired_status == TaskStatus::Running
         })
         .count();
     assert_eq!(
@@ -626,7 +629,7 @@ async fn an_instance_drained_mid_step_keeps_its_place_in_max_parallel() {
         for task in harness.model.tasks(CLUSTER) {
             if task.group == format!("daemon:{DAEMON}")
                 && !task.last_status.is_terminal()
-                && task.desired_status == ecs_daemons::model::TaskStatus::Running
+                && task.desired_status == TaskStatus::Running
             {
                 *per_instance.entry(task.instance_id).or_default() += 1;
             }
@@ -667,4 +670,88 @@ async fn an_instance_drained_mid_step_keeps_its_place_in_max_parallel() {
             "second {second}: {holding:?} hold two copies, maxParallel 1"
         );
     }
+}
+
+/// Cause (rollout scenario, seeds 3118, 3548, 4992, 6332, 8284, 8797): mid-rollout both the
+/// old and the new copy died, their STOPPED events lost, and a reconcile started a third copy
+/// (the slot still naming the dead new copy as the rollout's). The new copy's RUNNING event
+/// then arrived late and was believed; the task-events reconcile kept the dead copy and
+/// stopped the only live one, still PENDING, as its duplicate. Live tasks events tell of are
+/// now read afresh in the same DescribeTasks as the others, and the newest word wins.
+#[tokio::test]
+async fn a_late_running_event_of_a_dead_copy_never_makes_the_live_one_its_duplicate() {
+    let mut harness = world_of(1);
+    let revisions: Vec<String> = (0..2)
+        .map(|_| {
+            harness
+                .model
+                .register_task_definition(TaskDefinitionModel::new(DAEMON, 256, 256))
+        })
+        .collect();
+    let request = |definition: &str| {
+        agent_request(
+            definition,
+            RolloutConfig {
+                max_parallel: Amount::Count(1),
+                min_healthy_seconds: 30,
+                ..RolloutConfig::default()
+            },
+        )
+    };
+    harness.deploy(request(&revisions[0])).await.unwrap();
+    for _ in 0..30 {
+        one_second(&mut harness).await;
+    }
+    harness.deploy(request(&revisions[1])).await.unwrap();
+    // The new copy's RUNNING event is held back (late); everything else is delivered.
+    let group = format!("daemon:{DAEMON}");
+    let new_copy_running = |e: &serde_json::Value| {
+        e["detail"]["group"] == group.as_str()
+            && e["detail"]["lastStatus"] == "RUNNING"
+            && e["detail"]["taskDefinitionArn"]
+                .as_str()
+                .is_some_and(|arn| arn.ends_with(&revisions[1]))
+    };
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        harness.model.advance(Duration::seconds(1));
+        let (late, others): (Vec<_>, Vec<_>) = harness
+            .model
+            .take_due_events()
+            .into_iter()
+            .partition(|e| new_copy_running(e));
+        held.extend(late);
+        for event in others {
+            let function = if event["detail-type"] == "ECS Task State Change" {
+                "task-events"
+            } else {
+                "instance-events"
+            };
+            harness.deliver_batch(function, vec![event]).await;
+        }
+        harness.wake_if_due().await;
+    }
+    let late_running = held
+        .pop()
+        .expect("the new copy started and its event was held");
+    // Both copies die; their STOPPED events are lost; the schedule's look starts another.
+    for task in harness.model.tasks(CLUSTER) {
+        if task.group == group && !task.last_status.is_terminal() {
+            harness.model.crash_task(CLUSTER, &task.id);
+        }
+    }
+    harness.model.take_due_events();
+    harness.scheduled_check().await;
+    let instance = harness.model.instances(CLUSTER)[0].arn.clone();
+    assert_eq!(
+        live_on(&harness, &instance, &group),
+        1,
+        "a third copy starts"
+    );
+    let invocation = harness
+        .deliver_batch("task-events", vec![late_running])
+        .await;
+    assert!(invocation.result.is_ok(), "{:?}", invocation.result);
+    assert_eq!(harness.model.lone_copy_stops(), Vec::<String>::new());
+    assert_eq!(live_on(&harness, &instance, &group), 1);
 }

@@ -91,6 +91,12 @@ pub(super) fn tasks_to_read(
                     .is_some_and(|(name, _)| name == daemon)
         })
     };
+    let declared = |daemon: &str| {
+        daemons
+            .iter()
+            .find(|d| d.name == daemon)
+            .map(|d| d.task_definition.as_str())
+    };
     reads.claim_check = slots.iter().any(|s| {
         let record = &s.record;
         if on_services(instance, &record.daemon, daemons) {
@@ -99,7 +105,13 @@ pub(super) fn tasks_to_read(
                     t.last_status.is_terminal()
                         && record.task_arn.as_deref() == Some(t.arn.as_str())
                 });
-            return copy_gone && !reported(&record.daemon);
+            // A request of a revision replaced since (a rollback): its service may have
+            // started the copy before the letter was withdrawn; a request of the revision in
+            // force beside it would make two.
+            let replaced = matches!(record.state, SlotState::Claimed | SlotState::Starting)
+                && record.task_arn.is_none()
+                && record.task_definition.as_deref() != declared(&record.daemon);
+            return (copy_gone && !reported(&record.daemon)) || replaced;
         }
         let requested = record
             .rollout
@@ -113,6 +125,15 @@ pub(super) fn tasks_to_read(
     let mut seen = BTreeSet::new();
     reads.to_describe.retain(|arn| seen.insert(arn.clone()));
     reads
+}
+
+/// The live tasks events told of that `reading` does not name yet.
+fn live_hints(hints: &[Task], reading: &[String]) -> Vec<String> {
+    hints
+        .iter()
+        .filter(|t| !t.last_status.is_terminal() && !reading.contains(&t.arn))
+        .map(|t| t.arn.clone())
+        .collect()
 }
 
 /// Whether the daemon runs as DAEMON services on the instance's capacity provider.
@@ -365,6 +386,10 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             }
         }
         if !to_describe.is_empty() {
+            // The same call reads the live tasks the events told of afresh: an event may be
+            // late news of a task that stopped since, and a task no slot knows beside it would
+            // otherwise look like the duplicate to stop.
+            to_describe.extend(live_hints(&hints, &to_describe));
             tasks.extend(self.ecs.describe_tasks(cluster, &to_describe).await?);
         }
         // A claim without a task may be a start that happened but was never recorded: look.
@@ -382,13 +407,13 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 .filter(|arn| !known.contains(arn))
                 .collect();
             if !unknown.is_empty() {
+                let mut unknown = unknown;
+                unknown.extend(live_hints(&hints, &unknown));
                 tasks.extend(self.ecs.describe_tasks(cluster, &unknown).await?);
             }
         }
-        for hint in hints {
-            tasks.retain(|t| t.arn != hint.arn);
-            tasks.push(hint);
-        }
+        // The newest word about each task wins, whether an event or a describe said it.
+        tasks.extend(hints);
         tasks.retain(|t| self.owns(t));
         Ok(newest_per_task(tasks))
     }

@@ -171,3 +171,32 @@ fn within_a_batch_the_newest_word_about_a_task_wins() {
     );
     assert_eq!(work.positions, vec![0, 1, 2, 3]);
 }
+
+#[test]
+fn a_request_of_a_revision_replaced_since_is_looked_for() {
+    // A rollback replaced agent:2 by agent:1 while agent:2's copy was requested: its service
+    // may have started it before the letter went; a request beside it would make two copies.
+    let daemons = [DaemonView {
+        name: "agent".into(),
+        task_definition: "agent:1".into(),
+        capacity_providers: vec!["general".into()],
+        start_order: 0,
+        has_health_check: false,
+        restart: RestartPolicy::default(),
+        active_rollout: None,
+        last_good: None,
+        services: Some(crate::placement::services::ServicePlacement {
+            capacity_providers: vec!["general".into()],
+            a: "agent:2".into(),
+            b: "agent:1".into(),
+        }),
+    }];
+    let mut requested = slot("agent", None, SlotState::Starting);
+    requested.record.task_definition = Some("agent:2".into());
+    let reads = tasks_to_read(&instance(), &[&requested], &[], STARTED_BY, &daemons);
+    assert!(reads.claim_check);
+    // A request of the revision in force shows in its own event: no look.
+    requested.record.task_definition = Some("agent:1".into());
+    let reads = tasks_to_read(&instance(), &[&requested], &[], STARTED_BY, &daemons);
+    assert!(!reads.claim_check);
+}

@@ -420,7 +420,7 @@ impl<'a, 'g> Planner<'a, 'g> {
 
     /// A copy of `target` the daemon's service started on the instance since `since` and
     /// that already stopped: its stop reason (a request's failed start, seen in its event).
-    fn stopped_service_copy(
+    pub(super) fn stopped_service_copy(
         &self,
         daemon: &DaemonView,
         instance: &ContainerInstance,

@@ -23,12 +23,7 @@ pub(super) fn unanswered_requests(
     {
         return 0;
     }
-    let observed = Letters::parse(
-        instance
-            .attributes
-            .get(&slot_attribute(&daemon.name))
-            .and_then(|v| v.as_deref()),
-    );
+    let observed = observed_letters(instance, &daemon.name);
     [Letter::A, Letter::B]
         .into_iter()
         .filter(|letter| observed.has(*letter) && Some(*letter) != own)
@@ -41,6 +36,16 @@ pub(super) fn unanswered_requests(
             })
         })
         .count()
+}
+
+/// The letters of the daemon's slot attribute on the instance, as observed.
+fn observed_letters(instance: &ContainerInstance, daemon: &str) -> Letters {
+    Letters::parse(
+        instance
+            .attributes
+            .get(&slot_attribute(daemon))
+            .and_then(|v| v.as_deref()),
+    )
 }
 
 impl<'a, 'g> Planner<'a, 'g> {
@@ -105,12 +110,7 @@ impl<'a, 'g> Planner<'a, 'g> {
         else {
             return false;
         };
-        let observed = Letters::parse(
-            instance
-                .attributes
-                .get(&slot_attribute(&daemon.name))
-                .and_then(|v| v.as_deref()),
-        );
+        let observed = observed_letters(instance, &daemon.name);
         self.restarted_revision(daemon, slot)
             .and_then(|revision| services.letter_for(revision))
             .is_some_and(|letter| observed.has(letter))
@@ -137,13 +137,7 @@ impl<'a, 'g> Planner<'a, 'g> {
                 else {
                     continue;
                 };
-                let attribute = slot_attribute(&daemon.name);
-                let observed = Letters::parse(
-                    instance
-                        .attributes
-                        .get(&attribute)
-                        .and_then(|v| v.as_deref()),
-                );
+                let observed = observed_letters(instance, &daemon.name);
                 if observed == Letters::default() {
                     continue;
                 }

@@ -164,8 +164,22 @@ impl<'a, 'g> Planner<'a, 'g> {
                 && p.record.task_arn.is_none()
                 && matches!(p.record.state, SlotState::Claimed | SlotState::Starting)
                 && p.record.task_definition.as_deref() != Some(daemon.task_definition.as_str());
+            // A requested copy that its service started and that stopped before any
+            // reconcile recorded it (a bad revision dies in seconds): a failure now, not a
+            // wait for the request's grace, or a rollout to it would never trip its breaker.
+            let requested = on_services
+                && p.record.task_arn.is_none()
+                && matches!(p.record.state, SlotState::Claimed | SlotState::Starting);
+            let died_unrecorded = requested
+                .then_some(p.record.task_definition.as_deref())
+                .flatten()
+                .and_then(|revision| {
+                    self.stopped_service_copy(daemon, instance, revision, p.record.updated_at)
+                });
             let last = if replaced {
                 LastCopy::Unknown
+            } else if let Some(reason) = died_unrecorded {
+                LastCopy::Stopped(reason)
             } else {
                 self.last_copy(p, grace)
             };

@@ -120,3 +120,49 @@ fn a_rollout_waits_beside_a_superseded_request_and_counts_it_in_flight() {
     assert_eq!(starts(&surged), vec![("i-1".into(), "agent:1".into())]);
     assert_eq!(surged.rollouts["agent"].lingering, 0);
 }
+
+/// The slots the plan writes: records, and the claims of its requests.
+fn recorded(plan: &Plan) -> Vec<&Slot> {
+    plan.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::RecordSlot { slot, .. } | Action::Start { claim: slot, .. } => Some(slot),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_requested_copy_that_died_before_it_was_recorded_fails_at_once() {
+    // B (agent:2) was asked 30 s ago; its service started the copy and it died in seconds (a
+    // bad revision) before any reconcile recorded its ARN: a failure now, not a wait for the
+    // request's grace (a rollout to it would never trip its breaker).
+    let instance = ready(with_letters(instance("i-1", PROVIDER), "b"));
+    let mut died = task("t-new", "agent", "i-1", TaskStatus::Stopped);
+    died.group = Some(format!("service:{}", service_name("agent", Letter::B)));
+    died.task_definition_arn = "arn:aws:ecs:us-east-1:1:task-definition/agent:2".into();
+    died.created_at = Some(now() - Duration::seconds(20));
+    died.stop_code = Some("EssentialContainerExited".into());
+    died.stopped_reason = Some("Essential container in task exited".into());
+    let mut observation = observe(vec![on_services("agent:2")], vec![instance], vec![died]);
+    let mut requested = slot("agent", "i-1", SlotState::Starting, None, 3);
+    requested.record.task_definition = Some("agent:2".into());
+    requested.record.updated_at = now() - Duration::seconds(30);
+    observation.slots = vec![requested];
+    let failed = plan(&observation);
+    let records = recorded(&failed);
+    assert_eq!(records.len(), 1, "{:?}", failed.actions);
+    assert_eq!(records[0].consecutive_failures, 1);
+    assert!(records[0]
+        .last_stop_reason
+        .as_deref()
+        .is_some_and(|r| r.contains("EssentialContainerExited")));
+    // The first failure restarts at once (the backoff grows from the second).
+    assert_eq!(starts(&failed), vec![("i-1".into(), "agent:2".into())]);
+
+    // A copy that stopped before this request was made is not its answer: the request waits.
+    observation.tasks[0].created_at = Some(now() - Duration::seconds(60));
+    let waiting = plan(&observation);
+    assert!(recorded(&waiting).is_empty(), "{:?}", waiting.actions);
+    assert!(starts(&waiting).is_empty(), "{:?}", waiting.actions);
+}
