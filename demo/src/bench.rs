@@ -93,6 +93,7 @@ async fn rollout_figures(
 
     let calls_before = harness.model.call_count();
     let paced_before = harness.paced_seconds();
+    let paced_by_function_before = harness.paced_seconds_by_function();
     let dropped_before = harness.model.event_stats().dropped;
     let started = harness.model.now();
     harness.model.set_faults(Faults {
@@ -170,6 +171,18 @@ async fn rollout_figures(
         .collect::<Vec<_>>()
         .join(", ");
     let dropped = harness.model.event_stats().dropped - dropped_before;
+    // Which function's pacer held the calls back (the coverage-check's polls, or the events).
+    let paced_by_function = ["task-events", "instance-events", "coverage-check", "deploy"]
+        .iter()
+        .zip(
+            harness
+                .paced_seconds_by_function()
+                .iter()
+                .zip(paced_by_function_before),
+        )
+        .map(|(function, (after, before))| format!("\"{function}\": {:.1}", after - before))
+        .collect::<Vec<_>>()
+        .join(", ");
     let placement = match placed {
         Placed::Tasks => "tasks",
         Placed::Services => "services",
@@ -233,7 +246,7 @@ async fn rollout_figures(
         Figure {
             name: "rollout_paced_seconds",
             value: harness.paced_seconds() - paced_before,
-            parameters: parameters.clone(),
+            parameters: format!("{parameters}, \"byFunction\": {{{paced_by_function}}}"),
         },
         Figure {
             name: "rollout_throttled_calls",

@@ -723,6 +723,8 @@ pub struct Harness {
     /// The scheduled coverage-check keeps waking for timed conditions until this moment.
     window_end: Option<DateTime<Utc>>,
     next_wake: Option<DateTime<Utc>>,
+    /// The schedule's interval and the period of its last run (`run_scheduled`).
+    schedule_period: Option<(i64, i64)>,
     /// Lifecycle events whose invocation failed: Lambda retries an asynchronous invocation
     /// twice (about 1 and 2 minutes later). (due, event, attempts so far)
     termination_retries: Vec<(DateTime<Utc>, Value, u32)>,
@@ -784,6 +786,7 @@ impl Harness {
             invocations: 0,
             window_end: None,
             next_wake: None,
+            schedule_period: None,
             termination_retries: Vec::new(),
             current: ("", 0),
             operations_by_function: BTreeMap::new(),
@@ -962,6 +965,17 @@ impl Harness {
         }
     }
 
+    /// Seconds each function's pacer held ECS calls back: task-events, instance-events,
+    /// coverage-check, deploy.
+    pub fn paced_seconds_by_function(&self) -> [f64; 4] {
+        [
+            self.engine.ecs().waited_seconds(),
+            self.instance_engine.ecs().waited_seconds(),
+            self.check_engine.ecs().waited_seconds(),
+            self.manual_engine.ecs().waited_seconds(),
+        ]
+    }
+
     /// Seconds the functions' pacers held ECS calls back, all functions together.
     pub fn paced_seconds(&self) -> f64 {
         [
@@ -1025,7 +1039,15 @@ impl Harness {
     pub async fn run_scheduled(&mut self, duration: Duration, interval: i64) -> Vec<Invocation> {
         let mut done = Vec::new();
         let end = self.model.now() + duration;
-        let mut period = self.model.now().timestamp().div_euclid(interval);
+        // The schedule's last period is the harness's, not this call's: a wake-up that a
+        // previous call ran across a period's start must not swallow that period's run.
+        let mut period = self
+            .schedule_period
+            .filter(|(every, _)| *every == interval)
+            .map_or_else(
+                || self.model.now().timestamp().div_euclid(interval),
+                |(_, period)| period,
+            );
         while self.model.now() < end {
             // The deployed coverage-check sleeps until its wake-up: one due before the next
             // whole second runs at its own moment.
@@ -1044,6 +1066,7 @@ impl Harness {
             let now_period = self.model.now().timestamp().div_euclid(interval);
             if now_period != period {
                 period = now_period;
+                self.schedule_period = Some((interval, period));
                 done.push(self.scheduled_check().await);
             } else if let Some(check) = self.wake_if_due().await {
                 done.push(check);
