@@ -95,6 +95,39 @@ impl<'a, 'g> Planner<'a, 'g> {
         })
     }
 
+    /// A copy placed otherwise than the daemon's provider places it now, with no rollout to
+    /// replace it (one that failed, or whose rollback failed, left it): reported, since on
+    /// DAEMON services a standalone copy counts as an application task for ECS.
+    pub(super) fn report_misplaced(
+        &mut self,
+        daemon: &DaemonView,
+        instance: &ContainerInstance,
+        keeper: &Task,
+    ) {
+        let provider = instance.capacity_provider.as_deref();
+        if placed_right(keeper, daemon, provider) {
+            return;
+        }
+        let cure = "a rollout replaces it: deploy a new revision, or the revision of the \
+                    failed rollout again";
+        let reason = if daemon.services.as_ref().is_some_and(|s| s.covers(provider)) {
+            format!(
+                "copy {} runs as a standalone task where DAEMON services place {}: ECS counts \
+                 it as an application task, so managed scaling does not scale this instance \
+                 in and managed termination protection keeps it; {cure}",
+                keeper.id(),
+                daemon.name
+            )
+        } else {
+            format!(
+                "copy {} runs from a DAEMON service where {} runs as standalone tasks; {cure}",
+                keeper.id(),
+                daemon.name
+            )
+        };
+        self.trouble(daemon, instance.id(), "MISPLACED", reason);
+    }
+
     /// A DAEMON service restarts a stopped copy by itself as long as its letter stays: the
     /// slot's copy is waited for, not requested again beside it.
     pub(super) fn service_restarts(

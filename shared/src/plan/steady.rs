@@ -64,6 +64,7 @@ impl<'a, 'g> Planner<'a, 'g> {
             }
         } else if let Some(keeper) = self.keep_one(daemon, instance, live) {
             self.track_keeper(daemon, instance_id, previous, keeper, None);
+            self.report_misplaced(daemon, instance, keeper);
             let coverage = if is_up(keeper, daemon) {
                 Coverage::Up
             } else {

@@ -166,3 +166,36 @@ fn a_requested_copy_that_died_before_it_was_recorded_fails_at_once() {
     assert!(recorded(&waiting).is_empty(), "{:?}", waiting.actions);
     assert!(starts(&waiting).is_empty(), "{:?}", waiting.actions);
 }
+
+#[test]
+fn a_standalone_copy_left_on_a_services_provider_is_reported() {
+    // A failed rollout (or a failed rollback) left the instance's standalone copy: it blocks
+    // managed scaling's scale-in, so status says so and what replaces it.
+    let instance = ready(instance("i-1", PROVIDER));
+    let standalone = task("t-standalone", "agent", "i-1", TaskStatus::Running);
+    let mut observation = observe(
+        vec![on_services("agent:1")],
+        vec![instance],
+        vec![standalone],
+    );
+    let mut kept = slot(
+        "agent",
+        "i-1",
+        SlotState::Running,
+        observation.tasks.first(),
+        3,
+    );
+    kept.record.task_definition = Some("agent:1".into());
+    observation.slots = vec![kept];
+    let planned = plan(&observation);
+    assert!(stops(&planned).is_empty(), "{:?}", planned.actions);
+    let trouble = &planned.coverage["agent"].trouble;
+    assert_eq!(trouble.len(), 1, "{trouble:?}");
+    assert_eq!(trouble[0].state, "MISPLACED");
+    assert!(trouble[0].reason.contains("managed scaling"), "{trouble:?}");
+
+    // A copy its service runs is where it belongs: nothing to report.
+    observation.tasks[0].group = Some(format!("service:{}", service_name("agent", Letter::A)));
+    let planned = plan(&observation);
+    assert!(planned.coverage["agent"].trouble.is_empty());
+}
