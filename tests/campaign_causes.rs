@@ -107,6 +107,29 @@ fn agent_request(task_definition: &str, rollout: RolloutConfig) -> DeployRequest
     }
 }
 
+/// `count` revisions of the agent, registered in order.
+fn agent_revisions(harness: &Harness, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|_| {
+            harness
+                .model
+                .register_task_definition(TaskDefinitionModel::new(DAEMON, 256, 256))
+        })
+        .collect()
+}
+
+/// The agent rolled out `max_parallel` instances at a time, each healthy for `min_healthy` s.
+fn rolling(task_definition: &str, max_parallel: u32, min_healthy: u32) -> DeployRequest {
+    agent_request(
+        task_definition,
+        RolloutConfig {
+            max_parallel: Amount::Count(max_parallel),
+            min_healthy_seconds: min_healthy,
+            ..RolloutConfig::default()
+        },
+    )
+}
+
 /// One second of ECS with the functions running: events, and the schedule every minute.
 async fn one_second(harness: &mut Harness) {
     harness.model.advance(Duration::seconds(1));
@@ -415,23 +438,8 @@ async fn drain_last_finds_an_application_no_event_has_told_of_yet() {
 #[tokio::test]
 async fn a_rollout_superseded_mid_flight_hands_its_instances_over() {
     let mut harness = world_of(6);
-    let revisions: Vec<String> = (0..3)
-        .map(|_| {
-            harness
-                .model
-                .register_task_definition(TaskDefinitionModel::new(DAEMON, 256, 256))
-        })
-        .collect();
-    let request = |task_definition: &str| {
-        agent_request(
-            task_definition,
-            RolloutConfig {
-                max_parallel: Amount::Count(2),
-                min_healthy_seconds: 30,
-                ..RolloutConfig::default()
-            },
-        )
-    };
+    let revisions = agent_revisions(&harness, 3);
+    let request = |task_definition: &str| rolling(task_definition, 2, 30);
     harness.deploy(request(&revisions[0])).await.unwrap();
     harness
         .run_for(Duration::seconds(60), Duration::seconds(1))
@@ -522,13 +530,7 @@ async fn an_instance_drained_while_its_new_copy_starts_stops_both_at_once() {
     for _ in 0..3 {
         harness.model.add_instance(CLUSTER, "general", 2048, 4096);
     }
-    let revisions: Vec<String> = (0..2)
-        .map(|_| {
-            harness
-                .model
-                .register_task_definition(TaskDefinitionModel::new(DAEMON, 256, 256))
-        })
-        .collect();
+    let revisions = agent_revisions(&harness, 2);
     let config = RolloutConfig {
         max_parallel: Amount::Count(1),
         min_healthy_seconds: 10,
@@ -598,13 +600,7 @@ async fn an_instance_drained_while_its_new_copy_starts_stops_both_at_once() {
 #[tokio::test]
 async fn an_instance_drained_mid_step_keeps_its_place_in_max_parallel() {
     let mut harness = world_of(3);
-    let revisions: Vec<String> = (0..2)
-        .map(|_| {
-            harness
-                .model
-                .register_task_definition(TaskDefinitionModel::new(DAEMON, 256, 256))
-        })
-        .collect();
+    let revisions = agent_revisions(&harness, 2);
     let job = harness
         .model
         .register_task_definition(TaskDefinitionModel::new("batch", 256, 256));
@@ -681,23 +677,8 @@ async fn an_instance_drained_mid_step_keeps_its_place_in_max_parallel() {
 #[tokio::test]
 async fn a_late_running_event_of_a_dead_copy_never_makes_the_live_one_its_duplicate() {
     let mut harness = world_of(1);
-    let revisions: Vec<String> = (0..2)
-        .map(|_| {
-            harness
-                .model
-                .register_task_definition(TaskDefinitionModel::new(DAEMON, 256, 256))
-        })
-        .collect();
-    let request = |definition: &str| {
-        agent_request(
-            definition,
-            RolloutConfig {
-                max_parallel: Amount::Count(1),
-                min_healthy_seconds: 30,
-                ..RolloutConfig::default()
-            },
-        )
-    };
+    let revisions = agent_revisions(&harness, 2);
+    let request = |task_definition: &str| rolling(task_definition, 1, 30);
     harness.deploy(request(&revisions[0])).await.unwrap();
     for _ in 0..30 {
         one_second(&mut harness).await;

@@ -64,6 +64,25 @@ fn event_task(arn: &str, daemon: &str, status: TaskStatus, version: i64) -> Task
     task
 }
 
+/// The agent as DAEMON services on `general`: `target` declared, A and B running `a`, `b`.
+fn on_services(target: &str, a: &str, b: &str) -> DaemonView {
+    DaemonView {
+        name: "agent".into(),
+        task_definition: target.into(),
+        capacity_providers: vec!["general".into()],
+        start_order: 0,
+        has_health_check: false,
+        restart: RestartPolicy::default(),
+        active_rollout: None,
+        last_good: None,
+        services: Some(crate::placement::services::ServicePlacement {
+            capacity_providers: vec!["general".into()],
+            a: a.into(),
+            b: b.into(),
+        }),
+    }
+}
+
 #[test]
 fn a_stop_is_believed_and_the_other_daemons_come_from_their_slots() {
     let agent = slot("agent", Some("t-agent"), SlotState::Running);
@@ -116,21 +135,7 @@ fn a_claim_without_a_task_is_looked_for() {
 
 #[test]
 fn a_stopped_copy_a_daemon_service_may_restart_is_looked_for() {
-    let daemons = [DaemonView {
-        name: "agent".into(),
-        task_definition: "agent:1".into(),
-        capacity_providers: vec!["general".into()],
-        start_order: 0,
-        has_health_check: false,
-        restart: RestartPolicy::default(),
-        active_rollout: None,
-        last_good: None,
-        services: Some(crate::placement::services::ServicePlacement {
-            capacity_providers: vec!["general".into()],
-            a: "agent:1".into(),
-            b: "agent:1".into(),
-        }),
-    }];
+    let daemons = [on_services("agent:1", "agent:1", "agent:1")];
     let running = slot("agent", Some("t-agent"), SlotState::Running);
     let stopped = event_task("t-agent", "agent", TaskStatus::Stopped, 5);
     let reads = tasks_to_read(
@@ -176,21 +181,7 @@ fn within_a_batch_the_newest_word_about_a_task_wins() {
 fn a_request_of_a_revision_replaced_since_is_looked_for() {
     // A rollback replaced agent:2 by agent:1 while agent:2's copy was requested: its service
     // may have started it before the letter went; a request beside it would make two copies.
-    let daemons = [DaemonView {
-        name: "agent".into(),
-        task_definition: "agent:1".into(),
-        capacity_providers: vec!["general".into()],
-        start_order: 0,
-        has_health_check: false,
-        restart: RestartPolicy::default(),
-        active_rollout: None,
-        last_good: None,
-        services: Some(crate::placement::services::ServicePlacement {
-            capacity_providers: vec!["general".into()],
-            a: "agent:2".into(),
-            b: "agent:1".into(),
-        }),
-    }];
+    let daemons = [on_services("agent:1", "agent:2", "agent:1")];
     let mut requested = slot("agent", None, SlotState::Starting);
     requested.record.task_definition = Some("agent:2".into());
     let reads = tasks_to_read(&instance(), &[&requested], &[], STARTED_BY, &daemons);
