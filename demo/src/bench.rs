@@ -11,7 +11,7 @@ use ecs_daemons::deploy::DeployRequest;
 use ecs_daemons::model::{
     ContainerInstance, HealthStatus, InstanceStatus, Resources, Task, TaskStatus,
 };
-use ecs_daemons::pacing::{Rate, ECS_LIMITS};
+use ecs_daemons::pacing::{Pacing, Rate, ECS_LIMITS};
 use ecs_daemons::plan::{daemon_group, plan, DaemonView, Observation, Scope};
 use ecs_daemons::rollout::Rollout;
 use ecs_daemons::rollout::{Amount, RolloutConfig, RolloutState};
@@ -40,14 +40,42 @@ enum Placed {
     Services,
 }
 
-async fn rollout_figures(
+/// One benchmarked rollout: `instances` on one provider, `percent` of them at a time.
+#[derive(Clone, Copy)]
+struct RolloutCase {
     instances: usize,
     percent: u32,
     start_seconds: i64,
     min_healthy: u32,
     drop: f64,
     placed: Placed,
-) -> Vec<Figure> {
+}
+
+/// A rollout run to its end: the harness after it, what the counters said when it began,
+/// and its wall time in simulated seconds.
+struct RolloutRun {
+    harness: Harness,
+    started: chrono::DateTime<Utc>,
+    wall: f64,
+    calls_before: usize,
+    paced_before: f64,
+    paced_by_function_before: [f64; 4],
+    dropped_before: u64,
+}
+
+/// Deploys the agent on a settled cluster, then an update, and runs until the update's
+/// rollout succeeded. `free_reads`: a model without ECS's rate limits and functions that
+/// never wait for their pacers, so the wall time is the control loop's alone (the floor
+/// the read budget is measured against).
+async fn run_rollout(case: RolloutCase, free_reads: bool) -> RolloutRun {
+    let RolloutCase {
+        instances,
+        percent,
+        start_seconds,
+        min_healthy,
+        drop,
+        placed,
+    } = case;
     let config = ModelConfig {
         seed: 42,
         start_latency: Duration::seconds(start_seconds),
@@ -55,11 +83,21 @@ async fn rollout_figures(
         stop_latency: Duration::seconds(3),
         // ECS's token buckets on: every throttled call is counted (the model has no SDK retry,
         // so a throttled call is a failed one); the functions must pace themselves under them.
-        rate_limits: true,
+        rate_limits: !free_reads,
         ..ModelConfig::default()
     };
-    let reaction = config.services.clone();
-    let mut harness = Harness::new(CLUSTER, &["general"], config);
+    let unbounded = Rate {
+        per_second: f64::MAX,
+        burst: f64::MAX,
+    };
+    let mut harness = if free_reads {
+        Harness::with_pacing(CLUSTER, &["general"], config, |_| Pacing {
+            read: unbounded,
+            modify: unbounded,
+        })
+    } else {
+        Harness::new(CLUSTER, &["general"], config)
+    };
     let v1 = harness
         .model
         .register_task_definition(TaskDefinitionModel::new("agent", 256, 256));
@@ -114,7 +152,41 @@ async fn rollout_figures(
         finished = done.and_then(|r| r.record.finished_at);
     }
     let finished = finished.expect("the rollout finished within three simulated hours");
-    let wall = (finished - started).num_seconds() as f64;
+    RolloutRun {
+        wall: (finished - started).num_seconds() as f64,
+        harness,
+        started,
+        calls_before,
+        paced_before,
+        paced_by_function_before,
+        dropped_before,
+    }
+}
+
+async fn rollout_figures(case: RolloutCase) -> Vec<Figure> {
+    let RolloutCase {
+        instances,
+        percent,
+        start_seconds,
+        min_healthy,
+        drop,
+        placed,
+    } = case;
+    let reaction = ModelConfig::default().services;
+    let floor = if drop == 0.0 {
+        Some(run_rollout(case, true).await.wall)
+    } else {
+        None
+    };
+    let RolloutRun {
+        harness,
+        started,
+        wall,
+        calls_before,
+        paced_before,
+        paced_by_function_before,
+        dropped_before,
+    } = run_rollout(case, false).await;
     let batches = instances.div_ceil(Amount::Percent(percent).of(instances)) as f64;
     // On services each instance also waits for ECS's scheduler to start its new copy (the
     // old one ends by StopTask): its mean reaction counts.
@@ -190,7 +262,7 @@ async fn rollout_figures(
     let parameters = format!(
         "\"placement\": \"{placement}\", \"instances\": {instances}, \"maxParallel\": \"{percent}%\", \"startSeconds\": {start_seconds}, \"minHealthySeconds\": {min_healthy}, \"schedulerSeconds\": {scheduler}, \"droppedEvents\": {drop}, \"eventsDropped\": {dropped}"
     );
-    vec![
+    let mut figures = vec![
         Figure {
             name: "rollout_wall_seconds",
             value: wall,
@@ -251,9 +323,32 @@ async fn rollout_figures(
         Figure {
             name: "rollout_throttled_calls",
             value: throttled,
-            parameters,
+            parameters: parameters.clone(),
         },
-    ]
+    ];
+    if let Some(floor) = floor {
+        // The same rollout with reads free (ECS's rate limits off, no pacing): what the
+        // control loop and ECS's own latencies take; the rest is the read budget's cost.
+        let floor_parameters = format!("{parameters}, \"reads\": \"free\"");
+        figures.extend([
+            Figure {
+                name: "rollout_floor_seconds",
+                value: floor,
+                parameters: floor_parameters.clone(),
+            },
+            Figure {
+                name: "rollout_floor_over_ideal",
+                value: floor / ideal,
+                parameters: floor_parameters,
+            },
+            Figure {
+                name: "rollout_wall_over_floor",
+                value: wall / floor,
+                parameters,
+            },
+        ]);
+    }
+    figures
 }
 
 /// One full coverage-check at rest of `instances` × `daemons`: ECS calls over the batched
@@ -820,11 +915,31 @@ async fn main() {
     }
     if wanted("rollout") {
         for drop in [0.0, 0.01, 0.05] {
-            figures.extend(rollout_figures(1000, 10, 20, 30, drop, Placed::Tasks).await);
+            figures.extend(
+                rollout_figures(RolloutCase {
+                    instances: 1000,
+                    percent: 10,
+                    start_seconds: 20,
+                    min_healthy: 30,
+                    drop,
+                    placed: Placed::Tasks,
+                })
+                .await,
+            );
         }
     }
     if wanted("rollout") || wanted("services") {
-        figures.extend(rollout_figures(1000, 10, 20, 30, 0.0, Placed::Services).await);
+        figures.extend(
+            rollout_figures(RolloutCase {
+                instances: 1000,
+                percent: 10,
+                start_seconds: 20,
+                min_healthy: 30,
+                drop: 0.0,
+                placed: Placed::Services,
+            })
+            .await,
+        );
     }
     if wanted("coverage") {
         figures.extend(coverage_figures(100, 10).await);

@@ -736,6 +736,17 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(cluster: &str, providers: &[&str], config: ModelConfig) -> Self {
+        Self::with_pacing(cluster, providers, config, Pacing::share)
+    }
+
+    /// The harness with each function's pacing given by `pacing` (benchmarks measure the
+    /// control loop alone with unbounded pacing on a model without ECS's rate limits).
+    pub fn with_pacing(
+        cluster: &str,
+        providers: &[&str],
+        config: ModelConfig,
+        pacing: impl Fn(&str) -> Pacing,
+    ) -> Self {
         let model = Arc::new(ClusterModel::new(config));
         model.create_cluster(cluster, providers);
         let store = Arc::new(MemoryStore::new());
@@ -745,7 +756,7 @@ impl Harness {
                 Paced::new(
                     Crashing::new(Arc::clone(&model), Arc::clone(&budget)),
                     ModelClock(Arc::clone(&model)),
-                    Pacing::share(function),
+                    pacing(function),
                 ),
                 Crashing::new(Arc::clone(&store), Arc::clone(&budget)),
                 EngineConfig {
