@@ -76,6 +76,22 @@ pub(super) fn tasks_to_read(
                 .filter(|arn| !trusted.contains(arn.as_str())),
         );
     }
+    reads.claim_check = needs_claim_check(instance, slots, hints, &reads.trusted, daemons);
+    // Each task once: an event and a slot naming the same task are one read.
+    let mut seen = BTreeSet::new();
+    reads.to_describe.retain(|arn| seen.insert(arn.clone()));
+    reads
+}
+
+/// Whether the instance's tasks must be listed: a start that happened but was never
+/// recorded may be there.
+fn needs_claim_check(
+    instance: &ContainerInstance,
+    slots: &[&Versioned<Slot>],
+    hints: &[Task],
+    trusted: &[Task],
+    daemons: &[DaemonView],
+) -> bool {
     // A start that happened but was never recorded: look. On DAEMON services a requested
     // copy's task shows in its own event or in the next full reconcile's listing by service
     // (a look here would cost a ListTasks for every instance change a rollout causes: each
@@ -97,11 +113,11 @@ pub(super) fn tasks_to_read(
             .find(|d| d.name == daemon)
             .map(|d| d.task_definition.as_str())
     };
-    reads.claim_check = slots.iter().any(|s| {
+    slots.iter().any(|s| {
         let record = &s.record;
         if on_services(instance, &record.daemon, daemons) {
             let copy_gone = matches!(record.state, SlotState::Stopped | SlotState::CrashLooping)
-                || reads.trusted.iter().any(|t| {
+                || trusted.iter().any(|t| {
                     t.last_status.is_terminal()
                         && record.task_arn.as_deref() == Some(t.arn.as_str())
                 });
@@ -120,11 +136,7 @@ pub(super) fn tasks_to_read(
         (matches!(record.state, SlotState::Claimed | SlotState::Starting)
             && record.task_arn.is_none())
             || requested
-    });
-    // Each task once: an event and a slot naming the same task are one read.
-    let mut seen = BTreeSet::new();
-    reads.to_describe.retain(|arn| seen.insert(arn.clone()));
-    reads
+    })
 }
 
 /// The live tasks events told of that `reading` does not name yet.

@@ -75,6 +75,35 @@ impl<'a, 'g> Planner<'a, 'g> {
         self.cover_missing(daemon, instance, previous, earlier_settled)
     }
 
+    /// On DAEMON services, what became of a request no copy answers yet. A request of a
+    /// revision replaced meanwhile is withdrawn (`withdraw_stale_requests`), not waited for:
+    /// the one in force is requested now. A copy its service started and that stopped before
+    /// any reconcile recorded it (a bad revision dies in seconds) is a failure now, not a wait
+    /// for the request's grace, or a rollout to it would never trip its breaker.
+    fn service_request_outcome(
+        &self,
+        daemon: &DaemonView,
+        instance: &ContainerInstance,
+        previous: &Versioned<Slot>,
+    ) -> Option<LastCopy> {
+        let record = &previous.record;
+        let requested = daemon
+            .services
+            .as_ref()
+            .is_some_and(|s| s.covers(instance.capacity_provider.as_deref()))
+            && record.task_arn.is_none()
+            && matches!(record.state, SlotState::Claimed | SlotState::Starting);
+        if !requested {
+            return None;
+        }
+        match record.task_definition.as_deref() {
+            Some(revision) if revision == daemon.task_definition => self
+                .stopped_service_copy(daemon, instance, revision, record.updated_at)
+                .map(LastCopy::Stopped),
+            _ => Some(LastCopy::Unknown),
+        }
+    }
+
     /// What became of the copy a slot knew of, now that no copy is live.
     fn last_copy(&self, previous: &Versioned<Slot>, grace: Duration) -> LastCopy {
         let known_task = previous.record.task_arn.as_deref();
@@ -155,35 +184,9 @@ impl<'a, 'g> Planner<'a, 'g> {
         let mut failed_now = false;
         if let Some(p) = previous {
             let grace = claim_grace(daemon, instance.capacity_provider.as_deref());
-            // A DAEMON service's request of a revision replaced meanwhile is withdrawn
-            // (`withdraw_stale_requests`), not waited for: request the one in force now.
-            let on_services = daemon
-                .services
-                .as_ref()
-                .is_some_and(|s| s.covers(instance.capacity_provider.as_deref()));
-            let replaced = on_services
-                && p.record.task_arn.is_none()
-                && matches!(p.record.state, SlotState::Claimed | SlotState::Starting)
-                && p.record.task_definition.as_deref() != Some(daemon.task_definition.as_str());
-            // A requested copy that its service started and that stopped before any
-            // reconcile recorded it (a bad revision dies in seconds): a failure now, not a
-            // wait for the request's grace, or a rollout to it would never trip its breaker.
-            let requested = on_services
-                && p.record.task_arn.is_none()
-                && matches!(p.record.state, SlotState::Claimed | SlotState::Starting);
-            let died_unrecorded = requested
-                .then_some(p.record.task_definition.as_deref())
-                .flatten()
-                .and_then(|revision| {
-                    self.stopped_service_copy(daemon, instance, revision, p.record.updated_at)
-                });
-            let last = if replaced {
-                LastCopy::Unknown
-            } else if let Some(reason) = died_unrecorded {
-                LastCopy::Stopped(reason)
-            } else {
-                self.last_copy(p, grace)
-            };
+            let last = self
+                .service_request_outcome(daemon, instance, p)
+                .unwrap_or_else(|| self.last_copy(p, grace));
             match last {
                 LastCopy::Stopped(reason) => {
                     self.count_failure(daemon, p, &mut slot, reason);
