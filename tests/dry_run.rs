@@ -130,10 +130,15 @@ async fn a_dry_run_changes_nothing_and_the_real_run_follows_its_plan() {
         .deploy(update(&revisions[1], rollout_config(), false))
         .await
         .unwrap();
-    let first: Vec<String> = real
-        .reconcile
-        .as_ref()
-        .unwrap()
+    assert_eq!(
+        real.first_reconcile_by,
+        Some("coverage-check"),
+        "a rollout's first wave is the coverage-check's"
+    );
+    assert!(real.reconcile.is_none());
+    let first: Vec<String> = harness
+        .last_stream_check()
+        .expect("the new rollout record started a coverage-check")
         .started
         .iter()
         .map(|s| s.instance_id.clone())

@@ -105,6 +105,20 @@ async fn handlers_answer_payloads_and_refuse_bad_ones_clearly() {
             .len(),
         1
     );
+    // The table's stream: a new rollout record's cluster is reconciled once; another
+    // deployment's cluster is not this one's to touch.
+    let key = |cluster: &str| ecs_daemons::store::ItemKey::rollout(cluster, "agent", "r-1");
+    let recorded = runtime::stream_batch_of_inserts(&[key(&cluster), key(&cluster)]);
+    let checks = runtime::coverage_check(&engine, recorded, "req-5b".into())
+        .await
+        .unwrap();
+    assert_eq!(checks.len(), 1, "one reconcile per cluster");
+    assert_eq!(checks[0].cluster, cluster);
+    let elsewhere = runtime::stream_batch_of_inserts(&[key("someone-else")]);
+    assert!(runtime::coverage_check(&engine, elsewhere, "req-5c".into())
+        .await
+        .unwrap()
+        .is_empty());
 
     let event = sample("instance-active.json", &cluster);
     let outcome = runtime::instance_event(&engine, event.clone(), "req-6".into())

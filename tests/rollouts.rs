@@ -149,9 +149,9 @@ async fn an_update_starts_new_copies_first_three_at_a_time() {
         .unwrap();
     assert_eq!(answer.recorded, "rollout");
     assert_eq!(
-        answer.reconcile.as_ref().unwrap().started.len(),
+        harness.last_stream_check().unwrap().started.len(),
         3,
-        "the first batch starts at once"
+        "the first batch starts at once (the coverage-check the rollout's record starts)"
     );
     let peak = run_checked(&mut harness, 600, 3, false).await;
     assert_eq!(peak, 3, "three instances in flight at the busiest");
@@ -205,8 +205,9 @@ async fn a_canary_batch_finishes_before_the_rest() {
         .deploy(deploy_request(&revisions[1], Some(canary)))
         .await
         .unwrap();
+    assert!(answer.reconcile.is_none());
     assert_eq!(
-        answer.reconcile.as_ref().unwrap().started.len(),
+        harness.last_stream_check().unwrap().started.len(),
         1,
         "only the canary starts"
     );
@@ -599,5 +600,45 @@ async fn deploying_the_revision_of_a_failed_rollout_again_rolls_it_out_again() {
     assert_eq!(
         agent.rollout.as_ref().unwrap().state,
         RolloutState::Succeeded
+    );
+}
+
+#[tokio::test]
+async fn an_update_too_large_for_an_instance_is_refused_though_a_same_size_one_reads_none() {
+    let (mut harness, revisions) = setup(3, 4096).await;
+    let larger = harness
+        .model
+        .register_task_definition(TaskDefinitionModel::new(DAEMON, 8192, 512));
+    let refused = harness
+        .deploy(deploy_request(&larger, Some(config(1))))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, ecs_daemons::deploy::DeployError::TooLarge(_)),
+        "a revision larger than the declared one is checked on every instance: {refused}"
+    );
+    // The same size: the instance checks would answer as they did; the deploy reads no
+    // instance (the coverage-check its rollout record starts reads them after it).
+    let calls_before = harness.model.call_count();
+    let answer = harness
+        .deploy(deploy_request(&revisions[1], Some(config(1))))
+        .await
+        .unwrap();
+    assert_eq!(answer.recorded, "rollout");
+    let operations: Vec<&str> = harness.model.calls()[calls_before..]
+        .iter()
+        .map(|c| c.operation)
+        .collect();
+    let first_list = operations
+        .iter()
+        .position(|o| *o == "ListContainerInstances")
+        .expect("the coverage-check lists the instances");
+    assert_eq!(
+        operations[first_list..]
+            .iter()
+            .filter(|o| **o == "ListContainerInstances")
+            .count(),
+        1,
+        "one listing, the coverage-check's: {operations:?}"
     );
 }

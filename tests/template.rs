@@ -286,6 +286,39 @@ fn every_function_crate_is_deployed_and_triggered_or_documented_as_manual() {
                                 "{resource}: the named groups only"
                             );
                         }
+                        Some("DynamoDB") => {
+                            // New rollout records start their first wave (deploy::ROLLOUT_STARTED_BY).
+                            assert_eq!(binary, ecs_daemons::deploy::ROLLOUT_STARTED_BY);
+                            assert_eq!(
+                                p["Stream"],
+                                json!({"Fn::GetAtt": ["Table", "StreamArn"]}),
+                                "{resource}.{name}: the table's own stream"
+                            );
+                            assert!(
+                                p["DestinationConfig"]["OnFailure"].is_object(),
+                                "{resource}.{name}: failures go to the dead-letter queue"
+                            );
+                            assert!(
+                                p["MaximumRecordAgeInSeconds"].as_i64().is_some_and(|age| age <= 60),
+                                "{resource}.{name}: older than the schedule's minute, a record is moot"
+                            );
+                            let filters =
+                                p["FilterCriteria"]["Filters"].as_array().expect("filters");
+                            assert_eq!(filters.len(), 1);
+                            let pattern: serde_json::Value = serde_json::from_str(
+                                filters[0]["Pattern"].as_str().expect("a pattern"),
+                            )
+                            .expect("the pattern is JSON");
+                            assert_eq!(pattern["eventName"], json!(["INSERT"]));
+                            assert_eq!(
+                                pattern["dynamodb"]["Keys"]["sk"]["S"],
+                                json!([{"prefix": ecs_daemons::store::RecordKind::Rollout.prefix()}]),
+                                "{resource}.{name}: rollout records only"
+                            );
+                            let view = &template["Resources"]["Table"]["Properties"]
+                                ["StreamSpecification"]["StreamViewType"];
+                            assert_eq!(view, "KEYS_ONLY", "the handler reads the keys alone");
+                        }
                         other => panic!("{resource}.{name}: unexpected trigger {other:?}"),
                     }
                 }
@@ -676,6 +709,12 @@ fn the_sample_invokes_in_events_parse_as_the_readme_shows_them() {
     assert_eq!(
         read("scheduled-event.json")["detail-type"],
         "Scheduled Event"
+    );
+    // What the table's stream hands the coverage-check for a new rollout record.
+    let recorded = read("rollout-recorded.json");
+    assert_eq!(
+        ecs_daemons::runtime::rollout_stream_clusters(&recorded, &["prod".to_string()]),
+        Some(vec!["prod".to_string()])
     );
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     for name in [

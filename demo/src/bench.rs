@@ -3,7 +3,8 @@
 //!
 //! `cargo run --release -p ecs-daemons-demo --bin bench`
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Instant;
 
 use chrono::{Duration, TimeZone, Utc};
@@ -43,6 +44,9 @@ enum Placed {
 /// One benchmarked rollout: `instances` on one provider, `percent` of them at a time.
 #[derive(Clone, Copy)]
 struct RolloutCase {
+    /// Model seeds the rollout runs with (its wall time is their mean): the scheduler's
+    /// reaction is drawn per instance, so one seed is one sample of it.
+    seeds: &'static [u64],
     instances: usize,
     percent: u32,
     start_seconds: i64,
@@ -67,8 +71,9 @@ struct RolloutRun {
 /// rollout succeeded. `free_reads`: a model without ECS's rate limits and functions that
 /// never wait for their pacers, so the wall time is the control loop's alone (the floor
 /// the read budget is measured against).
-async fn run_rollout(case: RolloutCase, free_reads: bool) -> RolloutRun {
+async fn run_rollout(case: RolloutCase, seed: u64, free_reads: bool) -> RolloutRun {
     let RolloutCase {
+        seeds: _,
         instances,
         percent,
         start_seconds,
@@ -77,7 +82,7 @@ async fn run_rollout(case: RolloutCase, free_reads: bool) -> RolloutRun {
         placed,
     } = case;
     let config = ModelConfig {
-        seed: 42,
+        seed,
         start_latency: Duration::seconds(start_seconds),
         health_grace: Duration::seconds(10),
         stop_latency: Duration::seconds(3),
@@ -163,8 +168,44 @@ async fn run_rollout(case: RolloutCase, free_reads: bool) -> RolloutRun {
     }
 }
 
+/// The ideal rollout: a controller that sees and acts at once, its only limits ECS's own
+/// latencies and maxParallel. Each instance holds one of the `parallel` places for the
+/// scheduler's reaction (services: drawn per instance as the model draws it, uniform in
+/// `least`..`least + spread` ms), the new copy's start and minHealthySeconds (`fixed_ms`);
+/// the next instance takes the first place that frees; the rollout ends as the last
+/// instance's old copy is told to stop. Its expected length over `TRIALS` draws: batches ×
+/// the mean cycle would ignore that the slowest instance of the last places ends the rollout
+/// (the controller with free reads measured above that formula).
+fn ideal_rollout_seconds(
+    instances: usize,
+    parallel: usize,
+    fixed_ms: i64,
+    reaction: Option<(i64, i64)>,
+) -> f64 {
+    const TRIALS: u64 = 400;
+    let mut total = 0i64;
+    for trial in 0..TRIALS {
+        let mut rng = ecs_daemons_sim::cluster_model::Rng::new(trial);
+        let mut places: BinaryHeap<Reverse<i64>> =
+            (0..parallel.max(1)).map(|_| Reverse(0)).collect();
+        let mut end = 0;
+        for _ in 0..instances {
+            let Reverse(free_at) = places.pop().expect("at least one place");
+            let drawn = reaction.map_or(0, |(least, spread)| {
+                least + rng.below(spread.max(0) as u64 + 1) as i64
+            });
+            let done = free_at + drawn + fixed_ms;
+            end = end.max(done);
+            places.push(Reverse(done));
+        }
+        total += end;
+    }
+    total as f64 / TRIALS as f64 / 1000.0
+}
+
 async fn rollout_figures(case: RolloutCase) -> Vec<Figure> {
     let RolloutCase {
+        seeds,
         instances,
         percent,
         start_seconds,
@@ -172,33 +213,51 @@ async fn rollout_figures(case: RolloutCase) -> Vec<Figure> {
         drop,
         placed,
     } = case;
-    let reaction = ModelConfig::default().services;
-    let floor = if drop == 0.0 {
-        Some(run_rollout(case, true).await.wall)
-    } else {
-        None
-    };
+    let knobs = ModelConfig::default().services;
+    // Every seed runs twice: with ECS's read limits and the functions' pacing, and with reads
+    // free (the floor the read budget is measured against).
+    let mut walls = Vec::new();
+    let mut floors = Vec::new();
+    let mut first = None;
+    for &seed in seeds {
+        if drop == 0.0 {
+            floors.push(run_rollout(case, seed, true).await.wall);
+        }
+        let run = run_rollout(case, seed, false).await;
+        walls.push(run.wall);
+        first.get_or_insert(run);
+    }
+    let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len().max(1) as f64;
+    let floor = (!floors.is_empty()).then(|| mean(&floors));
+    let wall = mean(&walls);
     let RolloutRun {
         harness,
         started,
-        wall,
+        wall: _,
         calls_before,
         paced_before,
         paced_by_function_before,
         dropped_before,
-    } = run_rollout(case, false).await;
-    let batches = instances.div_ceil(Amount::Percent(percent).of(instances)) as f64;
+    } = first.expect("at least one seed");
+    let parallel = Amount::Percent(percent).of(instances);
     // On services each instance also waits for ECS's scheduler to start its new copy (the
-    // old one ends by StopTask): its mean reaction counts.
-    let scheduler = match placed {
-        Placed::Tasks => 0.0,
-        Placed::Services => {
-            (reaction.reaction.num_milliseconds() as f64
-                + reaction.reaction_spread.num_milliseconds() as f64 / 2.0)
-                / 1000.0
-        }
+    // old one ends by StopTask).
+    let reaction = match placed {
+        Placed::Tasks => None,
+        Placed::Services => Some((
+            knobs.reaction.num_milliseconds(),
+            knobs.reaction_spread.num_milliseconds(),
+        )),
     };
-    let ideal = batches * (start_seconds as f64 + min_healthy as f64 + scheduler);
+    let scheduler = reaction.map_or(0.0, |(least, spread)| (least + spread / 2) as f64 / 1000.0);
+    let ideal = ideal_rollout_seconds(
+        instances,
+        parallel,
+        (start_seconds + i64::from(min_healthy)) * 1000,
+        reaction,
+    );
+    let batches_times_mean_cycle = instances.div_ceil(parallel) as f64
+        * (start_seconds as f64 + f64::from(min_healthy) + scheduler);
     let calls = harness.model.calls()[calls_before..].to_vec();
     if std::env::var("BENCH_TRACE").is_ok() {
         let mut last = None;
@@ -259,19 +318,29 @@ async fn rollout_figures(case: RolloutCase) -> Vec<Figure> {
         Placed::Tasks => "tasks",
         Placed::Services => "services",
     };
+    let listed = |values: &[f64]| {
+        values
+            .iter()
+            .map(|v| format!("{v:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let seed_list = listed(&seeds.iter().map(|s| *s as f64).collect::<Vec<_>>());
     let parameters = format!(
-        "\"placement\": \"{placement}\", \"instances\": {instances}, \"maxParallel\": \"{percent}%\", \"startSeconds\": {start_seconds}, \"minHealthySeconds\": {min_healthy}, \"schedulerSeconds\": {scheduler}, \"droppedEvents\": {drop}, \"eventsDropped\": {dropped}"
+        "\"placement\": \"{placement}\", \"instances\": {instances}, \"maxParallel\": \"{percent}%\", \"startSeconds\": {start_seconds}, \"minHealthySeconds\": {min_healthy}, \"schedulerSeconds\": {scheduler}, \"droppedEvents\": {drop}, \"eventsDropped\": {dropped}, \"seeds\": [{seed_list}]"
     );
     let mut figures = vec![
         Figure {
             name: "rollout_wall_seconds",
             value: wall,
-            parameters: parameters.clone(),
+            parameters: format!("{parameters}, \"perSeed\": [{}]", listed(&walls)),
         },
         Figure {
             name: "rollout_ideal_seconds",
             value: ideal,
-            parameters: parameters.clone(),
+            parameters: format!(
+                "{parameters}, \"batchesTimesMeanCycle\": {batches_times_mean_cycle:.0}"
+            ),
         },
         Figure {
             name: "rollout_wall_over_ideal",
@@ -334,7 +403,7 @@ async fn rollout_figures(case: RolloutCase) -> Vec<Figure> {
             Figure {
                 name: "rollout_floor_seconds",
                 value: floor,
-                parameters: floor_parameters.clone(),
+                parameters: format!("{floor_parameters}, \"perSeed\": [{}]", listed(&floors)),
             },
             Figure {
                 name: "rollout_floor_over_ideal",
@@ -917,6 +986,7 @@ async fn main() {
         for drop in [0.0, 0.01, 0.05] {
             figures.extend(
                 rollout_figures(RolloutCase {
+                    seeds: &[42],
                     instances: 1000,
                     percent: 10,
                     start_seconds: 20,
@@ -931,6 +1001,7 @@ async fn main() {
     if wanted("rollout") || wanted("services") {
         figures.extend(
             rollout_figures(RolloutCase {
+                seeds: &[42, 43, 44, 45, 46],
                 instances: 1000,
                 percent: 10,
                 start_seconds: 20,

@@ -319,6 +319,34 @@ impl Demo {
         }
     }
 
+    /// The invoke's own first reconcile, or the coverage-check's that its rollout record
+    /// started through the table's stream.
+    fn show_first_reconcile(
+        &mut self,
+        function: &'static str,
+        own: Option<ecs_daemons::engine::Outcome>,
+        first_by: Option<&'static str>,
+    ) {
+        let (function, reconcile) = match (own, first_by) {
+            (Some(own), _) => (function, own),
+            (None, Some(by)) => match self.harness.last_stream_check() {
+                Some(outcome) => (by, outcome.clone()),
+                None => return,
+            },
+            (None, None) => return,
+        };
+        let at = self.harness.model.now();
+        self.show(&[Invocation {
+            function,
+            at,
+            events: Vec::new(),
+            result: Ok(reconcile),
+            ecs_calls: 0,
+            store_calls: 0,
+            crashed: false,
+        }]);
+    }
+
     async fn deploy(&mut self, request: DeployRequest) {
         let daemon = request.daemon.clone();
         match self.harness.deploy(request).await {
@@ -340,18 +368,7 @@ impl Demo {
                 for warning in &answer.warnings {
                     self.note(&format!("warning: {warning}"));
                 }
-                if let Some(reconcile) = answer.reconcile {
-                    let at = self.harness.model.now();
-                    self.show(&[Invocation {
-                        function: "deploy",
-                        at,
-                        events: Vec::new(),
-                        result: Ok(reconcile),
-                        ecs_calls: 0,
-                        store_calls: 0,
-                        crashed: false,
-                    }]);
-                }
+                self.show_first_reconcile("deploy", answer.reconcile, answer.first_reconcile_by);
             }
             Err(error) => self.note(&format!("deploy {daemon} refused: {error}")),
         }
@@ -663,18 +680,7 @@ async fn on_the_model() {
                 answer.task_definition.unwrap_or_default(),
                 answer.rollout.map(|r| r.id).unwrap_or_default()
             ));
-            if let Some(reconcile) = answer.reconcile {
-                let at = demo.harness.model.now();
-                demo.show(&[Invocation {
-                    function: "rollback",
-                    at,
-                    events: Vec::new(),
-                    result: Ok(reconcile),
-                    ecs_calls: 0,
-                    store_calls: 0,
-                    crashed: false,
-                }]);
-            }
+            demo.show_first_reconcile("rollback", answer.reconcile, answer.first_reconcile_by);
         }
         Err(error) => demo.note(&format!("rollback refused: {error}")),
     }

@@ -171,9 +171,16 @@ impl LocalStack {
         })
     }
 
-    /// A manual invoke (deploy, rollback, status, coverage-check).
+    /// A manual invoke (deploy, rollback, status, coverage-check). A deploy or rollback that
+    /// recorded a rollout is followed by the coverage-check its record's insert starts through
+    /// the table's stream (template.yaml, `RolloutRecorded`).
     pub async fn invoke(&self, function: &str, payload: Value) -> Result<Value, LambdaError> {
-        self.lambda.invoke(function, &payload).await
+        let answer = self.lambda.invoke(function, &payload).await?;
+        if let Some(key) = recorded_rollout(function, &answer) {
+            let batch = ecs_daemons::runtime::stream_batch_of_inserts(&[key]);
+            self.lambda.invoke("coverage-check", &batch).await?;
+        }
+        Ok(answer)
     }
 
     /// Brings the model's clock up to the wall clock and delivers the events that are due to
@@ -333,4 +340,19 @@ async fn create_table(endpoint: &str, table: &str) -> Result<(), StackError> {
             endpoint: endpoint.into(),
             message: error.to_string(),
         })
+}
+
+/// The key of the rollout record a deploy or rollback answer says it left to the
+/// coverage-check.
+fn recorded_rollout(function: &str, answer: &Value) -> Option<ecs_daemons::store::ItemKey> {
+    if !matches!(function, "deploy" | "rollback") || answer.get("firstReconcileBy").is_none() {
+        return None;
+    }
+    let rollout = answer.get("rollout")?;
+    let text = |field: &str| rollout.get(field)?.as_str();
+    Some(ecs_daemons::store::ItemKey::rollout(
+        text("cluster")?,
+        text("daemon")?,
+        text("id")?,
+    ))
 }

@@ -180,6 +180,12 @@ pub struct InstanceAttribute {
 /// The ECS API surface of ecs-daemons. Implementations page and batch on their own:
 /// callers pass any number of ids and get every result.
 pub trait Ecs: EcsDaemons + EcsServices + Send + Sync {
+    /// Seconds on the clock this client's calls wait by (the pacer's), when it has one: how
+    /// long a series of reads took, in the time the calls were made in.
+    fn clock_seconds(&self) -> Option<f64> {
+        None
+    }
+
     /// One page (up to 100) of a cluster's container instance ARNs; `None` gives ACTIVE and
     /// DRAINING (the ECS default). One ECS call.
     fn list_container_instances_page(
@@ -397,6 +403,9 @@ pub fn clip_reason(reason: &str) -> &str {
 
 /// Shared handles (the model is shared between the engine and the test that drives it).
 impl<T: Ecs> Ecs for std::sync::Arc<T> {
+    fn clock_seconds(&self) -> Option<f64> {
+        (**self).clock_seconds()
+    }
     fn list_container_instances_page(
         &self,
         cluster: &str,

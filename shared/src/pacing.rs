@@ -268,6 +268,10 @@ impl<E, C: Clock> Paced<E, C> {
 }
 
 impl<E: Ecs, C: Clock> Ecs for Paced<E, C> {
+    fn clock_seconds(&self) -> Option<f64> {
+        Some(self.clock.seconds())
+    }
+
     async fn list_container_instances_page(
         &self,
         cluster: &str,

@@ -30,6 +30,12 @@ impl ItemKey {
         format!("DAEMON#{cluster}#{daemon}")
     }
 
+    /// The cluster of a [`Self::daemon_partition`] (ECS cluster names hold no `#`).
+    pub fn cluster_of_daemon_partition(partition: &str) -> Option<&str> {
+        let (cluster, _daemon) = partition.strip_prefix("DAEMON#")?.split_once('#')?;
+        Some(cluster).filter(|c| !c.is_empty())
+    }
+
     pub fn spec(cluster: &str, daemon: &str) -> Self {
         Self {
             pk: Self::daemon_partition(cluster, daemon),

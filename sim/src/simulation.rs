@@ -732,6 +732,8 @@ pub struct Harness {
     current: (&'static str, usize),
     /// Every AWS operation each function made (the policy check reads it).
     operations_by_function: BTreeMap<&'static str, BTreeSet<&'static str>>,
+    /// The coverage-checks new rollout records started through the table's stream.
+    stream_checks: Vec<Invocation>,
 }
 
 impl Harness {
@@ -801,6 +803,7 @@ impl Harness {
             termination_retries: Vec::new(),
             current: ("", 0),
             operations_by_function: BTreeMap::new(),
+            stream_checks: Vec::new(),
         }
     }
 
@@ -1091,7 +1094,28 @@ impl Harness {
         let now = self.model.now();
         let answer = deploy(&self.manual_engine, request, now, &id).await;
         self.finish();
+        if answer
+            .as_ref()
+            .is_ok_and(|a| a.first_reconcile_by.is_some())
+        {
+            self.rollout_recorded().await;
+        }
         answer
+    }
+
+    /// The coverage-check the table's stream invokes for a new rollout record (template.yaml,
+    /// `RolloutRecorded`): one reconcile, no wake-up window. Lambda runs the function once at
+    /// a time, and the harness runs one invocation at a time, so it comes right after.
+    /// (A failed one is left to the schedule, as the stream's retries end within its minute.)
+    async fn rollout_recorded(&mut self) {
+        let check = self.coverage_check().await;
+        self.stream_checks.push(check);
+    }
+
+    /// The outcome of the coverage-check the last new rollout record started (the first
+    /// wave a deploy or rollback now leaves to it).
+    pub fn last_stream_check(&self) -> Option<&Outcome> {
+        self.stream_checks.last()?.result.as_ref().ok()
     }
 
     /// `deploy` with `"dryRun": true`.
@@ -1126,6 +1150,12 @@ impl Harness {
         let now = self.model.now();
         let answer = rollback(&self.manual_engine, request, now, &id).await;
         self.finish();
+        if answer
+            .as_ref()
+            .is_ok_and(|a| a.first_reconcile_by.is_some())
+        {
+            self.rollout_recorded().await;
+        }
         answer
     }
 

@@ -40,6 +40,7 @@ pub async fn deploy<E: Ecs, S: Store>(
             rollout: None,
             warnings: Vec::new(),
             reconcile: None,
+            first_reconcile_by: None,
             managed: None,
         },
     };
@@ -54,7 +55,8 @@ pub async fn deploy<E: Ecs, S: Store>(
     Ok(answer)
 }
 
-/// Records a deploy's EC2 part and runs the first reconcile.
+/// Records a deploy's EC2 part and runs the first reconcile (a rollout's is the
+/// coverage-check's).
 async fn record_tasks<E: Ecs, S: Store>(
     engine: &Engine<E, S>,
     request: &DeployRequest,
@@ -89,16 +91,23 @@ async fn record_tasks<E: Ecs, S: Store>(
             None
         }
     };
-    let reconcile = engine
-        .reconcile_cluster(&request.cluster, now, invocation)
-        .await?;
+    // A new rollout's first wave is the coverage-check's (its insert wakes it).
+    let reconcile = match rollout {
+        Some(_) => None,
+        None => Some(
+            engine
+                .reconcile_cluster(&request.cluster, now, invocation)
+                .await?,
+        ),
+    };
     Ok(DeployAnswer {
         daemon: request.daemon.clone(),
         task_definition: Some(task_definition),
         recorded,
+        first_reconcile_by: rollout.as_ref().map(|_| ROLLOUT_STARTED_BY),
         rollout,
         warnings,
-        reconcile: Some(reconcile),
+        reconcile,
         managed: None,
     })
 }

@@ -23,7 +23,10 @@ pub struct RollbackAnswer {
     pub from_task_definition: Option<String>,
     pub task_definition: Option<String>,
     pub rollout: Option<Rollout>,
+    /// None: the rollback's first wave is the coverage-check's ([`super::ROLLOUT_STARTED_BY`]).
     pub reconcile: Option<Outcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_reconcile_by: Option<&'static str>,
     /// The Managed Instances part: UpdateDaemon back to its good revision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub managed: Option<super::managed::ManagedAnswer>,
@@ -232,6 +235,7 @@ pub async fn rollback<E: Ecs, S: Store>(
         task_definition: None,
         rollout: None,
         reconcile: None,
+        first_reconcile_by: None,
         managed: None,
         left_alone,
     };
@@ -250,11 +254,7 @@ pub async fn rollback<E: Ecs, S: Store>(
             invocation,
         )
         .await?;
-        answer.reconcile = Some(
-            engine
-                .reconcile_cluster(&request.cluster, now, invocation)
-                .await?,
-        );
+        answer.first_reconcile_by = Some(super::ROLLOUT_STARTED_BY);
         answer.from_task_definition = Some(current.record.task_definition);
         answer.task_definition = Some(target);
         answer.rollout = Some(rollout);

@@ -180,3 +180,59 @@ pub(super) fn instance_for_tests() -> crate::model::ContainerInstance {
         registered_at: None,
     }
 }
+
+#[test]
+fn instance_checks_are_read_again_only_when_their_answer_could_change() {
+    let declared = spec_for_tests();
+    let same = definition_for_tests();
+    let providers = vec!["asg".to_string()];
+    assert!(
+        validate::instance_checks_stand(&declared, &providers, &[], &same),
+        "a new revision of the same size on the same providers"
+    );
+    let mut smaller = same.clone();
+    smaller.cpu = Some(128);
+    smaller.memory_mib = None;
+    assert!(validate::instance_checks_stand(
+        &declared,
+        &providers,
+        &[],
+        &smaller
+    ));
+    for (cpu, memory) in [(Some(512), Some(256)), (Some(256), Some(512))] {
+        let mut larger = same.clone();
+        larger.cpu = cpu;
+        larger.memory_mib = memory;
+        assert!(
+            !validate::instance_checks_stand(&declared, &providers, &[], &larger),
+            "{cpu:?} {memory:?}: a larger revision is checked on every instance"
+        );
+    }
+    let mut unreserved = declared.clone();
+    unreserved.cpu = None;
+    assert!(
+        !validate::instance_checks_stand(&unreserved, &providers, &[], &same),
+        "reserving CPU where the declared revision reserved none"
+    );
+    let more = vec!["asg".to_string(), "asg-large".to_string()];
+    assert!(
+        !validate::instance_checks_stand(&declared, &more, &[], &same),
+        "another provider's instances were never checked"
+    );
+    assert!(
+        !validate::instance_checks_stand(&declared, &providers, &providers, &same),
+        "a move to DAEMON services checks the attribute budget"
+    );
+    let mut on_services = declared.clone();
+    on_services.services = Some(crate::placement::services::ServicePlacement {
+        capacity_providers: providers.clone(),
+        a: "agent:1".into(),
+        b: "agent:1".into(),
+    });
+    assert!(validate::instance_checks_stand(
+        &on_services,
+        &providers,
+        &providers,
+        &same
+    ));
+}

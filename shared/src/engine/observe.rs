@@ -77,6 +77,21 @@ pub(super) fn missing_rollouts(
         .collect()
 }
 
+/// `now` moved on by the seconds the reads took on the client's clock (unchanged without
+/// one, or if it went back).
+pub(super) fn described_from(
+    now: DateTime<Utc>,
+    reads_began: Option<f64>,
+    describes_begin: Option<f64>,
+) -> DateTime<Utc> {
+    match (reads_began, describes_begin) {
+        (Some(began), Some(begin)) if begin > began => {
+            now + Duration::milliseconds(((begin - began) * 1000.0).round() as i64)
+        }
+        _ => now,
+    }
+}
+
 /// The tasks a slot tracks: its copy, and a rollout's new copy next to it.
 pub(super) fn slot_task_arns(slot: &Slot) -> Vec<String> {
     let new = slot.rollout.as_ref().and_then(|r| r.new_task_arn.clone());
@@ -171,6 +186,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         }
         rollouts.extend(hypothetical_rollout.map(|record| Versioned { record, version: 0 }));
         rollouts.extend(missing_rollouts(&specs, &rollouts));
+        let reads_began = self.ecs.clock_seconds();
         let arns = self.ecs.list_container_instances(cluster, None).await?;
         let instances = self
             .ecs
@@ -195,6 +211,10 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 .flat_map(|s| slot_task_arns(&s.record))
                 .filter(|arn| !listed.contains(arn)),
         );
+        // The plan's moment is when the tasks' describes begin, not when the reads did: every
+        // task is seen at or after it (a copy up for minHealthySeconds by then was seen up),
+        // and a reconcile that waited seconds for its pacer acts on what matured meanwhile.
+        let now = described_from(now, reads_began, self.ecs.clock_seconds());
         let tasks: Vec<Task> = self
             .ecs
             .describe_tasks(cluster, &task_arns)

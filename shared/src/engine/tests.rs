@@ -191,3 +191,20 @@ fn a_request_of_a_revision_replaced_since_is_looked_for() {
     let reads = tasks_to_read(&instance(), &[&requested], &[], STARTED_BY, &daemons);
     assert!(!reads.claim_check);
 }
+
+#[test]
+fn the_plans_moment_is_when_the_tasks_describes_begin() {
+    let start = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+    assert_eq!(
+        super::observe::described_from(start, Some(10.0), Some(13.25)),
+        start + chrono::Duration::milliseconds(3250),
+        "the 3.25 s the lists and the instances' describes took"
+    );
+    for (began, begin) in [(None, Some(3.0)), (Some(3.0), None), (Some(5.0), Some(4.0))] {
+        assert_eq!(
+            super::observe::described_from(start, began, begin),
+            start,
+            "no clock, or one that went back: the moment the reconcile began"
+        );
+    }
+}

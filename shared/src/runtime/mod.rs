@@ -14,8 +14,8 @@ pub use config::{
 };
 pub use error::FunctionError;
 pub use handlers::{
-    coverage_check, deploy, ecs_events, instance_event, lifecycle_hook, rollback, status,
-    task_event, WAKE_WINDOW_SECONDS,
+    coverage_check, deploy, ecs_events, instance_event, lifecycle_hook, rollback,
+    rollout_stream_clusters, status, stream_batch_of_inserts, task_event, WAKE_WINDOW_SECONDS,
 };
 pub use logging::InvocationContext;
 pub use serving::serve;

@@ -7,7 +7,9 @@ mod lifecycle_hook;
 mod rollback;
 mod status;
 
-pub use coverage_check::{coverage_check, WAKE_WINDOW_SECONDS};
+pub use coverage_check::{
+    coverage_check, rollout_stream_clusters, stream_batch_of_inserts, WAKE_WINDOW_SECONDS,
+};
 pub use deploy::deploy;
 pub use ecs_events::{ecs_events, instance_event, task_event};
 pub use lifecycle_hook::lifecycle_hook;
