@@ -81,25 +81,20 @@ pub async fn coverage_check<E: crate::ecs::Ecs, S: crate::store::Store>(
     request_id: String,
 ) -> Result<Vec<Outcome>, FunctionError> {
     let scheduled = payload.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event");
-    if let Some(clusters) = rollout_stream_clusters(&payload, &engine.config().clusters) {
-        // One reconcile each, no wake-up window: the schedule's run keeps the rollout going,
-        // and this invocation must not hold the function's one concurrent run.
-        let mut outcomes = Vec::new();
-        for cluster in &clusters {
-            let outcome = engine
-                .coverage_check_cluster(cluster, Utc::now(), &request_id)
-                .await?;
-            log_outcome("coverage-check", &outcome);
-            outcomes.push(outcome);
+    // Only the schedule's run keeps a wake-up window: a stream batch (a new rollout record)
+    // reconciles once, so it never holds the function's one concurrent run for long.
+    let (clusters, windowed) = match (
+        rollout_stream_clusters(&payload, &engine.config().clusters),
+        payload.get("cluster").and_then(Value::as_str),
+    ) {
+        (Some(recorded), _) => (recorded, false),
+        (None, Some(cluster)) => (vec![cluster.to_string()], false),
+        (None, None) if scheduled || payload.as_object().is_some_and(|o| o.is_empty()) => {
+            (engine.config().clusters.clone(), scheduled)
         }
-        return Ok(outcomes);
-    }
-    let clusters = match payload.get("cluster").and_then(Value::as_str) {
-        Some(cluster) => vec![cluster.to_string()],
-        None if scheduled || payload.as_object().is_some_and(|o| o.is_empty()) => engine.config().clusters.clone(),
-        None => {
+        (None, None) => {
             return Err(DeployError::InvalidRequest(
-                "coverage-check takes a scheduled event, {} for every managed cluster, or {\"cluster\": \"name\"}".into(),
+                "coverage-check takes a scheduled event, {} for every managed cluster, {\"cluster\": \"name\"}, or a batch of the table's stream".into(),
             )
             .into())
         }
@@ -116,7 +111,7 @@ pub async fn coverage_check<E: crate::ecs::Ecs, S: crate::store::Store>(
         }
         let wake = outcomes.iter().filter_map(|o| o.wake_at).min();
         match wake {
-            Some(at) if scheduled && at <= window_end => {
+            Some(at) if windowed && at <= window_end => {
                 let wait = (at - Utc::now()).to_std().unwrap_or_default();
                 tokio::time::sleep(wait).await;
             }
