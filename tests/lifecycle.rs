@@ -294,3 +294,44 @@ async fn another_hooks_event_is_ignored_never_completed() {
     );
     assert_eq!(daemons_on(&harness, &victim), 1);
 }
+
+/// EC2 Auto Scaling keeps an instance in a wait state at most 48 hours or 100 times the
+/// heartbeat timeout, whichever is smaller: heartbeats do not hold it longer (the model's rule
+/// the hold settings are checked against, `holds::HoldSettings`).
+#[tokio::test]
+async fn heartbeats_hold_a_terminating_instance_no_longer_than_auto_scaling_allows() {
+    use ecs_daemons::autoscaling::AutoScaling;
+    use ecs_daemons_sim::cluster_model::ClusterModel;
+    let model = ClusterModel::new(ModelConfig::default());
+    model.create_cluster(CLUSTER, &["general"]);
+    model.add_terminate_hook(
+        "general",
+        "asg-general",
+        "ecs-daemons-drain",
+        Duration::seconds(60),
+    );
+    let instance = model.add_instance(CLUSTER, "general", 4096, 8192);
+    let action = model
+        .scale_in(CLUSTER, &instance)
+        .expect("the hook holds it");
+    let started = model.now();
+    // A heartbeat every 30 s, for 100 × 60 s.
+    while model.now() - started < Duration::seconds(6000 - 30) {
+        model.advance(Duration::seconds(30));
+        model
+            .record_lifecycle_action_heartbeat(&action)
+            .await
+            .expect("the action still waits");
+    }
+    assert_eq!(model.waiting_terminations().len(), 1);
+    model.advance(Duration::seconds(30));
+    assert!(
+        model.waiting_terminations().is_empty(),
+        "at 100 × the heartbeat timeout the instance goes, heartbeats or not"
+    );
+    assert!(model
+        .record_lifecycle_action_heartbeat(&action)
+        .await
+        .is_err());
+    assert_eq!(model.hook_stats().timed_out, 1);
+}

@@ -30,6 +30,17 @@ struct Pending {
     action: LifecycleAction,
     timeout: Duration,
     expires_at: DateTime<Utc>,
+    /// No heartbeat keeps the action waiting past this: "The maximum amount of time that you
+    /// can keep an instance in a wait state is 48 hours or 100 times the heartbeat timeout,
+    /// whichever is smaller" (EC2 Auto Scaling user guide, *Amazon EC2 Auto Scaling lifecycle
+    /// hooks*); then the hook's default result applies, and a terminating instance goes.
+    longest_until: DateTime<Utc>,
+}
+
+/// The latest moment a lifecycle action started at `started` may still wait (see
+/// [`Pending::longest_until`]).
+fn longest_wait_until(started: DateTime<Utc>, timeout: Duration) -> DateTime<Utc> {
+    started + (timeout * 100).min(Duration::hours(48))
 }
 
 /// What happened to terminate lifecycle actions.
@@ -100,6 +111,7 @@ impl World {
                             action: action.clone(),
                             timeout,
                             expires_at: now + timeout,
+                            longest_until: longest_wait_until(now, timeout),
                         },
                     );
                     world.lifecycle.stats.started += 1;
@@ -296,7 +308,7 @@ impl AutoScaling for ClusterModel {
             let now = world.now;
             let refused = match world.lifecycle.pending.get_mut(&action.ec2_instance_id) {
                 Some(pending) if names(&pending.action, action) => {
-                    pending.expires_at = now + pending.timeout;
+                    pending.expires_at = (now + pending.timeout).min(pending.longest_until);
                     false
                 }
                 _ => true,
