@@ -985,6 +985,20 @@ proptest! {
     }
 
     #[test]
+    fn the_instance_filter_parser_never_panics(
+        text in prop_oneof![
+            ".{0,80}",
+            "(attribute:[a-z.]{1,12} (==|!=|=~|!~|in|!in|exists|!exists) ?[\\[\\]()'\",a-z0-9.*-]{0,20} ?(and|or|&&|\\|\\||!|not)? ?){1,4}",
+        ]
+    ) {
+        // Any text: a filter or an error that points inside it (or at its end).
+        match ecs_daemons::instance_filter::InstanceFilter::parse(&text) {
+            Ok(filter) => prop_assert_eq!(filter.text(), text.as_str()),
+            Err(error) => prop_assert!(error.position <= text.chars().count(), "{}", error),
+        }
+    }
+
+    #[test]
     fn random_input_to_every_function_changes_nothing(raw in any_json(), function in prop::sample::select(vec!["instance-events", "task-events", "coverage-check", "deploy", "rollback", "status", "lifecycle-hook"])) {
         // Random JSON is never a valid deploy or event: whatever a function answers, the
         // cluster and the table stay as they were. (`{}` is a valid coverage-check invoke,

@@ -10,6 +10,7 @@ pub mod ecs;
 pub mod engine;
 pub mod events;
 pub mod holds;
+pub mod instance_filter;
 pub mod managed;
 pub mod metrics;
 pub mod model;

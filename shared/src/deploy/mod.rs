@@ -496,7 +496,7 @@ mod rollback;
 mod services;
 mod status;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod undeploy;
 mod validate;
 

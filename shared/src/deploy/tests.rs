@@ -163,7 +163,7 @@ pub(super) fn definition_for_tests() -> TaskDefinition {
     }
 }
 
-pub(super) fn instance_for_tests() -> crate::model::ContainerInstance {
+pub(crate) fn instance_for_tests() -> crate::model::ContainerInstance {
     crate::model::ContainerInstance {
         arn: "arn:aws:ecs:us-east-1:1:container-instance/prod/i1".into(),
         ec2_instance_id: None,
