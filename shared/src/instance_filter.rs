@@ -126,104 +126,98 @@ struct Token {
     position: usize,
 }
 
-const SYMBOLS: [&str; 12] = [
-    "&&", "||", "==", "!=", "=~", "!~", "!in", "!exists", "(", ")", "[", "]",
+/// Longest first where one begins another (`!exists` before `!`); `,` separates list items.
+const SYMBOLS: [&str; 14] = [
+    "!exists", "!in", "&&", "||", "==", "!=", "=~", "!~", "(", ")", "[", "]", ",", "!",
 ];
 
-/// Words, quoted strings, and the symbols above; `,` separates list items.
+/// Where a bare word ends (the two-character operators end it too: `team==payments`).
+const WORD_ENDS: [&str; 6] = ["&&", "||", "==", "!=", "=~", "!~"];
+
+fn starts_with(chars: &[char], at: usize, symbol: &str) -> bool {
+    symbol
+        .chars()
+        .enumerate()
+        .all(|(offset, c)| chars.get(at + offset) == Some(&c))
+}
+
+/// Words, quoted strings, and the symbols above.
 fn tokenize(text: &str) -> Result<Vec<Token>, FilterError> {
     let chars: Vec<char> = text.chars().collect();
     let mut tokens = Vec::new();
     let mut at = 0;
     while at < chars.len() {
-        let c = chars[at];
-        if c.is_whitespace() {
-            at += 1;
-            continue;
-        }
-        if c == '\'' || c == '"' {
-            let start = at;
-            at += 1;
-            let mut value = String::new();
-            while at < chars.len() && chars[at] != c {
-                value.push(chars[at]);
+        let (token, next) = match chars[at] {
+            c if c.is_whitespace() => {
                 at += 1;
+                continue;
             }
-            if at == chars.len() {
-                return Err(FilterError {
-                    position: start,
-                    problem: format!("the quote {c} is never closed"),
-                });
-            }
-            at += 1;
-            tokens.push(Token {
-                text: value,
-                quoted: true,
-                position: start,
-            });
-            continue;
-        }
-        if c == ',' {
-            tokens.push(Token {
-                text: ",".into(),
-                quoted: false,
-                position: at,
-            });
-            at += 1;
-            continue;
-        }
-        let rest: String = chars[at..].iter().collect();
-        if let Some(symbol) = SYMBOLS
-            .iter()
-            .filter(|s| rest.starts_with(**s))
-            .max_by_key(|s| s.len())
-            // `!in`/`!exists` are symbols only as whole words (`!include` is not).
-            .filter(|s| {
-                !s.starts_with("!")
-                    || s.len() <= 2
-                    || !chars
-                        .get(at + s.chars().count())
-                        .is_some_and(|n| n.is_alphanumeric() || *n == '_')
-            })
-        {
-            tokens.push(Token {
-                text: (*symbol).to_string(),
-                quoted: false,
-                position: at,
-            });
-            at += symbol.chars().count();
-            continue;
-        }
-        if c == '!' {
-            tokens.push(Token {
-                text: "!".into(),
-                quoted: false,
-                position: at,
-            });
-            at += 1;
-            continue;
-        }
-        let start = at;
-        let mut word = String::new();
-        while at < chars.len() {
-            let c = chars[at];
-            let rest: String = chars[at..].iter().take(2).collect();
-            let breaks = c.is_whitespace()
-                || matches!(c, '(' | ')' | '[' | ']' | ',' | '\'' | '"')
-                || ["&&", "||", "==", "!=", "=~", "!~"].contains(&rest.as_str());
-            if breaks {
-                break;
-            }
-            word.push(c);
-            at += 1;
-        }
-        tokens.push(Token {
-            text: word,
-            quoted: false,
-            position: start,
-        });
+            '\'' | '"' => quoted_at(&chars, at)?,
+            _ => symbol_at(&chars, at).unwrap_or_else(|| word_at(&chars, at)),
+        };
+        tokens.push(token);
+        at = next;
     }
     Ok(tokens)
+}
+
+/// The quoted value starting at `at`, and where the text goes on after its closing quote.
+fn quoted_at(chars: &[char], at: usize) -> Result<(Token, usize), FilterError> {
+    let quote = chars[at];
+    let Some(length) = chars[at + 1..].iter().position(|c| *c == quote) else {
+        return Err(FilterError {
+            position: at,
+            problem: format!("the quote {quote} is never closed"),
+        });
+    };
+    let token = Token {
+        text: chars[at + 1..at + 1 + length].iter().collect(),
+        quoted: true,
+        position: at,
+    };
+    Ok((token, at + length + 2))
+}
+
+/// The symbol starting at `at`. `!in` and `!exists` are symbols only as whole words
+/// (`!include` is `!` and a word).
+fn symbol_at(chars: &[char], at: usize) -> Option<(Token, usize)> {
+    let symbol = SYMBOLS.iter().find(|symbol| {
+        let length = symbol.chars().count();
+        let word_like = symbol.len() > 2 && symbol.starts_with('!');
+        starts_with(chars, at, symbol)
+            && !(word_like
+                && chars
+                    .get(at + length)
+                    .is_some_and(|n| n.is_alphanumeric() || *n == '_'))
+    })?;
+    let token = Token {
+        text: (*symbol).to_string(),
+        quoted: false,
+        position: at,
+    };
+    Some((token, at + symbol.chars().count()))
+}
+
+/// The bare word starting at `at`: up to white space, a bracket, a comma, a quote or an
+/// operator.
+fn word_at(chars: &[char], at: usize) -> (Token, usize) {
+    let mut end = at;
+    while end < chars.len() {
+        let c = chars[end];
+        let ends = c.is_whitespace()
+            || matches!(c, '(' | ')' | '[' | ']' | ',' | '\'' | '"')
+            || WORD_ENDS.iter().any(|w| starts_with(chars, end, w));
+        if ends {
+            break;
+        }
+        end += 1;
+    }
+    let token = Token {
+        text: chars[at..end].iter().collect(),
+        quoted: false,
+        position: at,
+    };
+    (token, end)
 }
 
 struct Parser<'t> {
@@ -257,21 +251,25 @@ impl Parser<'_> {
     }
 
     fn or(&mut self) -> Result<Expression, FilterError> {
-        let mut left = self.and()?;
-        while self.is_word(&["||", "or"]) {
-            self.next += 1;
-            let right = self.and()?;
-            left = Expression::Or(Box::new(left), Box::new(right));
-        }
-        Ok(left)
+        self.joined(&["||", "or"], Self::and, Expression::Or)
     }
 
     fn and(&mut self) -> Result<Expression, FilterError> {
-        let mut left = self.not()?;
-        while self.is_word(&["&&", "and"]) {
+        self.joined(&["&&", "and"], Self::not, Expression::And)
+    }
+
+    /// Operands of the next tighter kind, joined left to right by one of `words`.
+    fn joined(
+        &mut self,
+        words: &[&str],
+        operand: fn(&mut Self) -> Result<Expression, FilterError>,
+        join: fn(Box<Expression>, Box<Expression>) -> Expression,
+    ) -> Result<Expression, FilterError> {
+        let mut left = operand(self)?;
+        while self.is_word(words) {
             self.next += 1;
-            let right = self.not()?;
-            left = Expression::And(Box::new(left), Box::new(right));
+            let right = operand(self)?;
+            left = join(Box::new(left), Box::new(right));
         }
         Ok(left)
     }
