@@ -732,8 +732,8 @@ pub struct Harness {
     current: (&'static str, usize),
     /// Every AWS operation each function made (the policy check reads it).
     operations_by_function: BTreeMap<&'static str, BTreeSet<&'static str>>,
-    /// The coverage-checks new rollout records started through the table's stream.
-    stream_checks: Vec<Invocation>,
+    /// The last coverage-check a new rollout record started through the table's stream.
+    last_stream_check: Option<Invocation>,
 }
 
 impl Harness {
@@ -803,7 +803,7 @@ impl Harness {
             termination_retries: Vec::new(),
             current: ("", 0),
             operations_by_function: BTreeMap::new(),
-            stream_checks: Vec::new(),
+            last_stream_check: None,
         }
     }
 
@@ -1109,13 +1109,13 @@ impl Harness {
     /// (A failed one is left to the schedule, as the stream's retries end within its minute.)
     async fn rollout_recorded(&mut self) {
         let check = self.coverage_check().await;
-        self.stream_checks.push(check);
+        self.last_stream_check = Some(check);
     }
 
     /// The outcome of the coverage-check the last new rollout record started (the first
     /// wave a deploy or rollback now leaves to it).
     pub fn last_stream_check(&self) -> Option<&Outcome> {
-        self.stream_checks.last()?.result.as_ref().ok()
+        self.last_stream_check.as_ref()?.result.as_ref().ok()
     }
 
     /// `deploy` with `"dryRun": true`.
