@@ -665,12 +665,6 @@ fn cases() -> Vec<Case> {
             Refused("InvalidRequest", &["taskDefinition"]),
         ),
         case(
-            "undeploy of a daemon on EC2",
-            "deploy",
-            json!({"cluster": CLUSTER, "daemon": DAEMON, "undeploy": true}),
-            Refused("UndeployOnEc2", &[DAEMON, "Managed Instances"]),
-        ),
-        case(
             "undeploy of a cluster not managed",
             "deploy",
             json!({"cluster": "someone-elses", "daemon": DAEMON, "undeploy": true}),

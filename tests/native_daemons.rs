@@ -1176,11 +1176,11 @@ async fn undeploy_deletes_the_managed_daemon_and_a_deploy_starts_it_afresh() {
         .await
         .unwrap();
     assert_eq!(
-        (preview.recorded, preview.daemon_arn.as_str()),
-        ("would delete", daemon_arn.as_str())
+        (preview.recorded, preview.daemon_arn.as_deref()),
+        ("would delete", Some(daemon_arn.as_str()))
     );
     assert!(
-        preview.ended_rollout.is_some(),
+        !preview.ended_rollouts.is_empty(),
         "the rollout in flight would end"
     );
     assert!(harness.model.managed_truth(CLUSTER)[0].status == "ACTIVE");
@@ -1188,7 +1188,7 @@ async fn undeploy_deletes_the_managed_daemon_and_a_deploy_starts_it_afresh() {
     // Mid-rollout: the rollout ends with the reason.
     let gone = harness.undeploy(undeploy_request()).await.unwrap();
     assert_eq!(gone.recorded, "deleting");
-    let ended = gone.ended_rollout.unwrap();
+    let ended = gone.ended_rollouts[0].clone();
     let rollout = harness
         .store
         .get::<ecs_daemons::rollout::Rollout>(&ecs_daemons::store::ItemKey::rollout(

@@ -709,6 +709,7 @@ fn plan_figure() -> Figure {
         slots,
         rollouts: vec![],
         specs: vec![],
+        retired: vec![],
         drain_census: Default::default(),
     };
     let mut times: Vec<f64> = (0..11)

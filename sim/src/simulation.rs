@@ -1164,8 +1164,9 @@ impl Harness {
         &mut self,
         request: ecs_daemons::deploy::UndeployRequest,
     ) -> Result<ecs_daemons::deploy::UndeployAnswer, DeployError> {
+        let id = self.invocation_id("deploy");
         let now = self.model.now();
-        let answer = ecs_daemons::deploy::undeploy(&self.manual_engine, request, now).await;
+        let answer = ecs_daemons::deploy::undeploy(&self.manual_engine, request, now, &id).await;
         self.finish();
         answer
     }

@@ -157,6 +157,7 @@ pub(super) async fn add_managed<E: Ecs, S: Store>(
                     history,
                     managed: Some(view),
                     services: None,
+                    undeployed_at: None,
                 });
             }
         }

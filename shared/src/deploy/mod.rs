@@ -155,11 +155,6 @@ pub enum DeployError {
     #[error("daemon {daemon} was changed by someone else meanwhile: read it again with status and retry")]
     Conflict { daemon: String },
     #[error(
-        "daemon {daemon} runs on EC2 capacity providers, where undeploy is not offered yet: \
-         only a daemon on Managed Instances capacity providers alone can be undeployed (by ECS's DeleteDaemon)"
-    )]
-    UndeployOnEc2 { daemon: String },
-    #[error(
         "daemon {daemon}'s last deploy was cut off before ECS confirmed it: invoke that deploy again \
          (the same payload finishes it without creating a second daemon), then undeploy"
     )]

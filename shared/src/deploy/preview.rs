@@ -27,8 +27,7 @@ pub(super) async fn dry_run_of<E: Ecs, S: Store>(
     let rolling = rollout.is_some();
     let observation = engine
         .observe_cluster_as(cluster, now, Some((spec, rollout)))
-        .await?
-        .ok_or_else(|| invalid("the cluster has no daemon to plan for"))?;
+        .await?;
     let planned = crate::plan::plan(&observation);
     Ok(crate::dry_run::report(crate::dry_run::DryRunInput {
         observation: &observation,

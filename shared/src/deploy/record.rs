@@ -68,6 +68,7 @@ async fn record_tasks<E: Ecs, S: Store>(
         task_definition,
         warnings,
         existing,
+        replaces_retired,
         spec,
         retries_failed,
     } = prepared;
@@ -78,9 +79,11 @@ async fn record_tasks<E: Ecs, S: Store>(
         }
         ("unchanged", _) => None,
         (_, current) => {
-            let expected = current
-                .as_ref()
-                .map_or(Expected::Absent, Versioned::expected);
+            let expected = match (current, replaces_retired) {
+                (Some(current), _) => current.expected(),
+                (None, Some(version)) => Expected::Version(version),
+                (None, None) => Expected::Absent,
+            };
             let mut spec = spec;
             // The same revision (or a first one): the services run it before it is declared.
             super::services::ensure_services(engine, &mut spec, &[], invocation).await?;

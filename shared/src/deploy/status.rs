@@ -24,6 +24,9 @@ pub struct DaemonStatus {
     /// Where the daemon runs as DAEMON services: its two services, as ECS reports them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub services: Option<ServicesStatus>,
+    /// When its EC2 part was undeployed (kept with its history; no copy is started again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undeployed_at: Option<DateTime<Utc>>,
 }
 
 /// The services placement of a daemon (`placement::services`).
@@ -221,6 +224,7 @@ pub async fn status<E: Ecs, S: Store>(
         let services = services_status(engine, &spec).await?;
         daemons.push(DaemonStatus {
             services,
+            undeployed_at: spec.retired_at,
             rollout: current,
             history,
             coverage: coverage.remove(&spec.daemon).unwrap_or_default(),

@@ -74,6 +74,8 @@ pub(super) struct PreparedDeploy {
     pub(super) task_definition: String,
     pub(super) warnings: Vec<String>,
     pub(super) existing: Option<Versioned<DaemonSpec>>,
+    /// The version of the undeployed declaration a new one replaces (none: there is none).
+    pub(super) replaces_retired: Option<u64>,
     pub(super) spec: DaemonSpec,
     /// The daemon's latest rollout failed on the revision deployed again: the deploy retries
     /// it (instances it left on another revision or placement roll again).
@@ -113,9 +115,15 @@ pub(super) async fn prepare_deploy<E: Ecs, S: Store>(
     now: DateTime<Utc>,
 ) -> Result<PreparedDeploy, DeployError> {
     let definition = runnable_definition(engine, &task_definition).await?;
-    let existing = engine
-        .declaration(&request.cluster, &request.daemon)
-        .await?;
+    // An undeployed daemon is deployed afresh: nothing of the retired declaration carries
+    // over but its version, which the new one's write must find.
+    let (existing, replaces_retired) = match engine
+        .stored_declaration(&request.cluster, &request.daemon)
+        .await?
+    {
+        Some(retired) if retired.record.retired_at.is_some() => (None, Some(retired.version)),
+        stored => (stored, None),
+    };
     let checks_stand = existing.as_ref().is_some_and(|current| {
         instance_checks_stand(
             &current.record,
@@ -188,6 +196,7 @@ pub(super) async fn prepare_deploy<E: Ecs, S: Store>(
         task_definition,
         warnings,
         existing,
+        replaces_retired,
         spec,
         retries_failed,
     })
@@ -438,6 +447,7 @@ fn declared_spec(
         restart: request.restart.clone().unwrap_or_default(),
         rollout: config,
         services: existing.and_then(|e| e.record.services.clone()),
+        retired_at: None,
         updated_at: now,
     }
 }

@@ -317,6 +317,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             scope: Scope::Instances,
             rollouts,
             specs,
+            retired: Vec::new(),
             daemons,
             instances: chosen.into_iter().map(|(instance, _)| instance).collect(),
             tasks,

@@ -354,18 +354,14 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         now: DateTime<Utc>,
         invocation: &str,
     ) -> Result<Outcome, EngineError> {
-        let mut instances = Vec::new();
-        let mut outcome = match self.observe_cluster(cluster, now).await? {
-            Some(observation) => {
-                let (observation, planned, reads) = self.plan_drains_fresh(observation).await;
-                let mut outcome = self.act(&observation, planned, invocation, None).await;
-                outcome.drain_reads = reads.drain_reads;
-                outcome.errors.extend(reads.errors);
-                instances = observation.instances;
-                outcome
-            }
-            None => Outcome::skipped(cluster, None, "no daemon is declared for this cluster"),
-        };
+        let observation = self.observe_cluster(cluster, now).await?;
+        let (observation, planned, reads) = self.plan_drains_fresh(observation).await;
+        let mut outcome = self.act(&observation, planned, invocation, None).await;
+        outcome.drain_reads = reads.drain_reads;
+        outcome.errors.extend(reads.errors);
+        let errors = self.retire_services(&observation).await;
+        outcome.errors.extend(errors);
+        let instances = observation.instances;
         let (reports, errors) = self.adopt_terminations(cluster, &instances, now).await;
         outcome.terminations.extend(reports);
         outcome.errors.extend(errors);
@@ -399,10 +395,6 @@ impl<E: Ecs, S: Store> Engine<E, S> {
 
     /// Coverage and rollout progress as the next reconcile would see them, changing nothing.
     pub async fn preview(&self, cluster: &str, now: DateTime<Utc>) -> Result<Plan, EngineError> {
-        Ok(self
-            .observe_cluster(cluster, now)
-            .await?
-            .map(|observation| plan(&observation))
-            .unwrap_or_default())
+        Ok(plan(&self.observe_cluster(cluster, now).await?))
     }
 }

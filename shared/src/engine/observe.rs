@@ -136,13 +136,25 @@ pub(super) fn task_from_slot(
 }
 
 impl<E: Ecs, S: Store> Engine<E, S> {
+    /// The daemons declared in a cluster (the undeployed ones left out) and their views.
     pub(super) async fn specs(
         &self,
         cluster: &str,
     ) -> Result<(Vec<Versioned<DaemonSpec>>, Vec<DaemonView>), EngineError> {
-        let specs = self.store.list_in_cluster::<DaemonSpec>(cluster).await?;
+        let (specs, _retired) = self.specs_and_retired(cluster).await?;
         let views = specs.iter().map(|spec| view(&spec.record)).collect();
         Ok((specs, views))
+    }
+
+    /// The declared daemons of a cluster, and apart the undeployed ones.
+    pub(super) async fn specs_and_retired(
+        &self,
+        cluster: &str,
+    ) -> Result<(Vec<Versioned<DaemonSpec>>, Vec<Versioned<DaemonSpec>>), EngineError> {
+        let stored = self.store.list_in_cluster::<DaemonSpec>(cluster).await?;
+        Ok(stored
+            .into_iter()
+            .partition(|spec| spec.record.retired_at.is_none()))
     }
 
     /// Everything about a cluster, in batched calls: instances, daemon tasks, specs and slots.
@@ -150,7 +162,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         &self,
         cluster: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<Observation>, EngineError> {
+    ) -> Result<Observation, EngineError> {
         self.observe_cluster_as(cluster, now, None).await
     }
 
@@ -161,12 +173,13 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         cluster: &str,
         now: DateTime<Utc>,
         what_if: Option<(DaemonSpec, Option<Rollout>)>,
-    ) -> Result<Option<Observation>, EngineError> {
+    ) -> Result<Observation, EngineError> {
         self.check_cluster(cluster)?;
-        let (mut specs, _) = self.specs(cluster).await?;
+        let (mut specs, mut retired) = self.specs_and_retired(cluster).await?;
         let mut hypothetical_rollout = None;
         if let Some((spec, rollout)) = what_if {
             specs.retain(|s| s.record.daemon != spec.daemon);
+            retired.retain(|s| s.record.daemon != spec.daemon);
             specs.push(Versioned {
                 record: spec,
                 version: 0,
@@ -174,9 +187,8 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             hypothetical_rollout = rollout;
         }
         let daemons: Vec<DaemonView> = specs.iter().map(|spec| view(&spec.record)).collect();
-        if daemons.is_empty() {
-            return Ok(None);
-        }
+        // With no daemon declared the cluster is still read: copies of an undeployed or
+        // unknown daemon are stopped, and every instance is ready (nothing to wait for).
         let mut rollouts = Vec::new();
         for daemon in &daemons {
             // A daemon spanning both kinds keeps its Managed Instances rollouts in the same
@@ -192,14 +204,28 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             .ecs
             .describe_container_instances(cluster, &arns)
             .await?;
+        // An undeployed daemon's slots and service copies are read too, for the clean-up to
+        // delete and stop them (its DAEMON services once they are gone: `retire_services`).
+        let named = daemons
+            .iter()
+            .map(|d| (d.name.as_str(), d.services.is_some()))
+            .chain(
+                retired
+                    .iter()
+                    .map(|s| (s.record.daemon.as_str(), s.record.services.is_some())),
+            );
         let mut slots = Vec::new();
-        for daemon in &daemons {
-            slots.extend(self.store.query::<Slot>(cluster, &daemon.name).await?);
+        let mut on_services = Vec::new();
+        for (daemon, has_services) in named {
+            slots.extend(self.store.query::<Slot>(cluster, daemon).await?);
+            if has_services {
+                on_services.push(daemon);
+            }
         }
         let mut task_arns = self.placement().list_copies(cluster).await?;
-        for daemon in daemons.iter().filter(|d| d.services.is_some()) {
+        for daemon in on_services {
             for letter in [Letter::A, Letter::B] {
-                let filter = TaskFilter::ServiceName(service_name(&daemon.name, letter));
+                let filter = TaskFilter::ServiceName(service_name(daemon, letter));
                 task_arns.extend(self.ecs.list_tasks(cluster, &filter).await?);
             }
         }
@@ -222,18 +248,19 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             .into_iter()
             .filter(|t| self.owns(t))
             .collect();
-        Ok(Some(Observation {
+        Ok(Observation {
             cluster: cluster.into(),
             now,
             scope: Scope::Full,
             rollouts,
             specs,
+            retired,
             daemons,
             instances,
             tasks,
             slots,
             drain_census: BTreeMap::new(),
-        }))
+        })
     }
 
     /// Plans; where drain-last would stop daemons, reads every task on those instances fresh

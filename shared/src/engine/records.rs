@@ -7,7 +7,18 @@ use crate::store::Record;
 
 impl<E: Ecs, S: Store> Engine<E, S> {
     /// A daemon's declaration, if it is declared in the cluster.
+    /// A daemon's EC2 declaration, unless it was undeployed.
     pub async fn declaration(
+        &self,
+        cluster: &str,
+        daemon: &str,
+    ) -> Result<Option<Versioned<DaemonSpec>>, StoreError> {
+        let stored = self.stored_declaration(cluster, daemon).await?;
+        Ok(stored.filter(|spec| spec.record.retired_at.is_none()))
+    }
+
+    /// A daemon's EC2 declaration as stored, undeployed (retired) or not.
+    pub async fn stored_declaration(
         &self,
         cluster: &str,
         daemon: &str,
@@ -15,7 +26,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         self.store.get(&ItemKey::spec(cluster, daemon)).await
     }
 
-    /// Every daemon declared in the cluster.
+    /// Every daemon declared in the cluster, the undeployed ones (retired) included.
     pub async fn declarations(
         &self,
         cluster: &str,
@@ -60,15 +71,15 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         self.store.put(managed, expected).await
     }
 
-    /// Writes a retired Managed Instances part and, in the same transaction, the rollout it
-    /// ended (if any).
-    pub async fn retire_managed_daemon(
+    /// Writes a retired declaration (an EC2 spec or a Managed Instances part) and, in the
+    /// same transaction, the rollout it ended (if any).
+    pub async fn retire_declaration<R: crate::store::Record>(
         &self,
-        managed: &ManagedDaemon,
+        declaration: &R,
         expected: Expected,
         ended: Option<(&Rollout, Expected)>,
     ) -> Result<(), StoreError> {
-        let mut puts = vec![PreparedPut::of(managed, expected)?];
+        let mut puts = vec![PreparedPut::of(declaration, expected)?];
         if let Some((ended, expected)) = ended {
             puts.push(PreparedPut::of(ended, expected)?);
         }

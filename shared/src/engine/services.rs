@@ -86,6 +86,45 @@ fn attribute(instance_arn: &str, daemon: &str, letters: Letters) -> InstanceAttr
 }
 
 impl<E: Ecs, S: Store> Engine<E, S> {
+    /// Deletes the DAEMON services of undeployed daemons (ECS stops their tasks: DeleteService,
+    /// "If there are still running tasks that require cleanup, the service status moves from
+    /// ACTIVE to DRAINING", ECS API reference), then records them gone so later reconciles
+    /// skip them. A service already deleted or never created counts as gone.
+    pub(super) async fn retire_services(&self, observation: &Observation) -> Vec<String> {
+        let mut errors = Vec::new();
+        for retired in observation.retired.iter() {
+            if retired.record.services.is_none() {
+                continue;
+            }
+            let daemon = retired.record.daemon.as_str();
+            let mut all_gone = true;
+            for letter in [Letter::A, Letter::B] {
+                let name = crate::placement::services::service_name(daemon, letter);
+                match self.ecs.delete_service(&observation.cluster, &name).await {
+                    Ok(_) => {}
+                    Err(error)
+                        if error.kind == crate::ecs::EcsErrorKind::NotFound
+                            || error.code == "ServiceNotActiveException" => {}
+                    Err(error) => {
+                        all_gone = false;
+                        errors.push(format!(
+                            "the DAEMON service {name} of undeployed daemon {daemon} is deleted again by the next reconcile: {error}"
+                        ));
+                    }
+                }
+            }
+            if all_gone {
+                let mut record = retired.record.clone();
+                record.services = None;
+                match self.store.put(&record, retired.expected()).await {
+                    Ok(_) | Err(StoreError::Conflict { .. }) => {}
+                    Err(error) => errors.push(error.to_string()),
+                }
+            }
+        }
+        errors
+    }
+
     /// Writes one instance's slot attribute (deleting it when no letter is left).
     async fn write_letters(
         &self,

@@ -121,6 +121,9 @@ pub struct Observation {
     pub rollouts: Vec<Versioned<Rollout>>,
     /// The specs behind `daemons`, with their versions (for the engine's spec writes).
     pub specs: Vec<Versioned<DaemonSpec>>,
+    /// Undeployed daemons (not planned: their copies, slots and slot attributes are
+    /// cleaned up like an unknown daemon's; their DAEMON services deleted by the engine).
+    pub retired: Vec<Versioned<DaemonSpec>>,
     /// Per DRAINING instance id, read fresh for drain-last ([`Plan::drain_checks`]): how many
     /// tasks that are not ours have not stopped yet, stopping ones included.
     pub drain_census: BTreeMap<String, usize>,

@@ -274,15 +274,15 @@ impl<'a, 'g> Planner<'a, 'g> {
                 }
             }
         }
+        self.withdraw_undeclared_letters(&mut actions);
         // The map's order is arbitrary: sort so the same observation gives the same plan.
         actions.sort_by(|a, b| action_key(a).cmp(&action_key(b)));
         self.plan.actions.extend(actions);
     }
 
     pub(super) fn run(mut self) -> Plan {
-        if self.daemons.is_empty() {
-            return self.plan;
-        }
+        // With no daemon declared the instances are still planned: every one is ready, and
+        // the clean-up stops what undeployed or unknown daemons left.
         self.plan_instances_and_rollouts();
         let coverages = std::mem::take(&mut self.coverages);
         self.plan.coverage = self

@@ -4,7 +4,7 @@
 //! withdrawn before the scheduler makes it come true.
 
 use super::*;
-use crate::placement::services::{daemon_of_group, slot_attribute, Letters};
+use crate::placement::services::{daemon_of_group, slot_attribute, Letters, SLOT_ATTRIBUTE_PREFIX};
 
 /// How many letters of the instance's slot attribute no live copy of the daemon answers,
 /// `own` (a rollout's request of its new copy) aside: requests a DAEMON service's scheduler
@@ -49,6 +49,50 @@ fn observed_letters(instance: &ContainerInstance, daemon: &str) -> Letters {
 }
 
 impl<'a, 'g> Planner<'a, 'g> {
+    /// Letters of a daemon no longer declared (undeployed, or its declaration gone) left in
+    /// slot attributes with no live copy behind them: taken out, so its services (if ECS
+    /// still has them) never start a copy, and the attribute goes with the last letter. A
+    /// live copy's letter is taken out by its stop (`clean_up`).
+    pub(super) fn withdraw_undeclared_letters(&mut self, actions: &mut Vec<Action>) {
+        let observation = self.observation;
+        for instance in &observation.instances {
+            let live: Vec<&Task> = self
+                .by_instance
+                .get(instance.id())
+                .map(|items| {
+                    items
+                        .tasks
+                        .iter()
+                        .filter(|(_, _, t)| is_live(t))
+                        .map(|(_, _, t)| *t)
+                        .collect()
+                })
+                .unwrap_or_default();
+            for (name, value) in &instance.attributes {
+                let Some(daemon) = name.strip_prefix(SLOT_ATTRIBUTE_PREFIX) else {
+                    continue;
+                };
+                if self.daemons.iter().any(|d| d.name == daemon) {
+                    continue;
+                }
+                let letters = Letters::parse(value.as_deref());
+                for letter in [Letter::A, Letter::B] {
+                    let copy_runs = live.iter().any(|t| {
+                        t.group.as_deref().and_then(daemon_of_group) == Some((daemon, letter))
+                    });
+                    if letters.has(letter) && !copy_runs {
+                        actions.push(Action::WithdrawRequest {
+                            instance_arn: instance.arn.clone(),
+                            daemon: daemon.into(),
+                            letter,
+                            reason: format!("ecs-daemons: daemon {daemon} is no longer declared"),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
     /// The revision, rollout and the revision that rollout moves away from, once this
     /// plan's switches are carried out.
     fn effective(&self, daemon: &'a DaemonView) -> (String, Option<String>, Option<String>) {

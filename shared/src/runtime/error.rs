@@ -55,7 +55,6 @@ impl FunctionError {
                 D::AlreadyOn { .. } => "AlreadyOnRevision",
                 D::Conflict { .. } => "Conflict",
                 D::UnknownDaemon { .. } => "UnknownDaemon",
-                D::UndeployOnEc2 { .. } => "UndeployOnEc2",
                 D::UndeployPending { .. } => "UndeployPending",
                 D::DaemonBeingDeleted { .. } => "DaemonBeingDeleted",
                 D::TasksUnderManagedScaling { .. } => "TasksUnderManagedScaling",

@@ -117,6 +117,7 @@ fn observe(
         slots: vec![],
         rollouts: vec![],
         specs: vec![],
+        retired: vec![],
         drain_census: BTreeMap::new(),
     }
 }

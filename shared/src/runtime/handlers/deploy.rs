@@ -17,14 +17,17 @@ pub async fn deploy<E: crate::ecs::Ecs, S: crate::store::Store>(
 ) -> Result<Value, FunctionError> {
     if crate::deploy::is_undeploy(&payload) {
         let request: crate::deploy::UndeployRequest = parse_payload(payload)?;
-        let answer = crate::deploy::undeploy(engine, request, Utc::now()).await?;
+        let answer = crate::deploy::undeploy(engine, request, Utc::now(), &request_id).await?;
         tracing::info!(
             function = "deploy",
             daemon = %answer.daemon,
             recorded = answer.recorded,
-            daemon_arn = %answer.daemon_arn,
+            daemon_arn = answer.daemon_arn.as_deref().unwrap_or(""),
             "undeploy"
         );
+        if let Some(outcome) = &answer.reconcile {
+            log_outcome("deploy", outcome);
+        }
         return Ok(serde_json::to_value(answer)?);
     }
     let request: DeployRequest = parse_payload(payload)?;
