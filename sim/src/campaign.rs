@@ -57,6 +57,8 @@ impl Schedule {
     }
 }
 const FAULT_PHASE: i64 = 600;
+/// Salt of the random stream that decides a seed's undeploy.
+const UNDEPLOY_SALT: u64 = 0x756e_6465_706c_6f79;
 /// CPU units and MiB of each simulated daemon.
 const DAEMON_SIZE: i64 = 256;
 /// The terminate hook's heartbeat timeout: a held termination survives missed checks.
@@ -116,6 +118,8 @@ pub struct FaultCounts {
     pub crash_loops: u64,
     /// Not a fault: scale-ins whose termination was held by the group's hook.
     pub terminations_held: u64,
+    /// Not a fault: daemons undeployed mid-faults.
+    pub undeploys: u64,
 }
 
 impl FaultCounts {
@@ -134,8 +138,20 @@ impl FaultCounts {
     }
 
     /// What the scenarios did besides faults.
-    pub fn activity(&self) -> [(&'static str, u64); 1] {
-        [("terminations held", self.terminations_held)]
+    /// Each with what it must have led to.
+    pub fn activity(&self) -> [(&'static str, u64, &'static str); 2] {
+        [
+            (
+                "terminations held",
+                self.terminations_held,
+                "each drained, daemons last, then let go",
+            ),
+            (
+                "daemons undeployed",
+                self.undeploys,
+                "every copy stopped, none started again",
+            ),
+        ]
     }
 
     fn add(&mut self, other: &FaultCounts) {
@@ -149,6 +165,7 @@ impl FaultCounts {
         self.coverage_checks_missed += other.coverage_checks_missed;
         self.crash_loops += other.crash_loops;
         self.terminations_held += other.terminations_held;
+        self.undeploys += other.undeploys;
     }
 
     /// Adds what the harness counted itself (events, calls, crashes, races).
@@ -266,11 +283,8 @@ impl fmt::Display for CampaignReport {
         for (kind, count) in self.faults.kinds() {
             writeln!(f, "  {kind:<24} {count}")?;
         }
-        for (what, count) in self.faults.activity() {
-            writeln!(
-                f,
-                "{what}: {count} (each drained, daemons last, then let go)"
-            )?;
+        for (what, count, meaning) in self.faults.activity() {
+            writeln!(f, "{what}: {count} ({meaning})")?;
         }
         writeln!(f, "invariant breaks: {}", self.breaks.len())?;
         for broken in &self.breaks {
@@ -584,6 +598,8 @@ async fn run_churn(seed: u64) -> Result<SeedReport, String> {
         providers: vec!["general"],
         health_checked: false,
     }];
+    // Drawn apart, so the rest of the seed's world is what it was before undeploys came in.
+    let mut undeploy_rng = Rng::new(seed ^ UNDEPLOY_SALT);
     if rng.chance(0.5) {
         daemons.push(DaemonDecl {
             name: "logs",
@@ -629,11 +645,21 @@ async fn run_churn(seed: u64) -> Result<SeedReport, String> {
     let mut faults_on = true;
     let mut converged_at: Option<DateTime<Utc>> = None;
     let mut schedule = Schedule::starting(start);
+    // Some seeds undeploy the logs daemon mid-faults (every copy must go, drain-last aside).
+    let undeploy_at = (daemons.len() > 1 && undeploy_rng.chance(0.4))
+        .then(|| start + Duration::seconds(1 + undeploy_rng.below(FAULT_PHASE as u64) as i64));
+    let mut undeployed: Vec<&'static str> = Vec::new();
 
     while harness.model.now() < end {
         harness.model.advance(Duration::seconds(1));
         let now = harness.model.now();
         report.steps += 1;
+        if undeploy_at.is_some_and(|at| now >= at) && undeployed.is_empty() {
+            undeploy_until_done(&mut harness, "logs").await?;
+            daemons.retain(|d| d.name != "logs");
+            undeployed.push("logs");
+            report.faults.undeploys += 1;
+        }
         if faults_on && now >= fault_end {
             faults_on = false;
             stop_faults(&mut harness);
@@ -720,13 +746,14 @@ async fn run_churn(seed: u64) -> Result<SeedReport, String> {
 
         hook_kept(&harness, now)?;
         // Invariant: no daemon stop while an application still runs on its draining instance.
-        let early = harness.model.early_drain_stops();
+        // (An undeployed daemon's copies are stopped at once, drain-last aside: not counted.)
+        let early = not_undeployed(harness.model.early_drain_stops(), &undeployed);
         if !early.is_empty() {
             return Err(format!("at {now}: drain-last broken: {early:?}"));
         }
         // Invariant: targets never change here, so the only copy of a daemon on an ACTIVE
         // instance is never stopped (a stale event must not kill a healthy copy).
-        let lone = harness.model.lone_copy_stops();
+        let lone = not_undeployed(harness.model.lone_copy_stops(), &undeployed);
         if !lone.is_empty() {
             return Err(format!(
                 "at {now}: stopped the only copy of a daemon: {lone:?}"
@@ -743,7 +770,9 @@ async fn run_churn(seed: u64) -> Result<SeedReport, String> {
             return Err(gap);
         }
         if !faults_on && converged_at.is_none() {
-            match converged(&harness, &daemons) {
+            match converged(&harness, &daemons)
+                .and_then(|()| undeployed_gone(&harness, &undeployed))
+            {
                 Ok(()) => converged_at = Some(now),
                 Err(e) if now >= converge_by => {
                     if verbose() {
@@ -757,7 +786,9 @@ async fn run_churn(seed: u64) -> Result<SeedReport, String> {
             }
         }
     }
-    if let Err(e) = converged(&harness, &daemons) {
+    if let Err(e) =
+        converged(&harness, &daemons).and_then(|()| undeployed_gone(&harness, &undeployed))
+    {
         if verbose() {
             dump(&harness, &daemons).await;
             for instance in harness.model.instances(CLUSTER) {
@@ -912,6 +943,60 @@ async fn deploy_until_done(harness: &mut Harness, request: DeployRequest) -> Res
         harness.model.advance(Duration::seconds(1));
     }
     Err(format!("still failing after 20 tries: {last}"))
+}
+
+/// A user undeploying: tries again while the answer is a retryable fault.
+async fn undeploy_until_done(harness: &mut Harness, daemon: &str) -> Result<(), String> {
+    let mut last = String::new();
+    for _ in 0..20 {
+        let request = ecs_daemons::deploy::UndeployRequest {
+            cluster: CLUSTER.into(),
+            daemon: daemon.into(),
+            undeploy: true,
+            dry_run: false,
+        };
+        match harness.undeploy(request).await {
+            Ok(_) => return Ok(()),
+            Err(error) if retryable(&error.to_string()) => last = error.to_string(),
+            Err(error) => return Err(format!("undeploy {daemon}: {error}")),
+        }
+        harness.model.advance(Duration::seconds(1));
+    }
+    Err(format!(
+        "undeploy {daemon} still failing after 20 tries: {last}"
+    ))
+}
+
+/// The model's recorded stops, without those of undeployed daemons (each names its daemon
+/// in parentheses).
+fn not_undeployed(stops: Vec<String>, undeployed: &[&str]) -> Vec<String> {
+    stops
+        .into_iter()
+        .filter(|stop| !undeployed.iter().any(|d| stop.contains(&format!("({d})"))))
+        .collect()
+}
+
+/// Invariant at rest: no copy of an undeployed daemon runs anywhere, and no slot attribute of
+/// it is left on an instance.
+fn undeployed_gone(harness: &Harness, undeployed: &[&str]) -> Result<(), String> {
+    for task in harness.model.tasks(CLUSTER) {
+        let daemon = copy_of(&task.group);
+        if daemon.is_some_and(|d| undeployed.contains(&d)) && !task.last_status.is_terminal() {
+            return Err(format!(
+                "{} of undeployed {} still runs on {}",
+                task.id, task.group, task.instance_id
+            ));
+        }
+    }
+    for instance in harness.model.instances(CLUSTER) {
+        for daemon in undeployed {
+            let attribute = ecs_daemons::placement::services::slot_attribute(daemon);
+            if instance.attributes.contains_key(&attribute) {
+                return Err(format!("{} keeps {attribute}", instance.id()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A user rolling back: tries again while the answer is a retryable fault.

@@ -1614,8 +1614,10 @@ impl Ecs for ClusterModel {
                 && model.group.starts_with("daemon:")
             {
                 world.early_drain_stops.push(format!(
-                    "{} on {} with {others} application task(s) left",
-                    model.id, model.instance_id
+                    "{} ({}) on {} with {others} application task(s) left",
+                    model.id,
+                    model.group.trim_start_matches("daemon:"),
+                    model.instance_id
                 ));
             }
         }

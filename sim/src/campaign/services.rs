@@ -14,6 +14,8 @@ use super::*;
 use crate::cluster_model::{
     DaemonDrainOrder, ManagedScaling, ScaleInStep, ServiceKnobs, TerminationPick,
 };
+use ecs_daemons::ecs::EcsServices;
+use ecs_daemons::placement::services::Letter;
 
 const DAEMON: &str = "agent";
 const PROVIDER: &str = "general";
@@ -359,5 +361,46 @@ pub(super) async fn run_services(seed: u64) -> Result<SeedReport, String> {
     }
     report.faults.collect(&harness);
     report.convergence_seconds = converged_at.map_or(0, |at| (at - fault_end).num_seconds());
+    // Half the seeds end by undeploying the daemon (drawn apart: the rest of the seed's world
+    // is what it was before undeploys came in).
+    if Rng::new(seed ^ UNDEPLOY_SALT).chance(0.5) {
+        undeploy_at_the_end(&mut harness, seed).await?;
+        report.faults.undeploys += 1;
+    }
     Ok(report)
+}
+
+/// The undeploy under crashes and lost races: every copy stopped, the slot attributes and
+/// the DAEMON services gone, every instance ready (nothing else to wait for).
+async fn undeploy_at_the_end(harness: &mut Harness, seed: u64) -> Result<(), String> {
+    harness.crash_chance = 0.1;
+    harness.budget.lose_races(0.05, seed);
+    undeploy_until_done(harness, DAEMON).await?;
+    harness.run_scheduled(Duration::minutes(3), 60).await;
+    stop_faults(harness);
+    harness
+        .run_scheduled(Duration::seconds(2 * COVERAGE_INTERVAL), COVERAGE_INTERVAL)
+        .await;
+    undeployed_gone(harness, &[DAEMON]).map_err(|e| format!("after the undeploy: {e}"))?;
+    let names = [Letter::A, Letter::B]
+        .map(|letter| ecs_daemons::placement::services::service_name(DAEMON, letter));
+    let services = harness
+        .model
+        .describe_services(CLUSTER, &names)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(left) = services.iter().find(|s| s.is_active()) {
+        return Err(format!("after the undeploy: {} is still ACTIVE", left.name));
+    }
+    let waiting: Vec<String> = harness
+        .model
+        .instances(CLUSTER)
+        .iter()
+        .filter(|i| i.status == InstanceStatus::Active && !is_ready(i))
+        .map(|i| i.id().to_string())
+        .collect();
+    if !waiting.is_empty() {
+        return Err(format!("after the undeploy: {waiting:?} still not ready"));
+    }
+    Ok(())
 }
