@@ -945,6 +945,17 @@ async fn every_call_a_function_makes_is_allowed_by_its_policies() {
         .await
         .unwrap();
     harness.run_scheduled(Duration::seconds(120), 60).await;
+    // Undeployed: its copies stopped, its services deleted.
+    harness
+        .undeploy(ecs_daemons::deploy::UndeployRequest {
+            cluster: cluster.into(),
+            daemon: "services-agent".into(),
+            undeploy: true,
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    harness.run_scheduled(Duration::seconds(120), 60).await;
     // A daemon on Managed Instances: created, then a new revision (UpdateDaemon).
     let native = |harness: &Harness| {
         harness.model.register_daemon_task_definition(

@@ -28,10 +28,6 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 return Ok(outcome);
             }
         };
-        if !managed.is_empty() && outcome.skipped.is_some() {
-            // The EC2 side had nothing to do; the cluster still has daemons.
-            outcome.skipped = None;
-        }
         for part in managed {
             // Drift (the DaemonDrift metric) is the coverage check's alone: events and deploys
             // follow a daemon without the extra reads it may take.
