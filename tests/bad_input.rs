@@ -645,6 +645,43 @@ fn cases() -> Vec<Case> {
             ),
             Refused("TaskDefinitionNotFound", &["no-such-family:4"]),
         ),
+        // instanceFilter
+        case(
+            "an instanceFilter cut short",
+            "deploy",
+            with(
+                deploy_payload(),
+                "/instanceFilter",
+                json!("attribute:ecs.instance-type == m5.large and"),
+            ),
+            Refused("InvalidRequest", &["instanceFilter at character 43"]),
+        ),
+        case(
+            "an instanceFilter on what changes with the tasks",
+            "deploy",
+            with(
+                deploy_payload(),
+                "/instanceFilter",
+                json!("task:group == service:web"),
+            ),
+            Refused("InvalidRequest", &["instanceFilter", "task:group"]),
+        ),
+        case(
+            "an instanceFilter that is not a string",
+            "deploy",
+            with(deploy_payload(), "/instanceFilter", json!(["a", "b"])),
+            Refused("InvalidRequest", &["instanceFilter"]),
+        ),
+        case(
+            "an instanceFilter for Managed Instances providers",
+            "deploy",
+            with(
+                managed_payload("agent-daemon:1"),
+                "/instanceFilter",
+                json!("attribute:ecs.availability-zone == us-east-1a"),
+            ),
+            Refused("InvalidRequest", &["instanceFilter", "Managed Instances"]),
+        ),
         // undeploy (a mode of deploy)
         case(
             "undeploy of an unknown daemon",

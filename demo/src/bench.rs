@@ -624,6 +624,7 @@ fn plan_figure() -> Figure {
             active_rollout: None,
             last_good: Some(format!("d{d}:1")),
             services: None,
+            instance_filter: None,
         })
         .collect();
     let mut instances = Vec::new();

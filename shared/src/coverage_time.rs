@@ -74,13 +74,9 @@ pub fn measure(
     if now - registered_at > Duration::minutes(JOIN_WINDOW_MINUTES) || registered_at > now {
         return None;
     }
-    let provider = instance.capacity_provider.as_deref()?;
     let mut running_at = BTreeMap::new();
     let mut covered_at = registered_at;
-    for daemon in daemons
-        .iter()
-        .filter(|d| d.capacity_providers.iter().any(|p| p == provider))
-    {
+    for daemon in daemons.iter().filter(|d| d.targets(instance)) {
         let group = crate::plan::daemon_group(&daemon.name);
         let started = tasks
             .iter()

@@ -244,16 +244,19 @@ fn reconcile_reads(observation: &Observation) -> usize {
     2 * pages(observation.instances.len()) + 2 * pages(observation.tasks.len())
 }
 
-fn targeted(observation: &Observation, providers: &[String]) -> Vec<ContainerInstance> {
+/// The ACTIVE, connected instances the daemon targets (its providers and instanceFilter).
+fn targeted(
+    observation: &Observation,
+    daemon: Option<&crate::plan::DaemonView>,
+) -> Vec<ContainerInstance> {
+    let Some(daemon) = daemon else {
+        return Vec::new();
+    };
     observation
         .instances
         .iter()
         .filter(|i| i.status == InstanceStatus::Active && i.agent_connected)
-        .filter(|i| {
-            i.capacity_provider
-                .as_ref()
-                .is_some_and(|p| providers.contains(p))
-        })
+        .filter(|i| daemon.targets(i))
         .cloned()
         .collect()
 }
@@ -416,13 +419,8 @@ fn estimate(input: &DryRunInput<'_>, batches: &[Vec<String>], plans: &[InstanceP
 
 pub fn report(input: DryRunInput<'_>) -> DryRunAnswer {
     let observation = input.observation;
-    let providers = observation
-        .daemons
-        .iter()
-        .find(|d| d.name == input.daemon)
-        .map(|d| d.capacity_providers.clone())
-        .unwrap_or_default();
-    let instances = targeted(observation, &providers);
+    let daemon = observation.daemons.iter().find(|d| d.name == input.daemon);
+    let instances = targeted(observation, daemon);
     let mut per_provider: BTreeMap<String, usize> = BTreeMap::new();
     for instance in &instances {
         *per_provider

@@ -27,6 +27,8 @@ impl PartialEq for InstanceFilter {
     }
 }
 
+impl Eq for InstanceFilter {}
+
 /// Why a filter does not parse: what, and where (a character offset into the text).
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("instanceFilter at character {position}: {problem}")]

@@ -45,6 +45,9 @@ pub struct DaemonSpec {
     /// revisions; the other EC2 providers run standalone copies.
     #[serde(default)]
     pub services: Option<crate::placement::services::ServicePlacement>,
+    /// Which instances of its providers the daemon targets, as written (validated at deploy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_filter: Option<String>,
     /// When the daemon was undeployed: kept with its rollout history for `status`, no
     /// longer planned; the full reconcile stops what is left of it. A deploy starts it afresh.
     #[serde(default, skip_serializing_if = "Option::is_none")]

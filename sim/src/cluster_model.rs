@@ -303,6 +303,8 @@ struct World {
     early_drain_stops: Vec<String>,
     /// Stops of the only live copy of a daemon on an ACTIVE instance.
     lone_copy_stops: Vec<String>,
+    /// Instances registered so far (each one's zone follows from it).
+    registered_count: u64,
     /// Auto Scaling groups (one per capacity provider) with terminate hooks, and the
     /// lifecycle actions waiting on them.
     lifecycle: autoscaling::Lifecycle,
@@ -876,6 +878,7 @@ impl World {
     fn register(&mut self, cluster: &str, provider: &str, cpu: i64, memory_mib: i64) -> String {
         let world = self;
         let id = world.id("");
+        world.registered_count += 1;
         let ec2 = format!("i-0{}", &id[..16]);
         let now = world.now;
         let instance = InstanceModel {
@@ -885,8 +888,21 @@ impl World {
             status: InstanceStatus::Registering,
             agent_connected: false,
             registered: Resources { cpu, memory_mib },
+            // ECS's own attributes of every container instance (developer guide,
+            // task-placement-constraints.md, "Attributes": ecs.availability-zone,
+            // ecs.instance-type, ecs.os-type, ecs.cpu-architecture, …); the zone cycles
+            // through three, the type follows the size.
             attributes: BTreeMap::from([
                 ("ecs.os-type".to_string(), Some("linux".to_string())),
+                (
+                    "ecs.cpu-architecture".to_string(),
+                    Some("x86_64".to_string()),
+                ),
+                (
+                    "ecs.availability-zone".to_string(),
+                    Some(availability_zone(world.registered_count).to_string()),
+                ),
+                ("ecs.instance-type".to_string(), Some(instance_type(cpu))),
                 (
                     "ecs.capability.secrets.asm.environment-variables".to_string(),
                     None,
@@ -1112,6 +1128,7 @@ impl ClusterModel {
             calls: Vec::new(),
             early_drain_stops: Vec::new(),
             lone_copy_stops: Vec::new(),
+            registered_count: 0,
             lifecycle: autoscaling::Lifecycle::default(),
             native: daemons::NativeDaemons::default(),
             services: services::DaemonServices::default(),
@@ -1187,6 +1204,28 @@ impl ClusterModel {
     /// `UpdateContainerInstancesState DRAINING`: service tasks are stopped, standalone tasks are not.
     pub fn drain_instance(&self, cluster: &str, instance: &str) {
         self.world().drain(cluster, resource_id(instance));
+    }
+
+    /// Puts (or with `None` value, puts valueless) a custom attribute on an instance, as
+    /// PutAttributes would.
+    pub fn set_instance_attribute(
+        &self,
+        cluster: &str,
+        instance: &str,
+        name: &str,
+        value: Option<&str>,
+    ) {
+        let mut world = self.world();
+        if let Some(model) = world
+            .clusters
+            .get_mut(cluster)
+            .and_then(|c| c.instances.get_mut(resource_id(instance)))
+        {
+            model
+                .attributes
+                .insert(name.to_string(), value.map(str::to_string));
+            model.version += 1;
+        }
     }
 
     /// The instance leaves the cluster (scale-in finished): its tasks are gone.
@@ -1807,5 +1846,19 @@ impl Ecs for ClusterModel {
             );
         }
         Ok(described)
+    }
+}
+
+/// The zone of the `n`th instance registered (three zones, in turn).
+fn availability_zone(n: u64) -> &'static str {
+    ["us-east-1a", "us-east-1b", "us-east-1c"][(n % 3) as usize]
+}
+
+/// An m5 type of the instance's vCPUs (1,024 CPU units each; m5 starts at 2 vCPUs).
+fn instance_type(cpu: i64) -> String {
+    match cpu / 1024 {
+        ..=2 => "m5.large".into(),
+        3..=4 => "m5.xlarge".into(),
+        vcpus => format!("m5.{}xlarge", vcpus / 4),
     }
 }

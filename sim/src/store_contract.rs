@@ -36,6 +36,7 @@ pub fn spec(cluster: &str, daemon: &str, task_definition: &str) -> DaemonSpec {
         restart: Default::default(),
         rollout: Default::default(),
         services: None,
+        instance_filter: None,
         retired_at: None,
         updated_at: at(0),
     }

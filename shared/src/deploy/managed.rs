@@ -457,6 +457,7 @@ pub(super) async fn prepare_rollback<E: Ecs, S: Store>(
         warn_share: None,
         rollout: Some(record.rollout.clone()),
         placement: PlacementChoice::Auto,
+        instance_filter: None,
         dry_run: false,
     };
     prepare(engine, &request, &target, described, now).await

@@ -158,6 +158,7 @@ pub(super) async fn add_managed<E: Ecs, S: Store>(
                     managed: Some(view),
                     services: None,
                     undeployed_at: None,
+                    instance_filter: None,
                 });
             }
         }

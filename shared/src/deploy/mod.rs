@@ -55,6 +55,9 @@ pub struct DeployRequest {
     /// tasks elsewhere), `tasks` or `services`.
     #[serde(default)]
     pub placement: PlacementChoice,
+    /// Which instances of its EC2 providers the daemon targets (`instance_filter`); none: all.
+    #[serde(default)]
+    pub instance_filter: Option<String>,
     /// Change nothing: answer with what the deploy would do (see [`crate::dry_run`]).
     #[serde(default)]
     pub dry_run: bool,
@@ -359,6 +362,7 @@ impl DeployRequest {
             warn_share: None,
             rollout: None,
             placement: PlacementChoice::Auto,
+            instance_filter: None,
             dry_run: false,
         }
     }
@@ -379,6 +383,17 @@ impl DeployRequest {
                 .map(pinned_daemon_task_definition)
                 .transpose()?,
         };
+        if let Some(filter) = &self.instance_filter {
+            crate::instance_filter::InstanceFilter::parse(filter)
+                .map_err(|error| invalid(error.to_string()))?;
+            if pins.task.is_none() {
+                return Err(invalid(
+                    "`instanceFilter` applies to EC2 Auto Scaling group providers (`taskDefinition`): \
+                     ECS's managed daemons run on every instance of their Managed Instances providers, \
+                     so target those by capacity provider instead",
+                ));
+            }
+        }
         if pins.task.is_none() && pins.daemon.is_none() {
             return Err(invalid(
                 "name `taskDefinition` (for EC2 Auto Scaling group providers) or `daemonTaskDefinition` \

@@ -10,6 +10,9 @@ pub struct DaemonStatus {
     /// On EC2 Auto Scaling group providers (none: the daemon runs on Managed Instances only).
     pub task_definition: Option<String>,
     pub capacity_providers: Vec<String>,
+    /// Which instances of those providers it targets, as deployed (none: all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_filter: Option<String>,
     pub start_order: i32,
     pub coverage: DaemonCoverage,
     /// Slots recorded as crash-looping or backing off, with ECS's reasons.
@@ -225,6 +228,7 @@ pub async fn status<E: Ecs, S: Store>(
         daemons.push(DaemonStatus {
             services,
             undeployed_at: spec.retired_at,
+            instance_filter: spec.instance_filter,
             rollout: current,
             history,
             coverage: coverage.remove(&spec.daemon).unwrap_or_default(),

@@ -145,6 +145,7 @@ pub(super) fn spec_for_tests() -> DaemonSpec {
         restart: RestartPolicy::default(),
         rollout: RolloutConfig::default(),
         services: None,
+        instance_filter: None,
         retired_at: None,
         updated_at: DateTime::<Utc>::MIN_UTC,
     }

@@ -124,13 +124,15 @@ pub(super) async fn prepare_deploy<E: Ecs, S: Store>(
         Some(retired) if retired.record.retired_at.is_some() => (None, Some(retired.version)),
         stored => (stored, None),
     };
+    // Another instanceFilter targets other instances: they are read again.
     let checks_stand = existing.as_ref().is_some_and(|current| {
-        instance_checks_stand(
-            &current.record,
-            &request.capacity_providers,
-            services,
-            &definition,
-        )
+        current.record.instance_filter == request.instance_filter
+            && instance_checks_stand(
+                &current.record,
+                &request.capacity_providers,
+                services,
+                &definition,
+            )
     });
     let instances = if checks_stand {
         Vec::new()
@@ -208,6 +210,12 @@ async fn targeted_instances<E: Ecs, S: Store>(
     engine: &Engine<E, S>,
     request: &DeployRequest,
 ) -> Result<Vec<crate::model::ContainerInstance>, DeployError> {
+    let filter = request
+        .instance_filter
+        .as_deref()
+        .map(crate::instance_filter::InstanceFilter::parse)
+        .transpose()
+        .map_err(|error| invalid(error.to_string()))?;
     let arns = engine
         .ecs()
         .list_container_instances(&request.cluster, None)
@@ -222,6 +230,7 @@ async fn targeted_instances<E: Ecs, S: Store>(
                 .as_ref()
                 .is_some_and(|p| request.capacity_providers.contains(p))
         })
+        .filter(|i| filter.as_ref().is_none_or(|f| f.matches(i)))
         .collect())
 }
 
@@ -447,6 +456,7 @@ fn declared_spec(
         restart: request.restart.clone().unwrap_or_default(),
         rollout: config,
         services: existing.and_then(|e| e.record.services.clone()),
+        instance_filter: request.instance_filter.clone(),
         retired_at: None,
         updated_at: now,
     }

@@ -15,6 +15,12 @@ pub(super) fn view(spec: &DaemonSpec) -> DaemonView {
         active_rollout: spec.active_rollout.clone(),
         last_good: spec.last_good_task_definition.clone(),
         services: spec.services.clone(),
+        // Validated at deploy; a record edited by hand into something unparsable targets by
+        // provider alone (never stopping every copy for a typo).
+        instance_filter: spec
+            .instance_filter
+            .as_deref()
+            .and_then(|text| crate::instance_filter::InstanceFilter::parse(text).ok()),
     }
 }
 

@@ -80,6 +80,7 @@ fn on_services(target: &str, a: &str, b: &str) -> DaemonView {
             a: a.into(),
             b: b.into(),
         }),
+        instance_filter: None,
     }
 }
 

@@ -90,6 +90,23 @@ pub struct DaemonView {
     pub last_good: Option<String>,
     /// Where the daemon runs as DAEMON services instead of standalone copies.
     pub services: Option<crate::placement::services::ServicePlacement>,
+    /// Which instances of its providers it targets (none: all).
+    pub instance_filter: Option<crate::instance_filter::InstanceFilter>,
+}
+
+impl DaemonView {
+    /// Whether the daemon is meant to run on the instance: one of its capacity providers,
+    /// and its `instanceFilter` (if any) matches the instance's attributes.
+    pub fn targets(&self, instance: &ContainerInstance) -> bool {
+        instance
+            .capacity_provider
+            .as_deref()
+            .is_some_and(|p| self.capacity_providers.iter().any(|c| c == p))
+            && self
+                .instance_filter
+                .as_ref()
+                .is_none_or(|filter| filter.matches(instance))
+    }
 }
 
 /// While a rollout has copies on their way, a full reconcile runs again after this long.

@@ -301,10 +301,8 @@ impl<'a, 'g> Planner<'a, 'g> {
     /// as before: the rollout does not wait for it.
     fn tally_frozen(&mut self, instance: &'a ContainerInstance) {
         let instance_id = instance.id();
-        let provider = instance.capacity_provider.as_deref();
         for daemon in self.daemons.clone() {
-            let targeted =
-                provider.is_some_and(|p| daemon.capacity_providers.iter().any(|c| c == p));
+            let targeted = daemon.targets(instance);
             let Some(rollout) = self.rollout_of(daemon).filter(|_| targeted) else {
                 continue;
             };

@@ -320,14 +320,23 @@ impl<'a, 'g> Planner<'a, 'g> {
         let mut settled_below = true;
         let mut order_settled: Option<(i32, bool)> = None;
         for daemon in self.daemons.clone() {
-            let targeted =
-                provider.is_some_and(|p| daemon.capacity_providers.iter().any(|c| c == p));
-            if !targeted {
-                let reason = format!(
-                    "ecs-daemons: capacity provider {} is not targeted by daemon {}",
-                    provider.unwrap_or("(none)"),
-                    daemon.name
-                );
+            if !daemon.targets(instance) {
+                let reason = match &daemon.instance_filter {
+                    Some(filter)
+                        if provider
+                            .is_some_and(|p| daemon.capacity_providers.iter().any(|c| c == p)) =>
+                    {
+                        format!(
+                            "ecs-daemons: the instance does not match daemon {}'s instanceFilter {filter}",
+                            daemon.name
+                        )
+                    }
+                    _ => format!(
+                        "ecs-daemons: capacity provider {} is not targeted by daemon {}",
+                        provider.unwrap_or("(none)"),
+                        daemon.name
+                    ),
+                };
                 self.stop_all(daemon, instance_id, &reason);
                 continue;
             }

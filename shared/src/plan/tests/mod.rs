@@ -45,6 +45,7 @@ fn daemon(name: &str, order: i32) -> DaemonView {
         active_rollout: None,
         last_good: None,
         services: None,
+        instance_filter: None,
     }
 }
 
