@@ -610,6 +610,19 @@ fn cases() -> Vec<Case> {
             Refused("InvalidRequest", &["minHealthySeconds"]),
         ),
         case(
+            "deploy with a progress deadline too short to start a copy",
+            "deploy",
+            with(
+                deploy_payload(),
+                "/rollout",
+                json!({"progressDeadlineSeconds": 5}),
+            ),
+            Refused(
+                "InvalidRequest",
+                &["progressDeadlineSeconds", "between 30 and 86400", "got 5"],
+            ),
+        ),
+        case(
             "deploy with an unknown surgeFallback",
             "deploy",
             with(

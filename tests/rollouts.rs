@@ -642,3 +642,78 @@ async fn an_update_too_large_for_an_instance_is_refused_though_a_same_size_one_r
         "one listing, the coverage-check's: {operations:?}"
     );
 }
+
+/// A revision that runs but never turns healthy: without a deadline its new copies would
+/// wait for ever. Each step fails at `progressDeadlineSeconds` (the new copy stopped, the
+/// old one kept), the breaker trips and rolls back to the revision without a health check,
+/// whose copies count as up once RUNNING (their health stays UNKNOWN), so every instance
+/// ends ready on it.
+#[tokio::test]
+async fn a_never_healthy_revision_fails_at_the_progress_deadline_and_rolls_back() {
+    let mut harness = Harness::new(CLUSTER, &["general"], ModelConfig::default());
+    for _ in 0..4 {
+        harness.model.add_instance(CLUSTER, "general", 2048, 4096);
+    }
+    let good = harness
+        .model
+        .register_task_definition(TaskDefinitionModel::new(DAEMON, 256, 256));
+    let never_healthy = harness.model.register_task_definition(TaskDefinitionModel {
+        health_check: true,
+        never_healthy: true,
+        ..TaskDefinitionModel::new(DAEMON, 256, 256)
+    });
+    let rollout = RolloutConfig {
+        progress_deadline_seconds: 120,
+        failure_threshold: Amount::Count(2),
+        ..config(2)
+    };
+    harness
+        .deploy(deploy_request(&good, Some(rollout.clone())))
+        .await
+        .unwrap();
+    harness.run_scheduled(Duration::minutes(2), 60).await;
+    let answer = harness
+        .deploy(deploy_request(&never_healthy, Some(rollout)))
+        .await
+        .unwrap();
+    let id = answer.rollout.unwrap().id;
+    harness.run_scheduled(Duration::minutes(4), 60).await;
+    use ecs_daemons::store::Store;
+    let record = harness
+        .store
+        .get::<ecs_daemons::rollout::Rollout>(&ecs_daemons::store::ItemKey::rollout(
+            CLUSTER, DAEMON, &id,
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .record;
+    assert_eq!(record.state, RolloutState::Failed, "{record:?}");
+    assert!(
+        record.failures.iter().all(|f| f
+            .reason
+            .contains("RUNNING but not HEALTHY within progressDeadlineSeconds (120 s)")),
+        "{:?}",
+        record.failures
+    );
+    harness.run_scheduled(Duration::minutes(4), 60).await;
+    let state = copies(&harness);
+    assert_eq!(state.len(), 4);
+    for (instance, live, ready) in &state {
+        assert_eq!(live, &vec![good.clone()], "{instance}");
+        assert!(
+            *ready,
+            "{instance} ready on the revision without a health check"
+        );
+    }
+    let status = harness
+        .status(StatusRequest {
+            cluster: CLUSTER.into(),
+            daemon: Some(DAEMON.into()),
+        })
+        .await
+        .unwrap();
+    let shown = status.daemons[0].rollout.clone().unwrap();
+    assert_eq!(shown.kind, RolloutKind::AutoRollback);
+    assert_eq!(shown.state, RolloutState::Succeeded);
+}

@@ -620,6 +620,7 @@ fn plan_figure() -> Figure {
             capacity_providers: vec!["general".into()],
             start_order: d,
             has_health_check: d % 2 == 0,
+            revision_health_checks: Default::default(),
             restart: RestartPolicy::default(),
             active_rollout: None,
             last_good: Some(format!("d{d}:1")),

@@ -93,7 +93,14 @@ pub struct RolloutConfig {
     pub failure_threshold: Amount,
     /// Roll back to the last good revision when the breaker trips.
     pub auto_rollback: bool,
+    /// A new copy not RUNNING (and HEALTHY where checked) this long after its start was
+    /// asked for counts as a failed instance: its place is freed, the breaker counts it.
+    pub progress_deadline_seconds: u32,
 }
+
+/// [`RolloutConfig::progress_deadline_seconds`] unless set: ten minutes, as Kubernetes'
+/// `progressDeadlineSeconds` defaults to.
+pub const DEFAULT_PROGRESS_DEADLINE_SECONDS: u32 = 600;
 
 impl Default for RolloutConfig {
     fn default() -> Self {
@@ -104,6 +111,7 @@ impl Default for RolloutConfig {
             surge_fallback: SurgeFallback::Fail,
             failure_threshold: Amount::Percent(10),
             auto_rollback: true,
+            progress_deadline_seconds: DEFAULT_PROGRESS_DEADLINE_SECONDS,
         }
     }
 }
@@ -118,6 +126,12 @@ impl RolloutConfig {
         }
         if self.canary == Some(0) {
             return Err("`rollout.canary` must be at least 1 when set".into());
+        }
+        if !(30..=86_400).contains(&self.progress_deadline_seconds) {
+            return Err(format!(
+                "`rollout.progressDeadlineSeconds` must be between 30 and 86400, got {}",
+                self.progress_deadline_seconds
+            ));
         }
         Ok(())
     }

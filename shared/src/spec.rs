@@ -22,6 +22,11 @@ pub struct DaemonSpec {
     /// here instead of being described on every event).
     #[serde(default)]
     pub has_health_check: bool,
+    /// Whether each revision the daemon may run again (declared, last good, previous good)
+    /// has a health check: a copy of a revision without one is up once RUNNING, whatever
+    /// revision is declared (ECS reports UNKNOWN health for it for ever).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub revision_health_checks: std::collections::BTreeMap<String, bool>,
     #[serde(default)]
     pub cpu: Option<i64>,
     #[serde(default)]
@@ -53,6 +58,32 @@ pub struct DaemonSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl DaemonSpec {
+    /// Notes whether `revision` has a health check, keeping only the revisions the daemon
+    /// may run again (the declared one, the good ones, and this one).
+    pub fn note_health_check(&mut self, revision: &str, checked: bool) {
+        self.revision_health_checks
+            .insert(revision.to_string(), checked);
+        let kept = [
+            Some(self.task_definition.as_str()),
+            self.last_good_task_definition.as_deref(),
+            self.previous_good_task_definition.as_deref(),
+            Some(revision),
+        ];
+        self.revision_health_checks
+            .retain(|known, _| kept.contains(&Some(known.as_str())));
+    }
+
+    /// Whether `revision` has a health check, as noted (the declared revision's flag when
+    /// it was never noted: a record written before the facts were kept per revision).
+    pub fn health_check_of(&self, revision: &str) -> bool {
+        self.revision_health_checks
+            .get(revision)
+            .copied()
+            .unwrap_or(self.has_health_check)
+    }
 }
 
 /// How a daemon that stops unexpectedly is restarted on its instance.
@@ -88,5 +119,36 @@ impl RestartPolicy {
         let doubled =
             u64::from(self.base_backoff_seconds).saturating_mul(1u64 << (failures - 2).min(20));
         Duration::seconds(doubled.min(u64::from(self.max_backoff_seconds)) as i64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn health_check_facts_are_kept_per_revision_the_daemon_may_run_again() {
+        let mut spec = crate::deploy::tests::spec_for_tests();
+        spec.has_health_check = true;
+        spec.task_definition = "agent:3".into();
+        spec.last_good_task_definition = Some("agent:1".into());
+        spec.note_health_check("agent:1", false);
+        spec.note_health_check("agent:3", true);
+        spec.note_health_check("agent:2", true);
+        assert!(
+            !spec.health_check_of("agent:1"),
+            "the good revision has none"
+        );
+        assert!(spec.health_check_of("agent:3"));
+        // agent:2 was the revision noted last: kept; an older unknown one falls back.
+        assert!(spec.health_check_of("agent:2"));
+        spec.note_health_check("agent:3", true);
+        assert_eq!(
+            spec.revision_health_checks.keys().collect::<Vec<_>>(),
+            vec!["agent:1", "agent:3"],
+            "a revision it will not run again is forgotten"
+        );
+        assert!(
+            spec.health_check_of("agent:9"),
+            "unknown: the declared one's fact"
+        );
     }
 }

@@ -59,6 +59,8 @@ impl Schedule {
 const FAULT_PHASE: i64 = 600;
 /// Salt of the random stream that decides a seed's undeploy.
 const UNDEPLOY_SALT: u64 = 0x756e_6465_706c_6f79;
+/// Salt of the random stream that decides a seed's progress deadline and bad revision.
+const DEADLINE_SALT: u64 = 0x6465_6164_6c69_6e65;
 /// CPU units and MiB of each simulated daemon.
 const DAEMON_SIZE: i64 = 256;
 /// The terminate hook's heartbeat timeout: a held termination survives missed checks.
@@ -1026,6 +1028,41 @@ async fn rollback_until_done(harness: &mut Harness) -> Result<(), String> {
     outcome
 }
 
+/// An instance's rollout step still waiting for its new copy (Surging) later than the
+/// rollout's progress deadline allows, by more than `slack`.
+async fn no_step_past_deadline(
+    harness: &Harness,
+    now: DateTime<Utc>,
+    slack: Duration,
+) -> Result<(), String> {
+    let records = rollouts(harness).await?;
+    let slots: Vec<Versioned<ecs_daemons::slot::Slot>> = harness
+        .store
+        .query(CLUSTER, "agent")
+        .await
+        .map_err(|e| e.to_string())?;
+    for slot in slots {
+        let Some(step) = slot.record.rollout.as_ref() else {
+            continue;
+        };
+        let rollout = records
+            .iter()
+            .find(|r| r.record.id == step.rollout_id && r.record.state == RolloutState::InProgress);
+        let (RolloutStep::Surging, Some(rollout)) = (step.step, rollout) else {
+            continue;
+        };
+        let deadline = step.since
+            + Duration::seconds(i64::from(rollout.record.config.progress_deadline_seconds));
+        if now > deadline + slack {
+            return Err(format!(
+                "at {now}: {} still waits for its new copy of {}, past its deadline {deadline}",
+                slot.record.instance_id, rollout.record.to_task_definition
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn rollouts(harness: &Harness) -> Result<Vec<Versioned<Rollout>>, String> {
     harness
         .store
@@ -1054,8 +1091,16 @@ async fn run_rollout(seed: u64) -> Result<SeedReport, String> {
                 )),
         );
     }
+    // Drawn apart, so the rest of the seed's world is what it was before deadlines came in:
+    // half the bad revisions fail to start, half run but never turn healthy (only the
+    // progress deadline fails those on standalone copies).
+    let mut deadline_rng = Rng::new(seed ^ DEADLINE_SALT);
+    let never_healthy = deadline_rng.chance(0.5);
+    let progress_deadline_seconds = 60 + deadline_rng.below(121) as u32;
     let bad = harness.model.register_task_definition(TaskDefinitionModel {
-        execution_role_denied: true,
+        execution_role_denied: !never_healthy,
+        health_check: never_healthy,
+        never_healthy,
         ..TaskDefinitionModel::new("agent", DAEMON_SIZE, DAEMON_SIZE)
     });
     let instances = 4 + rng.below(9) as usize;
@@ -1076,6 +1121,7 @@ async fn run_rollout(seed: u64) -> Result<SeedReport, String> {
         },
         failure_threshold: Amount::Count(2 + rng.below(3) as u32),
         auto_rollback: true,
+        progress_deadline_seconds,
     };
     let request = |task_definition: &str| DeployRequest {
         restart: Some(campaign_restart_policy()),
@@ -1187,6 +1233,10 @@ async fn run_rollout(seed: u64) -> Result<SeedReport, String> {
             ));
         }
         hook_kept(&harness, now)?;
+        // Invariant: no instance waits for a new copy past the rollout's progress deadline
+        // (beyond the reconcile cadence the faults allow).
+        let slack = if faults_on { tolerance * 2 } else { tolerance };
+        no_step_past_deadline(&harness, now, slack).await?;
         let lone = harness.model.lone_copy_stops();
         // stopFirst stops a lone copy on purpose; without it, never.
         if rollout.surge_fallback == SurgeFallback::Fail && !lone.is_empty() {

@@ -151,6 +151,9 @@ pub struct TaskDefinitionModel {
     pub network_mode: Option<String>,
     /// The execution role exists but may not pull the image: every start fails.
     pub execution_role_denied: bool,
+    /// With `health_check`: its health check never passes (a bad revision that runs but
+    /// never serves). The task turns UNHEALTHY instead of HEALTHY.
+    pub never_healthy: bool,
 }
 
 impl TaskDefinitionModel {
@@ -165,6 +168,7 @@ impl TaskDefinitionModel {
             crashes_after: None,
             execution_role_denied: false,
             network_mode: None,
+            never_healthy: false,
         }
     }
 }
@@ -741,6 +745,25 @@ impl World {
                         } else {
                             crash_at.map(|at| (at, Due::Crash))
                         };
+                    });
+                }
+                Due::Healthy if definition.as_ref().is_some_and(|d| d.never_healthy) => {
+                    // API reference, HealthCheck: "If a task is run manually, and not as part
+                    // of a service, the task will continue its lifecycle regardless of its
+                    // health status. For tasks that are part of a service, if the task reports
+                    // as unhealthy then the task will be stopped and the service scheduler
+                    // will replace it."
+                    let stop_at = self.now + self.config.stop_latency;
+                    self.change_task(&cluster_name, &task_id, |task, _| {
+                        task.health = HealthStatus::Unhealthy;
+                        task.due = None;
+                        if task.group.starts_with("service:") {
+                            task.desired_status = TaskStatus::Stopped;
+                            task.stop_code = Some("ServiceSchedulerInitiated".into());
+                            task.stopped_reason =
+                                Some("Task failed container health checks".into());
+                            task.due = Some((stop_at, Due::Stop));
+                        }
                     });
                 }
                 Due::Healthy => {

@@ -38,6 +38,7 @@ pub fn spec(cluster: &str, daemon: &str, task_definition: &str) -> DaemonSpec {
         services: None,
         instance_filter: None,
         retired_at: None,
+        revision_health_checks: Default::default(),
         updated_at: at(0),
     }
 }

@@ -152,6 +152,14 @@ pub(super) async fn prepare_rollback<E: Ecs, S: Store>(
     let mut spec = current.record.clone();
     spec.task_definition = target.clone();
     spec.has_health_check = definition.has_health_check();
+    spec.note_health_check(&target, definition.has_health_check());
+    // The revision rolled back from still runs while the rollback rolls out.
+    spec.revision_health_checks.insert(
+        current.record.task_definition.clone(),
+        current
+            .record
+            .health_check_of(&current.record.task_definition),
+    );
     spec.cpu = definition.cpu;
     spec.memory_mib = definition.memory_mib;
     Ok(PreparedRollback {

@@ -129,7 +129,7 @@ fn a_family_outside_the_stacks_list_is_refused_with_the_fix() {
     );
 }
 
-pub(super) fn spec_for_tests() -> DaemonSpec {
+pub(crate) fn spec_for_tests() -> DaemonSpec {
     DaemonSpec {
         cluster: "prod".into(),
         daemon: "agent".into(),
@@ -147,6 +147,7 @@ pub(super) fn spec_for_tests() -> DaemonSpec {
         services: None,
         instance_filter: None,
         retired_at: None,
+        revision_health_checks: Default::default(),
         updated_at: DateTime::<Utc>::MIN_UTC,
     }
 }

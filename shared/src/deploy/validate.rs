@@ -437,7 +437,7 @@ fn declared_spec(
         .clone()
         .or_else(|| existing.map(|e| e.record.rollout.clone()))
         .unwrap_or_default();
-    DaemonSpec {
+    let mut spec = DaemonSpec {
         cluster: request.cluster.clone(),
         daemon: request.daemon.clone(),
         task_definition: task_definition.into(),
@@ -458,8 +458,22 @@ fn declared_spec(
         services: existing.and_then(|e| e.record.services.clone()),
         instance_filter: request.instance_filter.clone(),
         retired_at: None,
+        revision_health_checks: existing
+            .map(|e| e.record.revision_health_checks.clone())
+            .unwrap_or_default(),
         updated_at: now,
+    };
+    spec.note_health_check(task_definition, definition.has_health_check());
+    // The revision declared until now still runs while the new one rolls out.
+    if let Some(current) = existing {
+        spec.revision_health_checks.insert(
+            current.record.task_definition.clone(),
+            current
+                .record
+                .health_check_of(&current.record.task_definition),
+        );
     }
+    spec
 }
 
 /// The family of `family:revision` (or of a task definition ARN) must be one the stack's

@@ -11,6 +11,7 @@ pub(super) fn view(spec: &DaemonSpec) -> DaemonView {
         capacity_providers: spec.capacity_providers.clone(),
         start_order: spec.start_order,
         has_health_check: spec.has_health_check,
+        revision_health_checks: spec.revision_health_checks.clone(),
         restart: spec.restart.clone(),
         active_rollout: spec.active_rollout.clone(),
         last_good: spec.last_good_task_definition.clone(),

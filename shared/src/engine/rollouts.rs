@@ -71,6 +71,9 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             return;
         };
         let mut spec = current.record.clone();
+        // The revision switched to keeps its own health-check fact (an automatic rollback
+        // from a health-checked revision to one without must not wait for HEALTHY).
+        spec.has_health_check = spec.health_check_of(&task_definition);
         spec.task_definition = task_definition;
         spec.active_rollout = active_rollout;
         if last_good.is_some() && last_good != spec.last_good_task_definition {

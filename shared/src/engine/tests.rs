@@ -72,6 +72,7 @@ fn on_services(target: &str, a: &str, b: &str) -> DaemonView {
         capacity_providers: vec!["general".into()],
         start_order: 0,
         has_health_check: false,
+        revision_health_checks: Default::default(),
         restart: RestartPolicy::default(),
         active_rollout: None,
         last_good: None,

@@ -83,6 +83,8 @@ pub struct DaemonView {
     pub capacity_providers: Vec<String>,
     pub start_order: i32,
     pub has_health_check: bool,
+    /// Health-check facts of other revisions its copies may run (`DaemonSpec`).
+    pub revision_health_checks: BTreeMap<String, bool>,
     pub restart: RestartPolicy,
     /// The rollout in flight (its record is in `Observation::rollouts`).
     pub active_rollout: Option<String>,
@@ -95,6 +97,14 @@ pub struct DaemonView {
 }
 
 impl DaemonView {
+    /// Whether copies of `revision` report health (the declared revision's fact if unknown).
+    pub fn checks_health(&self, revision: &str) -> bool {
+        self.revision_health_checks
+            .get(revision)
+            .copied()
+            .unwrap_or(self.has_health_check)
+    }
+
     /// Whether the daemon is meant to run on the instance: one of its capacity providers,
     /// and its `instanceFilter` (if any) matches the instance's attributes.
     pub fn targets(&self, instance: &ContainerInstance) -> bool {
@@ -297,9 +307,10 @@ fn occupies(task: &Task) -> bool {
     !task.last_status.is_terminal()
 }
 
+/// RUNNING, and HEALTHY where its own revision has a health check.
 fn is_up(task: &Task, daemon: &DaemonView) -> bool {
     task.last_status == TaskStatus::Running
-        && (!daemon.has_health_check || task.health == HealthStatus::Healthy)
+        && (!daemon.checks_health(revision_of(task)) || task.health == HealthStatus::Healthy)
 }
 
 /// Higher is better: running, healthy, the declared revision, newest.

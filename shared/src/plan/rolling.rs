@@ -28,6 +28,8 @@ pub(crate) struct StepInput<'t> {
     pub new: Option<CopySeen<'t>>,
     pub has_health_check: bool,
     pub min_healthy: Duration,
+    /// How long a new copy may take to be up before the step fails (`progressDeadlineSeconds`).
+    pub progress_deadline: Duration,
     pub now: DateTime<Utc>,
     /// Why the surged copy the step names is gone (ECS's stop reason), for when it is.
     pub new_copy_gone: Option<String>,
@@ -140,6 +142,14 @@ fn new_copy_alone(input: &StepInput<'_>, new: CopySeen<'_>, outcome: &mut StepOu
             }
         } else if current.step != RolloutStep::Failed {
             current.step = RolloutStep::Surging;
+            let deadline = current.since + input.progress_deadline;
+            if deadline <= now {
+                // The only copy here: kept (stopping it would leave the instance bare); the
+                // breaker counts the instance, and a rollback replaces the copy.
+                current = fail(current, now, past_deadline(input, new));
+            } else {
+                outcome.wake_at = Some(deadline);
+            }
         }
     }
     outcome.next = Some(current);
@@ -291,9 +301,35 @@ fn both_copies(
                 .unwrap_or_else(|| fresh_step(input, RolloutStep::Surging));
             surging.step = RolloutStep::Surging;
             surging.new_task_arn = Some(new.arn.into());
+            let deadline = surging.since + input.progress_deadline;
+            if deadline <= now {
+                outcome.stop = Some((
+                    Which::New,
+                    format!("ecs-daemons: {}", past_deadline(input, new)),
+                ));
+                surging = fail(surging, now, past_deadline(input, new));
+            } else {
+                outcome.wake_at = Some(deadline);
+            }
             outcome.next = Some(surging);
         }
     }
+}
+
+/// Why a step failed at its progress deadline.
+fn past_deadline(input: &StepInput<'_>, new: CopySeen<'_>) -> String {
+    let state = if new.started_at.is_none() {
+        "not RUNNING"
+    } else if input.has_health_check {
+        "RUNNING but not HEALTHY"
+    } else {
+        "not RUNNING"
+    };
+    format!(
+        "the new copy of {} was {state} within progressDeadlineSeconds ({} s)",
+        input.target,
+        input.progress_deadline.num_seconds()
+    )
 }
 
 /// How many copies an instance still holds once a plan is carried out, for the maxParallel
@@ -379,8 +415,11 @@ impl<'a, 'g> Planner<'a, 'g> {
             step,
             old: best_old.map(seen),
             new: best_new.map(seen),
-            has_health_check: daemon.has_health_check,
+            has_health_check: daemon.checks_health(target),
             min_healthy: Duration::seconds(i64::from(rollout.record.config.min_healthy_seconds)),
+            progress_deadline: Duration::seconds(i64::from(
+                rollout.record.config.progress_deadline_seconds,
+            )),
             now: self.observation.now,
             new_copy_gone,
             claim_grace: claim_grace(daemon, instance.capacity_provider.as_deref()),

@@ -41,6 +41,7 @@ fn daemon(name: &str, order: i32) -> DaemonView {
         capacity_providers: vec!["general".into()],
         start_order: order,
         has_health_check: false,
+        revision_health_checks: Default::default(),
         restart: RestartPolicy::default(),
         active_rollout: None,
         last_good: None,
