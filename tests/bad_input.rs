@@ -623,6 +623,19 @@ fn cases() -> Vec<Case> {
             ),
         ),
         case(
+            "deploy with an unhealthy grace no health check could pass in",
+            "deploy",
+            with(
+                deploy_payload(),
+                "/restart",
+                json!({"unhealthyGraceSeconds": 0}),
+            ),
+            Refused(
+                "InvalidRequest",
+                &["restart.unhealthyGraceSeconds", "between 10 and 86400"],
+            ),
+        ),
+        case(
             "deploy with an unknown surgeFallback",
             "deploy",
             with(

@@ -621,6 +621,7 @@ fn plan_figure() -> Figure {
             start_order: d,
             has_health_check: d % 2 == 0,
             revision_health_checks: Default::default(),
+            unhealthy_grace: Duration::seconds(105),
             restart: RestartPolicy::default(),
             active_rollout: None,
             last_good: Some(format!("d{d}:1")),

@@ -185,6 +185,24 @@ pub struct ContainerDefinition {
     pub name: String,
     pub essential: bool,
     pub has_health_check: bool,
+    /// With a health check: how long ECS may take to call a copy that never passes it
+    /// UNHEALTHY (`startPeriod + retries × (interval + timeout)`).
+    #[serde(default)]
+    pub health_check_grace_seconds: Option<u32>,
+}
+
+/// `startPeriod + retries × (interval + timeout)` of a container health check, with ECS's
+/// defaults for what is not set (API reference, *HealthCheck*: interval 30 s, timeout 5 s,
+/// retries 3, no start period).
+pub fn health_check_grace_seconds(
+    interval: Option<i32>,
+    timeout: Option<i32>,
+    retries: Option<i32>,
+    start_period: Option<i32>,
+) -> u32 {
+    let positive = |value: Option<i32>, default: i32| value.unwrap_or(default).max(0) as u32;
+    positive(start_period, 0)
+        + positive(retries, 3) * (positive(interval, 30) + positive(timeout, 5))
 }
 
 impl TaskDefinition {
@@ -195,6 +213,14 @@ impl TaskDefinition {
 
     pub fn has_health_check(&self) -> bool {
         self.containers.iter().any(|c| c.has_health_check)
+    }
+
+    /// The longest health-check grace of its containers (none without a health check).
+    pub fn health_check_grace_seconds(&self) -> Option<u32> {
+        self.containers
+            .iter()
+            .filter_map(|c| c.health_check_grace_seconds)
+            .max()
     }
 }
 

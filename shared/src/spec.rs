@@ -27,6 +27,9 @@ pub struct DaemonSpec {
     /// revision is declared (ECS reports UNKNOWN health for it for ever).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub revision_health_checks: std::collections::BTreeMap<String, bool>,
+    /// The declared revision's health-check grace (`TaskDefinition::health_check_grace_seconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_grace_seconds: Option<u32>,
     #[serde(default)]
     pub cpu: Option<i64>,
     #[serde(default)]
@@ -97,7 +100,15 @@ pub struct RestartPolicy {
     pub max_backoff_seconds: u32,
     /// A copy that ran (healthy) this long clears the failure count.
     pub stable_after_seconds: u32,
+    /// A copy RUNNING but not HEALTHY this long after it started is replaced like a dead
+    /// one; none: the task definition's health check decides (`startPeriod + retries ×
+    /// (interval + timeout)`, 105 s with ECS's defaults).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unhealthy_grace_seconds: Option<u32>,
 }
+
+/// The unhealthy grace when neither the restart policy nor the task definition says.
+pub const DEFAULT_UNHEALTHY_GRACE_SECONDS: u32 = 105;
 
 impl Default for RestartPolicy {
     fn default() -> Self {
@@ -106,6 +117,7 @@ impl Default for RestartPolicy {
             base_backoff_seconds: 10,
             max_backoff_seconds: 300,
             stable_after_seconds: 60,
+            unhealthy_grace_seconds: None,
         }
     }
 }

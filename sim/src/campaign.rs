@@ -812,6 +812,7 @@ fn campaign_restart_policy() -> RestartPolicy {
         base_backoff_seconds: 5,
         max_backoff_seconds: 30,
         stable_after_seconds: 60,
+        unhealthy_grace_seconds: None,
     }
 }
 

@@ -1835,6 +1835,8 @@ impl Ecs for ClusterModel {
                 name: "main".into(),
                 essential: true,
                 has_health_check: model.health_check,
+                // ECS's defaults (interval 30 s, timeout 5 s, 3 retries).
+                health_check_grace_seconds: model.health_check.then_some(105),
             }],
             network_mode: model.network_mode.clone(),
         })

@@ -39,6 +39,7 @@ pub fn spec(cluster: &str, daemon: &str, task_definition: &str) -> DaemonSpec {
         instance_filter: None,
         retired_at: None,
         revision_health_checks: Default::default(),
+        health_check_grace_seconds: None,
         updated_at: at(0),
     }
 }

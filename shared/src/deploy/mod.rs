@@ -446,6 +446,13 @@ impl DeployRequest {
                     "`restart.baseBackoffSeconds` must not exceed `restart.maxBackoffSeconds`, which must be at most 86400",
                 ));
             }
+            if let Some(grace) = restart.unhealthy_grace_seconds {
+                if !(10..=86_400).contains(&grace) {
+                    return Err(invalid(format!(
+                        "`restart.unhealthyGraceSeconds` must be between 10 and 86400 (leave it out to follow the task definition's health check), got {grace}"
+                    )));
+                }
+            }
         }
         Ok(pins)
     }

@@ -152,6 +152,7 @@ pub(super) async fn prepare_rollback<E: Ecs, S: Store>(
     let mut spec = current.record.clone();
     spec.task_definition = target.clone();
     spec.has_health_check = definition.has_health_check();
+    spec.health_check_grace_seconds = definition.health_check_grace_seconds();
     spec.note_health_check(&target, definition.has_health_check());
     // The revision rolled back from still runs while the rollback rolls out.
     spec.revision_health_checks.insert(

@@ -148,6 +148,7 @@ pub(crate) fn spec_for_tests() -> DaemonSpec {
         instance_filter: None,
         retired_at: None,
         revision_health_checks: Default::default(),
+        health_check_grace_seconds: None,
         updated_at: DateTime::<Utc>::MIN_UTC,
     }
 }

@@ -461,6 +461,7 @@ fn declared_spec(
         revision_health_checks: existing
             .map(|e| e.record.revision_health_checks.clone())
             .unwrap_or_default(),
+        health_check_grace_seconds: definition.health_check_grace_seconds(),
         updated_at: now,
     };
     spec.note_health_check(task_definition, definition.has_health_check());

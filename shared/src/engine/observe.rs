@@ -12,6 +12,12 @@ pub(super) fn view(spec: &DaemonSpec) -> DaemonView {
         start_order: spec.start_order,
         has_health_check: spec.has_health_check,
         revision_health_checks: spec.revision_health_checks.clone(),
+        unhealthy_grace: Duration::seconds(i64::from(
+            spec.restart
+                .unhealthy_grace_seconds
+                .or(spec.health_check_grace_seconds)
+                .unwrap_or(crate::spec::DEFAULT_UNHEALTHY_GRACE_SECONDS),
+        )),
         restart: spec.restart.clone(),
         active_rollout: spec.active_rollout.clone(),
         last_good: spec.last_good_task_definition.clone(),

@@ -73,6 +73,7 @@ fn on_services(target: &str, a: &str, b: &str) -> DaemonView {
         start_order: 0,
         has_health_check: false,
         revision_health_checks: Default::default(),
+        unhealthy_grace: Duration::seconds(105),
         restart: RestartPolicy::default(),
         active_rollout: None,
         last_good: None,

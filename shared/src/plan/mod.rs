@@ -85,6 +85,8 @@ pub struct DaemonView {
     pub has_health_check: bool,
     /// Health-check facts of other revisions its copies may run (`DaemonSpec`).
     pub revision_health_checks: BTreeMap<String, bool>,
+    /// How long a copy may run without turning HEALTHY before it is replaced.
+    pub unhealthy_grace: Duration,
     pub restart: RestartPolicy,
     /// The rollout in flight (its record is in `Observation::rollouts`).
     pub active_rollout: Option<String>,

@@ -65,6 +65,9 @@ impl<'a, 'g> Planner<'a, 'g> {
         } else if let Some(keeper) = self.keep_one(daemon, instance, live) {
             self.track_keeper(daemon, instance_id, previous, keeper, None);
             self.report_misplaced(daemon, instance, keeper);
+            if let Some(coverage) = self.unhealthy(daemon, instance_id, keeper) {
+                return coverage;
+            }
             let coverage = if is_up(keeper, daemon) {
                 Coverage::Up
             } else {
@@ -73,6 +76,60 @@ impl<'a, 'g> Planner<'a, 'g> {
             return self.count(daemon, coverage);
         }
         self.cover_missing(daemon, instance, previous, earlier_settled)
+    }
+
+    /// A standalone copy RUNNING but not HEALTHY (its revision has a health check): missing,
+    /// not starting, once ECS calls it UNHEALTHY; replaced like a dead one (stopped; its slot
+    /// counts the failure, backs off and crash-loops as for a crash) once `unhealthyGraceSeconds`
+    /// passed since it started. ECS itself leaves a standalone task running whatever its
+    /// health (API reference, *HealthCheck*); a DAEMON service's scheduler replaces its own.
+    fn unhealthy(
+        &mut self,
+        daemon: &DaemonView,
+        instance_id: &str,
+        keeper: &Task,
+    ) -> Option<Coverage> {
+        let from_service = keeper
+            .group
+            .as_deref()
+            .and_then(crate::placement::services::daemon_of_group)
+            .is_some();
+        if keeper.last_status != TaskStatus::Running
+            || keeper.health == HealthStatus::Healthy
+            || !daemon.checks_health(revision_of(keeper))
+            || from_service
+        {
+            return None;
+        }
+        let now = self.observation.now;
+        let replace_at = keeper.started_at? + daemon.unhealthy_grace;
+        if replace_at > now {
+            self.wake_at(replace_at);
+            if keeper.health != HealthStatus::Unhealthy {
+                // Still being evaluated: on its way.
+                return None;
+            }
+            self.coverage(daemon).missing += 1;
+            return Some(Coverage::Missing);
+        }
+        let health = match keeper.health {
+            HealthStatus::Unhealthy => "UNHEALTHY",
+            _ => "not HEALTHY",
+        };
+        let reason = format!(
+            "ecs-daemons: {health} {} s after it started (unhealthyGraceSeconds {})",
+            (now - keeper.started_at.unwrap_or(now)).num_seconds(),
+            daemon.unhealthy_grace.num_seconds()
+        );
+        self.trouble(daemon, instance_id, "UNHEALTHY", reason.clone());
+        self.push(Action::Stop {
+            task_arn: keeper.arn.clone(),
+            instance_id: instance_id.into(),
+            daemon: daemon.name.clone(),
+            reason,
+        });
+        self.coverage(daemon).missing += 1;
+        Some(Coverage::Missing)
     }
 
     /// On DAEMON services, what became of a request no copy answers yet. A request of a

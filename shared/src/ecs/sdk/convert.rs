@@ -248,6 +248,14 @@ pub(super) fn task_definition(
                 name: c.name().unwrap_or_default().to_string(),
                 essential: c.essential().unwrap_or(true),
                 has_health_check: c.health_check().is_some(),
+                health_check_grace_seconds: c.health_check().map(|check| {
+                    crate::model::health_check_grace_seconds(
+                        check.interval(),
+                        check.timeout(),
+                        check.retries(),
+                        check.start_period(),
+                    )
+                }),
             })
             .collect(),
         network_mode: item.network_mode().map(|m| m.as_str().to_string()),

@@ -42,6 +42,7 @@ fn daemon(name: &str, order: i32) -> DaemonView {
         start_order: order,
         has_health_check: false,
         revision_health_checks: Default::default(),
+        unhealthy_grace: Duration::seconds(105),
         restart: RestartPolicy::default(),
         active_rollout: None,
         last_good: None,
