@@ -112,6 +112,8 @@ fn a_health_checked_daemon_must_be_healthy_for_readiness() {
         ..daemon("agent", 0)
     };
     let mut running = task("t1", "agent", "i1", TaskStatus::Running);
+    // Still within the unhealthy grace (105 s): on its way, not ready.
+    running.started_at = Some(now() - Duration::seconds(30));
     let unknown = plan(&observe(
         vec![checked.clone()],
         vec![instance("i1", "general")],
@@ -119,6 +121,34 @@ fn a_health_checked_daemon_must_be_healthy_for_readiness() {
     ));
     assert!(!has(&unknown, |a| matches!(a, Action::SetReady { .. })));
     assert_eq!(unknown.coverage["agent"].starting, 1);
+    assert!(!has(&unknown, |a| matches!(a, Action::Stop { .. })));
+    // UNHEALTHY within the grace: missing, not starting, and kept for now.
+    running.health = HealthStatus::Unhealthy;
+    let unhealthy = plan(&observe(
+        vec![checked.clone()],
+        vec![instance("i1", "general")],
+        vec![running.clone()],
+    ));
+    assert_eq!(
+        (
+            unhealthy.coverage["agent"].missing,
+            unhealthy.coverage["agent"].starting
+        ),
+        (1, 0)
+    );
+    assert!(!has(&unhealthy, |a| matches!(a, Action::Stop { .. })));
+    assert_eq!(unhealthy.wake_at, Some(now() + Duration::seconds(75)));
+    // Past the grace, never turned healthy: stopped like a dead copy.
+    running.health = HealthStatus::Unknown;
+    running.started_at = Some(now() - Duration::seconds(590));
+    let stale = plan(&observe(
+        vec![checked.clone()],
+        vec![instance("i1", "general")],
+        vec![running.clone()],
+    ));
+    assert!(has(&stale, |a| matches!(a, Action::Stop { reason, .. }
+        if reason.contains("not HEALTHY 590 s after it started (unhealthyGraceSeconds 105)"))));
+    assert_eq!(stale.coverage["agent"].missing, 1);
     running.health = HealthStatus::Healthy;
     let healthy = plan(&observe(
         vec![checked],
