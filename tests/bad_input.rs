@@ -813,6 +813,53 @@ fn cases() -> Vec<Case> {
             json!({"cluster": CLUSTER, "daemon": DAEMON}),
             Refused("AlreadyOnRevision", &[DAEMON, "nothing to roll back to"]),
         ),
+        // rollout control (a mode of rollback)
+        case(
+            "pause of an unknown daemon",
+            "rollback",
+            json!({"cluster": CLUSTER, "daemon": "nope", "control": "pause"}),
+            Refused("UnknownDaemon", &["nope"]),
+        ),
+        case(
+            "pause with no rollout in progress",
+            "rollback",
+            json!({"cluster": CLUSTER, "daemon": DAEMON, "control": "pause"}),
+            Refused("NoRolloutInProgress", &[DAEMON, "nothing to pause"]),
+        ),
+        case(
+            "promote without a paused canary",
+            "rollback",
+            json!({"cluster": CLUSTER, "daemon": DAEMON, "control": "promote"}),
+            Refused("NoRolloutInProgress", &[DAEMON, "nothing to promote"]),
+        ),
+        case(
+            "an unknown control",
+            "rollback",
+            json!({"cluster": CLUSTER, "daemon": DAEMON, "control": "stop"}),
+            Refused("InvalidRequest", &["`control`", "pause"]),
+        ),
+        case(
+            "a control with rollback fields",
+            "rollback",
+            json!({"cluster": CLUSTER, "daemon": DAEMON, "control": "pause", "toRevision": 1}),
+            Refused("InvalidRequest", &["toRevision"]),
+        ),
+        case(
+            "a pause whose reason holds a newline",
+            "rollback",
+            json!({"cluster": CLUSTER, "daemon": DAEMON, "control": "pause", "reason": "a\nb"}),
+            Refused("InvalidRequest", &["`reason`", "control characters"]),
+        ),
+        case(
+            "a manual canary whose promote is unknown",
+            "deploy",
+            with(
+                deploy_payload(),
+                "/rollout",
+                json!({"canary": {"instances": 1, "promote": "later"}}),
+            ),
+            Refused("InvalidRequest", &["canary", "manual"]),
+        ),
         case(
             "rollback in a cluster not managed",
             "rollback",

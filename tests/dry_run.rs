@@ -80,7 +80,7 @@ fn rollout_config() -> RolloutConfig {
     RolloutConfig {
         max_parallel: Amount::Count(2),
         min_healthy_seconds: 20,
-        canary: Some(1),
+        canary: Some(ecs_daemons::rollout::Canary::automatic(1)),
         ..RolloutConfig::default()
     }
 }

@@ -198,7 +198,7 @@ async fn an_update_starts_new_copies_first_three_at_a_time() {
 async fn a_canary_batch_finishes_before_the_rest() {
     let (mut harness, revisions) = setup(8, 4096).await;
     let canary = RolloutConfig {
-        canary: Some(1),
+        canary: Some(ecs_daemons::rollout::Canary::automatic(1)),
         ..config(4)
     };
     let answer = harness

@@ -701,6 +701,18 @@ fn the_sample_invokes_in_events_parse_as_the_readme_shows_them() {
     for name in ["invoke-rollback.json", "invoke-rollback-to-revision.json"] {
         let _: RollbackRequest = parse_payload(read(name)).unwrap();
     }
+    for (name, verb) in [
+        ("invoke-pause.json", ecs_daemons::deploy::ControlVerb::Pause),
+        (
+            "invoke-promote.json",
+            ecs_daemons::deploy::ControlVerb::Promote,
+        ),
+    ] {
+        let payload = read(name);
+        assert!(ecs_daemons::deploy::is_rollout_control(&payload), "{name}");
+        let request: ecs_daemons::deploy::RolloutControlRequest = parse_payload(payload).unwrap();
+        assert_eq!(request.control, verb, "{name}");
+    }
     let undeploy = read("invoke-undeploy.json");
     assert!(ecs_daemons::deploy::is_undeploy(&undeploy));
     let _: ecs_daemons::deploy::UndeployRequest = parse_payload(undeploy).unwrap();
@@ -724,6 +736,8 @@ fn the_sample_invokes_in_events_parse_as_the_readme_shows_them() {
         "invoke-deploy-managed-instances.json",
         "invoke-rollback.json",
         "invoke-undeploy.json",
+        "invoke-pause.json",
+        "invoke-promote.json",
         "invoke-status.json",
         "invoke-coverage-check.json",
     ] {

@@ -95,7 +95,7 @@ pub struct InstancePlan {
 pub struct RolloutPlan {
     pub max_parallel: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub canary: Option<u32>,
+    pub canary: Option<crate::rollout::Canary>,
     pub min_healthy_seconds: u32,
     pub surge_fallback: SurgeFallback,
     pub failure_threshold: usize,

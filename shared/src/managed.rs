@@ -473,6 +473,7 @@ mod tests {
             finished_at: None,
             managed_instances: true,
             deployment_arn: Some("dep-2".into()),
+            control: Default::default(),
         };
         (record, rollout)
     }
@@ -552,7 +553,7 @@ mod tests {
     #[test]
     fn settings_ecs_cannot_honour_are_named() {
         let config = RolloutConfig {
-            canary: Some(1),
+            canary: Some(crate::rollout::Canary::automatic(1)),
             auto_rollback: false,
             ..RolloutConfig::default()
         };

@@ -86,8 +86,9 @@ pub struct RolloutConfig {
     pub max_parallel: Amount,
     /// How long a new copy must stay RUNNING (and HEALTHY where checked) before the old one stops.
     pub min_healthy_seconds: u32,
-    /// A first batch of this many instances must finish before the rest start.
-    pub canary: Option<u32>,
+    /// A first batch that must finish before the rest start (a count, or
+    /// `{"instances": n, "promote": "manual"}` to wait for a `promote` invoke after it).
+    pub canary: Option<Canary>,
     pub surge_fallback: SurgeFallback,
     /// Failed instances (starts refused, new copies dying before healthy) that trip the breaker.
     pub failure_threshold: Amount,
@@ -96,6 +97,62 @@ pub struct RolloutConfig {
     /// A new copy not RUNNING (and HEALTHY where checked) this long after its start was
     /// asked for counts as a failed instance: its place is freed, the breaker counts it.
     pub progress_deadline_seconds: u32,
+}
+
+/// Who lets a rollout go on once its canary batch is done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Promote {
+    /// The rollout goes on by itself.
+    #[default]
+    Automatic,
+    /// The rollout holds after the canary batch until a `promote` invoke.
+    Manual,
+}
+
+/// The canary batch of a rollout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Canary {
+    pub instances: u32,
+    pub promote: Promote,
+}
+
+impl Canary {
+    /// A canary batch the rollout goes on from by itself.
+    pub fn automatic(instances: u32) -> Self {
+        Self {
+            instances,
+            promote: Promote::Automatic,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Canary {
+    /// A bare count (the form before manual promotion existed, still accepted) or the object.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        struct Object {
+            instances: u32,
+            #[serde(default)]
+            promote: Promote,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Count(u32),
+            Object(Object),
+        }
+        match Raw::deserialize(deserializer) {
+            Ok(Raw::Count(instances)) => Ok(Self::automatic(instances)),
+            Ok(Raw::Object(Object { instances, promote })) => Ok(Self { instances, promote }),
+            Err(_) => Err(D::Error::custom(
+                "expected a count of instances like 1, or {\"instances\": 1, \"promote\": \"manual\"} \
+                 (promote: \"automatic\" or \"manual\")",
+            )),
+        }
+    }
 }
 
 /// [`RolloutConfig::progress_deadline_seconds`] unless set: ten minutes, as Kubernetes'
@@ -124,8 +181,8 @@ impl RolloutConfig {
                 self.min_healthy_seconds
             ));
         }
-        if self.canary == Some(0) {
-            return Err("`rollout.canary` must be at least 1 when set".into());
+        if self.canary.is_some_and(|canary| canary.instances == 0) {
+            return Err("`rollout.canary` must be at least 1 instance when set".into());
         }
         if !(30..=86_400).contains(&self.progress_deadline_seconds) {
             return Err(format!(
@@ -268,6 +325,52 @@ pub struct Rollout {
     /// On Managed Instances: ECS's deployment that carries this rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment_arn: Option<String>,
+    /// What operators did to it: pause, resume, promote.
+    #[serde(default, flatten)]
+    pub control: RolloutControl,
+}
+
+/// One operator's invoke on a rollout: who (as the invoke named them), which invoke, when, why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperatorMark {
+    /// The `by` the invoke gave (Lambda tells a function nothing of its caller's identity:
+    /// CloudTrail's Invoke record, found by `invocation`, does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// The Lambda request id of the invoke.
+    pub invocation: String,
+    pub at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The operator's hand on a rollout.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RolloutControl {
+    /// Set while paused: no new batch starts and no old copy is stopped until `resume`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<OperatorMark>,
+    /// The latest resume.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<OperatorMark>,
+    /// With `canary.promote: manual`: the `promote` that let the rollout go on past its canary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promoted: Option<OperatorMark>,
+}
+
+impl Rollout {
+    /// Whether the rollout waits for a `promote`: its manual canary batch is done (`counts`
+    /// as a reconcile tallies them) and nobody promoted it yet.
+    pub fn awaits_promote(&self, counts: &RolloutCounts) -> bool {
+        self.config.canary.is_some_and(|canary| {
+            canary.promote == Promote::Manual
+                && self.control.promoted.is_none()
+                && counts.done >= canary.instances.min(counts.total)
+                && counts.total > 0
+        })
+    }
 }
 
 impl Rollout {
@@ -304,6 +407,7 @@ impl Rollout {
             finished_at: None,
             managed_instances: false,
             deployment_arn: None,
+            control: RolloutControl::default(),
         }
     }
 
@@ -335,6 +439,36 @@ mod tests {
         for bad in ["0", "\"0%\"", "\"150%\"", "\"ten\"", "-1"] {
             assert!(serde_json::from_str::<Amount>(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_canary_is_a_count_or_an_object_with_its_promote() {
+        let count: RolloutConfig = serde_json::from_str(r#"{"canary": 2}"#).unwrap();
+        assert_eq!(count.canary, Some(Canary::automatic(2)));
+        let manual: RolloutConfig =
+            serde_json::from_str(r#"{"canary": {"instances": 1, "promote": "manual"}}"#).unwrap();
+        assert_eq!(
+            manual.canary,
+            Some(Canary {
+                instances: 1,
+                promote: Promote::Manual
+            })
+        );
+        let stored = serde_json::to_string(&manual).unwrap();
+        assert_eq!(
+            serde_json::from_str::<RolloutConfig>(&stored).unwrap(),
+            manual
+        );
+        for bad in [
+            r#"{"canary": {"instances": 1, "promote": "later"}}"#,
+            r#"{"canary": {"promote": "manual"}}"#,
+            r#"{"canary": "one"}"#,
+        ] {
+            let error = serde_json::from_str::<RolloutConfig>(bad).unwrap_err();
+            assert!(error.to_string().contains("promote"), "{bad}: {error}");
+        }
+        let zero: RolloutConfig = serde_json::from_str(r#"{"canary": 0}"#).unwrap();
+        assert!(zero.validate().is_err());
     }
 
     #[test]

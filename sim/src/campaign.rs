@@ -1114,7 +1114,9 @@ async fn run_rollout(seed: u64) -> Result<SeedReport, String> {
     let rollout = RolloutConfig {
         max_parallel: Amount::Count(max_parallel as u32),
         min_healthy_seconds: 10 + rng.below(30) as u32,
-        canary: rng.chance(0.3).then_some(1),
+        canary: rng
+            .chance(0.3)
+            .then_some(ecs_daemons::rollout::Canary::automatic(1)),
         surge_fallback: if rng.chance(0.5) {
             SurgeFallback::StopFirst
         } else {

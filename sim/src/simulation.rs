@@ -1171,6 +1171,19 @@ impl Harness {
         answer
     }
 
+    /// `rollback` in its rollout-control mode: pause, resume or promote.
+    pub async fn control_rollout(
+        &mut self,
+        request: ecs_daemons::deploy::RolloutControlRequest,
+    ) -> Result<ecs_daemons::deploy::RolloutControlAnswer, DeployError> {
+        let id = self.invocation_id("rollback");
+        let now = self.model.now();
+        let answer =
+            ecs_daemons::deploy::control_rollout(&self.manual_engine, request, now, &id).await;
+        self.finish();
+        answer
+    }
+
     /// One `status` invoke.
     pub async fn status(
         &mut self,

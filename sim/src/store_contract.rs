@@ -81,6 +81,16 @@ fn rollout(cluster: &str, daemon: &str, id: &str) -> Rollout {
         finished_at: None,
         managed_instances: false,
         deployment_arn: None,
+        // A paused rollout: the operator's mark must survive the round trip.
+        control: ecs_daemons::rollout::RolloutControl {
+            paused: Some(ecs_daemons::rollout::OperatorMark {
+                by: Some("alice@example.com".into()),
+                invocation: "req-1".into(),
+                at: at(3),
+                reason: Some("canary looks slow".into()),
+            }),
+            ..Default::default()
+        },
     }
 }
 

@@ -169,6 +169,26 @@ pub enum DeployError {
     DaemonBeingDeleted { daemon: String, daemon_arn: String },
     #[error("unknown daemon {daemon} in cluster {cluster}: deploy it first (status lists the declared ones)")]
     UnknownDaemon { cluster: String, daemon: String },
+    #[error("daemon {daemon} has no rollout in progress{latest}: there is nothing to {verb}; status lists its rollouts")]
+    NoRolloutInProgress {
+        daemon: String,
+        verb: &'static str,
+        latest: String,
+    },
+    #[error("rollout {rollout} of daemon {daemon} is not paused: there is nothing to resume")]
+    NotPaused { daemon: String, rollout: String },
+    #[error("rollout {rollout} of daemon {daemon} is not waiting for a promote: {why}")]
+    CanaryNotWaiting {
+        daemon: String,
+        rollout: String,
+        why: String,
+    },
+    #[error(
+        "daemon {daemon} runs on Managed Instances providers only, where ECS's own deployment carries its rollouts \
+         and the daemon API offers no {verb}: roll back with the rollback invoke, or let the deployment's circuit \
+         breaker stop it"
+    )]
+    ControlOnManagedInstances { daemon: String, verb: &'static str },
     #[error(
         "capacity provider {provider} has {feature} on, which counts only tasks of DAEMON-strategy services as daemons: \
          standalone copies would keep every instance busy for it (no scale-in, termination protection never lifted); \
@@ -212,7 +232,9 @@ pub enum DeployError {
     )]
     ServicesBusy { daemon: String, running: String },
     #[error(
-        "cluster {cluster} holds {active} services and daemon {daemon} needs {needed} more, beyond the quota of          {quota} services per cluster: request an increase of Amazon ECS's \"Services per cluster\" in Service Quotas          (then set the stack's ServicesPerClusterQuota parameter to it), or delete services the cluster no longer needs"
+        "cluster {cluster} holds {active} services and daemon {daemon} needs {needed} more, beyond the quota of \
+         {quota} services per cluster: request an increase of Amazon ECS's \"Services per cluster\" in Service Quotas \
+         (then set the stack's ServicesPerClusterQuota parameter to it), or delete services the cluster no longer needs"
     )]
     ServiceQuota {
         cluster: String,
@@ -526,4 +548,8 @@ pub use rollback::{rollback, RollbackAnswer, RollbackRequest};
 pub use services::PlacementChoice;
 pub use status::{status, DaemonStatus, RolloutView, SlotTrouble, StatusAnswer};
 pub use undeploy::{is_undeploy, undeploy, UndeployAnswer, UndeployRequest};
+mod control;
+pub use control::{
+    control_rollout, is_rollout_control, ControlVerb, RolloutControlAnswer, RolloutControlRequest,
+};
 use validate::*;

@@ -114,12 +114,22 @@ pub struct RolloutView {
     pub reason: Option<String>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Pause, resume and promote: who, which invoke, when, why.
+    #[serde(flatten)]
+    pub control: crate::rollout::RolloutControl,
+    /// In progress with `canary.promote: manual`, its canary batch done: a `promote` invoke
+    /// lets it go on.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub awaiting_promote: bool,
 }
 
 impl RolloutView {
     pub(super) fn of(rollout: Rollout, live: Option<&crate::rollout::RolloutCounts>) -> Self {
-        let counts = live.cloned().unwrap_or(rollout.counts);
+        let counts = live.cloned().unwrap_or_else(|| rollout.counts.clone());
         Self {
+            awaiting_promote: rollout.state == RolloutState::InProgress
+                && rollout.awaits_promote(&counts),
+            control: rollout.control,
             percent_done: counts.percent_done(),
             counts,
             id: rollout.id,

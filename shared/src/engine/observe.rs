@@ -84,6 +84,7 @@ pub(super) fn missing_rollouts(
                 finished_at: None,
                 managed_instances: false,
                 deployment_arn: None,
+                control: Default::default(),
             };
             Some(Versioned { record, version: 0 })
         })

@@ -40,6 +40,9 @@ pub(crate) struct StepInput<'t> {
     /// Why a copy the service started for this step's request stopped before the step knew
     /// it (a revision that fails to start: its task is PENDING, then STOPPED, in one look).
     pub requested_copy_stopped: Option<String>,
+    /// The rollout is paused: an instance holds where it is, no old copy is stopped (a new
+    /// copy that fails is still counted and stopped: the breaker keeps watching).
+    pub paused: bool,
 }
 
 /// One of the instance's two copies.
@@ -214,7 +217,7 @@ fn old_copy_alone(input: &StepInput<'_>, old: CopySeen<'_>, outcome: &mut StepOu
             }
         }
         Some(RolloutStep::GapStopping) => {
-            if !old.stopping {
+            if !old.stopping && !input.paused {
                 outcome.stop = Some((
                     Which::Old,
                     format!(
@@ -274,7 +277,12 @@ fn both_copies(
                 .step
                 .clone()
                 .unwrap_or_else(|| fresh_step(input, RolloutStep::Settling));
-            if now - since >= input.min_healthy {
+            if now - since >= input.min_healthy && input.paused {
+                // Held, both copies kept: `resume` lets the old one go.
+                settling.step = RolloutStep::Settling;
+                settling.since = since;
+                settling.new_task_arn = Some(new.arn.into());
+            } else if now - since >= input.min_healthy {
                 outcome.stop = Some((
                     Which::Old,
                     format!(
@@ -428,6 +436,7 @@ impl<'a, 'g> Planner<'a, 'g> {
                 .as_ref()
                 .is_some_and(|s| s.covers(instance.capacity_provider.as_deref())),
             requested_copy_stopped,
+            paused: rollout.record.control.paused.is_some(),
         };
         let decided = next_step(&input);
         let stopped_now =

@@ -20,16 +20,21 @@ fn merge_failures(record: &mut Rollout, failures: Vec<RolloutFailure>) {
     record.failures.drain(..excess);
 }
 
-/// How many more instances may start their surge now: maxParallel less those in flight,
-/// and, until the canary batch is done, only canaries (a failed one is replaced).
-fn surge_budget(config: &crate::rollout::RolloutConfig, counts: &RolloutCounts) -> usize {
+/// How many more instances may start their surge now: none while paused or waiting for a
+/// manual canary's promote; else maxParallel less those in flight, and, until the canary
+/// batch is done, only canaries (a failed one is replaced).
+fn surge_budget(record: &Rollout, counts: &RolloutCounts) -> usize {
+    if record.control.paused.is_some() || record.awaits_promote(counts) {
+        return 0;
+    }
+    let config = &record.config;
     let in_flight = (counts.surging + counts.settling + counts.lingering) as usize;
     let mut budget = config
         .max_parallel
         .of(counts.total as usize)
         .saturating_sub(in_flight);
     if let Some(canary) = config.canary {
-        let canary = (canary as usize).min(counts.total as usize);
+        let canary = (canary.instances as usize).min(counts.total as usize);
         if (counts.done as usize) < canary {
             budget = budget.min(canary.saturating_sub(counts.done as usize + in_flight));
         }
@@ -57,6 +62,7 @@ fn automatic_rollback(record: &Rollout, target: &str, good: &str, now: DateTime<
         finished_at: None,
         managed_instances: false,
         deployment_arn: None,
+        control: crate::rollout::RolloutControl::default(),
     }
 }
 
@@ -234,7 +240,7 @@ impl<'a, 'g> Planner<'a, 'g> {
     ) {
         let now = self.observation.now;
         let config = &rollout.record.config;
-        let budget = surge_budget(config, &counts);
+        let budget = surge_budget(&rollout.record, &counts);
         candidates.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
         self.plan.rollout_queues.insert(
             daemon.name.clone(),
@@ -307,7 +313,7 @@ impl<'a, 'g> Planner<'a, 'g> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout::{Amount, RolloutConfig};
+    use crate::rollout::{Amount, Canary, Promote, RolloutConfig};
 
     fn counts(total: u32, surging: u32, settling: u32, done: u32) -> RolloutCounts {
         RolloutCounts {
@@ -319,23 +325,41 @@ mod tests {
         }
     }
 
+    fn in_progress(config: RolloutConfig) -> Rollout {
+        Rollout {
+            state: RolloutState::InProgress,
+            config,
+            ..failed_update()
+        }
+    }
+
+    fn mark() -> crate::rollout::OperatorMark {
+        crate::rollout::OperatorMark {
+            by: Some("alice".into()),
+            invocation: "req-1".into(),
+            at: DateTime::<Utc>::UNIX_EPOCH,
+            reason: None,
+        }
+    }
+
     #[test]
     fn the_budget_is_max_parallel_less_in_flight_and_canaries_first() {
         let config = RolloutConfig {
             max_parallel: Amount::Count(4),
             ..RolloutConfig::default()
         };
-        assert_eq!(surge_budget(&config, &counts(20, 0, 0, 0)), 4);
-        assert_eq!(surge_budget(&config, &counts(20, 1, 2, 5)), 1);
+        let plain = in_progress(config.clone());
+        assert_eq!(surge_budget(&plain, &counts(20, 0, 0, 0)), 4);
+        assert_eq!(surge_budget(&plain, &counts(20, 1, 2, 5)), 1);
         assert_eq!(
-            surge_budget(&config, &counts(20, 3, 2, 5)),
+            surge_budget(&plain, &counts(20, 3, 2, 5)),
             0,
             "never below zero"
         );
-        let canary = RolloutConfig {
-            canary: Some(2),
+        let canary = in_progress(RolloutConfig {
+            canary: Some(Canary::automatic(2)),
             ..config
-        };
+        });
         assert_eq!(
             surge_budget(&canary, &counts(20, 0, 0, 0)),
             2,
@@ -357,6 +381,48 @@ mod tests {
             1,
             "a one-instance canary"
         );
+    }
+
+    #[test]
+    fn a_paused_rollout_and_an_unpromoted_manual_canary_start_nothing() {
+        let mut paused = in_progress(RolloutConfig {
+            max_parallel: Amount::Count(4),
+            ..RolloutConfig::default()
+        });
+        paused.control.paused = Some(mark());
+        assert_eq!(surge_budget(&paused, &counts(20, 0, 0, 5)), 0);
+        paused.control.paused = None;
+        paused.control.resumed = Some(mark());
+        assert_eq!(surge_budget(&paused, &counts(20, 0, 0, 5)), 4, "resumed");
+
+        let mut manual = in_progress(RolloutConfig {
+            max_parallel: Amount::Count(4),
+            canary: Some(Canary {
+                instances: 2,
+                promote: Promote::Manual,
+            }),
+            ..RolloutConfig::default()
+        });
+        assert_eq!(
+            surge_budget(&manual, &counts(20, 0, 0, 0)),
+            2,
+            "the canary batch starts by itself"
+        );
+        assert_eq!(surge_budget(&manual, &counts(20, 0, 1, 1)), 0);
+        assert!(!manual.awaits_promote(&counts(20, 0, 1, 1)));
+        assert!(manual.awaits_promote(&counts(20, 0, 0, 2)));
+        assert_eq!(
+            surge_budget(&manual, &counts(20, 0, 0, 2)),
+            0,
+            "waits for promote"
+        );
+        assert!(
+            manual.awaits_promote(&counts(1, 0, 0, 1)),
+            "a canary larger than the fleet waits once the fleet is done"
+        );
+        manual.control.promoted = Some(mark());
+        assert_eq!(surge_budget(&manual, &counts(20, 0, 0, 2)), 4, "promoted");
+        assert!(!manual.awaits_promote(&counts(20, 0, 0, 2)));
     }
 
     #[test]
@@ -406,6 +472,7 @@ mod tests {
             finished_at: None,
             managed_instances: false,
             deployment_arn: None,
+            control: crate::rollout::RolloutControl::default(),
         }
     }
 

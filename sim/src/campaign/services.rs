@@ -134,7 +134,9 @@ pub(super) async fn run_services(seed: u64) -> Result<SeedReport, String> {
     let rollout = RolloutConfig {
         max_parallel: Amount::Count(max_parallel as u32),
         min_healthy_seconds: 10 + rng.below(30) as u32,
-        canary: rng.chance(0.3).then_some(1),
+        canary: rng
+            .chance(0.3)
+            .then_some(ecs_daemons::rollout::Canary::automatic(1)),
         surge_fallback: SurgeFallback::Fail,
         failure_threshold: Amount::Count(2 + rng.below(3) as u32),
         auto_rollback: true,

@@ -48,7 +48,13 @@ fn input(
         claim_grace: Duration::seconds(CLAIM_GRACE_SECONDS),
         requested_from_service: false,
         requested_copy_stopped: None,
+        paused: false,
     }
+}
+
+fn paused(mut given: StepInput<'static>) -> StepInput<'static> {
+    given.paused = true;
+    given
 }
 
 use RolloutStep::*;
@@ -143,6 +149,34 @@ fn each_instance_step_follows_the_table() {
             next: Some(Done),
             stop: Some(Which::Old),
             keeper: Some(Which::New),
+            wake_at: None,
+            candidate: None,
+        },
+        Row {
+            name: "settled but the rollout is paused: both copies kept, still settling",
+            given: paused(input(
+                Some(step(Settling, 95, Some("new"))),
+                copy("old", true, 0),
+                copy("new", true, 95),
+                125,
+            )),
+            next: Some(Settling),
+            stop: None,
+            keeper: Some(Which::Old),
+            wake_at: None,
+            candidate: None,
+        },
+        Row {
+            name: "paused: a surged copy not up by the deadline still fails and is stopped",
+            given: paused(input(
+                Some(step(Surging, 90, Some("new"))),
+                copy("old", true, 0),
+                copy("new", false, 95),
+                690,
+            )),
+            next: Some(Failed),
+            stop: Some(Which::New),
+            keeper: Some(Which::Old),
             wake_at: None,
             candidate: None,
         },
@@ -249,6 +283,20 @@ fn each_instance_step_follows_the_table() {
             ),
             next: Some(GapStopping),
             stop: Some(Which::Old),
+            keeper: Some(Which::Old),
+            wake_at: None,
+            candidate: None,
+        },
+        Row {
+            name: "no room for two but paused: the old copy is not stopped",
+            given: paused(input(
+                Some(step(GapStopping, 100, None)),
+                copy("old", true, 0),
+                None,
+                101,
+            )),
+            next: Some(GapStopping),
+            stop: None,
             keeper: Some(Which::Old),
             wake_at: None,
             candidate: None,

@@ -1,4 +1,5 @@
-//! `rollback`. Input: `deploy::RollbackRequest` (`toRevision`, `dryRun`).
+//! `rollback`. Input: `deploy::RollbackRequest` (`toRevision`, `dryRun`), or
+//! `deploy::RolloutControlRequest` (`"control": "pause" | "resume" | "promote"`).
 
 use chrono::Utc;
 use serde_json::Value;
@@ -14,6 +15,22 @@ pub async fn rollback<E: crate::ecs::Ecs, S: crate::store::Store>(
     payload: Value,
     request_id: String,
 ) -> Result<Value, FunctionError> {
+    if crate::deploy::is_rollout_control(&payload) {
+        let request: crate::deploy::RolloutControlRequest = parse_payload(payload)?;
+        let answer =
+            crate::deploy::control_rollout(engine, request, Utc::now(), &request_id).await?;
+        tracing::info!(
+            function = "rollback",
+            daemon = %answer.daemon,
+            rollout = %answer.rollout.id,
+            recorded = answer.recorded,
+            "rollout control"
+        );
+        if let Some(outcome) = &answer.reconcile {
+            log_outcome("rollback", outcome);
+        }
+        return Ok(serde_json::to_value(answer)?);
+    }
     let request: crate::deploy::RollbackRequest = parse_payload(payload)?;
     if request.dry_run {
         let answer = crate::deploy::rollback_dry_run(engine, request, Utc::now()).await?;

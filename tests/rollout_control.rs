@@ -1,0 +1,455 @@
+//! The operator's hand on a rollout, on the cluster model: a paused rollout holds its place
+//! (no new batch, no old copy stopped) until resumed, on standalone tasks and on DAEMON
+//! services; a manual canary waits for `promote`; a deploy supersedes a paused rollout; and
+//! every control that cannot apply is refused with what to do, changing nothing.
+
+use chrono::Duration;
+use ecs_daemons::deploy::{
+    parse_payload, ControlVerb, DeployError, DeployRequest, RolloutControlRequest, StatusRequest,
+};
+use ecs_daemons::model::{CapacityProviderKind, InstanceStatus, TaskStatus};
+use ecs_daemons::rollout::{Amount, Canary, Promote, Rollout, RolloutConfig, RolloutState};
+use ecs_daemons::store::{ItemKey, Store, Versioned};
+use ecs_daemons_sim::cluster_model::{
+    DaemonDefinitionModel, ManagedScaling, ModelConfig, TaskDefinitionModel,
+};
+use ecs_daemons_sim::simulation::Harness;
+
+const CLUSTER: &str = "prod";
+const AGENT: &str = "agent";
+
+#[derive(Clone, Copy, Debug)]
+enum Placement {
+    Tasks,
+    Services,
+}
+
+impl Placement {
+    fn provider(self) -> &'static str {
+        match self {
+            Self::Tasks => "general",
+            Self::Services => "scaled",
+        }
+    }
+}
+
+fn deploy_request(placement: Placement, revision: &str, config: RolloutConfig) -> DeployRequest {
+    DeployRequest {
+        rollout: Some(config),
+        ..DeployRequest::new(CLUSTER, AGENT, revision, &[placement.provider()], 0)
+    }
+}
+
+fn two_at_a_time() -> RolloutConfig {
+    RolloutConfig {
+        max_parallel: Amount::Count(2),
+        min_healthy_seconds: 30,
+        ..RolloutConfig::default()
+    }
+}
+
+fn control(verb: ControlVerb) -> RolloutControlRequest {
+    RolloutControlRequest {
+        cluster: CLUSTER.into(),
+        daemon: AGENT.into(),
+        control: verb,
+        by: Some("alice@example.com".into()),
+        reason: Some("p99 latency up on the canary".into()),
+    }
+}
+
+/// Six instances of the placement's provider on the agent's first revision; all revisions.
+async fn settled(placement: Placement) -> (Harness, Vec<String>) {
+    let mut harness = Harness::new(CLUSTER, &[placement.provider()], ModelConfig::default());
+    if let Placement::Services = placement {
+        harness.model.enable_managed_scaling(
+            CLUSTER,
+            placement.provider(),
+            // At least six: no scale-in takes instances away mid-test.
+            ManagedScaling::new(6, 10, 4096, 8192),
+        );
+    }
+    for _ in 0..6 {
+        harness
+            .model
+            .add_instance(CLUSTER, placement.provider(), 4096, 8192);
+    }
+    let revisions: Vec<String> = (0..3)
+        .map(|_| {
+            harness
+                .model
+                .register_task_definition(TaskDefinitionModel::new(AGENT, 256, 256))
+        })
+        .collect();
+    harness
+        .deploy(deploy_request(placement, &revisions[0], two_at_a_time()))
+        .await
+        .unwrap();
+    harness.run_scheduled(Duration::minutes(3), 60).await;
+    assert_eq!(on_revision(&harness, &revisions[0]), 6, "settled first");
+    (harness, revisions)
+}
+
+/// Live copies of the agent (standalone or from its DAEMON services), per revision.
+fn live_revisions(harness: &Harness) -> Vec<String> {
+    let standalone = format!("daemon:{AGENT}");
+    let services = format!("service:ecs-daemons-{AGENT}-");
+    let active: Vec<String> = harness
+        .model
+        .instances(CLUSTER)
+        .iter()
+        .filter(|i| i.status == InstanceStatus::Active)
+        .map(|i| i.id().to_string())
+        .collect();
+    harness
+        .model
+        .tasks(CLUSTER)
+        .iter()
+        .filter(|t| t.group == standalone || t.group.starts_with(&services))
+        .filter(|t| !t.last_status.is_terminal() && t.desired_status == TaskStatus::Running)
+        .filter(|t| active.contains(&t.instance_id))
+        .map(|t| t.definition.clone())
+        .collect()
+}
+
+fn on_revision(harness: &Harness, revision: &str) -> usize {
+    live_revisions(harness)
+        .iter()
+        .filter(|r| *r == revision)
+        .count()
+}
+
+async fn rollout_of(harness: &Harness, id: &str) -> Rollout {
+    let stored: Versioned<Rollout> = harness
+        .store
+        .get(&ItemKey::rollout(CLUSTER, AGENT, id))
+        .await
+        .unwrap()
+        .unwrap();
+    stored.record
+}
+
+async fn agent_status(harness: &mut Harness) -> ecs_daemons::deploy::DaemonStatus {
+    harness
+        .status(StatusRequest {
+            cluster: CLUSTER.into(),
+            daemon: Some(AGENT.into()),
+        })
+        .await
+        .unwrap()
+        .daemons
+        .remove(0)
+}
+
+/// Every second for `seconds`: the old revision's copies never fewer than `old_floor` and
+/// the new one's never more than `new_ceiling` (a paused rollout holds its place).
+async fn run_holding(
+    harness: &mut Harness,
+    seconds: i64,
+    old: &str,
+    old_floor: usize,
+    new: &str,
+    new_ceiling: usize,
+) {
+    for second in 1..=seconds {
+        harness.model.advance(Duration::seconds(1));
+        harness.deliver_events().await;
+        if harness.model.now().timestamp() % 60 == 0 {
+            harness.scheduled_check().await;
+        } else {
+            harness.wake_if_due().await;
+        }
+        assert!(
+            on_revision(harness, old) >= old_floor,
+            "an old copy stopped while paused, at second {second}: {:?}",
+            live_revisions(harness)
+        );
+        assert!(
+            on_revision(harness, new) <= new_ceiling,
+            "a new batch started while paused, at second {second}: {:?}",
+            live_revisions(harness)
+        );
+    }
+}
+
+async fn pause_holds_until_resume(placement: Placement) {
+    let (mut harness, revisions) = settled(placement).await;
+    let answer = harness
+        .deploy(deploy_request(placement, &revisions[1], two_at_a_time()))
+        .await
+        .unwrap();
+    let rollout_id = answer.rollout.as_ref().unwrap().id.clone();
+    // The first batch (two instances) is asked for; pause before any of it settles.
+    harness
+        .run_for(Duration::seconds(5), Duration::seconds(1))
+        .await;
+    let paused = harness
+        .control_rollout(control(ControlVerb::Pause))
+        .await
+        .unwrap();
+    assert_eq!(paused.recorded, "paused");
+    assert!(paused.reconcile.is_none());
+    let again = harness
+        .control_rollout(control(ControlVerb::Pause))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.recorded, "already paused",
+        "a retried pause writes nothing"
+    );
+
+    // Ten minutes paused: the two surged copies come up beside the old ones, and stay there.
+    run_holding(&mut harness, 600, &revisions[0], 6, &revisions[1], 2).await;
+    assert_eq!(
+        on_revision(&harness, &revisions[1]),
+        2,
+        "the batch asked for before the pause still starts ({placement:?})"
+    );
+    let status = agent_status(&mut harness).await;
+    let rollout = status.rollout.unwrap();
+    assert_eq!(rollout.state, RolloutState::InProgress);
+    let mark = rollout.control.paused.expect("status shows the pause");
+    assert_eq!(mark.by.as_deref(), Some("alice@example.com"));
+    assert_eq!(mark.reason.as_deref(), Some("p99 latency up on the canary"));
+    assert!(!mark.invocation.is_empty());
+
+    let resumed = harness
+        .control_rollout(control(ControlVerb::Resume))
+        .await
+        .unwrap();
+    assert_eq!(resumed.recorded, "resumed");
+    assert!(resumed.reconcile.is_some(), "the next step runs at once");
+    harness.run_scheduled(Duration::minutes(15), 60).await;
+    assert_eq!(
+        on_revision(&harness, &revisions[1]),
+        6,
+        "resumed to the end ({placement:?}): {:?}",
+        live_revisions(&harness)
+    );
+    let record = rollout_of(&harness, &rollout_id).await;
+    assert_eq!(record.state, RolloutState::Succeeded);
+    assert!(record.control.paused.is_none());
+    assert!(record.control.resumed.is_some(), "the resume is kept");
+}
+
+#[tokio::test]
+async fn a_paused_rollout_of_tasks_holds_its_place_until_resumed() {
+    pause_holds_until_resume(Placement::Tasks).await;
+}
+
+#[tokio::test]
+async fn a_paused_rollout_on_daemon_services_holds_its_place_until_resumed() {
+    pause_holds_until_resume(Placement::Services).await;
+}
+
+async fn manual_canary_waits_for_promote(placement: Placement) {
+    let (mut harness, revisions) = settled(placement).await;
+    let manual = RolloutConfig {
+        canary: Some(Canary {
+            instances: 1,
+            promote: Promote::Manual,
+        }),
+        ..two_at_a_time()
+    };
+    harness
+        .deploy(deploy_request(placement, &revisions[1], manual))
+        .await
+        .unwrap();
+    let early = harness
+        .control_rollout(control(ControlVerb::Promote))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(early, DeployError::CanaryNotWaiting { .. })
+            && early.to_string().contains("not done yet"),
+        "{early}"
+    );
+    run_holding(&mut harness, 600, &revisions[0], 5, &revisions[1], 1).await;
+    assert_eq!(
+        on_revision(&harness, &revisions[1]),
+        1,
+        "the canary is done"
+    );
+    let status = agent_status(&mut harness).await;
+    let rollout = status.rollout.unwrap();
+    assert!(
+        rollout.awaiting_promote,
+        "status says it waits: {rollout:?}"
+    );
+    assert_eq!(rollout.counts.done, 1);
+
+    let promoted = harness
+        .control_rollout(control(ControlVerb::Promote))
+        .await
+        .unwrap();
+    assert_eq!(promoted.recorded, "promoted");
+    harness.run_scheduled(Duration::minutes(15), 60).await;
+    assert_eq!(on_revision(&harness, &revisions[1]), 6, "{placement:?}");
+    let status = agent_status(&mut harness).await;
+    let rollout = status.rollout.unwrap();
+    assert_eq!(rollout.state, RolloutState::Succeeded);
+    assert_eq!(
+        rollout.control.promoted.and_then(|m| m.by).as_deref(),
+        Some("alice@example.com")
+    );
+}
+
+#[tokio::test]
+async fn a_manual_canary_of_tasks_waits_for_promote() {
+    manual_canary_waits_for_promote(Placement::Tasks).await;
+}
+
+#[tokio::test]
+async fn a_manual_canary_on_daemon_services_waits_for_promote() {
+    manual_canary_waits_for_promote(Placement::Services).await;
+}
+
+#[tokio::test]
+async fn a_deploy_supersedes_a_paused_rollout() {
+    let (mut harness, revisions) = settled(Placement::Tasks).await;
+    let first = harness
+        .deploy(deploy_request(
+            Placement::Tasks,
+            &revisions[1],
+            two_at_a_time(),
+        ))
+        .await
+        .unwrap()
+        .rollout
+        .unwrap();
+    harness
+        .run_for(Duration::seconds(5), Duration::seconds(1))
+        .await;
+    harness
+        .control_rollout(control(ControlVerb::Pause))
+        .await
+        .unwrap();
+    harness.run_scheduled(Duration::minutes(2), 60).await;
+    harness
+        .deploy(deploy_request(
+            Placement::Tasks,
+            &revisions[2],
+            two_at_a_time(),
+        ))
+        .await
+        .unwrap();
+    harness.run_scheduled(Duration::minutes(15), 60).await;
+    assert_eq!(on_revision(&harness, &revisions[2]), 6);
+    let superseded = rollout_of(&harness, &first.id).await;
+    assert_eq!(superseded.state, RolloutState::Superseded);
+    assert!(
+        superseded.control.paused.is_some(),
+        "its history keeps the pause"
+    );
+}
+
+#[tokio::test]
+async fn controls_that_cannot_apply_are_refused_and_change_nothing() {
+    let (mut harness, revisions) = settled(Placement::Tasks).await;
+    let refused = |error: DeployError, kind: &str, words: &str| {
+        assert!(
+            format!("{error:?}").starts_with(kind) && error.to_string().contains(words),
+            "{error:?}: {error}"
+        );
+    };
+    let unknown = RolloutControlRequest {
+        daemon: "nope".into(),
+        ..control(ControlVerb::Pause)
+    };
+    refused(
+        harness.control_rollout(unknown).await.unwrap_err(),
+        "UnknownDaemon",
+        "deploy it first",
+    );
+    refused(
+        harness
+            .control_rollout(control(ControlVerb::Pause))
+            .await
+            .unwrap_err(),
+        "NoRolloutInProgress",
+        "nothing to pause",
+    );
+    let rollout = harness
+        .deploy(deploy_request(
+            Placement::Tasks,
+            &revisions[1],
+            two_at_a_time(),
+        ))
+        .await
+        .unwrap()
+        .rollout
+        .unwrap();
+    let before = rollout_of(&harness, &rollout.id).await;
+    refused(
+        harness
+            .control_rollout(control(ControlVerb::Resume))
+            .await
+            .unwrap_err(),
+        "NotPaused",
+        "nothing to resume",
+    );
+    refused(
+        harness
+            .control_rollout(control(ControlVerb::Promote))
+            .await
+            .unwrap_err(),
+        "CanaryNotWaiting",
+        "no manual canary",
+    );
+    let long_name = RolloutControlRequest {
+        by: Some("x".repeat(300)),
+        ..control(ControlVerb::Pause)
+    };
+    refused(
+        harness.control_rollout(long_name).await.unwrap_err(),
+        "InvalidRequest",
+        "`by`",
+    );
+    assert_eq!(
+        rollout_of(&harness, &rollout.id).await,
+        before,
+        "nothing written"
+    );
+    let unknown_verb = parse_payload::<RolloutControlRequest>(serde_json::json!({
+        "cluster": CLUSTER, "daemon": AGENT, "control": "stop"
+    }))
+    .unwrap_err();
+    refused(unknown_verb, "InvalidRequest", "`control`");
+    let bad_canary = parse_payload::<DeployRequest>(serde_json::json!({
+        "cluster": CLUSTER, "daemon": AGENT, "taskDefinition": revisions[1],
+        "capacityProviders": ["general"], "rollout": {"canary": {"instances": 1, "promote": "later"}}
+    }))
+    .unwrap_err();
+    refused(bad_canary, "InvalidRequest", "promote");
+}
+
+#[tokio::test]
+async fn a_daemon_on_managed_instances_only_cannot_be_paused() {
+    let mut harness = Harness::new(CLUSTER, &["mi-general"], ModelConfig::default());
+    harness
+        .model
+        .set_capacity_provider_kind("mi-general", CapacityProviderKind::managed_instances());
+    harness
+        .model
+        .launch_managed_instances(CLUSTER, "mi-general", 2);
+    let definition = harness
+        .model
+        .register_daemon_task_definition(DaemonDefinitionModel::new("agent-daemon", 256, 256));
+    harness
+        .deploy(DeployRequest {
+            task_definition: None,
+            daemon_task_definition: Some(definition),
+            ..DeployRequest::new(CLUSTER, AGENT, "unused:1", &["mi-general"], 0)
+        })
+        .await
+        .unwrap();
+    let error = harness
+        .control_rollout(control(ControlVerb::Pause))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, DeployError::ControlOnManagedInstances { .. })
+            && error.to_string().contains("roll back"),
+        "{error}"
+    );
+}
