@@ -26,6 +26,7 @@ use ecs_daemons::slot::Slot;
 use ecs_daemons::spec::RestartPolicy;
 use ecs_daemons::store::{Store, Versioned};
 
+mod control;
 mod managed;
 mod services;
 
@@ -122,6 +123,10 @@ pub struct FaultCounts {
     pub terminations_held: u64,
     /// Not a fault: daemons undeployed mid-faults.
     pub undeploys: u64,
+    /// Not a fault: rollouts paused by an operator (and resumed later).
+    pub pauses: u64,
+    /// Not a fault: manual canaries promoted.
+    pub promotes: u64,
 }
 
 impl FaultCounts {
@@ -141,7 +146,7 @@ impl FaultCounts {
 
     /// What the scenarios did besides faults.
     /// Each with what it must have led to.
-    pub fn activity(&self) -> [(&'static str, u64, &'static str); 2] {
+    pub fn activity(&self) -> [(&'static str, u64, &'static str); 4] {
         [
             (
                 "terminations held",
@@ -152,6 +157,16 @@ impl FaultCounts {
                 "daemons undeployed",
                 self.undeploys,
                 "every copy stopped, none started again",
+            ),
+            (
+                "rollouts paused",
+                self.pauses,
+                "no old copy stopped and no batch started until resumed",
+            ),
+            (
+                "manual canaries promoted",
+                self.promotes,
+                "the rollout waited after its canary batch for the promote",
             ),
         ]
     }
@@ -168,6 +183,8 @@ impl FaultCounts {
         self.crash_loops += other.crash_loops;
         self.terminations_held += other.terminations_held;
         self.undeploys += other.undeploys;
+        self.pauses += other.pauses;
+        self.promotes += other.promotes;
     }
 
     /// Adds what the harness counted itself (events, calls, crashes, races).
@@ -1111,7 +1128,7 @@ async fn run_rollout(seed: u64) -> Result<SeedReport, String> {
         harness.model.add_instance(CLUSTER, "general", cpu, 4096);
     }
     let max_parallel = 1 + rng.below(4) as usize;
-    let rollout = RolloutConfig {
+    let mut rollout = RolloutConfig {
         max_parallel: Amount::Count(max_parallel as u32),
         min_healthy_seconds: 10 + rng.below(30) as u32,
         canary: rng
@@ -1126,6 +1143,7 @@ async fn run_rollout(seed: u64) -> Result<SeedReport, String> {
         auto_rollback: true,
         progress_deadline_seconds,
     };
+    let mut operator = control::Operator::new(seed, &mut rollout.canary);
     let request = |task_definition: &str| DeployRequest {
         restart: Some(campaign_restart_policy()),
         rollout: Some(rollout.clone()),
@@ -1196,6 +1214,9 @@ async fn run_rollout(seed: u64) -> Result<SeedReport, String> {
                 }
             }
         }
+        operator
+            .step(&mut harness, start, &mut report.faults)
+            .await?;
         let delivered = harness.deliver_events().await;
         trace(&delivered);
         let check_due = schedule.due(now);
@@ -1236,6 +1257,12 @@ async fn run_rollout(seed: u64) -> Result<SeedReport, String> {
             ));
         }
         hook_kept(&harness, now)?;
+        if let Err(held) = operator.check_paused(&harness).await {
+            if verbose() {
+                dump(&harness, &daemons).await;
+            }
+            return Err(held);
+        }
         // Invariant: no instance waits for a new copy past the rollout's progress deadline
         // (beyond the reconcile cadence the faults allow).
         let slack = if faults_on { tolerance * 2 } else { tolerance };

@@ -1123,6 +1123,8 @@ pub struct TaskView {
     pub health: HealthStatus,
     pub created_at: DateTime<Utc>,
     pub stopped_at: Option<DateTime<Utc>>,
+    /// Why it was told to stop (StopTask's reason, or ECS's own).
+    pub stopped_reason: Option<String>,
 }
 
 impl ClusterModel {
@@ -1425,6 +1427,7 @@ impl ClusterModel {
                 health: t.health.clone(),
                 created_at: t.created_at,
                 stopped_at: t.stopped_at,
+                stopped_reason: t.stopped_reason.clone(),
             })
             .collect()
     }
