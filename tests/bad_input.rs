@@ -813,6 +813,33 @@ fn cases() -> Vec<Case> {
             json!({"cluster": CLUSTER, "daemon": DAEMON}),
             Refused("AlreadyOnRevision", &[DAEMON, "nothing to roll back to"]),
         ),
+        // critical daemons
+        case(
+            "maxCriticalDrains without critical",
+            "deploy",
+            with(deploy_payload(), "/maxCriticalDrains", json!(2)),
+            Refused("InvalidRequest", &["maxCriticalDrains", "critical: true"]),
+        ),
+        case(
+            "maxCriticalDrains of zero",
+            "deploy",
+            with(
+                with(deploy_payload(), "/critical", json!(true)),
+                "/maxCriticalDrains",
+                json!("0%"),
+            ),
+            Refused("InvalidRequest", &["maxCriticalDrains", "1–100"]),
+        ),
+        case(
+            "maxCriticalDrains on Managed Instances",
+            "deploy",
+            with(
+                with(managed_payload("agent-daemon:1"), "/critical", json!(true)),
+                "/maxCriticalDrains",
+                json!(1),
+            ),
+            Refused("InvalidRequest", &["maxCriticalDrains", "Managed"]),
+        ),
         // rollout control (a mode of rollback)
         case(
             "pause of an unknown daemon",

@@ -627,6 +627,7 @@ fn plan_figure() -> Figure {
             last_good: Some(format!("d{d}:1")),
             services: None,
             instance_filter: None,
+            critical_drains: None,
         })
         .collect();
     let mut instances = Vec::new();
@@ -696,6 +697,7 @@ fn plan_figure() -> Figure {
                     retry_after: None,
                     rollout: None,
                     stopped_early: None,
+                    critical_drain_at: None,
                     updated_at: now - Duration::hours(1),
                 },
                 version: 4,

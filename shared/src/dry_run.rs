@@ -181,6 +181,16 @@ fn step(action: &Action) -> PlannedStep {
                 None => task_definition.clone(),
             },
         ),
+        Action::DrainForCritical {
+            instance_arn,
+            daemon,
+            reason,
+            ..
+        } => (
+            "drainForCritical",
+            Some(resource_id(instance_arn).to_string()),
+            format!("{daemon}: {reason}"),
+        ),
         Action::WithdrawRequest {
             instance_arn,
             daemon,

@@ -54,5 +54,9 @@ pub struct Slot {
     /// still ran there: what `status` reports.
     #[serde(default)]
     pub stopped_early: Option<String>,
+    /// When ecs-daemons set the instance DRAINING because this critical daemon crash-loops
+    /// there: never again for the same crash loop (an operator who set it ACTIVE decided).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical_drain_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
 }

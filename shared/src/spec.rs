@@ -56,6 +56,10 @@ pub struct DaemonSpec {
     /// Which instances of its providers the daemon targets, as written (validated at deploy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_filter: Option<String>,
+    /// A critical daemon (`critical: true` on EC2 providers): an instance where it
+    /// crash-loops is set DRAINING, at most this many (or this share) of its instances at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical_drains: Option<crate::rollout::Amount>,
     /// When the daemon was undeployed: kept with its rollout history for `status`, no
     /// longer planned; the full reconcile stops what is left of it. A deploy starts it afresh.
     #[serde(default, skip_serializing_if = "Option::is_none")]

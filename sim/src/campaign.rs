@@ -60,6 +60,8 @@ impl Schedule {
 const FAULT_PHASE: i64 = 600;
 /// Salt of the random stream that decides a seed's undeploy.
 const UNDEPLOY_SALT: u64 = 0x756e_6465_706c_6f79;
+/// Salt of the random stream that makes a churn seed's agent critical.
+const CRITICAL_SALT: u64 = 0x6372_6974_6963_616c;
 /// Salt of the random stream that decides a seed's progress deadline and bad revision.
 const DEADLINE_SALT: u64 = 0x6465_6164_6c69_6e65;
 /// CPU units and MiB of each simulated daemon.
@@ -127,6 +129,8 @@ pub struct FaultCounts {
     pub pauses: u64,
     /// Not a fault: manual canaries promoted.
     pub promotes: u64,
+    /// Not a fault: instances drained because a critical daemon crash-looped there.
+    pub critical_drains: u64,
 }
 
 impl FaultCounts {
@@ -146,7 +150,7 @@ impl FaultCounts {
 
     /// What the scenarios did besides faults.
     /// Each with what it must have led to.
-    pub fn activity(&self) -> [(&'static str, u64, &'static str); 4] {
+    pub fn activity(&self) -> [(&'static str, u64, &'static str); 5] {
         [
             (
                 "terminations held",
@@ -168,6 +172,11 @@ impl FaultCounts {
                 self.promotes,
                 "the rollout waited after its canary batch for the promote",
             ),
+            (
+                "critical drains",
+                self.critical_drains,
+                "only where the critical daemon crash-looped, never past maxCriticalDrains",
+            ),
         ]
     }
 
@@ -185,6 +194,7 @@ impl FaultCounts {
         self.undeploys += other.undeploys;
         self.pauses += other.pauses;
         self.promotes += other.promotes;
+        self.critical_drains += other.critical_drains;
     }
 
     /// Adds what the harness counted itself (events, calls, crashes, races).
@@ -619,6 +629,12 @@ async fn run_churn(seed: u64) -> Result<SeedReport, String> {
     }];
     // Drawn apart, so the rest of the seed's world is what it was before undeploys came in.
     let mut undeploy_rng = Rng::new(seed ^ UNDEPLOY_SALT);
+    // Some seeds' agent is critical, and crash-loops after 3 failures: its crash loop drains
+    // the instance, within maxCriticalDrains (1 or 2).
+    let mut critical_rng = Rng::new(seed ^ CRITICAL_SALT);
+    let critical = critical_rng
+        .chance(0.3)
+        .then(|| 1 + critical_rng.below(2) as u32);
     if rng.chance(0.5) {
         daemons.push(DaemonDecl {
             name: "logs",
@@ -632,7 +648,7 @@ async fn run_churn(seed: u64) -> Result<SeedReport, String> {
         } else {
             &logs
         };
-        let request = DeployRequest {
+        let mut request = DeployRequest {
             restart: Some(campaign_restart_policy()),
             ..DeployRequest::new(
                 CLUSTER,
@@ -642,6 +658,14 @@ async fn run_churn(seed: u64) -> Result<SeedReport, String> {
                 order as i32 * 10,
             )
         };
+        if let (Some(max), "agent") = (critical, daemon.name) {
+            request.critical = Some(true);
+            request.max_critical_drains = Some(Amount::Count(max));
+            request.restart = Some(RestartPolicy {
+                max_consecutive_failures: 3,
+                ..campaign_restart_policy()
+            });
+        }
         harness
             .deploy(request)
             .await
@@ -668,6 +692,7 @@ async fn run_churn(seed: u64) -> Result<SeedReport, String> {
     let undeploy_at = (daemons.len() > 1 && undeploy_rng.chance(0.4))
         .then(|| start + Duration::seconds(1 + undeploy_rng.below(FAULT_PHASE as u64) as i64));
     let mut undeployed: Vec<&'static str> = Vec::new();
+    let mut critical_drained: BTreeSet<String> = BTreeSet::new();
 
     while harness.model.now() < end {
         harness.model.advance(Duration::seconds(1));
@@ -764,6 +789,9 @@ async fn run_churn(seed: u64) -> Result<SeedReport, String> {
         }
 
         hook_kept(&harness, now)?;
+        if let Some(max) = critical {
+            critical_drains_within(&harness, max, now, &mut critical_drained).await?;
+        }
         // Invariant: no daemon stop while an application still runs on its draining instance.
         // (An undeployed daemon's copies are stopped at once, drain-last aside: not counted.)
         let early = not_undeployed(harness.model.early_drain_stops(), &undeployed);
@@ -818,8 +846,48 @@ async fn run_churn(seed: u64) -> Result<SeedReport, String> {
     }
     hooks_settled(&harness)?;
     report.faults.collect(&harness);
+    report.faults.critical_drains = critical_drained.len() as u64;
     report.convergence_seconds = converged_at.map_or(0, |at| (at - fault_end).num_seconds());
     Ok(report)
+}
+
+/// A critical agent's drains: never more than `max` of the instances it drained still
+/// DRAINING at once, and each where it crash-looped (`drained` gathers them).
+async fn critical_drains_within(
+    harness: &Harness,
+    max: u32,
+    now: DateTime<Utc>,
+    drained: &mut BTreeSet<String>,
+) -> Result<(), String> {
+    let slots: Vec<Versioned<Slot>> = harness
+        .store
+        .query(CLUSTER, "agent")
+        .await
+        .map_err(|e| e.to_string())?;
+    let draining: BTreeSet<String> = harness
+        .model
+        .instances(CLUSTER)
+        .iter()
+        .filter(|i| i.status == InstanceStatus::Draining)
+        .map(|i| i.id().to_string())
+        .collect();
+    let mut now_draining = 0;
+    for slot in slots.iter().filter(|s| s.record.critical_drain_at.is_some()) {
+        if slot.record.state != ecs_daemons::slot::SlotState::CrashLooping {
+            return Err(format!(
+                "at {now}: {} was drained for the agent, whose slot is {:?}, not crash-looping",
+                slot.record.instance_id, slot.record.state
+            ));
+        }
+        drained.insert(slot.record.instance_id.clone());
+        now_draining += usize::from(draining.contains(&slot.record.instance_id));
+    }
+    if now_draining > max as usize {
+        return Err(format!(
+            "at {now}: {now_draining} instances drained for the critical agent, maxCriticalDrains {max}"
+        ));
+    }
+    Ok(())
 }
 
 /// Restarts back off quickly and are not given up on: crash loops end, and must heal.

@@ -38,6 +38,7 @@ pub fn spec(cluster: &str, daemon: &str, task_definition: &str) -> DaemonSpec {
         services: None,
         instance_filter: None,
         retired_at: None,
+        critical_drains: None,
         revision_health_checks: Default::default(),
         health_check_grace_seconds: None,
         updated_at: at(0),
@@ -59,6 +60,7 @@ pub fn slot(cluster: &str, daemon: &str, instance: &str, claimed_by: &str) -> Sl
         retry_after: None,
         rollout: None,
         stopped_early: None,
+        critical_drain_at: None,
         updated_at: at(1),
     }
 }

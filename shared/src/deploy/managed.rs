@@ -451,6 +451,7 @@ pub(super) async fn prepare_rollback<E: Ecs, S: Store>(
         task_definition: None,
         daemon_task_definition: Some(target.clone()),
         critical: Some(record.critical),
+        max_critical_drains: None,
         capacity_providers: record.capacity_providers.clone(),
         start_order: 0,
         restart: None,

@@ -159,6 +159,7 @@ pub(super) async fn add_managed<E: Ecs, S: Store>(
                     services: None,
                     undeployed_at: None,
                     instance_filter: None,
+                    max_critical_drains: None,
                 });
             }
         }

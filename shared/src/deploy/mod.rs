@@ -35,10 +35,16 @@ pub struct DeployRequest {
     /// capacity providers. Required when the daemon targets one.
     #[serde(default)]
     pub daemon_task_definition: Option<String>,
-    /// On Managed Instances: whether a failed copy drains and replaces its instance (ECS's
-    /// `critical`, default true).
+    /// Whether the daemon is critical. On Managed Instances ECS's own `critical` (default
+    /// true): a failed copy drains and replaces its instance. On EC2 providers opt-in
+    /// (default false): an instance where it crash-loops is set DRAINING, at most
+    /// `maxCriticalDrains` at once.
     #[serde(default)]
     pub critical: Option<bool>,
+    /// On EC2 providers, for a critical daemon: how many of its instances (a count, or a
+    /// share like "10%") may be draining at once, whoever drained them (default 1).
+    #[serde(default)]
+    pub max_critical_drains: Option<crate::rollout::Amount>,
     pub capacity_providers: Vec<String>,
     #[serde(default)]
     pub start_order: i32,
@@ -378,6 +384,7 @@ impl DeployRequest {
             task_definition: Some(task_definition.into()),
             daemon_task_definition: None,
             critical: None,
+            max_critical_drains: None,
             capacity_providers: capacity_providers.iter().map(|p| p.to_string()).collect(),
             start_order,
             restart: None,
@@ -387,6 +394,14 @@ impl DeployRequest {
             instance_filter: None,
             dry_run: false,
         }
+    }
+
+    /// On EC2 providers: the drain limit of a critical daemon (none: not critical).
+    pub fn critical_drains(&self) -> Option<crate::rollout::Amount> {
+        (self.critical == Some(true)).then(|| {
+            self.max_critical_drains
+                .unwrap_or(crate::rollout::Amount::Count(1))
+        })
     }
 
     /// Checks that need no AWS call; answers the pinned task definitions.
@@ -415,6 +430,17 @@ impl DeployRequest {
                      so target those by capacity provider instead",
                 ));
             }
+        }
+        if self.max_critical_drains.is_some() && self.critical != Some(true) {
+            return Err(invalid(
+                "`maxCriticalDrains` limits the drains of a critical daemon: set `critical: true` too, or remove it",
+            ));
+        }
+        if self.max_critical_drains.is_some() && pins.task.is_none() {
+            return Err(invalid(
+                "`maxCriticalDrains` applies to EC2 Auto Scaling group providers (`taskDefinition`): on Managed \
+                 Instances ECS drains and replaces an instance whose critical daemon fails, with no limit to set",
+            ));
         }
         if pins.task.is_none() && pins.daemon.is_none() {
             return Err(invalid(

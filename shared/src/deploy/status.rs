@@ -13,6 +13,9 @@ pub struct DaemonStatus {
     /// Which instances of those providers it targets, as deployed (none: all).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance_filter: Option<String>,
+    /// A critical daemon on EC2 providers: how many of its instances may be draining at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_critical_drains: Option<crate::rollout::Amount>,
     pub start_order: i32,
     pub coverage: DaemonCoverage,
     /// Slots recorded as crash-looping or backing off, with ECS's reasons.
@@ -156,6 +159,9 @@ pub struct SlotTrouble {
     /// ECS stopped the copy on its DRAINING instance before the other tasks left.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_early: Option<String>,
+    /// When ecs-daemons set the instance DRAINING because this critical daemon crash-loops there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub critical_drain_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -203,6 +209,7 @@ pub async fn status<E: Ecs, S: Store>(
             .filter(|s| {
                 matches!(s.state, SlotState::CrashLooping | SlotState::Stopped)
                     || s.stopped_early.is_some()
+                    || s.critical_drain_at.is_some()
             })
             .map(|s| SlotTrouble {
                 instance_id: s.instance_id,
@@ -211,6 +218,7 @@ pub async fn status<E: Ecs, S: Store>(
                 last_stop_reason: s.last_stop_reason,
                 retry_after: s.retry_after,
                 stopped_early: s.stopped_early,
+                critical_drain_at: s.critical_drain_at,
             })
             .collect();
         let mut rollouts = engine.rollouts(&request.cluster, &spec.daemon).await?;
@@ -239,6 +247,7 @@ pub async fn status<E: Ecs, S: Store>(
             services,
             undeployed_at: spec.retired_at,
             instance_filter: spec.instance_filter,
+            max_critical_drains: spec.critical_drains,
             rollout: current,
             history,
             coverage: coverage.remove(&spec.daemon).unwrap_or_default(),

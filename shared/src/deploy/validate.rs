@@ -457,6 +457,7 @@ fn declared_spec(
         rollout: config,
         services: existing.and_then(|e| e.record.services.clone()),
         instance_filter: request.instance_filter.clone(),
+        critical_drains: request.critical_drains(),
         retired_at: None,
         revision_health_checks: existing
             .map(|e| e.record.revision_health_checks.clone())

@@ -158,6 +158,41 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                         });
                 }
             }
+            Action::DrainForCritical {
+                instance_arn,
+                daemon,
+                reason,
+                slot,
+                expected,
+            } => {
+                match self
+                    .ecs
+                    .drain_container_instances(
+                        &observation.cluster,
+                        std::slice::from_ref(&instance_arn),
+                    )
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::warn!(
+                            cluster = %observation.cluster,
+                            instance = resource_id(&instance_arn),
+                            daemon = %daemon,
+                            reason = %reason,
+                            "instance set DRAINING: a critical daemon crash-loops there"
+                        );
+                        // Drained either way: a lost write leaves the slot to the next look,
+                        // which sees the instance DRAINING and drains nothing more.
+                        self.write_slot(&slot, expected, outcome).await;
+                        outcome.critical_drains.push(super::CriticalDrained {
+                            instance_id: resource_id(&instance_arn).to_string(),
+                            daemon,
+                            reason,
+                        });
+                    }
+                    Err(error) => outcome.errors.push(error.to_string()),
+                }
+            }
             Action::WithdrawRequest {
                 instance_arn,
                 daemon,

@@ -164,6 +164,15 @@ pub struct ClearedReady {
     pub reason: String,
 }
 
+/// An instance set DRAINING for a critical daemon that crash-loops there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CriticalDrained {
+    pub instance_id: String,
+    pub daemon: String,
+    pub reason: String,
+}
+
 /// What one invocation saw and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -189,6 +198,9 @@ pub struct Outcome {
     pub stopped: Vec<StoppedCopy>,
     pub ready_set: Vec<String>,
     pub ready_cleared: Vec<ClearedReady>,
+    /// Instances set DRAINING because a critical daemon crash-loops there.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub critical_drains: Vec<CriticalDrained>,
     /// Rollouts this invocation started (automatic rollbacks) or ended.
     pub rollouts_started: Vec<String>,
     pub rollouts_ended: Vec<EndedRollout>,

@@ -28,6 +28,7 @@ pub(super) fn view(spec: &DaemonSpec) -> DaemonView {
             .instance_filter
             .as_deref()
             .and_then(|text| crate::instance_filter::InstanceFilter::parse(text).ok()),
+        critical_drains: spec.critical_drains,
     }
 }
 

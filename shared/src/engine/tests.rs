@@ -45,6 +45,7 @@ fn slot(daemon: &str, task: Option<&str>, state: SlotState) -> Versioned<Slot> {
             retry_after: None,
             rollout: None,
             stopped_early: None,
+            critical_drain_at: None,
             updated_at: Utc::now(),
         },
         version: 1,
@@ -83,6 +84,7 @@ fn on_services(target: &str, a: &str, b: &str) -> DaemonView {
             b: b.into(),
         }),
         instance_filter: None,
+        critical_drains: None,
     }
 }
 

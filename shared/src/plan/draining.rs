@@ -17,8 +17,11 @@ impl<'a, 'g> Planner<'a, 'g> {
             });
         }
         if let Some(p) = previous {
-            if live.is_empty() && p.record.stopped_early.is_some() {
-                // Kept for status until the instance is gone (see `report_early_stops`).
+            if live.is_empty()
+                && (p.record.stopped_early.is_some() || p.record.critical_drain_at.is_some())
+            {
+                // Kept for status until the instance is gone (see `report_early_stops`; a
+                // critical daemon's drain says why the instance drains).
             } else if live.is_empty() {
                 // Nothing left to stop: the slot has done its job.
                 self.push(Action::DeleteSlot {
@@ -52,11 +55,11 @@ impl<'a, 'g> Planner<'a, 'g> {
                     .any(|t| occupies(t))
             });
         for daemon in without {
-            // A copy ECS stopped early stays on record (status) until the instance is gone.
-            if let Some(slot) = self
-                .slot(daemon, instance_id)
-                .filter(|s| s.record.stopped_early.is_none())
-            {
+            // A copy ECS stopped early, or a critical daemon's drain, stays on record
+            // (status) until the instance is gone.
+            if let Some(slot) = self.slot(daemon, instance_id).filter(|s| {
+                s.record.stopped_early.is_none() && s.record.critical_drain_at.is_none()
+            }) {
                 self.push(Action::DeleteSlot {
                     key: slot.record.key_of(),
                     version: slot.version,

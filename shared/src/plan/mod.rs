@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
+mod critical;
 mod draining;
 mod index;
 mod planner;
@@ -96,6 +97,8 @@ pub struct DaemonView {
     pub services: Option<crate::placement::services::ServicePlacement>,
     /// Which instances of its providers it targets (none: all).
     pub instance_filter: Option<crate::instance_filter::InstanceFilter>,
+    /// A critical daemon: how many of its instances may be draining at once.
+    pub critical_drains: Option<crate::rollout::Amount>,
 }
 
 impl DaemonView {
@@ -203,6 +206,15 @@ pub enum Action {
         rollout: Box<Rollout>,
         expected: Expected,
     },
+    /// Set an instance where a critical daemon crash-loops DRAINING (ECS moves its
+    /// applications away), then write the slot that says so.
+    DrainForCritical {
+        instance_arn: String,
+        daemon: String,
+        reason: String,
+        slot: Slot,
+        expected: Expected,
+    },
     /// Take a letter no copy answers and no start wants out of an instance's slot attribute
     /// (services placement), so the DAEMON service does not start it later.
     WithdrawRequest {
@@ -216,7 +228,7 @@ pub enum Action {
 impl Action {
     fn rank(&self) -> u8 {
         match self {
-            Self::ClearReady { .. } => 0,
+            Self::ClearReady { .. } | Self::DrainForCritical { .. } => 0,
             Self::RecordSlot { .. } => 1,
             Self::DeleteSlot { .. } => 2,
             Self::Stop { .. } | Self::WithdrawRequest { .. } => 3,

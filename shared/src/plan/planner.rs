@@ -17,6 +17,8 @@ pub(super) struct Planner<'a, 'g> {
     pub(super) coverages: Vec<DaemonCoverage>,
     /// Per-rollout tallies and surge candidates, gathered instance by instance.
     pub(super) tallies: BTreeMap<String, Tally>,
+    /// Per critical daemon: its instances DRAINING now, this plan's drains included.
+    pub(super) critical_draining: BTreeMap<String, usize>,
     pub(super) plan: Plan,
 }
 
@@ -65,6 +67,7 @@ impl<'a, 'g> Planner<'a, 'g> {
             current: None,
             rollouts,
             tallies: BTreeMap::new(),
+            critical_draining: BTreeMap::new(),
             plan: Plan::default(),
         }
     }
@@ -126,6 +129,7 @@ impl<'a, 'g> Planner<'a, 'g> {
             retry_after: None,
             rollout: None,
             stopped_early: None,
+            critical_drain_at: None,
             updated_at: self.observation.now,
         });
         slot.updated_at = self.observation.now;
@@ -233,6 +237,7 @@ impl<'a, 'g> Planner<'a, 'g> {
                 || p.record.task_version < keeper.version
                 || p.record.rollout != rollout
                 || p.record.stopped_early.is_some()
+                || (stable && p.record.critical_drain_at.is_some())
         });
         if changed {
             let mut slot = self.new_slot(daemon, instance_id, previous);
@@ -245,6 +250,10 @@ impl<'a, 'g> Planner<'a, 'g> {
             slot.rollout = rollout;
             // A copy runs again (the instance was reactivated): the early stop is history.
             slot.stopped_early = None;
+            if stable {
+                // The crash loop is over: a later one may drain the instance again.
+                slot.critical_drain_at = None;
+            }
             self.record(slot, previous);
         }
     }

@@ -258,12 +258,23 @@ impl<'a, 'g> Planner<'a, 'g> {
             }
         }
         let on_target = slot.task_definition.as_deref() == Some(daemon.task_definition.as_str());
+        let mut drained = false;
         let waiting = if slot.state == SlotState::CrashLooping && on_target {
             let reason = slot.last_stop_reason.clone().unwrap_or_default();
-            let detail = format!(
+            let mut detail = format!(
                 "stopped {} times in a row; last: {reason}",
                 slot.consecutive_failures
             );
+            match self.drain_for_critical(daemon, instance, &slot, previous) {
+                super::critical::CriticalDrain::Drained => {
+                    drained = true;
+                    detail.push_str("; critical: instance set DRAINING");
+                }
+                super::critical::CriticalDrain::Held(why) => {
+                    detail = format!("{detail}; {why}");
+                }
+                super::critical::CriticalDrain::NotApplicable => {}
+            }
             self.trouble(daemon, instance_id, "CRASH_LOOPING", detail);
             self.coverage(daemon).crash_looping += 1;
             Some(Coverage::CrashLooping)
@@ -272,6 +283,7 @@ impl<'a, 'g> Planner<'a, 'g> {
                 // A new revision was declared: give it a fresh start.
                 slot.consecutive_failures = 0;
                 slot.retry_after = None;
+                slot.critical_drain_at = None;
             }
             if !earlier_settled {
                 self.coverage(daemon).starting += 1;
@@ -291,7 +303,8 @@ impl<'a, 'g> Planner<'a, 'g> {
             }
         };
         if let Some(coverage) = waiting {
-            if failed_now {
+            // A drain writes the slot itself, once the instance is DRAINING.
+            if failed_now && !drained {
                 self.record(slot, previous);
             }
             return coverage;

@@ -48,6 +48,7 @@ fn daemon(name: &str, order: i32) -> DaemonView {
         last_good: None,
         services: None,
         instance_filter: None,
+        critical_drains: None,
     }
 }
 
@@ -99,6 +100,7 @@ fn slot(
             retry_after: None,
             rollout: None,
             stopped_early: None,
+            critical_drain_at: None,
             updated_at: now() - Duration::seconds(300),
         },
         version,
