@@ -179,6 +179,16 @@ async fn undeploy_on_ec2_stops_every_copy_at_once_and_frees_readiness() {
     harness.run_scheduled(Duration::minutes(3), 60).await;
     assert_eq!(live_copies(&harness, AGENT), 0);
     assert_eq!(ready_instances(&harness), 5);
+    // Nothing left of it: recorded clean, its partition no longer read by every reconcile.
+    harness.run_scheduled(Duration::minutes(2), 60).await;
+    let retired = harness
+        .store
+        .get::<DaemonSpec>(&ItemKey::spec(CLUSTER, AGENT))
+        .await
+        .unwrap()
+        .unwrap()
+        .record;
+    assert!(retired.cleaned_up_at.is_some(), "{retired:?}");
 
     let status = harness
         .status(StatusRequest {
@@ -226,6 +236,7 @@ async fn undeploy_on_ec2_stops_every_copy_at_once_and_frees_readiness() {
         .unwrap()
         .record;
     assert!(spec.retired_at.is_none() && spec.active_rollout.is_none());
+    assert!(spec.cleaned_up_at.is_none(), "a deploy starts it afresh");
 }
 
 /// An undeploy cut off at any call is finished by the same invoke again, or by the schedule.
@@ -356,6 +367,15 @@ async fn undeploy_on_services_deletes_the_services_and_slot_attributes() {
         spec.retired_at.is_some() && spec.services.is_none(),
         "recorded gone"
     );
+    harness.run_scheduled(Duration::minutes(2), 60).await;
+    let cleaned = harness
+        .store
+        .get::<DaemonSpec>(&ItemKey::spec(CLUSTER, AGENT))
+        .await
+        .unwrap()
+        .unwrap()
+        .record;
+    assert!(cleaned.cleaned_up_at.is_some(), "{cleaned:?}");
 
     let again = harness.deploy(request).await.unwrap();
     assert_eq!(again.recorded, "created");

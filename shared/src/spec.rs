@@ -64,6 +64,10 @@ pub struct DaemonSpec {
     /// longer planned; the full reconcile stops what is left of it. A deploy starts it afresh.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired_at: Option<DateTime<Utc>>,
+    /// When a reconcile found nothing left of the undeployed daemon (no slot, no copy, no
+    /// DAEMON service): later reconciles no longer read its partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleaned_up_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
 }
 

@@ -872,7 +872,10 @@ async fn critical_drains_within(
         .map(|i| i.id().to_string())
         .collect();
     let mut now_draining = 0;
-    for slot in slots.iter().filter(|s| s.record.critical_drain_at.is_some()) {
+    for slot in slots
+        .iter()
+        .filter(|s| s.record.critical_drain_at.is_some())
+    {
         if slot.record.state != ecs_daemons::slot::SlotState::CrashLooping {
             return Err(format!(
                 "at {now}: {} was drained for the agent, whose slot is {:?}, not crash-looping",

@@ -38,6 +38,7 @@ pub fn spec(cluster: &str, daemon: &str, task_definition: &str) -> DaemonSpec {
         services: None,
         instance_filter: None,
         retired_at: None,
+        cleaned_up_at: None,
         critical_drains: None,
         revision_health_checks: Default::default(),
         health_check_grace_seconds: None,

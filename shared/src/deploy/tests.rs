@@ -147,6 +147,7 @@ pub(crate) fn spec_for_tests() -> DaemonSpec {
         services: None,
         instance_filter: None,
         retired_at: None,
+        cleaned_up_at: None,
         critical_drains: None,
         revision_health_checks: Default::default(),
         health_check_grace_seconds: None,

@@ -459,6 +459,7 @@ fn declared_spec(
         instance_filter: request.instance_filter.clone(),
         critical_drains: request.critical_drains(),
         retired_at: None,
+        cleaned_up_at: None,
         revision_health_checks: existing
             .map(|e| e.record.revision_health_checks.clone())
             .unwrap_or_default(),

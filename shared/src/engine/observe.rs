@@ -227,6 +227,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             .chain(
                 retired
                     .iter()
+                    .filter(|s| s.record.cleaned_up_at.is_none())
                     .map(|s| (s.record.daemon.as_str(), s.record.services.is_some())),
             );
         let mut slots = Vec::new();

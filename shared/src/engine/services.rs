@@ -94,6 +94,9 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         let mut errors = Vec::new();
         for retired in observation.retired.iter() {
             if retired.record.services.is_none() {
+                if let Err(error) = self.note_cleaned_up(observation, retired).await {
+                    errors.push(error.to_string());
+                }
                 continue;
             }
             let daemon = retired.record.daemon.as_str();
@@ -123,6 +126,36 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             }
         }
         errors
+    }
+
+    /// An undeployed daemon with nothing left in the observation (its slots deleted and its
+    /// copies gone, by earlier reconciles) is recorded clean, so its partition is no longer
+    /// queried on every reconcile. Copies started later under its name would still be found:
+    /// the list of ecs-daemons' own copies is cluster-wide.
+    async fn note_cleaned_up(
+        &self,
+        observation: &Observation,
+        retired: &Versioned<DaemonSpec>,
+    ) -> Result<(), StoreError> {
+        let daemon = retired.record.daemon.as_str();
+        let slots_left = observation.slots.iter().any(|s| s.record.daemon == daemon);
+        let copies_left = observation.tasks.iter().any(|t| {
+            !t.last_status.is_terminal()
+                && t.group.as_deref().is_some_and(|group| {
+                    group.strip_prefix(crate::plan::GROUP_PREFIX) == Some(daemon)
+                        || crate::placement::services::daemon_of_group(group)
+                            .is_some_and(|(d, _)| d == daemon)
+                })
+        });
+        if retired.record.cleaned_up_at.is_some() || slots_left || copies_left {
+            return Ok(());
+        }
+        let mut record = retired.record.clone();
+        record.cleaned_up_at = Some(observation.now);
+        match self.store.put(&record, retired.expected()).await {
+            Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
     }
 
     /// Writes one instance's slot attribute (deleting it when no letter is left).
