@@ -5,7 +5,7 @@
 //! never a reason to drain the fleet.
 
 use chrono::Duration;
-use ecs_daemons::deploy::{DeployRequest, StatusRequest};
+use ecs_daemons::deploy::DeployRequest;
 use ecs_daemons::model::{InstanceStatus, TaskStatus};
 use ecs_daemons::rollout::{Amount, RolloutConfig, RolloutState};
 use ecs_daemons_sim::cluster_model::{ModelConfig, TaskDefinitionModel};
@@ -59,13 +59,18 @@ fn draining(harness: &Harness) -> Vec<String> {
 /// Runs `seconds`, a coverage check every minute, killing every copy of the agent on
 /// `sick` as soon as it runs: its instances crash-loop.
 async fn run_crashing(harness: &mut Harness, seconds: i64, sick: &[String]) {
+    run_killing(harness, seconds, sick, &format!("daemon:{AGENT}")).await;
+}
+
+/// [`run_crashing`] for the copies whose task group starts with `group`.
+async fn run_killing(harness: &mut Harness, seconds: i64, sick: &[String], group: &str) {
     for _ in 0..seconds {
         harness.model.advance(Duration::seconds(1));
         let running: Vec<String> = harness
             .model
             .tasks(CLUSTER)
             .iter()
-            .filter(|t| t.group == format!("daemon:{AGENT}") && sick.contains(&t.instance_id))
+            .filter(|t| t.group.starts_with(group) && sick.contains(&t.instance_id))
             .filter(|t| t.last_status == TaskStatus::Running)
             .map(|t| t.id.clone())
             .collect();
@@ -80,18 +85,6 @@ async fn run_crashing(harness: &mut Harness, seconds: i64, sick: &[String]) {
             harness.wake_if_due().await;
         }
     }
-}
-
-async fn agent_status(harness: &mut Harness) -> ecs_daemons::deploy::DaemonStatus {
-    harness
-        .status(StatusRequest {
-            cluster: CLUSTER.into(),
-            daemon: Some(AGENT.into()),
-        })
-        .await
-        .unwrap()
-        .daemons
-        .remove(0)
 }
 
 #[tokio::test]
@@ -122,7 +115,7 @@ async fn a_critical_daemon_drains_where_it_crash_loops_two_at_most() {
         .filter(|t| !t.last_status.is_terminal())
         .count();
     assert_eq!(web_on_drained, 0);
-    let status = agent_status(&mut harness).await;
+    let status = harness.daemon_status(AGENT).await;
     assert_eq!(status.max_critical_drains, Some(Amount::Count(2)));
     let marked: Vec<&str> = status
         .slots_in_trouble
@@ -160,7 +153,7 @@ async fn a_daemon_not_critical_crash_loops_without_a_drain() {
     let sick = instance_ids(&harness)[..2].to_vec();
     run_crashing(&mut harness, 900, &sick).await;
     assert!(draining(&harness).is_empty());
-    let status = agent_status(&mut harness).await;
+    let status = harness.daemon_status(AGENT).await;
     assert_eq!(status.coverage.crash_looping, 2, "{:?}", status.coverage);
 }
 
@@ -201,13 +194,13 @@ async fn a_revision_crash_looping_in_its_rollout_trips_the_breaker_and_drains_no
     for _ in 0..30 {
         harness.run_scheduled(Duration::minutes(1), 60).await;
         assert!(draining(&harness).is_empty(), "{:?}", draining(&harness));
-        crash_looped |= agent_status(&mut harness).await.coverage.crash_looping > 0;
+        crash_looped |= harness.daemon_status(AGENT).await.coverage.crash_looping > 0;
     }
     assert!(
         crash_looped,
         "the joined instances crash-looped on the new revision"
     );
-    let status = agent_status(&mut harness).await;
+    let status = harness.daemon_status(AGENT).await;
     let failed = status
         .history
         .iter()
@@ -240,26 +233,7 @@ async fn on_daemon_services_a_critical_daemon_drains_where_it_crash_loops() {
         .unwrap();
     harness.run_scheduled(Duration::minutes(3), 60).await;
     let sick = instance_ids(&harness)[..2].to_vec();
-    for _ in 0..900 {
-        harness.model.advance(Duration::seconds(1));
-        let running: Vec<String> = harness
-            .model
-            .tasks(CLUSTER)
-            .iter()
-            .filter(|t| t.group.starts_with("service:ecs-daemons-agent-"))
-            .filter(|t| sick.contains(&t.instance_id) && t.last_status == TaskStatus::Running)
-            .map(|t| t.id.clone())
-            .collect();
-        for task in running {
-            harness.model.crash_task(CLUSTER, &task);
-        }
-        harness.deliver_events().await;
-        if harness.model.now().timestamp() % 60 == 0 {
-            harness.scheduled_check().await;
-        } else {
-            harness.wake_if_due().await;
-        }
-    }
+    run_killing(&mut harness, 900, &sick, "service:ecs-daemons-agent-").await;
     let drained = draining(&harness);
     assert_eq!(drained.len(), 1, "one at most (the default): {drained:?}");
     assert!(sick.contains(&drained[0]));

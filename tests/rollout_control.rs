@@ -5,7 +5,7 @@
 
 use chrono::Duration;
 use ecs_daemons::deploy::{
-    parse_payload, ControlVerb, DeployError, DeployRequest, RolloutControlRequest, StatusRequest,
+    parse_payload, ControlVerb, DeployError, DeployRequest, RolloutControlRequest,
 };
 use ecs_daemons::model::{CapacityProviderKind, InstanceStatus, TaskStatus};
 use ecs_daemons::rollout::{Amount, Canary, Promote, Rollout, RolloutConfig, RolloutState};
@@ -129,18 +129,6 @@ async fn rollout_of(harness: &Harness, id: &str) -> Rollout {
     stored.record
 }
 
-async fn agent_status(harness: &mut Harness) -> ecs_daemons::deploy::DaemonStatus {
-    harness
-        .status(StatusRequest {
-            cluster: CLUSTER.into(),
-            daemon: Some(AGENT.into()),
-        })
-        .await
-        .unwrap()
-        .daemons
-        .remove(0)
-}
-
 /// Every second for `seconds`: the old revision's copies never fewer than `old_floor` and
 /// the new one's never more than `new_ceiling` (a paused rollout holds its place).
 async fn run_holding(
@@ -205,7 +193,7 @@ async fn pause_holds_until_resume(placement: Placement) {
         2,
         "the batch asked for before the pause still starts ({placement:?})"
     );
-    let status = agent_status(&mut harness).await;
+    let status = harness.daemon_status(AGENT).await;
     let rollout = status.rollout.unwrap();
     assert_eq!(rollout.state, RolloutState::InProgress);
     let mark = rollout.control.paused.expect("status shows the pause");
@@ -270,7 +258,7 @@ async fn manual_canary_waits_for_promote(placement: Placement) {
         1,
         "the canary is done"
     );
-    let status = agent_status(&mut harness).await;
+    let status = harness.daemon_status(AGENT).await;
     let rollout = status.rollout.unwrap();
     assert!(
         rollout.awaiting_promote,
@@ -285,7 +273,7 @@ async fn manual_canary_waits_for_promote(placement: Placement) {
     assert_eq!(promoted.recorded, "promoted");
     harness.run_scheduled(Duration::minutes(15), 60).await;
     assert_eq!(on_revision(&harness, &revisions[1]), 6, "{placement:?}");
-    let status = agent_status(&mut harness).await;
+    let status = harness.daemon_status(AGENT).await;
     let rollout = status.rollout.unwrap();
     assert_eq!(rollout.state, RolloutState::Succeeded);
     assert_eq!(

@@ -1184,6 +1184,18 @@ impl Harness {
         answer
     }
 
+    /// One daemon's part of a `status` invoke on the harness's cluster (tests: the daemon
+    /// must be declared).
+    pub async fn daemon_status(&mut self, daemon: &str) -> ecs_daemons::deploy::DaemonStatus {
+        let request = ecs_daemons::deploy::StatusRequest {
+            cluster: self.cluster.clone(),
+            daemon: Some(daemon.into()),
+        };
+        let mut answer = self.status(request).await.expect("status answers");
+        assert_eq!(answer.daemons.len(), 1, "status of {daemon}");
+        answer.daemons.remove(0)
+    }
+
     /// One `status` invoke.
     pub async fn status(
         &mut self,
