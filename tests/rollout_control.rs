@@ -8,7 +8,10 @@ use ecs_daemons::deploy::{
     parse_payload, ControlVerb, DeployError, DeployRequest, RolloutControlRequest,
 };
 use ecs_daemons::model::{CapacityProviderKind, InstanceStatus, TaskStatus};
-use ecs_daemons::rollout::{Amount, Canary, Promote, Rollout, RolloutConfig, RolloutState};
+use ecs_daemons::rollout::{
+    Amount, Canary, Promote, Rollout, RolloutConfig, RolloutState, RolloutStep,
+};
+use ecs_daemons::slot::Slot;
 use ecs_daemons::store::{ItemKey, Store, Versioned};
 use ecs_daemons_sim::cluster_model::{
     DaemonDefinitionModel, ManagedScaling, ModelConfig, TaskDefinitionModel,
@@ -290,6 +293,72 @@ async fn a_manual_canary_of_tasks_waits_for_promote() {
 #[tokio::test]
 async fn a_manual_canary_on_daemon_services_waits_for_promote() {
     manual_canary_waits_for_promote(Placement::Services).await;
+}
+
+/// A start claimed but never asked of ECS (the invocation died between the claim and
+/// StartTask) leaves a Surging step with no copy behind it. Unpaused, the instance is simply
+/// claimed again; paused, it must go back among the instances to do once the claim's grace
+/// passed, not stay "surging" past its deadline (campaign seeds 3808 and 9102).
+#[tokio::test]
+async fn a_claim_lost_before_its_start_is_released_while_paused() {
+    let mut paused_after_crash = 0;
+    for crash_after in 0..60 {
+        let (mut harness, revisions) = settled(Placement::Tasks).await;
+        harness
+            .deploy(deploy_request(
+                Placement::Tasks,
+                &revisions[1],
+                two_at_a_time(),
+            ))
+            .await
+            .unwrap();
+        // The first batch comes up unseen; the reconcile that settles it and claims the next
+        // batch dies after `crash_after` calls.
+        harness.model.advance(Duration::seconds(60));
+        harness.budget.crash_after(crash_after);
+        if !harness.coverage_check().await.crashed {
+            break;
+        }
+        harness
+            .control_rollout(control(ControlVerb::Pause))
+            .await
+            .unwrap();
+        paused_after_crash += 1;
+        harness.run_scheduled(Duration::minutes(10), 60).await;
+
+        let slots: Vec<Versioned<Slot>> = harness.store.query(CLUSTER, AGENT).await.unwrap();
+        let live_new: Vec<String> = harness
+            .model
+            .tasks(CLUSTER)
+            .into_iter()
+            .filter(|t| t.definition == revisions[1] && !t.last_status.is_terminal())
+            .map(|t| t.instance_id)
+            .collect();
+        let surging: Vec<&Slot> = slots
+            .iter()
+            .map(|s| &s.record)
+            .filter(|s| {
+                s.rollout
+                    .as_ref()
+                    .is_some_and(|step| step.step == RolloutStep::Surging)
+            })
+            .collect();
+        for slot in &surging {
+            assert!(
+                live_new.contains(&slot.instance_id),
+                "crash point {crash_after}: {} still surging with no new copy after ten paused minutes: {:?}",
+                slot.instance_id,
+                slot.rollout
+            );
+        }
+        let status = harness.daemon_status(AGENT).await;
+        let rollout = status.rollout.expect("the rollout is still in progress");
+        assert_eq!(rollout.state, RolloutState::InProgress);
+    }
+    assert!(
+        paused_after_crash > 10,
+        "the crash points span the reconcile"
+    );
 }
 
 #[tokio::test]

@@ -1689,7 +1689,9 @@ impl Ecs for ClusterModel {
         let live = !model.last_status.is_terminal() && model.desired_status != TaskStatus::Stopped;
         // The lone-copy invariant, checked at the stop request too: a copy of a daemon (a
         // standalone one or one of its DAEMON services) stopped on an ACTIVE instance where
-        // no other copy of it is meant to run.
+        // no other copy of it is meant to run. A copy ECS calls UNHEALTHY serves nothing (the
+        // product counts it missing): replacing it, once its unhealthyGraceSeconds passed,
+        // opens no gap.
         let daemon_of = |group: &str| -> Option<String> {
             group
                 .strip_prefix("daemon:")
@@ -1700,7 +1702,8 @@ impl Ecs for ClusterModel {
                 })
         };
         let mut lone = None;
-        if let (true, Some(daemon)) = (live, daemon_of(&model.group)) {
+        let serving = model.health != HealthStatus::Unhealthy;
+        if let (true, true, Some(daemon)) = (live, serving, daemon_of(&model.group)) {
             let state = world.cluster(cluster, "StopTask")?;
             let active = state
                 .instances

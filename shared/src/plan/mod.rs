@@ -26,7 +26,7 @@ mod services;
 mod steady;
 
 use index::{group, planning_order, FastHash, Groups};
-use planner::{InstanceItems, Planner, Tally};
+use planner::{InstanceItems, Planner, StepUpdate, Tally};
 
 use crate::arn::resource_id;
 use crate::model::{ContainerInstance, HealthStatus, InstanceStatus, Task, TaskStatus};

@@ -23,6 +23,17 @@ pub(super) struct Planner<'a, 'g> {
 }
 
 /// A daemon's position in the planning order; `None` for a daemon no longer declared.
+/// What a keeper's slot records as its rollout step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum StepUpdate {
+    /// The step the slot holds (none, or another rollout's) stays.
+    Keep,
+    /// This rollout's step from now on.
+    Set(SlotRollout),
+    /// This rollout's step ends: the instance is back among those still to do.
+    Clear,
+}
+
 pub(super) type DaemonIndex = Option<usize>;
 
 /// What the observation holds for one instance: its daemon tasks (with their daemon's name
@@ -212,7 +223,7 @@ impl<'a, 'g> Planner<'a, 'g> {
         instance_id: &str,
         previous: Option<&Versioned<Slot>>,
         keeper: &Task,
-        rollout: Option<SlotRollout>,
+        step: StepUpdate,
     ) {
         let now = self.observation.now;
         let up = is_up(keeper, daemon);
@@ -228,7 +239,11 @@ impl<'a, 'g> Planner<'a, 'g> {
             });
         let known_failures = previous.map_or(0, |p| p.record.consecutive_failures);
         let failures = if stable { 0 } else { known_failures };
-        let rollout = rollout.or_else(|| previous.and_then(|p| p.record.rollout.clone()));
+        let rollout = match step {
+            StepUpdate::Keep => previous.and_then(|p| p.record.rollout.clone()),
+            StepUpdate::Set(step) => Some(step),
+            StepUpdate::Clear => None,
+        };
         // Compared before anything is copied: at rest (the common case) nothing is written.
         let changed = previous.is_none_or(|p| {
             p.record.task_arn.as_deref() != Some(keeper.arn.as_str())

@@ -67,6 +67,8 @@ pub(crate) struct StepOutcome {
     pub candidate: Option<bool>,
     /// Whether a copy serves the instance (`None`: no copy is live at all).
     pub coverage: Option<Coverage>,
+    /// Whether the slot held a step of this rollout (a `None` `next` then ends it).
+    pub had_step: bool,
 }
 
 fn coverage_of(up: bool) -> Coverage {
@@ -83,6 +85,7 @@ fn coverage_of(up: bool) -> Coverage {
 pub(crate) fn next_step(input: &StepInput<'_>) -> StepOutcome {
     let mut outcome = StepOutcome {
         next: input.step.clone(),
+        had_step: input.step.is_some(),
         ..StepOutcome::default()
     };
     match (input.old, input.new) {
@@ -521,13 +524,14 @@ impl<'a, 'g> Planner<'a, 'g> {
             });
         }
         if let Some(keeper) = decided.keeper.and_then(copy) {
-            self.track_keeper(
-                daemon,
-                instance.id(),
-                previous,
-                keeper,
-                decided.next.clone(),
-            );
+            // A step of this rollout that ends is cleared, not left standing: a stale Surging
+            // step would outlive its deadline while the rollout is paused.
+            let step = match (decided.next.clone(), decided.had_step) {
+                (Some(next), _) => StepUpdate::Set(next),
+                (None, true) => StepUpdate::Clear,
+                (None, false) => StepUpdate::Keep,
+            };
+            self.track_keeper(daemon, instance.id(), previous, keeper, step);
         }
         if let Some(at) = decided.wake_at {
             self.wake_at(at);

@@ -63,7 +63,7 @@ impl<'a, 'g> Planner<'a, 'g> {
                 return self.count(daemon, coverage);
             }
         } else if let Some(keeper) = self.keep_one(daemon, instance, live) {
-            self.track_keeper(daemon, instance_id, previous, keeper, None);
+            self.track_keeper(daemon, instance_id, previous, keeper, StepUpdate::Keep);
             self.report_misplaced(daemon, instance, keeper);
             if let Some(coverage) = self.unhealthy(daemon, instance_id, keeper) {
                 return coverage;
