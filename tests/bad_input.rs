@@ -153,7 +153,7 @@ fn world(harness: &Harness) -> World {
 }
 
 async fn invoke(harness: &Harness, function: &str, payload: Value) -> Result<Value, FunctionError> {
-    let engine = &harness.engine;
+    let engine = harness.engine_of(function);
     let id = || "bad-input".to_string();
     match function {
         "instance-events" => runtime::instance_event(engine, payload, id()).await,
@@ -876,6 +876,32 @@ fn cases() -> Vec<Case> {
             "rollback",
             json!({"cluster": CLUSTER, "daemon": DAEMON, "control": "pause", "reason": "a\nb"}),
             Refused("InvalidRequest", &["`reason`", "control characters"]),
+        ),
+        case(
+            "deploy gated by an alarm that does not exist",
+            "deploy",
+            with(
+                deploy_payload(),
+                "/rollout",
+                json!({"alarms": ["agent-erorrs"]}),
+            ),
+            Refused("UnknownAlarm", &["agent-erorrs", "fix `rollout.alarms`"]),
+        ),
+        case(
+            "deploy with a bake but no alarm to watch",
+            "deploy",
+            with(deploy_payload(), "/rollout", json!({"bakeSeconds": 300})),
+            Refused("InvalidRequest", &["bakeSeconds", "name the alarms"]),
+        ),
+        case(
+            "deploy with alarms given as one string",
+            "deploy",
+            with(
+                deploy_payload(),
+                "/rollout",
+                json!({"alarms": "agent-errors"}),
+            ),
+            Refused("InvalidRequest", &["rollout.alarms"]),
         ),
         case(
             "a manual canary whose promote is unknown",

@@ -820,6 +820,7 @@ fn iam_actions(operation: &str) -> Vec<String> {
         | "DescribeAutoScalingGroups" => {
             vec![format!("autoscaling:{operation}")]
         }
+        "DescribeAlarms" => vec![format!("cloudwatch:{operation}")],
         // Copies are tagged at launch, which needs ecs:TagResource too (ECS developer guide,
         // "Grant permission to tag resources on creation").
         "StartTask" => vec![ecs("StartTask"), ecs("TagResource")],
@@ -904,15 +905,17 @@ async fn every_call_a_function_makes_is_allowed_by_its_policies() {
     harness
         .run_for(Duration::seconds(200), Duration::seconds(5))
         .await;
+    // The new revision's rollout is gated by an alarm: deploy checks it, reconciles watch it.
     let second = agent(&harness);
+    harness.model.put_metric_alarm("agent-errors", 60, 3);
     harness
-        .deploy(DeployRequest::new(
-            cluster,
-            "agent",
-            &second,
-            &["general"],
-            0,
-        ))
+        .deploy(DeployRequest {
+            rollout: Some(ecs_daemons::rollout::RolloutConfig {
+                alarms: vec!["agent-errors".into()],
+                ..Default::default()
+            }),
+            ..DeployRequest::new(cluster, "agent", &second, &["general"], 0)
+        })
         .await
         .unwrap();
     harness.run_scheduled(Duration::seconds(120), 60).await;

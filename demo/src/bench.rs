@@ -716,6 +716,7 @@ fn plan_figure() -> Figure {
         specs: vec![],
         retired: vec![],
         drain_census: Default::default(),
+        alarms: Default::default(),
     };
     let mut times: Vec<f64> = (0..11)
         .map(|_| {

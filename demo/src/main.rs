@@ -484,6 +484,10 @@ async fn on_local_stack() -> i32 {
     }
 }
 
+fn model_register(demo: &Demo, definition: TaskDefinitionModel) -> String {
+    demo.harness.model.register_task_definition(definition)
+}
+
 async fn on_the_model() {
     let harness = Harness::new(
         CLUSTER,
@@ -685,6 +689,41 @@ async fn on_the_model() {
         Err(error) => demo.note(&format!("rollback refused: {error}")),
     }
     demo.run(300).await;
+
+    let agent_v4 = model_register(
+        &demo,
+        TaskDefinitionModel::new("cloudwatch-agent", 1024, 512),
+    );
+    demo.harness
+        .model
+        .put_metric_alarm("cloudwatch-agent-errors", 60, 3);
+    demo.headline(&format!(
+        "revision 4 ({agent_v4}) gated by the CloudWatch alarm cloudwatch-agent-errors (bake 120 s): the alarm fires midway; the rollout fails and rolls back"
+    ));
+    demo.deploy(DeployRequest {
+        rollout: Some(RolloutConfig {
+            alarms: vec!["cloudwatch-agent-errors".into()],
+            bake_seconds: Some(120),
+            ..rollout.clone()
+        }),
+        ..request(AGENT, &agent_v4, &["asg-general"], 0)
+    })
+    .await;
+    demo.run(45).await;
+    demo.note(
+        "cloudwatch-agent-errors goes into ALARM (Threshold Crossed: 12 errors in 3 minutes)",
+    );
+    demo.harness.model.set_alarm_state(
+        "cloudwatch-agent-errors",
+        ecs_daemons::alarms::AlarmValue::Alarm,
+        "Threshold Crossed: 12 errors in 3 minutes",
+    );
+    demo.run(240).await;
+    demo.harness.model.set_alarm_state(
+        "cloudwatch-agent-errors",
+        ecs_daemons::alarms::AlarmValue::Ok,
+        "recovered",
+    );
 
     demo.headline("scheduled coverage-check: a full reconcile finds nothing to repair");
     let check = demo.harness.coverage_check().await;

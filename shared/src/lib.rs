@@ -1,5 +1,6 @@
 //! ecs-daemons: everything that is not a Lambda entry point.
 
+pub mod alarms;
 pub mod arn;
 pub mod autoscaling;
 pub mod aws;

@@ -245,7 +245,8 @@ pub fn deployment_settings(config: &RolloutConfig, instances: usize) -> DaemonDe
     DaemonDeploymentSettings {
         drain_percent: Some(drain_percent.clamp(1.0, 100.0)),
         bake_time_in_minutes: Some(config.min_healthy_seconds.div_ceil(60) as i32),
-        alarm_names: Vec::new(),
+        // ECS watches them itself and rolls its deployment back (DaemonAlarmConfiguration).
+        alarm_names: config.alarms.clone(),
     }
 }
 
@@ -319,6 +320,10 @@ pub fn follow_deployment(
     next_rollout.counts.settling = deployment.target_draining.max(0) as u32;
     next_rollout.counts.failures = breaker.failure_count.max(0) as u32;
     next_rollout.counts.threshold = breaker.threshold.max(0) as u32;
+    // ECS names the alarms that failed its deployment (API reference, *DaemonDeploymentAlarms*).
+    if !deployment.triggered_alarm_names.is_empty() {
+        next_rollout.alarm_watch.triggered_alarm_names = deployment.triggered_alarm_names.clone();
+    }
     let state = rollout_state(&deployment.status);
     let mut next_record = record.clone();
     if state != RolloutState::InProgress {
@@ -474,6 +479,7 @@ mod tests {
             managed_instances: true,
             deployment_arn: Some("dep-2".into()),
             control: Default::default(),
+            alarm_watch: Default::default(),
         };
         (record, rollout)
     }

@@ -97,6 +97,15 @@ pub struct RolloutConfig {
     /// A new copy not RUNNING (and HEALTHY where checked) this long after its start was
     /// asked for counts as a failed instance: its place is freed, the breaker counts it.
     pub progress_deadline_seconds: u32,
+    /// CloudWatch alarms that fail the rollout (and roll it back, as the breaker does) when
+    /// any is in ALARM while it runs or bakes ([`crate::alarms`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alarms: Vec<String>,
+    /// How long after its last instance the alarms are still watched. Deploy records it:
+    /// the one given, else derived from the alarms as ECS derives a deployment's bake
+    /// ([`crate::alarms::derived_bake_seconds`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bake_seconds: Option<u32>,
 }
 
 /// Who lets a rollout go on once its canary batch is done.
@@ -169,6 +178,8 @@ impl Default for RolloutConfig {
             failure_threshold: Amount::Percent(10),
             auto_rollback: true,
             progress_deadline_seconds: DEFAULT_PROGRESS_DEADLINE_SECONDS,
+            alarms: Vec::new(),
+            bake_seconds: None,
         }
     }
 }
@@ -190,7 +201,29 @@ impl RolloutConfig {
                 self.progress_deadline_seconds
             ));
         }
-        Ok(())
+        crate::alarms::check_names(&self.alarms)?;
+        match self.bake_seconds {
+            Some(_) if self.alarms.is_empty() => Err(
+                "`rollout.bakeSeconds` watches `rollout.alarms`: name the alarms, or leave bakeSeconds out"
+                    .into(),
+            ),
+            Some(bake) if bake > crate::alarms::MAX_BAKE_SECONDS => Err(format!(
+                "`rollout.bakeSeconds` must be at most {}, got {bake}",
+                crate::alarms::MAX_BAKE_SECONDS
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The bake this rollout keeps watching its alarms for after its last instance (none
+    /// without alarms).
+    pub fn bake(&self) -> Option<chrono::Duration> {
+        (!self.alarms.is_empty()).then(|| {
+            chrono::Duration::seconds(i64::from(
+                self.bake_seconds
+                    .unwrap_or(crate::alarms::DEFAULT_BAKE_SECONDS),
+            ))
+        })
     }
 }
 
@@ -328,6 +361,40 @@ pub struct Rollout {
     /// What operators did to it: pause, resume, promote.
     #[serde(default, flatten)]
     pub control: RolloutControl,
+    /// Its alarms' watch: the bake's start, the alarms that failed it.
+    #[serde(default, skip_serializing_if = "AlarmWatch::is_quiet")]
+    pub alarm_watch: AlarmWatch,
+}
+
+impl Rollout {
+    /// The alarms that gate this rollout. None for a rollback: it runs while the alarms that
+    /// failed its predecessor may still fire, and must not be stopped by them.
+    pub fn watched_alarms(&self) -> &[String] {
+        match self.kind {
+            RolloutKind::Rollback | RolloutKind::AutoRollback => &[],
+            RolloutKind::Initial | RolloutKind::Update => &self.config.alarms,
+        }
+    }
+}
+
+/// What a rollout's alarms did to it (API reference, *DeploymentAlarms*: its
+/// `triggeredAlarmNames`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlarmWatch {
+    /// When every instance was done and the bake began (the rollout stays IN_PROGRESS
+    /// until it ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baking_since: Option<DateTime<Utc>>,
+    /// The alarms found in ALARM, which failed the rollout.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggered_alarm_names: Vec<String>,
+}
+
+impl AlarmWatch {
+    pub fn is_quiet(&self) -> bool {
+        self.baking_since.is_none() && self.triggered_alarm_names.is_empty()
+    }
 }
 
 /// One operator's invoke on a rollout: who (as the invoke named them), which invoke, when, why.
@@ -408,6 +475,7 @@ impl Rollout {
             managed_instances: false,
             deployment_arn: None,
             control: RolloutControl::default(),
+            alarm_watch: AlarmWatch::default(),
         }
     }
 

@@ -26,6 +26,7 @@ use ecs_daemons::slot::Slot;
 use ecs_daemons::spec::RestartPolicy;
 use ecs_daemons::store::{Store, Versioned};
 
+mod alarms;
 mod control;
 mod managed;
 mod services;
@@ -131,6 +132,8 @@ pub struct FaultCounts {
     pub promotes: u64,
     /// Not a fault: instances drained because a critical daemon crash-looped there.
     pub critical_drains: u64,
+    /// Not a fault: gated rollouts failed (and rolled back) by their alarm.
+    pub alarm_trips: u64,
 }
 
 impl FaultCounts {
@@ -150,7 +153,7 @@ impl FaultCounts {
 
     /// What the scenarios did besides faults.
     /// Each with what it must have led to.
-    pub fn activity(&self) -> [(&'static str, u64, &'static str); 5] {
+    pub fn activity(&self) -> [(&'static str, u64, &'static str); 6] {
         [
             (
                 "terminations held",
@@ -177,6 +180,11 @@ impl FaultCounts {
                 self.critical_drains,
                 "only where the critical daemon crash-looped, never past maxCriticalDrains",
             ),
+            (
+                "rollouts failed by their alarm",
+                self.alarm_trips,
+                "none still in progress two coverage checks after its alarm fired",
+            ),
         ]
     }
 
@@ -195,6 +203,7 @@ impl FaultCounts {
         self.pauses += other.pauses;
         self.promotes += other.promotes;
         self.critical_drains += other.critical_drains;
+        self.alarm_trips += other.alarm_trips;
     }
 
     /// Adds what the harness counted itself (events, calls, crashes, races).
@@ -1213,8 +1222,11 @@ async fn run_rollout(seed: u64) -> Result<SeedReport, String> {
         failure_threshold: Amount::Count(2 + rng.below(3) as u32),
         auto_rollback: true,
         progress_deadline_seconds,
+        alarms: Vec::new(),
+        bake_seconds: None,
     };
     let mut operator = control::Operator::new(seed, &mut rollout.canary);
+    let mut alarm = alarms::AlarmScript::new(seed, &harness, &mut rollout);
     let request = |task_definition: &str| DeployRequest {
         restart: Some(campaign_restart_policy()),
         rollout: Some(rollout.clone()),
@@ -1288,6 +1300,7 @@ async fn run_rollout(seed: u64) -> Result<SeedReport, String> {
         operator
             .step(&mut harness, start, &mut report.faults)
             .await?;
+        alarm.step(&harness, start);
         let delivered = harness.deliver_events().await;
         trace(&delivered);
         let check_due = schedule.due(now);
@@ -1338,6 +1351,7 @@ async fn run_rollout(seed: u64) -> Result<SeedReport, String> {
         // (beyond the reconcile cadence the faults allow).
         let slack = if faults_on { tolerance * 2 } else { tolerance };
         no_step_past_deadline(&harness, now, slack).await?;
+        alarm.check(&harness, slack, &mut report.faults).await?;
         let lone = harness.model.lone_copy_stops();
         // stopFirst stops a lone copy on purpose; without it, never.
         if rollout.surge_fallback == SurgeFallback::Fail && !lone.is_empty() {

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use ecs_daemons::arn::resource_id;
 
+mod alarms;
 mod autoscaling;
 mod daemons;
 mod scaling;
@@ -312,6 +313,7 @@ struct World {
     /// Auto Scaling groups (one per capacity provider) with terminate hooks, and the
     /// lifecycle actions waiting on them.
     lifecycle: autoscaling::Lifecycle,
+    cloudwatch: alarms::CloudWatch,
     /// ECS's managed daemons on Managed Instances providers.
     native: daemons::NativeDaemons,
     /// DAEMON-strategy services and their scheduler.
@@ -1155,6 +1157,7 @@ impl ClusterModel {
             lone_copy_stops: Vec::new(),
             registered_count: 0,
             lifecycle: autoscaling::Lifecycle::default(),
+            cloudwatch: alarms::CloudWatch::default(),
             native: daemons::NativeDaemons::default(),
             services: services::DaemonServices::default(),
             scaling: scaling::Scaling::default(),

@@ -649,6 +649,22 @@ impl<T: ecs_daemons::autoscaling::AutoScaling> ecs_daemons::autoscaling::AutoSca
     }
 }
 
+impl<T: ecs_daemons::alarms::Alarms> ecs_daemons::alarms::Alarms for Crashing<T> {
+    fn describe_alarms<'a>(&'a self, names: &'a [String]) -> ecs_daemons::alarms::AlarmsAnswer<'a> {
+        if !self.budget.spend() {
+            let error = ecs_daemons::alarms::AlarmsError {
+                operation: "DescribeAlarms",
+                kind: ecs_daemons::alarms::AlarmsErrorKind::Transient,
+                code: "InjectedCrash".into(),
+                message: "the invocation crashed before this call".into(),
+            };
+            return Box::pin(async move { Err(error) });
+        }
+        self.budget.note_operation("DescribeAlarms");
+        self.inner.describe_alarms(names)
+    }
+}
+
 fn crashed_autoscaling(
     operation: &'static str,
     action: &ecs_daemons::autoscaling::LifecycleAction,
@@ -767,9 +783,18 @@ impl Harness {
                 },
             );
             // As deployed (`runtime::production_engine`): only the functions whose role
-            // allows lifecycle actions hold terminations.
-            if ecs_daemons::runtime::holds_terminations(function) {
+            // allows lifecycle actions hold terminations, only those whose role may read
+            // alarms read them.
+            let engine = if ecs_daemons::runtime::holds_terminations(function) {
                 engine.with_autoscaling(Arc::new(Crashing::new(
+                    Arc::clone(&model),
+                    Arc::clone(&budget),
+                )))
+            } else {
+                engine
+            };
+            if ecs_daemons::runtime::reads_alarms(function) {
+                engine.with_alarms(Arc::new(Crashing::new(
                     Arc::clone(&model),
                     Arc::clone(&budget),
                 )))
@@ -1087,6 +1112,18 @@ impl Harness {
             }
         }
         done
+    }
+
+    /// The engine of `function` as deployed (its clients and pacing share): for tests that
+    /// invoke a function's handler directly.
+    pub fn engine_of(&self, function: &str) -> &SimEngine {
+        match function {
+            "instance-events" => &self.instance_engine,
+            "coverage-check" => &self.check_engine,
+            "deploy" | "rollback" | "status" => &self.manual_engine,
+            "lifecycle-hook" => &self.lifecycle_engine,
+            _ => &self.engine,
+        }
     }
 
     pub async fn deploy(&mut self, request: DeployRequest) -> Result<DeployAnswer, DeployError> {

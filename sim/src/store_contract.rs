@@ -94,6 +94,11 @@ fn rollout(cluster: &str, daemon: &str, id: &str) -> Rollout {
             }),
             ..Default::default()
         },
+        // A bake under way: its start must survive the round trip too.
+        alarm_watch: ecs_daemons::rollout::AlarmWatch {
+            baking_since: Some(at(4)),
+            triggered_alarm_names: Vec::new(),
+        },
     }
 }
 

@@ -249,6 +249,18 @@ pub enum DeployError {
         needed: usize,
         quota: usize,
     },
+    #[error(
+        "no CloudWatch alarm named {names} in this account and Region: create it, or fix `rollout.alarms` \
+         (alarm names are case-sensitive)"
+    )]
+    UnknownAlarm { names: String },
+    #[error(
+        "this stack may not read CloudWatch alarm(s) {names} ({message}): add them to the stack's \
+         RolloutAlarmNames parameter, or name alarms it lists"
+    )]
+    AlarmsNotReadable { names: String, message: String },
+    #[error(transparent)]
+    Alarms(#[from] crate::alarms::AlarmsError),
     #[error(transparent)]
     Ecs(#[from] EcsError),
     #[error(transparent)]

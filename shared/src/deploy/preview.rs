@@ -52,6 +52,7 @@ pub async fn deploy_dry_run<E: Ecs, S: Store>(
     now: DateTime<Utc>,
 ) -> Result<DryRunAnswer, DeployError> {
     let (pins, targets) = check_targets(engine, &request).await?;
+    let request = resolve_alarms(engine, request).await?;
     let managed = match &pins.daemon {
         Some(definition) => {
             let prepared =

@@ -13,6 +13,7 @@ pub async fn deploy<E: Ecs, S: Store>(
     invocation: &str,
 ) -> Result<DeployAnswer, DeployError> {
     let (pins, targets) = check_targets(engine, &request).await?;
+    let request = resolve_alarms(engine, request).await?;
     let managed = match &pins.daemon {
         Some(definition) => {
             // The rollout in flight recorded as ECS left it, before anything is decided

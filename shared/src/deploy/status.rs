@@ -124,12 +124,60 @@ pub struct RolloutView {
     /// lets it go on.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub awaiting_promote: bool,
+    /// The alarms that gate it (`rollout.alarms`), as ECS shows a deployment's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alarms: Option<AlarmsView>,
+}
+
+/// A rollout's alarm gate, in the words of ECS's *DeploymentAlarms*.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlarmsView {
+    pub alarm_names: Vec<String>,
+    /// `MONITORING` (in progress), `TRIGGERED` (an alarm failed it), `MONITORING_COMPLETE`
+    /// (ended otherwise).
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub triggered_alarm_names: Vec<String>,
+    pub bake_seconds: u32,
+    /// While every instance is done and the alarms are still watched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baking_until: Option<DateTime<Utc>>,
+}
+
+impl AlarmsView {
+    fn of(rollout: &Rollout) -> Option<Self> {
+        let names = rollout.watched_alarms();
+        if names.is_empty() {
+            return None;
+        }
+        let watch = &rollout.alarm_watch;
+        let bake = rollout.config.bake().unwrap_or_default();
+        let status = if !watch.triggered_alarm_names.is_empty() {
+            "TRIGGERED"
+        } else if rollout.state == RolloutState::InProgress {
+            "MONITORING"
+        } else {
+            "MONITORING_COMPLETE"
+        };
+        Some(Self {
+            alarm_names: names.to_vec(),
+            status,
+            triggered_alarm_names: watch.triggered_alarm_names.clone(),
+            bake_seconds: bake.num_seconds().max(0) as u32,
+            baking_until: watch
+                .baking_since
+                .filter(|_| rollout.state == RolloutState::InProgress)
+                .map(|since| since + bake),
+        })
+    }
 }
 
 impl RolloutView {
     pub(super) fn of(rollout: Rollout, live: Option<&crate::rollout::RolloutCounts>) -> Self {
         let counts = live.cloned().unwrap_or_else(|| rollout.counts.clone());
         Self {
+            alarms: AlarmsView::of(&rollout),
             awaiting_promote: rollout.state == RolloutState::InProgress
                 && rollout.awaits_promote(&counts),
             control: rollout.control,

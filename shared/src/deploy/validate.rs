@@ -105,6 +105,53 @@ pub(super) async fn check_targets<E: Ecs, S: Store>(
     Ok((pins, targets))
 }
 
+/// `rollout.alarms` checked against CloudWatch: every named alarm must exist and be readable
+/// by this stack (its RolloutAlarmNames parameter), and the bake is recorded: the one given,
+/// else derived from the alarms as ECS derives a deployment's. Answers the request with its
+/// bake set; without alarms, the request as it is.
+pub(super) async fn resolve_alarms<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    mut request: DeployRequest,
+) -> Result<DeployRequest, DeployError> {
+    let Some(rollout) = request.rollout.as_mut().filter(|r| !r.alarms.is_empty()) else {
+        return Ok(request);
+    };
+    let names = rollout.alarms.join(", ");
+    let Some(alarms) = engine.alarms() else {
+        return Err(DeployError::AlarmsNotReadable {
+            names,
+            message: "this function has no CloudWatch client".into(),
+        });
+    };
+    let states = match alarms.describe_alarms(&rollout.alarms).await {
+        Ok(states) => states,
+        Err(error) if error.kind == crate::alarms::AlarmsErrorKind::AccessDenied => {
+            return Err(DeployError::AlarmsNotReadable {
+                names,
+                message: error.message,
+            })
+        }
+        Err(error) => return Err(DeployError::Alarms(error)),
+    };
+    let unknown: Vec<&str> = rollout
+        .alarms
+        .iter()
+        .filter(|name| !states.iter().any(|state| &state.name == *name))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(DeployError::UnknownAlarm {
+            names: unknown.join(", "),
+        });
+    }
+    rollout.bake_seconds = Some(
+        rollout
+            .bake_seconds
+            .unwrap_or_else(|| crate::alarms::derived_bake_seconds(&states)),
+    );
+    Ok(request)
+}
+
 /// Every check of a deploy's EC2 part, and the spec it would record. Reads only.
 /// `request` is narrowed to the EC2 providers and names their task definition.
 pub(super) async fn prepare_deploy<E: Ecs, S: Store>(

@@ -323,6 +323,8 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             tasks,
             slots,
             drain_census: BTreeMap::new(),
+            // Rollouts advance in full reconciles only: no alarm is read here.
+            alarms: Default::default(),
         };
         let (observation, planned, reads) = self.plan_drains_fresh(observation).await;
         let mut outcome = self.act(&observation, planned, invocation, instance).await;

@@ -293,6 +293,9 @@ pub struct Engine<E, S> {
     config: EngineConfig,
     /// Terminate lifecycle hooks held until drain-last is done (none: no hook is held).
     autoscaling: Option<std::sync::Arc<dyn crate::autoscaling::AutoScaling>>,
+    /// CloudWatch, for rollouts gated by alarms (none: such rollouts wait for a reconcile
+    /// that can read them, and a deploy naming alarms is refused).
+    alarms: Option<std::sync::Arc<dyn crate::alarms::Alarms>>,
 }
 
 impl<E: Ecs, S: Store> Engine<E, S> {
@@ -302,6 +305,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             store,
             config,
             autoscaling: None,
+            alarms: None,
         }
     }
 
@@ -326,6 +330,17 @@ impl<E: Ecs, S: Store> Engine<E, S> {
     ) -> Self {
         self.autoscaling = Some(autoscaling);
         self
+    }
+
+    /// Reads rollout alarms through `alarms` (see [`crate::alarms`]).
+    pub fn with_alarms(mut self, alarms: std::sync::Arc<dyn crate::alarms::Alarms>) -> Self {
+        self.alarms = Some(alarms);
+        self
+    }
+
+    /// The CloudWatch client: deploy's check of `rollout.alarms`.
+    pub fn alarms(&self) -> Option<&dyn crate::alarms::Alarms> {
+        self.alarms.as_deref()
     }
 
     /// How this engine's copies exist: standalone tasks on every capacity provider, the

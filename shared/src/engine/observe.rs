@@ -2,6 +2,7 @@
 //! cluster (or as they would be, for a dry run), and the fresh reads drain-last needs.
 
 use super::*;
+use crate::alarms::AlarmReading;
 use crate::placement::services::{service_name, Letter};
 
 pub(super) fn view(spec: &DaemonSpec) -> DaemonView {
@@ -86,6 +87,7 @@ pub(super) fn missing_rollouts(
                 managed_instances: false,
                 deployment_arn: None,
                 control: Default::default(),
+                alarm_watch: Default::default(),
             };
             Some(Versioned { record, version: 0 })
         })
@@ -264,6 +266,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             .into_iter()
             .filter(|t| self.owns(t))
             .collect();
+        let alarms = self.read_alarms(&rollouts).await;
         Ok(Observation {
             cluster: cluster.into(),
             now,
@@ -276,7 +279,40 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             tasks,
             slots,
             drain_census: BTreeMap::new(),
+            alarms,
         })
+    }
+
+    /// The alarms of the rollouts in progress, in one DescribeAlarms. A failed read is not
+    /// the reconcile's failure (coverage goes on): the plan neither fails nor finishes a
+    /// rollout on alarms it could not see, and the next reconcile reads again.
+    async fn read_alarms(&self, rollouts: &[Versioned<Rollout>]) -> AlarmReading {
+        let names: BTreeSet<&String> = rollouts
+            .iter()
+            .filter(|r| r.record.state == RolloutState::InProgress && !r.record.managed_instances)
+            .flat_map(|r| r.record.watched_alarms())
+            .collect();
+        if names.is_empty() {
+            return AlarmReading::NotNeeded;
+        }
+        let Some(alarms) = &self.alarms else {
+            return AlarmReading::Unreadable(
+                "this function has no CloudWatch client to read the rollout's alarms".into(),
+            );
+        };
+        let names: Vec<String> = names.into_iter().cloned().collect();
+        match alarms.describe_alarms(&names).await {
+            Ok(states) => AlarmReading::Read(
+                states
+                    .into_iter()
+                    .map(|state| (state.name.clone(), state))
+                    .collect(),
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "rollout alarms unread; read again next reconcile");
+                AlarmReading::Unreadable(error.to_string())
+            }
+        }
     }
 
     /// Plans; where drain-last would stop daemons, reads every task on those instances fresh

@@ -28,6 +28,7 @@ mod steady;
 use index::{group, planning_order, FastHash, Groups};
 use planner::{InstanceItems, Planner, StepUpdate, Tally};
 
+use crate::alarms::AlarmReading;
 use crate::arn::resource_id;
 use crate::model::{ContainerInstance, HealthStatus, InstanceStatus, Task, TaskStatus};
 use crate::placement::services::Letter;
@@ -159,6 +160,8 @@ pub struct Observation {
     /// Per DRAINING instance id, read fresh for drain-last ([`Plan::drain_checks`]): how many
     /// tasks that are not ours have not stopped yet, stopping ones included.
     pub drain_census: BTreeMap<String, usize>,
+    /// The alarms of the rollouts in progress, read once per full reconcile.
+    pub alarms: AlarmReading,
 }
 
 /// One step the engine carries out, in the order given.

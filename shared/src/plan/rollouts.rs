@@ -56,13 +56,54 @@ fn automatic_rollback(record: &Rollout, target: &str, good: &str, now: DateTime<
         state: RolloutState::InProgress,
         counts: RolloutCounts::default(),
         failures: Vec::new(),
-        reason: Some(format!("the circuit breaker tripped on {target}")),
+        reason: Some(match record.alarm_watch.triggered_alarm_names.as_slice() {
+            [] => format!("the circuit breaker tripped on {target}"),
+            alarms => format!(
+                "CloudWatch alarm(s) {} went into ALARM on {target}",
+                alarms.join(", ")
+            ),
+        }),
         started_at: now,
         updated_at: now,
         finished_at: None,
         managed_instances: false,
         deployment_arn: None,
         control: crate::rollout::RolloutControl::default(),
+        alarm_watch: crate::rollout::AlarmWatch::default(),
+    }
+}
+
+/// How soon alarms that could not be read are read again (the schedule's cadence: a
+/// CloudWatch alarm's state moves once a period, a minute at the shortest).
+const ALARM_POLL_SECONDS: i64 = 60;
+
+/// Where a rollout whose every instance is done stands with its alarms' bake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BakeStep {
+    /// No alarms, or the bake is over with them read and quiet: the rollout succeeds.
+    Baked,
+    /// The bake begins now and ends then.
+    Begins(DateTime<Utc>),
+    /// The bake goes on until then.
+    Until(DateTime<Utc>),
+    /// The bake is over but the alarms could not be read: succeed only on a reading.
+    Unjudged,
+}
+
+/// The bake after the last instance (`rollout.bakeSeconds`), during which the alarms are
+/// still watched and the rollout stays IN_PROGRESS, as ECS keeps a deployment's rollout
+/// state until its bake ends (developer guide, *How CloudWatch alarms detect Amazon ECS
+/// deployment failures*).
+fn bake_step(record: &Rollout, reading: &AlarmReading, now: DateTime<Utc>) -> BakeStep {
+    let bake = match record.config.bake() {
+        Some(bake) if !record.watched_alarms().is_empty() => bake,
+        _ => return BakeStep::Baked,
+    };
+    match record.alarm_watch.baking_since {
+        None if bake > Duration::zero() => BakeStep::Begins(now + bake),
+        Some(since) if since + bake > now => BakeStep::Until(since + bake),
+        _ if !matches!(reading, AlarmReading::Read(_)) => BakeStep::Unjudged,
+        _ => BakeStep::Baked,
     }
 }
 
@@ -87,13 +128,75 @@ impl<'a, 'g> Planner<'a, 'g> {
             let mut record = rollout.record.clone();
             record.updated_at = self.observation.now;
             merge_failures(&mut record, failures);
+            let firing: Vec<String> = self
+                .observation
+                .alarms
+                .firing(record.watched_alarms())
+                .iter()
+                .map(|alarm| alarm.name.clone())
+                .collect();
             if counts.failures >= counts.threshold {
-                self.trip_breaker(daemon, rollout, record, counts);
+                let last = record.failures.last().map_or_else(String::new, |f| {
+                    format!("; last on {}: {}", f.instance_id, f.reason)
+                });
+                let reason = format!(
+                    "the circuit breaker tripped: {} failure(s) reached the threshold of {}{last}",
+                    counts.failures, counts.threshold
+                );
+                self.trip_breaker(daemon, rollout, record, counts, reason);
+            } else if !firing.is_empty() {
+                // ECS's rule for a deployment with alarms (developer guide, *How CloudWatch
+                // alarms detect Amazon ECS deployment failures*): any in ALARM fails it.
+                let reason = format!(
+                    "CloudWatch alarm(s) {} went into ALARM {}",
+                    firing.join(", "),
+                    match record.alarm_watch.baking_since {
+                        Some(_) => "during the bake after the last instance",
+                        None => "while the rollout ran",
+                    }
+                );
+                record.alarm_watch.triggered_alarm_names = firing;
+                self.trip_breaker(daemon, rollout, record, counts, reason);
             } else if counts.done == counts.total && counts.lingering == 0 {
-                self.succeed(daemon, rollout, record, counts);
+                match bake_step(&record, &self.observation.alarms, self.observation.now) {
+                    BakeStep::Baked => self.succeed(daemon, rollout, record, counts),
+                    step => self.bake(daemon, rollout, record, counts, step),
+                }
             } else {
                 self.surge_next(daemon, rollout, record, counts, candidates);
             }
+        }
+    }
+
+    /// Every instance is done but the alarms are still watched: the bake begins (recorded),
+    /// or goes on until it ends or the alarms can be read.
+    fn bake(
+        &mut self,
+        daemon: &DaemonView,
+        rollout: &Versioned<Rollout>,
+        mut record: Rollout,
+        counts: RolloutCounts,
+        step: BakeStep,
+    ) {
+        let now = self.observation.now;
+        match step {
+            BakeStep::Begins(until) => {
+                record.alarm_watch.baking_since = Some(now);
+                self.wake_at(until);
+            }
+            BakeStep::Until(until) => self.wake_at(until),
+            BakeStep::Unjudged => self.wake_at(now + Duration::seconds(ALARM_POLL_SECONDS)),
+            BakeStep::Baked => {}
+        }
+        self.plan
+            .rollouts
+            .insert(daemon.name.clone(), counts.clone());
+        if record.counts != counts || record.alarm_watch != rollout.record.alarm_watch {
+            record.counts = counts;
+            self.push(Action::RecordRollout {
+                rollout: Box::new(record),
+                expected: rollout.expected(),
+            });
         }
     }
 
@@ -127,25 +230,20 @@ impl<'a, 'g> Planner<'a, 'g> {
         }
     }
 
-    /// The breaker tripped: the rollout fails, and the daemon switches back to its last good
-    /// revision (with an automatic rollback where configured).
+    /// The breaker tripped (failures or alarms): the rollout fails, and the daemon switches
+    /// back to its last good revision (with an automatic rollback where configured).
     fn trip_breaker(
         &mut self,
         daemon: &DaemonView,
         rollout: &Versioned<Rollout>,
         mut record: Rollout,
         counts: RolloutCounts,
+        reason: String,
     ) {
         let now = self.observation.now;
         let target = daemon.task_definition.clone();
-        let last = record.failures.last().map_or_else(String::new, |f| {
-            format!("; last on {}: {}", f.instance_id, f.reason)
-        });
         record.state = RolloutState::Failed;
-        record.reason = Some(format!(
-            "the circuit breaker tripped: {} failure(s) reached the threshold of {}{last}",
-            counts.failures, counts.threshold
-        ));
+        record.reason = Some(reason);
         record.finished_at = Some(now);
         record.counts = counts.clone();
         // Restarts this plan meant on the failing revision are dropped: it must not
@@ -343,6 +441,63 @@ mod tests {
     }
 
     #[test]
+    fn a_rollout_with_alarms_bakes_after_its_last_instance_before_it_succeeds() {
+        use crate::alarms::{AlarmState, AlarmValue};
+        let at = |seconds: i64| DateTime::<Utc>::UNIX_EPOCH + Duration::seconds(seconds);
+        let quiet = AlarmReading::Read(
+            [(
+                "errors".to_string(),
+                AlarmState {
+                    name: "errors".into(),
+                    value: AlarmValue::Ok,
+                    reason: String::new(),
+                    period_seconds: Some(60),
+                    evaluation_periods: Some(3),
+                },
+            )]
+            .into_iter()
+            .collect(),
+        );
+        let unread = AlarmReading::Unreadable("Throttling".into());
+        let plain = in_progress(RolloutConfig::default());
+        assert_eq!(bake_step(&plain, &quiet, at(0)), BakeStep::Baked);
+        let mut gated = in_progress(RolloutConfig {
+            alarms: vec!["errors".into()],
+            bake_seconds: Some(180),
+            ..RolloutConfig::default()
+        });
+        gated.kind = RolloutKind::Update;
+        assert_eq!(bake_step(&gated, &quiet, at(0)), BakeStep::Begins(at(180)));
+        gated.alarm_watch.baking_since = Some(at(0));
+        assert_eq!(bake_step(&gated, &quiet, at(100)), BakeStep::Until(at(180)));
+        assert_eq!(
+            bake_step(&gated, &unread, at(100)),
+            BakeStep::Until(at(180))
+        );
+        assert_eq!(bake_step(&gated, &quiet, at(180)), BakeStep::Baked);
+        assert_eq!(
+            bake_step(&gated, &unread, at(200)),
+            BakeStep::Unjudged,
+            "never done on alarms nobody read"
+        );
+        let no_bake = in_progress(RolloutConfig {
+            alarms: vec!["errors".into()],
+            bake_seconds: Some(0),
+            ..RolloutConfig::default()
+        });
+        assert_eq!(bake_step(&no_bake, &unread, at(0)), BakeStep::Unjudged);
+        assert_eq!(bake_step(&no_bake, &quiet, at(0)), BakeStep::Baked);
+        let mut rollback = gated.clone();
+        rollback.kind = RolloutKind::AutoRollback;
+        rollback.alarm_watch.baking_since = None;
+        assert_eq!(
+            bake_step(&rollback, &unread, at(0)),
+            BakeStep::Baked,
+            "a rollback is not gated by the alarms that failed its predecessor"
+        );
+    }
+
+    #[test]
     fn the_budget_is_max_parallel_less_in_flight_and_canaries_first() {
         let config = RolloutConfig {
             max_parallel: Amount::Count(4),
@@ -473,6 +628,7 @@ mod tests {
             managed_instances: false,
             deployment_arn: None,
             control: crate::rollout::RolloutControl::default(),
+            alarm_watch: crate::rollout::AlarmWatch::default(),
         }
     }
 

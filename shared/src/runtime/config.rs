@@ -182,13 +182,27 @@ pub async fn production_engine(function: &str) -> Result<ProductionEngine, Funct
         DynamoStore::from_config(&aws, table),
         config,
     );
-    Ok(if holds_terminations(function) {
+    let engine = if holds_terminations(function) {
         engine.with_autoscaling(std::sync::Arc::new(
             crate::autoscaling::SdkAutoScaling::from_config(&aws),
         ))
     } else {
         engine
+    };
+    let cloudwatch = crate::alarms::CloudWatchAlarms::from_config(&aws)
+        .filter(|_| reads_alarms(function))
+        .map(std::sync::Arc::new);
+    Ok(match cloudwatch {
+        Some(cloudwatch) => engine.with_alarms(cloudwatch),
+        None => engine,
     })
+}
+
+/// The functions whose role may read the rollout alarms (template.yaml's AlarmReadPolicy):
+/// deploy checks `rollout.alarms`; it, rollback and the coverage check run the full
+/// reconciles that watch them. Event reconciles never advance a rollout.
+pub fn reads_alarms(function: &str) -> bool {
+    matches!(function, "deploy" | "rollback" | "coverage-check")
 }
 
 /// The functions whose role may heartbeat and complete lifecycle actions (template.yaml's

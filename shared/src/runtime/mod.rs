@@ -10,7 +10,8 @@ mod logging;
 mod serving;
 
 pub use config::{
-    engine_config_from, holds_terminations, production_engine, rate_seconds, ProductionEngine,
+    engine_config_from, holds_terminations, production_engine, rate_seconds, reads_alarms,
+    ProductionEngine,
 };
 pub use error::FunctionError;
 pub use handlers::{

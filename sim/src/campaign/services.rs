@@ -141,6 +141,7 @@ pub(super) async fn run_services(seed: u64) -> Result<SeedReport, String> {
         failure_threshold: Amount::Count(2 + rng.below(3) as u32),
         auto_rollback: true,
         progress_deadline_seconds: ecs_daemons::rollout::DEFAULT_PROGRESS_DEADLINE_SECONDS,
+        ..RolloutConfig::default()
     };
     let request = |task_definition: &str| DeployRequest {
         restart: Some(campaign_restart_policy()),

@@ -163,6 +163,8 @@ struct Deployment {
     failures: i32,
     threshold: i32,
     breaker: &'static str,
+    /// The alarms found in ALARM (`DaemonDeploymentAlarms.triggeredAlarmNames`).
+    triggered_alarm_names: Vec<String>,
     rollback: Option<DaemonRollback>,
     created_at: DateTime<Utc>,
     finished_at: Option<DateTime<Utc>>,
@@ -198,6 +200,8 @@ struct Daemon {
     critical: bool,
     drain_percent: f64,
     bake: Duration,
+    /// `DaemonAlarmConfiguration.alarmNames`: any in ALARM fails a deployment in flight.
+    alarm_names: Vec<String>,
     status: &'static str,
     /// Revision ARN → daemon task definition key (`family:revision`).
     revisions: BTreeMap<String, String>,
@@ -563,6 +567,7 @@ impl NativeDaemons {
             bake: Duration::minutes(i64::from(
                 declaration.deployment.bake_time_in_minutes.unwrap_or(0),
             )),
+            alarm_names: declaration.deployment.alarm_names.clone(),
             status: "ACTIVE",
             revisions: BTreeMap::new(),
             deployments: Vec::new(),
@@ -639,6 +644,7 @@ impl NativeDaemons {
             failures: 0,
             threshold: (knobs.breaker_threshold)(instances),
             breaker: "MONITORING",
+            triggered_alarm_names: Vec::new(),
             rollback: None,
             created_at: now,
             finished_at: None,
@@ -703,6 +709,7 @@ impl NativeDaemons {
         daemon.bake = Duration::minutes(i64::from(
             declaration.deployment.bake_time_in_minutes.unwrap_or(0),
         ));
+        daemon.alarm_names = declaration.deployment.alarm_names.clone();
         let source = daemon.deployments.last().map(|d| d.goal().to_string());
         let deployment = self.new_deployment(&mut daemon, &key, source, now, knobs);
         self.daemons.insert(arn.into(), daemon);
@@ -846,7 +853,7 @@ impl NativeDaemons {
                 threshold: deployment.threshold,
             }),
             rollback: deployment.rollback.clone(),
-            triggered_alarm_names: Vec::new(),
+            triggered_alarm_names: deployment.triggered_alarm_names.clone(),
             created_at: Some(deployment.created_at),
             finished_at: deployment.finished_at,
         }
@@ -880,7 +887,12 @@ impl NativeDaemons {
     }
 
     /// Runs everything due at `now`.
-    pub(super) fn step(&mut self, now: DateTime<Utc>, knobs: &NativeKnobs) {
+    pub(super) fn step(
+        &mut self,
+        now: DateTime<Utc>,
+        knobs: &NativeKnobs,
+        alarming: &std::collections::BTreeSet<String>,
+    ) {
         let arns: Vec<String> = self.daemons.keys().cloned().collect();
         for arn in arns {
             let deleted_at = self.daemons[&arn].deleted_at;
@@ -895,7 +907,7 @@ impl NativeDaemons {
                 .last()
                 .is_some_and(|d| !d.status.is_final() && d.next_at <= now);
             if due {
-                self.advance_deployment(&arn, now, knobs);
+                self.advance_deployment(&arn, now, knobs, alarming);
             }
         }
     }
@@ -913,11 +925,41 @@ impl NativeDaemons {
     /// of instances, provisions replacement instances with the updated daemon … This process
     /// repeats until all instances run the new daemon revision"; `drainPercent` of the
     /// instances at once; `bakeTimeInMinutes` "to wait after a successful deployment step").
-    fn advance_deployment(&mut self, arn: &str, now: DateTime<Utc>, knobs: &NativeKnobs) {
+    fn advance_deployment(
+        &mut self,
+        arn: &str,
+        now: DateTime<Utc>,
+        knobs: &NativeKnobs,
+        alarming: &std::collections::BTreeSet<String>,
+    ) {
         let mut daemon = self.daemons[arn].clone();
         let Some(mut deployment) = daemon.deployments.pop() else {
             return;
         };
+        // "When alarms are triggered during a deployment, the deployment can be automatically
+        // rolled back" (API reference, *DaemonDeploymentConfiguration*). How often ECS looks
+        // is undocumented: the model looks at each step only, the later of the two choices.
+        let triggered: Vec<String> = daemon
+            .alarm_names
+            .iter()
+            .filter(|name| alarming.contains(*name))
+            .cloned()
+            .collect();
+        if deployment.rollback.is_none() && !triggered.is_empty() {
+            deployment.triggered_alarm_names = triggered;
+            trip_breaker(&mut deployment, now);
+            deployment.reason = deployment
+                .reason
+                .map(|r| r.replace("Circuit breaker triggered", "Deployment alarms triggered"));
+            if let Some(rollback) = deployment.rollback.as_mut() {
+                // The reason's value for alarms is undocumented: the product reads only
+                // `triggeredAlarmNames` and the status.
+                rollback.reason = Some("DEPLOYMENT_ALARMS".into());
+            }
+            daemon.deployments.push(deployment);
+            self.daemons.insert(arn.into(), daemon);
+            return;
+        }
         match std::mem::replace(&mut deployment.phase, Phase::Idle) {
             Phase::Idle => self.choose_step(arn, &daemon, &mut deployment, now, knobs),
             Phase::Draining(instances) => {
@@ -1155,7 +1197,8 @@ impl super::World {
             self.now = self.now.max(at);
             let now = self.now;
             let before = self.native.statuses();
-            self.native.step(now, &knobs);
+            let alarming = self.cloudwatch.alarming();
+            self.native.step(now, &knobs, &alarming);
             self.native.announce(&before);
             self.send_native_events();
         }

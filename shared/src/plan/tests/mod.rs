@@ -124,6 +124,7 @@ fn observe(
         specs: vec![],
         retired: vec![],
         drain_census: BTreeMap::new(),
+        alarms: Default::default(),
     }
 }
 
