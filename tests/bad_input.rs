@@ -904,6 +904,36 @@ fn cases() -> Vec<Case> {
             Refused("InvalidRequest", &["rollout.alarms"]),
         ),
         case(
+            "deploy with a tag in AWS's reserved namespace",
+            "deploy",
+            with(
+                deploy_payload(),
+                "/launch",
+                json!({"tags": {"aws:cost": "x"}}),
+            ),
+            Refused("InvalidRequest", &["launch.tags", "reserved"]),
+        ),
+        case(
+            "deploy with SERVICE tag propagation on standalone copies",
+            "deploy",
+            with(
+                deploy_payload(),
+                "/launch",
+                json!({"propagateTags": "SERVICE"}),
+            ),
+            Refused("InvalidRequest", &["launch.propagateTags"]),
+        ),
+        case(
+            "deploy with an environment for a provider it does not target",
+            "deploy",
+            with(
+                deploy_payload(),
+                "/launch",
+                json!({"environment": {"asg-elsewhere": {"main": {"A": "b"}}}}),
+            ),
+            Refused("InvalidRequest", &["launch.environment", "does not target"]),
+        ),
+        case(
             "a manual canary whose promote is unknown",
             "deploy",
             with(

@@ -450,7 +450,7 @@ async fn only_daemon_service_tasks_leave_an_instance_empty_for_managed_scaling()
                         container_instances: instances.clone(),
                         started_by: "ecs-daemons".into(),
                         group: "daemon:agent".into(),
-                        tags: Vec::new(),
+                        ..Default::default()
                     },
                 )
                 .await

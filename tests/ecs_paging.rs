@@ -202,7 +202,7 @@ async fn client_errors_are_not_retried_and_keep_ecs_words() {
         container_instances: vec!["ci-1".into()],
         started_by: "ecs-daemons".into(),
         group: "daemon:agent".into(),
-        tags: vec![],
+        ..Default::default()
     };
     let error = ecs.start_task("prod", &request).await.unwrap_err();
     assert_eq!(error.kind, EcsErrorKind::AccessDenied);
@@ -302,6 +302,8 @@ async fn standalone_task_placement_answers_each_instance_in_order_with_ecs_reaso
         task_definition: "agent:3",
         instances: &instances,
         rollout_id: Some("r-7"),
+        launch: &Default::default(),
+        provider: None,
     };
     let answers = placement.make_copies("prod", &request).await.unwrap();
     assert_eq!(answers.len(), 3, "{answers:?}");

@@ -37,6 +37,10 @@ fn request(task_definition: &str, instances: &[String]) -> StartTaskRequest {
         started_by: "ecs-daemons".into(),
         group: "daemon:cloudwatch-agent".into(),
         tags: vec![("ecs-daemons:daemon".into(), "cloudwatch-agent".into())],
+        propagate_tags: None,
+        enable_ecs_managed_tags: false,
+        enable_execute_command: false,
+        environment: vec![],
     }
 }
 
@@ -111,6 +115,33 @@ async fn container_instances_are_listed_and_described_beyond_100() {
         .await
         .unwrap();
     assert_eq!(active.len(), 118);
+}
+
+/// The launch options reach ECS as StartTask's own fields through the SDK: user tags beside
+/// ecs-daemons' own, propagateTags, managed tags, ECS Exec and a container's environment.
+#[tokio::test]
+async fn a_copy_starts_with_its_launch_options() {
+    let f = fixture(2).await;
+    let definition =
+        common::register_daemon_definition(&f.client, &common::unique("agent"), None, false).await;
+    let mut with_options = request(&definition, &f.instances[..2]);
+    with_options.tags.push(("team".into(), "platform".into()));
+    with_options.propagate_tags = Some("TASK_DEFINITION".into());
+    with_options.enable_ecs_managed_tags = true;
+    with_options.enable_execute_command = true;
+    with_options.environment = vec![("agent".into(), vec![("LOG_LEVEL".into(), "debug".into())])];
+    let outcome = f.ecs.start_task(&f.cluster, &with_options).await.unwrap();
+    assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+    assert_eq!(outcome.tasks.len(), 2);
+    let arns: Vec<String> = outcome.tasks.iter().map(|t| t.arn.clone()).collect();
+    let described = f.ecs.describe_tasks(&f.cluster, &arns).await.unwrap();
+    for task in &described {
+        assert_eq!(task.tags.get("team").map(String::as_str), Some("platform"));
+        assert_eq!(
+            task.tags.get("ecs-daemons:daemon").map(String::as_str),
+            Some("cloudwatch-agent")
+        );
+    }
 }
 
 #[tokio::test]

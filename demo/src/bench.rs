@@ -615,6 +615,7 @@ fn plan_figure() -> Figure {
         .expect("time");
     let daemons: Vec<DaemonView> = (0..10)
         .map(|d| DaemonView {
+            launch: Default::default(),
             name: format!("d{d}"),
             task_definition: format!("d{d}:1"),
             capacity_providers: vec!["general".into()],

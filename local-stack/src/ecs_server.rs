@@ -203,6 +203,16 @@ async fn dispatch(model: &ClusterModel, operation: &str, input: &Value) -> Resul
                     .flatten()
                     .filter_map(|t| Some((text(t, "key")?.into(), text(t, "value")?.into())))
                     .collect(),
+                propagate_tags: text(input, "propagateTags").map(str::to_string),
+                enable_ecs_managed_tags: input
+                    .get("enableECSManagedTags")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+                enable_execute_command: input
+                    .get("enableExecuteCommand")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+                environment: container_environment(input),
             };
             let outcome = model.start_task(&cluster, &request).await?;
             Ok(json!({
@@ -435,6 +445,26 @@ fn failure(failure: &Failure) -> Value {
     json!({"arn": failure.arn, "reason": failure.reason, "detail": failure.detail})
 }
 
+/// StartTask's `overrides.containerOverrides[].environment`, as the SDK sends them.
+fn container_environment(input: &Value) -> Vec<(String, Vec<(String, String)>)> {
+    input
+        .pointer("/overrides/containerOverrides")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|container| {
+            let variables = container
+                .get("environment")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|v| Some((text(v, "name")?.into(), text(v, "value")?.into())))
+                .collect();
+            Some((text(container, "name")?.to_string(), variables))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,5 +481,21 @@ mod tests {
         assert!(last.get("nextToken").is_none());
         let beyond = page(items, &json!({"nextToken": "999"}), "taskArns");
         assert_eq!(beyond["taskArns"].as_array().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn container_overrides_are_read_as_the_sdk_sends_them() {
+        let input = json!({"overrides": {"containerOverrides": [
+            {"name": "main", "environment": [{"name": "LOG_LEVEL", "value": "debug"}]},
+            {"environment": [{"name": "NO_CONTAINER", "value": "x"}]}
+        ]}});
+        assert_eq!(
+            container_environment(&input),
+            vec![(
+                "main".to_string(),
+                vec![("LOG_LEVEL".to_string(), "debug".to_string())]
+            )]
+        );
+        assert!(container_environment(&json!({})).is_empty());
     }
 }

@@ -83,7 +83,7 @@ impl EcsError {
 }
 
 /// A daemon copy to start on named container instances.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StartTaskRequest {
     /// Pinned `family:revision` or a task definition ARN.
     pub task_definition: String,
@@ -94,6 +94,12 @@ pub struct StartTaskRequest {
     /// `daemon:<name>`.
     pub group: String,
     pub tags: Vec<(String, String)>,
+    /// `TASK_DEFINITION` or `NONE` (none given: not propagated).
+    pub propagate_tags: Option<String>,
+    pub enable_ecs_managed_tags: bool,
+    pub enable_execute_command: bool,
+    /// Container overrides: `(container, [(name, value)])` environment variables.
+    pub environment: Vec<(String, Vec<(String, String)>)>,
 }
 
 impl StartTaskRequest {
@@ -511,6 +517,10 @@ mod tests {
             started_by: started_by.into(),
             group: "daemon:agent".into(),
             tags: vec![],
+            propagate_tags: None,
+            enable_ecs_managed_tags: false,
+            enable_execute_command: false,
+            environment: vec![],
         }
     }
 

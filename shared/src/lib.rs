@@ -12,6 +12,7 @@ pub mod engine;
 pub mod events;
 pub mod holds;
 pub mod instance_filter;
+pub mod launch;
 pub mod managed;
 pub mod metrics;
 pub mod model;

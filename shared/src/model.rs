@@ -170,6 +170,9 @@ pub struct TaskDefinition {
     pub revision: i32,
     pub status: String,
     pub execution_role_arn: Option<String>,
+    /// The role the containers' code (and ECS Exec's agent) acts with.
+    #[serde(default)]
+    pub task_role_arn: Option<String>,
     /// Task-level CPU and memory when set, else the containers' sums (reservation when no hard limit).
     pub cpu: Option<i64>,
     pub memory_mib: Option<i64>,

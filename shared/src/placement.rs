@@ -44,6 +44,10 @@ pub struct CopyRequest<'a> {
     pub instances: &'a [String],
     /// The rollout the copies are started for, if any (tagged on each copy).
     pub rollout_id: Option<&'a str>,
+    /// The daemon's launch options; `environment` for `provider`, which every instance of
+    /// the request belongs to.
+    pub launch: &'a crate::launch::LaunchOptions,
+    pub provider: Option<&'a str>,
 }
 
 /// What became of a copy request on one instance.
@@ -125,12 +129,18 @@ impl<E: Ecs> Placement for StandaloneTasks<'_, E> {
         if let Some(rollout) = request.rollout_id {
             tags.push((ROLLOUT_TAG.into(), rollout.into()));
         }
+        let launch = request.launch;
+        tags.extend(launch.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
         let start = StartTaskRequest {
             task_definition: request.task_definition.into(),
             container_instances: request.instances.to_vec(),
             started_by: self.started_by.into(),
             group: crate::plan::daemon_group(request.daemon),
             tags,
+            propagate_tags: launch.propagate_tags.map(|p| p.as_str().to_string()),
+            enable_ecs_managed_tags: launch.enable_ecs_managed_tags,
+            enable_execute_command: launch.enable_execute_command,
+            environment: launch.environment_on(request.provider),
         };
         let answer = self.ecs.start_task(cluster, &start).await?;
         Ok(request

@@ -68,6 +68,12 @@ pub struct DaemonSpec {
     /// DAEMON service): later reconciles no longer read its partition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cleaned_up_at: Option<DateTime<Utc>>,
+    /// How the copies are launched (tags, ECS Exec, environment per provider).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::launch::LaunchOptions::is_default"
+    )]
+    pub launch: crate::launch::LaunchOptions,
     pub updated_at: DateTime<Utc>,
 }
 

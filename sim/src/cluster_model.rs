@@ -155,6 +155,10 @@ pub struct TaskDefinitionModel {
     /// With `health_check`: its health check never passes (a bad revision that runs but
     /// never serves). The task turns UNHEALTHY instead of HEALTHY.
     pub never_healthy: bool,
+    /// The role its code (and ECS Exec) acts with.
+    pub task_role_arn: Option<String>,
+    /// Its own tags (a task gets them with `propagateTags: TASK_DEFINITION`).
+    pub tags: BTreeMap<String, String>,
 }
 
 impl TaskDefinitionModel {
@@ -170,6 +174,8 @@ impl TaskDefinitionModel {
             execution_role_denied: false,
             network_mode: None,
             never_healthy: false,
+            task_role_arn: None,
+            tags: BTreeMap::new(),
         }
     }
 }
@@ -204,6 +210,9 @@ struct TaskModel {
     group: String,
     started_by: Option<String>,
     tags: BTreeMap<String, String>,
+    /// StartTask's container overrides: environment variables per container.
+    environment: BTreeMap<String, BTreeMap<String, String>>,
+    execute_command: bool,
     last_status: TaskStatus,
     desired_status: TaskStatus,
     health: HealthStatus,
@@ -1088,6 +1097,8 @@ impl World {
             group: group.into(),
             started_by: started_by.map(str::to_string),
             tags,
+            environment: BTreeMap::new(),
+            execute_command: false,
             last_status: TaskStatus::Pending,
             desired_status: TaskStatus::Running,
             health: HealthStatus::Unknown,
@@ -1127,6 +1138,73 @@ pub struct TaskView {
     pub stopped_at: Option<DateTime<Utc>>,
     /// Why it was told to stop (StopTask's reason, or ECS's own).
     pub stopped_reason: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    /// Environment variables StartTask's overrides set, per container.
+    pub environment: BTreeMap<String, BTreeMap<String, String>>,
+    /// Started with `enableExecuteCommand`.
+    pub execute_command: bool,
+}
+
+/// A StartTask's tags as ECS puts them on the task (API reference, *StartTask*, `tags`: at
+/// most 50 per resource, the `aws:` prefix reserved and not counted): the request's, the
+/// task definition's with `propagateTags: TASK_DEFINITION`, and ECS's managed
+/// `aws:ecs:clusterName` with `enableECSManagedTags` (developer guide, *Tagging your Amazon
+/// ECS resources*; ECS adds more managed tags than the model does).
+fn launch_tags(
+    world: &World,
+    cluster: &str,
+    definition: &str,
+    request: &StartTaskRequest,
+) -> Result<BTreeMap<String, String>, String> {
+    let reserved = |text: &str| {
+        text.get(..4)
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case("aws:"))
+    };
+    if let Some((key, _)) = request
+        .tags
+        .iter()
+        .find(|(key, value)| reserved(key) || reserved(value))
+    {
+        return Err(format!("Tag {key}: the aws: prefix is reserved."));
+    }
+    let mut tags: BTreeMap<String, String> = request.tags.iter().cloned().collect();
+    if request.propagate_tags.as_deref() == Some("TASK_DEFINITION") {
+        if let Some((_, model)) = world.definitions.get(definition) {
+            for (key, value) in &model.tags {
+                tags.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+        }
+    }
+    if tags.len() > 50 {
+        return Err(format!("Too many tags: {} given, at most 50.", tags.len()));
+    }
+    if request.enable_ecs_managed_tags {
+        tags.insert("aws:ecs:clusterName".into(), cluster.into());
+    }
+    Ok(tags)
+}
+
+/// A StartTask's container overrides (API reference, *StartTask*, `overrides`: at most 8192
+/// characters; each must name a container of the task definition, whose only container in
+/// the model is `main`).
+fn launch_environment(
+    request: &StartTaskRequest,
+) -> Result<BTreeMap<String, BTreeMap<String, String>>, String> {
+    if ecs_daemons::launch::overrides_characters(&request.environment)
+        > ecs_daemons::launch::MAX_OVERRIDES_CHARACTERS
+    {
+        return Err("Container Overrides length must be at most 8192".into());
+    }
+    let mut environment = BTreeMap::new();
+    for (container, variables) in &request.environment {
+        if container != "main" {
+            return Err(format!(
+                "Override for container named {container} is not a container in the TaskDefinition."
+            ));
+        }
+        environment.insert(container.clone(), variables.iter().cloned().collect());
+    }
+    Ok(environment)
 }
 
 impl ClusterModel {
@@ -1431,6 +1509,9 @@ impl ClusterModel {
                 created_at: t.created_at,
                 stopped_at: t.stopped_at,
                 stopped_reason: t.stopped_reason.clone(),
+                tags: t.tags.clone(),
+                environment: t.environment.clone(),
+                execute_command: t.execute_command,
             })
             .collect()
     }
@@ -1622,7 +1703,24 @@ impl Ecs for ClusterModel {
                 "TaskDefinition not found.",
             ));
         }
-        let tags: BTreeMap<String, String> = request.tags.iter().cloned().collect();
+        let tags = launch_tags(&world, cluster, &definition, request).map_err(|message| {
+            EcsError::new(
+                "StartTask",
+                target.clone(),
+                EcsErrorKind::Invalid,
+                "InvalidParameterException",
+                message,
+            )
+        })?;
+        let environment = launch_environment(request).map_err(|message| {
+            EcsError::new(
+                "StartTask",
+                target.clone(),
+                EcsErrorKind::Invalid,
+                "InvalidParameterException",
+                message,
+            )
+        })?;
         let mut outcome = StartTaskOutcome::default();
         for reference in &request.container_instances {
             let instance_id = resource_id(reference).to_string();
@@ -1636,7 +1734,9 @@ impl Ecs for ClusterModel {
             ) {
                 Ok(id) => {
                     let state = world.cluster(cluster, "StartTask")?;
-                    if let Some(task) = state.tasks.get(&id) {
+                    if let Some(task) = state.tasks.get_mut(&id) {
+                        task.environment = environment.clone();
+                        task.execute_command = request.enable_execute_command;
                         outcome.tasks.push(World::describe_task(cluster, task));
                     }
                 }
@@ -1838,6 +1938,7 @@ impl Ecs for ClusterModel {
             revision: *revision,
             status: "ACTIVE".into(),
             execution_role_arn: model.execution_role_arn.clone(),
+            task_role_arn: model.task_role_arn.clone(),
             cpu: Some(model.cpu),
             memory_mib: Some(model.memory_mib),
             containers: vec![ContainerDefinition {

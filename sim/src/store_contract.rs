@@ -22,6 +22,7 @@ fn at(seconds: i64) -> DateTime<Utc> {
 
 pub fn spec(cluster: &str, daemon: &str, task_definition: &str) -> DaemonSpec {
     DaemonSpec {
+        launch: Default::default(),
         cluster: cluster.into(),
         daemon: daemon.into(),
         task_definition: task_definition.into(),

@@ -459,6 +459,7 @@ pub(super) async fn prepare_rollback<E: Ecs, S: Store>(
         rollout: Some(record.rollout.clone()),
         placement: PlacementChoice::Auto,
         instance_filter: None,
+        launch: crate::launch::LaunchOptions::default(),
         dry_run: false,
     };
     prepare(engine, &request, &target, described, now).await

@@ -65,6 +65,9 @@ pub struct DeployRequest {
     #[serde(default)]
     pub instance_filter: Option<String>,
     /// Change nothing: answer with what the deploy would do (see [`crate::dry_run`]).
+    /// How the copies are launched: tags, ECS Exec, environment per capacity provider.
+    #[serde(default)]
+    pub launch: crate::launch::LaunchOptions,
     #[serde(default)]
     pub dry_run: bool,
 }
@@ -404,6 +407,7 @@ impl DeployRequest {
             rollout: None,
             placement: PlacementChoice::Auto,
             instance_filter: None,
+            launch: crate::launch::LaunchOptions::default(),
             dry_run: false,
         }
     }
@@ -495,6 +499,11 @@ impl DeployRequest {
         if let Some(rollout) = &self.rollout {
             rollout.validate().map_err(invalid)?;
         }
+        crate::launch::check(
+            &self.launch,
+            &[crate::placement::DAEMON_TAG, crate::placement::ROLLOUT_TAG],
+        )
+        .map_err(invalid)?;
         if let Some(restart) = &self.restart {
             if restart.max_consecutive_failures == 0 || restart.max_consecutive_failures > 100 {
                 return Err(invalid("`restart.maxConsecutiveFailures` must be 1 to 100"));

@@ -13,6 +13,9 @@ pub struct DaemonStatus {
     /// Which instances of those providers it targets, as deployed (none: all).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance_filter: Option<String>,
+    /// How its copies are launched, as deployed (none set: left out).
+    #[serde(skip_serializing_if = "crate::launch::LaunchOptions::is_default")]
+    pub launch: crate::launch::LaunchOptions,
     /// A critical daemon on EC2 providers: how many of its instances may be draining at once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_critical_drains: Option<crate::rollout::Amount>,
@@ -295,6 +298,7 @@ pub async fn status<E: Ecs, S: Store>(
             services,
             undeployed_at: spec.retired_at,
             instance_filter: spec.instance_filter,
+            launch: spec.launch,
             max_critical_drains: spec.critical_drains,
             rollout: current,
             history,

@@ -131,6 +131,7 @@ fn a_family_outside_the_stacks_list_is_refused_with_the_fix() {
 
 pub(crate) fn spec_for_tests() -> DaemonSpec {
     DaemonSpec {
+        launch: Default::default(),
         cluster: "prod".into(),
         daemon: "agent".into(),
         task_definition: "agent:1".into(),
@@ -162,6 +163,7 @@ pub(super) fn definition_for_tests() -> TaskDefinition {
         revision: 1,
         status: "ACTIVE".into(),
         execution_role_arn: Some("arn:aws:iam::1:role/exec".into()),
+        task_role_arn: None,
         cpu: Some(256),
         memory_mib: Some(256),
         containers: Vec::new(),

@@ -102,6 +102,33 @@ pub(super) async fn check_targets<E: Ecs, S: Store>(
     let pins = request.validate()?;
     engine.check_cluster(&request.cluster)?;
     let targets = check_capacity_providers(engine, request, &pins).await?;
+    let elsewhere = targets
+        .services
+        .first()
+        .map(|p| (p.as_str(), "runs the daemon as DAEMON services"))
+        .or_else(|| {
+            targets
+                .managed
+                .first()
+                .map(|p| (p.name.as_str(), "runs ECS's managed daemon"))
+        });
+    if let (Some(field), Some((provider, how))) =
+        (request.launch.applies_to_every_copy(), elsewhere)
+    {
+        return Err(invalid(format!(
+            "`launch.{field}` is carried out on standalone copies only (EC2 Auto Scaling group providers \
+             without managed scaling); capacity provider {provider} {how}: deploy the daemon there \
+             separately without it"
+        )));
+    }
+    for provider in request.launch.environment.keys() {
+        if targets.managed.iter().any(|p| &p.name == provider) {
+            return Err(invalid(format!(
+                "`launch.environment.{provider}`: {provider} is a Managed Instances provider, where ECS's managed daemon \
+                 takes no per-task overrides; register a daemon task definition revision with this environment instead"
+            )));
+        }
+    }
     Ok((pins, targets))
 }
 
@@ -162,6 +189,19 @@ pub(super) async fn prepare_deploy<E: Ecs, S: Store>(
     now: DateTime<Utc>,
 ) -> Result<PreparedDeploy, DeployError> {
     let definition = runnable_definition(engine, &task_definition).await?;
+    let standalone: Vec<String> = request
+        .capacity_providers
+        .iter()
+        .filter(|p| !services.contains(p))
+        .cloned()
+        .collect();
+    crate::launch::check_against(
+        &request.launch,
+        &definition,
+        &request.capacity_providers,
+        &standalone,
+    )
+    .map_err(invalid)?;
     // An undeployed daemon is deployed afresh: nothing of the retired declaration carries
     // over but its version, which the new one's write must find.
     let (existing, replaces_retired) = match engine
@@ -511,6 +551,7 @@ fn declared_spec(
             .map(|e| e.record.revision_health_checks.clone())
             .unwrap_or_default(),
         health_check_grace_seconds: definition.health_check_grace_seconds(),
+        launch: request.launch.clone(),
         updated_at: now,
     };
     spec.note_health_check(task_definition, definition.has_health_check());

@@ -297,6 +297,27 @@ impl Ecs for SdkEcs {
             .iter()
             .map(|(key, value)| sdk::Tag::builder().key(key).value(value).build())
             .collect::<Vec<_>>();
+        let overrides = (!request.environment.is_empty()).then(|| {
+            let containers = request
+                .environment
+                .iter()
+                .map(|(container, variables)| {
+                    let environment = variables
+                        .iter()
+                        .map(|(name, value)| {
+                            sdk::KeyValuePair::builder().name(name).value(value).build()
+                        })
+                        .collect();
+                    sdk::ContainerOverride::builder()
+                        .name(container)
+                        .set_environment(Some(environment))
+                        .build()
+                })
+                .collect();
+            sdk::TaskOverride::builder()
+                .set_container_overrides(Some(containers))
+                .build()
+        });
         let answer = self
             .client
             .start_task()
@@ -306,6 +327,15 @@ impl Ecs for SdkEcs {
             .started_by(&request.started_by)
             .group(&request.group)
             .set_tags((!tags.is_empty()).then_some(tags))
+            .set_propagate_tags(
+                request
+                    .propagate_tags
+                    .as_deref()
+                    .map(sdk::PropagateTags::from),
+            )
+            .set_enable_ecs_managed_tags(request.enable_ecs_managed_tags.then_some(true))
+            .set_enable_execute_command(request.enable_execute_command.then_some(true))
+            .set_overrides(overrides)
             .send()
             .await
             .map_err(|e| {

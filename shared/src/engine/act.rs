@@ -33,6 +33,15 @@ struct Work {
     attributes: super::services::SlotAttributes,
 }
 
+/// How one request's copies start: their revision, the daemon's restart policy (for a
+/// refused start) and launch options, and the provider whose environment they get.
+pub(super) struct StartHow<'a> {
+    task_definition: &'a str,
+    policy: RestartPolicy,
+    launch: &'a crate::launch::LaunchOptions,
+    provider: Option<&'a str>,
+}
+
 impl<E: Ecs, S: Store> Engine<E, S> {
     pub(super) async fn act(
         &self,
@@ -314,24 +323,38 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 )
                 .await;
             }
-            let standalone: Vec<Claimed> = standalone.into_iter().cloned().collect();
-            for batch in standalone.chunks(per_request) {
-                let daemon = &batch[0].slot.daemon;
-                let policy = observation
+            // One request per daemon, and per provider where the daemon's copies there get
+            // an environment of their own (StartTask's overrides are the whole request's).
+            let mut groups: BTreeMap<(&str, Option<String>), Vec<Claimed>> = BTreeMap::new();
+            for claim in standalone {
+                let view = observation
                     .daemons
                     .iter()
-                    .find(|d| &d.name == daemon)
-                    .map(|d| d.restart.clone())
-                    .unwrap_or_default();
-                self.start_batch(
-                    &observation.cluster,
+                    .find(|d| d.name == claim.slot.daemon);
+                let provider = observation
+                    .instances
+                    .iter()
+                    .find(|i| i.arn == claim.instance_arn)
+                    .and_then(|i| i.capacity_provider.clone())
+                    .filter(|p| view.is_some_and(|d| d.launch.environment.contains_key(p)));
+                groups
+                    .entry((claim.slot.daemon.as_str(), provider))
+                    .or_default()
+                    .push(claim.clone());
+            }
+            for ((daemon, provider), claims) in &groups {
+                let view = observation.daemons.iter().find(|d| d.name == *daemon);
+                let default_launch = crate::launch::LaunchOptions::default();
+                let how = StartHow {
                     task_definition,
-                    batch,
-                    &policy,
-                    observation.now,
-                    outcome,
-                )
-                .await;
+                    policy: view.map(|d| d.restart.clone()).unwrap_or_default(),
+                    launch: view.map_or(&default_launch, |d| &d.launch),
+                    provider: provider.as_deref(),
+                };
+                for batch in claims.chunks(per_request) {
+                    self.start_batch(&observation.cluster, &how, batch, observation.now, outcome)
+                        .await;
+                }
             }
         }
     }
@@ -388,18 +411,25 @@ impl<E: Ecs, S: Store> Engine<E, S> {
     pub(super) async fn start_batch(
         &self,
         cluster: &str,
-        task_definition: &str,
+        how: &StartHow<'_>,
         batch: &[Claimed],
-        policy: &RestartPolicy,
         now: DateTime<Utc>,
         outcome: &mut Outcome,
     ) {
+        let StartHow {
+            task_definition,
+            policy,
+            launch,
+            provider,
+        } = how;
         let daemon = batch[0].slot.daemon.clone();
         let instances: Vec<String> = batch.iter().map(|c| c.instance_arn.clone()).collect();
         let request = CopyRequest {
             daemon: &daemon,
             task_definition,
             instances: &instances,
+            launch,
+            provider: *provider,
             // One batch is one daemon and revision, so one rollout at most.
             rollout_id: batch
                 .iter()

@@ -8,6 +8,7 @@ use crate::placement::services::{service_name, Letter};
 pub(super) fn view(spec: &DaemonSpec) -> DaemonView {
     DaemonView {
         name: spec.daemon.clone(),
+        launch: spec.launch.clone(),
         task_definition: spec.task_definition.clone(),
         capacity_providers: spec.capacity_providers.clone(),
         start_order: spec.start_order,

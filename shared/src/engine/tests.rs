@@ -69,6 +69,7 @@ fn event_task(arn: &str, daemon: &str, status: TaskStatus, version: i64) -> Task
 fn on_services(target: &str, a: &str, b: &str) -> DaemonView {
     DaemonView {
         name: "agent".into(),
+        launch: Default::default(),
         task_definition: target.into(),
         capacity_providers: vec!["general".into()],
         start_order: 0,

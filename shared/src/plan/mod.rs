@@ -80,6 +80,8 @@ pub fn daemon_group(daemon: &str) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DaemonView {
     pub name: String,
+    /// How its copies are launched (tags, ECS Exec, environment per provider).
+    pub launch: crate::launch::LaunchOptions,
     /// Pinned `family:revision`.
     pub task_definition: String,
     pub capacity_providers: Vec<String>,

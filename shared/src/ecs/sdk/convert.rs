@@ -240,6 +240,7 @@ pub(super) fn task_definition(
         revision: item.revision(),
         status: item.status().map_or("UNKNOWN", |s| s.as_str()).to_string(),
         execution_role_arn: item.execution_role_arn().map(str::to_string),
+        task_role_arn: item.task_role_arn().map(str::to_string),
         cpu,
         memory_mib,
         containers: containers

@@ -37,6 +37,7 @@ fn ready(mut instance: ContainerInstance) -> ContainerInstance {
 fn daemon(name: &str, order: i32) -> DaemonView {
     DaemonView {
         name: name.into(),
+        launch: Default::default(),
         task_definition: format!("{name}:1"),
         capacity_providers: vec!["general".into()],
         start_order: order,
