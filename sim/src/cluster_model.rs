@@ -1703,7 +1703,7 @@ impl Ecs for ClusterModel {
                 "TaskDefinition not found.",
             ));
         }
-        let tags = launch_tags(&world, cluster, &definition, request).map_err(|message| {
+        let invalid_parameter = |message: String| {
             EcsError::new(
                 "StartTask",
                 target.clone(),
@@ -1711,16 +1711,9 @@ impl Ecs for ClusterModel {
                 "InvalidParameterException",
                 message,
             )
-        })?;
-        let environment = launch_environment(request).map_err(|message| {
-            EcsError::new(
-                "StartTask",
-                target.clone(),
-                EcsErrorKind::Invalid,
-                "InvalidParameterException",
-                message,
-            )
-        })?;
+        };
+        let tags = launch_tags(&world, cluster, &definition, request).map_err(invalid_parameter)?;
+        let environment = launch_environment(request).map_err(invalid_parameter)?;
         let mut outcome = StartTaskOutcome::default();
         for reference in &request.container_instances {
             let instance_id = resource_id(reference).to_string();

@@ -83,15 +83,15 @@ impl CloudWatchAlarms {
         }
     }
 
-    async fn attempt(&self, operation: &'static str, body: &str) -> Result<String, AlarmsError> {
-        let failed = |kind, code: &str, message: String| AlarmsError {
-            operation,
-            kind,
-            code: code.into(),
-            message,
-        };
+    /// The Query form as a SigV4-signed POST to the endpoint.
+    async fn signed_request(
+        &self,
+        body: &str,
+    ) -> Result<aws_smithy_runtime_api::http::Request, (AlarmsErrorKind, &'static str, String)>
+    {
+        let invalid = |code: &'static str| move |e: String| (AlarmsErrorKind::Invalid, code, e);
         let credentials = self.credentials.provide_credentials().await.map_err(|e| {
-            failed(
+            (
                 AlarmsErrorKind::AccessDenied,
                 "NoCredentials",
                 e.to_string(),
@@ -106,7 +106,7 @@ impl CloudWatchAlarms {
                 "application/x-www-form-urlencoded; charset=utf-8",
             )
             .body(SdkBody::from(body.to_string()))
-            .map_err(|e| failed(AlarmsErrorKind::Invalid, "BadEndpoint", e.to_string()))?;
+            .map_err(|e| invalid("BadEndpoint")(e.to_string()))?;
         let signing = v4::SigningParams::builder()
             .identity(&identity)
             .region(&self.region)
@@ -114,7 +114,7 @@ impl CloudWatchAlarms {
             .time(SystemTime::now())
             .settings(SigningSettings::default())
             .build()
-            .map_err(|e| failed(AlarmsErrorKind::Invalid, "Signing", e.to_string()))?
+            .map_err(|e| invalid("Signing")(e.to_string()))?
             .into();
         let headers = request
             .headers()
@@ -126,17 +126,27 @@ impl CloudWatchAlarms {
             headers,
             SignableBody::Bytes(body.as_bytes()),
         )
-        .map_err(|e| failed(AlarmsErrorKind::Invalid, "Signing", e.to_string()))?;
+        .map_err(|e| invalid("Signing")(e.to_string()))?;
         let (instructions, _) = sign(signable, &signing)
-            .map_err(|e| failed(AlarmsErrorKind::Invalid, "Signing", e.to_string()))?
+            .map_err(|e| invalid("Signing")(e.to_string()))?
             .into_parts();
         instructions.apply_to_request_http1x(&mut request);
-        let request =
-            request
-                .try_into()
-                .map_err(|e: aws_smithy_runtime_api::http::HttpError| {
-                    failed(AlarmsErrorKind::Invalid, "Request", e.to_string())
-                })?;
+        request
+            .try_into()
+            .map_err(|e: aws_smithy_runtime_api::http::HttpError| invalid("Request")(e.to_string()))
+    }
+
+    async fn attempt(&self, operation: &'static str, body: &str) -> Result<String, AlarmsError> {
+        let failed = |kind, code: &str, message: String| AlarmsError {
+            operation,
+            kind,
+            code: code.into(),
+            message,
+        };
+        let request = self
+            .signed_request(body)
+            .await
+            .map_err(|(kind, code, message)| failed(kind, code, message))?;
         let call = self.connector.call(request);
         let timeout = Duration::from_secs(crate::aws::OPERATION_TIMEOUT_SECONDS);
         let response = match tokio::time::timeout(timeout, call).await {

@@ -179,6 +179,28 @@ pub(super) async fn resolve_alarms<E: Ecs, S: Store>(
     Ok(request)
 }
 
+/// The launch options against the task definition and the providers that run standalone
+/// copies (the EC2 providers not on `services`).
+fn check_launch(
+    request: &DeployRequest,
+    services: &[String],
+    definition: &TaskDefinition,
+) -> Result<(), DeployError> {
+    let standalone: Vec<String> = request
+        .capacity_providers
+        .iter()
+        .filter(|p| !services.contains(p))
+        .cloned()
+        .collect();
+    crate::launch::check_against(
+        &request.launch,
+        definition,
+        &request.capacity_providers,
+        &standalone,
+    )
+    .map_err(invalid)
+}
+
 /// Every check of a deploy's EC2 part, and the spec it would record. Reads only.
 /// `request` is narrowed to the EC2 providers and names their task definition.
 pub(super) async fn prepare_deploy<E: Ecs, S: Store>(
@@ -189,19 +211,7 @@ pub(super) async fn prepare_deploy<E: Ecs, S: Store>(
     now: DateTime<Utc>,
 ) -> Result<PreparedDeploy, DeployError> {
     let definition = runnable_definition(engine, &task_definition).await?;
-    let standalone: Vec<String> = request
-        .capacity_providers
-        .iter()
-        .filter(|p| !services.contains(p))
-        .cloned()
-        .collect();
-    crate::launch::check_against(
-        &request.launch,
-        &definition,
-        &request.capacity_providers,
-        &standalone,
-    )
-    .map_err(invalid)?;
+    check_launch(request, services, &definition)?;
     // An undeployed daemon is deployed afresh: nothing of the retired declaration carries
     // over but its version, which the new one's write must find.
     let (existing, replaces_retired) = match engine
