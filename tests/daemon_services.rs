@@ -52,6 +52,8 @@ fn service(name: &str, task_definition: &str, letters: &[&str]) -> DaemonService
         task_definition: task_definition.into(),
         member_of: vec![member_of_values(SLOT, letters)],
         tags: vec![("ecs-daemons:daemon".into(), "agent".into())],
+        propagate_tags: "SERVICE".into(),
+        enable_execute_command: false,
     }
 }
 
@@ -191,7 +193,7 @@ async fn updating_a_busy_daemon_service_stops_each_old_task_before_its_replaceme
     }
     model.advance(Duration::seconds(20));
     let updated = model
-        .update_service_task_definition(CLUSTER, "agent-a", &new)
+        .update_daemon_service(CLUSTER, &service("agent-a", &new, &["a"]))
         .await
         .unwrap();
     assert_eq!(
@@ -386,7 +388,7 @@ async fn service_calls_are_refused_as_ecs_refuses_them() {
         .unwrap_err();
     assert_eq!(bad_name.kind, EcsErrorKind::Invalid);
     let no_service = model
-        .update_service_task_definition(CLUSTER, "nothing", &definition)
+        .update_daemon_service(CLUSTER, &service("nothing", &definition, &["a"]))
         .await
         .unwrap_err();
     assert_eq!(
@@ -401,7 +403,7 @@ async fn service_calls_are_refused_as_ecs_refuses_them() {
     let deleted = model.delete_service(CLUSTER, "agent-a").await.unwrap();
     assert_eq!(deleted.status, "DRAINING");
     let refused = model
-        .update_service_task_definition(CLUSTER, "agent-a", &definition)
+        .update_daemon_service(CLUSTER, &service("agent-a", &definition, &["a"]))
         .await
         .unwrap_err();
     assert_eq!(refused.code, "ServiceNotActiveException");
@@ -623,7 +625,7 @@ async fn the_sdk_client_reaches_the_daemon_services_of_the_local_ecs_server() {
         .unwrap();
     assert_eq!(listed.len(), 1);
     let updated = ecs
-        .update_service_task_definition(CLUSTER, "agent-a", &new)
+        .update_daemon_service(CLUSTER, &service("agent-a", &new, &["a"]))
         .await
         .unwrap();
     assert!(updated.task_definition.ends_with(&new));
@@ -635,6 +637,22 @@ async fn the_sdk_client_reaches_the_daemon_services_of_the_local_ecs_server() {
     assert_eq!(described.len(), 1);
     assert_eq!(described[0].running_count, 1);
     assert_eq!(described[0].deployments.len(), 1);
+    // Tags change through TagResource and UntagResource, read back with `include: TAGS`.
+    let arn = described[0].arn.clone();
+    ecs.tag_service(&arn, &[("team".into(), "obs".into())])
+        .await
+        .unwrap();
+    ecs.untag_service(&arn, &["ecs-daemons:daemon".into()])
+        .await
+        .unwrap();
+    let retagged = ecs
+        .describe_services(CLUSTER, &["agent-a".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(
+        retagged[0].tags,
+        vec![("team".to_string(), "obs".to_string())]
+    );
     let refused = ecs
         .create_daemon_service(CLUSTER, &service("agent-a", &old, &["a"]), "t-2")
         .await

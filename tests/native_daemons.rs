@@ -40,6 +40,7 @@ fn declaration(definition: &str, providers: &[&str]) -> DaemonDeclaration {
         },
         critical: true,
         tags: Vec::new(),
+        launch: Default::default(),
     }
 }
 

@@ -379,12 +379,22 @@ fn statement_problems(statement: &Value) -> Vec<String> {
         };
         // (kind of action, whether its statement keeps it in bounds, what is wrong otherwise)
         let checks: Vec<(bool, String)> = match (service, operation) {
-            ("ecs", "TagResource") => vec![(
-                [json!("StartTask"), json!("CreateService")]
-                    .iter()
-                    .any(|create| condition_on("ecs:CreateAction") == Some(create)),
-                "ecs:TagResource only as part of StartTask or CreateService".into(),
-            )],
+            // Tags: on tasks only as StartTask puts them; on ecs-daemons' own services; on
+            // managed daemons (CreateDaemon's tags: no documented ecs:CreateAction).
+            ("ecs", "TagResource" | "UntagResource") => {
+                let on = |suffix: &str| {
+                    statement["Resource"]["Fn::Sub"]
+                        .as_str()
+                        .is_some_and(|arn| arn.ends_with(suffix))
+                };
+                vec![(
+                    (operation == "TagResource"
+                        && condition_on("ecs:CreateAction") == Some(&json!("StartTask")))
+                        || on(":service/*/ecs-daemons-*")
+                        || (operation == "TagResource" && on(":daemon/*")),
+                    format!("{action} beyond StartTask's tags, ecs-daemons' own services and managed daemons"),
+                )]
+            }
             // ecs-daemons' own services only (`placement::services::SERVICE_NAME_PREFIX`).
             ("ecs", "CreateService" | "UpdateService" | "DeleteService") => vec![
                 (
@@ -560,6 +570,10 @@ fn the_policy_check_catches_what_it_must() {
         json!({"Effect": "Allow", "Action": "ecs:StartTask", "Resource": "*",
                "Condition": {"ArnEquals": {"ecs:cluster": "arn:aws:ecs:us-east-1:1:cluster/other"}}}),
         json!({"Effect": "Allow", "Action": "ecs:TagResource", "Resource": "*"}),
+        json!({"Effect": "Allow", "Action": "ecs:UntagResource", "Resource": "*",
+               "Condition": {"StringEquals": {"ecs:CreateAction": "StartTask"}}}),
+        json!({"Effect": "Allow", "Action": "ecs:TagResource",
+               "Resource": {"Fn::Sub": "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:service/*/*"}}),
         json!({"Effect": "Allow", "Action": "iam:PassRole", "Resource": "*"}),
         json!({"Effect": "Allow", "Action": "iam:PassRole", "Resource": {"Ref": "DaemonRoleArns"}}),
         json!({"Effect": "Allow", "Action": "dynamodb:PutItem", "Resource": "*"}),
@@ -825,6 +839,7 @@ fn iam_actions(operation: &str) -> Vec<String> {
         // "Grant permission to tag resources on creation").
         "StartTask" => vec![ecs("StartTask"), ecs("TagResource")],
         "CreateService" => vec![ecs("CreateService"), ecs("TagResource")],
+        "CreateDaemon" => vec![ecs("CreateDaemon"), ecs("TagResource")],
         other => vec![ecs(other)],
     }
 }
@@ -938,16 +953,20 @@ async fn every_call_a_function_makes_is_allowed_by_its_policies() {
         ecs_daemons_sim::cluster_model::ManagedScaling::new(1, 4, 4096, 8192),
     );
     harness.model.add_instance(cluster, "scaled", 4096, 8192);
-    for _ in 0..2 {
+    // Its launch tags change between the two (TagResource, UntagResource on its services).
+    for tags in [vec![("team", "a"), ("cost", "x")], vec![("team", "b")]] {
         let revision = agent(&harness);
         harness
-            .deploy(DeployRequest::new(
-                cluster,
-                "services-agent",
-                &revision,
-                &["scaled"],
-                0,
-            ))
+            .deploy(DeployRequest {
+                launch: ecs_daemons::launch::LaunchOptions {
+                    tags: tags
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    ..Default::default()
+                },
+                ..DeployRequest::new(cluster, "services-agent", &revision, &["scaled"], 0)
+            })
             .await
             .unwrap();
         harness.run_scheduled(Duration::seconds(240), 60).await;
@@ -984,6 +1003,11 @@ async fn every_call_a_function_makes_is_allowed_by_its_policies() {
             .deploy(DeployRequest {
                 task_definition: None,
                 daemon_task_definition: Some(revision),
+                // Tagged at CreateDaemon.
+                launch: ecs_daemons::launch::LaunchOptions {
+                    tags: [("team".to_string(), "a".to_string())].into(),
+                    ..Default::default()
+                },
                 ..DeployRequest::new(cluster, "native-agent", "unused:1", &["mi-general"], 0)
             })
             .await
@@ -1016,6 +1040,12 @@ async fn every_call_a_function_makes_is_allowed_by_its_policies() {
         .map(|(resource, binary)| (binary, resource))
         .collect();
     let made = harness.operations_by_function();
+    for operation in ["TagResource", "UntagResource", "CreateDaemon", "CreateService"] {
+        assert!(
+            made["deploy"].contains(operation),
+            "deploy never called {operation}: the check would not see its permission"
+        );
+    }
     let mut denied = Vec::new();
     for (function, operations) in made {
         let resource = resource_of

@@ -228,13 +228,75 @@ pub fn check_against(
             }
         }
     }
-    if options.enable_execute_command && definition.task_role_arn.is_none() {
+    check_execute_command(
+        options,
+        &definition.family_revision(),
+        definition.task_role_arn.as_deref(),
+    )
+}
+
+/// ECS Exec only with a task role to carry its permissions.
+pub fn check_execute_command(
+    options: &LaunchOptions,
+    definition: &str,
+    task_role_arn: Option<&str>,
+) -> Result<(), String> {
+    if options.enable_execute_command && task_role_arn.is_none() {
         return Err(format!(
-            "`launch.enableExecuteCommand`: {} has no task role; ECS Exec needs one allowing ssmmessages:CreateControlChannel, CreateDataChannel, OpenControlChannel and OpenDataChannel (developer guide, Using Amazon ECS Exec): register a revision with taskRoleArn set",
-            definition.family_revision()
+            "`launch.enableExecuteCommand`: {definition} has no task role; ECS Exec needs one allowing ssmmessages:CreateControlChannel, CreateDataChannel, OpenControlChannel and OpenDataChannel (developer guide, Using Amazon ECS Exec): register a revision with taskRoleArn set"
         ));
     }
     Ok(())
+}
+
+/// What the options can mean where the daemon runs as DAEMON services (`services`: such a
+/// provider) or as ECS's managed daemon (`managed`). Their copies get tags by propagation
+/// from one source only (API reference, *CreateService* and *CreateDaemon*
+/// `propagateTags`): `launch.tags` go on the service or daemon and reach the copies from
+/// there, so they do not go with `propagateTags`; ECS's managed daemon propagates its own
+/// tags (`DAEMON`) or none, never the task definition's.
+pub fn check_placements(
+    options: &LaunchOptions,
+    services: Option<&str>,
+    managed: Option<&str>,
+) -> Result<(), String> {
+    let elsewhere = services
+        .map(|p| (p, "runs the daemon as DAEMON services"))
+        .or_else(|| managed.map(|p| (p, "runs ECS's managed daemon")));
+    if let (Some(propagate), false, Some((provider, how))) =
+        (options.propagate_tags, options.tags.is_empty(), elsewhere)
+    {
+        return Err(format!(
+            "`launch.propagateTags` {}: capacity provider {provider} {how}, whose copies get tags from one source, and `launch.tags` reach them from it; leave propagateTags out to tag them, or drop the tags",
+            propagate.as_str()
+        ));
+    }
+    if let (Some(PropagateTags::TaskDefinition), Some(provider)) = (options.propagate_tags, managed)
+    {
+        return Err(format!(
+            "`launch.propagateTags` TASK_DEFINITION: capacity provider {provider} runs ECS's managed daemon, which propagates only its own tags (DAEMON) or none (API reference, CreateDaemon); use NONE, or leave it out and set `launch.tags`"
+        ));
+    }
+    Ok(())
+}
+
+/// `propagateTags` of ECS's managed daemon: `DAEMON` so `launch.tags` reach its copies,
+/// `NONE` when asked, else not sent (ECS's default: not propagated).
+pub fn managed_propagate_tags(options: &LaunchOptions) -> Option<&'static str> {
+    match options.propagate_tags {
+        Some(PropagateTags::None) => Some("NONE"),
+        _ if !options.tags.is_empty() => Some("DAEMON"),
+        _ => None,
+    }
+}
+
+/// The options that mean something to ECS's managed daemon: the environment belongs to
+/// standalone copies only.
+pub fn for_managed(options: &LaunchOptions) -> LaunchOptions {
+    LaunchOptions {
+        environment: BTreeMap::new(),
+        ..options.clone()
+    }
 }
 
 #[cfg(test)]
@@ -295,6 +357,38 @@ mod tests {
             let error = check(&with_tags(vec![tag]), &own).unwrap_err();
             assert!(error.contains(fix), "{error}");
         }
+    }
+
+    #[test]
+    fn services_and_managed_daemons_take_tags_from_one_source() {
+        let tagged = options(serde_json::json!({"tags": {"team": "obs"}}));
+        assert!(check_placements(&tagged, Some("scaled"), Some("mi")).is_ok());
+        assert_eq!(managed_propagate_tags(&tagged), Some("DAEMON"));
+        assert_eq!(managed_propagate_tags(&LaunchOptions::default()), None);
+        let both = options(
+            serde_json::json!({"tags": {"team": "obs"}, "propagateTags": "TASK_DEFINITION"}),
+        );
+        assert!(check_placements(&both, None, None).is_ok());
+        let error = check_placements(&both, Some("scaled"), None).unwrap_err();
+        assert!(
+            error.contains("scaled runs the daemon as DAEMON services"),
+            "{error}"
+        );
+        let none = options(serde_json::json!({"tags": {"team": "obs"}, "propagateTags": "NONE"}));
+        assert!(check_placements(&none, None, Some("mi"))
+            .unwrap_err()
+            .contains("ECS's managed daemon"));
+        let definition_tags = options(serde_json::json!({"propagateTags": "TASK_DEFINITION"}));
+        assert!(check_placements(&definition_tags, Some("scaled"), None).is_ok());
+        let error = check_placements(&definition_tags, None, Some("mi")).unwrap_err();
+        assert!(error.contains("only its own tags (DAEMON)"), "{error}");
+        let off = options(serde_json::json!({"propagateTags": "NONE"}));
+        assert_eq!(managed_propagate_tags(&off), Some("NONE"));
+        let with_environment = options(
+            serde_json::json!({"enableExecuteCommand": true, "environment": {"p": {"c": {"A": "b"}}}}),
+        );
+        let managed = for_managed(&with_environment);
+        assert!(managed.environment.is_empty() && managed.enable_execute_command);
     }
 
     #[test]

@@ -27,6 +27,13 @@ pub struct ManagedDaemon {
     /// A failed copy drains and replaces its instance (ECS's `critical`, default true).
     pub critical: bool,
     pub rollout: RolloutConfig,
+    /// How ECS launches its copies (`launch` without the environment, which ECS's managed
+    /// daemon does not take).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::launch::LaunchOptions::is_default"
+    )]
+    pub launch: crate::launch::LaunchOptions,
     /// ECS's daemon, once CreateDaemon has answered.
     #[serde(default)]
     pub daemon_arn: Option<String>,
@@ -67,6 +74,7 @@ impl ManagedDaemon {
             capacity_providers: Vec::new(),
             critical: true,
             rollout: RolloutConfig::default(),
+            launch: crate::launch::LaunchOptions::default(),
             daemon_arn: None,
             pending_rollout: None,
             deployment_arn: None,
@@ -451,6 +459,7 @@ mod tests {
             capacity_providers: vec!["mi".into()],
             critical: true,
             rollout: RolloutConfig::default(),
+            launch: Default::default(),
             daemon_arn: Some("daemon".into()),
             pending_rollout: None,
             deployment_arn: Some("dep-2".into()),

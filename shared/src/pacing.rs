@@ -430,16 +430,27 @@ impl<E: Ecs, C: Clock> EcsServices for Paced<E, C> {
             .await
     }
 
-    async fn update_service_task_definition(
+    async fn update_daemon_service(
         &self,
         cluster: &str,
-        service: &str,
-        task_definition: &str,
+        declaration: &DaemonServiceDeclaration,
     ) -> Result<ServiceState, EcsError> {
         self.wait(CallClass::Modify).await;
-        self.inner
-            .update_service_task_definition(cluster, service, task_definition)
-            .await
+        self.inner.update_daemon_service(cluster, declaration).await
+    }
+
+    async fn tag_service(
+        &self,
+        service_arn: &str,
+        tags: &[(String, String)],
+    ) -> Result<(), EcsError> {
+        self.wait(CallClass::Modify).await;
+        self.inner.tag_service(service_arn, tags).await
+    }
+
+    async fn untag_service(&self, service_arn: &str, keys: &[String]) -> Result<(), EcsError> {
+        self.wait(CallClass::Modify).await;
+        self.inner.untag_service(service_arn, keys).await
     }
 
     async fn describe_services(

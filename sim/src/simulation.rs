@@ -366,18 +366,36 @@ impl<T: Ecs> EcsServices for Crashing<T> {
                 .create_daemon_service(cluster, declaration, client_token)
         )
     }
-    async fn update_service_task_definition(
+    async fn update_daemon_service(
         &self,
         cluster: &str,
-        service: &str,
-        task_definition: &str,
+        declaration: &DaemonServiceDeclaration,
     ) -> Result<ServiceState, EcsError> {
         guarded!(
             self,
             "UpdateService",
             crashed_ecs,
-            self.inner
-                .update_service_task_definition(cluster, service, task_definition)
+            self.inner.update_daemon_service(cluster, declaration)
+        )
+    }
+    async fn tag_service(
+        &self,
+        service_arn: &str,
+        tags: &[(String, String)],
+    ) -> Result<(), EcsError> {
+        guarded!(
+            self,
+            "TagResource",
+            crashed_ecs,
+            self.inner.tag_service(service_arn, tags)
+        )
+    }
+    async fn untag_service(&self, service_arn: &str, keys: &[String]) -> Result<(), EcsError> {
+        guarded!(
+            self,
+            "UntagResource",
+            crashed_ecs,
+            self.inner.untag_service(service_arn, keys)
         )
     }
     async fn describe_services(

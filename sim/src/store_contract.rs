@@ -183,6 +183,11 @@ pub async fn check_store_contract<S: Store>(store: &S, cluster: &str, slots: usi
         capacity_providers: vec!["mi-general".into()],
         critical: true,
         rollout: Default::default(),
+        launch: ecs_daemons::launch::LaunchOptions {
+            tags: [("team".to_string(), "obs".to_string())].into(),
+            enable_execute_command: true,
+            ..Default::default()
+        },
         daemon_arn: None,
         pending_rollout: Some("r1".into()),
         deployment_arn: None,

@@ -56,7 +56,16 @@ fn declaration(operation: &'static str, input: &Value) -> Result<DaemonDeclarati
                     .collect()
             })
             .unwrap_or_default(),
+        launch: ecs_daemons::ecs::DaemonLaunch {
+            propagate_tags: text(input, "propagateTags").map(str::to_string),
+            enable_ecs_managed_tags: flag(input, "enableECSManagedTags"),
+            enable_execute_command: flag(input, "enableExecuteCommand"),
+        },
     })
+}
+
+fn flag(input: &Value, field: &str) -> bool {
+    input.get(field).and_then(Value::as_bool).unwrap_or(false)
 }
 
 fn change(change: DaemonChange) -> Value {

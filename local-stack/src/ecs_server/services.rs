@@ -1,5 +1,6 @@
 //! The DAEMON-service operations of the local ECS server, in ECS's JSON shapes (API
-//! reference: CreateService, UpdateService, DescribeServices, DeleteService). Only what the
+//! reference: CreateService, UpdateService, DescribeServices, DeleteService, and
+//! TagResource and UntagResource on a service). Only what the
 //! services placement sends is read; anything a DAEMON service may not carry (a desired
 //! count, a placement strategy, a capacity provider strategy) is refused as ECS refuses it.
 
@@ -40,7 +41,24 @@ fn service(state: &ServiceState) -> Value {
             "createdAt": epoch(d.created_at),
         })).collect::<Vec<_>>(),
         "createdAt": epoch(state.created_at),
+        "tags": tags_json(&state.tags),
     })
+}
+
+fn tags_json(tags: &[(String, String)]) -> Value {
+    tags.iter()
+        .map(|(key, value)| json!({"key": key, "value": value}))
+        .collect()
+}
+
+fn tags_of(input: &Value) -> Vec<(String, String)> {
+    input
+        .get("tags")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| Some((text(t, "key")?.to_string(), text(t, "value")?.to_string())))
+        .collect()
 }
 
 /// CreateService as the services placement sends it; ECS's refusals of what a DAEMON
@@ -48,6 +66,16 @@ fn service(state: &ServiceState) -> Value {
 /// for services", and the like).
 fn declaration(input: &Value) -> Result<DaemonServiceDeclaration, EcsError> {
     const OPERATION: &str = "CreateService";
+    if !input
+        .get("enableECSManagedTags")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
+        return Err(invalid(
+            OPERATION,
+            "the local ECS model serves services with ECS's managed tags on only",
+        ));
+    }
     if text(input, "schedulingStrategy") != Some("DAEMON") {
         return Err(invalid(
             OPERATION,
@@ -97,13 +125,13 @@ fn declaration(input: &Value) -> Result<DaemonServiceDeclaration, EcsError> {
             .filter(|c| text(c, "type") == Some("memberOf"))
             .filter_map(|c| text(c, "expression").map(str::to_string))
             .collect(),
-        tags: input
-            .get("tags")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|t| Some((text(t, "key")?.to_string(), text(t, "value")?.to_string())))
-            .collect(),
+        tags: tags_of(input),
+        // "If no value is specified, the tags aren't propagated" (CreateService).
+        propagate_tags: text(input, "propagateTags").unwrap_or("NONE").to_string(),
+        enable_execute_command: input
+            .get("enableExecuteCommand")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
     })
 }
 
@@ -131,12 +159,27 @@ pub(super) async fn dispatch(
         }
         "UpdateService" => {
             async {
-                let service_name = name("UpdateService")?;
-                let definition = text(input, "taskDefinition")
-                    .ok_or_else(|| invalid("UpdateService", "taskDefinition is required"))?;
-                let updated = model
-                    .update_service_task_definition(cluster, &service_name, definition)
-                    .await?;
+                const OPERATION: &str = "UpdateService";
+                let required = |field: &str| {
+                    text(input, field).ok_or_else(|| {
+                        invalid(
+                            OPERATION,
+                            format!("the local ECS model needs {field} on UpdateService"),
+                        )
+                    })
+                };
+                let declaration = DaemonServiceDeclaration {
+                    service_name: name(OPERATION)?,
+                    task_definition: required("taskDefinition")?.to_string(),
+                    member_of: Vec::new(),
+                    tags: Vec::new(),
+                    propagate_tags: required("propagateTags")?.to_string(),
+                    enable_execute_command: input
+                        .get("enableExecuteCommand")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
+                };
+                let updated = model.update_daemon_service(cluster, &declaration).await?;
                 Ok(json!({ "service": service(&updated) }))
             }
             .await
@@ -166,6 +209,24 @@ pub(super) async fn dispatch(
                     .delete_service(cluster, &name("DeleteService")?)
                     .await?;
                 Ok(json!({ "service": service(&deleted) }))
+            }
+            .await
+        }
+        "TagResource" => {
+            async {
+                let arn = text(input, "resourceArn")
+                    .ok_or_else(|| invalid("TagResource", "resourceArn is required"))?;
+                model.tag_service(arn, &tags_of(input)).await?;
+                Ok(json!({}))
+            }
+            .await
+        }
+        "UntagResource" => {
+            async {
+                let arn = text(input, "resourceArn")
+                    .ok_or_else(|| invalid("UntagResource", "resourceArn is required"))?;
+                model.untag_service(arn, &strings(input, "tagKeys")).await?;
+                Ok(json!({}))
             }
             .await
         }

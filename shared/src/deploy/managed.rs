@@ -54,6 +54,12 @@ pub(super) async fn prepare<E: Ecs, S: Store>(
             _ => DeployError::Ecs(error),
         })?;
     check_definition(pinned, &definition, &engine.config().daemon_role_arns)?;
+    crate::launch::check_execute_command(
+        &request.launch,
+        pinned,
+        definition.task_role_arn.as_deref(),
+    )
+    .map_err(invalid)?;
     let mut warnings = check_fits(
         &request.daemon,
         &definition,
@@ -63,6 +69,8 @@ pub(super) async fn prepare<E: Ecs, S: Store>(
     let existing = engine
         .managed_daemon(&request.cluster, &request.daemon)
         .await?;
+    let launch = crate::launch::for_managed(&request.launch);
+    check_tags_kept(existing.as_ref().map(|e| &e.record), &launch)?;
     let rollout = request
         .rollout
         .clone()
@@ -83,6 +91,7 @@ pub(super) async fn prepare<E: Ecs, S: Store>(
         capacity_providers: providers.iter().map(|p| p.name.clone()).collect(),
         critical: request.critical.unwrap_or(true),
         rollout,
+        launch,
         updated_at: now,
         ..base
     };
@@ -97,9 +106,18 @@ pub(super) async fn prepare<E: Ecs, S: Store>(
         capacity_provider_arns: providers.iter().map(|p| p.arn.clone()).collect(),
         deployment: rules::deployment_settings(&record.rollout, instances.values().sum()),
         critical: record.critical,
-        // No tags: tagging at creation needs ecs:TagResource, and whether the
-        // ecs:CreateAction condition that would scope it covers CreateDaemon is undocumented.
-        tags: Vec::new(),
+        tags: record
+            .launch
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        launch: crate::ecs::DaemonLaunch {
+            propagate_tags: crate::launch::managed_propagate_tags(&record.launch)
+                .map(str::to_string),
+            enable_ecs_managed_tags: record.launch.enable_ecs_managed_tags,
+            enable_execute_command: record.launch.enable_execute_command,
+        },
     };
     Ok(PreparedManaged {
         record,
@@ -108,6 +126,31 @@ pub(super) async fn prepare<E: Ecs, S: Store>(
         warnings,
         instances,
     })
+}
+
+/// A daemon ECS holds keeps the tags it was created with: UpdateDaemon takes no tags, and
+/// TagResource does not name daemons among the resources it tags (API reference,
+/// *UpdateDaemon*, *TagResource*).
+fn check_tags_kept(
+    existing: Option<&ManagedDaemon>,
+    launch: &crate::launch::LaunchOptions,
+) -> Result<(), DeployError> {
+    let Some(current) = existing.filter(|e| e.daemon_arn.is_some() && e.retired_at.is_none())
+    else {
+        return Ok(());
+    };
+    if current.launch.tags == launch.tags {
+        return Ok(());
+    }
+    let shown = |tags: &BTreeMap<String, String>| {
+        serde_json::to_string(tags).unwrap_or_else(|_| "?".into())
+    };
+    Err(invalid(format!(
+        "`launch.tags`: ECS's managed daemon {} keeps the tags it was created with ({}); UpdateDaemon takes none and TagResource does not tag daemons. Deploy with those tags, or undeploy it and deploy it afresh with {}",
+        current.daemon,
+        shown(&current.launch.tags),
+        shown(&launch.tags)
+    )))
 }
 
 /// The daemon's instances per targeted provider, from ECS's counts (running or without the
@@ -459,7 +502,7 @@ pub(super) async fn prepare_rollback<E: Ecs, S: Store>(
         rollout: Some(record.rollout.clone()),
         placement: PlacementChoice::Auto,
         instance_filter: None,
-        launch: crate::launch::LaunchOptions::default(),
+        launch: record.launch.clone(),
         dry_run: false,
     };
     prepare(engine, &request, &target, described, now).await

@@ -150,7 +150,7 @@ pub(super) async fn add_managed<E: Ecs, S: Store>(
                     daemon: part.record.daemon.clone(),
                     task_definition: None,
                     capacity_providers: Vec::new(),
-                    launch: Default::default(),
+                    launch: part.record.launch.clone(),
                     start_order: 0,
                     coverage: DaemonCoverage::default(),
                     slots_in_trouble: Vec::new(),

@@ -147,13 +147,47 @@ pub(super) fn declared_services(
     }))
 }
 
-fn declaration(daemon: &str, letter: Letter, task_definition: &str) -> DaemonServiceDeclaration {
+/// Service `letter` of `daemon` running `task_definition`, launched as `launch` says: its
+/// tags are ecs-daemons' and the user's, and reach its tasks by `propagateTags` SERVICE
+/// unless the user chose the task definition's or none.
+fn declaration(
+    daemon: &str,
+    letter: Letter,
+    task_definition: &str,
+    launch: &crate::launch::LaunchOptions,
+) -> DaemonServiceDeclaration {
+    let mut tags = vec![(DAEMON_TAG.to_string(), daemon.to_string())];
+    tags.extend(launch.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
     DaemonServiceDeclaration {
         service_name: service_name(daemon, letter),
         task_definition: task_definition.into(),
         member_of: vec![member_of(daemon, letter)],
-        tags: vec![(DAEMON_TAG.into(), daemon.into())],
+        tags,
+        propagate_tags: launch
+            .propagate_tags
+            .map_or("SERVICE", |p| p.as_str())
+            .into(),
+        enable_execute_command: launch.enable_execute_command,
     }
+}
+
+/// The tags to add (new or changed) and the keys to remove so a service carries exactly the
+/// declared tags; AWS's own (`aws:`) are left alone.
+pub(super) fn tag_changes(
+    declared: &[(String, String)],
+    current: &[(String, String)],
+) -> (Vec<(String, String)>, Vec<String>) {
+    let add = declared
+        .iter()
+        .filter(|pair| !current.contains(pair))
+        .cloned()
+        .collect();
+    let remove = current
+        .iter()
+        .filter(|(key, _)| !key.starts_with("aws:") && !declared.iter().any(|(k, _)| k == key))
+        .map(|(key, _)| key.clone())
+        .collect();
+    (add, remove)
 }
 
 /// CreateService's idempotency token: the invocation's id, cut to ECS's 36 characters.
@@ -253,28 +287,33 @@ pub(super) async fn ensure_services<E: Ecs, S: Store>(
     check_service_quota(engine, cluster, daemon, &described).await?;
     for letter in [Letter::A, Letter::B] {
         let name = service_name(daemon, letter);
-        let revision = services.revision_of(letter);
+        let declared = declaration(daemon, letter, services.revision_of(letter), &spec.launch);
         let state = described.iter().find(|s| s.name == name && s.is_active());
-        match state {
-            None => {
-                engine
-                    .ecs()
-                    .create_daemon_service(
-                        cluster,
-                        &declaration(daemon, letter, revision),
-                        &client_token(invocation, letter),
-                    )
-                    .await?;
-            }
-            Some(state) if !state.task_definition.ends_with(&format!("/{revision}")) => {
-                // Only the idle service is ever pointed elsewhere: no copy of it runs, so
-                // ECS's stop-then-start deployment stops nothing.
-                engine
-                    .ecs()
-                    .update_service_task_definition(cluster, &name, revision)
-                    .await?;
-            }
-            Some(_) => {}
+        let Some(state) = state else {
+            engine
+                .ecs()
+                .create_daemon_service(cluster, &declared, &client_token(invocation, letter))
+                .await?;
+            continue;
+        };
+        if !state
+            .task_definition
+            .ends_with(&format!("/{}", declared.task_definition))
+        {
+            // Only the idle service is ever pointed elsewhere, and given the launch options
+            // with it: no copy of it runs, so ECS's stop-then-start deployment stops nothing.
+            engine
+                .ecs()
+                .update_daemon_service(cluster, &declared)
+                .await?;
+        }
+        // Tags change without a deployment: copies started from now on get them.
+        let (add, remove) = tag_changes(&declared.tags, &state.tags);
+        if !add.is_empty() {
+            engine.ecs().tag_service(&state.arn, &add).await?;
+        }
+        if !remove.is_empty() {
+            engine.ecs().untag_service(&state.arn, &remove).await?;
         }
     }
     Ok(())
@@ -292,6 +331,22 @@ mod tests {
         assert!(uses_services("p", false, false, PlacementChoice::Services).unwrap());
         let refused = uses_services("p", true, false, PlacementChoice::Tasks).unwrap_err();
         assert!(refused.to_string().contains("managed scaling"), "{refused}");
+    }
+
+    #[test]
+    fn a_service_is_retagged_to_exactly_the_declared_tags() {
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let declared = vec![pair("ecs-daemons:daemon", "agent"), pair("team", "obs")];
+        let current = vec![
+            pair("ecs-daemons:daemon", "agent"),
+            pair("team", "platform"),
+            pair("cost", "x"),
+            pair("aws:cloudformation:stack-name", "s"),
+        ];
+        let (add, remove) = tag_changes(&declared, &current);
+        assert_eq!(add, vec![pair("team", "obs")]);
+        assert_eq!(remove, vec!["cost".to_string()]);
+        assert_eq!(tag_changes(&declared, &declared), (vec![], vec![]));
     }
 
     #[test]

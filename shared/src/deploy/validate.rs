@@ -102,25 +102,12 @@ pub(super) async fn check_targets<E: Ecs, S: Store>(
     let pins = request.validate()?;
     engine.check_cluster(&request.cluster)?;
     let targets = check_capacity_providers(engine, request, &pins).await?;
-    let elsewhere = targets
-        .services
-        .first()
-        .map(|p| (p.as_str(), "runs the daemon as DAEMON services"))
-        .or_else(|| {
-            targets
-                .managed
-                .first()
-                .map(|p| (p.name.as_str(), "runs ECS's managed daemon"))
-        });
-    if let (Some(field), Some((provider, how))) =
-        (request.launch.applies_to_every_copy(), elsewhere)
-    {
-        return Err(invalid(format!(
-            "`launch.{field}` is carried out on standalone copies only (EC2 Auto Scaling group providers \
-             without managed scaling); capacity provider {provider} {how}: deploy the daemon there \
-             separately without it"
-        )));
-    }
+    crate::launch::check_placements(
+        &request.launch,
+        targets.services.first().map(String::as_str),
+        targets.managed.first().map(|p| p.name.as_str()),
+    )
+    .map_err(invalid)?;
     for provider in request.launch.environment.keys() {
         if targets.managed.iter().any(|p| &p.name == provider) {
             return Err(invalid(format!(

@@ -93,7 +93,22 @@ pub struct DaemonDeclaration {
     pub deployment: DaemonDeploymentSettings,
     /// A failed daemon drains and replaces its instance (ECS's default true).
     pub critical: bool,
+    /// The daemon's own tags (CreateDaemon only: UpdateDaemon takes none).
     pub tags: Vec<(String, String)>,
+    #[serde(default)]
+    pub launch: DaemonLaunch,
+}
+
+/// How ECS launches a managed daemon's tasks (API reference, *CreateDaemon* and
+/// *UpdateDaemon*: `propagateTags`, `enableECSManagedTags`, `enableExecuteCommand`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonLaunch {
+    /// `DAEMON` or `NONE`; none: not sent ("If you don't specify a value, the tags aren't
+    /// propagated").
+    pub propagate_tags: Option<String>,
+    pub enable_ecs_managed_tags: bool,
+    pub enable_execute_command: bool,
 }
 
 /// What CreateDaemon, UpdateDaemon and DeleteDaemon answer.

@@ -31,7 +31,8 @@ pub const SERVICES_PER_CLUSTER: usize = 5_000;
 /// What ecs-daemons asks of one DAEMON service. The rest is fixed by the placement: launch
 /// type EC2 (a DAEMON service takes no capacity provider strategy), `maximumPercent` 100 and
 /// `minimumHealthyPercent` 0 (the daemon defaults: "the maximum percent parameter must be
-/// 100"), tags propagated from the service so every task names its daemon.
+/// 100"), ECS's managed tags on. The launch options (`propagate_tags`,
+/// `enable_execute_command`) are the daemon's, as deployed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DaemonServiceDeclaration {
@@ -41,6 +42,9 @@ pub struct DaemonServiceDeclaration {
     /// `memberOf` placement constraint expressions (cluster query language).
     pub member_of: Vec<String>,
     pub tags: Vec<(String, String)>,
+    /// `SERVICE`, `TASK_DEFINITION` or `NONE`: whose tags the service's tasks get.
+    pub propagate_tags: String,
+    pub enable_execute_command: bool,
 }
 
 /// One service deployment as `DescribeServices` answers it.
@@ -77,6 +81,9 @@ pub struct ServiceState {
     pub member_of: Vec<String>,
     pub deployments: Vec<ServiceDeploymentState>,
     pub created_at: Option<DateTime<Utc>>,
+    /// The service's own tags (DescribeServices with `include: TAGS`).
+    #[serde(default)]
+    pub tags: Vec<(String, String)>,
 }
 
 impl ServiceState {
@@ -98,14 +105,30 @@ pub trait EcsServices: Send + Sync {
         client_token: &str,
     ) -> impl Future<Output = Result<ServiceState, EcsError>> + Send;
 
-    /// Points a service at another task definition: a new deployment, which on a DAEMON
-    /// service stops each old task before starting its replacement (`maximumPercent` 100).
-    fn update_service_task_definition(
+    /// Points a service at the declaration's task definition and launch options
+    /// (`propagateTags`, `enableExecuteCommand`): a new deployment, which on a DAEMON service
+    /// stops each old task before starting its replacement (`maximumPercent` 100). Its
+    /// placement constraints and tags stay as they are.
+    fn update_daemon_service(
         &self,
         cluster: &str,
-        service: &str,
-        task_definition: &str,
+        declaration: &DaemonServiceDeclaration,
     ) -> impl Future<Output = Result<ServiceState, EcsError>> + Send;
+
+    /// Adds or overwrites tags on a service (TagResource: no deployment; tasks get a
+    /// service's tags when they start, API reference, *CreateService* `propagateTags`).
+    fn tag_service(
+        &self,
+        service_arn: &str,
+        tags: &[(String, String)],
+    ) -> impl Future<Output = Result<(), EcsError>> + Send;
+
+    /// Removes tags from a service by key (UntagResource).
+    fn untag_service(
+        &self,
+        service_arn: &str,
+        keys: &[String],
+    ) -> impl Future<Output = Result<(), EcsError>> + Send;
 
     /// Services by name, [`DESCRIBE_SERVICES_BATCH`] per call; unknown ones are left out
     /// (ECS names them among `failures` with reason `MISSING`).
@@ -140,13 +163,26 @@ impl<T: EcsServices> EcsServices for std::sync::Arc<T> {
     ) -> impl Future<Output = Result<ServiceState, EcsError>> + Send {
         (**self).create_daemon_service(cluster, declaration, client_token)
     }
-    fn update_service_task_definition(
+    fn update_daemon_service(
         &self,
         cluster: &str,
-        service: &str,
-        task_definition: &str,
+        declaration: &DaemonServiceDeclaration,
     ) -> impl Future<Output = Result<ServiceState, EcsError>> + Send {
-        (**self).update_service_task_definition(cluster, service, task_definition)
+        (**self).update_daemon_service(cluster, declaration)
+    }
+    fn tag_service(
+        &self,
+        service_arn: &str,
+        tags: &[(String, String)],
+    ) -> impl Future<Output = Result<(), EcsError>> + Send {
+        (**self).tag_service(service_arn, tags)
+    }
+    fn untag_service(
+        &self,
+        service_arn: &str,
+        keys: &[String],
+    ) -> impl Future<Output = Result<(), EcsError>> + Send {
+        (**self).untag_service(service_arn, keys)
     }
     fn describe_services(
         &self,

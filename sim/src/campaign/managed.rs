@@ -248,6 +248,7 @@ async fn outside_change(harness: &Harness, twist: Twist, to: &str) -> Result<(),
                     deployment: DaemonDeploymentSettings::default(),
                     critical: true,
                     tags: Vec::new(),
+                    launch: Default::default(),
                 };
                 harness
                     .model

@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use ecs_daemons::ecs::{
     DaemonChange, DaemonCircuitBreaker, DaemonDeclaration, DaemonDeployment,
-    DaemonDeploymentStatus, DaemonProviderCounts, DaemonRevision, DaemonRevisionCounts,
-    DaemonRollback, DaemonState, DaemonTaskDefinition, EcsError, EcsErrorKind, DAEMON_NAME_MAX_LEN,
+    DaemonDeploymentStatus, DaemonLaunch, DaemonProviderCounts, DaemonRevision,
+    DaemonRevisionCounts, DaemonRollback, DaemonState, DaemonTaskDefinition, EcsError,
+    EcsErrorKind, DAEMON_NAME_MAX_LEN,
 };
 
 use super::{ACCOUNT, REGION};
@@ -135,6 +136,10 @@ enum CopyState {
 struct Copy {
     revision: String,
     state: CopyState,
+    /// The tags the task got when it started ("You can only propagate tags to daemon tasks
+    /// during task creation", API reference, *CreateDaemon* `propagateTags`).
+    tags: BTreeMap<String, String>,
+    execute_command: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -202,6 +207,9 @@ struct Daemon {
     bake: Duration,
     /// `DaemonAlarmConfiguration.alarmNames`: any in ALARM fails a deployment in flight.
     alarm_names: Vec<String>,
+    /// The daemon's own tags (CreateDaemon's `tags`).
+    tags: BTreeMap<String, String>,
+    launch: DaemonLaunch,
     status: &'static str,
     /// Revision ARN → daemon task definition key (`family:revision`).
     revisions: BTreeMap<String, String>,
@@ -289,6 +297,76 @@ fn error(
     message: &str,
 ) -> EcsError {
     EcsError::new(operation, target, kind, code, message)
+}
+
+impl Daemon {
+    /// A copy of `revision` as ECS starts it: the daemon's tags where `propagateTags` is
+    /// DAEMON ("If you don't specify a value, the tags aren't propagated"), ECS's managed
+    /// tags where on (the model adds `aws:ecs:clusterName` only), ECS Exec as declared.
+    fn copy(&self, revision: String, state: CopyState) -> Copy {
+        let mut tags = if self.launch.propagate_tags.as_deref() == Some("DAEMON") {
+            self.tags.clone()
+        } else {
+            BTreeMap::new()
+        };
+        if self.launch.enable_ecs_managed_tags {
+            tags.insert("aws:ecs:clusterName".into(), self.cluster.clone());
+        }
+        Copy {
+            revision,
+            state,
+            tags,
+            execute_command: self.launch.enable_execute_command,
+        }
+    }
+}
+
+/// `propagateTags` of a daemon: "DAEMON | NONE" (API reference, *CreateDaemon*), and its
+/// tags by ECS's rules (at most 50, no `aws:` prefix).
+fn check_launch(operation: &'static str, declaration: &DaemonDeclaration) -> Result<(), EcsError> {
+    let name = &declaration.daemon_name;
+    if let Some(value) = declaration.launch.propagate_tags.as_deref() {
+        if !matches!(value, "DAEMON" | "NONE") {
+            return Err(invalid_parameter(
+                operation,
+                name,
+                "propagateTags must be DAEMON or NONE.",
+            ));
+        }
+    }
+    if declaration.tags.len() > 50 {
+        return Err(invalid_parameter(
+            operation,
+            name,
+            "Too many tags, at most 50.",
+        ));
+    }
+    let reserved = |text: &str| {
+        text.get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case("aws:"))
+    };
+    if declaration
+        .tags
+        .iter()
+        .any(|(k, v)| reserved(k) || reserved(v))
+    {
+        return Err(invalid_parameter(
+            operation,
+            name,
+            "The aws: prefix is reserved for AWS use.",
+        ));
+    }
+    Ok(())
+}
+
+fn invalid_parameter(operation: &'static str, target: &str, message: &str) -> EcsError {
+    error(
+        operation,
+        target,
+        EcsErrorKind::Invalid,
+        "InvalidParameterException",
+        message,
+    )
 }
 
 fn client_error(operation: &'static str, target: &str, message: &str) -> EcsError {
@@ -447,17 +525,12 @@ impl NativeDaemons {
                 }
                 .to_string();
                 let fails = self.revision_fails(d, &revision);
-                Some((
-                    arn.clone(),
-                    Copy {
-                        revision,
-                        state: if fails {
-                            CopyState::Impaired
-                        } else {
-                            CopyState::Running
-                        },
-                    },
-                ))
+                let state = if fails {
+                    CopyState::Impaired
+                } else {
+                    CopyState::Running
+                };
+                Some((arn.clone(), d.copy(revision, state)))
             })
             .collect()
     }
@@ -553,6 +626,7 @@ impl NativeDaemons {
                 "A daemon with this name already exists.",
             ));
         }
+        check_launch(OPERATION, declaration)?;
         let key = self.definition_key(OPERATION, &declaration.daemon_task_definition_arn)?;
         let mut daemon = Daemon {
             name: name.clone(),
@@ -568,6 +642,8 @@ impl NativeDaemons {
                 declaration.deployment.bake_time_in_minutes.unwrap_or(0),
             )),
             alarm_names: declaration.deployment.alarm_names.clone(),
+            tags: declaration.tags.iter().cloned().collect(),
+            launch: declaration.launch.clone(),
             status: "ACTIVE",
             revisions: BTreeMap::new(),
             deployments: Vec::new(),
@@ -697,6 +773,7 @@ impl NativeDaemons {
         knobs: &NativeKnobs,
     ) -> Result<DaemonChange, EcsError> {
         const OPERATION: &str = "UpdateDaemon";
+        check_launch(OPERATION, declaration)?;
         let key = self.definition_key(OPERATION, &declaration.daemon_task_definition_arn)?;
         let mut daemon = self.active(OPERATION, arn)?.clone();
         daemon.providers = declaration
@@ -710,6 +787,12 @@ impl NativeDaemons {
             declaration.deployment.bake_time_in_minutes.unwrap_or(0),
         ));
         daemon.alarm_names = declaration.deployment.alarm_names.clone();
+        // UpdateDaemon takes no tags; a launch option not sent stays as it was.
+        if let Some(propagate) = &declaration.launch.propagate_tags {
+            daemon.launch.propagate_tags = Some(propagate.clone());
+        }
+        daemon.launch.enable_ecs_managed_tags = declaration.launch.enable_ecs_managed_tags;
+        daemon.launch.enable_execute_command = declaration.launch.enable_execute_command;
         let source = daemon.deployments.last().map(|d| d.goal().to_string());
         let deployment = self.new_deployment(&mut daemon, &key, source, now, knobs);
         self.daemons.insert(arn.into(), daemon);
@@ -1086,13 +1169,9 @@ impl NativeDaemons {
                     .get_mut(&daemon.cluster)
                     .and_then(|i| i.get_mut(new_id))
                 {
-                    instance.copies.insert(
-                        arn.into(),
-                        Copy {
-                            revision: goal.into(),
-                            state: CopyState::Running,
-                        },
-                    );
+                    instance
+                        .copies
+                        .insert(arn.into(), daemon.copy(goal.into(), CopyState::Running));
                 }
             }
             launched.extend(new);
@@ -1310,6 +1389,33 @@ impl super::ClusterModel {
     /// Instances of `cluster` running each managed daemon, by daemon name.
     pub fn managed_daemon_copies(&self, cluster: &str) -> BTreeMap<String, usize> {
         self.world().native.running_by_daemon(cluster)
+    }
+
+    /// How each managed daemon copy of `cluster` was launched: (instance id, daemon name,
+    /// its tags, ECS Exec), by instance then daemon.
+    pub fn managed_copy_launches(
+        &self,
+        cluster: &str,
+    ) -> Vec<(String, String, BTreeMap<String, String>, bool)> {
+        let world = self.world();
+        let native = &world.native;
+        let Some(instances) = native.instances.get(cluster) else {
+            return Vec::new();
+        };
+        instances
+            .iter()
+            .flat_map(|(id, instance)| {
+                instance.copies.iter().filter_map(move |(arn, copy)| {
+                    let daemon = native.daemons.get(arn)?;
+                    Some((
+                        id.clone(),
+                        daemon.name.clone(),
+                        copy.tags.clone(),
+                        copy.execute_command,
+                    ))
+                })
+            })
+            .collect()
     }
 
     /// Managed Instances instances of `cluster`.

@@ -153,6 +153,25 @@ pub(super) struct DaemonServices {
     pub(super) others: BTreeMap<String, usize>,
 }
 
+/// `propagateTags` of a service: "TASK_DEFINITION | SERVICE | NONE" (API reference,
+/// *CreateService*, *UpdateService*).
+fn check_propagate_tags(
+    operation: &'static str,
+    target: &str,
+    value: &str,
+) -> Result<(), EcsError> {
+    if matches!(value, "SERVICE" | "TASK_DEFINITION" | "NONE") {
+        return Ok(());
+    }
+    Err(error(
+        operation,
+        target,
+        EcsErrorKind::Invalid,
+        "InvalidParameterException",
+        "propagateTags must be one of TASK_DEFINITION, SERVICE or NONE.",
+    ))
+}
+
 fn error(
     operation: &'static str,
     target: &str,
@@ -329,6 +348,15 @@ impl World {
             Some(&started_by),
             tags,
         );
+        if let Ok(task) = &placed {
+            if let Some(task) = self
+                .clusters
+                .get_mut(cluster)
+                .and_then(|c| c.tasks.get_mut(task))
+            {
+                task.execute_command = service.declaration.enable_execute_command;
+            }
+        }
         if placed.is_err() {
             // "continues to try and schedule the task on the instance by waiting for
             // resources to become available".
@@ -424,11 +452,22 @@ impl World {
         }
     }
 
-    /// The tags a service task carries: the service's own (`propagateTags` SERVICE) and
-    /// ECS's managed ones (`enableECSManagedTags`: `aws:ecs:serviceName`,
-    /// `aws:ecs:clusterName`; developer guide, *Tagging your resources*).
+    /// The tags a service task carries: the service's own (`propagateTags` SERVICE), its
+    /// task definition's (TASK_DEFINITION) or none (NONE), as they are when the task starts
+    /// (API reference, *CreateService* `propagateTags`: "Tags can only be propagated to the
+    /// task during task creation"), and ECS's managed ones (`enableECSManagedTags`:
+    /// `aws:ecs:serviceName`, `aws:ecs:clusterName`; developer guide, *Tagging your
+    /// resources*).
     fn service_task_tags(&self, cluster: &str, service: &Service) -> BTreeMap<String, String> {
-        let mut tags: BTreeMap<String, String> = service.declaration.tags.iter().cloned().collect();
+        let mut tags: BTreeMap<String, String> = match service.declaration.propagate_tags.as_str() {
+            "SERVICE" => service.declaration.tags.iter().cloned().collect(),
+            "TASK_DEFINITION" => self
+                .definitions
+                .get(&service.primary().task_definition)
+                .map(|(_, model)| model.tags.clone())
+                .unwrap_or_default(),
+            _ => BTreeMap::new(),
+        };
         tags.insert(
             "aws:ecs:serviceName".into(),
             service.declaration.service_name.clone(),
@@ -534,6 +573,7 @@ impl World {
             member_of: service.declaration.member_of.clone(),
             deployments,
             created_at: Some(service.created_at),
+            tags: service.declaration.tags.clone(),
         }
     }
 
@@ -585,6 +625,7 @@ impl World {
                 "Service name must be 1 to 255 letters, numbers, underscores and hyphens.",
             ));
         }
+        check_propagate_tags(OPERATION, &target, &declaration.propagate_tags)?;
         let definition = self.known_definition(OPERATION, &declaration.task_definition)?;
         let constraints: Option<Vec<(String, Vec<String>)>> = declaration
             .member_of
@@ -677,24 +718,82 @@ impl World {
     pub(super) fn update_service(
         &mut self,
         cluster: &str,
-        name: &str,
-        task_definition: &str,
+        declaration: &DaemonServiceDeclaration,
     ) -> Result<ServiceState, EcsError> {
         const OPERATION: &str = "UpdateService";
+        let name = declaration.service_name.as_str();
         self.cluster(cluster, OPERATION)?;
         self.active_service(OPERATION, cluster, name)?;
-        let definition = self.known_definition(OPERATION, task_definition)?;
+        check_propagate_tags(OPERATION, name, &declaration.propagate_tags)?;
+        let definition = self.known_definition(OPERATION, &declaration.task_definition)?;
         let key = (cluster.to_string(), name.to_string());
         // "A new deployment also starts when updating a service or setting a different
         // revision of the task definition" (the daemon strategy's page).
         let deployment = self.new_deployment(&definition);
         if let Some(service) = self.services.services.get_mut(&key) {
-            service.declaration.task_definition = task_definition.into();
+            service.declaration.task_definition = declaration.task_definition.clone();
+            service.declaration.propagate_tags = declaration.propagate_tags.clone();
+            service.declaration.enable_execute_command = declaration.enable_execute_command;
             service.deployments.push(deployment);
         }
         self.notice_services(cluster, None);
         let service = &self.services.services[&key];
         Ok(self.service_state(cluster, service))
+    }
+
+    /// TagResource and UntagResource on a service: its tags change, its tasks keep theirs
+    /// and no deployment starts (API reference, *TagResource*; the tags a task gets are
+    /// fixed when it starts). ECS's rules: at most 50 tags, none with the `aws:` prefix.
+    pub(super) fn retag_service(
+        &mut self,
+        operation: &'static str,
+        arn: &str,
+        add: &[(String, String)],
+        remove: &[String],
+    ) -> Result<(), EcsError> {
+        let invalid = |message: String| {
+            error(
+                operation,
+                arn,
+                EcsErrorKind::Invalid,
+                "InvalidParameterException",
+                &message,
+            )
+        };
+        let Some(service) = self
+            .services
+            .services
+            .values_mut()
+            .find(|s| s.arn == arn && s.status != Status::Inactive)
+        else {
+            return Err(error(
+                operation,
+                arn,
+                EcsErrorKind::NotFound,
+                "ResourceNotFoundException",
+                "The specified resource could not be found.",
+            ));
+        };
+        let mut tags: BTreeMap<String, String> = service.declaration.tags.iter().cloned().collect();
+        for (key, value) in add {
+            if key.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("aws:")) {
+                return Err(invalid(format!(
+                    "Tag key {key} uses the reserved aws: prefix."
+                )));
+            }
+            tags.insert(key.clone(), value.clone());
+        }
+        for key in remove {
+            tags.remove(key);
+        }
+        if tags.len() > 50 {
+            return Err(invalid(format!(
+                "Too many tags: {}, at most 50.",
+                tags.len()
+            )));
+        }
+        service.declaration.tags = tags.into_iter().collect();
+        Ok(())
     }
 
     pub(super) fn describe_services(
@@ -775,15 +874,30 @@ impl ecs_daemons::ecs::EcsServices for super::ClusterModel {
         world.create_service(cluster, declaration, client_token)
     }
 
-    async fn update_service_task_definition(
+    async fn update_daemon_service(
         &self,
         cluster: &str,
-        service: &str,
-        task_definition: &str,
+        declaration: &DaemonServiceDeclaration,
     ) -> Result<ServiceState, EcsError> {
         let mut world = self.world();
-        world.call("UpdateService", true, service)?;
-        world.update_service(cluster, service, task_definition)
+        world.call("UpdateService", true, &declaration.service_name)?;
+        world.update_service(cluster, declaration)
+    }
+
+    async fn tag_service(
+        &self,
+        service_arn: &str,
+        tags: &[(String, String)],
+    ) -> Result<(), EcsError> {
+        let mut world = self.world();
+        world.call("TagResource", true, service_arn)?;
+        world.retag_service("TagResource", service_arn, tags, &[])
+    }
+
+    async fn untag_service(&self, service_arn: &str, keys: &[String]) -> Result<(), EcsError> {
+        let mut world = self.world();
+        world.call("UntagResource", true, service_arn)?;
+        world.retag_service("UntagResource", service_arn, &[], keys)
     }
 
     async fn describe_services(

@@ -33,6 +33,14 @@ fn tags(declaration: &DaemonDeclaration) -> Option<Vec<sdk::Tag>> {
     })
 }
 
+fn propagate_tags(declaration: &DaemonDeclaration) -> Option<sdk::DaemonPropagateTags> {
+    declaration
+        .launch
+        .propagate_tags
+        .as_deref()
+        .map(sdk::DaemonPropagateTags::from)
+}
+
 fn change(
     operation: &'static str,
     target: &str,
@@ -148,6 +156,9 @@ impl EcsDaemons for SdkEcs {
             .deployment_configuration(deployment_configuration(&declaration.deployment))
             .critical(declaration.critical)
             .set_tags(tags(declaration))
+            .set_propagate_tags(propagate_tags(declaration))
+            .enable_ecs_managed_tags(declaration.launch.enable_ecs_managed_tags)
+            .enable_execute_command(declaration.launch.enable_execute_command)
             .client_token(client_token)
             .send()
             .await
@@ -175,6 +186,9 @@ impl EcsDaemons for SdkEcs {
             .set_capacity_provider_arns(Some(declaration.capacity_provider_arns.clone()))
             .deployment_configuration(deployment_configuration(&declaration.deployment))
             .critical(declaration.critical)
+            .set_propagate_tags(propagate_tags(declaration))
+            .enable_ecs_managed_tags(declaration.launch.enable_ecs_managed_tags)
+            .enable_execute_command(declaration.launch.enable_execute_command)
             .send()
             .await
             .map_err(|e| call_error(OPERATION, daemon_arn, e))?;

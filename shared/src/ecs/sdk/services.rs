@@ -7,6 +7,12 @@ use super::SdkEcs;
 use crate::ecs::services::*;
 use crate::ecs::EcsError;
 
+fn sdk_tags(tags: &[(String, String)]) -> Vec<sdk::Tag> {
+    tags.iter()
+        .map(|(key, value)| sdk::Tag::builder().key(key).value(value).build())
+        .collect()
+}
+
 fn service_state(
     operation: &'static str,
     target: &str,
@@ -49,6 +55,16 @@ fn service_state(
             })
             .collect(),
         created_at: to_chrono(item.created_at()),
+        tags: item
+            .tags()
+            .iter()
+            .filter_map(|t| {
+                Some((
+                    t.key()?.to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                ))
+            })
+            .collect(),
     })
 }
 
@@ -71,11 +87,6 @@ impl EcsServices for SdkEcs {
                     .build()
             })
             .collect();
-        let tags = declaration
-            .tags
-            .iter()
-            .map(|(key, value)| sdk::Tag::builder().key(key).value(value).build())
-            .collect();
         let answer = self
             .client
             .create_service()
@@ -91,9 +102,12 @@ impl EcsServices for SdkEcs {
                     .minimum_healthy_percent(0)
                     .build(),
             )
-            .propagate_tags(sdk::PropagateTags::Service)
+            .propagate_tags(sdk::PropagateTags::from(
+                declaration.propagate_tags.as_str(),
+            ))
             .enable_ecs_managed_tags(true)
-            .set_tags(Some(tags))
+            .enable_execute_command(declaration.enable_execute_command)
+            .set_tags(Some(sdk_tags(&declaration.tags)))
             .client_token(client_token)
             .send()
             .await
@@ -101,24 +115,54 @@ impl EcsServices for SdkEcs {
         service_state(OPERATION, &target, answer.service())
     }
 
-    async fn update_service_task_definition(
+    async fn update_daemon_service(
         &self,
         cluster: &str,
-        service: &str,
-        task_definition: &str,
+        declaration: &DaemonServiceDeclaration,
     ) -> Result<ServiceState, EcsError> {
         const OPERATION: &str = "UpdateService";
-        let target = format!("service {service} in {cluster}");
+        let target = format!("service {} in {cluster}", declaration.service_name);
         let answer = self
             .client
             .update_service()
             .cluster(cluster)
-            .service(service)
-            .task_definition(task_definition)
+            .service(&declaration.service_name)
+            .task_definition(&declaration.task_definition)
+            .propagate_tags(sdk::PropagateTags::from(
+                declaration.propagate_tags.as_str(),
+            ))
+            .enable_ecs_managed_tags(true)
+            .enable_execute_command(declaration.enable_execute_command)
             .send()
             .await
             .map_err(|e| call_error(OPERATION, &target, e))?;
         service_state(OPERATION, &target, answer.service())
+    }
+
+    async fn tag_service(
+        &self,
+        service_arn: &str,
+        tags: &[(String, String)],
+    ) -> Result<(), EcsError> {
+        self.client
+            .tag_resource()
+            .resource_arn(service_arn)
+            .set_tags(Some(sdk_tags(tags)))
+            .send()
+            .await
+            .map_err(|e| call_error("TagResource", service_arn, e))?;
+        Ok(())
+    }
+
+    async fn untag_service(&self, service_arn: &str, keys: &[String]) -> Result<(), EcsError> {
+        self.client
+            .untag_resource()
+            .resource_arn(service_arn)
+            .set_tag_keys(Some(keys.to_vec()))
+            .send()
+            .await
+            .map_err(|e| call_error("UntagResource", service_arn, e))?;
+        Ok(())
     }
 
     async fn describe_services(
@@ -135,6 +179,7 @@ impl EcsServices for SdkEcs {
                 .describe_services()
                 .cluster(cluster)
                 .set_services(Some(batch.to_vec()))
+                .include(sdk::ServiceField::Tags)
                 .send()
                 .await
                 .map_err(|e| call_error(OPERATION, &target, e))?;
