@@ -7,33 +7,18 @@
 use chrono::Duration;
 use ecs_daemons::alarms::AlarmValue;
 use ecs_daemons::deploy::{DaemonStatus, DeployError, DeployRequest, RolloutView};
-use ecs_daemons::model::{CapacityProviderKind, InstanceStatus, TaskStatus};
+use ecs_daemons::ecs::DaemonDeploymentStatus;
+use ecs_daemons::model::CapacityProviderKind;
 use ecs_daemons::rollout::{Amount, RolloutConfig, RolloutKind, RolloutState};
 use ecs_daemons::store::Store;
-use ecs_daemons_sim::cluster_model::{
-    DaemonDefinitionModel, ManagedScaling, ModelConfig, TaskDefinitionModel,
-};
+use ecs_daemons_sim::cluster_model::{AlarmCheck, DaemonDefinitionModel, ModelConfig, NativeKnobs};
 use ecs_daemons_sim::simulation::Harness;
 
-const CLUSTER: &str = "prod";
-const AGENT: &str = "agent";
+mod placements;
+use placements::{deploy_request, on_revision, Placement, AGENT, CLUSTER};
+
 const ERRORS: &str = "agent-errors";
 const LATENCY: &str = "checkout-p99";
-
-#[derive(Clone, Copy, Debug)]
-enum Placement {
-    Tasks,
-    Services,
-}
-
-impl Placement {
-    fn provider(self) -> &'static str {
-        match self {
-            Self::Tasks => "general",
-            Self::Services => "scaled",
-        }
-    }
-}
 
 fn gated(bake_seconds: Option<u32>) -> RolloutConfig {
     RolloutConfig {
@@ -45,49 +30,14 @@ fn gated(bake_seconds: Option<u32>) -> RolloutConfig {
     }
 }
 
-fn deploy_request(placement: Placement, revision: &str, config: RolloutConfig) -> DeployRequest {
-    DeployRequest {
-        rollout: Some(config),
-        ..DeployRequest::new(CLUSTER, AGENT, revision, &[placement.provider()], 0)
-    }
-}
-
 /// Six instances on the agent's first revision, the two alarms created (one judging over
 /// 3 × 60 s, one over 2 × 300 s) and OK.
 async fn settled(placement: Placement) -> (Harness, Vec<String>) {
-    let mut harness = Harness::new(CLUSTER, &[placement.provider()], ModelConfig::default());
-    if let Placement::Services = placement {
-        harness.model.enable_managed_scaling(
-            CLUSTER,
-            placement.provider(),
-            ManagedScaling::new(6, 10, 4096, 8192),
-        );
-    }
-    for _ in 0..6 {
-        harness
-            .model
-            .add_instance(CLUSTER, placement.provider(), 4096, 8192);
-    }
-    harness.model.put_metric_alarm(ERRORS, 60, 3);
-    harness.model.put_metric_alarm(LATENCY, 300, 2);
-    let revisions: Vec<String> = (0..2)
-        .map(|_| {
-            harness
-                .model
-                .register_task_definition(TaskDefinitionModel::new(AGENT, 256, 256))
-        })
-        .collect();
-    harness
-        .deploy(deploy_request(
-            placement,
-            &revisions[0],
-            RolloutConfig::default(),
-        ))
-        .await
-        .unwrap();
-    harness.run_scheduled(Duration::minutes(3), 60).await;
-    assert_eq!(on_revision(&harness, &revisions[0]), 6, "settled first");
-    (harness, revisions)
+    placements::settled(placement, 2, RolloutConfig::default(), |harness| {
+        harness.model.put_metric_alarm(ERRORS, 60, 3);
+        harness.model.put_metric_alarm(LATENCY, 300, 2);
+    })
+    .await
 }
 
 /// The rollout `id` as status shows it (in flight or latest, else in the history).
@@ -112,28 +62,6 @@ async fn run_until_all_on(harness: &mut Harness, revision: &str) {
         harness.run_scheduled(Duration::minutes(1), 60).await;
     }
     panic!("not every instance reached {revision}");
-}
-
-fn on_revision(harness: &Harness, revision: &str) -> usize {
-    let active: Vec<String> = harness
-        .model
-        .instances(CLUSTER)
-        .iter()
-        .filter(|i| i.status == InstanceStatus::Active)
-        .map(|i| i.id().to_string())
-        .collect();
-    harness
-        .model
-        .tasks(CLUSTER)
-        .iter()
-        .filter(|t| {
-            t.group == format!("daemon:{AGENT}")
-                || t.group
-                    .starts_with(&format!("service:ecs-daemons-{AGENT}-"))
-        })
-        .filter(|t| !t.last_status.is_terminal() && t.desired_status == TaskStatus::Running)
-        .filter(|t| active.contains(&t.instance_id) && t.definition == revision)
-        .count()
 }
 
 async fn alarm_mid_rollout_rolls_back(placement: Placement) {
@@ -372,10 +300,27 @@ async fn mistakes_in_rollout_alarms_are_refused_with_the_fix_and_change_nothing(
 }
 
 /// On Managed Instances the alarms are ECS's own (`DaemonAlarmConfiguration`): ECS fails and
-/// rolls back its deployment, and the rollout record names the alarm.
+/// rolls back its deployment, and the rollout record names the alarm, whether ECS looks at
+/// them only at each step (the model's default, as the guide says nothing) or as they fire.
 #[tokio::test]
 async fn on_managed_instances_ecs_watches_the_alarms_and_rolls_back() {
-    let mut harness = Harness::new(CLUSTER, &["mi-general"], ModelConfig::default());
+    for (check, at_once) in [
+        (AlarmCheck::AtEachStep, false),
+        (AlarmCheck::WhenAlarmFires, true),
+    ] {
+        ecs_watches_the_alarms(check, at_once).await;
+    }
+}
+
+async fn ecs_watches_the_alarms(check: AlarmCheck, at_once: bool) {
+    let config = ModelConfig {
+        native: NativeKnobs {
+            alarm_check: check,
+            ..NativeKnobs::default()
+        },
+        ..ModelConfig::default()
+    };
+    let mut harness = Harness::new(CLUSTER, &["mi-general"], config);
     harness
         .model
         .set_capacity_provider_kind("mi-general", CapacityProviderKind::managed_instances());
@@ -403,6 +348,16 @@ async fn on_managed_instances_ecs_watches_the_alarms_and_rolls_back() {
     harness
         .model
         .set_alarm_state(ERRORS, AlarmValue::Alarm, "Threshold Crossed");
+    let latest = harness.model.managed_truth(CLUSTER)[0]
+        .latest
+        .clone()
+        .unwrap();
+    assert_eq!(
+        latest.status != DaemonDeploymentStatus::InProgress,
+        at_once,
+        "{check:?}: {:?}",
+        latest.status
+    );
     harness.run_scheduled(Duration::minutes(40), 60).await;
     let status = harness.daemon_status("cloudwatch-agent").await;
     let ended = find(&status, &rollout_id);

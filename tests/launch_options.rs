@@ -458,6 +458,25 @@ fn managed_cluster() -> (Harness, String, String) {
     (harness, with_role, without_role)
 }
 
+/// Each of the `count` managed daemon copies has the team tag and ECS's cluster tag, and ECS
+/// Exec as `exec` says.
+fn assert_managed_copies(harness: &Harness, count: usize, exec: bool) {
+    let copies = harness.model.managed_copy_launches(CLUSTER);
+    assert_eq!(copies.len(), count, "{copies:?}");
+    for (instance, _, tags, execute_command) in &copies {
+        assert_eq!(
+            tags.get("team").map(String::as_str),
+            Some("platform"),
+            "{instance}"
+        );
+        assert_eq!(
+            tags.get("aws:ecs:clusterName").map(String::as_str),
+            Some(CLUSTER)
+        );
+        assert_eq!(*execute_command, exec, "{instance}");
+    }
+}
+
 fn managed_request(revision: &str, options: LaunchOptions) -> DeployRequest {
     DeployRequest {
         task_definition: None,
@@ -484,20 +503,7 @@ async fn on_managed_instances_the_options_are_ecs_managed_daemons() {
     assert_eq!(answer.managed.as_ref().unwrap().recorded, "created");
     // ECS's deployment drains and replaces the instances to give them the daemon.
     harness.run_scheduled(Duration::minutes(60), 60).await;
-    let copies = harness.model.managed_copy_launches(CLUSTER);
-    assert_eq!(copies.len(), 4, "{copies:?}");
-    for (instance, _, tags, exec) in &copies {
-        assert_eq!(
-            tags.get("team").map(String::as_str),
-            Some("platform"),
-            "{instance}"
-        );
-        assert_eq!(
-            tags.get("aws:ecs:clusterName").map(String::as_str),
-            Some(CLUSTER)
-        );
-        assert!(exec);
-    }
+    assert_managed_copies(&harness, 4, true);
     let status = harness.daemon_status(AGENT).await;
     assert_eq!(
         status.launch, options,
@@ -559,16 +565,7 @@ async fn on_managed_instances_the_options_are_ecs_managed_daemons() {
         .unwrap();
     assert_eq!(answer.managed.as_ref().unwrap().recorded, "updated");
     harness.run_scheduled(Duration::minutes(60), 60).await;
-    let copies = harness.model.managed_copy_launches(CLUSTER);
-    assert_eq!(copies.len(), 4, "{copies:?}");
-    for (instance, _, tags, exec) in &copies {
-        assert_eq!(
-            tags.get("team").map(String::as_str),
-            Some("platform"),
-            "{instance}"
-        );
-        assert!(!exec, "{instance}");
-    }
+    assert_managed_copies(&harness, 4, false);
 
     // A rollback keeps the options: the tags are still the daemon's.
     let next = harness
@@ -590,11 +587,5 @@ async fn on_managed_instances_the_options_are_ecs_managed_daemons() {
         .unwrap();
     harness.run_scheduled(Duration::minutes(60), 60).await;
     assert_eq!(harness.daemon_status(AGENT).await.launch, without_exec);
-    for (instance, _, tags, _) in harness.model.managed_copy_launches(CLUSTER) {
-        assert_eq!(
-            tags.get("team").map(String::as_str),
-            Some("platform"),
-            "{instance}"
-        );
-    }
+    assert_managed_copies(&harness, 4, false);
 }

@@ -7,41 +7,17 @@ use chrono::Duration;
 use ecs_daemons::deploy::{
     parse_payload, ControlVerb, DeployError, DeployRequest, RolloutControlRequest,
 };
-use ecs_daemons::model::{CapacityProviderKind, InstanceStatus, TaskStatus};
+use ecs_daemons::model::CapacityProviderKind;
 use ecs_daemons::rollout::{
     Amount, Canary, Promote, Rollout, RolloutConfig, RolloutState, RolloutStep,
 };
 use ecs_daemons::slot::Slot;
 use ecs_daemons::store::{ItemKey, Store, Versioned};
-use ecs_daemons_sim::cluster_model::{
-    DaemonDefinitionModel, ManagedScaling, ModelConfig, TaskDefinitionModel,
-};
+use ecs_daemons_sim::cluster_model::{DaemonDefinitionModel, ModelConfig};
 use ecs_daemons_sim::simulation::Harness;
 
-const CLUSTER: &str = "prod";
-const AGENT: &str = "agent";
-
-#[derive(Clone, Copy, Debug)]
-enum Placement {
-    Tasks,
-    Services,
-}
-
-impl Placement {
-    fn provider(self) -> &'static str {
-        match self {
-            Self::Tasks => "general",
-            Self::Services => "scaled",
-        }
-    }
-}
-
-fn deploy_request(placement: Placement, revision: &str, config: RolloutConfig) -> DeployRequest {
-    DeployRequest {
-        rollout: Some(config),
-        ..DeployRequest::new(CLUSTER, AGENT, revision, &[placement.provider()], 0)
-    }
-}
+mod placements;
+use placements::{deploy_request, live_revisions, on_revision, Placement, AGENT, CLUSTER};
 
 fn two_at_a_time() -> RolloutConfig {
     RolloutConfig {
@@ -63,63 +39,7 @@ fn control(verb: ControlVerb) -> RolloutControlRequest {
 
 /// Six instances of the placement's provider on the agent's first revision; all revisions.
 async fn settled(placement: Placement) -> (Harness, Vec<String>) {
-    let mut harness = Harness::new(CLUSTER, &[placement.provider()], ModelConfig::default());
-    if let Placement::Services = placement {
-        harness.model.enable_managed_scaling(
-            CLUSTER,
-            placement.provider(),
-            // At least six: no scale-in takes instances away mid-test.
-            ManagedScaling::new(6, 10, 4096, 8192),
-        );
-    }
-    for _ in 0..6 {
-        harness
-            .model
-            .add_instance(CLUSTER, placement.provider(), 4096, 8192);
-    }
-    let revisions: Vec<String> = (0..3)
-        .map(|_| {
-            harness
-                .model
-                .register_task_definition(TaskDefinitionModel::new(AGENT, 256, 256))
-        })
-        .collect();
-    harness
-        .deploy(deploy_request(placement, &revisions[0], two_at_a_time()))
-        .await
-        .unwrap();
-    harness.run_scheduled(Duration::minutes(3), 60).await;
-    assert_eq!(on_revision(&harness, &revisions[0]), 6, "settled first");
-    (harness, revisions)
-}
-
-/// Live copies of the agent (standalone or from its DAEMON services), per revision.
-fn live_revisions(harness: &Harness) -> Vec<String> {
-    let standalone = format!("daemon:{AGENT}");
-    let services = format!("service:ecs-daemons-{AGENT}-");
-    let active: Vec<String> = harness
-        .model
-        .instances(CLUSTER)
-        .iter()
-        .filter(|i| i.status == InstanceStatus::Active)
-        .map(|i| i.id().to_string())
-        .collect();
-    harness
-        .model
-        .tasks(CLUSTER)
-        .iter()
-        .filter(|t| t.group == standalone || t.group.starts_with(&services))
-        .filter(|t| !t.last_status.is_terminal() && t.desired_status == TaskStatus::Running)
-        .filter(|t| active.contains(&t.instance_id))
-        .map(|t| t.definition.clone())
-        .collect()
-}
-
-fn on_revision(harness: &Harness, revision: &str) -> usize {
-    live_revisions(harness)
-        .iter()
-        .filter(|r| *r == revision)
-        .count()
+    placements::settled(placement, 3, two_at_a_time(), |_| {}).await
 }
 
 async fn rollout_of(harness: &Harness, id: &str) -> Rollout {

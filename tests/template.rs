@@ -1040,7 +1040,12 @@ async fn every_call_a_function_makes_is_allowed_by_its_policies() {
         .map(|(resource, binary)| (binary, resource))
         .collect();
     let made = harness.operations_by_function();
-    for operation in ["TagResource", "UntagResource", "CreateDaemon", "CreateService"] {
+    for operation in [
+        "TagResource",
+        "UntagResource",
+        "CreateDaemon",
+        "CreateService",
+    ] {
         assert!(
             made["deploy"].contains(operation),
             "deploy never called {operation}: the check would not see its permission"

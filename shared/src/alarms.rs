@@ -134,15 +134,6 @@ impl AlarmReading {
             _ => Vec::new(),
         }
     }
-
-    /// Whether every one of `names` could be judged.
-    pub fn judged(&self, names: &[String]) -> bool {
-        match self {
-            Self::Read(states) => names.iter().all(|name| states.contains_key(name)),
-            Self::NotNeeded => names.is_empty(),
-            Self::Unreadable(_) => false,
-        }
-    }
 }
 
 /// The bake a rollout keeps watching its alarms after its last instance, derived as ECS
@@ -219,7 +210,7 @@ mod tests {
     }
 
     #[test]
-    fn only_named_alarms_in_alarm_fire_and_unread_ones_are_not_judged() {
+    fn only_named_alarms_in_alarm_fire_and_unread_ones_never_do() {
         let reading = AlarmReading::Read(
             [
                 state("errors", AlarmValue::Alarm, None),
@@ -237,12 +228,10 @@ mod tests {
             .map(|s| s.name.as_str())
             .collect();
         assert_eq!(firing, ["errors"]);
-        assert!(reading.judged(&named));
-        assert!(!reading.judged(&["gone".to_string()]));
+        assert!(reading.firing(&["gone".to_string()]).is_empty());
         assert!(AlarmReading::Unreadable("throttled".into())
             .firing(&named)
             .is_empty());
-        assert!(!AlarmReading::Unreadable("throttled".into()).judged(&named));
     }
 
     #[test]

@@ -22,8 +22,8 @@ mod scaling;
 mod services;
 pub use autoscaling::HookStats;
 pub use daemons::{
-    DaemonDefinitionModel, DeploymentOnDelete, ManagedTruth, NativeKnobs, NonCriticalFailure,
-    ScaleOutRevision, IMPAIRED_REASON,
+    AlarmCheck, DaemonDefinitionModel, DeploymentOnDelete, ManagedTruth, NativeKnobs,
+    NonCriticalFailure, ScaleOutRevision, IMPAIRED_REASON,
 };
 use ecs_daemons::ecs::{
     clip_reason, Ecs, EcsError, EcsErrorKind, InstanceAttribute, Page, StartTaskOutcome,
@@ -820,8 +820,10 @@ impl World {
         self.now = self.now.max(until);
     }
 
-    /// `UpdateContainerInstancesState DRAINING`: service tasks are stopped, standalone tasks
-    /// are not, DAEMON-service tasks stop last (`services.rs`).
+    /// `UpdateContainerInstancesState DRAINING` (developer guide, *Container instance
+    /// draining*): "ECS prevents new tasks from being scheduled for placement", service tasks
+    /// are stopped, "Any standalone tasks in the PENDING or RUNNING state are unaffected",
+    /// and DAEMON-service tasks stop last (`services.rs`).
     fn drain(&mut self, cluster: &str, id: &str) {
         let world = self;
         let id = id.to_string();
@@ -1307,7 +1309,8 @@ impl ClusterModel {
         instance_arn(cluster, &id)
     }
 
-    /// `UpdateContainerInstancesState DRAINING`: service tasks are stopped, standalone tasks are not.
+    /// `UpdateContainerInstancesState DRAINING`, as the model drains (developer guide,
+    /// *Container instance draining*; see `World::drain`).
     pub fn drain_instance(&self, cluster: &str, instance: &str) {
         self.world().drain(cluster, resource_id(instance));
     }

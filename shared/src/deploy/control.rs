@@ -91,50 +91,7 @@ pub async fn control_rollout<E: Ecs, S: Store>(
         reason: request.reason.clone(),
     };
     for _ in 0..CONFLICT_RETRIES {
-        let Some(spec) = engine
-            .declaration(&request.cluster, &request.daemon)
-            .await?
-        else {
-            return Err(match managed {
-                Some(_) => DeployError::ControlOnManagedInstances {
-                    daemon: request.daemon.clone(),
-                    verb: request.control.as_str(),
-                },
-                None => DeployError::UnknownDaemon {
-                    cluster: request.cluster.clone(),
-                    daemon: request.daemon.clone(),
-                },
-            });
-        };
-        let rollout = match &spec.record.active_rollout {
-            Some(id) => {
-                engine
-                    .rollout(&request.cluster, &request.daemon, id)
-                    .await?
-            }
-            None => None,
-        };
-        let Some(rollout) = rollout.filter(|r| r.record.state == RolloutState::InProgress) else {
-            let latest = engine
-                .rollouts(&request.cluster, &request.daemon)
-                .await?
-                .into_iter()
-                .map(|r| r.record)
-                .filter(|r| !r.managed_instances)
-                .max_by_key(|r| r.started_at);
-            return Err(DeployError::NoRolloutInProgress {
-                daemon: request.daemon.clone(),
-                verb: request.control.as_str(),
-                latest: latest.map_or_else(String::new, |r| {
-                    let state = serde_json::to_value(r.state).unwrap_or_default();
-                    format!(
-                        " (its latest, {}, ended {})",
-                        r.id,
-                        state.as_str().unwrap_or_default()
-                    )
-                }),
-            });
-        };
+        let rollout = rollout_in_progress(engine, &request, managed.is_some()).await?;
         let mut record = rollout.record.clone();
         let recorded = apply(request.control, &mut record, mark.clone())?;
         let mut warnings = Vec::new();
@@ -171,6 +128,61 @@ pub async fn control_rollout<E: Ecs, S: Store>(
     Err(DeployError::Conflict {
         daemon: request.daemon,
     })
+}
+
+/// The daemon's rollout in progress on EC2 providers, or why there is none to control
+/// (`managed`: the daemon has a Managed Instances part, whose deployment is ECS's).
+async fn rollout_in_progress<E: Ecs, S: Store>(
+    engine: &Engine<E, S>,
+    request: &RolloutControlRequest,
+    managed: bool,
+) -> Result<Versioned<Rollout>, DeployError> {
+    let Some(spec) = engine
+        .declaration(&request.cluster, &request.daemon)
+        .await?
+    else {
+        return Err(if managed {
+            DeployError::ControlOnManagedInstances {
+                daemon: request.daemon.clone(),
+                verb: request.control.as_str(),
+            }
+        } else {
+            DeployError::UnknownDaemon {
+                cluster: request.cluster.clone(),
+                daemon: request.daemon.clone(),
+            }
+        });
+    };
+    let rollout = match &spec.record.active_rollout {
+        Some(id) => {
+            engine
+                .rollout(&request.cluster, &request.daemon, id)
+                .await?
+        }
+        None => None,
+    };
+    let Some(rollout) = rollout.filter(|r| r.record.state == RolloutState::InProgress) else {
+        let latest = engine
+            .rollouts(&request.cluster, &request.daemon)
+            .await?
+            .into_iter()
+            .map(|r| r.record)
+            .filter(|r| !r.managed_instances)
+            .max_by_key(|r| r.started_at);
+        return Err(DeployError::NoRolloutInProgress {
+            daemon: request.daemon.clone(),
+            verb: request.control.as_str(),
+            latest: latest.map_or_else(String::new, |r| {
+                let state = serde_json::to_value(r.state).unwrap_or_default();
+                format!(
+                    " (its latest, {}, ended {})",
+                    r.id,
+                    state.as_str().unwrap_or_default()
+                )
+            }),
+        });
+    };
+    Ok(rollout)
 }
 
 fn answer(

@@ -384,6 +384,28 @@ fn pinned(field: &str, arn_marker: &str, reference: &str) -> Result<String, Depl
     })
 }
 
+/// The restart settings' bounds.
+fn check_restart(restart: &RestartPolicy) -> Result<(), DeployError> {
+    if restart.max_consecutive_failures == 0 || restart.max_consecutive_failures > 100 {
+        return Err(invalid("`restart.maxConsecutiveFailures` must be 1 to 100"));
+    }
+    if restart.base_backoff_seconds > restart.max_backoff_seconds
+        || restart.max_backoff_seconds > 86_400
+    {
+        return Err(invalid(
+            "`restart.baseBackoffSeconds` must not exceed `restart.maxBackoffSeconds`, which must be at most 86400",
+        ));
+    }
+    if let Some(grace) = restart.unhealthy_grace_seconds {
+        if !(10..=86_400).contains(&grace) {
+            return Err(invalid(format!(
+                "`restart.unhealthyGraceSeconds` must be between 10 and 86400 (leave it out to follow the task definition's health check), got {grace}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl DeployRequest {
     /// A request with the default restart policy and warning share.
     pub fn new(
@@ -436,6 +458,38 @@ impl DeployRequest {
                 .map(pinned_daemon_task_definition)
                 .transpose()?,
         };
+        self.check_kind_specific(&pins)?;
+        self.check_capacity_providers()?;
+        if !(-1000..=1000).contains(&self.start_order) {
+            return Err(invalid(format!(
+                "`startOrder` must be between -1000 and 1000, got {}",
+                self.start_order
+            )));
+        }
+        if let Some(share) = self.warn_share {
+            if !(share > 0.0 && share <= 1.0) {
+                return Err(invalid(format!(
+                    "`warnShare` must be above 0 and at most 1, got {share}"
+                )));
+            }
+        }
+        if let Some(rollout) = &self.rollout {
+            rollout.validate().map_err(invalid)?;
+        }
+        crate::launch::check(
+            &self.launch,
+            &[crate::placement::DAEMON_TAG, crate::placement::ROLLOUT_TAG],
+        )
+        .map_err(invalid)?;
+        if let Some(restart) = &self.restart {
+            check_restart(restart)?;
+        }
+        Ok(pins)
+    }
+
+    /// The fields that belong to one kind of provider: the instance filter and the drain
+    /// limit to EC2's (`taskDefinition`), and at least one of the two task definitions.
+    fn check_kind_specific(&self, pins: &Pins) -> Result<(), DeployError> {
         if let Some(filter) = &self.instance_filter {
             crate::instance_filter::InstanceFilter::parse(filter)
                 .map_err(|error| invalid(error.to_string()))?;
@@ -464,6 +518,10 @@ impl DeployRequest {
                  (for Managed Instances providers), pinned as family:revision",
             ));
         }
+        Ok(())
+    }
+
+    fn check_capacity_providers(&self) -> Result<(), DeployError> {
         if self.capacity_providers.is_empty() {
             return Err(invalid(
                 "`capacityProviders` must name at least one capacity provider of the cluster",
@@ -483,47 +541,7 @@ impl DeployRequest {
                 )));
             }
         }
-        if !(-1000..=1000).contains(&self.start_order) {
-            return Err(invalid(format!(
-                "`startOrder` must be between -1000 and 1000, got {}",
-                self.start_order
-            )));
-        }
-        if let Some(share) = self.warn_share {
-            if !(share > 0.0 && share <= 1.0) {
-                return Err(invalid(format!(
-                    "`warnShare` must be above 0 and at most 1, got {share}"
-                )));
-            }
-        }
-        if let Some(rollout) = &self.rollout {
-            rollout.validate().map_err(invalid)?;
-        }
-        crate::launch::check(
-            &self.launch,
-            &[crate::placement::DAEMON_TAG, crate::placement::ROLLOUT_TAG],
-        )
-        .map_err(invalid)?;
-        if let Some(restart) = &self.restart {
-            if restart.max_consecutive_failures == 0 || restart.max_consecutive_failures > 100 {
-                return Err(invalid("`restart.maxConsecutiveFailures` must be 1 to 100"));
-            }
-            if restart.base_backoff_seconds > restart.max_backoff_seconds
-                || restart.max_backoff_seconds > 86_400
-            {
-                return Err(invalid(
-                    "`restart.baseBackoffSeconds` must not exceed `restart.maxBackoffSeconds`, which must be at most 86400",
-                ));
-            }
-            if let Some(grace) = restart.unhealthy_grace_seconds {
-                if !(10..=86_400).contains(&grace) {
-                    return Err(invalid(format!(
-                        "`restart.unhealthyGraceSeconds` must be between 10 and 86400 (leave it out to follow the task definition's health check), got {grace}"
-                    )));
-                }
-            }
-        }
-        Ok(pins)
+        Ok(())
     }
 
     /// The same request, narrowed to some of its capacity providers.

@@ -124,26 +124,13 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 daemon,
                 reason,
             } => {
-                let service_copy = observation
-                    .tasks
-                    .iter()
-                    .find(|t| t.arn == task_arn)
-                    .and_then(|t| t.group.as_deref())
-                    .and_then(crate::placement::services::daemon_of_group)
-                    .is_some();
                 let stopped = StoppedCopy {
                     daemon,
                     instance_id,
                     task_arn,
                     reason,
                 };
-                let done = if service_copy {
-                    self.remove_service_copy(observation, &mut work.attributes, stopped, outcome)
-                        .await
-                } else {
-                    self.stop_copy(observation, stopped, outcome).await
-                };
-                if !done {
+                if !self.stop(observation, stopped, work, outcome).await {
                     work.stops_failed = true;
                 }
             }
@@ -174,33 +161,20 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 slot,
                 expected,
             } => {
-                match self
-                    .ecs
-                    .drain_container_instances(
-                        &observation.cluster,
-                        std::slice::from_ref(&instance_arn),
-                    )
-                    .await
-                {
-                    Ok(()) => {
-                        tracing::warn!(
-                            cluster = %observation.cluster,
-                            instance = resource_id(&instance_arn),
-                            daemon = %daemon,
-                            reason = %reason,
-                            "instance set DRAINING: a critical daemon crash-loops there"
-                        );
-                        // Drained either way: a lost write leaves the slot to the next look,
-                        // which sees the instance DRAINING and drains nothing more.
-                        self.write_slot(&slot, expected, outcome).await;
-                        outcome.critical_drains.push(super::CriticalDrained {
-                            instance_id: resource_id(&instance_arn).to_string(),
-                            daemon,
-                            reason,
-                        });
-                    }
-                    Err(error) => outcome.errors.push(error.to_string()),
-                }
+                let drained = super::CriticalDrained {
+                    instance_id: resource_id(&instance_arn).to_string(),
+                    daemon,
+                    reason,
+                };
+                self.drain_for_critical(
+                    observation,
+                    &instance_arn,
+                    drained,
+                    &slot,
+                    expected,
+                    outcome,
+                )
+                .await;
             }
             Action::WithdrawRequest {
                 instance_arn,
@@ -222,6 +196,63 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                 work.rollout_writes.push(rollout)
             }
         }
+    }
+
+    /// Stops a copy: a service's by taking its letter from the slot attribute, a standalone
+    /// one by StopTask. Answers whether it went through.
+    async fn stop(
+        &self,
+        observation: &Observation,
+        stopped: StoppedCopy,
+        work: &mut Work,
+        outcome: &mut Outcome,
+    ) -> bool {
+        let service_copy = observation
+            .tasks
+            .iter()
+            .find(|t| t.arn == stopped.task_arn)
+            .and_then(|t| t.group.as_deref())
+            .and_then(crate::placement::services::daemon_of_group)
+            .is_some();
+        if service_copy {
+            self.remove_service_copy(observation, &mut work.attributes, stopped, outcome)
+                .await
+        } else {
+            self.stop_copy(observation, stopped, outcome).await
+        }
+    }
+
+    /// Sets an instance DRAINING for a crash-looping critical daemon, then records it on the
+    /// slot.
+    async fn drain_for_critical(
+        &self,
+        observation: &Observation,
+        instance_arn: &str,
+        drained: super::CriticalDrained,
+        slot: &Slot,
+        expected: Expected,
+        outcome: &mut Outcome,
+    ) {
+        let instances = [instance_arn.to_string()];
+        if let Err(error) = self
+            .ecs
+            .drain_container_instances(&observation.cluster, &instances)
+            .await
+        {
+            outcome.errors.push(error.to_string());
+            return;
+        }
+        tracing::warn!(
+            cluster = %observation.cluster,
+            instance = %drained.instance_id,
+            daemon = %drained.daemon,
+            reason = %drained.reason,
+            "instance set DRAINING: a critical daemon crash-loops there"
+        );
+        // Drained either way: a lost write leaves the slot to the next look, which sees the
+        // instance DRAINING and drains nothing more.
+        self.write_slot(slot, expected, outcome).await;
+        outcome.critical_drains.push(drained);
     }
 
     async fn clear_ready(&self, cluster: &str, clear: &[(String, String)], outcome: &mut Outcome) {

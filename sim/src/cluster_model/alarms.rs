@@ -34,10 +34,20 @@ impl ClusterModel {
     }
 
     /// Sets an alarm's state (as `SetAlarmState` does, or as its metric would move it).
+    /// Where ECS looks at managed daemons' alarms as they fire
+    /// ([`super::daemons::AlarmCheck::WhenAlarmFires`]), their deployments fail now.
     pub fn set_alarm_state(&self, name: &str, value: AlarmValue, reason: &str) {
-        if let Some(alarm) = self.world().cloudwatch.alarms.get_mut(name) {
+        let mut world = self.world();
+        if let Some(alarm) = world.cloudwatch.alarms.get_mut(name) {
             alarm.value = value;
             alarm.reason = reason.to_string();
+        }
+        if world.config.native.alarm_check == super::daemons::AlarmCheck::WhenAlarmFires {
+            let (now, alarming) = (world.now, world.cloudwatch.alarming());
+            let before = world.native.statuses();
+            world.native.check_alarms_now(now, &alarming);
+            world.native.announce(&before);
+            world.send_native_events();
         }
     }
 

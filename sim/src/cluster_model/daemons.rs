@@ -46,6 +46,20 @@ pub struct NativeKnobs {
     /// Which revision an instance launched by a scale-out during a deployment gets
     /// (undocumented).
     pub scale_out_revision: ScaleOutRevision,
+    /// When ECS looks at a deployment's alarms (undocumented).
+    pub alarm_check: AlarmCheck,
+}
+
+/// When ECS looks at a managed daemon deployment's alarms: "When alarms are triggered during
+/// a deployment, the deployment can be automatically rolled back" (API reference,
+/// *DaemonDeploymentConfiguration*) says nothing of how often.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlarmCheck {
+    /// At each deployment step only: the later reading, so a bad revision spreads further
+    /// before ECS stops it (the default).
+    AtEachStep,
+    /// As soon as an alarm goes to ALARM.
+    WhenAlarmFires,
 }
 
 /// What DeleteDaemon does to a deployment in flight; the guide is silent.
@@ -96,6 +110,7 @@ impl Default for NativeKnobs {
             deployment_on_delete: DeploymentOnDelete::Stopped,
             non_critical_failure: NonCriticalFailure::ReplaceInstance,
             scale_out_revision: ScaleOutRevision::Goal,
+            alarm_check: AlarmCheck::AtEachStep,
         }
     }
 }
@@ -367,6 +382,37 @@ fn invalid_parameter(operation: &'static str, target: &str, message: &str) -> Ec
         "InvalidParameterException",
         message,
     )
+}
+
+/// Fails `deployment` if any of its daemon's `alarm_names` is in ALARM ("When alarms are
+/// triggered during a deployment, the deployment can be automatically rolled back", API
+/// reference, *DaemonDeploymentConfiguration*). Answers whether it did.
+fn trip_on_alarms(
+    alarm_names: &[String],
+    deployment: &mut Deployment,
+    now: DateTime<Utc>,
+    alarming: &std::collections::BTreeSet<String>,
+) -> bool {
+    let triggered: Vec<String> = alarm_names
+        .iter()
+        .filter(|name| alarming.contains(*name))
+        .cloned()
+        .collect();
+    if triggered.is_empty() {
+        return false;
+    }
+    deployment.triggered_alarm_names = triggered;
+    trip_breaker(deployment, now);
+    deployment.reason = deployment
+        .reason
+        .take()
+        .map(|r| r.replace("Circuit breaker triggered", "Deployment alarms triggered"));
+    if let Some(rollback) = deployment.rollback.as_mut() {
+        // The reason's value for alarms is undocumented: the product reads only
+        // `triggeredAlarmNames` and the status.
+        rollback.reason = Some("DEPLOYMENT_ALARMS".into());
+    }
+    true
 }
 
 fn client_error(operation: &'static str, target: &str, message: &str) -> EcsError {
@@ -995,6 +1041,23 @@ impl NativeDaemons {
         }
     }
 
+    /// ECS looks at every deployment's alarms now ([`AlarmCheck::WhenAlarmFires`]).
+    pub(super) fn check_alarms_now(
+        &mut self,
+        now: DateTime<Utc>,
+        alarming: &std::collections::BTreeSet<String>,
+    ) {
+        for daemon in self.daemons.values_mut() {
+            let names = daemon.alarm_names.clone();
+            let Some(deployment) = daemon.deployments.last_mut() else {
+                continue;
+            };
+            if !deployment.status.is_final() && deployment.rollback.is_none() {
+                trip_on_alarms(&names, deployment, now, alarming);
+            }
+        }
+    }
+
     fn finish_delete(&mut self, arn: &str) {
         for instances in self.instances.values_mut() {
             for instance in instances.values_mut() {
@@ -1019,26 +1082,11 @@ impl NativeDaemons {
         let Some(mut deployment) = daemon.deployments.pop() else {
             return;
         };
-        // "When alarms are triggered during a deployment, the deployment can be automatically
-        // rolled back" (API reference, *DaemonDeploymentConfiguration*). How often ECS looks
-        // is undocumented: the model looks at each step only, the later of the two choices.
-        let triggered: Vec<String> = daemon
-            .alarm_names
-            .iter()
-            .filter(|name| alarming.contains(*name))
-            .cloned()
-            .collect();
-        if deployment.rollback.is_none() && !triggered.is_empty() {
-            deployment.triggered_alarm_names = triggered;
-            trip_breaker(&mut deployment, now);
-            deployment.reason = deployment
-                .reason
-                .map(|r| r.replace("Circuit breaker triggered", "Deployment alarms triggered"));
-            if let Some(rollback) = deployment.rollback.as_mut() {
-                // The reason's value for alarms is undocumented: the product reads only
-                // `triggeredAlarmNames` and the status.
-                rollback.reason = Some("DEPLOYMENT_ALARMS".into());
-            }
+        // How often ECS looks at the alarms is a knob (`NativeKnobs::alarm_check`); at the
+        // least, at each step.
+        if deployment.rollback.is_none()
+            && trip_on_alarms(&daemon.alarm_names, &mut deployment, now, alarming)
+        {
             daemon.deployments.push(deployment);
             self.daemons.insert(arn.into(), daemon);
             return;

@@ -83,6 +83,16 @@ pub(super) fn malformed(
     )
 }
 
+/// ECS's tags as (key, value); a tag without a key is left out, one without a value has "".
+pub(super) fn tag_pairs(tags: &[sdk::Tag]) -> impl Iterator<Item = (String, String)> + '_ {
+    tags.iter().filter_map(|t| {
+        Some((
+            t.key()?.to_string(),
+            t.value().unwrap_or_default().to_string(),
+        ))
+    })
+}
+
 pub(super) fn to_chrono(time: Option<&aws_sdk_ecs::primitives::DateTime>) -> Option<DateTime<Utc>> {
     time.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
 }
@@ -187,16 +197,7 @@ pub(super) fn task(cluster: &str, item: &sdk::Task) -> Result<Task, EcsError> {
         created_at: to_chrono(item.created_at()),
         started_at: to_chrono(item.started_at()),
         stopped_at: to_chrono(item.stopped_at()),
-        tags: item
-            .tags()
-            .iter()
-            .filter_map(|t| {
-                Some((
-                    t.key()?.to_string(),
-                    t.value().unwrap_or_default().to_string(),
-                ))
-            })
-            .collect::<BTreeMap<_, _>>(),
+        tags: tag_pairs(item.tags()).collect::<BTreeMap<_, _>>(),
     })
 }
 

@@ -2,7 +2,7 @@
 
 use aws_sdk_ecs::types as sdk;
 
-use super::convert::{call_error, malformed, to_chrono};
+use super::convert::{call_error, malformed, tag_pairs, to_chrono};
 use super::SdkEcs;
 use crate::ecs::services::*;
 use crate::ecs::EcsError;
@@ -55,16 +55,7 @@ fn service_state(
             })
             .collect(),
         created_at: to_chrono(item.created_at()),
-        tags: item
-            .tags()
-            .iter()
-            .filter_map(|t| {
-                Some((
-                    t.key()?.to_string(),
-                    t.value().unwrap_or_default().to_string(),
-                ))
-            })
-            .collect(),
+        tags: tag_pairs(item.tags()).collect(),
     })
 }
 
