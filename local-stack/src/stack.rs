@@ -171,6 +171,12 @@ impl LocalStack {
         })
     }
 
+    /// Where `cargo lambda watch` serves the Lambda Invoke API (`127.0.0.1:PORT`): the
+    /// functions by their binary names, for a client that invokes them itself.
+    pub fn lambda_address(&self) -> &str {
+        self.lambda.address()
+    }
+
     /// A manual invoke (deploy, rollback, status, coverage-check). A deploy or rollback that
     /// recorded a rollout is followed by the coverage-check its record's insert starts through
     /// the table's stream (template.yaml, `RolloutRecorded`).
