@@ -88,6 +88,14 @@ impl Store for ProgressRacesSpecSwitch {
     async fn forget_event(&self, event_id: &str) -> Result<(), StoreError> {
         self.inner.forget_event(event_id).await
     }
+    async fn book_wake(
+        &self,
+        cluster: &str,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<ecs_daemons::store::WakeBooking, StoreError> {
+        self.inner.book_wake(cluster, at, now).await
+    }
 }
 
 /// A cluster of `instances` general instances, nothing deployed yet.
@@ -134,10 +142,9 @@ fn rolling(task_definition: &str, max_parallel: u32, min_healthy: u32) -> Deploy
 async fn one_second(harness: &mut Harness) {
     harness.model.advance(Duration::seconds(1));
     harness.deliver_events().await;
+    harness.deliver_wakes().await;
     if harness.model.now().timestamp() % 60 == 0 {
         harness.scheduled_check().await;
-    } else {
-        harness.wake_if_due().await;
     }
 }
 
@@ -710,7 +717,7 @@ async fn a_late_running_event_of_a_dead_copy_never_makes_the_live_one_its_duplic
             };
             harness.deliver_batch(function, vec![event]).await;
         }
-        harness.wake_if_due().await;
+        harness.deliver_wakes().await;
     }
     let late_running = held
         .pop()

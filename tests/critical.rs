@@ -78,11 +78,10 @@ async fn run_killing(harness: &mut Harness, seconds: i64, sick: &[String], group
             harness.model.crash_task(CLUSTER, &task);
         }
         harness.deliver_events().await;
+        harness.deliver_wakes().await;
         if harness.model.now().timestamp() % 60 == 0 {
             let check = harness.scheduled_check().await;
             assert!(check.result.is_ok(), "{:?}", check.result);
-        } else {
-            harness.wake_if_due().await;
         }
     }
 }

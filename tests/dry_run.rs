@@ -148,11 +148,11 @@ async fn a_dry_run_changes_nothing_and_the_real_run_follows_its_plan() {
     for _ in 0..60 {
         harness.run_scheduled(Duration::seconds(10), 60).await;
         let rollouts: Vec<Versioned<Rollout>> = harness.store.query(CLUSTER, DAEMON).await.unwrap();
-        if rollouts
+        if let Some(done) = rollouts
             .iter()
-            .any(|r| r.record.state == RolloutState::Succeeded)
+            .find(|r| r.record.state == RolloutState::Succeeded)
         {
-            finished = Some(harness.model.now());
+            finished = done.record.finished_at;
             break;
         }
     }
@@ -176,13 +176,14 @@ async fn a_dry_run_changes_nothing_and_the_real_run_follows_its_plan() {
         real_batches, dry_batches,
         "the real run took the dry run's batches"
     );
-    let wall = (finished - started).num_seconds();
+    let wall = (finished - started).num_milliseconds() as f64 / 1000.0;
     let calls = harness.model.call_count() - calls_before;
     println!("real run: {wall} s, {calls} ECS calls");
-    // Estimates, not promises: within a factor of two of what happened.
-    let expected = dry.expected_wall_seconds as i64;
+    // The wall time to 2 % (moments are met to the second: the wake queue); the calls are an
+    // estimate within a factor of two.
+    let expected = dry.expected_wall_seconds as f64;
     assert!(
-        wall <= 2 * expected && expected <= 2 * wall,
+        (wall - expected).abs() <= 0.02 * expected,
         "wall {wall} s vs {expected} s"
     );
     let estimate = dry.ecs_calls.total;

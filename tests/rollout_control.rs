@@ -65,10 +65,9 @@ async fn run_holding(
     for second in 1..=seconds {
         harness.model.advance(Duration::seconds(1));
         harness.deliver_events().await;
+        harness.deliver_wakes().await;
         if harness.model.now().timestamp() % 60 == 0 {
             harness.scheduled_check().await;
-        } else {
-            harness.wake_if_due().await;
         }
         assert!(
             on_revision(harness, old) >= old_floor,

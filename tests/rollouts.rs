@@ -74,12 +74,11 @@ async fn run_checked(
     for second in 1..=seconds {
         harness.model.advance(Duration::seconds(1));
         harness.deliver_events().await;
-        let check = if (harness.model.now().timestamp() % 60) == 0 {
-            Some(harness.scheduled_check().await)
-        } else {
-            harness.wake_if_due().await
-        };
-        if let Some(check) = check {
+        let mut checks = harness.deliver_wakes().await;
+        if (harness.model.now().timestamp() % 60) == 0 {
+            checks.push(harness.scheduled_check().await);
+        }
+        for check in checks {
             assert!(check.result.is_ok(), "{:?}", check.result);
         }
         let state = copies(harness);

@@ -10,7 +10,6 @@ use ecs_daemons::events::{
     TASK_STATE_CHANGE,
 };
 use ecs_daemons::metrics::METRIC_NAMES;
-use ecs_daemons::runtime::WAKE_WINDOW_SECONDS;
 use ecs_daemons::store::SPECS_BY_CLUSTER_INDEX;
 use serde_json::{json, Value};
 
@@ -173,6 +172,10 @@ fn every_function_crate_is_deployed_and_triggered_or_documented_as_manual() {
                             let queue = p["Queue"]["Fn::GetAtt"][0]
                                 .as_str()
                                 .expect("the queue by GetAtt");
+                            if queue == "WakeQueue" {
+                                check_wake_queue(&template, binary, properties, p);
+                                continue;
+                            }
                             let redrive =
                                 &template["Resources"][queue]["Properties"]["RedrivePolicy"];
                             assert!(
@@ -258,11 +261,6 @@ fn every_function_crate_is_deployed_and_triggered_or_documented_as_manual() {
                                 "{resource}.{name}: a retry policy and a dead-letter queue"
                             );
                             assert_eq!(binary, "coverage-check");
-                            let timeout = properties["Timeout"].as_i64().unwrap_or(3);
-                            assert!(
-                                timeout >= WAKE_WINDOW_SECONDS + 30,
-                                "coverage-check loops {WAKE_WINDOW_SECONDS} s: Timeout {timeout} is too short"
-                            );
                         }
                         Some("EventBridgeRule") => {
                             // Terminate lifecycle actions of the named groups, straight to the function.
@@ -742,6 +740,15 @@ fn the_sample_invokes_in_events_parse_as_the_readme_shows_them() {
         ecs_daemons::runtime::rollout_stream_clusters(&recorded, &["prod".to_string()]),
         Some(vec!["prod".to_string()])
     );
+    // What the wake queue hands it: a wake of a managed cluster, reconciled when due.
+    let wake = read("wake.json");
+    let messages = ecs_daemons::sqs::messages(&wake).expect("an SQS batch");
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-27T23:00:35Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let plan = ecs_daemons::runtime::plan_wakes(messages, &["prod".to_string()], at);
+    assert_eq!(plan.reconcile.keys().collect::<Vec<_>>(), vec!["prod"]);
+    assert!(plan.dropped.is_empty() && plan.send_again.is_empty());
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     for name in [
         "invoke-deploy.json",
@@ -758,6 +765,52 @@ fn the_sample_invokes_in_events_parse_as_the_readme_shows_them() {
         assert!(
             readme.contains(&format!("events/{name}")),
             "README does not show events/{name}"
+        );
+    }
+}
+
+/// The wake queue: received by the coverage-check alone, at once, one cluster per message;
+/// sent to by exactly the functions that book wakes, whose environment names it.
+fn check_wake_queue(template: &Value, binary: &str, function: &Value, source: &Value) {
+    assert_eq!(
+        binary, "coverage-check",
+        "only the coverage-check receives wakes"
+    );
+    let queue = &template["Resources"]["WakeQueue"]["Properties"];
+    let timeout = function["Timeout"].as_i64().unwrap_or(3);
+    let visibility = queue["VisibilityTimeout"].as_i64().unwrap_or(30);
+    assert!(
+        visibility >= 6 * timeout,
+        "WakeQueue: visibility {visibility} s < 6 × timeout {timeout} s"
+    );
+    assert_eq!(
+        source["MaximumBatchingWindowInSeconds"],
+        json!(0),
+        "a wake is delivered when due, not batched"
+    );
+    assert_eq!(
+        source["BatchSize"].as_u64(),
+        Some(ecs_daemons_sim::simulation::WAKE_BATCH as u64),
+        "the harness delivers wakes as the template does"
+    );
+    assert_eq!(
+        source["FunctionResponseTypes"],
+        json!(["ReportBatchItemFailures"])
+    );
+    assert_eq!(
+        template["Globals"]["Function"]["Environment"]["Variables"]
+            [ecs_daemons::wake::QUEUE_URL_VARIABLE],
+        json!({"Ref": "WakeQueue"})
+    );
+    for (resource, binary) in functions(template) {
+        let policies = as_list(&template["Resources"][&resource]["Properties"]["Policies"]);
+        let sends = policies
+            .iter()
+            .any(|p| **p == json!({"Ref": "WakeQueueSendPolicy"}));
+        assert_eq!(
+            sends,
+            ecs_daemons::runtime::books_wakes(&binary),
+            "{binary}: may send wakes exactly when it books them"
         );
     }
 }
@@ -835,6 +888,7 @@ fn iam_actions(operation: &str) -> Vec<String> {
             vec![format!("autoscaling:{operation}")]
         }
         "DescribeAlarms" => vec![format!("cloudwatch:{operation}")],
+        "SendMessage" => vec![format!("sqs:{operation}")],
         // Copies are tagged at launch, which needs ecs:TagResource too (ECS developer guide,
         // "Grant permission to tag resources on creation").
         "StartTask" => vec![ecs("StartTask"), ecs("TagResource")],
@@ -1336,10 +1390,13 @@ fn every_function_bursting_at_once_stays_within_ecs_read_limits() {
             .filter_map(|e| e["Properties"]["ScalingConfig"]["MaximumConcurrency"].as_f64())
             .sum::<f64>();
         let reserved = properties["ReservedConcurrentExecutions"]["Fn::If"][1].as_f64();
+        // A reservation bounds every source of the function (the coverage-check's wake queue
+        // under its reservation of one).
         let concurrency = match (from_queue, reserved) {
             (n, None) if n > 0.0 => n,
             (0.0, Some(n)) => n,
-            other => panic!("{resource}: concurrency must be bounded one way: {other:?}"),
+            (n, Some(r)) => n.min(r),
+            other => panic!("{resource}: concurrency must be bounded: {other:?}"),
         };
         let share = Pacing::share(&binary);
         for (sum, figure) in total.iter_mut().zip([

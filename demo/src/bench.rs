@@ -41,14 +41,14 @@ enum Placed {
     Services,
 }
 
-/// One benchmarked rollout: `instances` on one provider, `percent` of them at a time.
+/// One benchmarked rollout: `instances` on one provider, `max_parallel` of them at a time.
 #[derive(Clone, Copy)]
 struct RolloutCase {
     /// Model seeds the rollout runs with (its wall time is their mean): the scheduler's
     /// reaction is drawn per instance, so one seed is one sample of it.
     seeds: &'static [u64],
     instances: usize,
-    percent: u32,
+    max_parallel: Amount,
     start_seconds: i64,
     min_healthy: u32,
     drop: f64,
@@ -61,6 +61,8 @@ struct RolloutRun {
     harness: Harness,
     started: chrono::DateTime<Utc>,
     wall: f64,
+    /// The dry run's `expectedWallSeconds`, asked just before the update.
+    plan: f64,
     calls_before: usize,
     paced_before: f64,
     paced_by_function_before: [f64; 4],
@@ -75,7 +77,7 @@ async fn run_rollout(case: RolloutCase, seed: u64, free_reads: bool) -> RolloutR
     let RolloutCase {
         seeds: _,
         instances,
-        percent,
+        max_parallel,
         start_seconds,
         min_healthy,
         drop,
@@ -120,7 +122,7 @@ async fn run_rollout(case: RolloutCase, seed: u64, free_reads: bool) -> RolloutR
         );
     }
     let rollout = RolloutConfig {
-        max_parallel: Amount::Percent(percent),
+        max_parallel,
         min_healthy_seconds: min_healthy,
         failure_threshold: Amount::Percent(10),
         ..RolloutConfig::default()
@@ -134,6 +136,18 @@ async fn run_rollout(case: RolloutCase, seed: u64, free_reads: bool) -> RolloutR
         .run_scheduled(Duration::seconds(300), SCHEDULE_SECONDS)
         .await;
 
+    // The operator reads the dry run's plan for a minute, then deploys.
+    let plan = harness
+        .deploy_dry_run(DeployRequest {
+            dry_run: true,
+            ..request(&v2)
+        })
+        .await
+        .expect("the update's dry run")
+        .expected_wall_seconds as f64;
+    harness
+        .run_scheduled(Duration::seconds(60), SCHEDULE_SECONDS)
+        .await;
     let calls_before = harness.model.call_count();
     let paced_before = harness.paced_seconds();
     let paced_by_function_before = harness.paced_seconds_by_function();
@@ -158,7 +172,8 @@ async fn run_rollout(case: RolloutCase, seed: u64, free_reads: bool) -> RolloutR
     }
     let finished = finished.expect("the rollout finished within three simulated hours");
     RolloutRun {
-        wall: (finished - started).num_seconds() as f64,
+        wall: (finished - started).num_milliseconds() as f64 / 1000.0,
+        plan,
         harness,
         started,
         calls_before,
@@ -207,7 +222,7 @@ async fn rollout_figures(case: RolloutCase) -> Vec<Figure> {
     let RolloutCase {
         seeds,
         instances,
-        percent,
+        max_parallel,
         start_seconds,
         min_healthy,
         drop,
@@ -217,6 +232,7 @@ async fn rollout_figures(case: RolloutCase) -> Vec<Figure> {
     // Every seed runs twice: with ECS's read limits and the functions' pacing, and with reads
     // free (the floor the read budget is measured against).
     let mut walls = Vec::new();
+    let mut plans = Vec::new();
     let mut floors = Vec::new();
     let mut first = None;
     for &seed in seeds {
@@ -225,21 +241,24 @@ async fn rollout_figures(case: RolloutCase) -> Vec<Figure> {
         }
         let run = run_rollout(case, seed, false).await;
         walls.push(run.wall);
+        plans.push(run.plan);
         first.get_or_insert(run);
     }
     let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len().max(1) as f64;
     let floor = (!floors.is_empty()).then(|| mean(&floors));
     let wall = mean(&walls);
+    let plan = mean(&plans);
     let RolloutRun {
         harness,
         started,
         wall: _,
+        plan: _,
         calls_before,
         paced_before,
         paced_by_function_before,
         dropped_before,
     } = first.expect("at least one seed");
-    let parallel = Amount::Percent(percent).of(instances);
+    let parallel = max_parallel.of(instances);
     // On services each instance also waits for ECS's scheduler to start its new copy (the
     // old one ends by StopTask).
     let reaction = match placed {
@@ -327,13 +346,22 @@ async fn rollout_figures(case: RolloutCase) -> Vec<Figure> {
     };
     let seed_list = listed(&seeds.iter().map(|s| *s as f64).collect::<Vec<_>>());
     let parameters = format!(
-        "\"placement\": \"{placement}\", \"instances\": {instances}, \"maxParallel\": \"{percent}%\", \"startSeconds\": {start_seconds}, \"minHealthySeconds\": {min_healthy}, \"schedulerSeconds\": {scheduler}, \"droppedEvents\": {drop}, \"eventsDropped\": {dropped}, \"seeds\": [{seed_list}]"
+        "\"placement\": \"{placement}\", \"instances\": {instances}, \"maxParallel\": \"{}\", \"startSeconds\": {start_seconds}, \"minHealthySeconds\": {min_healthy}, \"schedulerSeconds\": {scheduler}, \"droppedEvents\": {drop}, \"eventsDropped\": {dropped}, \"seeds\": [{seed_list}]",
+        amount_text(max_parallel)
     );
     let mut figures = vec![
         Figure {
             name: "rollout_wall_seconds",
             value: wall,
             parameters: format!("{parameters}, \"perSeed\": [{}]", listed(&walls)),
+        },
+        Figure {
+            name: "rollout_wall_over_plan",
+            value: wall / plan,
+            parameters: format!(
+                "{parameters}, \"expectedWallSeconds\": {plan:.0}, \"perSeed\": [{}]",
+                listed(&walls)
+            ),
         },
         Figure {
             name: "rollout_ideal_seconds",
@@ -972,13 +1000,21 @@ async fn scale_in_figures() -> Vec<Figure> {
     figures
 }
 
+/// `maxParallel` as a request writes it.
+fn amount_text(amount: Amount) -> String {
+    match amount {
+        Amount::Count(count) => count.to_string(),
+        Amount::Percent(percent) => format!("{percent}%"),
+    }
+}
+
 fn allows(rate: Rate, seconds: u32) -> f64 {
     rate.burst / f64::from(seconds) + rate.per_second
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    // `BENCH=plan` (or reconcile, events, rollout, services, coverage, lambda, scalein) runs one
+    // `BENCH=plan` (or reconcile, events, wall, rollout, services, coverage, lambda, scalein) runs one
     // group only.
     let only = std::env::var("BENCH").unwrap_or_default();
     let wanted = |group: &str| only.is_empty() || only == group;
@@ -990,13 +1026,29 @@ async fn main() {
     if wanted("events") {
         figures.extend(event_figures().await);
     }
+    if wanted("rollout") || wanted("wall") {
+        // The demo's update: 10 instances, 3 at a time, minHealthySeconds 30, the model's
+        // default start latency (5 s).
+        figures.extend(
+            rollout_figures(RolloutCase {
+                seeds: &[42, 43, 44, 45, 46],
+                instances: 10,
+                max_parallel: Amount::Count(3),
+                start_seconds: 5,
+                min_healthy: 30,
+                drop: 0.0,
+                placed: Placed::Tasks,
+            })
+            .await,
+        );
+    }
     if wanted("rollout") {
         for drop in [0.0, 0.01, 0.05] {
             figures.extend(
                 rollout_figures(RolloutCase {
                     seeds: &[42],
                     instances: 1000,
-                    percent: 10,
+                    max_parallel: Amount::Percent(10),
                     start_seconds: 20,
                     min_healthy: 30,
                     drop,
@@ -1011,7 +1063,7 @@ async fn main() {
             rollout_figures(RolloutCase {
                 seeds: &[42, 43, 44, 45, 46],
                 instances: 1000,
-                percent: 10,
+                max_parallel: Amount::Percent(10),
                 start_seconds: 20,
                 min_healthy: 30,
                 drop: 0.0,

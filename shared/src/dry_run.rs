@@ -386,9 +386,11 @@ fn estimate(input: &DryRunInput<'_>, batches: &[Vec<String>], plans: &[InstanceP
                 let starts = batch.len().div_ceil(START_TASK_MAX_INSTANCES);
                 calls.start_task += starts;
                 calls.stop_task += batch.len();
-                // The boundary: the old copies of this batch stop, the next batch's copies start.
+                // The boundary: the old copies of this batch stop, the next batch's copies
+                // start, when the wake for minHealthySeconds' end reaches the coverage-check.
                 seconds += start_seconds
                     + f64::from(config.min_healthy_seconds)
+                    + crate::wake::DELIVERY_SECONDS
                     + pacing_wait(starts + batch.len());
                 // A full reconcile at the boundary and one per poll while copies start, and the
                 // task events of the batch read in hundreds.
@@ -397,8 +399,9 @@ fn estimate(input: &DryRunInput<'_>, batches: &[Vec<String>], plans: &[InstanceP
             }
             wall = seconds;
             assumptions.push(format!(
-                "per batch: the start latency, then minHealthySeconds ({} s), then the boundary's StopTask and StartTask calls paced at {modify_rate}/s beyond a burst of {modify_burst} (coverage-check's share)",
-                config.min_healthy_seconds
+                "per batch: the start latency, then minHealthySeconds ({} s), then the wake queue's delivery of that moment ({} s assumed), then the boundary's StopTask and StartTask calls paced at {modify_rate}/s beyond a burst of {modify_burst} (coverage-check's share)",
+                config.min_healthy_seconds,
+                crate::wake::DELIVERY_SECONDS
             ));
             assumptions.push(format!(
                 "reads: a full reconcile ({full_reads} reads here) at each boundary and every {} s while copies start, plus the batch's task events",

@@ -26,3 +26,4 @@ pub mod spec;
 pub mod sqs;
 pub mod store;
 pub mod telemetry;
+pub mod wake;

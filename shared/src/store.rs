@@ -78,6 +78,14 @@ impl ItemKey {
         }
     }
 
+    /// A cluster's pending wake ([`Store::book_wake`]).
+    pub fn wake(cluster: &str) -> Self {
+        Self {
+            pk: format!("WAKE#{cluster}"),
+            sk: "WAKE".into(),
+        }
+    }
+
     pub fn event(event_id: &str) -> Self {
         Self {
             pk: format!("EVENT#{event_id}"),
@@ -249,6 +257,15 @@ pub enum EventSeen {
     Duplicate,
 }
 
+/// What [`Store::book_wake`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WakeBooking {
+    /// The wake is now the cluster's pending one: send its message.
+    Booked,
+    /// A wake at or before it is pending: its reconcile books this one again if still due.
+    EarlierPending,
+}
+
 /// The table behind ecs-daemons.
 pub trait Store: Send + Sync {
     /// Reads one record (strongly consistent).
@@ -303,6 +320,15 @@ pub trait Store: Send + Sync {
 
     /// Removes an event marker, so a delivery that failed half-way is processed again on retry.
     fn forget_event(&self, event_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Makes `at` the cluster's pending wake unless one at or before it is pending (a pending
+    /// wake at or before `now` has come, and no longer counts). One conditional write.
+    fn book_wake(
+        &self,
+        cluster: &str,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<WakeBooking, StoreError>> + Send;
 }
 
 impl Slot {
@@ -405,6 +431,14 @@ impl<T: Store> Store for std::sync::Arc<T> {
     }
     fn forget_event(&self, event_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).forget_event(event_id)
+    }
+    fn book_wake(
+        &self,
+        cluster: &str,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<WakeBooking, StoreError>> + Send {
+        (**self).book_wake(cluster, at, now)
     }
 }
 

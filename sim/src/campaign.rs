@@ -681,6 +681,7 @@ async fn run_churn(seed: u64) -> Result<SeedReport, String> {
             .map_err(|e| format!("deploy {}: {e}", daemon.name))?;
     }
     harness.model.set_faults(faults.clone());
+    harness.wakes.make_late(Some((seed, WAKES_LATE_BY)));
     harness.crash_chance = rng.unit() * 0.10;
     harness.budget.lose_races(rng.unit() * 0.05, seed);
 
@@ -774,9 +775,8 @@ async fn run_churn(seed: u64) -> Result<SeedReport, String> {
         let delivered = harness.deliver_events().await;
         trace(&delivered);
         let check_due = schedule.due(now);
-        if !check_due {
-            trace(&harness.wake_if_due().await.into_iter().collect::<Vec<_>>());
-        }
+        // The wake queue's messages come whatever the schedule does.
+        trace(&harness.deliver_wakes().await);
         if check_due {
             if faults_on && rng.chance(0.1) {
                 report.faults.coverage_checks_missed += 1;
@@ -913,8 +913,14 @@ fn campaign_restart_policy() -> RestartPolicy {
     }
 }
 
+/// While faults are on, each wake reaches the coverage-check up to this much late (Lambda
+/// retrying a delivery its one concurrent execution turned away: a reconcile's length, at
+/// worst a large cluster's).
+pub const WAKES_LATE_BY: Duration = Duration::seconds(30);
+
 fn stop_faults(harness: &mut Harness) {
     harness.model.set_faults(Faults::default());
+    harness.wakes.make_late(None);
     harness.model.throttle_until(harness.model.now());
     harness.crash_chance = 0.0;
     harness.budget.lose_races(0.0, 0);
@@ -1240,6 +1246,7 @@ async fn run_rollout(seed: u64) -> Result<SeedReport, String> {
         .run_for(Duration::seconds(60), Duration::seconds(1))
         .await;
     harness.model.set_faults(faults);
+    harness.wakes.make_late(Some((seed, WAKES_LATE_BY)));
     harness.crash_chance = rng.unit() * 0.05;
     harness.budget.lose_races(rng.unit() * 0.03, seed);
 
@@ -1304,9 +1311,8 @@ async fn run_rollout(seed: u64) -> Result<SeedReport, String> {
         let delivered = harness.deliver_events().await;
         trace(&delivered);
         let check_due = schedule.due(now);
-        if !check_due {
-            trace(&harness.wake_if_due().await.into_iter().collect::<Vec<_>>());
-        }
+        // The wake queue's messages come whatever the schedule does.
+        trace(&harness.deliver_wakes().await);
         if check_due {
             if faults_on && rng.chance(0.1) {
                 report.faults.coverage_checks_missed += 1;

@@ -7,5 +7,6 @@ pub mod cluster_model;
 pub mod memory_store;
 pub mod simulation;
 pub mod store_contract;
+pub mod wake_queue;
 
 pub use memory_store::MemoryStore;

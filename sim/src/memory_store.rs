@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use ecs_daemons::store::{
     decode, encode, EventSeen, Expected, ItemKey, PreparedPut, Record, Store, StoreError,
-    Versioned, TRANSACTION_MAX_ITEMS,
+    Versioned, WakeBooking, TRANSACTION_MAX_ITEMS,
 };
 
 #[derive(Clone, Debug)]
@@ -182,6 +182,30 @@ impl Store for MemoryStore {
             })
             .map(|(key, item)| read(key, item))
             .collect()
+    }
+
+    async fn book_wake(
+        &self,
+        cluster: &str,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<WakeBooking, StoreError> {
+        let key = ItemKey::wake(cluster);
+        let mut items = self.items();
+        // The pending wake's moment is kept where DynamoDB keeps `wakeAt`.
+        let pending = items.get(&key).and_then(|item| item.expires_at);
+        if pending.is_some_and(|pending| pending > now && pending <= at) {
+            return Ok(WakeBooking::EarlierPending);
+        }
+        let item = Item {
+            kind: "WAKE",
+            version: 1,
+            data: String::new(),
+            spec_cluster: None,
+            expires_at: Some(at),
+        };
+        items.insert(key, item);
+        Ok(WakeBooking::Booked)
     }
 
     async fn remember_event(

@@ -616,6 +616,20 @@ impl<T: Store> Store for Crashing<T> {
             self.inner.forget_event(event_id)
         )
     }
+    async fn book_wake(
+        &self,
+        cluster: &str,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<ecs_daemons::store::WakeBooking, StoreError> {
+        self.budget.note_store_call();
+        guarded!(
+            self,
+            "PutItem",
+            crashed_store,
+            self.inner.book_wake(cluster, at, now)
+        )
+    }
 }
 
 impl<T: ecs_daemons::autoscaling::AutoScaling> ecs_daemons::autoscaling::AutoScaling
@@ -683,6 +697,20 @@ impl<T: ecs_daemons::alarms::Alarms> ecs_daemons::alarms::Alarms for Crashing<T>
     }
 }
 
+impl<T: ecs_daemons::wake::WakeQueue> ecs_daemons::wake::WakeQueue for Crashing<T> {
+    fn send<'a>(&'a self, wake: &'a ecs_daemons::wake::Wake) -> ecs_daemons::wake::WakeSent<'a> {
+        if !self.budget.spend() {
+            let error = ecs_daemons::wake::WakeError {
+                code: "InjectedCrash".into(),
+                message: "the invocation crashed before this call".into(),
+            };
+            return Box::pin(async move { Err(error) });
+        }
+        self.budget.note_operation("SendMessage");
+        self.inner.send(wake)
+    }
+}
+
 fn crashed_autoscaling(
     operation: &'static str,
     action: &ecs_daemons::autoscaling::LifecycleAction,
@@ -716,6 +744,8 @@ pub type SimEngine = Engine<SimEcs, Crashing<Arc<MemoryStore>>>;
 
 /// Most events one invocation of an event function takes (the SQS batch size in template.yaml).
 pub const EVENT_BATCH: usize = 100;
+/// The wake queue's BatchSize (template.yaml, `CoverageCheckFunction`'s `Wakes`).
+pub const WAKE_BATCH: usize = 10;
 
 /// What one delivered event or scheduled run led to.
 #[derive(Debug)]
@@ -754,9 +784,8 @@ pub struct Harness {
     pub crashes: u64,
     rng: Rng,
     invocations: u64,
-    /// The scheduled coverage-check keeps waking for timed conditions until this moment.
-    window_end: Option<DateTime<Utc>>,
-    next_wake: Option<DateTime<Utc>>,
+    /// The wake queue every function that books wakes sends to; the coverage-check receives.
+    pub wakes: Arc<crate::wake_queue::WakeQueueModel>,
     /// The schedule's interval and the period of its last run (`run_scheduled`).
     schedule_period: Option<(i64, i64)>,
     /// Lifecycle events whose invocation failed: Lambda retries an asynchronous invocation
@@ -787,6 +816,7 @@ impl Harness {
         model.create_cluster(cluster, providers);
         let store = Arc::new(MemoryStore::new());
         let budget = Arc::new(CrashBudget::unlimited());
+        let wakes = Arc::new(crate::wake_queue::WakeQueueModel::new(Arc::clone(&model)));
         let engine_of = |function: &str| {
             let engine = Engine::new(
                 Paced::new(
@@ -811,9 +841,17 @@ impl Harness {
             } else {
                 engine
             };
-            if ecs_daemons::runtime::reads_alarms(function) {
+            let engine = if ecs_daemons::runtime::reads_alarms(function) {
                 engine.with_alarms(Arc::new(Crashing::new(
                     Arc::clone(&model),
+                    Arc::clone(&budget),
+                )))
+            } else {
+                engine
+            };
+            if ecs_daemons::runtime::books_wakes(function) {
+                engine.with_wakes(Arc::new(Crashing::new(
+                    Arc::clone(&wakes),
                     Arc::clone(&budget),
                 )))
             } else {
@@ -840,8 +878,7 @@ impl Harness {
             crashes: 0,
             rng,
             invocations: 0,
-            window_end: None,
-            next_wake: None,
+            wakes,
             schedule_period: None,
             termination_retries: Vec::new(),
             current: ("", 0),
@@ -1068,31 +1105,79 @@ impl Harness {
         }
     }
 
-    /// The scheduled `coverage-check` as deployed: a reconcile, then, within the same
-    /// invocation, another one whenever a timed condition matures (see `runtime::coverage_check`).
+    /// The scheduled `coverage-check`: one reconcile (its wakes are booked like any other's).
     pub async fn scheduled_check(&mut self) -> Invocation {
-        let check = self.coverage_check().await;
-        self.window_end =
-            Some(self.model.now() + Duration::seconds(ecs_daemons::runtime::WAKE_WINDOW_SECONDS));
-        self.next_wake = check.result.as_ref().ok().and_then(|o| o.wake_at);
-        check
+        self.coverage_check().await
     }
 
-    /// The wake-up inside the scheduled invocation's window, when one is due.
-    pub async fn wake_if_due(&mut self) -> Option<Invocation> {
-        let now = self.model.now();
-        let due = self.next_wake.is_some_and(|at| at <= now)
-            && self.window_end.is_some_and(|end| now <= end);
-        if !due {
-            return None;
+    /// The wake queue's messages delivered by now, in batches of up to [`WAKE_BATCH`] (the
+    /// event source's BatchSize): each batch one coverage-check, as `runtime::coverage_check`
+    /// runs it (due clusters reconciled after the fraction of a second their timers left,
+    /// far wakes sent on). A batch that failed is delivered again after the visibility timeout.
+    pub async fn deliver_wakes(&mut self) -> Vec<Invocation> {
+        let mut done = Vec::new();
+        loop {
+            let received = self.wakes.receive(self.model.now(), WAKE_BATCH);
+            if received.is_empty() {
+                return done;
+            }
+            let messages = received
+                .iter()
+                .map(|(id, wake)| ecs_daemons::sqs::Message {
+                    message_id: id.clone(),
+                    body: serde_json::from_str(&wake.body()).map_err(|e| e.to_string()),
+                })
+                .collect();
+            let plan = ecs_daemons::runtime::plan_wakes(
+                messages,
+                &self.check_engine.config().clusters,
+                self.model.now(),
+            );
+            let id = self.invocation_id("coverage-check");
+            let mut retry = Vec::new();
+            for (message_id, wake) in &plan.send_again {
+                if self.check_engine.send_wake_again(wake).await.is_err() {
+                    retry.push(message_id.clone());
+                }
+            }
+            self.model.advance(plan.wait.max(Duration::zero()));
+            for (cluster, message_ids) in plan.reconcile {
+                let now = self.model.now();
+                let before = self.model.call_count();
+                let store_before = self.budget.store_calls();
+                let result = self
+                    .check_engine
+                    .coverage_check_cluster(&cluster, now, &id)
+                    .await;
+                if result.as_ref().is_err_and(EngineError::is_retryable) {
+                    retry.extend(message_ids);
+                }
+                done.push(Invocation {
+                    function: "coverage-check",
+                    at: now,
+                    events: Vec::new(),
+                    result,
+                    ecs_calls: self.model.call_count() - before,
+                    store_calls: self.budget.store_calls() - store_before,
+                    crashed: false,
+                });
+            }
+            let crashed = self.finish();
+            if let Some(last) = done.last_mut() {
+                last.crashed |= crashed;
+            }
+            // A crashed invocation answers nothing: its whole batch comes again.
+            let delivered: Vec<String> = received
+                .into_iter()
+                .map(|(id, _)| id)
+                .filter(|id| !crashed && !retry.contains(id))
+                .collect();
+            self.wakes.delete(&delivered);
         }
-        let check = self.coverage_check().await;
-        self.next_wake = check.result.as_ref().ok().and_then(|o| o.wake_at);
-        Some(check)
     }
 
     /// Runs `duration`, second by second: events as they come, the schedule every
-    /// `interval` seconds, and its wake-ups in between.
+    /// `interval` seconds, and the wake queue's messages at their own moments.
     pub async fn run_scheduled(&mut self, duration: Duration, interval: i64) -> Vec<Invocation> {
         let mut done = Vec::new();
         let end = self.model.now() + duration;
@@ -1106,16 +1191,8 @@ impl Harness {
                 |(_, period)| period,
             );
         while self.model.now() < end {
-            // The deployed coverage-check sleeps until its wake-up: one due before the next
-            // whole second runs at its own moment.
             let tick = self.model.now() + Duration::seconds(1);
-            if let Some(wake) = self
-                .next_wake
-                .filter(|at| *at > self.model.now() && *at < tick)
-            {
-                self.model.advance(wake - self.model.now());
-                done.extend(self.wake_if_due().await);
-            }
+            done.extend(self.wakes_before(tick).await);
             // Paced calls let model time pass inside invocations: catch up to the tick.
             self.model
                 .advance((tick - self.model.now()).max(Duration::zero()));
@@ -1125,9 +1202,22 @@ impl Harness {
                 period = now_period;
                 self.schedule_period = Some((interval, period));
                 done.push(self.scheduled_check().await);
-            } else if let Some(check) = self.wake_if_due().await {
-                done.push(check);
             }
+        }
+        done
+    }
+
+    /// The wake queue's deliveries before `tick`, each at its own moment.
+    async fn wakes_before(&mut self, tick: DateTime<Utc>) -> Vec<Invocation> {
+        let mut done = Vec::new();
+        while let Some(at) = self.wakes.next_delivery().filter(|at| *at < tick) {
+            self.model
+                .advance((at - self.model.now()).max(Duration::zero()));
+            let delivered = self.deliver_wakes().await;
+            if delivered.is_empty() && self.wakes.next_delivery() == Some(at) {
+                break;
+            }
+            done.extend(delivered);
         }
         done
     }
@@ -1268,7 +1358,10 @@ impl Harness {
         let mut done = Vec::new();
         let end = self.model.now() + duration;
         while self.model.now() < end {
-            self.model.advance(tick);
+            let next = self.model.now() + tick;
+            done.extend(self.wakes_before(next).await);
+            self.model
+                .advance((next - self.model.now()).max(Duration::zero()));
             done.extend(self.deliver_events().await);
         }
         done

@@ -302,7 +302,35 @@ pub async fn check_store_contract<S: Store>(store: &S, cluster: &str, slots: usi
         Ok(EventSeen::FirstTime),
         "a forgotten event counts again"
     );
+    check_wake_bookings(store, cluster).await;
     check_put_all(store, cluster).await;
+}
+
+/// One pending wake per cluster: a later one waits for the earlier one's reconcile, an
+/// earlier one takes its place, and one whose moment has come no longer counts.
+pub async fn check_wake_bookings<S: Store>(store: &S, cluster: &str) {
+    use ecs_daemons::store::WakeBooking::{Booked, EarlierPending};
+    let book = |wake: i64, now: i64| store.book_wake(cluster, at(wake), at(now));
+    assert_eq!(book(100, 0).await, Ok(Booked), "the first wake");
+    assert_eq!(book(130, 5).await, Ok(EarlierPending), "a later one waits");
+    assert_eq!(
+        book(100, 6).await,
+        Ok(EarlierPending),
+        "the same moment is pending"
+    );
+    assert_eq!(
+        book(90, 7).await,
+        Ok(Booked),
+        "an earlier one takes its place"
+    );
+    assert_eq!(book(130, 90).await, Ok(Booked), "the pending one has come");
+    assert_eq!(
+        store
+            .book_wake(&format!("{cluster}-other"), at(200), at(91))
+            .await,
+        Ok(Booked),
+        "each cluster has its own"
+    );
 }
 
 /// `put_all` writes records of different kinds together or not at all: a spec switch, the

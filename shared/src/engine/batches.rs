@@ -346,6 +346,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
         }
         self.follow_daemon_clusters(&mut batch, daemon_clusters, now)
             .await;
+        self.book_batch_wakes(&mut batch.outcomes, now).await;
         batch
     }
 

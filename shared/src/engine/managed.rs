@@ -25,6 +25,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             Ok(managed) => managed,
             Err(error) => {
                 outcome.errors.push(error.to_string());
+                self.book_wake(&mut outcome, now).await;
                 return Ok(outcome);
             }
         };
@@ -50,6 +51,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
                     .push(format!("daemon {}: {error}", part.record.daemon)),
             }
         }
+        self.book_wake(&mut outcome, now).await;
         Ok(outcome)
     }
 

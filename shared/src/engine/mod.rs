@@ -37,6 +37,7 @@ mod rollouts;
 mod services;
 #[cfg(test)]
 mod tests;
+mod wakes;
 
 pub use holds::TerminateOutcome;
 use observe::*;
@@ -296,6 +297,8 @@ pub struct Engine<E, S> {
     /// CloudWatch, for rollouts gated by alarms (none: such rollouts wait for a reconcile
     /// that can read them, and a deploy naming alarms is refused).
     alarms: Option<std::sync::Arc<dyn crate::alarms::Alarms>>,
+    /// The wake queue (none: timed steps wait for the schedule).
+    wakes: Option<std::sync::Arc<dyn crate::wake::WakeQueue>>,
 }
 
 impl<E: Ecs, S: Store> Engine<E, S> {
@@ -306,6 +309,7 @@ impl<E: Ecs, S: Store> Engine<E, S> {
             config,
             autoscaling: None,
             alarms: None,
+            wakes: None,
         }
     }
 

@@ -192,10 +192,28 @@ pub async fn production_engine(function: &str) -> Result<ProductionEngine, Funct
     let cloudwatch = crate::alarms::CloudWatchAlarms::from_config(&aws)
         .filter(|_| reads_alarms(function))
         .map(std::sync::Arc::new);
-    Ok(match cloudwatch {
+    let engine = match cloudwatch {
         Some(cloudwatch) => engine.with_alarms(cloudwatch),
         None => engine,
+    };
+    let wakes = crate::wake::SqsWakeQueue::from_environment(&aws)
+        .filter(|_| books_wakes(function))
+        .map(std::sync::Arc::new);
+    Ok(match wakes {
+        Some(wakes) => engine.with_wakes(wakes),
+        None => engine,
     })
+}
+
+/// The functions whose role may send to the wake queue (template.yaml's WakeQueueSendPolicy):
+/// those whose reconciles leave timed steps behind (a copy settling after its RUNNING event,
+/// a restart backoff, the next poll of a rollout). Deploy and rollback leave their first
+/// wave to the coverage check, whose reconcile books what follows.
+pub fn books_wakes(function: &str) -> bool {
+    matches!(
+        function,
+        "coverage-check" | "task-events" | "instance-events"
+    )
 }
 
 /// The functions whose role may read the rollout alarms (template.yaml's AlarmReadPolicy):

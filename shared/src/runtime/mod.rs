@@ -10,13 +10,13 @@ mod logging;
 mod serving;
 
 pub use config::{
-    engine_config_from, holds_terminations, production_engine, rate_seconds, reads_alarms,
-    ProductionEngine,
+    books_wakes, engine_config_from, holds_terminations, production_engine, rate_seconds,
+    reads_alarms, ProductionEngine,
 };
 pub use error::FunctionError;
 pub use handlers::{
-    coverage_check, deploy, ecs_events, instance_event, lifecycle_hook, rollback,
-    rollout_stream_clusters, status, stream_batch_of_inserts, task_event, WAKE_WINDOW_SECONDS,
+    coverage_check, deploy, ecs_events, instance_event, lifecycle_hook, plan_wakes, rollback,
+    rollout_stream_clusters, status, stream_batch_of_inserts, task_event, WakePlan,
 };
 pub use logging::InvocationContext;
 pub use serving::serve;

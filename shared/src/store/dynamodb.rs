@@ -18,7 +18,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::{
     decode, encode, EventSeen, Expected, ItemKey, PreparedPut, Record, Store, StoreError,
-    Versioned, TRANSACTION_MAX_ITEMS,
+    Versioned, WakeBooking, TRANSACTION_MAX_ITEMS,
 };
 
 pub const SPECS_BY_CLUSTER_INDEX: &str = "specs-by-cluster";
@@ -29,6 +29,8 @@ const VERSION: &str = "version";
 const DATA: &str = "data";
 const SPEC_CLUSTER: &str = "specCluster";
 const EXPIRES_AT: &str = "expiresAt";
+/// A pending wake's moment, in milliseconds since the epoch.
+const WAKE_AT: &str = "wakeAt";
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -415,6 +417,51 @@ impl Store for DynamoStore {
             Ok(_) => Ok(EventSeen::FirstTime),
             Err(error) if error.code() == Some("ConditionalCheckFailedException") => {
                 Ok(EventSeen::Duplicate)
+            }
+            Err(error) => Err(call_error("PutItem", key.to_string(), error)),
+        }
+    }
+
+    async fn book_wake(
+        &self,
+        cluster: &str,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<WakeBooking, StoreError> {
+        let key = ItemKey::wake(cluster);
+        let mut item = key_item(&key);
+        item.insert(KIND.into(), AttributeValue::S("WAKE".into()));
+        item.insert(VERSION.into(), AttributeValue::N("1".into()));
+        item.insert(
+            WAKE_AT.into(),
+            AttributeValue::N(at.timestamp_millis().to_string()),
+        );
+        // TTL removes a cluster's wake an hour after its moment (the cluster may be gone).
+        item.insert(
+            EXPIRES_AT.into(),
+            AttributeValue::N((at + Duration::hours(1)).timestamp().to_string()),
+        );
+        let answer = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR #wake <= :now OR #wake > :at")
+            .expression_attribute_names("#wake", WAKE_AT)
+            .expression_attribute_values(
+                ":now",
+                AttributeValue::N(now.timestamp_millis().to_string()),
+            )
+            .expression_attribute_values(
+                ":at",
+                AttributeValue::N(at.timestamp_millis().to_string()),
+            )
+            .send()
+            .await;
+        match answer {
+            Ok(_) => Ok(WakeBooking::Booked),
+            Err(error) if error.code() == Some("ConditionalCheckFailedException") => {
+                Ok(WakeBooking::EarlierPending)
             }
             Err(error) => Err(call_error("PutItem", key.to_string(), error)),
         }

@@ -279,6 +279,10 @@ pub(super) async fn run_managed(seed: u64) -> Result<SeedReport, String> {
     let settle = setup.deployment_time;
     setup.harness.run_scheduled(settle, COVERAGE_INTERVAL).await;
     setup.harness.model.set_faults(setup.faults.clone());
+    setup
+        .harness
+        .wakes
+        .make_late(Some((seed, super::WAKES_LATE_BY)));
     setup.harness.crash_chance = rng.unit() * 0.05;
     setup.harness.budget.lose_races(rng.unit() * 0.03, seed);
 
@@ -377,16 +381,8 @@ pub(super) async fn run_managed(seed: u64) -> Result<SeedReport, String> {
         let delivered = setup.harness.deliver_events().await;
         trace(&delivered);
         let check_due = schedule.due(now);
-        if !check_due {
-            trace(
-                &setup
-                    .harness
-                    .wake_if_due()
-                    .await
-                    .into_iter()
-                    .collect::<Vec<_>>(),
-            );
-        }
+        // The wake queue's messages come whatever the schedule does.
+        trace(&setup.harness.deliver_wakes().await);
         if check_due {
             if faults_on && rng.chance(0.1) {
                 report.faults.coverage_checks_missed += 1;

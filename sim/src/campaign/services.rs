@@ -162,6 +162,7 @@ pub(super) async fn run_services(seed: u64) -> Result<SeedReport, String> {
         .model
         .set_application(CLUSTER, "web", &web, PROVIDER, 2 + rng.below(10) as usize);
     harness.model.set_faults(faults);
+    harness.wakes.make_late(Some((seed, super::WAKES_LATE_BY)));
     harness.crash_chance = rng.unit() * 0.05;
     harness.budget.lose_races(rng.unit() * 0.03, seed);
 
@@ -249,6 +250,8 @@ pub(super) async fn run_services(seed: u64) -> Result<SeedReport, String> {
         }
         let delivered = harness.deliver_events().await;
         trace(&delivered);
+        // The wake queue's messages come whatever the schedule does.
+        trace(&harness.deliver_wakes().await);
         if schedule.due(now) {
             if faults_on && rng.chance(0.1) {
                 report.faults.coverage_checks_missed += 1;
@@ -259,8 +262,6 @@ pub(super) async fn run_services(seed: u64) -> Result<SeedReport, String> {
                     gaps.clean_checks.push(now);
                 }
             }
-        } else {
-            trace(&harness.wake_if_due().await.into_iter().collect::<Vec<_>>());
         }
         let seen = census(&harness);
         let records = rollouts(&harness).await?;

@@ -1,8 +1,11 @@
 //! `coverage-check`. Input: the schedule's EventBridge event, `{}` for every managed cluster,
-//! `{"cluster": "name"}`, or a batch of the table's stream (new rollout records: their
-//! clusters are reconciled once each, so a rollout's first wave starts within seconds).
+//! `{"cluster": "name"}`, a batch of the table's stream (new rollout records: their
+//! clusters are reconciled once each, so a rollout's first wave starts within seconds), or a
+//! batch of the wake queue (a timed step is due: [`crate::wake`]).
 
-use chrono::Utc;
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
 use crate::deploy::DeployError;
@@ -11,12 +14,68 @@ use crate::engine::Outcome;
 use crate::runtime::logging::log_outcome;
 use crate::runtime::FunctionError;
 use crate::store::{ItemKey, RecordKind};
+use crate::wake::{Wake, WakeStep};
 
-/// A scheduled coverage-check keeps reconciling inside its invocation while timed
-/// conditions (minHealthySeconds, restart backoffs) mature within this many seconds of
-/// its start, so rollouts and restarts do not wait for the next schedule. (The function's
-/// timeout in template.yaml leaves room for it.)
-pub const WAKE_WINDOW_SECONDS: i64 = 55;
+/// What a batch of the wake queue asks for at one moment ([`plan_wakes`]).
+#[derive(Debug, Default, PartialEq)]
+pub struct WakePlan {
+    /// The clusters to reconcile now, each once, with the messages that asked for it.
+    pub reconcile: BTreeMap<String, Vec<String>>,
+    /// How long to wait first: the fraction of a second the messages' whole-second timers
+    /// left (at most one second).
+    pub wait: Duration,
+    /// Wakes further away than one timer reaches, to send again (message id, wake).
+    pub send_again: Vec<(String, Wake)>,
+    /// Messages that are no wake for a managed cluster: logged and dropped (message id, why).
+    pub dropped: Vec<(String, String)>,
+}
+
+/// The wake queue's batch at `now`: which clusters are due, which wakes travel on.
+pub fn plan_wakes(
+    messages: Vec<crate::sqs::Message>,
+    managed: &[String],
+    now: DateTime<Utc>,
+) -> WakePlan {
+    let mut plan = WakePlan::default();
+    for message in messages {
+        let wake = message.body.and_then(|body| Wake::from_body(&body));
+        let wake = match wake {
+            Ok(wake) if managed.is_empty() || managed.contains(&wake.cluster) => wake,
+            Ok(wake) => {
+                let why = format!("cluster {} is not managed by this deployment", wake.cluster);
+                plan.dropped.push((message.message_id, why));
+                continue;
+            }
+            Err(why) => {
+                plan.dropped.push((message.message_id, why));
+                continue;
+            }
+        };
+        match wake.step(now) {
+            WakeStep::Reconcile => {}
+            WakeStep::WaitThenReconcile(left) => plan.wait = plan.wait.max(left),
+            WakeStep::SendAgain => {
+                plan.send_again.push((message.message_id, wake));
+                continue;
+            }
+        }
+        plan.reconcile
+            .entry(wake.cluster)
+            .or_default()
+            .push(message.message_id);
+    }
+    plan
+}
+
+/// Whether a payload is a batch of the wake queue (SQS records whose bodies are wakes).
+fn is_wake_batch(payload: &Value) -> bool {
+    crate::sqs::messages(payload).is_some_and(|messages| {
+        !messages.is_empty()
+            && messages
+                .iter()
+                .any(|m| m.body.as_ref().is_ok_and(|b| b.get("wake").is_some()))
+    })
+}
 
 /// The clusters whose rollout records a batch of the table's stream inserted, each once;
 /// `None` when the payload is not such a batch. Other records (the filter in template.yaml
@@ -74,50 +133,84 @@ pub fn stream_batch_of_inserts(keys: &[ItemKey]) -> Value {
     serde_json::json!({ "Records": records })
 }
 
-/// Scheduled (every managed cluster), manual `{"cluster": …}`, or the table's stream.
+/// Scheduled (every managed cluster), manual `{"cluster": …}`, the table's stream, or the
+/// wake queue. Every cluster is reconciled once; each reconcile books its next wake.
+/// Answers the outcomes, or for a wake batch the messages to deliver again.
 pub async fn coverage_check<E: crate::ecs::Ecs, S: crate::store::Store>(
     engine: &Engine<E, S>,
     payload: Value,
     request_id: String,
-) -> Result<Vec<Outcome>, FunctionError> {
+) -> Result<Value, FunctionError> {
+    if is_wake_batch(&payload) {
+        return Ok(wake_batch(engine, payload, &request_id).await);
+    }
     let scheduled = payload.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event");
-    // Only the schedule's run keeps a wake-up window: a stream batch (a new rollout record)
-    // reconciles once, so it never holds the function's one concurrent run for long.
-    let (clusters, windowed) = match (
+    let clusters = match (
         rollout_stream_clusters(&payload, &engine.config().clusters),
         payload.get("cluster").and_then(Value::as_str),
     ) {
-        (Some(recorded), _) => (recorded, false),
-        (None, Some(cluster)) => (vec![cluster.to_string()], false),
+        (Some(recorded), _) => recorded,
+        (None, Some(cluster)) => vec![cluster.to_string()],
         (None, None) if scheduled || payload.as_object().is_some_and(|o| o.is_empty()) => {
-            (engine.config().clusters.clone(), scheduled)
+            engine.config().clusters.clone()
         }
         (None, None) => {
             return Err(DeployError::InvalidRequest(
-                "coverage-check takes a scheduled event, {} for every managed cluster, {\"cluster\": \"name\"}, or a batch of the table's stream".into(),
+                "coverage-check takes a scheduled event, {} for every managed cluster, {\"cluster\": \"name\"}, or a batch of the table's stream or of the wake queue".into(),
             )
             .into())
         }
     };
-    let window_end = Utc::now() + chrono::Duration::seconds(WAKE_WINDOW_SECONDS);
-    loop {
-        let mut outcomes = Vec::new();
-        for cluster in &clusters {
-            let outcome = engine
-                .coverage_check_cluster(cluster, Utc::now(), &request_id)
-                .await?;
-            log_outcome("coverage-check", &outcome);
-            outcomes.push(outcome);
-        }
-        let wake = outcomes.iter().filter_map(|o| o.wake_at).min();
-        match wake {
-            Some(at) if windowed && at <= window_end => {
-                let wait = (at - Utc::now()).to_std().unwrap_or_default();
-                tokio::time::sleep(wait).await;
-            }
-            _ => return Ok(outcomes),
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    for cluster in &clusters {
+        let outcome = engine
+            .coverage_check_cluster(cluster, Utc::now(), &request_id)
+            .await?;
+        log_outcome("coverage-check", &outcome);
+        outcomes.push(outcome);
+    }
+    Ok(serde_json::to_value(outcomes)?)
+}
+
+/// A batch of the wake queue: due clusters reconciled (after the fraction of a second their
+/// timers left), far wakes sent on; answers the messages to deliver again.
+async fn wake_batch<E: crate::ecs::Ecs, S: crate::store::Store>(
+    engine: &Engine<E, S>,
+    payload: Value,
+    request_id: &str,
+) -> Value {
+    let messages = crate::sqs::messages(&payload).unwrap_or_default();
+    let plan = plan_wakes(messages, &engine.config().clusters, Utc::now());
+    for (message_id, why) in &plan.dropped {
+        tracing::error!(function = "coverage-check", message_id = %message_id, error_type = "InvalidWake", error = %why, "dropped a wake message");
+    }
+    let mut retry = Vec::new();
+    for (message_id, wake) in &plan.send_again {
+        if let Err(error) = engine.send_wake_again(wake).await {
+            tracing::error!(function = "coverage-check", message_id = %message_id, error_type = "WakeNotSent", error = %error, "a far wake was not sent on; delivering it again");
+            retry.push(message_id.clone());
         }
     }
+    if let Ok(wait) = plan.wait.to_std() {
+        tokio::time::sleep(wait).await;
+    }
+    for (cluster, message_ids) in plan.reconcile {
+        match engine
+            .coverage_check_cluster(&cluster, Utc::now(), request_id)
+            .await
+        {
+            Ok(outcome) => log_outcome("coverage-check", &outcome),
+            Err(error) => {
+                let error = FunctionError::from(error);
+                let retryable = matches!(&error, FunctionError::Engine(e) if e.is_retryable());
+                tracing::error!(function = "coverage-check", cluster = %cluster, error_type = error.error_type(), error = %error, retry = retryable, "a woken reconcile failed");
+                if retryable {
+                    retry.extend(message_ids);
+                }
+            }
+        }
+    }
+    crate::sqs::batch_response(&retry)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ mod rollback;
 mod status;
 
 pub use coverage_check::{
-    coverage_check, rollout_stream_clusters, stream_batch_of_inserts, WAKE_WINDOW_SECONDS,
+    coverage_check, plan_wakes, rollout_stream_clusters, stream_batch_of_inserts, WakePlan,
 };
 pub use deploy::deploy;
 pub use ecs_events::{ecs_events, instance_event, task_event};
