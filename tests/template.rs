@@ -769,6 +769,18 @@ fn the_sample_invokes_in_events_parse_as_the_readme_shows_them() {
     }
 }
 
+#[test]
+fn the_task_rule_lets_through_what_events_task_rule_passes_says() {
+    let template = template();
+    let pattern = &template["Resources"]["TaskStateChangeRule"]["Properties"]["EventPattern"];
+    let mut expected: Vec<Value> = ecs_daemons::events::TASK_RULE_GROUP_PREFIXES
+        .iter()
+        .map(|prefix| json!({"group": [{"prefix": prefix}]}))
+        .collect();
+    expected.push(json!({"lastStatus": ecs_daemons::events::TASK_RULE_LAST_STATUSES}));
+    assert_eq!(pattern["detail"]["$or"], json!(expected));
+}
+
 /// The wake queue: received by the coverage-check alone, at once, one cluster per message;
 /// sent to by exactly the functions that book wakes, whose environment names it.
 fn check_wake_queue(template: &Value, binary: &str, function: &Value, source: &Value) {

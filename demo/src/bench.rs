@@ -24,6 +24,8 @@ use ecs_daemons_sim::cluster_model::{ModelConfig, TaskDefinitionModel};
 use ecs_daemons_sim::simulation::Harness;
 use ecs_daemons_sim::simulation::Invocation;
 
+mod cost;
+
 const CLUSTER: &str = "bench";
 const SCHEDULE_SECONDS: i64 = 60;
 
@@ -1014,7 +1016,7 @@ fn allows(rate: Rate, seconds: u32) -> f64 {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    // `BENCH=plan` (or reconcile, events, wall, rollout, services, coverage, lambda, scalein) runs one
+    // `BENCH=plan` (or reconcile, events, wall, rollout, services, coverage, lambda, scalein, cost) runs one
     // group only.
     let only = std::env::var("BENCH").unwrap_or_default();
     let wanted = |group: &str| only.is_empty() || only == group;
@@ -1083,6 +1085,9 @@ async fn main() {
     }
     if wanted("scalein") {
         figures.extend(scale_in_figures().await);
+    }
+    if wanted("cost") {
+        figures.extend(cost::cost_figures().await);
     }
     for figure in &figures {
         println!(

@@ -19,6 +19,28 @@ use crate::model::{HealthStatus, InstanceStatus, Resources, TaskStatus};
 pub const ECS_SOURCE: &str = "aws.ecs";
 pub const INSTANCE_STATE_CHANGE: &str = "ECS Container Instance State Change";
 pub const TASK_STATE_CHANGE: &str = "ECS Task State Change";
+
+/// The task events the task-events rule lets through (template.yaml, `TaskStateChangeRule`):
+/// every event of a task whose group is one of ecs-daemons' (its standalone copies, its
+/// DAEMON services' tasks, and look-alikes, which the engine then refuses), and of any other
+/// task only its end, where drain-last may let an instance go. An application task's other
+/// changes are nothing to do (`Engine::event_work` skips them), and at a couple of thousand
+/// an hour they would be most of the functions' invocations.
+pub const TASK_RULE_GROUP_PREFIXES: [&str; 2] = [crate::plan::GROUP_PREFIX, "service:ecs-daemons-"];
+pub const TASK_RULE_LAST_STATUSES: [&str; 2] = ["STOPPED", "DELETED"];
+
+/// Whether the task-events rule delivers this ECS Task State Change: EventBridge's `$or` of
+/// a `prefix` match on `detail.group` and an exact match on `detail.lastStatus` (EventBridge
+/// user guide, *Content filtering in Amazon EventBridge event patterns*).
+pub fn task_rule_passes(event: &Value) -> bool {
+    let detail = &event["detail"];
+    let group = detail["group"].as_str().unwrap_or_default();
+    let status = detail["lastStatus"].as_str().unwrap_or_default();
+    TASK_RULE_GROUP_PREFIXES
+        .iter()
+        .any(|prefix| group.starts_with(prefix))
+        || TASK_RULE_LAST_STATUSES.contains(&status)
+}
 /// ECS's managed daemons (Managed Instances): a daemon task that could not start
 /// (`DAEMON_TASK_START_IMPAIRED`), *Daemon events* in the ECS developer guide.
 pub const DAEMON_SERVICE_ACTION: &str = "ECS Daemon Service Action";
@@ -502,6 +524,20 @@ mod tests {
         let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn the_task_rule_passes_daemon_copies_and_the_ends_of_other_tasks() {
+        let event = |group: &str, status: &str| serde_json::json!({"detail": {"group": group, "lastStatus": status}});
+        assert!(task_rule_passes(&event("daemon:agent", "PENDING")));
+        assert!(task_rule_passes(&event(
+            "service:ecs-daemons-agent-a",
+            "RUNNING"
+        )));
+        assert!(task_rule_passes(&event("service:web", "STOPPED")));
+        assert!(!task_rule_passes(&event("service:web", "RUNNING")));
+        assert!(!task_rule_passes(&event("service:web", "PENDING")));
+        assert!(!task_rule_passes(&event("family:batch", "DEACTIVATING")));
     }
 
     #[test]

@@ -73,6 +73,10 @@ pub const METRIC_NAMES: &[&str] = &[
 /// Per daemon, and once more without dimensions so that one alarm covers every cluster and
 /// daemon of the stack (its statistic is Maximum).
 const PER_DAEMON: &[&[&str]] = &[&["Cluster", "Daemon"], &[]];
+/// Without dimensions only: a daemon at rest. CloudWatch bills each metric (name and
+/// dimension values) for every hour it is published in ($0.30 a month each), so per-daemon
+/// series appear only while a daemon is in trouble, where they say which one.
+const FLEET_ONLY: &[&[&str]] = &[&[]];
 const PER_CLUSTER: &[&[&str]] = &[&["Cluster"], &[]];
 
 struct Figure {
@@ -132,12 +136,16 @@ struct Emitter<'a> {
 
 impl Emitter<'_> {
     fn per_daemon(&mut self, daemon: &str, figures: &[Figure]) {
+        self.of_daemon(daemon, PER_DAEMON, figures);
+    }
+
+    fn of_daemon(&mut self, daemon: &str, dimension_sets: &[&[&str]], figures: &[Figure]) {
         let root = [
             ("Cluster", self.cluster),
             ("Daemon", daemon),
             ("function", self.function),
         ];
-        let line = document(self.namespace, self.at, PER_DAEMON, &root, figures);
+        let line = document(self.namespace, self.at, dimension_sets, &root, figures);
         self.lines.push(line);
     }
 
@@ -157,16 +165,25 @@ impl Emitter<'_> {
             let without = coverage
                 .targeted
                 .saturating_sub(coverage.covered + coverage.starting);
-            self.per_daemon(
-                daemon,
-                &[
-                    count(INSTANCES_TARGETED, coverage.targeted as f64),
-                    count(INSTANCES_COVERED, coverage.covered as f64),
-                    count(INSTANCES_WITHOUT_DAEMON, without as f64),
-                    count(DUPLICATE_COPIES, coverage.duplicates as f64),
-                    count(CRASH_LOOPING_INSTANCES, coverage.crash_looping as f64),
-                ],
-            );
+            let mut figures = vec![
+                count(INSTANCES_TARGETED, coverage.targeted as f64),
+                count(INSTANCES_COVERED, coverage.covered as f64),
+                count(INSTANCES_WITHOUT_DAEMON, without as f64),
+            ];
+            // The three above are always there, without dimensions: the dashboard's coverage
+            // and the missing-daemon alarm (which must never lack data). Duplicates and
+            // crash loops, and the per-daemon series, only while something is wrong.
+            let in_trouble = without > 0 || coverage.duplicates > 0 || coverage.crash_looping > 0;
+            if in_trouble {
+                figures.push(count(DUPLICATE_COPIES, coverage.duplicates as f64));
+                figures.push(count(
+                    CRASH_LOOPING_INSTANCES,
+                    coverage.crash_looping as f64,
+                ));
+                self.per_daemon(daemon, &figures);
+            } else {
+                self.of_daemon(daemon, FLEET_ONLY, &figures);
+            }
         }
         for (daemon, drift) in &outcome.native_drift {
             self.per_daemon(daemon, &[count(DAEMON_DRIFT, u8::from(drift.is_some()))]);
@@ -403,6 +420,33 @@ mod tests {
         assert_eq!(
             lines[1]["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Unit"],
             "Percent"
+        );
+    }
+
+    #[test]
+    fn a_daemon_at_rest_publishes_three_figures_without_dimensions_only() {
+        let mut outcome = Outcome {
+            cluster: "prod".into(),
+            ..Outcome::default()
+        };
+        outcome.coverage.insert(
+            "cwagent".into(),
+            DaemonCoverage {
+                targeted: 10,
+                covered: 10,
+                ..DaemonCoverage::default()
+            },
+        );
+        let lines = outcome_lines("ns", "coverage-check", &outcome, at());
+        let figures = extracted(&lines[0]);
+        assert_eq!(
+            figures,
+            vec![
+                (INSTANCES_TARGETED.to_string(), vec![], vec![], 10.0),
+                (INSTANCES_COVERED.to_string(), vec![], vec![], 10.0),
+                (INSTANCES_WITHOUT_DAEMON.to_string(), vec![], vec![], 0.0),
+            ],
+            "the alarm's figure and the dashboard's, nothing billed per daemon"
         );
     }
 

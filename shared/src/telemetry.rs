@@ -9,18 +9,28 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// Installs the JSON log subscriber; a second call is a no-op.
 pub fn init_logging() {
     let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let _ = tracing_subscriber::registry()
+        .with(json_layer(std::io::stdout))
+        .with(filter)
+        .try_init();
+}
+
+/// The functions' log format, written to `writer` (stdout in Lambda; the cost benchmark
+/// counts its bytes).
+pub fn json_layer<S, W>(writer: W) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'writer> tracing_subscriber::fmt::MakeWriter<'writer> + 'static,
+{
     // Lambda adds its own timestamps to every line; the JSON keeps ours for local runs.
-    let format = tracing_subscriber::fmt::layer()
+    tracing_subscriber::fmt::layer()
         .json()
         .with_target(false)
         .with_current_span(true)
         .with_span_list(false)
         .flatten_event(true)
-        .with_ansi(false);
-    let _ = tracing_subscriber::registry()
-        .with(format)
-        .with(filter)
-        .try_init();
+        .with_ansi(false)
+        .with_writer(writer)
 }
 
 /// `RUST_LOG`'s `level` and `target=level` directives; info when unset or unreadable. `Targets` rather than `EnvFilter`:

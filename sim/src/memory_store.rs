@@ -23,11 +23,64 @@ struct Item {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     items: Mutex<BTreeMap<ItemKey, Item>>,
+    meter: Mutex<RequestUnits>,
+}
+
+/// What the calls so far would have cost a DynamoDB on-demand table, in request units
+/// (developer guide, *Read/write capacity mode*: a strongly consistent read is one unit per
+/// 4 KB read, an eventually consistent one half of that, as a global secondary index's
+/// query always is; a write one unit per KB written, a failed conditional write too; a
+/// transactional write two per KB). Item sizes as *Item sizes and formats* counts them:
+/// attribute names and values.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RequestUnits {
+    pub read: f64,
+    pub write: f64,
+}
+
+/// An item's size as DynamoDB counts it (names and values; numbers at their 21-byte most).
+fn item_bytes(key: &ItemKey, item: &Item) -> usize {
+    let named = |name: &str, value: usize| name.len() + value;
+    named("pk", key.pk.len())
+        + named("sk", key.sk.len())
+        + named("kind", item.kind.len())
+        + named("version", 21)
+        + named("data", item.data.len())
+        + item
+            .spec_cluster
+            .as_ref()
+            .map_or(0, |cluster| named("specCluster", cluster.len()))
+        + item.expires_at.map_or(0, |_| named("expiresAt", 21))
+}
+
+fn read_units(bytes: usize) -> f64 {
+    bytes.div_ceil(4096).max(1) as f64
+}
+
+fn write_units(bytes: usize) -> f64 {
+    bytes.div_ceil(1024).max(1) as f64
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Request units spent so far.
+    pub fn request_units(&self) -> RequestUnits {
+        *self.meter()
+    }
+
+    fn meter(&self) -> MutexGuard<'_, RequestUnits> {
+        self.meter
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn charge(&self, read: f64, write: f64) {
+        let mut meter = self.meter();
+        meter.read += read;
+        meter.write += write;
     }
 
     fn items(&self) -> MutexGuard<'_, BTreeMap<ItemKey, Item>> {
@@ -90,17 +143,19 @@ fn read<R: Record>(key: &ItemKey, item: &Item) -> Result<Versioned<R>, StoreErro
 
 impl Store for MemoryStore {
     async fn get<R: Record>(&self, key: &ItemKey) -> Result<Option<Versioned<R>>, StoreError> {
-        self.items()
-            .get(key)
-            .map(|item| read(key, item))
-            .transpose()
+        let items = self.items();
+        let found = items.get(key);
+        self.charge(
+            read_units(found.map_or(0, |item| item_bytes(key, item))),
+            0.0,
+        );
+        found.map(|item| read(key, item)).transpose()
     }
 
     async fn put<R: Record>(&self, record: &R, expected: Expected) -> Result<u64, StoreError> {
         let key = record.key();
         let data = encode(record)?;
         let mut items = self.items();
-        Self::check(&key, items.get(&key), expected)?;
         let version = expected.next_version();
         let item = Item {
             kind: R::KIND.as_str(),
@@ -109,6 +164,8 @@ impl Store for MemoryStore {
             spec_cluster: record.cluster_index().map(str::to_string),
             expires_at: None,
         };
+        self.charge(0.0, write_units(item_bytes(&key, &item)));
+        Self::check(&key, items.get(&key), expected)?;
         items.insert(key, item);
         Ok(version)
     }
@@ -125,29 +182,39 @@ impl Store for MemoryStore {
         }
         // One lock for the whole transaction: every condition holds, then every put lands.
         let mut items = self.items();
+        let prepared: Vec<Item> = puts
+            .iter()
+            .map(|put| Item {
+                kind: put.kind.as_str(),
+                version: put.expected.next_version(),
+                data: put.data.clone(),
+                spec_cluster: put.cluster_index.clone(),
+                expires_at: None,
+            })
+            .collect();
+        let units: f64 = puts
+            .iter()
+            .zip(&prepared)
+            .map(|(put, item)| 2.0 * write_units(item_bytes(&put.key, item)))
+            .sum();
+        self.charge(0.0, units);
         for put in puts {
             Self::check(&put.key, items.get(&put.key), put.expected)?;
         }
         let mut versions = Vec::with_capacity(puts.len());
-        for put in puts {
-            let version = put.expected.next_version();
-            items.insert(
-                put.key.clone(),
-                Item {
-                    kind: put.kind.as_str(),
-                    version,
-                    data: put.data.clone(),
-                    spec_cluster: put.cluster_index.clone(),
-                    expires_at: None,
-                },
-            );
-            versions.push(version);
+        for (put, item) in puts.iter().zip(prepared) {
+            versions.push(item.version);
+            items.insert(put.key.clone(), item);
         }
         Ok(versions)
     }
 
     async fn delete(&self, key: &ItemKey, expected_version: u64) -> Result<(), StoreError> {
         let mut items = self.items();
+        self.charge(
+            0.0,
+            write_units(items.get(key).map_or(0, |item| item_bytes(key, item))),
+        );
         Self::check(key, items.get(key), Expected::Version(expected_version))?;
         items.remove(key);
         Ok(())
@@ -164,9 +231,15 @@ impl Store for MemoryStore {
             pk: pk.clone(),
             sk: prefix.to_string(),
         };
-        self.items()
+        let items = self.items();
+        let found: Vec<(&ItemKey, &Item)> = items
             .range(start..)
             .take_while(|(key, _)| key.pk == pk && key.sk.starts_with(prefix))
+            .collect();
+        let bytes = found.iter().map(|(key, item)| item_bytes(key, item)).sum();
+        self.charge(read_units(bytes), 0.0);
+        found
+            .into_iter()
             .map(|(key, item)| read(key, item))
             .collect()
     }
@@ -175,11 +248,18 @@ impl Store for MemoryStore {
         &self,
         cluster: &str,
     ) -> Result<Vec<Versioned<R>>, StoreError> {
-        self.items()
+        let items = self.items();
+        let found: Vec<(&ItemKey, &Item)> = items
             .iter()
             .filter(|(_, item)| {
                 item.kind == R::KIND.as_str() && item.spec_cluster.as_deref() == Some(cluster)
             })
+            .collect();
+        // The by-cluster index: a global secondary index reads eventually consistent.
+        let bytes = found.iter().map(|(key, item)| item_bytes(key, item)).sum();
+        self.charge(read_units(bytes) / 2.0, 0.0);
+        found
+            .into_iter()
             .map(|(key, item)| read(key, item))
             .collect()
     }
@@ -191,6 +271,7 @@ impl Store for MemoryStore {
         now: DateTime<Utc>,
     ) -> Result<WakeBooking, StoreError> {
         let key = ItemKey::wake(cluster);
+        self.charge(0.0, 1.0);
         let mut items = self.items();
         // The pending wake's moment is kept where DynamoDB keeps `wakeAt`.
         let pending = items.get(&key).and_then(|item| item.expires_at);
@@ -215,6 +296,7 @@ impl Store for MemoryStore {
         ttl: Duration,
     ) -> Result<EventSeen, StoreError> {
         let key = ItemKey::event(event_id);
+        self.charge(0.0, 1.0);
         let mut items = self.items();
         // Like DynamoDB TTL, an expired marker may linger; it no longer counts.
         if items
@@ -235,6 +317,7 @@ impl Store for MemoryStore {
     }
 
     async fn forget_event(&self, event_id: &str) -> Result<(), StoreError> {
+        self.charge(0.0, 1.0);
         self.items().remove(&ItemKey::event(event_id));
         Ok(())
     }

@@ -924,9 +924,13 @@ impl Harness {
             match event["detail-type"].as_str() {
                 Some(INSTANCE_STATE_CHANGE) => instance_events.push(event),
                 // The daemon events' rule feeds the task-events queue too (template.yaml).
-                Some(
-                    TASK_STATE_CHANGE | DAEMON_SERVICE_ACTION | DAEMON_DEPLOYMENT_STATE_CHANGE,
-                ) => task_events.push(event),
+                // The task rule lets through daemon copies' changes and other tasks' ends.
+                Some(TASK_STATE_CHANGE) if ecs_daemons::events::task_rule_passes(&event) => {
+                    task_events.push(event)
+                }
+                Some(DAEMON_SERVICE_ACTION | DAEMON_DEPLOYMENT_STATE_CHANGE) => {
+                    task_events.push(event)
+                }
                 Some(ecs_daemons::autoscaling::TERMINATE_ACTION) => terminations.push(event),
                 _ => {}
             }

@@ -8,6 +8,17 @@ use crate::engine::Outcome;
 
 /// Logs what one engine run saw and did, and publishes its figures as EMF lines.
 pub(super) fn log_outcome(function: &str, outcome: &Outcome) {
+    log_lines(function, outcome);
+    crate::metrics::publish(&crate::metrics::outcome_lines(
+        metrics_namespace(),
+        function,
+        outcome,
+        Utc::now(),
+    ));
+}
+
+/// The log lines of one engine run (without its EMF lines).
+pub fn log_lines(function: &str, outcome: &Outcome) {
     log_progress(function, outcome);
     log_changes(function, outcome);
     tracing::info!(
@@ -25,12 +36,6 @@ pub(super) fn log_outcome(function: &str, outcome: &Outcome) {
         errors = ?outcome.errors,
         "done"
     );
-    crate::metrics::publish(&crate::metrics::outcome_lines(
-        metrics_namespace(),
-        function,
-        outcome,
-        Utc::now(),
-    ));
 }
 
 /// Coverage and rollout progress per daemon.
@@ -155,7 +160,7 @@ impl InvocationContext {
         }
     }
 
-    pub(super) fn span(&self, function: &str, request_id: &str) -> tracing::Span {
+    pub fn span(&self, function: &str, request_id: &str) -> tracing::Span {
         let shown = |v: &Option<String>| v.clone().unwrap_or_default();
         tracing::info_span!(
             "invocation",

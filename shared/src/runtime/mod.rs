@@ -18,5 +18,5 @@ pub use handlers::{
     coverage_check, deploy, ecs_events, instance_event, lifecycle_hook, plan_wakes, rollback,
     rollout_stream_clusters, status, stream_batch_of_inserts, task_event, WakePlan,
 };
-pub use logging::InvocationContext;
+pub use logging::{log_lines, InvocationContext};
 pub use serving::serve;
