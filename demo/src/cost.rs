@@ -199,6 +199,49 @@ fn emf(function: &str, outcome: &Outcome, units: &mut Units) {
     }
 }
 
+/// What the counters said when a measured stretch began.
+struct Mark {
+    request_units: RequestUnits,
+    wakes: u64,
+    paced_seconds: f64,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Mark {
+    /// Marks the start (and empties the log byte counter).
+    fn now(harness: &Harness, counter: &ByteCounter) -> Self {
+        *counter
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = 0;
+        Self {
+            request_units: harness.store.request_units(),
+            wakes: harness.wakes.sent(),
+            paced_seconds: harness.paced_seconds(),
+            at: harness.model.now(),
+        }
+    }
+
+    /// The units spent since the mark by `invocations` and what the counters saw.
+    fn units(self, harness: &Harness, invocations: &[Invocation], counter: &ByteCounter) -> Units {
+        let mut units = Units::default();
+        count(invocations, &mut units, counter);
+        let now = harness.store.request_units();
+        units.request_units = RequestUnits {
+            read: now.read - self.request_units.read,
+            write: now.write - self.request_units.write,
+        };
+        units.sqs_requests += (harness.wakes.sent() - self.wakes) as f64;
+        units.lambda_milliseconds += (harness.paced_seconds() - self.paced_seconds) * 1000.0;
+        units.minutes = (harness.model.now() - self.at).num_seconds() as f64 / 60.0;
+        units.log_bytes += *counter
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) as f64;
+        units
+    }
+}
+
 /// Alarm metrics in template.yaml: one per alarm on one metric, one per metric of a math
 /// alarm.
 fn template_alarm_metrics() -> f64 {
@@ -275,36 +318,15 @@ pub async fn cost_figures() -> Vec<Figure> {
     let (mut harness, web) = settled().await;
 
     // At rest: an hour, scaled to a month.
-    let before = harness.store.request_units();
-    let wakes_before = harness.wakes.sent();
-    let paced_before = harness.paced_seconds();
-    let started = harness.model.now();
+    let mark = Mark::now(&harness, &counter);
     let (invocations, application_changes) =
         run_with_applications(&mut harness, &web, 3600, 7).await;
-    let mut rest = Units::default();
-    count(&invocations, &mut rest, &counter);
-    rest.request_units = RequestUnits {
-        read: harness.store.request_units().read - before.read,
-        write: harness.store.request_units().write - before.write,
-    };
-    rest.sqs_requests += (harness.wakes.sent() - wakes_before) as f64;
-    rest.lambda_milliseconds += (harness.paced_seconds() - paced_before) * 1000.0;
-    rest.minutes = (harness.model.now() - started).num_seconds() as f64 / 60.0;
-    rest.log_bytes += *counter
-        .0
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) as f64;
+    let rest = mark.units(&harness, &invocations, &counter);
     let month = HOURS_PER_MONTH * 60.0 / rest.minutes;
     let rest_lines = rest.lines(month, alarms);
 
     // One rollout of one daemon across every instance.
-    *counter
-        .0
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = 0;
-    let before = harness.store.request_units();
-    let wakes_before = harness.wakes.sent();
-    let paced_before = harness.paced_seconds();
+    let mark = Mark::now(&harness, &counter);
     let started = harness.model.now();
     let next = harness
         .model
@@ -336,19 +358,7 @@ pub async fn cost_figures() -> Vec<Figure> {
             break;
         }
     }
-    let mut rollout = Units::default();
-    count(&invocations, &mut rollout, &counter);
-    rollout.request_units = RequestUnits {
-        read: harness.store.request_units().read - before.read,
-        write: harness.store.request_units().write - before.write,
-    };
-    rollout.sqs_requests += (harness.wakes.sent() - wakes_before) as f64;
-    rollout.lambda_milliseconds += (harness.paced_seconds() - paced_before) * 1000.0;
-    rollout.minutes = (harness.model.now() - started).num_seconds() as f64 / 60.0;
-    rollout.log_bytes += *counter
-        .0
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) as f64;
+    let mut rollout = mark.units(&harness, &invocations, &counter);
     // A rollout's own metrics and alarms are the month's already: only its usage is its own.
     rollout.metrics.clear();
     let rollout_lines = rollout.lines(1.0, 0.0);
