@@ -823,8 +823,27 @@ async fn lambda_figures() -> Vec<Figure> {
             return Vec::new();
         }
     };
-    let mut figures = Vec::new();
-    for m in measured {
+    let hello = measured.hello;
+    let mut figures = vec![Figure {
+        name: "lambda_start_ms",
+        value: hello.start_ms,
+        parameters: format!(
+            "\"function\": \"{}\", \"stat\": \"median of 5\", \"floor\": true",
+            hello.function
+        ),
+    }];
+    if let Some(rss) = hello.peak_rss_mb {
+        figures.push(Figure {
+            name: "lambda_peak_rss_mb",
+            value: rss,
+            parameters: format!(
+                "\"function\": \"{}\", \"handling\": \"{}\", \"floor\": true",
+                hello.function,
+                hello.handled.unwrap_or_default()
+            ),
+        });
+    }
+    for m in measured.functions {
         let function = format!("\"function\": \"{}\"", m.function);
         figures.push(Figure {
             name: "lambda_binary_mb",
@@ -837,15 +856,22 @@ async fn lambda_figures() -> Vec<Figure> {
             parameters: function.clone(),
         });
         figures.push(Figure {
-            name: "lambda_start_ms",
-            value: m.start_ms,
-            parameters: format!("{function}, \"stat\": \"median of 5\", \"goal\": 20"),
+            name: "lambda_start_over_hello",
+            value: m.start_ms / hello.start_ms,
+            parameters: format!(
+                "{function}, \"startMs\": {:.2}, \"helloMs\": {:.2}, \"stat\": \"median of 5\", \"goal\": 1.3",
+                m.start_ms, hello.start_ms
+            ),
         });
-        if let (Some(rss), Some(handled)) = (m.peak_rss_mb, m.handled) {
+        if let (Some(rss), Some(handled), Some(hello_rss)) =
+            (m.peak_rss_mb, m.handled, hello.peak_rss_mb)
+        {
             figures.push(Figure {
-                name: "lambda_peak_rss_mb",
-                value: rss,
-                parameters: format!("{function}, \"handling\": \"{handled}\", \"goal\": 25"),
+                name: "lambda_rss_over_hello",
+                value: rss / hello_rss,
+                parameters: format!(
+                    "{function}, \"handling\": \"{handled}\", \"peakRssMb\": {rss:.1}, \"helloMb\": {hello_rss:.1}, \"goal\": 1.3"
+                ),
             });
         }
     }

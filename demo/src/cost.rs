@@ -242,15 +242,28 @@ impl Mark {
     }
 }
 
-/// Alarm metrics in template.yaml: one per alarm on one metric, one per metric of a math
-/// alarm.
+/// Alarm metrics in template.yaml, as CloudWatch bills them: one per alarm on one metric,
+/// one per metric (`MetricStat`) of a metric-math alarm, none for its expressions.
 fn template_alarm_metrics() -> f64 {
-    let template = include_str!("../../template.yaml");
-    let alarms = template.matches("Type: AWS::CloudWatch::Alarm").count();
-    let math = template.matches("\n            Metrics:").count()
-        + template.matches("\n      Metrics:").count();
-    let stats = template.matches("MetricStat:").count();
-    (alarms - math + stats) as f64
+    alarm_metrics(include_str!("../../template.yaml"))
+        .expect("template.yaml parses (tests/template.rs reads it too)") as f64
+}
+
+fn alarm_metrics(template: &str) -> Result<usize, serde_yaml::Error> {
+    let template: serde_yaml::Value = serde_yaml::from_str(template)?;
+    let resources = template["Resources"].as_mapping().into_iter().flatten();
+    let metrics = resources
+        .map(|(_, resource)| resource)
+        .filter(|resource| resource["Type"].as_str() == Some("AWS::CloudWatch::Alarm"))
+        .map(|alarm| match alarm["Properties"]["Metrics"].as_sequence() {
+            Some(metrics) => metrics
+                .iter()
+                .filter(|metric| !metric["MetricStat"].is_null())
+                .count(),
+            None => 1,
+        })
+        .sum();
+    Ok(metrics)
 }
 
 /// A settled cluster of 1,000 instances with the three daemons, and the application's task
@@ -397,4 +410,39 @@ pub async fn cost_figures() -> Vec<Figure> {
             ),
         },
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::alarm_metrics;
+
+    #[test]
+    fn alarms_are_billed_per_metric_and_math_expressions_are_free() {
+        let template = r#"
+Resources:
+  Queue:
+    Type: AWS::SQS::Queue
+  Errors:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      MetricName: Errors
+      Dimensions:
+        - Name: FunctionName
+          Value: !Ref Function
+  Throttles:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      Metrics:
+        - Id: total
+          Expression: SUM(METRICS())
+        - Id: first
+          MetricStat:
+            Metric: {MetricName: Throttles}
+        - Id: second
+          MetricStat:
+            Metric: {MetricName: Throttles}
+"#;
+        assert_eq!(alarm_metrics(template).expect("parses"), 3);
+        assert!(super::template_alarm_metrics() >= 1.0);
+    }
 }

@@ -1,7 +1,9 @@
 //! Lambda figures of the release function binaries: size, zip size, process start to ready
 //! for the first event, and peak RSS while handling a real event against the local backends
 //! (the ECS model over HTTP, DynamoDB in moto). Each binary runs as Lambda runs it, against a
-//! one-event runtime API on loopback.
+//! one-event runtime API on loopback. Each figure also has a floor measured in the same run:
+//! lambda_runtime's hello world ([`HELLO`]), built with the same profile and started the same
+//! way, so the ratios hold on any machine where the milliseconds do not.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -21,6 +23,8 @@ const CLUSTER: &str = "bench";
 const PROVIDER: &str = "asg";
 /// Starts measured per function (the median is reported).
 const START_RUNS: usize = 5;
+/// The floor: `local-stack/hello-lambda`, which echoes its event.
+pub const HELLO: &str = "hello-lambda";
 
 #[derive(Clone, Debug)]
 pub struct LambdaFigures {
@@ -65,7 +69,7 @@ async fn build(workspace: &Path, log: &Path) -> Result<PathBuf, StackError> {
             .env("CARGO_ZIGBUILD_CACHE_DIR", tools.join("zigbuild-cache"))
             .stdout(output.try_clone().map_err(StackError::Serve)?)
             .stderr(output);
-        for function in FUNCTIONS {
+        for function in FUNCTIONS.iter().chain([&HELLO]) {
             command.args(["-p", function]);
         }
         let status = command
@@ -160,7 +164,20 @@ fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
-pub async fn measure(workspace: &Path, log: &Path) -> Result<Vec<LambdaFigures>, StackError> {
+/// The functions' figures and the floor's, from one run.
+#[derive(Clone, Debug)]
+pub struct LambdaMeasurement {
+    pub functions: Vec<LambdaFigures>,
+    /// [`HELLO`]'s start and its peak RSS after echoing an event.
+    pub hello: LambdaFigures,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+pub async fn measure(workspace: &Path, log: &Path) -> Result<LambdaMeasurement, StackError> {
     let lambda_dir = build(workspace, log).await?;
     let moto = MotoServer::start(workspace, &workspace.join("target/bench-moto.log")).await?;
     let backends = Backends::start(&StackConfig {
@@ -180,24 +197,31 @@ pub async fn measure(workspace: &Path, log: &Path) -> Result<Vec<LambdaFigures>,
     model.advance(chrono::Duration::seconds(5));
     model.take_due_events();
 
-    let mut figures = Vec::new();
-    for function in FUNCTIONS {
-        let binary = lambda_dir.join(function).join("bootstrap");
-        let mut starts = Vec::new();
-        for _ in 0..START_RUNS {
+    // Starts interleaved round by round (the floor first in each), so a change in the
+    // machine's load moves every binary's median alike.
+    let binaries: Vec<&'static str> = std::iter::once(HELLO)
+        .chain(FUNCTIONS.iter().copied())
+        .collect();
+    let mut starts = vec![Vec::new(); binaries.len()];
+    for _ in 0..START_RUNS {
+        for (function, starts) in binaries.iter().zip(&mut starts) {
+            let binary = lambda_dir.join(function).join("bootstrap");
             let run = run(&binary, function, &backends.environment, None, log).await?;
             starts.push(run.ready.as_secs_f64() * 1000.0);
         }
-        starts.sort_by(f64::total_cmp);
-        figures.push(LambdaFigures {
+    }
+    let mut figures: Vec<LambdaFigures> = binaries
+        .iter()
+        .zip(starts)
+        .map(|(function, starts)| LambdaFigures {
             function,
-            binary_bytes: file_size(&binary),
+            binary_bytes: file_size(&lambda_dir.join(function).join("bootstrap")),
             zip_bytes: file_size(&lambda_dir.join(function).join("bootstrap.zip")),
-            start_ms: starts[starts.len() / 2],
+            start_ms: median(starts),
             peak_rss_mb: None,
             handled: None,
-        });
-    }
+        })
+        .collect();
 
     let bench = Bench {
         lambda_dir: &lambda_dir,
@@ -208,6 +232,17 @@ pub async fn measure(workspace: &Path, log: &Path) -> Result<Vec<LambdaFigures>,
     let deploy = json!({"cluster": CLUSTER, "daemon": "agent", "taskDefinition": agent,
                         "capacityProviders": [PROVIDER]});
     let created = |answer: &Value| answer["recorded"] == "created";
+    // The floor echoes the same request: its answer is the request itself.
+    let echoed = deploy.clone();
+    bench
+        .handle(
+            HELLO,
+            deploy.clone(),
+            "an echo of the deploy request",
+            |answer: &Value| *answer == echoed,
+            &mut figures,
+        )
+        .await?;
     bench
         .handle(
             "deploy",
@@ -244,7 +279,11 @@ pub async fn measure(workspace: &Path, log: &Path) -> Result<Vec<LambdaFigures>,
         )
         .await?;
     drop(moto);
-    Ok(figures)
+    let hello = figures.remove(0);
+    Ok(LambdaMeasurement {
+        functions: figures,
+        hello,
+    })
 }
 
 /// Where the binaries are and what they run against.
