@@ -25,6 +25,12 @@ const DAEMONS: [&str; 3] = ["cloudwatch-agent", "log-router", "otel-collector"];
 /// Application task state changes per hour at rest (the issue's load).
 const APPLICATION_CHANGES_PER_HOUR: f64 = 2_000.0;
 const HOURS_PER_MONTH: f64 = 730.0;
+/// ECS's agent "disconnects and reconnects several times per hour as part of its normal
+/// operation" (ECS developer guide, *Amazon ECS container instance state change events*),
+/// and each change of `agentConnected` is an instance event. How often and for how long is
+/// undocumented: 4 times an hour per instance, 5 s each (knobs; more would cost more).
+const AGENT_RECONNECTS_PER_INSTANCE_HOUR: f64 = 4.0;
+const AGENT_DISCONNECTED_SECONDS: i64 = 5;
 
 /// AWS's public list prices in us-east-1, as of 2026-11 (free tiers left out: the figure is
 /// what the stack costs where they are used up).
@@ -309,7 +315,16 @@ async fn run_with_applications(
     let mut done = Vec::new();
     // A start is two events (PENDING, RUNNING), a stop one: a change every 1.5 s on average.
     let per_second = APPLICATION_CHANGES_PER_HOUR / 3600.0 / 1.5;
-    for _ in 0..seconds {
+    let instances: Vec<String> = harness
+        .model
+        .instances(CLUSTER)
+        .into_iter()
+        .map(|instance| instance.arn)
+        .collect();
+    let reconnects_per_second =
+        instances.len() as f64 * AGENT_RECONNECTS_PER_INSTANCE_HOUR / 3600.0;
+    let mut disconnected: Vec<(String, i64)> = Vec::new();
+    for second in 0..seconds {
         if rng.unit() < per_second {
             if running.len() > 200 && rng.chance(0.5) {
                 let task = running.swap_remove(rng.below(running.len() as u64) as usize);
@@ -320,7 +335,26 @@ async fn run_with_applications(
                 changes += 2;
             }
         }
+        disconnected.retain(|(instance, until)| {
+            let back = *until <= second;
+            if back {
+                harness.model.set_agent_connected(CLUSTER, instance, true);
+            }
+            !back
+        });
+        let mut due = reconnects_per_second.floor() as usize;
+        due += usize::from(rng.unit() < reconnects_per_second.fract());
+        for _ in 0..due {
+            let instance = &instances[rng.below(instances.len() as u64) as usize];
+            if disconnected.iter().all(|(other, _)| other != instance) {
+                harness.model.set_agent_connected(CLUSTER, instance, false);
+                disconnected.push((instance.clone(), second + AGENT_DISCONNECTED_SECONDS));
+            }
+        }
         done.extend(harness.run_scheduled(Duration::seconds(1), 60).await);
+    }
+    for (instance, _) in disconnected {
+        harness.model.set_agent_connected(CLUSTER, &instance, true);
     }
     (done, changes)
 }
